@@ -1,0 +1,3 @@
+from avemo.cli import main
+
+raise SystemExit(main())

