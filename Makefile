@@ -28,7 +28,7 @@ help:
 	@echo "make features    MANIFEST=... SETS='face_fer2013 logmel' FEATURES=... DEVICE=cuda"
 	@echo "make fuse-train  CONFIG=workflows/configs/zhou_fbp.yaml ARGS='trainer.max_epochs=5'"
 	@echo "make ablate      GRID=workflows/grids/zhou.yaml"
-	@echo "make bench       benchmarks -> bench/results/<date>.md"
+	@echo "make bench       benchmarks -> workflows/bench_results/<date>.md"
 	@echo "make lint        ruff"
 
 setup: $(STAMP)
@@ -59,7 +59,9 @@ ablate: setup
 	$(AVEMO) ablate -g $(GRID) $(ARGS)
 
 bench: setup
-	$(PY) -m bench.run $(ARGS)
+	$(PY) -m avemo.extract.bench $(ARGS)
+	$(PY) -m avemo.fusion.bench $(ARGS)
+	$(PY) -m avemo.workflows.bench $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \

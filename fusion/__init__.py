@@ -1,0 +1,1 @@
+"""Stage two: cached-feature datamodule, model zoo, losses, metrics, training."""

@@ -1,0 +1,1 @@
+"""Ablation grids, cross-validation, fold merging, reports, benchmarks."""
