@@ -1,0 +1,227 @@
+"""Contracts shared by every stage-two module: masks, outputs, heads, the model base class.
+
+Batch contract (what the datamodule hands a model)::
+
+    batch = {modality: float Tensor [B, T_m, *row_shape],
+             f"{modality}_mask": bool Tensor [B, T_m]}   # True = valid row
+
+A missing ``*_mask`` means "all rows valid". Models return clip logits ``[B, n_out]`` for
+``task["type"] == "clip"`` and ``[B, T, n_out]`` for ``"frame"`` (all modalities then share
+one timeline ``T``). ``model.attention`` holds the last forward's temporal attention weights
+``{name: [B, T]}`` for reports.
+
+Mask rule used everywhere: a row whose mask is False never influences any output at a valid
+row or any pooled output; values there may be anything (even NaN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+TASK_TYPES = ("clip", "frame")
+
+
+def check_task(task: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``{"type": "clip"|"frame", "n_out": int}`` early, with a clear message."""
+    if not isinstance(task, Mapping) or "type" not in task or "n_out" not in task:
+        raise ValueError(f"task must be {{'type': 'clip'|'frame', 'n_out': int}}, got {task!r}")
+    if task["type"] not in TASK_TYPES:
+        raise ValueError(f"task type must be one of {TASK_TYPES}, got {task['type']!r}")
+    n_out = int(task["n_out"])
+    if n_out < 1:
+        raise ValueError(f"task n_out must be >= 1, got {n_out}")
+    return {"type": task["type"], "n_out": n_out}
+
+
+def get_mask(batch: Mapping[str, Tensor], modality: str) -> Tensor:
+    """The modality's row mask, all-True when the batch carries none."""
+    x = batch[modality]
+    m = batch.get(f"{modality}_mask")
+    if m is None:
+        return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    return m.to(device=x.device, dtype=torch.bool)
+
+
+def zero_invalid(x: Tensor, mask: Tensor) -> Tensor:
+    """Set rows with mask False to 0 (``where``, so NaN/inf there cannot leak)."""
+    m = mask.reshape(mask.shape + (1,) * (x.dim() - mask.dim()))
+    return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean over valid rows of ``x [B, T, D]``; a sequence with no valid row gives zeros."""
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (zero_invalid(x, mask) * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def masked_max(x: Tensor, mask: Tensor) -> Tensor:
+    """Max over valid rows of ``x [B, T, D]``; a sequence with no valid row gives zeros."""
+    filled = x.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+    out = filled.max(1).values
+    return torch.where(mask.any(1, keepdim=True), out, torch.zeros_like(out))
+
+
+def masked_softmax(logits: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
+    """Softmax over valid entries only; all-invalid rows give all-zero weights (not NaN)."""
+    filled = logits.masked_fill(~mask, float("-inf"))
+    any_valid = mask.any(dim, keepdim=True)
+    filled = torch.where(any_valid, filled, torch.zeros_like(filled))
+    return torch.softmax(filled, dim) * mask.to(logits.dtype)
+
+
+def last_valid_length(mask: Tensor) -> Tensor:
+    """Index of the last valid row + 1 per sequence (0 when none)."""
+    t = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    return (t * mask.long()).max(1).values
+
+
+def fit_length(x: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
+    """Stretch a (possibly time-downsampled) sequence to ``length`` rows by repetition.
+
+    Used when an encoder pools time (audio CNN) but a frame task needs one row per label
+    frame: each output row is repeated ``ceil(length / T')`` times, then cut to ``length``.
+    """
+    t = x.shape[1]
+    if t == length:
+        return x, mask
+    rep = -(-length // max(t, 1))
+    x = x.repeat_interleave(rep, dim=1)[:, :length]
+    mask = mask.repeat_interleave(rep, dim=1)[:, :length]
+    if x.shape[1] < length:  # t == 0 edge case
+        pad = length - x.shape[1]
+        x = nn.functional.pad(x, (0, 0, 0, pad))
+        mask = nn.functional.pad(mask, (0, pad), value=False)
+    return x, mask
+
+
+@dataclass
+class TemporalOutput:
+    """What every TEMPORAL module returns.
+
+    ``seq [B, T, out_dim]`` per-frame features (for frame tasks), ``pooled [B, out_dim]`` one
+    vector per sequence (for clip tasks), ``attention [B, T]`` or None.
+    """
+
+    seq: Tensor
+    pooled: Tensor
+    attention: Tensor | None = None
+
+
+@dataclass
+class EncoderOutput:
+    """What every ENCODER returns: a row sequence, its mask, optional attention cells.
+
+    ``cells [B, N, C]`` / ``cells_mask [B, N]``: the items attention-guided FBP attends over
+    (time-frequency cells of the audio CNN's last map; for vector encoders the rows).
+    """
+
+    seq: Tensor
+    mask: Tensor
+    cells: Tensor | None = None
+    cells_mask: Tensor | None = None
+
+
+class TemporalModule(nn.Module):
+    """Base for TEMPORAL modules: ``forward(x [B,T,in_dim], mask [B,T]) -> TemporalOutput``."""
+
+    out_dim: int
+
+    def __init__(self, in_dim: int) -> None:
+        super().__init__()
+        self.in_dim = int(in_dim)
+
+
+class Encoder(nn.Module):
+    """Base for ENCODERS: ``forward(x [B,T,*row], mask [B,T]) -> EncoderOutput``."""
+
+    out_dim: int
+    cell_dim: int
+
+
+class Head(nn.Module):
+    """Task head: optional hidden layers, then ``Linear(-> n_out)``.
+
+    Classification heads give n-class logits; regression heads give one value per target
+    (per frame for frame tasks). Works on ``[..., in_dim]``.
+    """
+
+    def __init__(self, in_dim: int, n_out: int, hidden: list[int] | tuple[int, ...] = (),
+                 dropout: float = 0.0, activation: str = "relu") -> None:
+        super().__init__()
+        acts = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "none": nn.Identity}
+        if activation not in acts:
+            raise ValueError(f"head activation must be one of {sorted(acts)}, got {activation!r}")
+        layers: list[nn.Module] = []
+        d = int(in_dim)
+        for h in hidden:
+            layers += [nn.Linear(d, int(h)), acts[activation](), nn.Dropout(dropout)]
+            d = int(h)
+        if not hidden and dropout:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(d, int(n_out)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class FusionModel(nn.Module):
+    """Base for MODELS: validates inputs/task and keeps ``attention`` for reports."""
+
+    def __init__(self, inputs: Mapping[str, tuple[int, ...]], task: Mapping[str, Any]) -> None:
+        super().__init__()
+        if not inputs:
+            raise ValueError("a model needs at least one input modality")
+        self.inputs = {str(k): tuple(int(d) for d in v) for k, v in inputs.items()}
+        self.task = check_task(task)
+        self.attention: dict[str, Tensor] = {}
+
+    @property
+    def frame_task(self) -> bool:
+        return self.task["type"] == "frame"
+
+    def need(self, modality: str, role: str) -> tuple[int, ...]:
+        """Row shape of a modality the config assigned to ``role``; clear error if absent."""
+        if modality not in self.inputs:
+            raise ValueError(f"{role}: modality {modality!r} is not among the inputs "
+                             f"{sorted(self.inputs)}")
+        return self.inputs[modality]
+
+    def check_batch(self, batch: Mapping[str, Tensor], modalities: list[str]) -> None:
+        missing = [m for m in modalities if m not in batch]
+        if missing:
+            raise KeyError(f"batch lacks modalities {missing}; it has {sorted(batch)}")
+
+
+def as_list(x: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    if x is None:
+        return []
+    return [x] if isinstance(x, str) else list(x)
+
+
+def sub_cfg(cfg: Mapping[str, Any] | str | None, default_name: str) -> tuple[str, dict[str, Any]]:
+    """``{"name": n, **kw}`` or a bare name -> (name, kwargs)."""
+    if cfg is None:
+        return default_name, {}
+    if isinstance(cfg, str):
+        return cfg, {}
+    kw = dict(cfg)
+    return str(kw.pop("name", default_name)), kw
+
+
+def per_modality(cfg: Mapping[str, Any] | str | None, modality: str) -> Mapping[str, Any] | str | None:
+    """Allow ``{"per_modality": {face: {...}}, **default}`` to override a sub-config per modality."""
+    if isinstance(cfg, Mapping) and "per_modality" in cfg:
+        base = {k: v for k, v in cfg.items() if k != "per_modality"}
+        over = cfg["per_modality"].get(modality)
+        if over is None:
+            return base
+        if isinstance(over, str):
+            return {**base, "name": over}
+        return {**base, **over}
+    return cfg
