@@ -30,7 +30,11 @@ PLUGIN_MODULES: list[str] = [
     "avemo.fusion.models.fbp",
     "avemo.fusion.models.unimodal",
     "avemo.fusion.models.zhou",
+    "avemo.fusion.models.attention_fbp",
+    "avemo.fusion.models.jca",
+    "avemo.fusion.models.lfan",
     "avemo.fusion.models.late",
+    "avemo.fusion.losses",
 ]
 
 

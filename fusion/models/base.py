@@ -81,22 +81,23 @@ def last_valid_length(mask: Tensor) -> Tensor:
 
 
 def fit_length(x: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
-    """Stretch a (possibly time-downsampled) sequence to ``length`` rows by repetition.
+    """Map a sequence of ``T'`` rows onto ``length`` rows (nearest row; no interpolation).
 
-    Used when an encoder pools time (audio CNN) but a frame task needs one row per label
-    frame: each output row is repeated ``ceil(length / T')`` times, then cut to ``length``.
+    Upsampling (an encoder that pooled time, e.g. the audio CNN, feeding a frame task) repeats
+    each row ``ceil(length / T')`` times and cuts, matching the pooling windows; downsampling
+    (aligning a longer stream onto a shorter one) takes the row nearest each target centre.
     """
     t = x.shape[1]
     if t == length:
         return x, mask
-    rep = -(-length // max(t, 1))
-    x = x.repeat_interleave(rep, dim=1)[:, :length]
-    mask = mask.repeat_interleave(rep, dim=1)[:, :length]
-    if x.shape[1] < length:  # t == 0 edge case
-        pad = length - x.shape[1]
-        x = nn.functional.pad(x, (0, 0, 0, pad))
-        mask = nn.functional.pad(mask, (0, pad), value=False)
-    return x, mask
+    if t == 0:
+        shape = (x.shape[0], length, *x.shape[2:])
+        return x.new_zeros(shape), mask.new_zeros((x.shape[0], length))
+    if t < length:
+        rep = -(-length // t)
+        return x.repeat_interleave(rep, dim=1)[:, :length], mask.repeat_interleave(rep, dim=1)[:, :length]
+    idx = ((torch.arange(length, device=x.device) + 0.5) * t / length).long().clamp_max(t - 1)
+    return x[:, idx], mask[:, idx]
 
 
 @dataclass
@@ -175,6 +176,9 @@ class FusionModel(nn.Module):
 
     def __init__(self, inputs: Mapping[str, tuple[int, ...]], task: Mapping[str, Any]) -> None:
         super().__init__()
+        from avemo.fusion.registry import load_all
+
+        load_all()  # sub-modules are built by name; make sure every name is registered
         if not inputs:
             raise ValueError("a model needs at least one input modality")
         self.inputs = {str(k): tuple(int(d) for d in v) for k, v in inputs.items()}
