@@ -1,0 +1,264 @@
+"""The LightningModule: loss, optimiser + LR schedule, per-epoch validation metrics, checkpoints.
+
+Validation outputs are assembled by the datamodule (clip scores, or per-frame averages of
+overlapping windows) and scored over the whole partition, as the papers report them.
+Checkpoints are plain ``state_dict`` files of the model (``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avemo.data.registry import Registry
+from avemo.fusion.datamodule import CachedFeatureDataModule
+from avemo.fusion.evaluate import _is_input, score
+
+OPTIMIZERS: Registry = Registry("optimizer")
+SCHEDULES: Registry = Registry("lr schedule")
+TRAIN_LOSSES: Registry = Registry("training loss")
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def _masked_ccc(pred: Tensor, y: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """Lin's CCC per target column over the valid entries (population moments)."""
+    m = mask.to(pred.dtype)
+    n = m.sum(0).clamp_min(1)
+    mp, my = (pred * m).sum(0) / n, (y * m).sum(0) / n
+    vp = (((pred - mp) ** 2) * m).sum(0) / n
+    vy = (((y - my) ** 2) * m).sum(0) / n
+    cov = ((pred - mp) * (y - my) * m).sum(0) / n
+    return 2 * cov / (vp + vy + (mp - my) ** 2 + eps)
+
+
+@TRAIN_LOSSES.register("ce", "cross-entropy (label_smoothing, class_weights)")
+class CrossEntropy(nn.Module):
+    def __init__(self, label_smoothing: float = 0.0, weight: Tensor | None = None, **_: Any) -> None:
+        super().__init__()
+        self.label_smoothing = float(label_smoothing)
+        self.register_buffer("weight", weight if weight is not None else None)
+
+    def forward(self, out: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
+        return F.cross_entropy(out, batch["y"], weight=self.weight, label_smoothing=self.label_smoothing)
+
+
+@TRAIN_LOSSES.register("ccc", "sum over targets of 1 - CCC over the batch's labelled frames")
+class CCCLoss(nn.Module):
+    def __init__(self, **_: Any) -> None:
+        super().__init__()
+
+    def forward(self, out: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
+        mask = batch["y_mask"].reshape(-1, out.shape[-1])
+        ccc = _masked_ccc(out.reshape(-1, out.shape[-1]).float(), batch["y"].reshape(mask.shape), mask)
+        return (1 - ccc).sum()
+
+
+@TRAIN_LOSSES.register("mse", "mean squared error over labelled frames")
+class MSELoss(nn.Module):
+    def __init__(self, **_: Any) -> None:
+        super().__init__()
+
+    def forward(self, out: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
+        if "y_mask" not in batch:
+            return F.mse_loss(out.squeeze(-1), batch["y"].float())
+        m = batch["y_mask"].to(out.dtype)
+        return (((out - batch["y"]) ** 2) * m).sum() / m.sum().clamp_min(1)
+
+
+def class_weights(spec: Any, y: Tensor, n: int) -> Tensor | None:
+    """``balanced`` -> N / (C * count_c) from the training labels; a list is used as given."""
+    if spec is None:
+        return None
+    if spec == "balanced":
+        counts = torch.bincount(y, minlength=n).double()
+        return (counts.sum() / (n * counts.clamp_min(1))).float()
+    w = torch.tensor([float(v) for v in spec])
+    if len(w) != n:
+        raise ValueError(f"loss.class_weights has {len(w)} values for {n} classes")
+    return w
+
+
+def build_loss(cfg: Mapping[str, Any], dm: CachedFeatureDataModule) -> nn.Module:
+    lc = dict(cfg.get("loss") or {})
+    name = lc.pop("name", None) or ("ce" if dm.task_type == "clip" else "ccc")
+    spec = lc.pop("class_weights", None)
+    if name == "ce":
+        ytr = dm.tables.y[dm.part_seqs["train"]].cpu()
+        lc["weight"] = class_weights(spec, ytr, dm.n_out)
+    return TRAIN_LOSSES.build(name, **lc)
+
+
+# ----------------------------------------------------------------------------- optimisers
+
+
+@OPTIMIZERS.register("adam")
+def _adam(params: Any, lr: float = 1e-3, weight_decay: float = 0.0, **kw: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **kw)
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(params: Any, lr: float = 1e-3, weight_decay: float = 1e-2, **kw: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **kw)
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(params: Any, lr: float = 1e-2, weight_decay: float = 0.0, momentum: float = 0.9,
+         **kw: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum, **kw)
+
+
+@SCHEDULES.register("none", "constant learning rate")
+def _none(opt: torch.optim.Optimizer, **_: Any) -> None:
+    return None
+
+
+@SCHEDULES.register("plateau", "decay by factor when the monitored metric stalls")
+def _plateau(opt: torch.optim.Optimizer, monitor: str, mode: str, factor: float = 0.1,
+             patience: int = 5, min_lr: float = 0.0, **_: Any) -> dict[str, Any]:
+    sch = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=factor,
+                                                     patience=patience, min_lr=min_lr)
+    return {"scheduler": sch, "monitor": monitor, "interval": "epoch"}
+
+
+@SCHEDULES.register("cosine", "cosine annealing over max_epochs")
+def _cosine(opt: torch.optim.Optimizer, max_epochs: int, eta_min: float = 0.0, **_: Any) -> dict[str, Any]:
+    sch = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, max_epochs), eta_min=eta_min)
+    return {"scheduler": sch, "interval": "epoch"}
+
+
+def jca_reference_lr(epoch: int, lr_start: float = 1e-4, lr_jump: float = 1e-3, gamma: float = 0.8,
+                     step: int = 2, jump_epoch: int = 5) -> float:
+    """JCA's released schedule: lr_start, then lr_jump * gamma^floor((epoch - 5) / 2) from epoch 5."""
+    if epoch < jump_epoch:
+        return lr_start
+    return lr_jump * gamma ** math.floor((epoch - jump_epoch) / step)
+
+
+@SCHEDULES.register("jca_reference", "JCA: 1e-4, then 1e-3 * 0.8^floor((epoch-5)/2) after epoch 5")
+def _jca(opt: torch.optim.Optimizer, base_lr: float, lr_start: float = 1e-4, lr_jump: float = 1e-3,
+         gamma: float = 0.8, step: int = 2, jump_epoch: int = 5, **_: Any) -> dict[str, Any]:
+    def factor(epoch: int) -> float:
+        return jca_reference_lr(epoch, lr_start, lr_jump, gamma, step, jump_epoch) / base_lr
+
+    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "epoch"}
+
+
+def monitor_of(cfg: Mapping[str, Any], task_type: str) -> tuple[str, str]:
+    """(metric name, mode): default val/acc for clip tasks, val/ccc for frame tasks."""
+    mon = cfg["trainer"].get("monitor") or ("val/acc" if task_type == "clip" else "val/ccc")
+    return mon, ("min" if mon.endswith("loss") or "rmse" in mon else "max")
+
+
+# ----------------------------------------------------------------------------- module
+
+
+class FusionModule(L.LightningModule):
+    """Wraps a zoo model; logs ``train/loss``, ``val/loss`` and ``val/<metric>`` every epoch."""
+
+    def __init__(self, model: nn.Module, cfg: Mapping[str, Any], dm: CachedFeatureDataModule,
+                 run_dir: Path | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.dm = dm
+        self.loss_fn = build_loss(cfg, dm)
+        self.monitor, self.mode = monitor_of(cfg, dm.task_type)
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.history: list[dict[str, Any]] = []
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self._val: list[tuple[Tensor, Tensor]] = []
+        self._val_loss: list[Tensor] = []
+        self._train_loss: list[Tensor] = []
+        self._last_val: dict[str, float] = {}
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        return self.model({k: v for k, v in batch.items() if _is_input(k, self.dm.modalities)})
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        out = self(batch)
+        loss = self.loss_fn(out, batch)
+        self._train_loss.append(loss.detach())
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["index"]))
+        return loss
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        out = self(batch)
+        self._val_loss.append(self.loss_fn(out, batch).detach())
+        self._val.append((batch["index"], out.detach().float()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        seq = torch.cat([s for s, _ in self._val])
+        out = torch.cat([o for _, o in self._val])
+        res = self.dm.assemble(seq, out)
+        res = {k: (v.cpu().numpy() if isinstance(v, Tensor) else v) for k, v in res.items()}
+        metrics = {k: v for k, v in score(res, self.dm, self.cfg.get("eval")).items()
+                   if isinstance(v, float)}
+        metrics["loss"] = float(torch.stack(self._val_loss).mean())
+        self._val, self._val_loss = [], []
+        self._last_val = {f"val/{k}": v for k, v in metrics.items()}
+        self.log_dict(self._last_val, prog_bar=False)
+        value = self._last_val.get(self.monitor)
+        if value is not None and not self.trainer.sanity_checking and self._improved(value):
+            self.best, self.best_epoch = value, self.current_epoch
+            self._save("best.pt")
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None or np.isnan(self.best):
+            return not np.isnan(value)
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_train_epoch_end(self) -> None:
+        row: dict[str, Any] = {"epoch": self.current_epoch,
+                               "lr": self.optimizers().param_groups[0]["lr"]}
+        if self._train_loss:
+            row["train/loss"] = float(torch.stack(self._train_loss).mean())
+        self._train_loss = []
+        row.update(self._last_val)
+        self.history.append(row)
+        self._write_history()
+
+    def on_train_end(self) -> None:
+        self._save("last.pt")
+
+    def _save(self, name: str) -> None:
+        if self.run_dir is None:
+            return
+        d = self.run_dir / "checkpoints"
+        d.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        torch.save(state, d / name)
+
+    def _write_history(self) -> None:
+        if self.run_dir is None or not self.history:
+            return
+        cols = list(dict.fromkeys(k for r in self.history for k in r))
+        with open(self.run_dir / "metrics.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            w.writerows(self.history)
+
+    def configure_optimizers(self) -> Any:
+        oc = dict(self.cfg.get("optim") or {})
+        opt = OPTIMIZERS.build(oc.pop("name", "adam"), self.model.parameters(), **oc)
+        sc = dict(self.cfg.get("schedule") or {})
+        name = sc.pop("name", "none") or "none"
+        sch = SCHEDULES.build(name, opt, monitor=self.monitor, mode=self.mode,
+                              max_epochs=int(self.cfg["trainer"]["max_epochs"]),
+                              base_lr=float(oc.get("lr", 1e-3)), **sc)
+        if sch is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": sch}

@@ -1,0 +1,97 @@
+"""Run plots (matplotlib Agg): learning curves, confusion matrix, predicted-vs-true traces."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curves(history: Sequence[Mapping[str, Any]], monitor: str, path: Path) -> Path:
+    plt = _plt()
+    h = pd.DataFrame(list(history))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for col in ("train/loss", "val/loss"):
+        if col in h:
+            a1.plot(h["epoch"], h[col], marker=".", label=col)
+    a1.set_xlabel("epoch")
+    a1.set_title("loss")
+    a1.legend()
+    if monitor in h:
+        a2.plot(h["epoch"], h[monitor], marker=".", color="C2")
+    a2.set_xlabel("epoch")
+    a2.set_title(monitor)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def confusion(cm: np.ndarray, classes: Sequence[str], title: str, path: Path) -> Path:
+    plt = _plt()
+    cm = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(classes), 1 + 0.6 * len(classes)))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def traces(table: pd.DataFrame, targets: Sequence[str], path: Path, n_clips: int = 3) -> Path:
+    plt = _plt()
+    clips = list(dict.fromkeys(table["clip_id"]))[:n_clips]
+    fig, axes = plt.subplots(len(clips), len(targets), figsize=(4.5 * len(targets), 2.4 * len(clips)),
+                             squeeze=False)
+    for r, c in enumerate(clips):
+        sub = table[table["clip_id"] == c]
+        for j, t in enumerate(targets):
+            ax = axes[r][j]
+            ax.plot(sub["time"], sub[f"{t}_true"], label="true")
+            ax.plot(sub["time"], sub[f"{t}_pred"], label="predicted")
+            ax.set_title(f"{c} {t}", fontsize=8)
+            ax.set_ylim(-1.05, 1.05)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_run(run_dir: Path, history: Sequence[Mapping[str, Any]], dm: Any, table: pd.DataFrame,
+             extra: Mapping[str, Any], monitor: str) -> list[Path]:
+    out = Path(run_dir) / "plots"
+    out.mkdir(exist_ok=True)
+    made = []
+    if history:
+        made.append(learning_curves(history, monitor, out / "learning_curves.png"))
+    if dm.task_type == "clip":
+        for key, cm in extra.items():
+            if key.endswith("/confusion"):
+                part = key.split("/")[0]
+                made.append(confusion(np.asarray(cm), dm.classes, f"{part} confusion",
+                                      out / f"confusion_{part}.png"))
+    elif len(table):
+        for part in dict.fromkeys(table["partition"]):
+            made.append(traces(table[table["partition"] == part], dm.targets, out / f"traces_{part}.png"))
+    return made

@@ -1,0 +1,254 @@
+"""Training entry: config -> datamodule -> model -> Lightning fit -> final evaluation -> run folder.
+
+Two levels, for the CLI and for ablation grids:
+
+* ``train_from_config(config, overrides, feature_cache=..., run_dir=...)`` does everything.
+  Pass the same ``feature_cache`` dict to many calls in one process: feature files are read
+  once per (path, device) and the device tensors are shared by all runs.
+* ``build_datamodule(cfg, device, feature_cache)`` + ``fit_and_evaluate(cfg, dm, run_dir)``
+  let grid code reuse one prepared datamodule (same data, split and normalisation) for
+  several models: build it once, then call ``fit_and_evaluate`` with different
+  ``cfg["model"]`` / optimiser settings.
+
+Run folder contents: ``config.yaml`` (resolved), ``features.json`` (path + provenance of each
+feature file), ``data_report.json``, ``splits.json`` + ``folds.csv``, ``metrics.csv`` (per
+epoch), ``checkpoints/{best,last}.pt`` (state dicts), ``predictions.csv`` (clip tasks) or
+``predictions.parquet`` (frame tasks), ``final_metrics.json``, ``plots/*.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+from avemo.fusion.config import ConfigError, dump_config, load_config
+from avemo.fusion.datamodule import CachedFeatureDataModule
+from avemo.fusion.evaluate import predict, score
+from avemo.fusion.module import FusionModule, monitor_of
+from avemo.fusion.splits import write_splits
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(accelerator: str | None) -> tuple[str, str]:
+    """(torch device, Lightning accelerator) from ``trainer.accelerator`` (auto|cpu|gpu|cuda)."""
+    acc = (accelerator or "auto").lower()
+    if acc in ("gpu", "cuda") and not torch.cuda.is_available():
+        warnings.warn("trainer.accelerator asks for a GPU but none is available: using CPU",
+                      stacklevel=2)
+        acc = "cpu"
+    if acc == "auto":
+        acc = "gpu" if torch.cuda.is_available() else "cpu"
+    if acc in ("gpu", "cuda"):
+        return "cuda", "gpu"
+    return "cpu", "cpu"
+
+
+def make_run_dir(cfg: Mapping[str, Any], run_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``run_dir`` as given, else ``<output.dir>/<name>/<timestamp>`` (never reused)."""
+    if run_dir is not None:
+        p = Path(run_dir)
+    else:
+        base = Path(cfg["output"]["dir"]) / str(cfg["name"]) / time.strftime("%Y%m%d-%H%M%S")
+        p, n = base, 1
+        while p.exists():
+            p, n = base.with_name(f"{base.name}-{n}"), n + 1
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def build_datamodule(cfg: Mapping[str, Any], device: str = "cpu", feature_cache: dict | None = None,
+                     manifest: pd.DataFrame | None = None) -> CachedFeatureDataModule:
+    """A ready (``setup`` done) datamodule: files loaded/shared, split made, statistics computed."""
+    dm = CachedFeatureDataModule(cfg, device, feature_cache=feature_cache, manifest=manifest)
+    dm.setup("fit")
+    return dm
+
+
+def build_model(cfg: Mapping[str, Any], dm: CachedFeatureDataModule) -> torch.nn.Module:
+    from avemo.fusion import registry
+
+    name = cfg["model"]["name"]
+    try:
+        registry.load_all()
+    except ImportError:
+        if name not in registry.MODELS:  # a broken plugin only matters if we need it
+            raise
+    kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
+    return registry.MODELS.build(name, inputs=dm.inputs, task=dm.task, **kwargs)
+
+
+def fit_and_evaluate(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, run_dir: Path,
+                     model: torch.nn.Module | None = None, progress: bool = False) -> dict[str, Any]:
+    """Seed, build the model (unless given), fit with Lightning, evaluate, write outputs."""
+    seed = int(cfg.get("seed") or 0)
+    L.seed_everything(seed, workers=False, verbose=False)
+    if model is None:
+        model = build_model(cfg, dm)
+    tc = cfg["trainer"]
+    _, accelerator = resolve_device(tc.get("accelerator"))
+    if accelerator == "gpu":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    module = FusionModule(model, cfg, dm, run_dir)
+    callbacks: list[Any] = []
+    es = tc.get("early_stopping")
+    if es:
+        callbacks.append(L.pytorch.callbacks.EarlyStopping(
+            monitor=module.monitor, mode=module.mode, patience=int(es.get("patience", 10)),
+            min_delta=float(es.get("min_delta", 0.0)), check_finite=False))
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=1, max_epochs=int(tc["max_epochs"]),
+        deterministic="warn" if tc.get("deterministic", True) else False,
+        fast_dev_run=bool(tc.get("fast_dev_run")), logger=False, enable_checkpointing=False,
+        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        callbacks=callbacks, default_root_dir=str(run_dir), gradient_clip_val=tc.get("gradient_clip_val"),
+        limit_train_batches=tc.get("limit_train_batches"),
+    )
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*is an invalid value for.*")
+        trainer.fit(module, train_dataloaders=dm.train_dataloader(), val_dataloaders=dm.val_dataloader())
+    fit_s = time.perf_counter() - t0
+    best = run_dir / "checkpoints" / "best.pt"
+    if best.exists():
+        model.load_state_dict(torch.load(best, map_location=dm.device, weights_only=True))
+    model.to(dm.device)
+    return _final_outputs(cfg, dm, model, module, run_dir, fit_s)
+
+
+def train_from_config(config: str | os.PathLike[str] | Mapping[str, Any],
+                      overrides: list[str] | None = None, *, feature_cache: dict | None = None,
+                      run_dir: Path | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Train one run. Returns ``{"run_dir", "metrics", "predictions", "history", ...}``.
+
+    ``metrics`` holds the final ``val/...`` and ``test/...`` scores of the best checkpoint
+    (plus ``...@missing-<modality>`` when ``data.eval_missing`` is set).
+    """
+    cfg = load_config(config, overrides)
+    device, _ = resolve_device(cfg["trainer"].get("accelerator"))
+    run_dir = make_run_dir(cfg, run_dir)
+    dump_config(cfg, run_dir / "config.yaml")
+    dm = build_datamodule(cfg, device, feature_cache)
+    _write_data_side(dm, run_dir)
+    if progress is None:
+        progress = bool(os.environ.get("AVEMO_PROGRESS"))
+    return fit_and_evaluate(cfg, dm, run_dir, progress=progress)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _write_data_side(dm: CachedFeatureDataModule, run_dir: Path) -> None:
+    feats = {m: {"path": str(a.path), "provenance": a.provenance} for m, a in dm.arrays.items()}
+    (run_dir / "features.json").write_text(json.dumps(feats, indent=1, default=str))
+    report = {
+        "notes": dm.notes,
+        "clips": len(dm.manifest),
+        "status_counts": dm.status_counts,
+        "partitions": {p: len(v) for p, v in dm.splits["partitions"].items()},
+        "sequences": {p: len(v) for p, v in dm.part_seqs.items()},
+        "inputs": {m: list(s) for m, s in dm.inputs.items()},
+        "task": dm.task,
+        "normalised": sorted(dm.stats),
+    }
+    (run_dir / "data_report.json").write_text(json.dumps(report, indent=1))
+    write_splits(dm.splits, dm.manifest, run_dir)
+
+
+def _final_outputs(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, model: torch.nn.Module,
+                   module: FusionModule, run_dir: Path, fit_s: float) -> dict[str, Any]:
+    parts = [p for p in ("val", "test") if len(dm.part_seqs[p])]
+    missing = list(cfg["data"].get("eval_missing") or [])
+    metrics: dict[str, float] = {}
+    extra: dict[str, Any] = {}
+    pred_frames = []
+    for p in parts:
+        res = predict(model, dm, p)
+        sc = score(res, dm, cfg.get("eval"))
+        for k, v in sc.items():
+            if isinstance(v, float):
+                metrics[f"{p}/{k}"] = v
+            else:
+                extra[f"{p}/{k}"] = np.asarray(v).tolist()
+        pred_frames.append(_prediction_table(dm, res, p))
+        if missing:
+            sc = score(predict(model, dm, p, missing=missing), dm, cfg.get("eval"))
+            tag = "@missing-" + "+".join(missing)
+            metrics.update({f"{p}/{k}{tag}": v for k, v in sc.items() if isinstance(v, float)})
+    table = pd.concat(pred_frames, ignore_index=True) if pred_frames else pd.DataFrame()
+    if dm.task_type == "clip":
+        pred_path = run_dir / "predictions.csv"
+        table.to_csv(pred_path, index=False)
+    else:
+        pred_path = run_dir / "predictions.parquet"
+        table.to_parquet(pred_path, index=False)
+    final = {"metrics": metrics, **extra, "best_epoch": module.best_epoch,
+             "monitor": module.monitor, "epochs": len(module.history), "fit_seconds": fit_s}
+    (run_dir / "final_metrics.json").write_text(json.dumps(final, indent=1))
+    if cfg["output"].get("plots", True):
+        try:
+            from avemo.fusion.plots import plot_run
+
+            plot_run(run_dir, module.history, dm, table, extra, monitor_of(cfg, dm.task_type)[0])
+        except Exception as e:  # noqa: BLE001 - a plot must never lose a finished run
+            log.warning("plots failed: %s", e)
+    return {"run_dir": run_dir, "metrics": metrics, "predictions": pred_path,
+            "history": module.history, "best_epoch": module.best_epoch, **extra,
+            "checkpoint": run_dir / "checkpoints" / "best.pt", "notes": list(dm.notes)}
+
+
+def _prediction_table(dm: CachedFeatureDataModule, res: Mapping[str, Any], partition: str) -> pd.DataFrame:
+    if not res:
+        return pd.DataFrame()
+    if dm.task_type == "clip":
+        scores = torch.from_numpy(np.asarray(res["scores"], np.float32)).softmax(-1).numpy()
+        df = pd.DataFrame({"clip_id": res["clip_ids"], "partition": partition,
+                           "label": [dm.classes[i] for i in res["y"]],
+                           "pred": [dm.classes[i] for i in scores.argmax(1)]})
+        for j, c in enumerate(dm.classes):
+            df[f"p_{c}"] = scores[:, j]
+        return df
+    df = pd.DataFrame({"clip_id": res["clip_ids"], "partition": partition, "time": res["time"]})
+    for j, t in enumerate(dm.targets):
+        df[f"{t}_true"] = res["y"][:, j]
+        df[f"{t}_pred"] = res["pred"][:, j]
+    return df
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m avemo.fusion.train CONFIG [key=value ...]`` (same as ``avemo fuse-train``)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print("usage: python -m avemo.fusion.train CONFIG [key=value ...]")
+        return 2
+    try:
+        res = train_from_config(args[0], args[1:], progress=True)
+    except ConfigError as e:
+        print(f"error: {e}")
+        return 2
+    print(f"run folder: {res['run_dir']}")
+    for k, v in sorted(res["metrics"].items()):
+        print(f"  {k}: {v:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["build_datamodule", "build_model", "fit_and_evaluate", "train_from_config",
+           "make_run_dir", "resolve_device"]
