@@ -1,0 +1,22 @@
+"""Registers the audio feature sets (``FEATURE_SETS``) and their building blocks (``AUDIO``).
+
+``FEATURE_SETS``: what ``avemo features -s NAME`` extracts (one HDF5 file each).
+``AUDIO``: the front-ends and audio CNNs themselves, for code that wants to reuse them.
+"""
+
+from __future__ import annotations
+
+from avemo.extract.audio import frontends
+from avemo.extract.audio.spectral import LogMel, Mfcc, Spectrogram
+from avemo.extract.registry import AUDIO, FEATURE_SETS
+
+for _cls in (Spectrogram, LogMel, Mfcc):
+    FEATURE_SETS.register(_cls.name)(_cls)
+
+AUDIO.register("stft_magnitude", help="|STFT|, centred frames (numpy)")(frontends.stft_magnitude_np)
+AUDIO.register("log_mel", help="natural-log mel power (numpy)")(frontends.log_mel_np)
+AUDIO.register("mfcc", help="DCT-II of dB mel power (numpy)")(frontends.mfcc_np)
+AUDIO.register("stft_magnitude_torch", help="|STFT| of a padded batch (torch)")(
+    frontends.stft_magnitude_torch)
+AUDIO.register("mel_power_torch", help="mel power of a padded batch (torch)")(
+    frontends.mel_power_torch)
