@@ -1,10 +1,17 @@
 """The HDF5 feature store: ragged (CSR) arrays per feature set, crash-safe shards, provenance.
 
-One chunked dataset per array (``values``, ``offsets``, ``clip_ids``, ``timestamps``, ``mask``,
+One dataset per array (``values``, ``offsets``, ``clip_ids``, ``timestamps``, ``mask``,
 ``status``, ``message``) instead of one group per clip: reads are ~10x faster and a whole
 feature set loads with one read per array. Extraction writes shards under a temporary name and
 renames them into place only when complete, so a killed run never leaves a corrupt file and a
 rerun resumes from the committed shards.
+
+Layout: row arrays are stored *contiguous* and uncompressed by default. Every file here is
+written once with known sizes (shards and the consolidated file alike), so chunking buys
+nothing, while a contiguous dataset is read with one ``pread`` and can be memory-mapped
+(``FeatureFile(path, mmap=True)``). Pass ``compression="gzip"|"lzf"`` (e.g. for uint8 face
+crops) to get chunked, compressed datasets instead; those load with one read per array but
+cannot be memory-mapped.
 """
 
 from __future__ import annotations
@@ -24,11 +31,18 @@ import numpy as np
 FORMAT_VERSION = 1
 STATUSES = ("ok", "no_face", "no_audio", "error")
 PROVENANCE_KEYS = ("feature_set", "config", "weights")  # what must match to mix shards
+ROW_ARRAYS = ("values", "timestamps", "mask")
+CLIP_ARRAYS = ("offsets", "clip_ids", "status", "message")
 _STR = h5py.string_dtype("utf-8")
+_COPY_BUFFER_BYTES = 64 << 20  # consolidation streams through buffers of about this size
 
 
 class ConfigMismatchError(RuntimeError):
     """Cached features were made with another config than the one asked for."""
+
+
+class FeatureFileError(ValueError):
+    """A path that is not a readable avemo feature file (truncated, foreign, older format)."""
 
 
 @dataclass
@@ -43,6 +57,8 @@ class ClipFeatures:
     message: str = ""
 
     def __post_init__(self) -> None:
+        if "\x00" in self.clip_id:
+            raise ValueError(f"clip id {self.clip_id!r} contains a NUL character")
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         n = len(self.values)
@@ -121,7 +137,11 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def diff_provenance(have: Mapping[str, Any], want: Mapping[str, Any]) -> list[str]:
-    """Human-readable differences between two provenances, limited to what must match."""
+    """Human-readable differences between two provenances, limited to what must match.
+
+    Nested config keys are reported dotted (``config.stft.n_fft``), weights by name
+    (``weights.onet``).
+    """
     a = _flatten({k: have.get(k) for k in PROVENANCE_KEYS})
     b = _flatten({k: want.get(k) for k in PROVENANCE_KEYS})
     lines = []
@@ -137,7 +157,8 @@ def check_provenance(have: Mapping[str, Any], want: Mapping[str, Any], where: st
         raise ConfigMismatchError(
             f"{where} was made with another config; differing keys:\n  "
             + "\n  ".join(diffs)
-            + "\nUse another output folder / feature-set name, or delete the cached file."
+            + "\nUse another output folder, pass --new-on-mismatch (writes <set>-<hash>.h5), "
+            "or delete the cached file."
         )
 
 
@@ -175,6 +196,7 @@ def _fsync_path(path: Path) -> None:
 
 
 def _atomic_replace(tmp: Path, final: Path) -> None:
+    """fsync the data, rename over ``final``, fsync the folder: all or nothing, even on power loss."""
     _fsync_path(tmp)
     os.replace(tmp, final)
     _fsync_path(final.parent)
@@ -184,56 +206,76 @@ def _chunk_rows(row_bytes: int, rows: int) -> int:
     return max(1, min(rows, (1 << 20) // max(1, row_bytes)))  # ~1 MiB chunks
 
 
-def _write_ragged(path: Path, clips: Iterable[ClipFeatures], provenance: Mapping[str, Any]) -> int:
-    """Write clips as one CSR file at ``path`` (not atomic by itself). Returns clip count."""
-    clips = list(clips)
-    rows = sum(len(c.values) for c in clips)
-    row_shape, dtype = _row_layout(clips, provenance)
-    with h5py.File(path, "w") as f:
-        _write_attrs(f, provenance, row_shape)
-        offsets = np.zeros(len(clips) + 1, np.int64)
-        np.cumsum([len(c.values) for c in clips], out=offsets[1:])
-        _create(f, "values", (rows, *row_shape), dtype)
-        _create(f, "timestamps", (rows,), np.float64)
-        _create(f, "mask", (rows,), np.uint8)
-        for i, c in enumerate(clips):
-            a, b = offsets[i], offsets[i + 1]
-            if b > a:
-                f["values"][a:b] = c.values
-                f["timestamps"][a:b] = c.timestamps
-                f["mask"][a:b] = c.mask
-        f.create_dataset("offsets", data=offsets)
-        f.create_dataset("clip_ids", data=[c.clip_id for c in clips], dtype=_STR)
-        f.create_dataset("status", data=[c.status for c in clips], dtype=_STR)
-        f.create_dataset("message", data=[c.message for c in clips], dtype=_STR)
-    return len(clips)
-
-
-def _row_layout(clips: list[ClipFeatures], provenance: Mapping[str, Any]) -> tuple[tuple, Any]:
-    shapes = {tuple(c.values.shape[1:]) for c in clips if len(c.values)} or {
-        tuple(c.values.shape[1:]) for c in clips
-    }
-    if len(shapes) > 1:
-        raise ValueError(f"clips of one feature set have different row shapes: {sorted(shapes)}")
-    row_shape = shapes.pop() if shapes else tuple(provenance.get("row_shape") or ())
-    dtypes = {c.values.dtype for c in clips if len(c.values)}
-    dtype = dtypes.pop() if len(dtypes) == 1 else np.result_type(*dtypes) if dtypes else np.float32
-    return row_shape, dtype
-
-
-def _create(f: h5py.File, name: str, shape: tuple, dtype: Any) -> h5py.Dataset:
-    if shape[0] == 0:
+def _create(f: h5py.File, name: str, shape: tuple, dtype: Any, compression: str | None = None) -> h5py.Dataset:
+    """Contiguous (memory-mappable) unless compression is asked for, which needs chunks."""
+    if compression is None or shape[0] == 0:
         return f.create_dataset(name, shape=shape, dtype=dtype)
     row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
     chunks = (_chunk_rows(row_bytes, shape[0]), *shape[1:])
-    return f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks)
+    return f.create_dataset(
+        name, shape=shape, dtype=dtype, chunks=chunks, compression=compression,
+        shuffle=compression == "gzip",
+    )
+
+
+def _row_layout(
+    clips: list[ClipFeatures], provenance: Mapping[str, Any]
+) -> tuple[tuple[int, ...], np.dtype]:
+    """Row shape and dtype of a feature file: decided by the clips that have rows.
+
+    Empty clips (errors) may carry any row shape, e.g. ``()`` from a runner that never saw a
+    good clip; they take the file's.
+    """
+    shapes = {tuple(c.values.shape[1:]) for c in clips if len(c.values)}
+    if len(shapes) > 1:
+        raise ValueError(f"clips of one feature set have different row shapes: {sorted(shapes)}")
+    if not shapes:
+        shapes = {tuple(c.values.shape[1:]) for c in clips}
+        shapes = shapes if len(shapes) == 1 else set()
+    row_shape = shapes.pop() if shapes else tuple(provenance.get("row_shape") or ())
+    dtypes = [c.values.dtype for c in clips if len(c.values)] or [c.values.dtype for c in clips[:1]]
+    dtype = np.result_type(*dtypes) if dtypes else np.dtype(np.float32)
+    return row_shape, dtype
 
 
 def _write_attrs(f: h5py.File, provenance: Mapping[str, Any], row_shape: tuple) -> None:
     f.attrs["format_version"] = FORMAT_VERSION
-    f.attrs["row_shape"] = json.dumps(list(row_shape))
     for key, value in provenance.items():
-        f.attrs[key] = value if isinstance(value, str) else _canonical(value)
+        if key not in ("format_version", "row_shape"):
+            f.attrs[key] = value if isinstance(value, str) else _canonical(value)
+    f.attrs["row_shape"] = json.dumps(list(row_shape))
+
+
+def _write_clip_arrays(f: h5py.File, ids: list[str], offsets: np.ndarray, status: list[str],
+                       message: list[str]) -> None:
+    f.create_dataset("offsets", data=offsets)
+    f.create_dataset("clip_ids", data=ids, dtype=_STR)
+    f.create_dataset("status", data=status, dtype=_STR)
+    # HDF5 strings cannot hold NUL (a decoder's message might): shown as U+FFFD instead
+    f.create_dataset("message", data=[m.replace("\x00", "\ufffd") for m in message], dtype=_STR)
+
+
+def _write_ragged(path: Path, clips: Iterable[ClipFeatures], provenance: Mapping[str, Any],
+                  compression: str | None = None) -> int:
+    """Write clips as one CSR file at ``path`` (not atomic by itself), one write per array."""
+    clips = list(clips)
+    row_shape, dtype = _row_layout(clips, provenance)
+    offsets = np.zeros(len(clips) + 1, np.int64)
+    np.cumsum([len(c.values) for c in clips], out=offsets[1:])
+    rows = int(offsets[-1])
+    full = [c for c in clips if len(c.values)]
+    with h5py.File(path, "w") as f:
+        _write_attrs(f, provenance, row_shape)
+        vals = _create(f, "values", (rows, *row_shape), dtype, compression)
+        ts = _create(f, "timestamps", (rows,), np.float64, compression)
+        mk = _create(f, "mask", (rows,), np.uint8, compression)
+        if rows:
+            vals[...] = np.concatenate([c.values for c in full]).astype(dtype, copy=False)
+            ts[...] = np.concatenate([np.asarray(c.timestamps, np.float64) for c in full])
+            mk[...] = np.concatenate([np.asarray(c.mask, bool) for c in full]).view(np.uint8)
+        _write_clip_arrays(f, [c.clip_id for c in clips], offsets, [c.status for c in clips],
+                           [c.message for c in clips])
+    return len(clips)
 
 
 def read_provenance(f: h5py.File) -> dict[str, Any]:
@@ -254,23 +296,59 @@ def _decode(arr: Any) -> list[str]:
     return [s.decode() if isinstance(s, bytes) else str(s) for s in arr[()]]
 
 
+def _open(path: Path) -> h5py.File:
+    """Open a feature file or shard, turning HDF5's errors into one clear message."""
+    try:
+        f = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise FeatureFileError(f"{path} is not a readable HDF5 feature file ({e})") from None
+    missing = [k for k in (*ROW_ARRAYS, *CLIP_ARRAYS) if k not in f]
+    if missing:
+        f.close()
+        raise FeatureFileError(f"{path} is not an avemo feature file: it lacks {missing}")
+    return f
+
+
+def _memmap(ds: h5py.Dataset, path: Path) -> np.ndarray | None:
+    """A read-only memmap of a contiguous, uncompressed, allocated dataset; None otherwise."""
+    if ds.chunks is not None or ds.compression is not None or ds.size == 0:
+        return None
+    offset = ds.id.get_offset()
+    if offset is None:
+        return None
+    return np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
+
+
 # ----------------------------------------------------------------------------- reader
 
 
 class FeatureFile:
-    """Read API for stage two: provenance, one clip, or every row at once."""
+    """Read API for stage two: provenance, one clip, or every row at once.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    ``mmap=True`` maps the row arrays (values, timestamps, mask) straight from the file when
+    they are stored contiguous and uncompressed (the default layout): ``load_all`` then costs no
+    read at all and pages come in on first touch. Otherwise it silently reads them.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], mmap: bool = False) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"feature file {self.path} does not exist (run `avemo features`)")
-        self._f = h5py.File(self.path, "r")
+        self._f = _open(self.path)
         self.provenance = read_provenance(self._f)
         self.offsets = self._f["offsets"][()]
         self.clip_ids = _decode(self._f["clip_ids"])
         self.status = _decode(self._f["status"])
         self.message = _decode(self._f["message"])
         self._index = {c: i for i, c in enumerate(self.clip_ids)}
+        self._maps: dict[str, np.ndarray] = {}
+        if mmap:
+            for name in ROW_ARRAYS:
+                m = _memmap(self._f[name], self.path)
+                if m is not None:
+                    self._maps[name] = m
 
     def __enter__(self) -> FeatureFile:
         return self
@@ -288,8 +366,16 @@ class FeatureFile:
         return clip_id in self._index
 
     @property
+    def is_mmapped(self) -> bool:
+        return bool(self._maps)
+
+    @property
     def row_shape(self) -> tuple[int, ...]:
         return tuple(self._f["values"].shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._f["values"].dtype
 
     @property
     def n_rows(self) -> int:
@@ -299,6 +385,15 @@ class FeatureFile:
         """Refuse a file made with another config; the message names the differing keys."""
         check_provenance(self.provenance, expected, str(self.path))
 
+    def _rows(self, name: str, a: int | None = None, b: int | None = None) -> np.ndarray:
+        src = self._maps.get(name)
+        if src is None:
+            src = self._f[name]
+            out = src[()] if a is None else src[a:b]
+        else:
+            out = src if a is None else src[a:b]
+        return out.view(np.bool_) if name == "mask" else out
+
     def clip(self, clip_id: str) -> ClipFeatures:
         try:
             i = self._index[clip_id]
@@ -307,21 +402,21 @@ class FeatureFile:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
         return ClipFeatures(
             clip_id,
-            self._f["values"][a:b],
-            self._f["timestamps"][a:b],
-            self._f["mask"][a:b].astype(bool),
+            self._rows("values", a, b),
+            self._rows("timestamps", a, b),
+            self._rows("mask", a, b),
             self.status[i],
             self.message[i],
         )
 
     def load_all(self) -> RaggedArrays:
-        """Every row, one read per array (the fast path for training)."""
+        """Every row, one read per array (or none with ``mmap=True``): the fast path for training."""
         return RaggedArrays(
-            self._f["values"][()],
+            self._rows("values"),
             self.offsets.copy(),
             list(self.clip_ids),
-            self._f["timestamps"][()],
-            self._f["mask"][()].astype(bool),
+            self._rows("timestamps"),
+            self._rows("mask"),
             list(self.status),
             list(self.message),
         )
@@ -341,14 +436,15 @@ def describe(path: str | os.PathLike[str]) -> str:
     """What ``avemo inspect`` prints: provenance, shapes, per-status clip counts."""
     with FeatureFile(path) as ff:
         p = ff.provenance
+        vals = ff._f["values"]
+        layout = "contiguous" if vals.chunks is None else f"chunked {vals.compression or ''}".strip()
         lines = [
-            f"file         {ff.path}",
+            f"file         {ff.path}  ({ff.path.stat().st_size / 1e6:.1f} MB, {layout})",
             f"feature set  {p.get('feature_set')}",
             f"config hash  {p.get('config_hash')}",
             f"created      {p.get('created')}",
             f"clips        {len(ff)}",
-            f"rows         {ff.n_rows}   row shape {list(ff.row_shape)}   "
-            f"dtype {ff._f['values'].dtype}",
+            f"rows         {ff.n_rows}   row shape {list(ff.row_shape)}   dtype {ff.dtype}",
             f"rate (Hz)    {p.get('rate_hz')}",
             "status       " + ", ".join(f"{k}={v}" for k, v in sorted(ff.status_counts().items())),
         ]
@@ -373,7 +469,9 @@ class FeatureWriter:
 
     Clips are buffered and written as shard files ``<out>.shards/shard-r<rank>-<n>.h5``: each is
     written under ``.tmp``, fsynced, then renamed, so a shard on disk is always complete.
-    ``finalize`` consolidates the shards (and any earlier final file) into ``<out>`` the same way.
+    ``finalize`` consolidates the shards (and any earlier final file) into ``<out>`` the same way,
+    then deletes the shards. Whatever moment the process dies at, ``<out>`` is either absent,
+    the previous complete file, or the new complete file; a rerun resumes from what is committed.
     """
 
     def __init__(
@@ -382,30 +480,39 @@ class FeatureWriter:
         provenance: Mapping[str, Any],
         shard_clips: int = 32,
         rank: int = 0,
+        compression: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.provenance = dict(provenance)
-        self.shard_clips = shard_clips
+        self.shard_clips = max(1, int(shard_clips))
         self.rank = rank
+        self.compression = compression
         self.shard_dir = self.path.with_name(self.path.name + ".shards")
+        self.tmp_path = self.path.with_name(self.path.name + ".tmp")
         self._buffer: list[ClipFeatures] = []
+        self._ids_cache: dict[Path, list[str]] = {}  # committed files never change: read once
+        self._row_shape: tuple[int, ...] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            with h5py.File(self.path, "r") as f:
+            with _open(self.path) as f:
                 check_provenance(read_provenance(f), self.provenance, str(self.path))
-        self.shard_dir.mkdir(exist_ok=True)
+                if f["values"].shape[0]:
+                    self._row_shape = tuple(f["values"].shape[1:])
         prov_file = self.shard_dir / "provenance.json"
         if prov_file.exists():
             check_provenance(json.loads(prov_file.read_text()), self.provenance, str(self.shard_dir))
-        elif rank == 0:
-            tmp = prov_file.with_suffix(f".json.tmp{os.getpid()}")
-            tmp.write_text(json.dumps(self.provenance, indent=1, sort_keys=True))
-            _atomic_replace(tmp, prov_file)
-        for stale in self.shard_dir.glob(f"shard-r{rank}-*.h5.tmp"):
-            stale.unlink()  # an interrupted shard write: its clips are redone
+        if self.shard_dir.exists():
+            for stale in self.shard_dir.glob(f"shard-r{rank}-*.h5.tmp"):
+                stale.unlink(missing_ok=True)  # an interrupted shard write: its clips are redone
+        if rank == 0:
+            self.tmp_path.unlink(missing_ok=True)  # an interrupted consolidation
         self._next = 1 + max((self._shard_no(p) for p in self._shards(rank)), default=0)
 
+    # -- shards ---------------------------------------------------------------------------
+
     def _shards(self, rank: int | None = None) -> list[Path]:
+        if not self.shard_dir.exists():
+            return []
         pattern = "shard-r*-*.h5" if rank is None else f"shard-r{rank}-*.h5"
         return sorted(self.shard_dir.glob(pattern))
 
@@ -413,103 +520,181 @@ class FeatureWriter:
     def _shard_no(p: Path) -> int:
         return int(p.stem.rsplit("-", 1)[1])
 
+    def _ensure_shard_dir(self) -> None:
+        """Created on the first commit only, so a rank with nothing to do leaves no trace."""
+        self.shard_dir.mkdir(exist_ok=True)
+        prov_file = self.shard_dir / "provenance.json"
+        if not prov_file.exists():
+            tmp = prov_file.with_name(f"provenance.json.tmp-r{self.rank}")
+            tmp.write_text(json.dumps(self.provenance, indent=1, sort_keys=True))
+            _atomic_replace(tmp, prov_file)
+
+    def _ids(self, p: Path) -> list[str]:
+        if p not in self._ids_cache or p == self.path:
+            with _open(p) as f:
+                self._ids_cache[p] = _decode(f["clip_ids"])
+        return self._ids_cache[p]
+
+    def committed(self) -> set[str]:
+        """Clip ids on disk: in the final file or in any rank's renamed shard."""
+        for _ in range(5):  # rank 0 may be consolidating (deleting shards) while we look
+            try:
+                ids: set[str] = set()
+                for p in ([self.path] if self.path.exists() else []) + self._shards():
+                    ids.update(self._ids(p))
+                return ids
+            except FileNotFoundError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.shard_dir} keeps changing while being read")
+
     def done(self) -> set[str]:
-        """Clip ids already committed (in the final file or in a renamed shard)."""
-        ids: set[str] = set()
-        for p in ([self.path] if self.path.exists() else []) + self._shards():
-            with h5py.File(p, "r") as f:
-                ids.update(_decode(f["clip_ids"]))
-        ids.update(c.clip_id for c in self._buffer)
-        return ids
+        """Clip ids already committed, plus those buffered in this writer."""
+        return self.committed() | {c.clip_id for c in self._buffer}
 
     def add(self, clip: ClipFeatures) -> None:
+        if len(clip.values):
+            shape = tuple(clip.values.shape[1:])
+            if self._row_shape is None:
+                self._row_shape = shape
+            elif shape != self._row_shape:
+                raise ValueError(
+                    f"clip {clip.clip_id}: row shape {list(shape)} differs from the feature set's "
+                    f"{list(self._row_shape)} ({self.path.name})"
+                )
         self._buffer.append(clip)
         if len(self._buffer) >= self.shard_clips:
             self.flush()
 
     def flush(self) -> None:
+        """Commit the buffered clips as one shard (atomic)."""
         if not self._buffer:
             return
+        self._ensure_shard_dir()
         final = self.shard_dir / f"shard-r{self.rank}-{self._next:06d}.h5"
         tmp = final.with_name(final.name + ".tmp")
-        _write_ragged(tmp, self._buffer, self.provenance)
+        prov = {**self.provenance, "row_shape": list(self._row_shape or ())}
+        _write_ragged(tmp, self._buffer, prov, self.compression)
         _atomic_replace(tmp, final)
         self._next += 1
         self._buffer = []
 
+    # -- consolidation --------------------------------------------------------------------
+
     def finalize(self, order: list[str] | None = None) -> Path:
         """Consolidate every committed shard into the final file (atomically), then drop shards.
 
-        ``order`` (manifest order) fixes the clip order so reruns give identical files.
+        ``order`` (manifest order) fixes the clip order, so the file is identical whatever the
+        batch or shard sizes, rank count or interruptions were; clips not in ``order`` follow,
+        sorted by id. When nothing changed the existing file is kept as is.
         """
         self.flush()
-        sources = ([self.path] if self.path.exists() else []) + self._shards()
-        if not sources and self.path.exists():
-            return self.path
-        seen: dict[str, tuple[Path, int]] = {}
+        shards = self._shards()
+        sources = ([self.path] if self.path.exists() else []) + shards
+        where: dict[str, tuple[Path, int]] = {}
         for p in sources:
-            with h5py.File(p, "r") as f:
-                for i, cid in enumerate(_decode(f["clip_ids"])):
-                    seen.setdefault(cid, (p, i))
-        rank = {cid: i for i, cid in enumerate(order or [])}
-        ids = sorted(seen, key=lambda c: (rank.get(c, len(rank)), c))
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        self._consolidate(tmp, ids, seen)
-        _atomic_replace(tmp, self.path)
-        for p in self._shards():
-            p.unlink()
-        for p in self.shard_dir.iterdir():
-            p.unlink()
-        self.shard_dir.rmdir()
+            for i, cid in enumerate(self._ids(p)):
+                where.setdefault(cid, (p, i))  # the final file wins over a duplicate shard
+        pos = {cid: i for i, cid in enumerate(order or [])}
+        ids = sorted(where, key=lambda c: (pos.get(c, len(pos)), c))
+        unchanged = self.path.exists() and not shards and self._ids(self.path) == ids
+        if not unchanged:
+            self._consolidate(ids, where)
+            _atomic_replace(self.tmp_path, self.path)
+        self._drop_shards()
         return self.path
 
-    def _consolidate(self, tmp: Path, ids: list[str], where: dict[str, tuple[Path, int]]) -> None:
-        handles = {p: h5py.File(p, "r") for p, _ in set(where.values())}
+    def _drop_shards(self) -> None:
+        if not self.shard_dir.exists():
+            return
+        for p in self._shards():
+            p.unlink(missing_ok=True)
+        for p in self.shard_dir.iterdir():  # provenance.json, markers, other ranks' leftovers
+            p.unlink(missing_ok=True)
+        self.shard_dir.rmdir()
+        self._ids_cache = {}
+
+    def _consolidate(self, ids: list[str], where: dict[str, tuple[Path, int]]) -> None:
+        """Stream all sources into ``tmp_path`` in ``ids`` order.
+
+        Consecutive clips that sit consecutively in one source are copied as one slice, and
+        writes go out in buffers of ~64 MiB, so memory stays bounded and large files copy at
+        disk speed.
+        """
+        handles = {p: _open(p) for p in dict.fromkeys(p for p, _ in where.values())}
         try:
             offs = {p: h["offsets"][()] for p, h in handles.items()}
-            lengths = [int(offs[p][i + 1] - offs[p][i]) for p, i in (where[c] for c in ids)]
+            status = {p: _decode(h["status"]) for p, h in handles.items()}
+            message = {p: _decode(h["message"]) for p, h in handles.items()}
+            filled = {p: h for p, h in handles.items() if h["values"].shape[0]}
+            shapes = {tuple(h["values"].shape[1:]) for h in filled.values()}
+            if len(shapes) > 1:
+                raise ValueError(f"shards of {self.path.name} have different row shapes: {sorted(shapes)}")
+            if not shapes:  # only empty clips: trust the sources if they agree
+                shapes = {tuple(h["values"].shape[1:]) for h in handles.values()}
+                shapes = shapes if len(shapes) == 1 else set()
+            row_shape = shapes.pop() if shapes else tuple(self._row_shape or ())
+            dtypes = [h["values"].dtype for h in (filled or handles).values()]
+            dtype = np.result_type(*dtypes) if dtypes else np.dtype(np.float32)
+
+            runs: list[tuple[Path, int, int]] = []  # (source, first clip, last clip + 1)
+            for cid in ids:
+                p, i = where[cid]
+                if runs and runs[-1][0] == p and runs[-1][2] == i:
+                    runs[-1] = (p, runs[-1][1], i + 1)
+                else:
+                    runs.append((p, i, i + 1))
+            lengths = np.array([offs[p][i + 1] - offs[p][i] for p, i in (where[c] for c in ids)], np.int64)
             offsets = np.zeros(len(ids) + 1, np.int64)
             np.cumsum(lengths, out=offsets[1:])
-            filled = [h for h in handles.values() if h["values"].shape[0]]
-            ref = filled[0] if filled else next(iter(handles.values()), None)
-            row_shape = tuple(ref["values"].shape[1:]) if ref is not None else ()
-            dtypes = [h["values"].dtype for h in filled]
-            dtype = np.result_type(*dtypes) if dtypes else (ref["values"].dtype if ref else np.float32)
-            with h5py.File(tmp, "w") as out:
+            rows = int(offsets[-1])
+            row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize + 9)
+            with h5py.File(self.tmp_path, "w") as out:
                 _write_attrs(out, self.provenance, row_shape)
-                rows = int(offsets[-1])
-                vals = _create(out, "values", (rows, *row_shape), dtype)
-                ts = _create(out, "timestamps", (rows,), np.float64)
-                mk = _create(out, "mask", (rows,), np.uint8)
-                status, message = [], []
-                for k, cid in enumerate(ids):
-                    p, i = where[cid]
-                    h, o = handles[p], offs[p]
-                    a, b = int(o[i]), int(o[i + 1])
-                    if b > a:
-                        dst = slice(int(offsets[k]), int(offsets[k + 1]))
-                        vals[dst] = h["values"][a:b]
-                        ts[dst] = h["timestamps"][a:b]
-                        mk[dst] = h["mask"][a:b]
-                    status.append(h["status"][i])
-                    message.append(h["message"][i])
-                out.create_dataset("offsets", data=offsets)
-                out.create_dataset("clip_ids", data=ids, dtype=_STR)
-                out.create_dataset("status", data=[_s(s) for s in status], dtype=_STR)
-                out.create_dataset("message", data=[_s(s) for s in message], dtype=_STR)
+                dst = {
+                    "values": _create(out, "values", (rows, *row_shape), dtype, self.compression),
+                    "timestamps": _create(out, "timestamps", (rows,), np.float64, self.compression),
+                    "mask": _create(out, "mask", (rows,), np.uint8, self.compression),
+                }
+                buf: dict[str, list[np.ndarray]] = {k: [] for k in dst}
+                start = cursor = 0
+
+                def spill() -> None:
+                    nonlocal start
+                    if cursor > start:
+                        for k, d in dst.items():
+                            d[start:cursor] = np.concatenate(buf[k]).astype(d.dtype, copy=False)
+                            buf[k].clear()
+                    start = cursor
+
+                out_status: list[str] = []
+                out_message: list[str] = []
+                for p, i0, i1 in runs:
+                    a, b = int(offs[p][i0]), int(offs[p][i1])
+                    out_status.extend(status[p][i0:i1])
+                    out_message.extend(message[p][i0:i1])
+                    if b == a:
+                        continue
+                    for k in dst:
+                        buf[k].append(handles[p][k][a:b])
+                    cursor += b - a
+                    if (cursor - start) * row_bytes >= _COPY_BUFFER_BYTES:
+                        spill()
+                spill()
+                _write_clip_arrays(out, ids, offsets, out_status, out_message)
         finally:
             for h in handles.values():
                 h.close()
 
 
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def write_clips(path: str | os.PathLike[str], clips: Iterable[ClipFeatures], provenance: Mapping[str, Any]) -> Path:
+def write_clips(
+    path: str | os.PathLike[str],
+    clips: Iterable[ClipFeatures],
+    provenance: Mapping[str, Any],
+    compression: str | None = None,
+) -> Path:
     """Write a complete feature file in one go (tests, generated benchmark features)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    _write_ragged(tmp, clips, provenance)
+    _write_ragged(tmp, clips, provenance, compression)
     _atomic_replace(tmp, path)
     return path
