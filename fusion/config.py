@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "model": {"name": None},  # MODELS name + its kwargs
     "loss": {
-        "name": None,  # ce | ccc | mse (default: ce for clip, ccc for frame)
+        "name": None,  # cross_entropy (alias ce) | ccc | mse (default: cross_entropy / ccc)
         "label_smoothing": 0.0,
         "class_weights": None,  # null | balanced | [w_0, ..., w_C-1]
     },
@@ -64,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
         "fast_dev_run": False,
         "gradient_clip_val": None,
         "early_stopping": {"patience": 10},  # null disables
-        "monitor": None,  # default: val/acc (clip) or val/ccc (frame)
+        "monitor": None,  # default: val/accuracy (clip) or val/ccc (frame)
         "limit_train_batches": None,
     },
     "eval": {"smooth": {}},  # frame tasks: target -> uniform filter width (frames)

@@ -34,7 +34,7 @@ from avemo.data.manifest import load_manifest
 from avemo.data.store import FeatureFile
 from avemo.fusion.config import ConfigError
 from avemo.fusion.splits import make_splits
-from avemo.fusion.timeline_local import nearest_rows, read_annotation_csv
+from avemo.fusion.timeline_local import nearest_rows
 
 log = logging.getLogger(__name__)
 _STATS_CHUNK = 1 << 18  # rows per chunk when computing normalisation statistics
@@ -157,10 +157,8 @@ def overlap_average(n_frames: int, starts: Sequence[int], preds: Sequence[np.nda
 
 def read_frame_labels(path: str, targets: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(time [L], labels [L, n_targets])`` from an annotation file; NaN marks unlabelled."""
-    try:
-        from avemo.data.annotations import read_annotation
-    except ImportError:
-        read_annotation = read_annotation_csv
+    from avemo.data.annotations import read_annotation
+
     res = read_annotation(path)
     if isinstance(res, tuple) and not hasattr(res, "_fields"):
         named = dict(zip(("time", "valence", "arousal"), res, strict=False))

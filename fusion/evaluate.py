@@ -1,6 +1,6 @@
 """Partition-level evaluation: run a model over device batches, assemble, score.
 
-Metric formulas live in ``avemo.fusion.metrics`` (model-zoo engineer); this module only
+Metric formulas live in ``avemo.fusion.metrics``; this module only
 orchestrates them for a run (clip scores -> accuracy/UAR/F1/confusion, per-frame averaged
 predictions -> CCC/PCC/RMSE per target, optional smoothing and clipping).
 """
@@ -13,107 +13,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from avemo.fusion import metrics as M
 from avemo.fusion.datamodule import CachedFeatureDataModule
 
 
-def _metric_fns() -> dict[str, Any]:
-    try:
-        from avemo.fusion import metrics as M
-
-        return {
-            "accuracy": M.accuracy, "uar": M.uar, "macro_f1": M.macro_f1,
-            "confusion": M.confusion_matrix, "ccc": M.ccc, "pcc": M.pcc, "rmse": M.rmse,
-        }
-    except (ImportError, AttributeError):
-        return _LOCAL
-
-
-def _confusion(y: np.ndarray, p: np.ndarray, n: int) -> np.ndarray:
-    cm = np.zeros((n, n), np.int64)
-    np.add.at(cm, (y, p), 1)
-    return cm
-
-
-def _uar(y: np.ndarray, p: np.ndarray, n: int) -> float:
-    cm = _confusion(y, p, n)
-    rec = [cm[i, i] / cm[i].sum() for i in range(n) if cm[i].sum() > 0]
-    return float(np.mean(rec)) if rec else 0.0
-
-
-def _f1(y: np.ndarray, p: np.ndarray, n: int) -> float:
-    cm = _confusion(y, p, n)
-    f1 = []
-    for i in range(n):
-        tp, fp, fn = cm[i, i], cm[:, i].sum() - cm[i, i], cm[i].sum() - cm[i, i]
-        if tp + fp + fn > 0:
-            f1.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(f1)) if f1 else 0.0
-
-
-def _ccc(x: np.ndarray, y: np.ndarray) -> float:
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    mx, my = x.mean(), y.mean()
-    vx, vy = x.var(), y.var()
-    den = vx + vy + (mx - my) ** 2
-    if den == 0:
-        return 1.0
-    return float(2 * ((x - mx) * (y - my)).mean() / den)
-
-
-def _pcc(x: np.ndarray, y: np.ndarray) -> float:
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    sx, sy = x.std(), y.std()
-    if sx == 0 or sy == 0:
-        return 0.0
-    return float(((x - x.mean()) * (y - y.mean())).mean() / (sx * sy))
-
-
-_LOCAL: dict[str, Any] = {
-    "accuracy": lambda y, p, n=None: float((np.asarray(y) == np.asarray(p)).mean()),
-    "uar": lambda y, p, n: _uar(np.asarray(y), np.asarray(p), n),
-    "macro_f1": lambda y, p, n: _f1(np.asarray(y), np.asarray(p), n),
-    "confusion": lambda y, p, n: _confusion(np.asarray(y), np.asarray(p), n),
-    "ccc": _ccc,
-    "pcc": _pcc,
-    "rmse": lambda x, y: float(np.sqrt(np.mean((np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2))),
-}
-
-
-def _call(fn: Any, *args: Any) -> Any:
-    out = fn(*args)
-    if isinstance(out, torch.Tensor):
-        out = out.detach().cpu().numpy()
-    return out.item() if isinstance(out, np.ndarray) and out.ndim == 0 else out
-
-
 def classification_metrics(scores: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, Any]:
-    """acc, uar, macro_f1 (floats) and confusion (rows = true class)."""
-    f = _metric_fns()
-    pred = np.asarray(scores).argmax(1)
-    y = np.asarray(y)
-    local = f is _LOCAL
-    acc = _call(f["accuracy"], y, pred) if not local else _LOCAL["accuracy"](y, pred)
-    return {
-        "acc": float(acc),
-        "uar": float(_call(f["uar"], y, pred, n_classes)),
-        "macro_f1": float(_call(f["macro_f1"], y, pred, n_classes)),
-        "confusion": np.asarray(_call(f["confusion"], y, pred, n_classes)),
-    }
+    """accuracy, uar, macro_f1 (floats) and confusion (rows = true class)."""
+    return M.classification_metrics(np.asarray(scores), np.asarray(y), n_classes)
 
 
 def regression_metrics(pred: np.ndarray, y: np.ndarray, targets: Sequence[str]) -> dict[str, float]:
     """Per target CCC/PCC/RMSE over all labelled frames (NaN labels skipped); ``ccc`` = mean."""
-    f = _metric_fns()
     out: dict[str, float] = {}
     cccs = []
     for j, name in enumerate(targets):
         ok = ~np.isnan(y[:, j])
         if not ok.any():
             continue
-        p, t = pred[ok, j].astype(np.float64), y[ok, j].astype(np.float64)
-        out[f"ccc_{name}"] = float(_call(f["ccc"], p, t))
-        out[f"pcc_{name}"] = float(_call(f["pcc"], p, t))
-        out[f"rmse_{name}"] = float(_call(f["rmse"], p, t))
+        out.update(M.regression_metrics(pred[ok, j], y[ok, j], names=[name]))
         cccs.append(out[f"ccc_{name}"])
     if cccs:
         out["ccc"] = float(np.mean(cccs))

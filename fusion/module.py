@@ -16,7 +16,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avemo.data.registry import Registry
@@ -25,78 +24,48 @@ from avemo.fusion.evaluate import _is_input, score
 
 OPTIMIZERS: Registry = Registry("optimizer")
 SCHEDULES: Registry = Registry("lr schedule")
-TRAIN_LOSSES: Registry = Registry("training loss")
 
 
 # ----------------------------------------------------------------------------- losses
 
 
-def _masked_ccc(pred: Tensor, y: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
-    """Lin's CCC per target column over the valid entries (population moments)."""
-    m = mask.to(pred.dtype)
-    n = m.sum(0).clamp_min(1)
-    mp, my = (pred * m).sum(0) / n, (y * m).sum(0) / n
-    vp = (((pred - mp) ** 2) * m).sum(0) / n
-    vy = (((y - my) ** 2) * m).sum(0) / n
-    cov = ((pred - mp) * (y - my) * m).sum(0) / n
-    return 2 * cov / (vp + vy + (mp - my) ** 2 + eps)
+LOSS_ALIASES = {"ce": "cross_entropy"}
 
 
-@TRAIN_LOSSES.register("ce", "cross-entropy (label_smoothing, class_weights)")
-class CrossEntropy(nn.Module):
-    def __init__(self, label_smoothing: float = 0.0, weight: Tensor | None = None, **_: Any) -> None:
-        super().__init__()
-        self.label_smoothing = float(label_smoothing)
-        self.register_buffer("weight", weight if weight is not None else None)
-
-    def forward(self, out: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
-        return F.cross_entropy(out, batch["y"], weight=self.weight, label_smoothing=self.label_smoothing)
-
-
-@TRAIN_LOSSES.register("ccc", "sum over targets of 1 - CCC over the batch's labelled frames")
-class CCCLoss(nn.Module):
-    def __init__(self, **_: Any) -> None:
-        super().__init__()
-
-    def forward(self, out: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
-        mask = batch["y_mask"].reshape(-1, out.shape[-1])
-        ccc = _masked_ccc(out.reshape(-1, out.shape[-1]).float(), batch["y"].reshape(mask.shape), mask)
-        return (1 - ccc).sum()
-
-
-@TRAIN_LOSSES.register("mse", "mean squared error over labelled frames")
-class MSELoss(nn.Module):
-    def __init__(self, **_: Any) -> None:
-        super().__init__()
-
-    def forward(self, out: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
-        if "y_mask" not in batch:
-            return F.mse_loss(out.squeeze(-1), batch["y"].float())
-        m = batch["y_mask"].to(out.dtype)
-        return (((out - batch["y"]) ** 2) * m).sum() / m.sum().clamp_min(1)
-
-
-def class_weights(spec: Any, y: Tensor, n: int) -> Tensor | None:
+def class_weights(spec: Any, y: Tensor, n: int) -> list[float] | None:
     """``balanced`` -> N / (C * count_c) from the training labels; a list is used as given."""
     if spec is None:
         return None
     if spec == "balanced":
-        counts = torch.bincount(y, minlength=n).double()
-        return (counts.sum() / (n * counts.clamp_min(1))).float()
-    w = torch.tensor([float(v) for v in spec])
+        counts = torch.bincount(y.cpu(), minlength=n).double()
+        return (counts.sum() / (n * counts.clamp_min(1))).tolist()
+    w = [float(v) for v in spec]
     if len(w) != n:
         raise ValueError(f"loss.class_weights has {len(w)} values for {n} classes")
     return w
 
 
 def build_loss(cfg: Mapping[str, Any], dm: CachedFeatureDataModule) -> nn.Module:
+    """``LOSSES`` entry named by ``loss.name`` (default cross_entropy / ccc), with its options."""
+    from avemo.fusion import losses  # noqa: F401 - registers the losses
+    from avemo.fusion.registry import LOSSES
+
     lc = dict(cfg.get("loss") or {})
-    name = lc.pop("name", None) or ("ce" if dm.task_type == "clip" else "ccc")
+    name = lc.pop("name", None) or ("cross_entropy" if dm.task_type == "clip" else "ccc")
+    name = LOSS_ALIASES.get(name, name)
     spec = lc.pop("class_weights", None)
-    if name == "ce":
-        ytr = dm.tables.y[dm.part_seqs["train"]].cpu()
-        lc["weight"] = class_weights(spec, ytr, dm.n_out)
-    return TRAIN_LOSSES.build(name, **lc)
+    if name == "cross_entropy":
+        lc["class_weights"] = class_weights(spec, dm.tables.y[dm.part_seqs["train"]], dm.n_out)
+    else:
+        lc.pop("label_smoothing", None)
+    return LOSSES.build(name, **lc)
+
+
+def batch_loss(loss_fn: nn.Module, out: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
+    """Clip: loss(logits, y). Frame: loss(pred, y, frames where every target is labelled)."""
+    if "y_mask" in batch:
+        return loss_fn(out, batch["y"], batch["y_mask"].all(-1))
+    return loss_fn(out, batch["y"])
 
 
 # ----------------------------------------------------------------------------- optimisers
@@ -155,8 +124,8 @@ def _jca(opt: torch.optim.Optimizer, base_lr: float, lr_start: float = 1e-4, lr_
 
 
 def monitor_of(cfg: Mapping[str, Any], task_type: str) -> tuple[str, str]:
-    """(metric name, mode): default val/acc for clip tasks, val/ccc for frame tasks."""
-    mon = cfg["trainer"].get("monitor") or ("val/acc" if task_type == "clip" else "val/ccc")
+    """(metric name, mode): default val/accuracy for clip tasks, val/ccc for frame tasks."""
+    mon = cfg["trainer"].get("monitor") or ("val/accuracy" if task_type == "clip" else "val/ccc")
     return mon, ("min" if mon.endswith("loss") or "rmse" in mon else "max")
 
 
@@ -188,14 +157,14 @@ class FusionModule(L.LightningModule):
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         out = self(batch)
-        loss = self.loss_fn(out, batch)
+        loss = batch_loss(self.loss_fn, out, batch)
         self._train_loss.append(loss.detach())
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["index"]))
         return loss
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         out = self(batch)
-        self._val_loss.append(self.loss_fn(out, batch).detach())
+        self._val_loss.append(batch_loss(self.loss_fn, out, batch).detach())
         self._val.append((batch["index"], out.detach().float()))
 
     def on_validation_epoch_end(self) -> None:

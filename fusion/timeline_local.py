@@ -1,15 +1,11 @@
-"""Fallbacks used until ``avemo.data.timeline`` / ``avemo.data.annotations`` exist.
+"""Fallback used until ``avemo.data.timeline`` exists.
 
-Kept tiny on purpose: nearest-row mapping and a plain CSV annotation reader. The datamodule
-prefers the shared helpers when they are importable.
+Kept tiny on purpose: nearest-row mapping only.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import pandas as pd
 
 
 def nearest_rows(row_times: np.ndarray, query_times: np.ndarray, tolerance: float | None = None
@@ -29,10 +25,3 @@ def nearest_rows(row_times: np.ndarray, query_times: np.ndarray, tolerance: floa
         tolerance = 1.5 * float(np.median(np.diff(t))) if len(t) > 1 else np.inf
     ok = np.abs(t[idx] - q) <= tolerance
     return idx.astype(np.int64), ok
-
-
-def read_annotation_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """CSV/Parquet with columns time, valence, arousal (NaN = unlabelled)."""
-    p = str(path)
-    df = pd.read_parquet(p) if p.endswith(".parquet") else pd.read_csv(p)
-    return df

@@ -7,7 +7,8 @@ H_a = relu(C_a W_ca^T + a^T W_a^T) (p x h; W_ca in R^{h x 2p}, W_a in R^{h x L},
 X_att_a = (H_a W_ha^T)^T + a (W_ha in R^{L x h}); likewise v.
 Head per target (``head="default"``): [X_att_a ; X_att_v] -> Linear(2p -> 128) -> Dropout(0.6)
 -> Linear(128 -> 1). ``head="reference"``: the released code's head on [X_v ; X_att_v]
-(raw visual + attended visual, 640-d at reference sizes).
+(raw visual + attended visual, 640-d at reference sizes); as in the released code the
+attended audio output (and W_ja, W_ca, W_a, W_ha) then receives no gradient.
 
 Because W_ja is L x L, longer timelines are cut into chunks of L rows (the last chunk padded);
 invalid rows are zeroed after the input projections so they add nothing to the cross terms.

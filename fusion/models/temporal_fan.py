@@ -3,8 +3,9 @@
 Self-attention:   alpha_i = sigmoid(w^T Dropout(p_in)(f_i) + b);  f' = sum a_i f_i / sum a_i.
 Relation-attention: beta_i = sigmoid(w2^T Dropout(p_in)([f_i ; f']) + b2);
 f'' = sum a_i b_i [f_i ; f'] / sum a_i b_i (2d), then Dropout(p_out).
-Defaults p_in = 0.5, p_out = 0.6 as in the spec. Attention is a pooling over time, so for
-frame tasks the per-frame output is f_i (self) or Dropout([f_i ; f']) (relation).
+Defaults p_in = 0.5, p_out = 0.6 as in the spec. The papers pool whole clips; for frame tasks
+(our extension) each frame is gated by its own weight: alpha_i f_i (self) or
+Dropout(alpha_i beta_i [f_i ; f']) (relation).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class FANSelfAttention(TemporalModule):
         x = zero_invalid(x, mask)
         alpha = self.att(x, mask)
         pooled, weights = _weighted_pool(x, alpha, self.eps)
-        return TemporalOutput(x, pooled, weights)
+        return TemporalOutput(alpha.unsqueeze(-1) * x, pooled, weights)
 
 
 @TEMPORAL.register("fan_relation")
@@ -72,5 +73,5 @@ class FANRelationAttention(TemporalModule):
         pair = torch.cat([x, clip.unsqueeze(1).expand_as(x)], dim=-1)
         beta = torch.sigmoid(self.rel(self.rel_drop(pair))).squeeze(-1)
         pooled, weights = _weighted_pool(pair, alpha * beta, self.eps)
-        seq = zero_invalid(self.out_drop(pair), mask)
+        seq = zero_invalid(self.out_drop((alpha * beta).unsqueeze(-1) * pair), mask)
         return TemporalOutput(seq, self.out_drop(pooled), weights)
