@@ -10,10 +10,29 @@ BACKBONES: Registry = Registry("face backbone")
 AUDIO: Registry = Registry("audio front-end / audio CNN")
 
 # Modules that register into the registries above; imported by ``load_all``.
-PLUGIN_MODULES: list[str] = [
-    "avemo.extract.video.feature_sets",
+PLUGIN_MODULES: list[str] = [  # cheapest import first (see ``load_for``)
     "avemo.extract.audio.feature_sets",
+    "avemo.extract.video.feature_sets",
 ]
+
+
+def _plugin_modules() -> list[str]:
+    import os
+
+    extra = [m.strip() for m in os.environ.get("AVEMO_PLUGINS", "").split(",") if m.strip()]
+    return [*extra, *PLUGIN_MODULES]
+
+
+def _import(mod: str) -> None:
+    import importlib
+
+    try:
+        importlib.import_module(mod)
+    except ModuleNotFoundError as e:
+        # a built-in plugin package not written yet; a missing dependency inside one still fails
+        if mod in PLUGIN_MODULES and e.name is not None and (mod == e.name or mod.startswith(e.name + ".")):
+            return
+        raise
 
 
 def load_all() -> None:
@@ -22,15 +41,18 @@ def load_all() -> None:
     ``AVEMO_PLUGINS=pkg.mod1,pkg.mod2`` adds modules of your own (extra feature sets, or the
     test-only ones the runner tests register) without touching this list.
     """
-    import importlib
-    import os
+    for mod in _plugin_modules():
+        _import(mod)
 
-    extra = [m.strip() for m in os.environ.get("AVEMO_PLUGINS", "").split(",") if m.strip()]
-    for mod in [*PLUGIN_MODULES, *extra]:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            # a built-in plugin package not written yet; a missing dependency inside one still fails
-            if mod in PLUGIN_MODULES and e.name is not None and (mod == e.name or mod.startswith(e.name + ".")):
-                continue
-            raise
+
+def load_for(feature_sets: list[str] | tuple[str, ...]) -> None:
+    """Import plugin modules only until every named feature set is registered.
+
+    An audio-only run then never imports the video stack (torchvision, detectors: seconds of
+    start-up per process); an unknown name still ends with everything loaded, so the error
+    lists every known set.
+    """
+    for mod in _plugin_modules():
+        if all(name in FEATURE_SETS for name in feature_sets):
+            return
+        _import(mod)

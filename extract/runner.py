@@ -2,7 +2,14 @@
 
 Per feature set: skip clips already committed, extract the rest in batches, hand results to
 a writer thread (HDF5 I/O overlaps compute), commit shards, consolidate. Under ``torchrun``
-each rank takes every WORLD_SIZE-th clip and writes its own shards; rank 0 consolidates.
+(or any launcher setting RANK / WORLD_SIZE) each rank takes every WORLD_SIZE-th clip and writes
+its own shards; rank 0 consolidates once every manifest clip is committed by some rank.
+
+Rank 0 decides "the others are finished" from the shards' contents (every manifest clip is
+committed), not from "done" marker files: a marker left by an earlier, killed run can then
+never trigger a premature consolidation, and a rerun with another world size just works. When
+torch.distributed is initialised a barrier is used first. A rank that fails leaves a
+``rank-<r>.failed`` marker so rank 0 stops waiting with a clear message instead of timing out.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +28,27 @@ import pandas as pd
 from avemo.data.manifest import load_manifest
 from avemo.data.store import ClipFeatures, ConfigMismatchError, FeatureWriter
 from avemo.extract.base import ClipInput, FeatureSet
-from avemo.extract.registry import FEATURE_SETS, load_all
+from avemo.extract.registry import FEATURE_SETS, load_for
+
+DEFAULT_SHARD_CLIPS = 32
+
+
+def _torch_dist() -> Any | None:
+    """torch.distributed when someone (torchrun script, Lightning) initialised it; never imports torch."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist
+    return None
 
 
 def _dist() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    dist = _torch_dist()
+    if dist is not None:
+        return dist.get_rank(), dist.get_world_size()
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    return rank, world
 
 
 def clip_inputs(df: pd.DataFrame) -> list[ClipInput]:
@@ -36,75 +59,154 @@ def clip_inputs(df: pd.DataFrame) -> list[ClipInput]:
     return [ClipInput(str(r.clip_id), get(r, "video"), get(r, "audio")) for r in df.itertuples()]
 
 
-def _safe_extract(fs: FeatureSet, batch: Sequence[ClipInput]) -> list[ClipFeatures]:
-    """Run a batch; if the batch itself fails, isolate the bad clip by running one at a time."""
+def _error(clip: ClipInput, e: BaseException | str) -> ClipFeatures:
+    msg = e if isinstance(e, str) else f"{type(e).__name__}: {e}"
+    return ClipFeatures.empty(clip.clip_id, (), "error", msg)
+
+
+def _safe_extract(fs: FeatureSet, batch: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
+    """Exactly one result per input clip, streamed as they come; a bad clip never stops the run.
+
+    Feature sets should report a bad clip as status ``error`` themselves; if one raises instead,
+    the results yielded so far are kept and only the remaining clips are retried one at a time,
+    so the culprit gets status ``error`` with the exception as its message. A clip the feature
+    set silently skipped is recorded as an error too (else every rerun would retry it).
+    """
+    pending = {c.clip_id: c for c in batch}
+
+    def take(clips: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
+        for res in fs.extract(clips):
+            if pending.pop(res.clip_id, None) is not None:
+                yield res
+
     try:
-        out = list(fs.extract(batch))
-    except Exception:  # noqa: BLE001 - a bad clip must not stop the run
-        out = []
-        for clip in batch:
-            try:
-                out.extend(fs.extract([clip]))
-            except Exception as e:  # noqa: BLE001
-                out.append(ClipFeatures.empty(clip.clip_id, (), "error", f"{type(e).__name__}: {e}"))
-    return out
+        yield from take(batch)
+    except Exception:  # noqa: BLE001 - isolate the bad clip below
+        for clip in list(pending.values()):
+            if clip.clip_id in pending:
+                try:
+                    yield from take([clip])
+                except Exception as e:  # noqa: BLE001
+                    if pending.pop(clip.clip_id, None) is not None:
+                        yield _error(clip, e)
+    for clip in pending.values():
+        yield _error(clip, f"feature set {fs.name!r} returned no result for this clip")
 
 
 class _Progress:
-    def __init__(self, name: str, total: int, enabled: bool) -> None:
-        self.name, self.total, self.enabled = name, total, enabled
-        self.done = self.rows = 0
-        self.t0 = time.perf_counter()
+    """One stderr line: clips done / total, rows/s, clips/s, errors, ETA (throttled)."""
+
+    def __init__(self, name: str, total: int, enabled: bool, every_s: float = 0.25) -> None:
+        self.name, self.total, self.enabled, self.every_s = name, total, enabled, every_s
+        self.done = self.rows = self.bad = 0
+        self.t0 = self._last = time.perf_counter()
+
+    def line(self) -> str:
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        eta = (self.total - self.done) * dt / self.done if self.done else float("nan")
+        return (
+            f"[{self.name}] {self.done}/{self.total} clips  {self.rows / dt:8.1f} rows/s  "
+            f"{self.done / dt:6.2f} clips/s  {self.bad} not ok  ETA {eta:5.0f}s"
+        )
 
     def update(self, clip: ClipFeatures) -> None:
         self.done += 1
         self.rows += len(clip.values)
-        if not self.enabled:
+        self.bad += clip.status != "ok"
+        now = time.perf_counter()
+        if not self.enabled or (now - self._last < self.every_s and self.done < self.total):
             return
-        dt = max(time.perf_counter() - self.t0, 1e-9)
-        eta = (self.total - self.done) * dt / self.done
-        sys.stderr.write(
-            f"\r[{self.name}] {self.done}/{self.total} clips  {self.rows / dt:7.1f} rows/s  "
-            f"ETA {eta:5.0f}s"
-        )
-        if self.done == self.total:
-            sys.stderr.write("\n")
+        self._last = now
+        sys.stderr.write("\r" + self.line() + ("\n" if self.done == self.total else ""))
         sys.stderr.flush()
 
 
-def _write_loop(writer: FeatureWriter, q: queue.Queue, errors: list[BaseException]) -> None:
-    while True:
-        item = q.get()
-        if item is None:
-            return
-        try:
-            writer.add(item)
-        except BaseException as e:  # noqa: BLE001 - surfaced by the main thread
-            errors.append(e)
+class _WriterThread:
+    """Feeds a FeatureWriter from a bounded queue so HDF5 writes overlap extraction."""
+
+    def __init__(self, writer: FeatureWriter, depth: int) -> None:
+        self.writer = writer
+        self.q: queue.Queue[ClipFeatures | None] = queue.Queue(maxsize=depth)
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._loop, name="avemo-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while (item := self.q.get()) is not None:
+            if self.errors:
+                continue  # keep draining so the producer never blocks
+            try:
+                self.writer.add(item)
+            except BaseException as e:  # noqa: BLE001 - re-raised by the main thread
+                self.errors.append(e)
+
+    def put(self, item: ClipFeatures) -> None:
+        self.check()
+        self.q.put(item)
+
+    def check(self) -> None:
+        if self.errors:
+            raise self.errors[0]
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join()
 
 
-def _open_writer(path: Path, fs: FeatureSet, shard_clips: int, rank: int, on_mismatch: str) -> FeatureWriter:
+def _open_writer(path: Path, fs: FeatureSet, shard_clips: int, rank: int, on_mismatch: str,
+                 compression: str | None) -> FeatureWriter:
     prov = fs.provenance()
     try:
-        return FeatureWriter(path, prov, shard_clips=shard_clips, rank=rank)
+        return FeatureWriter(path, prov, shard_clips=shard_clips, rank=rank, compression=compression)
     except ConfigMismatchError:
         if on_mismatch != "new":
             raise
         alt = path.with_name(f"{path.stem}-{prov['config_hash']}.h5")
         print(f"[{fs.name}] config differs from {path.name}: writing {alt.name}", file=sys.stderr)
-        return FeatureWriter(alt, prov, shard_clips=shard_clips, rank=rank)
+        return FeatureWriter(alt, prov, shard_clips=shard_clips, rank=rank, compression=compression)
 
 
-def _wait_for_ranks(writer: FeatureWriter, rank: int, world: int, timeout_s: float = 86400) -> None:
-    marker = writer.shard_dir / f"rank-{rank}.done"
-    marker.write_text("done")
-    if rank != 0:
-        return
+def _failed_marker(writer: FeatureWriter, rank: int) -> Path:
+    return writer.shard_dir / f"rank-{rank}.failed"
+
+
+def _mark_failed(writer: FeatureWriter, rank: int, e: BaseException) -> None:
+    try:
+        writer.shard_dir.mkdir(parents=True, exist_ok=True)
+        _failed_marker(writer, rank).write_text(f"{type(e).__name__}: {e}")
+    except OSError:
+        pass
+
+
+def _wait_for_clips(writer: FeatureWriter, expected: Iterable[str], since: float,
+                    timeout_s: float, poll_s: float = 0.5) -> None:
+    """Rank 0: block until every expected clip is committed by some rank.
+
+    A ``rank-<r>.failed`` marker counts only when written after ``since`` (this run's start),
+    so one left by an earlier run cannot abort this one either.
+    """
+    expected = set(expected)
     t0 = time.time()
-    while not all((writer.shard_dir / f"rank-{r}.done").exists() for r in range(world)):
+    while True:
+        missing = expected - writer.committed()
+        if not missing:
+            return
+        failed = [
+            p for p in (writer.shard_dir.glob("rank-*.failed") if writer.shard_dir.exists() else [])
+            if p.stat().st_mtime >= since
+        ]
+        if failed:
+            raise RuntimeError(
+                f"{writer.path.name}: rank(s) failed, not consolidating: "
+                + "; ".join(f"{p.stem}: {p.read_text()}" for p in failed)
+                + ". Rerun the same command to resume."
+            )
         if time.time() - t0 > timeout_s:
-            raise TimeoutError("other ranks did not finish extraction")
-        time.sleep(0.5)
+            raise TimeoutError(
+                f"{writer.path.name}: {len(missing)} clips of other ranks still not committed "
+                f"after {timeout_s:.0f}s (e.g. {sorted(missing)[:3]}); rerun to resume"
+            )
+        time.sleep(poll_s)
 
 
 def run_features(
@@ -114,43 +216,62 @@ def run_features(
     device: str = "cpu",
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     batch_clips: int = 8,
-    shard_clips: int = 32,
+    shard_clips: int | None = None,
     on_mismatch: str = "error",
     progress: bool = True,
+    compression: str | None = None,
 ) -> dict[str, Path]:
-    """Extract every named feature set for every manifest clip; returns the written files."""
-    load_all()
+    """Extract every named feature set for every manifest clip; returns the files written.
+
+    ``shard_clips`` (default ``$AVEMO_SHARD_CLIPS`` or 32) is how many clips one committed shard
+    holds: at most that much work is lost when the process dies. Only rank 0 returns paths.
+    """
+    load_for(list(feature_sets))
     df = manifest if isinstance(manifest, pd.DataFrame) else load_manifest(manifest)
     clips = clip_inputs(df)
     order = [c.clip_id for c in clips]
     rank, world = _dist()
+    started = time.time()
+    shard_clips = int(shard_clips or os.environ.get("AVEMO_SHARD_CLIPS", DEFAULT_SHARD_CLIPS))
+    timeout_s = float(os.environ.get("AVEMO_RANK_TIMEOUT_S", 7 * 86400))
     out = Path(out_dir)
     written: dict[str, Path] = {}
+    batch_clips = max(1, int(batch_clips))
     for name in feature_sets:
         fs: FeatureSet = FEATURE_SETS.build(name, (overrides or {}).get(name), device)
-        writer = _open_writer(out / f"{name}.h5", fs, shard_clips, rank, on_mismatch)
-        done = writer.done()
-        todo = [c for c in clips[rank::world] if c.clip_id not in done]
-        prog = _Progress(name, len(todo), progress and rank == 0)
-        q: queue.Queue = queue.Queue(maxsize=4 * max(batch_clips, 1))
-        errors: list[BaseException] = []
-        thread = threading.Thread(target=_write_loop, args=(writer, q, errors), daemon=True)
-        thread.start()
+        writer = _open_writer(out / f"{name}.h5", fs, shard_clips, rank, on_mismatch, compression)
+        _failed_marker(writer, rank).unlink(missing_ok=True)  # stale, from an earlier run
         try:
-            for i in range(0, len(todo), batch_clips):
-                for res in _safe_extract(fs, todo[i : i + batch_clips]):
-                    q.put(res)
-                    prog.update(res)
-                if errors:
-                    raise errors[0]
-        finally:
-            q.put(None)
-            thread.join()
-        if errors:
-            raise errors[0]
-        writer.flush()
+            done = writer.done()
+            todo = [c for c in clips[rank::world] if c.clip_id not in done]
+            prog = _Progress(name if world == 1 else f"{name} rank {rank}", len(todo), progress)
+            wt = _WriterThread(writer, depth=4 * batch_clips)
+            try:
+                for i in range(0, len(todo), batch_clips):
+                    for res in _safe_extract(fs, todo[i : i + batch_clips]):
+                        wt.put(res)
+                        prog.update(res)
+            except KeyboardInterrupt:
+                wt.close()
+                writer.flush()  # keep what is finished: the rerun resumes after it
+                raise
+            finally:
+                if wt.thread.is_alive():
+                    wt.close()
+            wt.check()
+            writer.flush()
+        except BaseException as e:
+            if world > 1:
+                _mark_failed(writer, rank, e)
+            raise
         if world > 1:
-            _wait_for_ranks(writer, rank, world)
+            dist = _torch_dist()
+            if dist is not None:
+                dist.barrier()
+            if rank == 0:
+                _wait_for_clips(writer, order, started, timeout_s)
         if rank == 0:
             written[name] = writer.finalize(order=order)
+            if progress:
+                print(f"[{name}] wrote {written[name]}", file=sys.stderr)
     return written

@@ -23,6 +23,8 @@ from avemo.extract.registry import FEATURE_SETS
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 CALLS: list[str] = []  # clip ids this process extracted (resume tests count them)
+INTERRUPT_AFTER = [-1]  # >= 0: raise Interrupt once this many clips were extracted (not config:
+                        # the crash must not change the provenance)
 
 
 class Interrupt(BaseException):
@@ -37,7 +39,7 @@ if "test_wavstats" not in FEATURE_SETS:
 
         name = "test_wavstats"
         modality = "audio"
-        default_config = {"hop_s": 0.01, "sleep_s": 0.0, "interrupt_after": -1, "dtype": "float32"}
+        default_config = {"hop_s": 0.01, "sleep_s": 0.0, "dtype": "float32"}
 
         @property
         def rate_hz(self) -> float:
@@ -47,7 +49,7 @@ if "test_wavstats" not in FEATURE_SETS:
             import soundfile as sf
 
             for clip in clips:
-                if 0 <= self.config["interrupt_after"] <= len(CALLS):
+                if 0 <= INTERRUPT_AFTER[0] <= len(CALLS):
                     raise Interrupt(f"simulated crash before {clip.clip_id}")
                 CALLS.append(clip.clip_id)
                 if self.config["sleep_s"]:
@@ -71,6 +73,33 @@ if "test_wavstats" not in FEATURE_SETS:
                     (np.arange(n) * hop) / sr,
                     np.abs(fr).max(1) > 1e-4,
                 )
+
+
+def make_wav_corpus(root: Path, n: int = 40, broken: tuple[int, ...] = (7, 23), seed: int = 0,
+                    min_s: float = 0.05, max_s: float = 1.2) -> Path:
+    """``n`` short 16 kHz wav clips of random lengths (one silent, one empty), junk bytes at the
+    ``broken`` indices; returns the manifest (clip_id, audio, split, subject, label)."""
+    import pandas as pd
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        path = root / f"clip{i:03d}.wav"
+        if i in broken:
+            path.write_bytes(b"RIFF\x00\x01junk, not a wav file" + rng.bytes(64))
+        else:
+            sr = 16000
+            t = 0 if i == 3 else int(rng.uniform(min_s, max_s) * sr)
+            x = (0.3 * np.sin(2 * np.pi * rng.uniform(100, 900) * np.arange(t) / sr)
+                 + 0.05 * rng.standard_normal(t)) * (i != 5)
+            sf.write(path, x.astype(np.float32), sr, subtype="PCM_16")
+        rows.append({"clip_id": f"c{i:03d}", "audio": str(path), "split": "train",
+                     "subject": f"s{i % 4}", "label": ["neutral", "happy"][i % 2]})
+    manifest = root / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    return manifest
 
 
 def plugin_env(**extra: str) -> dict[str, str]:
