@@ -1,0 +1,195 @@
+"""Grid machinery: cells, table, aggregate, report, missing features, resume after a real kill,
+sharding over 2 processes. Runs a small linear trainer (tests/workflows_helpers.py) with
+``train_from_config``'s signature on generated features in the real HDF5 store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from workflows_helpers import make_corpus, standin_train
+
+from avemo.workflows.ablate import GridError, load_grid, run_grid
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    make_corpus(root)
+    return root
+
+
+def _base(root: Path, **extra) -> Path:
+    cfg = {
+        "data": {"manifest": str(root / "manifest.csv"),
+                 "features": {"face": str(root / "features/face.h5"), "audio": str(root / "features/audio.h5")}},
+        "model": {"name": "standin"},
+        "optim": {"lr": 0.05},
+        "trainer": {"max_epochs": 60},
+        "split": {"method": "official"},
+    }
+    for k, v in extra.items():
+        cfg[k] = {**cfg.get(k, {}), **v}
+    p = root / f"base_{abs(hash(json.dumps(extra, sort_keys=True)))}.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def _grid(root: Path, out: Path, **kw) -> dict:
+    g = {
+        "name": "t",
+        "base": str(_base(root, **kw.pop("base_extra", {}))),
+        "out_dir": str(out),
+        "train_fn": "workflows_helpers:standin_train",
+        "axes": {
+            "inputs": {"both": {}, "face_only": {"data.features": {"face": str(root / "features/face.h5")}}},
+            "optim.lr": [0.05, 0.2],
+            "seed": [0, 1],
+        },
+    }
+    g.update(kw)
+    return g
+
+
+def _png_ok(path: Path) -> None:
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 50 and img.shape[1] > 50
+    assert float(np.ptp(img[..., :3])) > 0.1, f"{path} is a blank image"
+
+
+def test_grid_table_aggregate_report(corpus, tmp_path):
+    out = tmp_path / "grid"
+    res = run_grid(_grid(corpus, out), train_fn=standin_train, quiet=True)
+    table, agg = res["table"], res["aggregate"]
+    assert len(table) == 2 * 2 * 2 and (table["status"] == "done").all()
+    assert set(table.columns) >= {"cell_id", "config_id", "inputs", "optim.lr", "seed", "test/acc", "test/uar"}
+    assert len(agg) == 4 and (agg["n"] == 2).all()  # aggregated over the 2 seeds
+    for _, row in agg.iterrows():
+        runs = table.loc[table["config_id"] == row["config_id"], "test/acc"]
+        assert row["test/acc_mean"] == pytest.approx(runs.mean())
+        assert row["test/acc_std"] == pytest.approx(runs.std(ddof=1))
+    for f in ("results.csv", "results.parquet", "aggregate.csv", "aggregate.parquet", "report.md"):
+        assert (out / f).exists(), f
+    assert len(pd.read_parquet(out / "results.parquet")) == 8
+    md = (out / "report.md").read_text()
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert any(p.name.startswith("bar_test_acc") for p in pngs)
+    assert any(p.name.startswith("confusion_") for p in pngs)
+    for p in pngs:
+        _png_ok(p)
+        assert f"plots/{p.name}" in md
+    # the features were read once for the whole grid (shared cache), not once per run
+    assert (out / "runs" / table["cell_id"][0] / "DONE.json").exists()
+
+
+def test_missing_and_mismatched_features_reported_before_any_run(corpus, tmp_path):
+    out = tmp_path / "grid"
+    g = _grid(corpus, out)
+    g["axes"] = {"inputs": {"both": {}, "gone": {"data.features.audio": str(tmp_path / "nope.h5")},
+                            "wrong": {"data.expect.face": {"feature_set": "other_set"}}}}
+    with pytest.raises(GridError, match="nope.h5"):
+        run_grid({**g, "on_missing": "error"}, train_fn=standin_train, quiet=True)
+    assert not (out / "runs").exists(), "no cell may start when features are missing and on_missing=error"
+    plan = run_grid(g, dry_run=True, quiet=True)
+    probs = plan["problems"]
+    assert probs["inputs=both"] == []
+    assert "not in the cache" in probs["inputs=gone"][0]
+    assert "feature_set" in probs["inputs=wrong"][0] and "other_set" in probs["inputs=wrong"][0]
+    res = run_grid(g, train_fn=standin_train, quiet=True)
+    st = dict(zip(res["table"]["cell_id"], res["table"]["status"], strict=True))
+    assert st == {"inputs=both": "done", "inputs=gone": "missing_features", "inputs=wrong": "missing_features"}
+
+
+def test_grid_yaml_axes_forms(corpus, tmp_path):
+    gpath = tmp_path / "g.yaml"
+    gpath.write_text(yaml.safe_dump({
+        "base": str(_base(corpus)),
+        "axes": {"seed": [0, 1, 2], "lr": {"key": "optim.lr", "values": [0.1, 0.01]},
+                 "bundle": {"a": {"trainer.max_epochs": 1}, "b": {"trainer.max_epochs": 2, "optim.name": "adam"}}},
+        "cv": {"method": "subjects", "k": 3},
+    }, sort_keys=False))
+    g = load_grid(gpath)
+    cells = g.cells()
+    assert len(cells) == 3 * 2 * 2 * 3
+    c = next(c for c in cells if c.labels == {"seed": "1", "lr": "0.1", "bundle": "b", "fold": "2"})
+    assert c.overrides["optim.lr"] == 0.1 and c.overrides["trainer.max_epochs"] == 2
+    assert c.overrides["split.method"] == "subjects" and c.overrides["split.fold"] == 2
+    assert c.config_id == "lr=0.1__bundle=b"
+    clash = {"base": str(_base(corpus)), "axes": {"lr": [0.1], "b": {"x": {"lr": 0.2}}}}
+    with pytest.raises(GridError, match="both set lr"):
+        load_grid(clash).cells()
+    with pytest.raises(GridError, match="axis 'bad'"):
+        load_grid({"base": str(_base(corpus)), "axes": {"bad": 3}})
+
+
+def _wait_done(runs: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    t0 = time.monotonic()
+    while len(list(runs.glob("*/DONE.json"))) < n:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "exited"
+        assert time.monotonic() - t0 < timeout, "grid made no progress"
+        time.sleep(0.05)
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def test_resume_after_killing_a_real_avemo_ablate(corpus, tmp_path):
+    out = tmp_path / "grid"
+    gpath = tmp_path / "g.yaml"
+    g = _grid(corpus, out, base_extra={"trainer": {"max_epochs": 20, "sleep_s": 0.4}})
+    g["axes"] = {"seed": [0, 1, 2, 3, 4, 5]}
+    gpath.write_text(yaml.safe_dump(g))
+    proc = subprocess.Popen([str(VENV_BIN / "avemo"), "ablate", "-g", str(gpath)], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    try:
+        _wait_done(out / "runs", 2, proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done_before = {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/DONE.json")}
+    assert 2 <= len(done_before) < 6, "the kill must land mid-grid"
+    res = run_grid(gpath, quiet=True)
+    assert res["ran"] == 6 - len(done_before)
+    assert (res["table"]["status"] == "done").all() and len(res["table"]) == 6
+    for name, mtime in done_before.items():  # finished cells were not rerun
+        assert (out / "runs" / name / "DONE.json").stat().st_mtime_ns == mtime
+
+
+def test_two_processes_share_the_cells_and_merge_one_table(corpus, tmp_path):
+    out = tmp_path / "grid"
+    gpath = tmp_path / "g.yaml"
+    g = _grid(corpus, out)
+    g["axes"] = {"optim.lr": [0.05, 0.2], "seed": [0, 1, 2]}
+    gpath.write_text(yaml.safe_dump(g))
+    # rank 1 is a separate process; rank 0 runs here (in-process) and merges the table
+    other = subprocess.Popen([sys.executable, "-m", "avemo.workflows.ablate", str(gpath)],
+                             env=_env(RANK=1, WORLD_SIZE=2), stderr=subprocess.PIPE, cwd=tmp_path)
+    try:
+        res = run_grid(gpath, rank=0, world_size=2, quiet=True)
+    finally:
+        err = other.communicate(timeout=120)[1].decode()
+    assert other.returncode == 0, err
+    assert res["ran"] == 3
+    shards = {json.loads(p.read_text())["rank"]: json.loads(p.read_text())["ran"]
+              for p in (out / "shards").glob("*.json")}
+    assert shards == {0: 3, 1: 3}  # each rank trained its own half
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 6 and (table["status"] == "done").all()

@@ -1,0 +1,580 @@
+"""Ablation grids from the feature cache: axes x base config -> cells -> runs -> table -> report.
+
+A grid YAML names a base run config and axes; every combination of axis values is one cell,
+trained with ``avemo.fusion.train.train_from_config`` inside this process, with one shared
+``feature_cache`` so the HDF5 files are read (and moved to the device) once per grid, not once
+per run. A cell is finished when its run folder holds ``DONE.json``, written last and
+atomically; a killed grid rerun skips finished cells and redoes the half-written one. Cells
+whose feature files are missing or were made with another config are reported before any run
+starts. Cells split over processes by ``RANK``/``WORLD_SIZE`` (``torchrun`` or plain env), each
+rank runs its share, rank 0 merges the table.
+
+Grid YAML::
+
+    name: demo
+    base: ../configs/demo_fbp.yaml      # relative to the grid file
+    out_dir: runs/ablate/demo           # relative to the working directory
+    overrides: [trainer.max_epochs=3]   # applied to every cell
+    axes:
+      seed: [0, 1, 2]                   # list: the axis name is the dotted key
+      temporal:                         # key + values
+        key: model.temporal
+        values: [mean, self_attention]
+      fusion:                           # named bundles of overrides
+        concat: {model.fusion: concat}
+        fbp: {model.fusion: fbp, model.fbp.k: 5}
+    cv: {method: kfold, k: 5}           # optional: adds a ``fold`` axis (see crossval.py)
+    train_fn: pkg.module:function       # optional: another trainer with train_from_config's API
+    replicates: [seed, fold]            # aggregated over (default: seed and fold)
+    on_missing: skip                    # cells lacking features: skip (default) | error
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from avemo.fusion.config import ConfigError
+
+DONE = "DONE.json"
+FAILED = "FAILED.json"
+DEFAULT_REPLICATES = ("seed", "fold")
+TrainFn = Callable[..., Mapping[str, Any]]
+
+
+class GridError(ConfigError):
+    """A grid that cannot run (bad YAML, unknown axis form, features missing with on_missing=error)."""
+
+
+@dataclass
+class Axis:
+    name: str
+    values: list[tuple[str, dict[str, Any]]]  # (label, {dotted key: value})
+
+
+@dataclass
+class Cell:
+    cell_id: str
+    labels: dict[str, str]
+    overrides: dict[str, Any]
+    config_id: str  # labels without the replicate axes: what the aggregate groups by
+
+    def override_args(self, common: Sequence[str] = ()) -> list[str]:
+        """``key=value`` strings for ``load_config`` (values as JSON, which is valid YAML)."""
+        return [*common, *(f"{k}={json.dumps(v)}" for k, v in self.overrides.items())]
+
+
+@dataclass
+class Grid:
+    name: str
+    base: str | dict[str, Any]
+    axes: list[Axis]
+    overrides: list[str] = field(default_factory=list)
+    out_dir: Path = Path("runs/ablate")
+    replicates: tuple[str, ...] = DEFAULT_REPLICATES
+    on_missing: str = "skip"
+    report: dict[str, Any] = field(default_factory=dict)
+    cv: dict[str, Any] | None = None
+    train_fn: str | None = None  # "module:function" with train_from_config's signature
+    source: Path | None = None
+
+    def cells(self) -> list[Cell]:
+        out = []
+        for combo in itertools.product(*(a.values for a in self.axes)):
+            labels = {a.name: lab for a, (lab, _) in zip(self.axes, combo, strict=True)}
+            over: dict[str, Any] = {}
+            owner: dict[str, str] = {}
+            for a, (_, o) in zip(self.axes, combo, strict=True):
+                for k, v in o.items():
+                    if k in over and over[k] != v:
+                        raise GridError(f"axes {owner[k]!r} and {a.name!r} both set {k} "
+                                        f"({over[k]!r} vs {v!r}) in one cell; make one axis own it")
+                    over[k], owner[k] = v, a.name
+            cid = _cell_id(labels)
+            conf = {k: v for k, v in labels.items() if k not in self.replicates}
+            out.append(Cell(cid, labels, over, _cell_id(conf) or "all"))
+        return out
+
+
+# ----------------------------------------------------------------------------- grid parsing
+
+
+def _safe(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(s)).strip("-") or "x"
+
+
+def _cell_id(labels: Mapping[str, str]) -> str:
+    cid = "__".join(f"{_safe(k)}={_safe(v)}" for k, v in labels.items())
+    if len(cid) > 150:  # keep folder names short; the labels are in DONE.json anyway
+        cid = cid[:130] + "__" + hashlib.sha1(cid.encode()).hexdigest()[:10]
+    return cid
+
+
+def _label(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, list | dict) else str(v)
+
+
+def _parse_axis(name: str, spec: Any) -> Axis:
+    if isinstance(spec, list):
+        return Axis(name, [(_label(v), {name: v}) for v in spec])
+    if isinstance(spec, Mapping) and "key" in spec and "values" in spec:
+        return Axis(name, [(_label(v), {spec["key"]: v}) for v in spec["values"]])
+    if isinstance(spec, Mapping) and spec:
+        vals = []
+        for lab, bundle in spec.items():
+            if not isinstance(bundle, Mapping):
+                raise GridError(f"axis {name!r}, value {lab!r}: a bundle must map dotted keys to values")
+            vals.append((str(lab), dict(bundle)))
+        return Axis(name, vals)
+    raise GridError(
+        f"axis {name!r} must be a list (axis name = dotted key), {{key, values}}, or a mapping "
+        f"label -> {{dotted.key: value}}; got {spec!r}"
+    )
+
+
+def load_grid(grid: str | os.PathLike[str] | Mapping[str, Any]) -> Grid:
+    """Parse a grid YAML (or dict); the base config path is taken relative to the grid file."""
+    if isinstance(grid, Mapping):
+        spec, src = dict(grid), None
+    else:
+        src = Path(grid)
+        if not src.exists():
+            raise GridError(f"grid file {src} does not exist")
+        try:
+            spec = yaml.safe_load(src.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise GridError(f"grid file {src} is not valid YAML: {e}") from None
+    if "base" not in spec:
+        raise GridError("a grid needs `base:` (a run config path or mapping)")
+    base = spec["base"]
+    if not isinstance(base, Mapping):
+        p = Path(base)
+        if not p.is_absolute() and src is not None and not p.exists():
+            p = src.parent / p
+        if not p.exists():
+            raise GridError(f"grid base config {base} not found (relative to the grid file or cwd)")
+        base = str(p)
+    axes = [_parse_axis(n, s) for n, s in (spec.get("axes") or {}).items()]
+    if spec.get("cv"):
+        from avemo.workflows.crossval import fold_axis
+
+        axes.append(fold_axis(spec["cv"]))
+    names = [a.name for a in axes]
+    if len(set(names)) != len(names):
+        raise GridError(f"axis names repeat: {names}")
+    on_missing = spec.get("on_missing", "skip")
+    if on_missing not in ("skip", "error"):
+        raise GridError(f"on_missing must be skip or error, got {on_missing!r}")
+    overrides = spec.get("overrides") or []
+    if isinstance(overrides, Mapping):
+        overrides = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    name = spec.get("name") or (src.stem if src else "grid")
+    return Grid(
+        name=name,
+        base=base if isinstance(base, str) else dict(base),
+        axes=axes,
+        overrides=list(overrides),
+        out_dir=Path(spec.get("out_dir") or f"runs/ablate/{name}"),
+        replicates=tuple(spec.get("replicates") or DEFAULT_REPLICATES),
+        on_missing=on_missing,
+        report=dict(spec.get("report") or {}),
+        cv=dict(spec["cv"]) if spec.get("cv") else None,
+        train_fn=spec.get("train_fn"),
+        source=src,
+    )
+
+
+# ----------------------------------------------------------------------------- feature checks
+
+
+def resolve_cell_config(grid: Grid, cell: Cell) -> dict[str, Any]:
+    from avemo.fusion.config import load_config
+
+    return load_config(grid.base, cell.override_args(grid.overrides))
+
+
+def _feature_path(path: str, cfg: Mapping[str, Any]) -> Path:
+    """Feature and manifest paths are relative to the working directory, as the trainer reads them."""
+    return Path(path)
+
+
+def _expect_problem(ff: Any, expect: Mapping[str, Any]) -> str | None:
+    """Why a cached file does not match ``data.expect`` (same rules as the datamodule: a
+    ``config_hash``, and/or provenance keys where a partial ``config`` checks only its keys)."""
+    from avemo.data.store import diff_provenance
+
+    have = ff.provenance
+    expect = dict(expect)
+    want_hash = expect.pop("config_hash", None)
+    if want_hash is not None and str(have.get("config_hash")) != str(want_hash):
+        return f"config_hash cached {have.get('config_hash')!r} != expected {want_hash!r}"
+    want = {k: have.get(k) for k in ("feature_set", "config", "weights")}
+    for k, v in expect.items():
+        if k == "config" and isinstance(v, Mapping) and isinstance(want["config"], Mapping):
+            want["config"] = {**want["config"], **v}
+        else:
+            want[k] = v
+    return "; ".join(diff_provenance(have, want)) or None
+
+
+def check_features(grid: Grid, cells: Sequence[Cell]) -> dict[str, list[str]]:
+    """Cell id -> problems (missing feature file, provenance differing from ``data.expect``,
+    config that does not resolve); empty lists for cells that can run. Each file is opened once.
+    """
+    from avemo.data.store import FeatureFile
+
+    seen: dict[tuple[str, str], str | None] = {}
+    out: dict[str, list[str]] = {}
+    for cell in cells:
+        problems: list[str] = []
+        try:
+            cfg = resolve_cell_config(grid, cell)
+        except ConfigError as e:
+            out[cell.cell_id] = [f"config: {e}"]
+            continue
+        data = cfg.get("data", {})
+        for mod, path in (data.get("features") or {}).items():
+            p = _feature_path(str(path), cfg)
+            expect = (data.get("expect") or {}).get(mod) or {}
+            key = (str(p.resolve()), json.dumps(expect, sort_keys=True, default=str))
+            if key not in seen:
+                if not p.exists():
+                    seen[key] = f"{mod}: feature file {p} is not in the cache (run `avemo features`)"
+                elif expect:
+                    try:
+                        with FeatureFile(p) as ff:
+                            why = _expect_problem(ff, expect)
+                    except Exception as e:  # noqa: BLE001 - unreadable file is a problem to report
+                        why = f"unreadable ({e})"
+                    seen[key] = f"{mod}: {p} was made with another config: {why}" if why else None
+                else:
+                    seen[key] = None
+            if seen[key]:
+                problems.append(seen[key])  # type: ignore[arg-type]
+        manifest = data.get("manifest")
+        if manifest and not _feature_path(str(manifest), cfg).exists():
+            problems.append(f"manifest {manifest} does not exist")
+        out[cell.cell_id] = problems
+    return out
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_plain(obj), indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "tolist") and callable(obj.tolist):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _cell_hash(grid: Grid, cell: Cell) -> str:
+    base = grid.base
+    if isinstance(base, str):
+        base = Path(base).read_text()
+    blob = json.dumps([base, grid.overrides, cell.overrides], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cell_state(run_dir: Path, want_hash: str) -> str:
+    """done | stale (finished with another config) | partial | failed | todo."""
+    done = run_dir / DONE
+    if done.exists():
+        try:
+            have = json.loads(done.read_text()).get("cell_hash")
+        except (json.JSONDecodeError, OSError):
+            return "partial"
+        return "done" if have == want_hash else "stale"
+    if (run_dir / FAILED).exists():
+        return "failed"
+    return "partial" if run_dir.exists() else "todo"
+
+
+def default_train_fn(spec: str | None = None) -> TrainFn:
+    """``avemo.fusion.train.train_from_config``, or the grid's ``train_fn: module:function``."""
+    import importlib
+
+    mod, _, fn = (spec or "avemo.fusion.train:train_from_config").partition(":")
+    try:
+        return getattr(importlib.import_module(mod), fn or "train_from_config")
+    except (ImportError, AttributeError) as e:
+        raise GridError(f"train_fn {spec!r} cannot be imported: {e}") from None
+
+
+def _save_predictions(run_dir: Path, preds: Any) -> None:
+    if isinstance(preds, pd.DataFrame) and not any(run_dir.glob("predictions*")):
+        preds.to_csv(run_dir / "predictions.csv", index=False)
+
+
+def run_cell(grid: Grid, cell: Cell, run_dir: Path, train_fn: TrainFn, feature_cache: dict) -> dict[str, Any]:
+    """Train one cell into ``run_dir``; DONE.json is the last thing written."""
+    if run_dir.exists():  # half-written by a killed run, stale or failed: start clean
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {
+        "cell_id": cell.cell_id, "config_id": cell.config_id, "labels": cell.labels,
+        "overrides": cell.overrides, "cell_hash": _cell_hash(grid, cell),
+    }
+    try:
+        result = train_fn(grid.base, cell.override_args(grid.overrides),
+                          feature_cache=feature_cache, run_dir=run_dir)
+    except Exception as e:  # noqa: BLE001 - one bad cell must not end the grid
+        record.update(status="failed", error=f"{type(e).__name__}: {e}",
+                      traceback=traceback.format_exc(), wall_s=time.perf_counter() - t0)
+        _write_json(run_dir / FAILED, record)
+        print(f"[ablate] cell {cell.cell_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return record
+    _save_predictions(run_dir, result.get("predictions"))
+    record.update(status="done", metrics=dict(result.get("metrics") or {}),
+                  wall_s=time.perf_counter() - t0, trained_in=str(result.get("run_dir", run_dir)))
+    _write_json(run_dir / DONE, record)
+    return record
+
+
+def shard(cells: Sequence[Cell], rank: int, world: int) -> list[Cell]:
+    """Round-robin share of rank ``rank`` among ``world`` processes."""
+    return list(cells[rank::world])
+
+
+def dist_env() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _init_torch_dist(world: int) -> bool:
+    """Under torchrun (MASTER_ADDR set) use a gloo group for the final barrier."""
+    if world <= 1 or not os.environ.get("MASTER_ADDR"):
+        return False
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return True
+
+
+def _wait_for_shards(out: Path, world: int, timeout_s: float) -> None:
+    t0 = time.monotonic()
+    while True:
+        have = {p.name for p in (out / "shards").glob(f"rank*-of-{world}.json")}
+        if len(have) >= world:
+            return
+        if time.monotonic() - t0 > timeout_s:
+            print(f"[ablate] waited {timeout_s:.0f}s for {world - len(have)} rank(s); "
+                  "the table covers the cells finished so far", file=sys.stderr)
+            return
+        time.sleep(0.5)
+
+
+def run_grid(
+    grid: str | os.PathLike[str] | Mapping[str, Any] | Grid,
+    out_dir: str | os.PathLike[str] | None = None,
+    dry_run: bool = False,
+    *,
+    train_fn: TrainFn | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    report: bool = True,
+    feature_cache: dict | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Run (or, with ``dry_run``, plan) every cell of a grid; returns out_dir, table, aggregate,
+    per-cell states and feature problems. Rerunning continues where a killed run stopped.
+    """
+    g = grid if isinstance(grid, Grid) else load_grid(grid)
+    out = Path(out_dir) if out_dir else g.out_dir
+    env_rank, env_world = dist_env()
+    rank = env_rank if rank is None else rank
+    world = env_world if world_size is None else world_size
+    say = (lambda *a: None) if quiet else (lambda *a: print("[ablate]", *a, file=sys.stderr))  # noqa: E731
+    cells = g.cells()
+    problems = check_features(g, cells)
+    bad = {c: p for c, p in problems.items() if p}
+    if bad:
+        lines = [f"  {c}: {'; '.join(p)}" for c, p in bad.items()]
+        say(f"{len(bad)} of {len(cells)} cell(s) cannot run from the cache:\n" + "\n".join(lines))
+        if g.on_missing == "error" and not dry_run:
+            raise GridError(f"{len(bad)} cell(s) need features not in the cache:\n" + "\n".join(lines))
+    states = {c.cell_id: cell_state(out / "runs" / c.cell_id, _cell_hash(g, c)) for c in cells}
+    say(f"grid {g.name}: {len(cells)} cells, {sum(s == 'done' for s in states.values())} done, "
+        f"{len(bad)} missing features; rank {rank}/{world}; out {out}")
+    if dry_run:
+        plan = pd.DataFrame([{"cell_id": c.cell_id, **c.labels, "state": states[c.cell_id],
+                              "problems": "; ".join(problems[c.cell_id])} for c in cells])
+        if not quiet:
+            print(plan.to_string(index=False))
+        return {"out_dir": out, "table": plan, "aggregate": None, "states": states, "problems": problems}
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "grid.yaml").write_text(yaml.safe_dump(_grid_record(g), sort_keys=False))
+    if g.cv and rank == 0:
+        from avemo.workflows.crossval import save_fold_lists
+
+        try:
+            save_fold_lists(g.base, g.cv, out, g.overrides)
+        except Exception as e:  # noqa: BLE001 - each run still writes its own fold lists
+            say(f"fold lists not saved: {type(e).__name__}: {e}")
+    use_dist = _init_torch_dist(world)
+    train_fn = train_fn or default_train_fn(g.train_fn)
+    cache = {} if feature_cache is None else feature_cache
+    mine = [c for c in shard(cells, rank, world) if c.cell_id not in bad]
+    t0 = time.perf_counter()
+    ran = 0
+    for i, cell in enumerate(mine):
+        run_dir = out / "runs" / cell.cell_id
+        if cell_state(run_dir, _cell_hash(g, cell)) == "done":
+            continue
+        rec = run_cell(g, cell, run_dir, train_fn, cache)
+        ran += 1
+        states[cell.cell_id] = rec["status"]
+        say(f"[{i + 1}/{len(mine)}] {cell.cell_id}: {rec['status']} in {rec['wall_s']:.1f}s "
+            + _brief(rec.get("metrics", {})))
+    wall = time.perf_counter() - t0
+    if world > 1:
+        (out / "shards").mkdir(exist_ok=True)
+        _write_json(out / "shards" / f"rank{rank}-of-{world}.json", {"rank": rank, "cells": len(mine), "ran": ran})
+        if use_dist:
+            import torch.distributed as dist
+
+            dist.barrier()
+        elif rank == 0:
+            _wait_for_shards(out, world, float(os.environ.get("AVEMO_SHARD_WAIT_S", "86400")))
+        if rank != 0:
+            return {"out_dir": out, "table": None, "aggregate": None, "states": states,
+                    "problems": problems, "ran": ran, "wall_s": wall}
+    table = collect_table(out, cells, bad)
+    agg = aggregate(table)
+    write_tables(out, table, agg)
+    result = {"out_dir": out, "table": table, "aggregate": agg, "states": states,
+              "problems": problems, "ran": ran, "wall_s": wall}
+    if report and len(table):
+        from avemo.workflows.report import write_report
+
+        try:
+            result["report"] = write_report(out, table, agg, grid=g, **g.report)
+        except Exception as e:  # noqa: BLE001 - a plotting problem must not lose the table
+            print(f"[ablate] report failed: {type(e).__name__}: {e}", file=sys.stderr)
+            traceback.print_exc()
+    return result
+
+
+def _brief(metrics: Mapping[str, Any]) -> str:
+    items = [(k, v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    return " ".join(f"{k}={v:.4g}" for k, v in items[:4])
+
+
+def _grid_record(g: Grid) -> dict[str, Any]:
+    return {"name": g.name, "base": g.base, "overrides": g.overrides, "replicates": list(g.replicates),
+            "axes": {a.name: {lab: o for lab, o in a.values} for a in g.axes}}
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def collect_table(out: Path, cells: Sequence[Cell], missing: Mapping[str, list[str]] | None = None) -> pd.DataFrame:
+    """One row per cell of the grid, from the DONE/FAILED records on disk (all ranks')."""
+    rows = []
+    for c in cells:
+        run_dir = out / "runs" / c.cell_id
+        row: dict[str, Any] = {"cell_id": c.cell_id, "config_id": c.config_id, **c.labels}
+        if (run_dir / DONE).exists():
+            rec = json.loads((run_dir / DONE).read_text())
+            row.update(status="done", wall_s=rec.get("wall_s"), run_dir=str(run_dir),
+                       **_scalar_metrics(rec.get("metrics", {})))
+        elif (run_dir / FAILED).exists():
+            rec = json.loads((run_dir / FAILED).read_text())
+            row.update(status="failed", error=rec.get("error"), run_dir=str(run_dir))
+        elif missing and missing.get(c.cell_id):
+            row.update(status="missing_features", error="; ".join(missing[c.cell_id]))
+        else:
+            row.update(status="not_run")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+META = ("cell_id", "config_id", "status", "wall_s", "run_dir", "error")
+
+
+def metric_columns(table: pd.DataFrame, axes: Sequence[str] = ()) -> list[str]:
+    return [c for c in table.columns if c not in META and c not in axes
+            and pd.api.types.is_numeric_dtype(table[c])]
+
+
+def axis_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c not in META and not pd.api.types.is_numeric_dtype(table[c])]
+
+
+def aggregate(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and count per config (over the replicate axes: seeds and folds)."""
+    done = table[table["status"] == "done"] if "status" in table else table
+    if done.empty:
+        return pd.DataFrame(columns=["config_id", "n"])
+    axes = axis_columns(done)
+    mcols = metric_columns(done, axes)
+    rows = []
+    for cid, grp in done.groupby("config_id", sort=False):
+        row: dict[str, Any] = {"config_id": cid, "n": len(grp)}
+        for m in mcols:
+            vals = grp[m].dropna()
+            row[f"{m}_mean"] = float(vals.mean()) if len(vals) else float("nan")
+            row[f"{m}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_tables(out: Path, table: pd.DataFrame, agg: pd.DataFrame) -> None:
+    for name, df in (("results", table), ("aggregate", agg)):
+        df.to_csv(out / f"{name}.csv", index=False)
+        try:
+            df.to_parquet(out / f"{name}.parquet", index=False)
+        except Exception as e:  # noqa: BLE001 - CSV is the fallback, say why Parquet failed
+            print(f"[ablate] {name}.parquet not written: {e}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m avemo.workflows.ablate GRID [-o OUT] [--dry-run]`` (same as ``avemo ablate``)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m avemo.workflows.ablate")
+    p.add_argument("grid")
+    p.add_argument("-o", "--output")
+    p.add_argument("--dry-run", action="store_true")
+    a = p.parse_args(argv)
+    res = run_grid(a.grid, out_dir=a.output, dry_run=a.dry_run)
+    print(f"results: {res['out_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""Grid reports: Markdown + PNG plots from the results table and the run folders.
+
+What a researcher looks at after an ablation: one bar chart per metric (mean +- std over seeds
+and folds per config), the confusion matrices of the best configs, the score of every fold, and
+the temporal attention weights of a few example clips (does the model look at the frames where
+the emotion shows?). Everything is recomputed from files on disk, so a report can be redrawn
+for a finished grid without training anything (``python -m avemo.workflows.report OUT``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+LOWER_IS_BETTER = re.compile(r"(loss|rmse|mse|mae|error|wall_s)", re.I)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _safe(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_")[:80] or "x"
+
+
+def _metrics(agg: pd.DataFrame) -> list[str]:
+    return [c[: -len("_mean")] for c in agg.columns if c.endswith("_mean")]
+
+
+def primary_metric(metrics: Sequence[str], preferred: str | None = None) -> str | None:
+    """The metric ranking configs: the preferred one, else a test/val accuracy/UAR/CCC."""
+    if preferred and preferred in metrics:
+        return preferred
+    for pat in ("test.*uar", "test.*acc", "test.*ccc", "val.*uar", "val.*acc", "val.*ccc", "uar", "acc", "ccc"):
+        hits = [m for m in metrics if re.search(pat, m, re.I)]
+        if hits:
+            return sorted(hits)[0]
+    rest = [m for m in metrics if not LOWER_IS_BETTER.search(m)]
+    return rest[0] if rest else (metrics[0] if metrics else None)
+
+
+def bar_chart(agg: pd.DataFrame, metric: str, path: Path) -> Path:
+    plt = _plt()
+    labels = agg["config_id"].astype(str).tolist()
+    mean, std = agg[f"{metric}_mean"].to_numpy(float), agg[f"{metric}_std"].fillna(0).to_numpy(float)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(labels) + 2), 4.2))
+    ax.bar(range(len(labels)), mean, yerr=std, capsize=3, color="#4c72b0", ecolor="#333333")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels([lab.replace("__", "\n") for lab in labels], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(metric)
+    n = agg["n"].tolist() if "n" in agg else []
+    ax.set_title(f"{metric} (mean ± std over {min(n) if n else '?'}-{max(n) if n else '?'} runs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def fold_chart(table: pd.DataFrame, metric: str, path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    done = table[table["status"] == "done"]
+    for cid, grp in done.groupby("config_id", sort=False):
+        g = grp.copy()
+        g["_fold"] = pd.to_numeric(g["fold"], errors="coerce")
+        g = g.sort_values("_fold")
+        ax.plot(g["_fold"], g[metric], marker="o", label=str(cid)[:40])
+    ax.set_xlabel("fold")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per fold")
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- run folder readers
+
+
+def read_predictions(run_dir: Path) -> pd.DataFrame | None:
+    for name in ("predictions_test.parquet", "predictions_test.csv", "predictions.parquet", "predictions.csv"):
+        p = run_dir / name
+        if p.exists():
+            return pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+    return None
+
+
+def _truth_pred_columns(df: pd.DataFrame) -> tuple[str, str] | None:
+    for t, p in (("label", "pred"), ("true", "pred"), ("y_true", "y_pred"), ("target", "prediction"),
+                 ("label", "prediction"), ("true_label", "pred_label")):
+        if t in df.columns and p in df.columns:
+            return t, p
+    return None
+
+
+def confusion_from_run(run_dir: Path, classes: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]] | None:
+    """Test confusion matrix of one run: from its DONE metrics, else from its predictions."""
+    done = run_dir / "DONE.json"
+    if done.exists():
+        m = json.loads(done.read_text()).get("metrics", {})
+        for k, v in m.items():
+            if "confusion" in k and isinstance(v, list) and v and isinstance(v[0], list):
+                if "val" in k and any("test" in kk and "confusion" in kk for kk in m):
+                    continue
+                cm = np.asarray(v, float)
+                names = list(classes or m.get("classes") or range(cm.shape[0]))
+                return cm, [str(c) for c in names]
+    df = read_predictions(run_dir)
+    if df is None:
+        return None
+    if "partition" in df.columns and (df["partition"] == "test").any():
+        df = df[df["partition"] == "test"]
+    cols = _truth_pred_columns(df)
+    if cols is None:
+        return None
+    t, p = cols
+    names = list(classes) if classes else sorted(set(df[t].astype(str)) | set(df[p].astype(str)))
+    idx = {c: i for i, c in enumerate(names)}
+    cm = np.zeros((len(names), len(names)))
+    for a, b in zip(df[t].astype(str), df[p].astype(str), strict=True):
+        if a in idx and b in idx:
+            cm[idx[a], idx[b]] += 1
+    return cm, names
+
+
+def confusion_chart(cm: np.ndarray, names: Sequence[str], title: str, path: Path) -> Path:
+    plt = _plt()
+    norm = cm / np.clip(cm.sum(1, keepdims=True), 1, None)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(names), 0.8 + 0.6 * len(names)))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(names)))
+    ax.set_yticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
+    ax.set_yticklabels(names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title[:60], fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def attention_from_run(run_dir: Path, n_clips: int = 3) -> dict[str, dict[str, np.ndarray]]:
+    """``{clip_id: {attention name: weights [T]}}`` for a few test clips of a finished run.
+
+    Reads ``attention.npz`` when the run saved one (keys ``<clip>/<name>``), else rebuilds the
+    model from the run folder (``avemo.fusion.train.load_run``) and runs it on the first clips.
+    """
+    p = run_dir / "attention.npz"
+    out: dict[str, dict[str, np.ndarray]] = {}
+    if p.exists():
+        with np.load(p, allow_pickle=False) as z:
+            for key in z.files:
+                clip, _, name = key.partition("/")
+                if clip not in out and len(out) >= n_clips:
+                    continue
+                out.setdefault(clip, {})[name or "attention"] = np.asarray(z[key], float)
+        return out
+    try:
+        from avemo.workflows.attention import attention_for_run
+    except ImportError:
+        return out
+    return attention_for_run(run_dir, n_clips)
+
+
+def attention_chart(att: Mapping[str, Mapping[str, np.ndarray]], title: str, path: Path) -> Path:
+    plt = _plt()
+    n = len(att)
+    fig, axes = plt.subplots(n, 1, figsize=(6.5, 1.9 * n), squeeze=False)
+    for ax, (clip, weights) in zip(axes[:, 0], att.items(), strict=True):
+        for name, w in weights.items():
+            w = np.asarray(w, float).reshape(-1)
+            ax.plot(np.arange(len(w)), w, label=name)
+        ax.set_title(str(clip), fontsize=8)
+        ax.set_ylabel("weight", fontsize=7)
+        ax.legend(fontsize=6, loc="upper right")
+    axes[-1, 0].set_xlabel("frame (row of the feature sequence)")
+    fig.suptitle(title[:70], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _md_table(df: pd.DataFrame, floatfmt: str = "{:.4f}") -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        cells = [floatfmt.format(v) if isinstance(v, float) else str(v) for v in r.tolist()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _mean_std_table(agg: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    out = pd.DataFrame({"config": agg["config_id"], "runs": agg["n"]})
+    for m in metrics:
+        out[m] = [f"{a:.4f} ± {b:.4f}" for a, b in zip(agg[f"{m}_mean"], agg[f"{m}_std"].fillna(0), strict=True)]
+    return out
+
+
+def write_report(
+    out_dir: str | os.PathLike[str],
+    table: pd.DataFrame | None = None,
+    agg: pd.DataFrame | None = None,
+    grid: Any = None,
+    metrics: Sequence[str] | None = None,
+    primary: str | None = None,
+    top: int = 2,
+    examples: int = 3,
+    html: bool = False,
+) -> Path:
+    """``report.md`` + ``plots/*.png`` for a finished (or partly finished) grid."""
+    out = Path(out_dir)
+    if table is None:
+        table = pd.read_csv(out / "results.csv", dtype={"fold": str, "seed": str})
+    if agg is None:
+        from avemo.workflows.ablate import aggregate
+
+        agg = aggregate(table)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    all_metrics = _metrics(agg)
+    shown = [m for m in (metrics or all_metrics) if m in all_metrics and m != "wall_s"]
+    prim = primary_metric(shown or all_metrics, primary)
+    name = getattr(grid, "name", None) or out.name
+    md = [f"# Ablation report: {name}", ""]
+    counts = table["status"].value_counts().to_dict() if "status" in table else {}
+    md += [f"{len(table)} cells: " + ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
+    if agg.empty or not shown:
+        md += ["No finished runs with numeric metrics yet.", ""]
+    else:
+        asc = bool(prim and LOWER_IS_BETTER.search(prim))
+        ranked = agg.sort_values(f"{prim}_mean", ascending=asc) if prim else agg
+        md += [f"## Configs (ranked by {prim}; mean ± std over seeds/folds)", "",
+               _md_table(_mean_std_table(ranked, shown)), ""]
+        md += ["## Metrics", ""]
+        for m in shown:
+            p = bar_chart(ranked, m, plots / f"bar_{_safe(m)}.png")
+            md += [f"![{m}](plots/{p.name})", ""]
+        md += _confusion_section(table, ranked, top, plots)
+        if "fold" in table.columns and table["fold"].notna().any():
+            md += ["## Per-fold scores", ""]
+            done = table[table["status"] == "done"]
+            pivot = done.pivot_table(index="config_id", columns="fold", values=prim, aggfunc="mean")
+            md += [_md_table(pivot.reset_index()), ""]
+            p = fold_chart(table, prim, plots / f"folds_{_safe(prim)}.png")
+            md += [f"![per fold](plots/{p.name})", ""]
+        md += _attention_section(table, ranked, top, examples, plots)
+    failed = table[table["status"].isin(["failed", "missing_features"])] if "status" in table else table[:0]
+    if len(failed):
+        md += ["## Cells not finished", "", _md_table(failed[["cell_id", "status", "error"]].fillna("")), ""]
+    md += ["## Files", "", "* `results.csv` / `results.parquet`: one row per run",
+           "* `aggregate.csv` / `aggregate.parquet`: mean and std per config", "* `runs/<cell>/`: each run's folder", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    if html:
+        _write_html(path)
+    return path
+
+
+def _best_runs(table: pd.DataFrame, ranked: pd.DataFrame, top: int) -> list[tuple[str, list[Path]]]:
+    done = table[table["status"] == "done"]
+    out = []
+    for cid in ranked["config_id"].head(top):
+        dirs = [Path(d) for d in done.loc[done["config_id"] == cid, "run_dir"].dropna()]
+        out.append((str(cid), dirs))
+    return out
+
+
+def _confusion_section(table: pd.DataFrame, ranked: pd.DataFrame, top: int, plots: Path) -> list[str]:
+    md: list[str] = []
+    for cid, dirs in _best_runs(table, ranked, top):
+        total, names = None, None
+        for d in dirs:
+            got = confusion_from_run(d)
+            if got is None:
+                continue
+            cm, nm = got
+            if total is None:
+                total, names = cm.copy(), nm
+            elif cm.shape == total.shape:
+                total += cm
+        if total is not None and names is not None:
+            p = confusion_chart(total, names, f"{cid} (summed over {len(dirs)} runs)",
+                                plots / f"confusion_{_safe(cid)}.png")
+            md += [f"![confusion {cid}](plots/{p.name})", ""]
+    return (["## Confusion matrices of the best configs", "", *md]) if md else []
+
+
+def _attention_section(table: pd.DataFrame, ranked: pd.DataFrame, top: int, examples: int,
+                       plots: Path) -> list[str]:
+    md: list[str] = []
+    for cid, dirs in _best_runs(table, ranked, top):
+        for d in dirs[:1]:
+            try:
+                att = attention_from_run(d, examples)
+            except Exception as e:  # noqa: BLE001 - a model without attention is not an error
+                print(f"[report] attention of {d.name} unavailable: {e}", file=sys.stderr)
+                att = {}
+            if att:
+                p = attention_chart(att, f"attention over time: {cid}", plots / f"attention_{_safe(cid)}.png")
+                md += [f"![attention {cid}](plots/{p.name})", ""]
+    return (["## Attention weights over time (example test clips)", "", *md]) if md else []
+
+
+def _write_html(md_path: Path) -> Path:
+    """Minimal HTML next to the Markdown (images inline by reference), no extra dependency."""
+    import html
+
+    lines = []
+    for line in md_path.read_text().splitlines():
+        m = re.match(r"!\[(.*)\]\((.*)\)", line)
+        if m:
+            lines.append(f'<p><img alt="{html.escape(m.group(1))}" src="{html.escape(m.group(2))}"></p>')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            lines.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
+        elif line.startswith("|"):
+            if set(line) <= set("|-"):
+                continue
+            cells = "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|"))
+            lines.append(f"<table><tr>{cells}</tr></table>")
+        elif line.strip():
+            lines.append(f"<p>{html.escape(line)}</p>")
+    out = md_path.with_suffix(".html")
+    out.write_text("<!doctype html><meta charset='utf-8'><body>\n" + "\n".join(lines) + "\n</body>")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Redraw the report of a grid results folder."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m avemo.workflows.report")
+    p.add_argument("out_dir")
+    p.add_argument("--html", action="store_true")
+    a = p.parse_args(argv)
+    print(write_report(a.out_dir, html=a.html))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
