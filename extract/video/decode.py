@@ -1,0 +1,228 @@
+"""Video decoding with PyAV: streamed frames, container timestamps, rotation honoured.
+
+Frames are produced in small chunks so memory stays bounded for long videos. Timestamps are the
+frames' own presentation times (``frame.time``), relative to the container start, so variable
+frame rate videos keep their true timing. The display matrix (phone videos) is applied so faces
+are upright.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class DecodeError(RuntimeError):
+    """The file cannot be opened or holds no decodable video stream."""
+
+
+@dataclass
+class FrameChunk:
+    """Consecutive decoded frames of one clip: ``frames [n, H, W, 3]`` uint8 RGB."""
+
+    index: np.ndarray  # int64 [n], position in the clip's output sequence (0, 1, 2, ...)
+    times: np.ndarray  # float64 [n], seconds from the container start
+    frames: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+@dataclass
+class DecodeStats:
+    frames: int = 0
+    seconds: float = 0.0  # wall time spent decoding + converting to RGB
+    rotation: int = 0
+    dropped: int = 0  # frames dropped because their timestamp did not increase
+    notes: list[str] = field(default_factory=list)
+
+
+def display_rotation(angle: float | int | None) -> int:
+    """Counter-clockwise quarter turns (0..3) that make a frame upright.
+
+    PyAV reports the display matrix rotation as degrees counter-clockwise (FFmpeg's
+    ``av_display_rotation_get``); rotating the stored image by that angle gives the picture as
+    players show it. A phone's ``rotate=90`` tag reads as -90 here: one clockwise turn.
+    """
+    if not angle:
+        return 0
+    return int(round(float(angle) / 90.0)) % 4
+
+
+def _open(path: str | os.PathLike[str]):  # noqa: ANN202 - av.container.InputContainer
+    import av
+
+    p = Path(path)
+    if not p.exists():
+        raise DecodeError(f"{p}: file does not exist")
+    try:
+        container = av.open(str(p))
+    except Exception as e:  # noqa: BLE001 - any FFmpeg failure is a decode error for this clip
+        raise DecodeError(f"{p}: cannot open ({type(e).__name__}: {e})") from None
+    if not container.streams.video:
+        container.close()
+        raise DecodeError(f"{p}: no video stream")
+    return container
+
+
+def iter_frames(
+    path: str | os.PathLike[str],
+    fps: float | None = None,
+    chunk: int = 16,
+    stats: DecodeStats | None = None,
+    threads: bool = True,
+    chunk_bytes: int = 8 << 20,
+) -> Iterator[FrameChunk]:
+    """Decode ``path`` into chunks of upright RGB frames.
+
+    ``fps=None`` keeps every frame; otherwise the first frame at or after each sampling instant
+    ``t0 + k / fps`` is kept (variable-frame-rate safe: it follows timestamps, not frame counts).
+    Frames whose timestamp does not increase (broken muxes) are dropped and counted. A chunk
+    holds at most ``chunk`` frames and about ``chunk_bytes`` of pixels.
+    """
+    stats = stats if stats is not None else DecodeStats()
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        if threads:
+            stream.thread_type = "AUTO"
+        tb = float(stream.time_base) if stream.time_base else None
+        start = container.start_time / 1e6 if container.start_time is not None else None
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        step = 1.0 / fps if fps else None
+        next_t: float | None = None
+        last_t = -np.inf
+        buf_t: list[float] = []
+        buf_f: list[np.ndarray] = []
+        n_out = 0
+        t_clock = time.perf_counter()
+        for frame in container.decode(stream):
+            if frame.time is not None:
+                t = float(frame.time)
+            elif frame.pts is not None and tb is not None:
+                t = frame.pts * tb
+            else:
+                t = (last_t + 1.0 / rate) if np.isfinite(last_t) else 0.0
+            if start is not None:
+                t -= start
+            if t <= last_t:
+                stats.dropped += 1
+                continue
+            last_t = t
+            if step is not None:
+                if next_t is None:
+                    next_t = t
+                if t + 1e-6 < next_t:
+                    continue
+                while next_t <= t + 1e-6:
+                    next_t += step
+            img = frame.to_ndarray(format="rgb24")
+            k = display_rotation(frame.rotation)
+            if k:
+                stats.rotation = k * 90
+                img = np.ascontiguousarray(np.rot90(img, k))
+            buf_t.append(t)
+            buf_f.append(img)
+            if len(buf_f) >= chunk or len(buf_f) * img.nbytes >= chunk_bytes:
+                yield _chunk(n_out, buf_t, buf_f, stats, t_clock)
+                n_out += len(buf_f)
+                buf_t, buf_f = [], []
+                t_clock = time.perf_counter()
+        if buf_f:
+            yield _chunk(n_out, buf_t, buf_f, stats, t_clock)
+        if stats.dropped:
+            stats.notes.append(f"{stats.dropped} frames with non-increasing timestamps dropped")
+    except DecodeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - FFmpeg errors mid-stream
+        raise DecodeError(f"{path}: decoding failed after {stats.frames} frames ({type(e).__name__}: {e})") from None
+    finally:
+        container.close()
+
+
+def _chunk(n0: int, ts: list[float], fs: list[np.ndarray], stats: DecodeStats, t0: float) -> FrameChunk:
+    if len({f.shape for f in fs}) > 1:  # resolution change mid-stream: pad/crop to the first
+        h, w = fs[0].shape[:2]
+        fs = [f if f.shape == fs[0].shape else _fit(f, h, w) for f in fs]
+    out = FrameChunk(np.arange(n0, n0 + len(fs), dtype=np.int64), np.asarray(ts, np.float64), np.stack(fs))
+    stats.frames += len(fs)
+    stats.seconds += time.perf_counter() - t0
+    return out
+
+
+def _fit(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def read_all(path: str | os.PathLike[str], fps: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every (sampled) frame at once: ``(times [T], frames [T, H, W, 3])``. Short clips/tests only."""
+    chunks = list(iter_frames(path, fps=fps))
+    if not chunks:
+        return np.zeros(0), np.zeros((0, 0, 0, 3), np.uint8)
+    return np.concatenate([c.times for c in chunks]), np.concatenate([c.frames for c in chunks])
+
+
+def write_video(
+    path: str | os.PathLike[str],
+    frames: np.ndarray | list[np.ndarray],
+    fps: float = 25.0,
+    rotation: int = 0,
+    times: list[float] | None = None,
+    codec: str = "libx264",
+) -> Path:
+    """Encode RGB frames with PyAV (tests, demo clips). ``rotation``: display matrix, degrees CCW.
+
+    ``times`` (seconds) gives explicit presentation times, e.g. a variable frame rate.
+    """
+    from fractions import Fraction
+
+    import av
+
+    path = Path(path)
+    frames = list(frames)
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 90000)
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for i, img in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[: h - h % 2, : w - w % 2]), format="rgb24")
+            t = times[i] if times is not None else i / fps
+            vf.pts = int(round(t * 90000))
+            vf.time_base = stream.time_base
+            for pkt in stream.encode(vf):
+                out.mux(pkt)
+        for pkt in stream.encode():
+            out.mux(pkt)
+    return path
+
+
+def decode_worker(tasks, events, chunk: int = 16, chunk_bytes: int = 8 << 20) -> None:  # noqa: ANN001
+    """Worker-process loop: ``(key, path, fps)`` jobs in, ``start``/``chunk``/``end``/``error`` events out.
+
+    Kept free of torch so a forked worker stays small; the events queue is bounded, so a slow
+    consumer stops the decoders instead of filling memory.
+    """
+    while True:
+        job = tasks.get()
+        if job is None:
+            return
+        key, path, fps = job
+        events.put(("start", key, os.getpid()))
+        stats = DecodeStats()
+        try:
+            for ch in iter_frames(path, fps=fps, chunk=chunk, stats=stats, chunk_bytes=chunk_bytes):
+                events.put(("chunk", key, ch))
+            events.put(("end", key, stats))
+        except Exception as e:  # noqa: BLE001 - reported as the clip's error status
+            msg = str(e) if isinstance(e, DecodeError) else f"{path}: {type(e).__name__}: {e}"
+            events.put(("error", key, msg, stats))

@@ -1,0 +1,59 @@
+"""What every face detector returns, and the helpers they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Faces:
+    """Detections in one frame: ``boxes [K, 4]`` (x1, y1, x2, y2), ``scores [K]``,
+    ``landmarks [K, 5, 2]`` (eyes, nose, mouth corners; x, y in frame pixels)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
+
+    @classmethod
+    def none(cls) -> Faces:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def scaled(self, factor: float) -> Faces:
+        """Coordinates multiplied by ``factor`` (detection on a resized frame)."""
+        return Faces(self.boxes * factor, self.scores, self.landmarks * factor)
+
+    def filter(self, keep: np.ndarray) -> Faces:
+        return Faces(self.boxes[keep], self.scores[keep], self.landmarks[keep])
+
+
+class Detector:
+    """Base class: ``detect(frames)`` takes uint8 RGB frames ``[N, H, W, 3]`` (or a list of
+    frames of any sizes) and returns one ``Faces`` per frame. Thresholds are explicit config."""
+
+    name: str = ""
+
+    def detect(self, frames: np.ndarray | list[np.ndarray]) -> list[Faces]:
+        raise NotImplementedError
+
+    def weights_info(self) -> dict[str, str]:
+        return {}
+
+    def config(self) -> dict[str, Any]:
+        """Every parameter that changes detections (recorded in provenance)."""
+        return {}
+
+
+def group_by_shape(frames: np.ndarray | list[np.ndarray]) -> list[tuple[list[int], np.ndarray]]:
+    """Frames of equal size stacked together (one batched forward per size)."""
+    if isinstance(frames, np.ndarray):
+        return [(list(range(len(frames))), frames)] if len(frames) else []
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, f in enumerate(frames):
+        groups.setdefault(f.shape, []).append(i)
+    return [(idx, np.stack([frames[i] for i in idx])) for idx in groups.values()]

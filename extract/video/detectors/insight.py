@@ -1,0 +1,135 @@
+"""SCRFD / RetinaFace through insightface's model zoo, for users who have a model pack on disk.
+
+insightface packs (e.g. ``buffalo_l``: ``det_10g.onnx``) cannot be downloaded here and carry
+non-commercial licences, so nothing is fetched: the pack is looked up in insightface's usual
+place (``~/.insightface/models/<pack>``, or ``$INSIGHTFACE_HOME``) or given by path (a pack
+folder or the detector ``.onnx`` itself). Missing -> ``MissingWeightsError`` saying where to put it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avemo.extract.registry import DETECTORS
+from avemo.extract.video.detectors.base import Detector, Faces
+from avemo.extract.weights import MissingWeightsError, checksum
+
+DEFAULT_PACK = "buffalo_l"
+# detection files inside the common packs, in order of preference
+_DET_NAMES = ("det_10g.onnx", "det_2.5g.onnx", "det_500m.onnx", "scrfd_10g_bnkps.onnx", "retinaface.onnx")
+
+
+def insightface_root() -> Path:
+    return Path(os.environ.get("INSIGHTFACE_HOME", Path.home() / ".insightface")).expanduser()
+
+
+def find_detection_model(where: str | os.PathLike[str] | None = None) -> Path:
+    """The detector ``.onnx`` of a pack: ``where`` is a file, a pack folder or a pack name."""
+    name = str(where) if where else DEFAULT_PACK
+    cand = Path(name).expanduser()
+    if cand.is_file():
+        return cand
+    folders = [cand] if cand.is_dir() else []
+    folders.append(insightface_root() / "models" / name)
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for fname in _DET_NAMES:
+            if (folder / fname).is_file():
+                return folder / fname
+        found = sorted(p for p in folder.glob("*.onnx") if "det" in p.name or "scrfd" in p.name or "retina" in p.name)
+        if found:
+            return found[0]
+    raise MissingWeightsError(
+        f"no insightface detection model for {name!r}: looked for {', '.join(_DET_NAMES)} in "
+        f"{' and '.join(str(f) for f in folders)}. insightface model packs are not downloadable "
+        "here (and are licensed for non-commercial research only): put the unzipped pack at "
+        f"{insightface_root() / 'models' / DEFAULT_PACK} or pass its folder / .onnx file as "
+        "detector_weights; or use the default detector 'mtcnn'."
+    )
+
+
+def _providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    if str(device).startswith("cuda"):
+        if "CUDAExecutionProvider" in have:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        print("[insightface detector] CUDA requested but onnxruntime has no CUDA provider: "
+              "running on CPU", file=sys.stderr)
+    return ["CPUExecutionProvider"]
+
+
+class _InsightDetector(Detector):
+    """Shared wrapper: RGB frames in, insightface ``detect`` per frame (it has no batch API)."""
+
+    model_class: str = ""
+
+    def __init__(
+        self,
+        thresholds: Sequence[float] | float = 0.5,
+        min_face_size: float = 0,
+        weights: str | os.PathLike[str] | None = None,
+        device: str = "cpu",
+        input_size: Sequence[int] = (640, 640),
+        nms: float = 0.4,
+    ) -> None:
+        import insightface.model_zoo as zoo
+
+        th = list(thresholds) if isinstance(thresholds, Sequence) else [thresholds]
+        self.threshold = float(th[-1])  # mtcnn-style lists: the final stage's threshold
+        self.min_face_size = float(min_face_size)
+        self.input_size = tuple(int(v) for v in input_size)
+        self.nms = float(nms)
+        self.path = find_detection_model(weights)
+        cls = getattr(zoo, self.model_class)
+        self.model = cls(model_file=str(self.path), session=_session(self.path, device))
+        self.model.prepare(ctx_id=0 if str(device).startswith("cuda") else -1, input_size=self.input_size,
+                           det_thresh=self.threshold, nms_thresh=self.nms)
+
+    def weights_info(self) -> dict[str, str]:
+        return {f"{self.name}:{self.path.name}": checksum(self.path)}
+
+    def config(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "input_size": list(self.input_size), "nms": self.nms}
+
+    def detect(self, frames: np.ndarray | list[np.ndarray]) -> list[Faces]:
+        out = []
+        for img in frames:
+            det, kps = self.model.detect(np.ascontiguousarray(img[..., ::-1]), input_size=self.input_size)
+            if det is None or not len(det) or kps is None:
+                out.append(Faces.none())
+                continue
+            order = np.argsort(-det[:, 4])
+            out.append(Faces(det[order, :4].astype(np.float32), det[order, 4].astype(np.float32),
+                             kps[order].astype(np.float32)))
+        return out
+
+
+def _session(path: Path, device: str) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=_providers(device))
+
+
+@DETECTORS.register("scrfd")
+class SCRFDDetector(_InsightDetector):
+    """SCRFD (insightface pack, e.g. buffalo_l det_10g.onnx) + 5 landmarks; user-supplied model."""
+
+    name = "scrfd"
+    model_class = "SCRFD"
+
+
+@DETECTORS.register("retinaface")
+class RetinaFaceDetector(_InsightDetector):
+    """RetinaFace (insightface ONNX) + 5 landmarks; user-supplied model."""
+
+    name = "retinaface"
+    model_class = "RetinaFace"

@@ -1,0 +1,309 @@
+"""MTCNN (Zhang et al. 2016) with the P/R/O-Net weights shipped in the facenet-pytorch 2.6.0 wheel.
+
+Written for batches: P-Net runs once per pyramid scale on all frames of a batch, R-Net and O-Net
+run once on all candidate boxes of all frames (crops via ``roi_align``, which averages like an
+area resize), NMS is ``torchvision.ops.batched_nms`` keyed by frame. The networks match the
+state-dict layout of the wheel's ``pnet.pt``/``rnet.pt``/``onet.pt`` so they load with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.ops import batched_nms, roi_align
+
+from avemo.extract.registry import DETECTORS
+from avemo.extract.video.detectors.base import Detector, Faces, group_by_shape
+from avemo.extract.weights import WeightSpec, register_weight, resolve
+
+_FACENET = ("facenet-pytorch", "2.6.0", "facenet_pytorch/data/")
+_SHA = {
+    "pnet": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+    "rnet": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+    "onet": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+}
+for _net, _sha in _SHA.items():
+    register_weight(
+        WeightSpec(
+            name=f"mtcnn_{_net}",
+            filename=f"mtcnn_{_net}.pt",
+            sha256=_sha,
+            package=_FACENET[0],
+            version=_FACENET[1],
+            member=f"{_FACENET[2]}{_net}.pt",
+            licence="MIT (facenet-pytorch)",
+            note="State dict from the facenet-pytorch wheel, fetched without its dependencies.",
+        )
+    )
+
+
+class PNet(nn.Module):
+    """Proposal net: fully convolutional, 12x12 receptive field, stride 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
+        self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, 1)
+        self.conv4_2 = nn.Conv2d(32, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        logits = self.conv4_1(x)
+        return self.conv4_2(x), torch.sigmoid(logits[:, 1] - logits[:, 0])  # softmax of 2 classes
+
+
+class RNet(nn.Module):
+    """Refinement net on 24x24 crops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
+        self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu3(self.conv3(x))
+        # the ported weights flatten in (W, H, C) order
+        x = self.prelu4(self.dense4(x.permute(0, 3, 2, 1).flatten(1)))
+        logits = self.dense5_1(x)
+        return self.dense5_2(x), torch.sigmoid(logits[:, 1] - logits[:, 0])
+
+
+class ONet(nn.Module):
+    """Output net on 48x48 crops: score, box regression, 5 landmarks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+        self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu4(self.conv4(x))
+        x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).flatten(1)))
+        logits = self.dense6_1(x)
+        return self.dense6_2(x), self.dense6_3(x), torch.sigmoid(logits[:, 1] - logits[:, 0])
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return (x - 127.5) * 0.0078125
+
+
+def _square(boxes: torch.Tensor) -> torch.Tensor:
+    """Grow boxes to squares around their centre (what R/O-Net were trained on)."""
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = torch.maximum(w, h)
+    x1 = boxes[:, 0] + (w - side) / 2
+    y1 = boxes[:, 1] + (h - side) / 2
+    return torch.stack([x1, y1, x1 + side, y1 + side], 1)
+
+
+def _regress(boxes: torch.Tensor, reg: torch.Tensor, plus_one: bool) -> torch.Tensor:
+    w = boxes[:, 2] - boxes[:, 0] + (1 if plus_one else 0)
+    h = boxes[:, 3] - boxes[:, 1] + (1 if plus_one else 0)
+    return boxes[:, :4] + reg * torch.stack([w, h, w, h], 1)
+
+
+@DETECTORS.register("mtcnn")
+class MTCNN(Detector):
+    """MTCNN face detector + 5 landmarks (facenet-pytorch weights, MIT), batched across frames."""
+
+    name = "mtcnn"
+
+    def __init__(
+        self,
+        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        min_face_size: float = 40,
+        factor: float = 0.709,
+        nms: Sequence[float] = (0.5, 0.7, 0.7, 0.7),
+        weights: dict[str, str] | None = None,
+        device: str = "cpu",
+    ) -> None:
+        if len(thresholds) != 3:
+            raise ValueError(f"mtcnn needs 3 thresholds (P, R, O-Net), got {list(thresholds)}")
+        self.thresholds = [float(t) for t in thresholds]
+        self.min_face_size = float(min_face_size)
+        self.factor = float(factor)
+        self.nms = [float(t) for t in nms]
+        self.device = torch.device(device)
+        self._paths = {n: resolve(f"mtcnn_{n}", (weights or {}).get(n)) for n in ("pnet", "rnet", "onet")}
+        self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
+        for n, net in (("pnet", self.pnet), ("rnet", self.rnet), ("onet", self.onet)):
+            net.load_state_dict(torch.load(self._paths[n], map_location="cpu", weights_only=True))
+            net.eval().to(self.device)
+            if self.device.type == "cuda":
+                net.to(memory_format=torch.channels_last)
+
+    def weights_info(self) -> dict[str, str]:
+        from avemo.extract.weights import checksum
+
+        return {f"mtcnn_{n}": checksum(p) for n, p in self._paths.items()}
+
+    def config(self) -> dict[str, Any]:
+        return {"thresholds": self.thresholds, "min_face_size": self.min_face_size,
+                "factor": self.factor, "nms": self.nms}
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def detect(self, frames: np.ndarray | list[np.ndarray]) -> list[Faces]:
+        n = len(frames)
+        out: list[Faces] = [Faces.none() for _ in range(n)]
+        for idx, stack in group_by_shape(frames):
+            for i, faces in zip(idx, self._detect_same_size(stack), strict=True):
+                out[i] = faces
+        return out
+
+    def _detect_same_size(self, frames: np.ndarray) -> list[Faces]:
+        n, h, w = frames.shape[:3]
+        imgs = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float()
+        with self._autocast():
+            boxes, img_ids = self._stage_p(imgs)
+            if len(boxes):
+                boxes, img_ids = self._stage_r(imgs, boxes, img_ids)
+            if len(boxes):
+                boxes, img_ids, points = self._stage_o(imgs, boxes, img_ids)
+        res = [Faces.none() for _ in range(n)]
+        if not len(boxes):
+            return res
+        boxes, img_ids, points = boxes.float().cpu().numpy(), img_ids.cpu().numpy(), points.float().cpu().numpy()
+        for i in np.unique(img_ids):
+            sel = img_ids == i
+            order = np.argsort(-boxes[sel, 4])
+            res[int(i)] = Faces(
+                boxes[sel, :4][order].astype(np.float32),
+                boxes[sel, 4][order].astype(np.float32),
+                points[sel][order].astype(np.float32),
+            )
+        return res
+
+    def _scales(self, h: int, w: int) -> list[float]:
+        m = 12.0 / max(self.min_face_size, 12.0)
+        side = min(h, w) * m
+        scales = []
+        s = m
+        while side >= 12:
+            scales.append(s)
+            s *= self.factor
+            side *= self.factor
+        return scales
+
+    def _stage_p(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = imgs.shape[2:]
+        all_boxes, all_ids = [], []
+        for s in self._scales(h, w):
+            size = (int(h * s + 1), int(w * s + 1))
+            x = _normalise(torch.nn.functional.interpolate(imgs, size=size, mode="area"))
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            reg, prob = self.pnet(x)
+            cand = (prob >= self.thresholds[0]).nonzero()
+            if not len(cand):
+                continue
+            ids, yy, xx = cand[:, 0], cand[:, 1], cand[:, 2]
+            score = prob[ids, yy, xx].float()
+            r = reg[ids, :, yy, xx].float()
+            cell = torch.stack([xx, yy], 1).float()
+            q1 = torch.floor((2 * cell + 1) / s)
+            q2 = torch.floor((2 * cell + 12) / s)
+            b = torch.cat([q1, q2], 1)
+            keep = batched_nms(b, score, ids, self.nms[0])
+            all_boxes.append(torch.cat([b[keep], score[keep, None], r[keep]], 1))
+            all_ids.append(ids[keep])
+        if not all_boxes:
+            return torch.zeros(0, 5, device=imgs.device), torch.zeros(0, dtype=torch.long, device=imgs.device)
+        boxes, ids = torch.cat(all_boxes), torch.cat(all_ids)
+        keep = batched_nms(boxes[:, :4], boxes[:, 4], ids, self.nms[1])
+        boxes, ids = boxes[keep], ids[keep]
+        reg_boxes = _square(_regress(boxes[:, :4], boxes[:, 5:9], plus_one=False))
+        return torch.cat([reg_boxes, boxes[:, 4:5]], 1), ids
+
+    def _crops(self, imgs: torch.Tensor, boxes: torch.Tensor, ids: torch.Tensor, size: int) -> torch.Tensor:
+        # MTCNN boxes are 1-based inclusive pixel ranges: pixels x1-1 .. x2-1 -> [x1-1, x2)
+        rois = torch.cat([ids[:, None].to(boxes.dtype), boxes[:, :4] - torch.tensor([1.0, 1.0, 0.0, 0.0],
+                                                                                   device=boxes.device)], 1)
+        crops = roi_align(imgs, rois.float(), output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        crops = _normalise(crops)
+        if self.device.type == "cuda":
+            crops = crops.contiguous(memory_format=torch.channels_last)
+        return crops
+
+    def _stage_r(self, imgs: torch.Tensor, boxes: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        reg, score = self.rnet(self._crops(imgs, boxes, ids, 24))
+        ok = score.float() > self.thresholds[1]
+        boxes, ids, reg, score = boxes[ok], ids[ok], reg[ok].float(), score[ok].float()
+        keep = batched_nms(boxes[:, :4], score, ids, self.nms[2])
+        boxes, ids, reg, score = boxes[keep], ids[keep], reg[keep], score[keep]
+        return torch.cat([_square(_regress(boxes, reg, plus_one=True)), score[:, None]], 1), ids
+
+    def _stage_o(
+        self, imgs: torch.Tensor, boxes: torch.Tensor, ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        reg, pts, score = self.onet(self._crops(imgs, boxes, ids, 48))
+        ok = score.float() > self.thresholds[2]
+        boxes, ids, reg, pts, score = boxes[ok], ids[ok], reg[ok].float(), pts[ok].float(), score[ok].float()
+        w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+        h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+        px = w * pts[:, :5] + boxes[:, 0:1] - 1
+        py = h * pts[:, 5:] + boxes[:, 1:2] - 1
+        points = torch.stack([px, py], 2)
+        boxes = _regress(boxes, reg, plus_one=True)
+        keep = _nms_min(boxes, score, ids, self.nms[3])
+        return torch.cat([boxes[keep], score[keep, None]], 1), ids[keep], points[keep]
+
+
+def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor, thr: float) -> torch.Tensor:
+    """NMS with intersection over the smaller box (drops a box nested inside a bigger face)."""
+    if not len(boxes):
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = torch.argsort(scores, descending=True)
+    b, i_ = boxes[order], ids[order]
+    area = (b[:, 2] - b[:, 0] + 1).clamp(min=0) * (b[:, 3] - b[:, 1] + 1).clamp(min=0)
+    lt = torch.maximum(b[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt + 1).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    ratio = inter / torch.minimum(area[:, None], area[None, :]).clamp(min=1e-6)
+    same = i_[:, None] == i_[None, :]
+    suppress = (ratio > thr) & same
+    keep = torch.ones(len(b), dtype=torch.bool, device=b.device)
+    sup = suppress.cpu().numpy()
+    kp = keep.cpu().numpy()
+    for k in range(len(b)):
+        if kp[k]:
+            later = sup[k].copy()
+            later[: k + 1] = False
+            kp[later] = False
+    return order[torch.from_numpy(kp).to(b.device)]
+

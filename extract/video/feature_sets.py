@@ -1,0 +1,178 @@
+"""The ``face_*`` feature sets: detector + face backbone (or raw aligned crops) per frame.
+
+Each set is one configuration of the same pipeline (``pipeline.FacePipeline``); every config key
+that changes the numbers is in ``default_config`` and therefore in the feature file's provenance.
+
+Config keys
+  detector          DETECTORS name (``mtcnn``; ``scrfd`` / ``retinaface`` with an insightface pack)
+  detector_weights  mtcnn: None (wheel weights); scrfd/retinaface: pack name or path, or .onnx file
+  thresholds        detector score thresholds (mtcnn: P, R, O-Net; scrfd/retinaface: one value)
+  min_face_size     smallest face side in pixels (also bounds mtcnn's image pyramid: its main cost)
+  backbone          BACKBONES name; backbone_weights: a user file (None = registry default)
+  logits            (face_fer2013) append the 7 class logits to the pooled features
+  fps               None = every frame, else a sampling rate (timestamp-based, VFR-safe)
+  detect_every      run the detector on every k-th frame, interpolate boxes/landmarks between
+  max_faces         faces tracked per frame (the main track is chosen among them)
+  batch_frames      frames per batch across clips (detector + CNN)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from avemo.data.store import ClipFeatures
+from avemo.extract.base import ClipInput, FeatureSet
+from avemo.extract.registry import BACKBONES, DETECTORS, FEATURE_SETS
+from avemo.extract.video import detectors as _detectors  # noqa: F401 - registers DETECTORS
+from avemo.extract.video.pipeline import Embedder, FacePipeline
+
+try:  # the backbones package registers BACKBONES (written alongside this module)
+    from avemo.extract.video import backbones as _backbones  # noqa: F401
+except ImportError as _e:  # pragma: no cover - only while the package is incomplete
+    print(f"avemo: face backbones unavailable ({_e})", file=sys.stderr)
+
+_MTCNN_THRESHOLDS = [0.6, 0.7, 0.7]
+
+
+def resolve_device(device: str, who: str) -> str:
+    """``cuda`` when available; otherwise CPU with a clear notice (never a silent fallback)."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        print(f"[{who}] CUDA requested but not available: running on CPU", file=sys.stderr)
+        return "cpu"
+    return str(device)
+
+
+class FaceFeatureSet(FeatureSet):
+    """Shared implementation: build detector + backbone lazily, run the batched pipeline."""
+
+    modality: ClassVar[str] = "video"
+    common_config: ClassVar[dict[str, Any]] = {
+        "detector": "mtcnn",
+        "detector_weights": None,
+        "thresholds": _MTCNN_THRESHOLDS,
+        "min_face_size": 40,
+        "fps": None,
+        "detect_every": 5,
+        "max_faces": 3,
+        "batch_frames": 64,
+    }
+    default_config: ClassVar[dict[str, Any]] = {
+        **common_config, "backbone": "fer2013_minixception", "backbone_weights": None,
+    }
+
+    def __init__(self, config: Mapping[str, Any] | None = None, device: str = "cpu") -> None:
+        super().__init__(config, resolve_device(device, self.name))
+        self._pipeline: FacePipeline | None = None
+        self._detector: Any = None
+        self._backbone: Any = None
+        self.workers: int | None = None  # decode processes (None: pipeline.default_workers())
+
+    @property
+    def rate_hz(self) -> float | None:
+        return float(self.config["fps"]) if self.config.get("fps") else None
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def detector(self) -> Any:
+        if self._detector is None:
+            c = self.config
+            kwargs: dict[str, Any] = {"thresholds": c["thresholds"], "min_face_size": c["min_face_size"],
+                                      "device": self.device}
+            if c.get("detector_weights") is not None:
+                kwargs["weights"] = c["detector_weights"]
+            self._detector = DETECTORS.build(c["detector"], **kwargs)
+        return self._detector
+
+    def backbone_options(self) -> dict[str, Any]:
+        return {}
+
+    def backbone(self) -> Any:
+        if self._backbone is None:
+            c = self.config
+            self._backbone = BACKBONES.build(c["backbone"], weights=c.get("backbone_weights"),
+                                             device=self.device, **self.backbone_options())
+        return self._backbone
+
+    def embedder(self) -> Embedder:
+        bb = self.backbone()
+
+        def fn(crops: np.ndarray) -> np.ndarray:
+            return bb.embed(torch.from_numpy(np.ascontiguousarray(crops))).float().cpu().numpy()
+
+        return Embedder(fn, int(bb.input_size), float(bb.align_margin), (int(bb.out_dim),), np.float32)
+
+    def weights(self) -> dict[str, str]:
+        out = dict(self.detector().weights_info())
+        out.update(self._embedder_weights())
+        return out
+
+    def _embedder_weights(self) -> dict[str, str]:
+        return dict(self.backbone().weights_info())
+
+    def pipeline(self) -> FacePipeline:
+        if self._pipeline is None:
+            c = self.config
+            self._pipeline = FacePipeline(
+                self.detector(), self.embedder(), fps=c["fps"], detect_every=c["detect_every"],
+                batch_frames=c["batch_frames"], min_face_size=c["min_face_size"],
+                max_faces=c["max_faces"], workers=self.workers,
+            )
+        return self._pipeline
+
+    def extract(self, clips: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
+        return self.pipeline().run(clips)
+
+    def close(self) -> None:
+        """Stop the decode worker processes (they also stop with the interpreter)."""
+        if self._pipeline is not None:
+            self._pipeline.close()
+
+
+def _backbone_set(name: str, backbone: str, doc: str, **extra: Any) -> type[FaceFeatureSet]:
+    cls = type(
+        f"Face_{name}",
+        (FaceFeatureSet,),
+        {"name": f"face_{name}", "__doc__": doc,
+         "default_config": {**FaceFeatureSet.common_config, "backbone": backbone,
+                            "backbone_weights": None, **extra}},
+    )
+    FEATURE_SETS.register(f"face_{name}")(cls)
+    return cls
+
+
+@FEATURE_SETS.register("face_fer2013")
+class FaceFer2013(FaceFeatureSet):
+    """Default: MTCNN + FER2013 mini-Xception, 128-d pooled features (+7 logits with logits: true)."""
+
+    name = "face_fer2013"
+    default_config = {**FaceFeatureSet.default_config, "logits": False}
+
+    def backbone_options(self) -> dict[str, Any]:
+        return {"with_logits": True} if self.config.get("logits") else {}
+
+
+_backbone_set("resnet50", "resnet50_imagenet", "MTCNN + torchvision ResNet-50 (ImageNet), pooled 2048-d.")
+_backbone_set("arcface", "arcface_r50", "MTCNN + insightface ArcFace R50 ONNX (user model pack), 512-d.")
+_backbone_set("ir50", "ir50", "MTCNN + ArcFace IR-50 (user weights, e.g. FER+-tuned), 512-d.")
+_backbone_set("vggface2", "vggface2_resnet50", "MTCNN + VGGFace2 ResNet-50 (user weights), 2048-d.")
+_backbone_set("hsemotion", "hsemotion_enet_b0", "MTCNN + HSEmotion EfficientNet-B0 (AffectNet, user weights).")
+
+
+@FEATURE_SETS.register("face_crops")
+class FaceCrops(FaceFeatureSet):
+    """Aligned uint8 RGB face crops themselves (rows [S, S, 3]): fine-tune later without re-decoding."""
+
+    name = "face_crops"
+    default_config = {**FaceFeatureSet.common_config, "crop_size": 112, "align_margin": 0.0}
+
+    def embedder(self) -> Embedder:
+        s = int(self.config["crop_size"])
+        return Embedder(lambda crops: crops, s, float(self.config["align_margin"]), (s, s, 3), np.uint8)
+
+    def _embedder_weights(self) -> dict[str, str]:
+        return {}

@@ -1,0 +1,363 @@
+"""The batched face pipeline: decode workers -> detect -> track -> align -> face CNN.
+
+Worker processes decode clips and stream frame chunks through a bounded queue. The main process
+gathers frames from many clips into batches, runs the detector on the batch's key frames (every
+``detect_every``-th frame of each clip, plus its last), links detections into tracks, fills the
+frames between key frames, aligns every tracked face and runs the embedder on all crops at once.
+Only the frames since a clip's last key frame are held, so memory stays bounded; per-track rows
+are kept until the clip ends, when the main track is chosen and the clip's ``ClipFeatures`` is
+yielded (the runner's writer thread writes it).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from avemo.data.store import ClipFeatures
+from avemo.extract.base import ClipInput
+from avemo.extract.video.align import align_faces
+from avemo.extract.video.decode import (
+    DecodeError,
+    DecodeStats,
+    FrameChunk,
+    decode_worker,
+    iter_frames,
+)
+from avemo.extract.video.detectors.base import Detector
+from avemo.extract.video.tracks import Tracker
+
+
+@dataclass
+class Embedder:
+    """Aligned crops -> rows. ``fn(uint8 [N, S, S, 3]) -> array [N, *row_shape]``."""
+
+    fn: Callable[[np.ndarray], np.ndarray]
+    size: int
+    margin: float
+    row_shape: tuple[int, ...]
+    dtype: Any = np.float32
+
+
+@dataclass
+class StageTimes:
+    """Seconds per stage (decode is summed over worker processes) and counts."""
+
+    decode: float = 0.0
+    wait: float = 0.0  # main process blocked on the decoders
+    detect: float = 0.0
+    track: float = 0.0
+    align: float = 0.0
+    embed: float = 0.0
+    frames: int = 0
+    key_frames: int = 0
+    crops: int = 0
+    clips: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Clip:
+    key: int
+    clip: ClipInput
+    tracker: Tracker
+    times: list[float] = field(default_factory=list)
+    buffer: dict[int, np.ndarray] = field(default_factory=dict)  # frames not yet resolved
+    new: list[int] = field(default_factory=list)  # frames not yet seen by the detector
+    resolved: int = 0  # frames < resolved have their observations
+    ended: bool = False
+    stats: DecodeStats | None = None
+    rows: dict[int, tuple[list[int], list[np.ndarray]]] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.times)
+
+
+def default_workers() -> int:
+    """Decode processes: ``$AVEMO_DECODE_WORKERS`` or cores - 1 (at most 4; 0 = decode inline)."""
+    env = os.environ.get("AVEMO_DECODE_WORKERS")
+    if env is not None:
+        return max(0, int(env))
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+class DecodePool:
+    """Persistent decode worker processes (forked: no re-import, fast start) fed by a job queue."""
+
+    def __init__(self, workers: int, queue_chunks: int = 6) -> None:
+        self.n = workers
+        self.ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        self.tasks = self.ctx.Queue()
+        self.events = self.ctx.Queue(maxsize=max(2, queue_chunks))
+        self.procs: list[Any] = []
+        self.current: dict[int, int] = {}  # pid -> clip key being decoded
+
+    def _start(self) -> None:
+        self.procs = [p for p in self.procs if p.is_alive()]
+        while len(self.procs) < self.n:
+            p = self.ctx.Process(target=decode_worker, args=(self.tasks, self.events), daemon=True)
+            p.start()
+            self.procs.append(p)
+
+    def run(self, jobs: Sequence[tuple[int, str, float | None]]) -> Iterator[tuple | None]:
+        """Events for ``jobs``; ``None`` when nothing is ready right now (the caller may flush)."""
+        self._start()
+        for job in jobs:
+            self.tasks.put(job)
+        open_keys = {k for k, _, _ in jobs}
+        while open_keys:
+            try:
+                ev = self.events.get(timeout=0.002)
+            except queue.Empty:
+                yield None
+                try:
+                    ev = self.events.get(timeout=1.0)
+                except queue.Empty:
+                    yield from self._reap(open_keys)
+                    continue
+            if ev[0] == "start":
+                self.current[ev[2]] = ev[1]
+                continue
+            if ev[0] in ("end", "error"):
+                open_keys.discard(ev[1])
+            yield ev
+
+    def _reap(self, open_keys: set[int]) -> Iterator[tuple]:
+        """A worker that died (e.g. FFmpeg crashed) fails its clip; a new worker replaces it."""
+        for p in self.procs:
+            if not p.is_alive() and p.pid in self.current:
+                key = self.current.pop(p.pid)
+                if key in open_keys:
+                    open_keys.discard(key)
+                    yield ("error", key, f"decoder process died (exit code {p.exitcode})", DecodeStats())
+        self._start()
+
+    def close(self) -> None:
+        for _ in self.procs:
+            self.tasks.put(None)
+        for p in self.procs:
+            p.join(timeout=2)
+            if p.is_alive():
+                p.terminate()
+        self.procs = []
+
+
+def _inline(jobs: Sequence[tuple[int, str, float | None]]) -> Iterator[tuple | None]:
+    for key, path, fps in jobs:
+        stats = DecodeStats()
+        try:
+            for ch in iter_frames(path, fps=fps, stats=stats):
+                yield ("chunk", key, ch)
+            yield ("end", key, stats)
+        except Exception as e:  # noqa: BLE001 - the clip's error status
+            yield ("error", key, str(e) if isinstance(e, DecodeError) else f"{type(e).__name__}: {e}", stats)
+
+
+class FacePipeline:
+    """Frames of many clips -> one row per frame of the main face (see module doc)."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        embedder: Embedder,
+        fps: float | None = None,
+        detect_every: int = 1,
+        batch_frames: int = 64,
+        min_face_size: float = 0.0,
+        max_faces: int = 3,
+        link_iou: float = 0.3,
+        workers: int | None = None,
+        embed_batch: int = 256,
+    ) -> None:
+        if int(detect_every) < 1:
+            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        self.detector, self.embedder = detector, embedder
+        self.fps = float(fps) if fps else None
+        self.detect_every = int(detect_every)
+        self.batch_frames = max(1, int(batch_frames))
+        self.min_face_size, self.max_faces, self.link_iou = float(min_face_size), int(max_faces), float(link_iou)
+        self.workers = default_workers() if workers is None else int(workers)
+        self.embed_batch = int(embed_batch)
+        self.times = StageTimes()
+        self._pool: DecodePool | None = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _events(self, jobs: list[tuple[int, str, float | None]]) -> Iterator[tuple | None]:
+        if self.workers <= 0 or not jobs:
+            return _inline(jobs)
+        if self._pool is None:
+            self._pool = DecodePool(self.workers)
+        return self._pool.run(jobs)
+
+    def run(self, clips: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
+        """One ``ClipFeatures`` per clip, in completion order; a bad clip gets status ``error``."""
+        states: dict[int, _Clip] = {}
+        jobs = []
+        for key, c in enumerate(clips):
+            if not c.video:
+                yield self._empty(c, "error", "no video path in the manifest")
+                continue
+            states[key] = _Clip(key, c, Tracker(self.link_iou, max_faces=self.max_faces,
+                                                min_face_size=self.min_face_size))
+            jobs.append((key, str(c.video), self.fps))
+        pending = 0
+        finished = False
+        try:
+            t_wait = time.perf_counter()
+            for ev in self._events(jobs):
+                if ev is not None:
+                    self.times.wait += time.perf_counter() - t_wait
+                    kind, key = ev[0], ev[1]
+                    st = states[key]
+                    if kind == "chunk":
+                        pending += self._take(st, ev[2])
+                    elif kind == "end":
+                        st.ended, st.stats = True, ev[2]
+                        self.times.decode += ev[2].seconds
+                    else:  # error
+                        del states[key]
+                        self.times.decode += ev[3].seconds
+                        yield self._empty(st.clip, "error", ev[2])
+                if pending >= self.batch_frames or (ev is None and pending) or (
+                    ev is not None and ev[0] == "end" and pending == 0
+                ):
+                    yield from self._step(states)
+                    pending = 0
+                t_wait = time.perf_counter()
+            yield from self._step(states)
+            finished = True
+        finally:
+            if not finished:  # abandoned mid-run: stale events would leak into the next run
+                self.close()
+
+    # ------------------------------------------------------------------ batch processing
+
+    def _take(self, st: _Clip, ch: FrameChunk) -> int:
+        for i, t, img in zip(ch.index, ch.times, ch.frames, strict=True):
+            st.times.append(float(t))
+            st.buffer[int(i)] = img
+            st.new.append(int(i))
+        return len(ch)
+
+    def _step(self, states: dict[int, _Clip]) -> Iterator[ClipFeatures]:
+        """Detect key frames of all new frames, resolve tracks, align + embed, emit ended clips."""
+        keys: list[tuple[_Clip, int]] = []
+        for st in states.values():
+            for i in st.new:
+                if i % self.detect_every == 0:
+                    keys.append((st, i))
+            st.new = []
+            last = st.n - 1
+            if st.ended and last >= 0 and last % self.detect_every != 0 and last not in st.tracker._at:
+                keys.append((st, last))
+        if keys:
+            t0 = time.perf_counter()
+            found = self.detector.detect([st.buffer[i] for st, i in keys])
+            self.times.detect += time.perf_counter() - t0
+            self.times.key_frames += len(keys)
+            t0 = time.perf_counter()
+            for (st, i), faces in zip(keys, found, strict=True):
+                st.tracker.update(i, faces)
+            self.times.track += time.perf_counter() - t0
+        jobs: list[tuple[_Clip, int, int]] = []  # (clip, frame, track)
+        frames: list[np.ndarray] = []
+        lmks: list[np.ndarray] = []
+        t0 = time.perf_counter()
+        for st in states.values():
+            kf = st.tracker.key_frames
+            if not kf:
+                continue
+            upto = kf[-1] + 1
+            if upto <= st.resolved:
+                continue
+            for f, obs in st.tracker.fill(st.resolved, upto).items():
+                for o in obs:
+                    jobs.append((st, f, o.track))
+                    frames.append(st.buffer[f])
+                    lmks.append(o.landmarks)
+            st.resolved = upto
+        self.times.track += time.perf_counter() - t0
+        if jobs:
+            t0 = time.perf_counter()
+            crops = align_faces(frames, np.arange(len(frames)), np.stack(lmks), self.embedder.size,
+                                self.embedder.margin)
+            self.times.align += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            rows = np.concatenate([self.embedder.fn(crops[i : i + self.embed_batch])
+                                   for i in range(0, len(crops), self.embed_batch)])
+            self.times.embed += time.perf_counter() - t0
+            self.times.crops += len(crops)
+            for (st, f, tid), row in zip(jobs, rows, strict=True):
+                idx, vals = st.rows.setdefault(tid, ([], []))
+                idx.append(f)
+                vals.append(row)
+        frames.clear()
+        for key in list(states):
+            st = states[key]
+            for f in [f for f in st.buffer if f < st.resolved]:
+                del st.buffer[f]
+            if st.ended and st.resolved >= st.n and not st.new:
+                del states[key]
+                yield self._finish(st)
+
+    # ------------------------------------------------------------------ results
+
+    def _empty(self, clip: ClipInput, status: str, message: str) -> ClipFeatures:
+        self.times.clips += 1
+        return ClipFeatures.empty(clip.clip_id, self.embedder.row_shape, status, message, self.embedder.dtype)
+
+    def _finish(self, st: _Clip) -> ClipFeatures:
+        n = st.n
+        self.times.clips += 1
+        self.times.frames += n
+        notes = list(st.stats.notes) if st.stats else []
+        if st.stats and st.stats.rotation:
+            notes.append(f"rotated {st.stats.rotation} deg (display matrix)")
+        if n == 0:
+            return self._empty(st.clip, "error", "; ".join(["no video frames decoded", *notes]))
+        values = np.zeros((n, *self.embedder.row_shape), self.embedder.dtype)
+        mask = np.zeros(n, bool)
+        main = st.tracker.main_track()
+        if main is not None and main in st.rows:
+            idx, vals = st.rows[main]
+            values[idx] = np.stack(vals)
+            mask[idx] = True
+        have = int(mask.sum())
+        if len(st.tracker.tracks) > 1:
+            notes.insert(0, f"{len(st.tracker.tracks)} face tracks, kept the main one")
+        if have == 0:
+            status = "no_face"
+            notes.insert(0, f"no face found in any of the {n} frames")
+        else:
+            status = "ok"
+            if have < n:
+                notes.insert(0, f"{n - have} of {n} frames without a face (mask 0)")
+        return ClipFeatures(st.clip.clip_id, values, np.asarray(st.times, np.float64), mask, status,
+                            "; ".join(notes))
+
+
+def report(times: StageTimes, file: Any = sys.stderr) -> None:
+    """One line of per-stage seconds (debugging / benchmarks)."""
+    d = times.as_dict()
+    print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items()), file=file)
