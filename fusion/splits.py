@@ -121,7 +121,7 @@ def make_splits(df: pd.DataFrame, split_cfg: Mapping[str, Any], seed: int = 0) -
 def _result(method: str, cfg: Mapping[str, Any], parts: dict[str, list[str]], fold_of: dict[str, int],
             df: pd.DataFrame) -> dict[str, Any]:
     if not parts["train"]:
-        raise ConfigError(f"split {method}: the training partition is empty")
+        raise ConfigError(f"split {method}: the training partition is empty (with split.val=next_fold, k must be >= 3)")
     subj = dict(zip(df["clip_id"].astype(str), df["subject"].astype(str), strict=True))
     return {
         "method": method,

@@ -29,8 +29,9 @@ def clip_corpus(tmp: Path, n_clips: int = 30, n_subjects: int = 6, seed: int = 0
     for i in range(n_clips):
         cid = f"c{i:03d}"
         y = i % 3
-        subj = f"s{i % n_subjects}"
-        split = "test" if i % n_subjects == 5 else "val" if i % n_subjects == 4 else "train"
+        g = i // 3  # each group of 3 consecutive clips holds every class
+        subj = f"s{g % n_subjects}"
+        split = {3: "val", 4: "test"}.get(g % 5, "train")
         tf, ta = int(rng.integers(5, 12)), int(rng.integers(8, 20))
         fv = rng.normal(size=(tf, 8)).astype(np.float32) + 2.0 * y
         av = rng.normal(size=(ta, 6)).astype(np.float32) - 1.5 * y

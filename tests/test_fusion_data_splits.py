@@ -1,0 +1,86 @@
+"""Splits: official mapping, deterministic k-fold, leave-subjects-out without leakage."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from avemo.fusion.config import ConfigError
+from avemo.fusion.splits import make_splits, official_partition, subject_leaks, write_splits
+
+
+def _manifest(n: int = 40, n_subjects: int = 7) -> pd.DataFrame:
+    return pd.DataFrame({
+        "clip_id": [f"clip{i:03d}" for i in range(n)],
+        "subject": [f"spk{(i * 3) % n_subjects}" for i in range(n)],
+        "split": ["train"] * (n - 10) + ["Validation"] * 5 + ["test"] * 5,
+        "label": ["a"] * n,
+    })
+
+
+def test_official_split_names():
+    assert [official_partition(s) for s in ("Train", "dev", "validation", "test", "other")] == [
+        "train", "val", "val", "test", None]
+    sp = make_splits(_manifest(), {"method": "official"})
+    assert [len(sp["partitions"][p]) for p in ("train", "val", "test")] == [30, 5, 5]
+
+
+@pytest.mark.parametrize("k", [3, 4, 7])
+def test_leave_subjects_out_never_leaks(k):
+    df = _manifest()
+    seen_test: set[str] = set()
+    for fold in range(k):
+        sp = make_splits(df, {"method": "subjects", "k": k, "fold": fold, "val": "next_fold"})
+        assert subject_leaks(sp, df) == {"val": [], "test": []}
+        parts = sp["partitions"]
+        assert not set(parts["train"]) & set(parts["test"])
+        assert set(parts["train"]) | set(parts["val"]) | set(parts["test"]) == set(df["clip_id"])
+        seen_test |= set(parts["test"])
+    assert seen_test == set(df["clip_id"])  # every clip is tested exactly once across folds
+
+
+def test_subject_folds_balance_clip_counts():
+    df = _manifest(70, 7)  # 10 clips per subject
+    sp = make_splits(df, {"method": "subjects", "k": 7, "fold": 0, "val": "test"})
+    assert len(sp["subjects"]["test"]) == 1 and len(sp["partitions"]["test"]) == 10
+    assert sp["partitions"]["val"] == sp["partitions"]["test"]
+
+
+def test_kfold_is_deterministic_sorted_chunks_and_keeps_official_test_out():
+    df = _manifest().sample(frac=1.0, random_state=3)  # manifest order must not matter
+    sp = make_splits(df, {"method": "kfold", "k": 6, "fold": 0, "val": "test", "pool": "trainval"})
+    pool = sorted(df.loc[df["split"] != "test", "clip_id"])
+    assert sp["partitions"]["test"] == pool[:6]  # 35 clips in 6 folds: first chunk has 6
+    assert not set(sp["partitions"]["train"]) & {f"clip{i:03d}" for i in range(35, 40)}
+    again = make_splits(df.sort_values("clip_id"), {"method": "kfold", "k": 6, "fold": 0, "val": "test",
+                                                    "pool": "trainval"})
+    assert again["partitions"] == sp["partitions"]
+    shuffled = make_splits(df, {"method": "kfold", "k": 6, "fold": 0, "shuffle": True}, seed=1)
+    assert shuffled["partitions"]["test"] != sp["partitions"]["test"]
+
+
+def test_manifest_fold_column_is_used():
+    df = _manifest(12, 3).assign(fold=[i % 3 for i in range(12)])
+    sp = make_splits(df, {"method": "kfold", "k": 3, "fold": 1})
+    assert sp["partitions"]["test"] == sorted(f"clip{i:03d}" for i in range(12) if i % 3 == 1)
+
+
+def test_bad_split_settings_are_config_errors():
+    df = _manifest()
+    with pytest.raises(ConfigError, match="subjects"):
+        make_splits(df, {"method": "subjects", "k": 8})
+    with pytest.raises(ConfigError, match="split.fold"):
+        make_splits(df, {"method": "kfold", "k": 3, "fold": 3})
+
+
+def test_fold_lists_are_written(tmp_path):
+    df = _manifest()
+    sp = make_splits(df, {"method": "subjects", "k": 3, "fold": 2})
+    write_splits(sp, df, tmp_path)
+    saved = json.loads((tmp_path / "splits.json").read_text())
+    assert saved["partitions"] == sp["partitions"]
+    folds = pd.read_csv(tmp_path / "folds.csv")
+    assert set(folds.loc[folds["partition"] == "test", "clip_id"]) == set(sp["partitions"]["test"])
+    assert folds.groupby("subject")["fold"].nunique().max() == 1
