@@ -1,6 +1,13 @@
-"""Face backbones: importing this package registers every one in ``BACKBONES``."""
+"""Face backbones: importing this package registers every one in ``BACKBONES``.
 
-from avemo.extract.video.backbones import fer2013_minixception  # noqa: F401
-from avemo.extract.video.backbones.base import FaceBackbone, TorchBackbone
+``BACKBONES.build(name, weights=None, device="cpu", **options)`` -> ``FaceBackbone``.
+"""
 
-__all__ = ["FaceBackbone", "TorchBackbone"]
+from avemo.extract.video.backbones import (  # noqa: F401 - registers
+    arcface_onnx,
+    fer2013_minixception,
+    torchvision_models,
+)
+from avemo.extract.video.backbones.base import FaceBackbone, TorchBackbone, arcface_template
+
+__all__ = ["FaceBackbone", "TorchBackbone", "arcface_template"]
