@@ -26,7 +26,12 @@ def _align(pred: Tensor, target: Tensor, mask: Tensor | None) -> tuple[Tensor, T
     if mask is None:
         mask = torch.ones(pred.shape[:-1], dtype=torch.bool, device=pred.device)
     k = pred.shape[-1]
-    return pred.reshape(-1, k), target.reshape(-1, k), mask.reshape(-1).to(torch.bool)
+    m = mask.reshape(-1).to(torch.bool)
+    zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
+    # unlabelled frames may hold NaN targets: select, never multiply, so NaN cannot leak
+    p = torch.where(m[:, None], pred.reshape(-1, k), zero)
+    y = torch.where(m[:, None], target.reshape(-1, k), zero)
+    return p, y, m
 
 
 def ccc_torch(x: Tensor, y: Tensor, w: Tensor) -> Tensor:

@@ -99,6 +99,10 @@ def test_ccc_loss_equals_one_minus_metric_and_is_safe() -> None:
     assert loss.item() == pytest.approx(float(expected))
     loss.backward()
     assert torch.isfinite(pred.grad).all() and pred.grad[1, 3:].abs().sum() == 0
+    nan_true = true.clone()
+    nan_true[1, 3:] = float("nan")  # unlabelled frames carry NaN targets
+    assert LOSSES.build("ccc")(pred, nan_true, mask).item() == pytest.approx(loss.item())
+    assert torch.isfinite(LOSSES.build("mse")(pred, nan_true, mask))
     mean = LOSSES.build("ccc", reduction="mean")(pred, true, mask)
     assert mean.item() == pytest.approx(float(expected) / 2)
     # constant predictions: finite loss and gradient; identical constants -> loss 0
