@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,20 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+_SCI = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _fix_floats(obj: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string; every such value is meant as a float."""
+    if isinstance(obj, dict):
+        return {k: _fix_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_fix_floats(v) for v in obj]
+    if isinstance(obj, str) and _SCI.match(obj.strip()):
+        return float(obj)
+    return obj
+
+
 def load_config(
     path_or_dict: str | os.PathLike[str] | Mapping[str, Any],
     overrides: Iterable[str] | None = None,
@@ -131,7 +146,7 @@ def load_config(
     for item in overrides or []:
         key, value = parse_override(item)
         set_dotted(user, key, value)
-    cfg = deep_merge(DEFAULTS, user)
+    cfg = deep_merge(DEFAULTS, _fix_floats(user))
     if cfg.get("name") is None:
         cfg["name"] = source.stem if source else "run"
     cfg["_source"] = str(source) if source else None
