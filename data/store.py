@@ -35,6 +35,15 @@ ROW_ARRAYS = ("values", "timestamps", "mask")
 CLIP_ARRAYS = ("offsets", "clip_ids", "status", "message")
 _STR = h5py.string_dtype("utf-8")
 _COPY_BUFFER_BYTES = 64 << 20  # consolidation streams through buffers of about this size
+# Test hook: seconds to stall inside every shard / final-file write, while the ``.tmp`` file is
+# half written, so the kill-and-resume test can SIGKILL a real run exactly there on a busy
+# machine (those windows last microseconds otherwise). Changes no output; unset in real runs.
+_SLOW_WRITE_S = float(os.environ.get("AVEMO_TEST_SLOW_WRITE", 0) or 0)
+
+
+def _stall() -> None:
+    if _SLOW_WRITE_S > 0:
+        time.sleep(_SLOW_WRITE_S)
 
 
 class ConfigMismatchError(RuntimeError):
@@ -273,6 +282,8 @@ def _write_ragged(path: Path, clips: Iterable[ClipFeatures], provenance: Mapping
             vals[...] = np.concatenate([c.values for c in full]).astype(dtype, copy=False)
             ts[...] = np.concatenate([np.asarray(c.timestamps, np.float64) for c in full])
             mk[...] = np.concatenate([np.asarray(c.mask, bool) for c in full]).view(np.uint8)
+        f.flush()
+        _stall()
         _write_clip_arrays(f, [c.clip_id for c in clips], offsets, [c.status for c in clips],
                            [c.message for c in clips])
     return len(clips)
@@ -600,6 +611,8 @@ class FeatureWriter:
         if not unchanged:
             self._consolidate(ids, where)
             _atomic_replace(self.tmp_path, self.path)
+        if not unchanged:
+            _stall()  # final file in place, shards not yet deleted (test hook)
         self._drop_shards()
         return self.path
 
@@ -680,6 +693,8 @@ class FeatureWriter:
                     if (cursor - start) * row_bytes >= _COPY_BUFFER_BYTES:
                         spill()
                 spill()
+                out.flush()
+                _stall()
                 _write_clip_arrays(out, ids, offsets, out_status, out_message)
         finally:
             for h in handles.values():
