@@ -41,7 +41,7 @@ def batch(media, tmp_path_factory):
 
 def test_registered():
     load_all()
-    for name in ("spectrogram", "logmel", "mfcc"):
+    for name in ("spectrogram", "logmel", "mfcc", "speech_embedding", "vggish", "panns_cnn14"):
         assert name in FEATURE_SETS and FEATURE_SETS.get(name).modality == "audio"
     assert "log_mel" in AUDIO
 

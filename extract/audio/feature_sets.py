@@ -7,11 +7,19 @@
 from __future__ import annotations
 
 from avemo.extract.audio import frontends
+from avemo.extract.audio.panns import PannsCnn14, build_cnn14
 from avemo.extract.audio.spectral import LogMel, Mfcc, Spectrogram
+from avemo.extract.audio.speech_embedding import SpeechEmbedding, SpeechEmbeddingModel
+from avemo.extract.audio.vggish import Vggish, build_vggish
 from avemo.extract.registry import AUDIO, FEATURE_SETS
 
-for _cls in (Spectrogram, LogMel, Mfcc):
+for _cls in (Spectrogram, LogMel, Mfcc, SpeechEmbedding, Vggish, PannsCnn14):
     FEATURE_SETS.register(_cls.name)(_cls)
+
+AUDIO.register("speech_embedding", help="Google speech_embedding ONNX pair (openwakeword 0.4.0)")(
+    SpeechEmbeddingModel)
+AUDIO.register("vggish", help="VGGish network, [B, 1, 96, 64] -> [B, 128]")(build_vggish)
+AUDIO.register("panns_cnn14", help="PANNs CNN14 network, [B, 1, T, 64] -> [B, 2048]")(build_cnn14)
 
 AUDIO.register("stft_magnitude", help="|STFT|, centred frames (numpy)")(frontends.stft_magnitude_np)
 AUDIO.register("log_mel", help="natural-log mel power (numpy)")(frontends.log_mel_np)
