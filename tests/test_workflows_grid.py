@@ -1,6 +1,6 @@
-"""Grid machinery: cells, table, aggregate, report, missing features, resume after a real kill,
-sharding over 2 processes. Runs a small linear trainer (tests/workflows_helpers.py) with
-``train_from_config``'s signature on generated features in the real HDF5 store."""
+"""Ablation grids end to end with the real trainer on generated features in the real HDF5
+store: cells -> table -> aggregate -> report, features missing up front, resume after killing a
+real ``avemo ablate``, cells shared by 2 processes."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from workflows_helpers import make_corpus, standin_train
+from workflows_helpers import make_corpus
 
 from avemo.workflows.ablate import GridError, load_grid, run_grid
 
@@ -37,11 +37,13 @@ def _base(root: Path, **extra) -> Path:
     cfg = {
         "data": {"manifest": str(root / "manifest.csv"),
                  "features": {"face": str(root / "features/face.h5"), "audio": str(root / "features/audio.h5")}},
-        "model": {"name": "standin"},
-        "optim": {"lr": 0.05},
-        "trainer": {"max_epochs": 60},
+        "model": {"name": "zhou", "temporal": "fan_self", "fusion": "concat"},
+        "optim": {"lr": 0.01},
+        "trainer": {"max_epochs": 3},
         "split": {"method": "official"},
+        "data_extra": {},
     }
+    cfg.pop("data_extra")
     for k, v in extra.items():
         cfg[k] = {**cfg.get(k, {}), **v}
     p = root / f"base_{abs(hash(json.dumps(extra, sort_keys=True)))}.yaml"
@@ -54,10 +56,9 @@ def _grid(root: Path, out: Path, **kw) -> dict:
         "name": "t",
         "base": str(_base(root, **kw.pop("base_extra", {}))),
         "out_dir": str(out),
-        "train_fn": "workflows_helpers:standin_train",
         "axes": {
-            "inputs": {"both": {}, "face_only": {"data.features": {"face": str(root / "features/face.h5")}}},
-            "optim.lr": [0.05, 0.2],
+            "model.temporal": ["mean", "fan_self"],
+            "model.fusion": ["concat", "fbp"],
             "seed": [0, 1],
         },
     }
@@ -73,22 +74,24 @@ def _png_ok(path: Path) -> None:
 
 def test_grid_table_aggregate_report(corpus, tmp_path):
     out = tmp_path / "grid"
-    res = run_grid(_grid(corpus, out), train_fn=standin_train, quiet=True)
+    res = run_grid(_grid(corpus, out), quiet=True)
     table, agg = res["table"], res["aggregate"]
     assert len(table) == 2 * 2 * 2 and (table["status"] == "done").all()
-    assert set(table.columns) >= {"cell_id", "config_id", "inputs", "optim.lr", "seed", "test/acc", "test/uar"}
+    assert set(table.columns) >= {"cell_id", "config_id", "model.temporal", "model.fusion", "seed",
+                                  "test/accuracy", "test/uar"}
     assert len(agg) == 4 and (agg["n"] == 2).all()  # aggregated over the 2 seeds
     for _, row in agg.iterrows():
-        runs = table.loc[table["config_id"] == row["config_id"], "test/acc"]
-        assert row["test/acc_mean"] == pytest.approx(runs.mean())
-        assert row["test/acc_std"] == pytest.approx(runs.std(ddof=1))
+        runs = table.loc[table["config_id"] == row["config_id"], "test/uar"]
+        assert row["test/uar_mean"] == pytest.approx(runs.mean())
+        assert row["test/uar_std"] == pytest.approx(runs.std(ddof=1))
     for f in ("results.csv", "results.parquet", "aggregate.csv", "aggregate.parquet", "report.md"):
         assert (out / f).exists(), f
     assert len(pd.read_parquet(out / "results.parquet")) == 8
     md = (out / "report.md").read_text()
     pngs = sorted((out / "plots").glob("*.png"))
-    assert any(p.name.startswith("bar_test_acc") for p in pngs)
+    assert any(p.name.startswith("bar_test_uar") for p in pngs)
     assert any(p.name.startswith("confusion_") for p in pngs)
+    assert any(p.name.startswith("attention_") for p in pngs)  # FAN self-attention over frames
     for p in pngs:
         _png_ok(p)
         assert f"plots/{p.name}" in md
@@ -102,14 +105,14 @@ def test_missing_and_mismatched_features_reported_before_any_run(corpus, tmp_pat
     g["axes"] = {"inputs": {"both": {}, "gone": {"data.features.audio": str(tmp_path / "nope.h5")},
                             "wrong": {"data.expect.face": {"feature_set": "other_set"}}}}
     with pytest.raises(GridError, match="nope.h5"):
-        run_grid({**g, "on_missing": "error"}, train_fn=standin_train, quiet=True)
+        run_grid({**g, "on_missing": "error"}, quiet=True)
     assert not (out / "runs").exists(), "no cell may start when features are missing and on_missing=error"
     plan = run_grid(g, dry_run=True, quiet=True)
     probs = plan["problems"]
     assert probs["inputs=both"] == []
     assert "not in the cache" in probs["inputs=gone"][0]
     assert "feature_set" in probs["inputs=wrong"][0] and "other_set" in probs["inputs=wrong"][0]
-    res = run_grid(g, train_fn=standin_train, quiet=True)
+    res = run_grid(g, quiet=True)
     st = dict(zip(res["table"]["cell_id"], res["table"]["status"], strict=True))
     assert st == {"inputs=both": "done", "inputs=gone": "missing_features", "inputs=wrong": "missing_features"}
 
@@ -154,7 +157,7 @@ def _env(**extra) -> dict:
 def test_resume_after_killing_a_real_avemo_ablate(corpus, tmp_path):
     out = tmp_path / "grid"
     gpath = tmp_path / "g.yaml"
-    g = _grid(corpus, out, base_extra={"trainer": {"max_epochs": 20, "sleep_s": 0.4}})
+    g = _grid(corpus, out, base_extra={"trainer": {"max_epochs": 4}})
     g["axes"] = {"seed": [0, 1, 2, 3, 4, 5]}
     gpath.write_text(yaml.safe_dump(g))
     proc = subprocess.Popen([str(VENV_BIN / "avemo"), "ablate", "-g", str(gpath)], env=_env(),
@@ -177,7 +180,7 @@ def test_two_processes_share_the_cells_and_merge_one_table(corpus, tmp_path):
     out = tmp_path / "grid"
     gpath = tmp_path / "g.yaml"
     g = _grid(corpus, out)
-    g["axes"] = {"optim.lr": [0.05, 0.2], "seed": [0, 1, 2]}
+    g["axes"] = {"model.fusion": ["concat", "fbp"], "seed": [0, 1, 2]}
     gpath.write_text(yaml.safe_dump(g))
     # rank 1 is a separate process; rank 0 runs here (in-process) and merges the table
     other = subprocess.Popen([sys.executable, "-m", "avemo.workflows.ablate", str(gpath)],

@@ -351,7 +351,8 @@ def run_cell(grid: Grid, cell: Cell, run_dir: Path, train_fn: TrainFn, feature_c
         print(f"[ablate] cell {cell.cell_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return record
     _save_predictions(run_dir, result.get("predictions"))
-    record.update(status="done", metrics=dict(result.get("metrics") or {}),
+    extra = {k: v for k, v in result.items() if "/" in k and not isinstance(v, Path)}  # e.g. test/confusion
+    record.update(status="done", metrics=dict(result.get("metrics") or {}), extra=extra,
                   wall_s=time.perf_counter() - t0, trained_in=str(result.get("run_dir", run_dir)))
     _write_json(run_dir / DONE, record)
     return record

@@ -108,33 +108,30 @@ def _truth_pred_columns(df: pd.DataFrame) -> tuple[str, str] | None:
 
 
 def confusion_from_run(run_dir: Path, classes: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]] | None:
-    """Test confusion matrix of one run: from its DONE metrics, else from its predictions."""
+    """Test confusion matrix of one run: from its predictions table, else its DONE record."""
+    df = read_predictions(run_dir)
+    cols = _truth_pred_columns(df) if df is not None else None
+    if df is not None and cols is not None:
+        if "partition" in df.columns and (df["partition"] == "test").any():
+            df = df[df["partition"] == "test"]
+        t, p = cols
+        names = list(classes) if classes else sorted(set(df[t].astype(str)) | set(df[p].astype(str)))
+        idx = {c: i for i, c in enumerate(names)}
+        cm = np.zeros((len(names), len(names)))
+        for a, b in zip(df[t].astype(str), df[p].astype(str), strict=True):
+            if a in idx and b in idx:
+                cm[idx[a], idx[b]] += 1
+        return cm, names
     done = run_dir / "DONE.json"
     if done.exists():
-        m = json.loads(done.read_text()).get("metrics", {})
-        for k, v in m.items():
-            if "confusion" in k and isinstance(v, list) and v and isinstance(v[0], list):
-                if "val" in k and any("test" in kk and "confusion" in kk for kk in m):
-                    continue
+        rec = json.loads(done.read_text())
+        found = {**rec.get("extra", {}), **rec.get("metrics", {})}
+        for key in ("test/confusion", "val/confusion"):
+            v = found.get(key)
+            if isinstance(v, list) and v and isinstance(v[0], list):
                 cm = np.asarray(v, float)
-                names = list(classes or m.get("classes") or range(cm.shape[0]))
-                return cm, [str(c) for c in names]
-    df = read_predictions(run_dir)
-    if df is None:
-        return None
-    if "partition" in df.columns and (df["partition"] == "test").any():
-        df = df[df["partition"] == "test"]
-    cols = _truth_pred_columns(df)
-    if cols is None:
-        return None
-    t, p = cols
-    names = list(classes) if classes else sorted(set(df[t].astype(str)) | set(df[p].astype(str)))
-    idx = {c: i for i, c in enumerate(names)}
-    cm = np.zeros((len(names), len(names)))
-    for a, b in zip(df[t].astype(str), df[p].astype(str), strict=True):
-        if a in idx and b in idx:
-            cm[idx[a], idx[b]] += 1
-    return cm, names
+                return cm, [str(c) for c in (classes or range(cm.shape[0]))]
+    return None
 
 
 def confusion_chart(cm: np.ndarray, names: Sequence[str], title: str, path: Path) -> Path:
@@ -159,27 +156,45 @@ def confusion_chart(cm: np.ndarray, names: Sequence[str], title: str, path: Path
     return path
 
 
-def attention_from_run(run_dir: Path, n_clips: int = 3) -> dict[str, dict[str, np.ndarray]]:
-    """``{clip_id: {attention name: weights [T]}}`` for a few test clips of a finished run.
+def attention_from_run(run_dir: Path, n_clips: int = 3, feature_cache: dict | None = None
+                       ) -> dict[str, dict[str, np.ndarray]]:
+    """``{clip_id: {modality: weights [T_valid]}}`` for the first ``n_clips`` test clips.
 
-    Reads ``attention.npz`` when the run saved one (keys ``<clip>/<name>``), else rebuilds the
-    model from the run folder (``avemo.fusion.train.load_run``) and runs it on the first clips.
+    Rebuilds the run from its folder (resolved ``config.yaml`` + ``checkpoints/best.pt``, a
+    state dict), runs the model on one test batch and reads ``model.attention``; models without
+    temporal attention give ``{}``.
     """
-    p = run_dir / "attention.npz"
+    import torch
+
+    from avemo.fusion.config import load_config
+    from avemo.fusion.train import build_datamodule, build_model
+
+    ckpt = run_dir / "checkpoints" / "best.pt"
+    if not (run_dir / "config.yaml").exists() or not ckpt.exists():
+        return {}
+    cfg = load_config(run_dir / "config.yaml")
+    dm = build_datamodule(cfg, "cpu", feature_cache)
+    model = build_model(cfg, dm)
+    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+    model.eval()
+    part = "test" if len(dm.part_seqs["test"]) else "val"
+    batch = next(iter(dm.batches(part, batch_size=n_clips)))
+    with torch.no_grad():
+        model({k: v for k, v in batch.items() if k in dm.modalities or k[:-5] in dm.modalities})
+    att = getattr(model, "attention", None) or {}
+    if not att:
+        return {}
+    seq = batch["index"].cpu().numpy()
+    ids = [str(dm.tables.clip_ids[i]) for i in seq] if dm.task_type == "clip" else [f"window {i}" for i in seq]
     out: dict[str, dict[str, np.ndarray]] = {}
-    if p.exists():
-        with np.load(p, allow_pickle=False) as z:
-            for key in z.files:
-                clip, _, name = key.partition("/")
-                if clip not in out and len(out) >= n_clips:
-                    continue
-                out.setdefault(clip, {})[name or "attention"] = np.asarray(z[key], float)
-        return out
-    try:
-        from avemo.workflows.attention import attention_for_run
-    except ImportError:
-        return out
-    return attention_for_run(run_dir, n_clips)
+    for b, cid in enumerate(ids):
+        for name, w in att.items():
+            w = w[b].detach().float().cpu().numpy().reshape(-1)
+            m = batch.get(f"{name}_mask")
+            if m is not None and m.shape[-1] == w.shape[0]:
+                w = w[m[b].cpu().numpy().astype(bool)]
+            out.setdefault(cid, {})[name] = w
+    return out
 
 
 def attention_chart(att: Mapping[str, Mapping[str, np.ndarray]], title: str, path: Path) -> Path:
