@@ -66,7 +66,8 @@ class CrossEntropy(nn.Module):
             pred, target = pred.reshape(-1, pred.shape[-1])[keep], target.reshape(-1)[keep]
         elif mask is not None:
             pred, target = pred[mask], target[mask]
-        w = self.class_weights.to(pred.dtype) if self.class_weights is not None else None
+        w = (self.class_weights.to(device=pred.device, dtype=pred.dtype)
+             if self.class_weights is not None else None)
         return nn.functional.cross_entropy(pred, target.long(), weight=w,
                                            label_smoothing=self.label_smoothing)
 
