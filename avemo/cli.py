@@ -90,6 +90,10 @@ LISTS = {
     "backbones": ("avemo.extract.registry", "BACKBONES"),
     "audio": ("avemo.extract.registry", "AUDIO"),
     "models": ("avemo.fusion.registry", "MODELS"),
+    "temporal": ("avemo.fusion.registry", "TEMPORAL"),
+    "fusion": ("avemo.fusion.registry", "FUSION"),
+    "encoders": ("avemo.fusion.registry", "ENCODERS"),
+    "losses": ("avemo.fusion.registry", "LOSSES"),
 }
 
 
