@@ -503,6 +503,7 @@ class FeatureWriter:
         self._buffer: list[ClipFeatures] = []
         self._ids_cache: dict[Path, list[str]] = {}  # committed files never change: read once
         self._row_shape: tuple[int, ...] | None = None
+        self._dir_checked = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             with _open(self.path) as f:
@@ -533,12 +534,25 @@ class FeatureWriter:
 
     def _ensure_shard_dir(self) -> None:
         """Created on the first commit only, so a rank with nothing to do leaves no trace."""
+        if self._dir_checked:
+            return
         self.shard_dir.mkdir(exist_ok=True)
         prov_file = self.shard_dir / "provenance.json"
         if not prov_file.exists():
+            # create-if-absent atomically (link fails when another rank won the race), so two
+            # ranks started with different configs can never both claim the folder
             tmp = prov_file.with_name(f"provenance.json.tmp-r{self.rank}")
             tmp.write_text(json.dumps(self.provenance, indent=1, sort_keys=True))
-            _atomic_replace(tmp, prov_file)
+            _fsync_path(tmp)
+            try:
+                os.link(tmp, prov_file)
+                _fsync_path(self.shard_dir)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+        check_provenance(json.loads(prov_file.read_text()), self.provenance, str(self.shard_dir))
+        self._dir_checked = True
 
     def _ids(self, p: Path) -> list[str]:
         if p not in self._ids_cache or p == self.path:
@@ -635,6 +649,10 @@ class FeatureWriter:
         """
         handles = {p: _open(p) for p in dict.fromkeys(p for p, _ in where.values())}
         try:
+            for p, h in handles.items():  # never mix: every source must carry our config hash
+                have = read_provenance(h)
+                if have.get("config_hash") != self.provenance.get("config_hash"):
+                    check_provenance(have, self.provenance, str(p))
             offs = {p: h["offsets"][()] for p, h in handles.items()}
             status = {p: _decode(h["status"]) for p, h in handles.items()}
             message = {p: _decode(h["message"]) for p, h in handles.items()}

@@ -166,14 +166,15 @@ def _open_writer(path: Path, fs: FeatureSet, shard_clips: int, rank: int, on_mis
         return FeatureWriter(alt, prov, shard_clips=shard_clips, rank=rank, compression=compression)
 
 
-def _failed_marker(writer: FeatureWriter, rank: int) -> Path:
-    return writer.shard_dir / f"rank-{rank}.failed"
+def _failed_marker(path: Path, rank: int) -> Path:
+    return path.with_name(path.name + ".shards") / f"rank-{rank}.failed"
 
 
-def _mark_failed(writer: FeatureWriter, rank: int, e: BaseException) -> None:
+def _mark_failed(path: Path, rank: int, e: BaseException) -> None:
+    marker = _failed_marker(path, rank)
     try:
-        writer.shard_dir.mkdir(parents=True, exist_ok=True)
-        _failed_marker(writer, rank).write_text(f"{type(e).__name__}: {e}")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{type(e).__name__}: {e}")
     except OSError:
         pass
 
@@ -209,6 +210,29 @@ def _wait_for_clips(writer: FeatureWriter, expected: Iterable[str], since: float
         time.sleep(poll_s)
 
 
+def _extract_into(writer: FeatureWriter, fs: FeatureSet, share: Sequence[ClipInput],
+                  batch_clips: int, label: str, progress: bool) -> None:
+    """Extract this rank's uncommitted clips and commit them (Ctrl-C keeps what is finished)."""
+    done = writer.done()
+    todo = [c for c in share if c.clip_id not in done]
+    prog = _Progress(label, len(todo), progress)
+    wt = _WriterThread(writer, depth=4 * batch_clips)
+    try:
+        for i in range(0, len(todo), batch_clips):
+            for res in _safe_extract(fs, todo[i : i + batch_clips]):
+                wt.put(res)
+                prog.update(res)
+    except KeyboardInterrupt:
+        wt.close()
+        writer.flush()  # keep what is finished: the rerun resumes after it
+        raise
+    finally:
+        if wt.thread.is_alive():
+            wt.close()
+    wt.check()
+    writer.flush()
+
+
 def run_features(
     manifest: str | os.PathLike[str] | pd.DataFrame,
     feature_sets: Sequence[str],
@@ -239,30 +263,16 @@ def run_features(
     batch_clips = max(1, int(batch_clips))
     for name in feature_sets:
         fs: FeatureSet = FEATURE_SETS.build(name, (overrides or {}).get(name), device)
-        writer = _open_writer(out / f"{name}.h5", fs, shard_clips, rank, on_mismatch, compression)
-        _failed_marker(writer, rank).unlink(missing_ok=True)  # stale, from an earlier run
+        path = out / f"{name}.h5"
+        _failed_marker(path, rank).unlink(missing_ok=True)  # stale, from an earlier run
+        writer: FeatureWriter | None = None
         try:
-            done = writer.done()
-            todo = [c for c in clips[rank::world] if c.clip_id not in done]
-            prog = _Progress(name if world == 1 else f"{name} rank {rank}", len(todo), progress)
-            wt = _WriterThread(writer, depth=4 * batch_clips)
-            try:
-                for i in range(0, len(todo), batch_clips):
-                    for res in _safe_extract(fs, todo[i : i + batch_clips]):
-                        wt.put(res)
-                        prog.update(res)
-            except KeyboardInterrupt:
-                wt.close()
-                writer.flush()  # keep what is finished: the rerun resumes after it
-                raise
-            finally:
-                if wt.thread.is_alive():
-                    wt.close()
-            wt.check()
-            writer.flush()
+            writer = _open_writer(path, fs, shard_clips, rank, on_mismatch, compression)
+            _extract_into(writer, fs, clips[rank::world], batch_clips,
+                          name if world == 1 else f"{name} rank {rank}", progress)
         except BaseException as e:
-            if world > 1:
-                _mark_failed(writer, rank, e)
+            if world > 1:  # tell rank 0 to stop waiting for this rank
+                _mark_failed(writer.path if writer is not None else path, rank, e)
             raise
         if world > 1:
             dist = _torch_dist()
