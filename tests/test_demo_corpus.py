@@ -109,3 +109,43 @@ def test_demo_adapter_needs_a_built_corpus(tmp_path):
     pd.DataFrame({"clip_id": ["x"], "file": ["clips/x.mp4"]}).to_csv(tmp_path / "labels.csv", index=False)
     with pytest.raises(ManifestError, match="lacks columns"):
         build_manifest("demo", tmp_path)
+
+
+# --- workflows/demo.py (make demo) -----------------------------------------------------------
+
+def test_demo_workflow_runs_what_exists_and_names_the_rest(corpus, monkeypatch, tmp_path, capsys):
+    import avemo.workflows.demo as wf
+    from avemo.data.store import FeatureFile
+
+    monkeypatch.setattr(wf, "FEATURE_SETS", ("logmel", "no_such_set"))
+    result = wf.run_demo(corpus.parent)
+    out = capsys.readouterr().out
+    assert set(result["features"]) == {"logmel"}
+    with FeatureFile(result["features"]["logmel"]) as f:
+        assert len(f) == len(clip_table()) and f.status_counts() == {"ok": len(clip_table())}
+    assert "not available yet" in out and "no_such_set" in out
+    assert any(s.startswith("training: needs the feature sets no_such_set") for s in result["skipped"])
+    assert "-- features logmel" in out and "status       ok=" in out
+    monkeypatch.setattr(wf, "FEATURE_SETS", ("logmel",))
+    monkeypatch.setattr(wf, "CONFIG", tmp_path / "a" / "b" / "missing.yaml")
+    result = wf.run_demo(corpus.parent)
+    assert any("does not exist yet" in s for s in result["skipped"]) and "run_dir" not in result
+
+
+def test_training_overrides_redirect_the_configs_feature_files(tmp_path):
+    from avemo.workflows.demo import training_overrides
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data:\n  features: {face: demo/features/face_fer2013.h5, audio: x/logmel.h5}\n")
+    feats = {"logmel": tmp_path / "f" / "logmel.h5"}
+    over = training_overrides(cfg, tmp_path / "m.csv", feats, tmp_path)
+    assert over == [
+        f"data.manifest={tmp_path / 'm.csv'}", f"output.dir={tmp_path / 'runs'}",
+        f"data.features.face={tmp_path / 'features' / 'face_fer2013.h5'}",
+        f"data.features.audio={tmp_path / 'f' / 'logmel.h5'}",
+    ]
+    cfg.write_text("model: {name: zhou}\n")
+    assert training_overrides(cfg, tmp_path / "m.csv", {}, tmp_path)[2:] == [
+        f"data.features.face={tmp_path / 'features' / 'face_fer2013.h5'}",
+        f"data.features.audio={tmp_path / 'features' / 'logmel.h5'}",
+    ]
