@@ -15,7 +15,9 @@ Stage two turns these into frame labels. Formats, recognised from the file itsel
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -158,3 +160,17 @@ def read_annotation(
         out = df[["time", *_DIMS]].apply(pd.to_numeric, errors="coerce").astype("float64")
         out[list(_DIMS)] = out[list(_DIMS)].mask(out[list(_DIMS)] <= UNLABELLED)
     return out.reset_index(drop=True)
+
+
+def read_clip_annotation(row: Mapping[str, Any]) -> pd.DataFrame:
+    """``read_annotation`` for one manifest row: uses its ``annotation``, ``video`` and optional
+    ``fps`` columns, so Aff-Wild2 frame indices become seconds with the clip's own frame rate."""
+    def get(key: str) -> Any:
+        v = row.get(key)
+        return None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else v
+
+    path = get("annotation")
+    if path is None:
+        raise AnnotationError(f"clip {row.get('clip_id')!r} has no annotation path")
+    fps = get("fps")
+    return read_annotation(path, fps=float(fps) if fps is not None else None, video=get("video"))

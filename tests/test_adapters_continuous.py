@@ -160,3 +160,15 @@ def test_generic_and_bad_annotation(tmp_path):
         read_annotation(write(tmp_path / "y.csv", "a,b\n1,2\n"))
     with pytest.raises(AnnotationError, match="does not exist"):
         read_annotation(tmp_path / "none.txt")
+
+
+def test_read_clip_annotation_uses_the_rows_video_or_fps(affwild2_tree, tmp_path):
+    from avemo.data.annotations import read_clip_annotation
+
+    df = build_manifest("affwild2", affwild2_tree)
+    row = df.set_index("clip_id").loc["1-30-1280x720"].to_dict()
+    np.testing.assert_allclose(read_clip_annotation(row)["time"], np.arange(4) / 30)
+    with_fps = build_manifest("affwild2", affwild2_tree, fps=50).iloc[0].to_dict()
+    np.testing.assert_allclose(read_clip_annotation(with_fps)["time"], np.arange(4) / 50)
+    with pytest.raises(AnnotationError, match="no annotation"):
+        read_clip_annotation({"clip_id": "x", "annotation": float("nan")})
