@@ -74,10 +74,17 @@ DEFAULTS: dict[str, Any] = {
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """``over`` wins; nested mappings merge key by key (lists and scalars are replaced)."""
+    """``over`` wins; nested mappings merge key by key (lists and scalars are replaced).
+
+    A mapping that names another registered thing (``name`` differs) replaces the base's
+    mapping instead: options of an FBP fusion must not leak into a concat fusion.
+    """
     out = copy.deepcopy(dict(base))
     for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+        prev = out.get(k)
+        renamed = (isinstance(v, Mapping) and isinstance(prev, Mapping) and "name" in v
+                   and "name" in prev and v["name"] != prev["name"])
+        if isinstance(v, Mapping) and isinstance(prev, Mapping) and not renamed:
             out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
@@ -129,29 +136,51 @@ def load_config(
     path_or_dict: str | os.PathLike[str] | Mapping[str, Any],
     overrides: Iterable[str] | None = None,
 ) -> dict[str, Any]:
-    """Resolved run config: defaults <- file (or dict) <- dotted overrides, then checked."""
+    """Resolved run config: defaults <- base file(s) <- file (or dict) <- dotted overrides.
+
+    A config may start with ``base: other.yaml`` (path relative to it) and state only what
+    differs (a section naming another ``name`` replaces the base's section; a feature
+    path ``null`` drops that modality); the resolved config in the run folder spells out all.
+    """
     if isinstance(path_or_dict, Mapping):
         user = copy.deepcopy(dict(path_or_dict))
         source = None
+        if user.get("base"):
+            user = deep_merge(_read_file(Path(user.pop("base")), ()), user)
     else:
         source = Path(path_or_dict)
-        if not source.exists():
-            raise ConfigError(f"config file {source} does not exist")
-        try:
-            user = yaml.safe_load(source.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {source} is not valid YAML: {e}") from None
-        if not isinstance(user, dict):
-            raise ConfigError(f"config file {source} must hold a mapping, got {type(user).__name__}")
+        user = _read_file(source, ())
     for item in overrides or []:
         key, value = parse_override(item)
         set_dotted(user, key, value)
     cfg = deep_merge(DEFAULTS, _fix_floats(user))
     if cfg.get("name") is None:
         cfg["name"] = source.stem if source else "run"
+    cfg["data"]["features"] = {m: p for m, p in (cfg["data"].get("features") or {}).items()
+                               if p is not None}  # `face: null` drops a modality of a base
     cfg["_source"] = str(source) if source else None
     validate(cfg)
     return cfg
+
+
+def _read_file(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """A YAML config; ``base: other.yaml`` (relative to this file) is merged underneath."""
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path}: circular base chain {[str(p) for p in seen]}")
+    try:
+        user = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(user, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(user).__name__}")
+    base = user.pop("base", None)
+    if base:
+        parent = _read_file(path.parent / str(base), (*seen, path.resolve()))
+        parent.pop("name", None)  # a derived config is its own run
+        user = deep_merge(parent, user)
+    return user
 
 
 def validate(cfg: Mapping[str, Any]) -> None:
