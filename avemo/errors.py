@@ -7,6 +7,7 @@ import importlib
 _SOURCES = [
     ("avemo.data.manifest", "ManifestError"),
     ("avemo.data.store", "ConfigMismatchError"),
+    ("avemo.data.store", "FeatureFileError"),
     ("avemo.data.registry", "UnknownNameError"),
     ("avemo.data.pypi_fetch", "FetchError"),
     ("avemo.extract.weights", "MissingWeightsError"),
