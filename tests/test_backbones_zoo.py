@@ -196,3 +196,127 @@ def test_torchvision_wrong_weights_and_missing(tmp_path, no_weights_anywhere) ->
     assert "AVEMO_WEIGHTS_TORCHVISION_RESNET50" in msg
     with pytest.raises(ValueError, match="unknown torchvision"):
         BACKBONES.build("torchvision", model="resnet5")
+
+
+# ---------------------------------------------------------------- architectures in the project
+
+
+def _randomised(net: nn.Module) -> nn.Module:
+    """Random weights and BN statistics, so loading mistakes cannot hide behind identity BNs."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    return net.eval()
+
+
+def _arch(name: str):
+    from avemo.extract.video.backbones import hsemotion_enet_b0, ir50, vggface2_resnet50
+
+    return {
+        "ir50": (
+            ir50.IR50,
+            {"head.kernel": torch.zeros(512, 7)},
+            (112, 512, "output_layer.3.weight"),
+        ),
+        "vggface2_resnet50": (
+            vggface2_resnet50.caffe_resnet50,
+            {"fc.weight": torch.zeros(8631, 2048)},
+            (224, 2048, "layer4.0.conv1.weight"),
+        ),
+        "hsemotion_enet_b0": (
+            hsemotion_enet_b0.EfficientNetB0,
+            {"classifier.weight": torch.zeros(8, 1280)},
+            (224, 1280, "conv_head.weight"),
+        ),
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["ir50", "vggface2_resnet50", "hsemotion_enet_b0"])
+def test_user_weight_architectures(name, tmp_path, monkeypatch) -> None:
+    build, head, (size, dim, some_key) = _arch(name)
+    ref = _randomised(build())
+    # a DataParallel-style checkpoint with a classifier head the tap ignores
+    state = {
+        "module." + k: v for k, v in {**ref.state_dict(), **head}.items() if "num_batches" not in k
+    }
+    torch.save({"state_dict": state}, tmp_path / "w.pth")
+    bb = BACKBONES.build(name, weights=tmp_path / "w.pth", batch_size=1)
+    assert (bb.input_size, bb.out_dim, bb.grayscale) == (size, dim, False)
+    crops = face_crops(size, bb.align_margin)
+    got = bb.embed(crops)
+    with torch.no_grad():
+        want = ref(normalise(crops, bb.mean, bb.std, bb.bgr))
+    assert got.shape == (2, dim) and got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+    assert len(bb.weights_info()[name]) == 64
+    # the same file through the environment variable
+    monkeypatch.setenv(f"AVEMO_WEIGHTS_{name.upper()}", str(tmp_path / "w.pth"))
+    from avemo.extract.weights import resolve
+
+    assert resolve(bb.weight.name) == tmp_path / "w.pth"
+    # a wrong-shaped dict: one clear error naming the key and both shapes, plus the layout
+    bad = dict(ref.state_dict())
+    bad[some_key] = torch.zeros(3, *bad[some_key].shape[1:])
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(
+        ValueError, match=rf"wrong shape: {some_key}: file \(3,.*Expected key layout"
+    ):
+        BACKBONES.build(name, weights=tmp_path / "bad.pth")
+
+
+@pytest.mark.parametrize("name", ["ir50", "vggface2_resnet50", "hsemotion_enet_b0"])
+def test_user_weight_architectures_missing(name, no_weights_anywhere) -> None:
+    with pytest.raises(MissingWeightsError) as e:
+        BACKBONES.build(name)
+    msg = str(e.value)
+    assert f"AVEMO_WEIGHTS_{name.upper()}" in msg and ".pth" in msg and "weights" in msg
+
+
+def test_tf_same_padding_is_asymmetric() -> None:
+    from avemo.extract.video.backbones.hsemotion_enet_b0 import SameConv
+
+    torch.manual_seed(0)
+    conv = SameConv(2, 3, 3, 2, bias=False)
+    x = torch.randn(1, 2, 8, 8)
+    want = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(x, (0, 1, 0, 1)), conv.weight, stride=2
+    )
+    torch.testing.assert_close(conv(x), want)
+
+
+def test_enet_b0_matches_timm_when_installed(tmp_path) -> None:
+    timm = pytest.importorskip(
+        "timm", reason="timm not installed (optional cross-check of the key layout)"
+    )
+    ref = _randomised(timm.create_model("tf_efficientnet_b0", pretrained=False, num_classes=8))
+    torch.save(ref.state_dict(), tmp_path / "timm.pth")
+    bb = BACKBONES.build("hsemotion_enet_b0", weights=tmp_path / "timm.pth")
+    crops = face_crops(224)
+    with torch.no_grad():
+        want = ref.forward_head(
+            ref.forward_features(normalise(crops, bb.mean, bb.std)), pre_logits=True
+        )
+    torch.testing.assert_close(bb.embed(crops), want, atol=1e-4, rtol=1e-3)
+
+
+def test_registry_lists_every_backbone() -> None:
+    for name in (
+        "fer2013_minixception",
+        "arcface_r50",
+        "resnet50_imagenet",
+        "torchvision",
+        "torchvision:resnet18",
+        "vggface2_resnet50",
+        "ir50",
+        "hsemotion_enet_b0",
+    ):
+        assert name in BACKBONES
+    t = arcface_template(112, 0.0)
+    assert np.allclose(t[0], [38.2946, 51.6963], atol=1e-4)
+    t2 = arcface_template(64, 0.25)  # template shrunk to 1/1.25 of the side, centred
+    assert np.allclose((t2 - 32) * 1.25 * 112 / 64, t - 56, atol=1e-3)

@@ -6,7 +6,10 @@
 from avemo.extract.video.backbones import (  # noqa: F401 - registers
     arcface_onnx,
     fer2013_minixception,
+    hsemotion_enet_b0,
+    ir50,
     torchvision_models,
+    vggface2_resnet50,
 )
 from avemo.extract.video.backbones.base import FaceBackbone, TorchBackbone, arcface_template
 

@@ -216,6 +216,9 @@ def load_into(
         if not (ignore_prefixes and k.startswith(ignore_prefixes)):
             clean[k] = v
     own = net.state_dict()
+    for k in own:  # BN step counters: absent from converted (numpy / Caffe) weights, unused in eval
+        if k.endswith("num_batches_tracked") and k not in clean:
+            clean[k] = own[k]
     missing = [k for k in own if k not in clean]
     unexpected = [k for k in clean if k not in own]
     wrong = [
@@ -241,3 +244,38 @@ def load_into(
             + hint
         )
     net.load_state_dict(clean, strict=True)
+
+
+class StateDictBackbone(TorchBackbone):
+    """A backbone whose architecture lives here and whose weights are a user's state dict file.
+
+    Subclasses set ``weight`` (a registered ``WeightSpec``: where to get the file, where to put
+    it), ``layout`` (the expected keys, for error messages), ``ignore_prefixes`` (heads the tap
+    does not use) and implement ``build()``.
+    """
+
+    weight: ClassVar[Any]  # WeightSpec
+    layout: ClassVar[str] = ""
+    ignore_prefixes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = None,
+        device: str = "cpu",
+        batch_size: int = 64,
+    ) -> None:
+        from avemo.extract.weights import resolve
+
+        super().__init__(device=device, batch_size=batch_size)
+        self.weights_path = Path(resolve(self.weight.name, weights))  # fails fast, before building
+        state = load_state_dict_file(self.weights_path, self.name)
+        net = self.build()
+        load_into(net, state, self.name, self.weights_path, self.ignore_prefixes, self.layout)
+        self._finish(net)
+
+    @abstractmethod
+    def build(self) -> nn.Module:
+        """The network, randomly initialised, with the keys of ``layout``."""
+
+    def weights_info(self) -> dict[str, str]:
+        return {self.weight.name: file_sha256(self.weights_path)}
