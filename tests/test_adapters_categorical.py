@@ -203,3 +203,14 @@ def test_manifest_round_trip_through_csv(tmp_path):
     back = load_manifest(out, classes=DATASETS.get("ravdess").classes)
     assert back["clip_id"].tolist() == df["clip_id"].tolist()
     assert back["fold"].tolist() == df["fold"].tolist()
+
+
+def test_symlinked_folders_are_followed_once(tmp_path):
+    data = tmp_path / "store"
+    touch(data, "wav/03a01Fa.wav", "wav/08b02Wb.wav")
+    root = tmp_path / "emodb"
+    root.mkdir()
+    (root / "wav").symlink_to(data / "wav", target_is_directory=True)
+    (data / "wav" / "loop").symlink_to(root, target_is_directory=True)  # a cycle back to the root
+    df = build_manifest("emodb", root)
+    assert df["clip_id"].tolist() == ["03a01Fa", "08b02Wb"]

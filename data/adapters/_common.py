@@ -50,7 +50,13 @@ def walk(root: Path, suffixes: Iterable[str]) -> list[Path]:
     """Files under ``root`` (recursive, hidden folders skipped) with one of ``suffixes``, sorted."""
     want = {s.lower() for s in suffixes}
     out: list[Path] = []
+    seen: set[str] = set()  # real folders visited: symlinked folders are followed, loops are not
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in filenames:
             if not f.startswith(".") and Path(f).suffix.lower() in want:
