@@ -354,6 +354,7 @@ class FeatureFile:
         self.status = _decode(self._f["status"])
         self.message = _decode(self._f["message"])
         self._index = {c: i for i, c in enumerate(self.clip_ids)}
+        self._ds = {name: self._f[name] for name in ROW_ARRAYS}  # lookups cost ~50 us each
         self._maps: dict[str, np.ndarray] = {}
         if mmap:
             for name in ROW_ARRAYS:
@@ -399,8 +400,8 @@ class FeatureFile:
     def _rows(self, name: str, a: int | None = None, b: int | None = None) -> np.ndarray:
         src = self._maps.get(name)
         if src is None:
-            src = self._f[name]
-            out = src[()] if a is None else src[a:b]
+            ds = self._ds[name]
+            out = ds[()] if a is None else ds[a:b]
         else:
             out = src if a is None else src[a:b]
         return out.view(np.bool_) if name == "mask" else out
