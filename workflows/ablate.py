@@ -438,7 +438,7 @@ def run_grid(
         from avemo.workflows.crossval import save_fold_lists
 
         try:
-            save_fold_lists(g.base, g.cv, out, g.overrides)
+            save_fold_lists(g.base, g.cv, out, cells[0].override_args(g.overrides))
         except Exception as e:  # noqa: BLE001 - each run still writes its own fold lists
             say(f"fold lists not saved: {type(e).__name__}: {e}")
     use_dist = _init_torch_dist(world)

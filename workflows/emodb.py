@@ -1,0 +1,304 @@
+"""EmoDB real labelled check: audio-only, speaker-independent cross-validation.
+
+``python -m avemo.workflows.emodb`` builds the EmoDB manifest (speaker folds), extracts the
+cached ``logmel`` and ``speech_embedding`` feature sets with stage one (the only place in
+workflows that calls the extraction runner), cross-validates two stage-two models as an
+ablation grid on the manifest's speaker folds -- (a) a Log-Mel 2-D CNN trained here, (b)
+speech_embedding rows + FAN self-attention pooling -- and scores a classical baseline on the
+SAME folds: eGeMAPS v02 and ComParE-2016 functionals (opensmile) + a linear SVM on
+standardised features, C chosen by inner leave-one-speaker-out CV on the training speakers.
+No speaker is ever in both train and test (checked on every fold, from the runs' own split
+files). Protocol of the deep models: fixed epoch budget, the last epoch is evaluated (no
+checkpoint selection, so the test fold never influences training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb-8spk"
+FEATURE_SETS = ("logmel", "speech_embedding")
+BASELINES = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
+C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+MODELS: dict[str, dict[str, Any]] = {
+    # Log-Mel rows [64] per 10 ms -> 2-D CNN trained here -> FAN self-attention -> 7 classes
+    "logmel_cnn": {
+        "data.features": {"audio": "{features}/logmel.h5"},
+        "data.max_rows": 100,  # 2 s at 10 ms hop = 200 rows; every 2nd row halves the CNN cost
+        "model": {"name": "unimodal", "modality": "audio",
+                  "encoder": {"name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
+                              "pool_freq": [2, 2, 2], "dropout": 0.2},
+                  "temporal": "fan_self"},
+    },
+    # pretrained speech_embedding rows [96] -> MLP -> FAN self-attention pooling -> 7 classes
+    "speech_embedding_att": {
+        "data.features": {"audio": "{features}/speech_embedding.h5"},
+        "model": {"name": "unimodal", "modality": "audio",
+                  "encoder": {"name": "mlp"}, "temporal": "fan_self"},
+    },
+}
+
+
+def build_manifest(root: Path, folds: int, speakers: Sequence[str] | None = None) -> pd.DataFrame:
+    """EmoDB manifest via the data adapter (``folds`` speaker folds; 0 = leave one speaker out)."""
+    from avemo.data.adapters import build_manifest as adapter_manifest
+
+    df = adapter_manifest("emodb", root, folds=folds)
+    if speakers:
+        keep = {str(s).zfill(2) for s in speakers}
+        df = df[df["subject"].astype(str).isin(keep)].reset_index(drop=True)
+        subs = sorted(df["subject"].unique())
+        k = folds or len(subs)
+        df["fold"] = [sorted(subs).index(s) * k // len(subs) for s in df["subject"]]
+    df["split"] = "train"
+    return df
+
+
+def base_config(manifest: Path, epochs: int, classes: Sequence[str]) -> dict[str, Any]:
+    return {
+        "name": "emodb",
+        "seed": 0,
+        "data": {"manifest": str(manifest), "features": {}, "classes": list(classes), "batch_size": 16},
+        "task": {"type": "clip"},
+        "split": {"method": "kfold", "use_manifest_folds": True, "val": "test"},
+        "model": {"name": "unimodal"},
+        "loss": {"name": "cross_entropy", "label_smoothing": 0.1, "class_weights": "balanced"},
+        "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4},
+        "schedule": {"name": "cosine"},
+        # fixed budget, last epoch: "none" is never logged, so no best.pt is ever selected
+        "trainer": {"max_epochs": epochs, "accelerator": "auto", "early_stopping": None, "monitor": "none"},
+        "output": {"plots": False},
+    }
+
+
+def _model_bundles(features: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, spec in MODELS.items():
+        b: dict[str, Any] = {}
+        for k, v in spec.items():
+            if k == "data.features":
+                b["data.features"] = {m: p.format(features=features) for m, p in v.items()}
+            else:
+                b[k] = v
+        out[name] = b
+    return out
+
+
+# ----------------------------------------------------------------------------- classical baseline
+
+
+def opensmile_functionals(df: pd.DataFrame, feature_set: str, cache: Path) -> pd.DataFrame:
+    """Per-clip functionals (rows in manifest order), cached as Parquet next to the features."""
+    import opensmile
+
+    if cache.exists():
+        have = pd.read_parquet(cache)
+        if set(df["clip_id"]) <= set(have.index):
+            return have.loc[df["clip_id"]]
+    smile = opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, feature_set),
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    rows = [smile.process_file(str(p)).to_numpy()[0] for p in df["audio"]]
+    out = pd.DataFrame(np.asarray(rows, np.float64), index=pd.Index(df["clip_id"], name="clip_id"),
+                       columns=smile.feature_names)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    out.to_parquet(cache)
+    return out
+
+
+def svm_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, train: np.ndarray, test: np.ndarray,
+             c_grid: Sequence[float] = C_GRID) -> tuple[np.ndarray, float]:
+    """Standardise + linear SVM (balanced class weights); C by leave-one-speaker-out inside
+    the training speakers (UAR); returns test predictions and the chosen C."""
+    from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    pipe = make_pipeline(StandardScaler(), LinearSVC(class_weight="balanced", max_iter=20000, dual="auto"))
+    inner = LeaveOneGroupOut()
+    search = GridSearchCV(pipe, {"linearsvc__C": list(c_grid)}, scoring="balanced_accuracy",
+                          cv=inner.split(x[train], y[train], groups[train]), n_jobs=1)
+    search.fit(x[train], y[train])
+    return search.predict(x[test]), float(search.best_params_["linearsvc__C"])
+
+
+def _scores(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    return {"accuracy": float(accuracy_score(y_true, y_pred)), "uar": float(balanced_accuracy_score(y_true, y_pred))}
+
+
+def run_baselines(df: pd.DataFrame, out: Path, which: Sequence[str]) -> pd.DataFrame:
+    rows = []
+    y = df["label"].astype(str).to_numpy()
+    groups = df["subject"].astype(str).to_numpy()
+    folds = df["fold"].astype(int).to_numpy()
+    for name in which:
+        feats = opensmile_functionals(df, BASELINES[name], out / "opensmile" / f"{name}.parquet")
+        x = np.nan_to_num(feats.to_numpy(np.float64))
+        for f in sorted(set(folds)):
+            train, test = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+            assert not set(groups[train]) & set(groups[test]), "speaker in train and test"
+            pred, c = svm_fold(x, y, groups, train, test)
+            rows.append({"method": f"{name}_svm", "fold": int(f), **_scores(y[test], pred), "C": c,
+                         "test_speakers": " ".join(sorted(set(groups[test]))),
+                         "train_speakers": " ".join(sorted(set(groups[train])))})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- deep models
+
+
+def run_models(df: pd.DataFrame, manifest: Path, features: Path, out: Path, epochs: int,
+               which: Sequence[str]) -> pd.DataFrame:
+    """The stage-two models as one grid: model x fold (the manifest's speaker folds)."""
+    from avemo.workflows.ablate import run_grid
+
+    k = int(df["fold"].max()) + 1
+    bundles = {m: b for m, b in _model_bundles(features).items() if m in which}
+    classes = sorted(df["label"].unique())
+    grid = {"name": "emodb", "base": base_config(manifest, epochs, classes),
+            "axes": {"method": bundles}, "cv": {"method": "manifest", "k": k, "val": "test"},
+            "report": {"top": 2, "examples": 3}}
+    res = run_grid(grid, out_dir=out / "grid", quiet=False)
+    table = res["table"]
+    rows = []
+    for _, r in table.iterrows():
+        if r.get("status") != "done":
+            raise RuntimeError(f"EmoDB cell {r['cell_id']} did not finish: {r.get('error')}")
+        sp = json.loads((Path(r["run_dir"]) / "splits.json").read_text())
+        tr, te = set(sp["subjects"]["train"]), set(sp["subjects"]["test"])
+        if tr & te:
+            raise RuntimeError(f"{r['cell_id']}: speakers {sorted(tr & te)} in train and test")
+        rows.append({"method": r["method"], "fold": int(r["fold"]), "accuracy": r["test/accuracy"],
+                     "uar": r["test/uar"], "test_speakers": " ".join(sorted(te)),
+                     "train_speakers": " ".join(sorted(tr))})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+LABELS = {
+    "logmel_cnn": "Log-Mel (64 bands) -> 2-D CNN trained here -> FAN self-attention",
+    "speech_embedding_att": "speech_embedding (openwakeword ONNX, 96-d) -> MLP -> FAN self-attention",
+    "egemaps_svm": "eGeMAPS v02 functionals (88) -> linear SVM",
+    "compare_svm": "ComParE-2016 functionals (6373) -> linear SVM",
+}
+
+
+def summarise(per_fold: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for m, g in per_fold.groupby("method", sort=False):
+        rows.append({"method": m, "what": LABELS.get(m, m), "folds": len(g),
+                     "accuracy_mean": g["accuracy"].mean(), "accuracy_std": g["accuracy"].std(ddof=1),
+                     "uar_mean": g["uar"].mean(), "uar_std": g["uar"].std(ddof=1)})
+    return pd.DataFrame(rows).sort_values("uar_mean", ascending=False).reset_index(drop=True)
+
+
+def markdown(summary: pd.DataFrame, folds_desc: str, command: str, notes: str = "") -> str:
+    lines = [f"EmoDB (8 speakers, 411 clips, 7 classes), speaker-independent CV: {folds_desc}. "
+             "Mean ± std over folds.", "",
+             "| method | accuracy | UAR |", "|---|---|---|"]
+    for _, r in summary.iterrows():
+        lines.append(f"| {r['what']} | {r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f} | "
+                     f"{r['uar_mean']:.3f} ± {r['uar_std']:.3f} |")
+    lines += ["", f"Reproduce: `{command}`"]
+    if notes:
+        lines += ["", notes]
+    return "\n".join(lines) + "\n"
+
+
+def run_emodb(root: Path = DEFAULT_ROOT, out: Path = Path("runs/emodb"), folds: int = 4, epochs: int = 30,
+              speakers: Sequence[str] | None = None, models: Sequence[str] = tuple(MODELS),
+              baselines: Sequence[str] = tuple(BASELINES), device: str = "cpu",
+              bench: bool = True) -> dict[str, Any]:
+    """The whole check; returns per-fold and summary tables (also written under ``out``)."""
+    from avemo.data.manifest import save_manifest
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    df = build_manifest(Path(root), folds, speakers)
+    manifest = save_manifest(df, out / "manifest.csv")
+    timings: dict[str, float] = {}
+    features = out / "features"
+    if models:
+        from avemo.extract.runner import run_features  # stage one: only in this benchmark script
+
+        t = time.perf_counter()
+        needed = sorted({Path(p).stem for m in models for p in MODELS[m]["data.features"].values()})
+        run_features(manifest, needed, features, device=device, progress=False)
+        timings["extract_s"] = time.perf_counter() - t
+    parts = []
+    if baselines:
+        t = time.perf_counter()
+        parts.append(run_baselines(df, out, baselines))
+        timings["baselines_s"] = time.perf_counter() - t
+    if models:
+        t = time.perf_counter()
+        parts.append(run_models(df, manifest, features, out, epochs, models))
+        timings["models_s"] = time.perf_counter() - t
+    per_fold = pd.concat(parts, ignore_index=True)
+    per_fold.to_csv(out / "per_fold.csv", index=False)
+    summary = summarise(per_fold)
+    summary.to_csv(out / "summary.csv", index=False)
+    k = int(df["fold"].max()) + 1
+    spk = df.groupby("fold")["subject"].unique().map(lambda s: "+".join(sorted(s))).tolist()
+    folds_desc = f"{k} folds by speaker ({', '.join(spk)})"
+    command = "python -m avemo.workflows.emodb" + (f" --folds {folds}" if folds != 4 else "") + (
+        f" --epochs {epochs}" if epochs != 30 else "")
+    notes = (f"Deep models: {epochs} epochs, Adam 1e-3 + cosine, batch 16, label smoothing 0.1, balanced "
+             "class weights, last epoch evaluated (no checkpoint selection). SVM: StandardScaler + "
+             "LinearSVC (balanced class weights), C in {1e-4..1} chosen by leave-one-speaker-out UAR on "
+             "the training speakers. Wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+    md = markdown(summary, folds_desc, command, notes)
+    (out / "README_snippet.md").write_text(md)
+    if bench and not speakers:
+        from avemo.data.benchtable import write_section
+
+        rows = [{"method": r["what"], "folds": int(r["folds"]),
+                 "accuracy": f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}",
+                 "UAR": f"{r['uar_mean']:.3f} ± {r['uar_std']:.3f}"} for _, r in summary.iterrows()]
+        write_section("EmoDB speaker-independent check (audio only)", rows,
+                      f"{folds_desc}. {notes}\n\nReproduce: `{command}`")
+    return {"per_fold": per_fold, "summary": summary, "markdown": md, "out": out,
+            "wall_s": time.perf_counter() - t0, "timings": timings}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m avemo.workflows.emodb", description=__doc__.split("\n")[0])
+    p.add_argument("--root", default=str(DEFAULT_ROOT), help="EmoDB folder (wav/ + labels.csv)")
+    p.add_argument("-o", "--out", default="runs/emodb")
+    p.add_argument("--folds", type=int, default=4, help="speaker folds (0 = leave one speaker out)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--speakers", nargs="*", help="subset of speaker ids (quick checks)")
+    p.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=list(BASELINES))
+    p.add_argument("--device", default="cpu", help="feature extraction device")
+    p.add_argument("--no-bench", action="store_true", help="do not write the bench_results section")
+    a = p.parse_args(argv)
+    if not Path(a.root).exists():
+        print(f"EmoDB not found at {a.root} (see ../shared/data/README.md)", file=sys.stderr)
+        return 2
+    res = run_emodb(Path(a.root), Path(a.out), a.folds, a.epochs, a.speakers, a.models, a.baselines,
+                    a.device, bench=not a.no_bench)
+    print(res["markdown"])
+    print(f"outputs: {res['out']} ({res['wall_s']:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
