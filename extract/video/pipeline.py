@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from avemo.data.store import ClipFeatures
 from avemo.extract.base import ClipInput
@@ -191,6 +192,7 @@ class FacePipeline:
         self.embed_batch = int(embed_batch)
         self.times = StageTimes()
         self._pool: DecodePool | None = None
+        self.threads: int | None = None  # torch intra-op threads while running (None: see torch_threads)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -202,6 +204,12 @@ class FacePipeline:
             self.close()
         except Exception:  # noqa: BLE001
             pass
+
+    def torch_threads(self) -> int:
+        """Compute threads: the cores the decoders leave (small convs lose badly to oversubscription)."""
+        if self.threads:
+            return self.threads
+        return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - max(self.workers, 0)))
 
     def _events(self, jobs: list[tuple[int, str, float | None]]) -> Iterator[tuple | None]:
         if self.workers <= 0 or not jobs:
@@ -223,6 +231,8 @@ class FacePipeline:
             jobs.append((key, str(c.video), self.fps))
         pending = 0
         finished = False
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.torch_threads())
         try:
             t_wait = time.perf_counter()
             for ev in self._events(jobs):
@@ -248,6 +258,7 @@ class FacePipeline:
             yield from self._step(states)
             finished = True
         finally:
+            torch.set_num_threads(threads)
             if not finished:  # abandoned mid-run: stale events would leak into the next run
                 self.close()
 
