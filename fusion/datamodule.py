@@ -391,7 +391,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
         return torch.from_numpy(np.flatnonzero(np.isin(self.tables.win_clip, pos))).to(self.device)
 
     def _stats(self, train_ids: Sequence[str]) -> dict[str, tuple[Tensor, Tensor]]:
-        """Per-element mean/std over the valid rows of training clips only (float64 sums)."""
+        """Per-element ``(mean, 1/std)`` over valid rows of training clips only (float64 sums)."""
         out = {}
         for m in self.modalities:
             a = self.arrays[m]
@@ -419,7 +419,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
             var = (s2 / n - mean * mean).clamp_min(0)
             std = var.sqrt()
             std = torch.where(std > 1e-6, std, torch.ones_like(std))
-            out[m] = (mean.float(), std.float())
+            out[m] = (mean.float(), (1.0 / std).float())  # (mean, 1 / std)
         return out
 
     # ------------------------------------------------------------------ batches
@@ -454,10 +454,11 @@ class CachedFeatureDataModule(L.LightningDataModule):
                 valid, pos = valid_t, pos_lab
             rows = t.idx[m][pos]
             mask = valid & t.ok[m][pos] & a.row_mask[rows]
-            x = a.values[rows]
+            # one index_select copy, then in-place normalisation (memory-bound: few passes)
+            x = a.values.index_select(0, rows.reshape(-1)).view(*rows.shape, *a.row_shape)
             if m in self.stats:
-                mean, std = self.stats[m]
-                x = (x - mean) / std
+                mean, inv_std = self.stats[m]
+                torch.addcmul(-mean * inv_std, x, inv_std, out=x)  # (x - mean) / std, one pass
             if m in missing:
                 mask = torch.zeros_like(mask)
             batch[m] = x
@@ -470,7 +471,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
                 batch[f"{m}_mask"] = batch[f"{m}_mask"] & ~gone[:, None]
         for m in self.modalities:  # masked rows are zero (models must not rely on it)
             mk = batch[f"{m}_mask"]
-            batch[m] = torch.where(mk.reshape(*mk.shape, *([1] * (batch[m].dim() - 2))), batch[m], 0.0)
+            batch[m].masked_fill_(~mk.reshape(*mk.shape, *([1] * (batch[m].dim() - 2))), 0.0)
         if self.task_type == "clip":
             batch["y"] = t.y[seq]
         else:
