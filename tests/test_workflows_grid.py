@@ -196,3 +196,20 @@ def test_two_processes_share_the_cells_and_merge_one_table(corpus, tmp_path):
     assert shards == {0: 3, 1: 3}  # each rank trained its own half
     table = pd.read_csv(out / "results.csv")
     assert len(table) == 6 and (table["status"] == "done").all()
+
+
+def test_shared_datamodule_runs_equal_standalone_runs(corpus, tmp_path):
+    from avemo.fusion.train import train_from_config
+    from avemo.workflows.ablate import SharedDataTrainer
+
+    base = _base(corpus)
+    shared = SharedDataTrainer()
+    cache: dict = {}
+    for seed in (0, 1):  # seed 1 reuses the datamodule prepared for seed 0
+        got = shared(str(base), [f"seed={seed}"], feature_cache=cache, run_dir=tmp_path / f"s{seed}")
+    assert len(shared._dms) == 1
+    alone = train_from_config(str(base), ["seed=1"], run_dir=tmp_path / "alone")
+    assert got["metrics"] == pytest.approx(alone["metrics"], abs=1e-6)
+    a = pd.read_csv(tmp_path / "s1" / "predictions.csv")
+    b = pd.read_csv(tmp_path / "alone" / "predictions.csv")
+    pd.testing.assert_frame_equal(a, b, atol=1e-5)

@@ -315,11 +315,55 @@ def cell_state(run_dir: Path, want_hash: str) -> str:
     return "partial" if run_dir.exists() else "todo"
 
 
+class SharedDataTrainer:
+    """``train_from_config`` for grids: cells whose data side is identical (same ``data``,
+    ``split``, ``task`` and, when the split shuffles, seed) share one prepared datamodule --
+    manifest read, split, index tables and normalisation statistics are built once, not per
+    cell. Only the batch-order seed is set per cell, so every run equals its stand-alone
+    ``avemo fuse-train`` run.
+    """
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self._dms: dict[str, Any] = {}
+
+    @staticmethod
+    def data_key(cfg: Mapping[str, Any], device: str) -> str:
+        key = {k: cfg.get(k) for k in ("data", "split", "task")}
+        if cfg["split"].get("shuffle"):
+            key["seed"] = cfg.get("seed")
+        return json.dumps([key, device], sort_keys=True, default=str)
+
+    def __call__(self, config: Any, overrides: Sequence[str] | None = None, *,
+                 feature_cache: dict | None = None, run_dir: Path | None = None) -> Mapping[str, Any]:
+        from avemo.fusion import train as T
+        from avemo.fusion.config import dump_config, load_config
+
+        cfg = load_config(config, list(overrides or []))
+        device, _ = T.resolve_device(cfg["trainer"].get("accelerator"))
+        run_dir = T.make_run_dir(cfg, run_dir)
+        dump_config(cfg, run_dir / "config.yaml")
+        key = self.data_key(cfg, device)
+        dm = self._dms.pop(key, None)
+        if dm is None:
+            dm = T.build_datamodule(cfg, device, feature_cache)
+        self._dms[key] = dm  # most recently used last
+        while len(self._dms) > self.keep:
+            self._dms.pop(next(iter(self._dms)))
+        dm.seed = int(cfg.get("seed") or 0)  # per-run batch order, as in a fresh datamodule
+        write_data_side = getattr(T, "_write_data_side", None)
+        if write_data_side is not None:
+            write_data_side(dm, run_dir)
+        return T.fit_and_evaluate(cfg, dm, run_dir)
+
+
 def default_train_fn(spec: str | None = None) -> TrainFn:
-    """``avemo.fusion.train.train_from_config``, or the grid's ``train_fn: module:function``."""
+    """Shared-datamodule ``train_from_config``, or the grid's ``train_fn: module:function``."""
     import importlib
 
-    mod, _, fn = (spec or "avemo.fusion.train:train_from_config").partition(":")
+    if spec is None:
+        return SharedDataTrainer()
+    mod, _, fn = spec.partition(":")
     try:
         return getattr(importlib.import_module(mod), fn or "train_from_config")
     except (ImportError, AttributeError) as e:
@@ -418,7 +462,7 @@ def run_grid(
     problems = check_features(g, cells)
     bad = {c: p for c, p in problems.items() if p}
     if bad:
-        lines = [f"  {c}: {'; '.join(p)}" for c, p in bad.items()]
+        lines = _problem_summary(bad)
         say(f"{len(bad)} of {len(cells)} cell(s) cannot run from the cache:\n" + "\n".join(lines))
         if g.on_missing == "error" and not dry_run:
             raise GridError(f"{len(bad)} cell(s) need features not in the cache:\n" + "\n".join(lines))
@@ -483,6 +527,15 @@ def run_grid(
             print(f"[ablate] report failed: {type(e).__name__}: {e}", file=sys.stderr)
             traceback.print_exc()
     return result
+
+
+def _problem_summary(bad: Mapping[str, list[str]]) -> list[str]:
+    """One line per distinct problem with the number of cells it blocks (grids repeat them)."""
+    by_problem: dict[str, list[str]] = {}
+    for cid, probs in bad.items():
+        for p in probs:
+            by_problem.setdefault(p, []).append(cid)
+    return [f"  {p}  [{len(c)} cell(s), e.g. {c[0]}]" for p, c in by_problem.items()]
 
 
 def _brief(metrics: Mapping[str, Any]) -> str:
