@@ -98,3 +98,19 @@ def test_failing_rank_stops_rank_0_then_rerun_completes(corpus, reference, tmp_p
     assert r0.returncode == r1.returncode == 0, (e0, e1)
     assert_same_file(out / f"{SET}.h5", reference)
     assert sorted(p.name for p in out.iterdir()) == [f"{SET}.h5"]
+
+
+def test_under_torchrun_two_processes(corpus, reference, tmp_path) -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed")
+    out = tmp_path / "out"
+    env = plugin_env(AVEMO_SHARD_CLIPS="3", AVEMO_RANK_TIMEOUT_S="120")
+    res = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "avemo.cli", "features",
+         "-m", str(corpus), "-s", SET, "-o", str(out), "-q"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_same_file(out / f"{SET}.h5", reference)
+    assert sorted(p.name for p in out.iterdir()) == [f"{SET}.h5"]

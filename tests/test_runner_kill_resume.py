@@ -27,7 +27,7 @@ from test_runner_plugin import REPO, make_wav_corpus
 from avemo.data.store import FeatureFile
 
 SET = "logmel"
-N = 40
+N = 30
 BROKEN = (7, 23)
 
 
@@ -41,7 +41,7 @@ def _env() -> dict[str, str]:
 
 
 def _start(manifest: Path, out: Path, log: Path) -> subprocess.Popen:
-    env = {**_env(), "AVEMO_TEST_SLOW_WRITE": "0.25"}
+    env = {**_env(), "AVEMO_TEST_SLOW_WRITE": "0.2"}
     return subprocess.Popen(_cmd(manifest, out), cwd=REPO, env=env, stdout=log.open("ab"),
                             stderr=subprocess.STDOUT)
 

@@ -8,8 +8,6 @@ Subprocesses get it with ``PYTHONPATH=tests AVEMO_PLUGINS=test_runner_plugin``.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -112,13 +110,20 @@ def plugin_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def test_plugin_env_var_registers_feature_set() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "avemo.cli", "list", "feature-sets"],
-        env=plugin_env(), cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
-    ).stdout
-    line = next(ln for ln in out.splitlines() if ln.startswith("test_wavstats"))
-    assert "per-hop RMS" in line
+def test_plugin_env_var_registers_feature_set(tmp_path, monkeypatch) -> None:
+    (tmp_path / "my_avemo_plugin.py").write_text(
+        "from avemo.extract.registry import FEATURE_SETS\n"
+        "@FEATURE_SETS.register('my_plugin_set')\n"
+        "class MySet:\n"
+        "    \"\"\"A user's own feature set.\"\"\"\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("AVEMO_PLUGINS", "my_avemo_plugin")
+    from avemo.extract.registry import FEATURE_SETS, load_for
+
+    assert "my_plugin_set" not in FEATURE_SETS
+    load_for(["my_plugin_set"])
+    assert dict(FEATURE_SETS.describe())["my_plugin_set"] == "A user's own feature set."
 
 
 def test_missing_plugin_module_is_an_error(monkeypatch) -> None:
