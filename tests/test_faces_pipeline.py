@@ -1,0 +1,137 @@
+"""The face feature sets end to end on real media: statuses, masks, timestamps, runner, crops."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from avemo.data.store import FeatureFile
+from avemo.extract.base import ClipInput
+from avemo.extract.registry import DETECTORS, FEATURE_SETS, load_all
+from avemo.extract.video.align import align_faces
+from avemo.extract.video.decode import write_video
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    load_all()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def fer():
+    fs = FEATURE_SETS.build("face_fer2013", {}, "cpu")
+    fs.workers = 0  # decode inline here; the runner test below uses worker processes
+    yield fs
+    fs.close()
+
+
+def _one(fs, path, clip_id="c"):
+    out = list(fs.extract([ClipInput(clip_id, str(path))]))
+    assert len(out) == 1
+    return out[0]
+
+
+def _transitions(mask):
+    return int(np.count_nonzero(np.diff(mask.astype(int))))
+
+
+def test_face_then_no_face(fer, media):
+    r = _one(fer, media("face_noface.mov"))
+    assert r.status == "ok" and r.values.shape == (len(r.mask), 128)
+    assert r.mask[:60].all() and not r.mask[80:].any() and _transitions(r.mask) == 1
+    assert np.all(np.diff(r.timestamps) > 0)
+    missing = int((~r.mask).sum())
+    assert f"{missing} of {len(r.mask)} frames without a face" in r.message
+    assert np.all(r.values[~r.mask] == 0) and np.all(np.abs(r.values[r.mask]).sum(1) > 0)
+
+
+def test_no_face_then_face(fer, media):
+    r = _one(fer, media("noface_face.mov"))
+    assert r.status == "ok"
+    assert not r.mask[:90].any() and r.mask[105:160].all() and _transitions(r.mask) <= 2
+
+
+def test_cartoon_without_faces_is_no_face(fer, media):
+    r = _one(fer, media("no_face.mp4"))
+    assert r.status == "no_face" and len(r.mask) > 50 and not r.mask.any()
+    assert "no face" in r.message and np.all(np.diff(r.timestamps) > 0)
+
+
+def test_bad_inputs_give_error_status_not_exceptions(fer, tmp_path, media):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00garbage" * 500)
+    clips = [ClipInput("missing", str(tmp_path / "nope.mp4")), ClipInput("junk", str(junk)),
+             ClipInput("novideo", None), ClipInput("good", str(media("single_face.mp4")))]
+    out = {r.clip_id: r for r in fer.extract(clips)}
+    assert set(out) == {"missing", "junk", "novideo", "good"}
+    assert out["missing"].status == out["junk"].status == out["novideo"].status == "error"
+    assert "does not exist" in out["missing"].message and "junk.mp4" in out["junk"].message
+    assert out["good"].status == "ok" and out["good"].mask.all()
+
+
+def test_runner_with_decode_workers_writes_a_checked_file(tmp_path, media, monkeypatch):
+    from avemo.extract.runner import run_features
+
+    monkeypatch.setenv("AVEMO_DECODE_WORKERS", "1")
+    df = pd.DataFrame({"clip_id": ["single", "cartoon", "broken"],
+                       "video": [str(media("single_face.mp4")), str(media("no_face.mp4")),
+                                 str(tmp_path / "missing.mp4")]})
+    over = {"face_fer2013": {"logits": True, "fps": 10, "detect_every": 2}}
+    paths = run_features(df, ["face_fer2013"], tmp_path / "feat", overrides=over, progress=False)
+    with FeatureFile(paths["face_fer2013"]) as ff:
+        assert ff.clip_ids == ["single", "cartoon", "broken"]
+        assert ff.status == ["ok", "no_face", "error"]
+        assert ff.row_shape == (128 + 7,)
+        assert ff.provenance["rate_hz"] == 10.0
+        assert set(ff.provenance["weights"]) >= {"mtcnn_pnet", "fer2013_minixception"}
+        clip = ff.clip("single")
+        assert len(clip.values) == pytest.approx(24, abs=2)  # 2.4 s sampled at 10 Hz
+        assert clip.mask.all() and np.all(np.diff(clip.timestamps) > 0.09)
+        probs = torch.softmax(torch.from_numpy(clip.values[:, 128:]), 1)
+        assert torch.allclose(probs.sum(1), torch.ones(len(probs)))
+
+
+def test_multi_face_video_keeps_one_consistent_track(tmp_path, media):
+    still = cv2.cvtColor(cv2.imread(str(media("multi_face.jpg"))), cv2.COLOR_BGR2RGB)
+    frames = [np.roll(still, 3 * i, axis=1) for i in range(6)]  # a slow pan over five faces
+    path = write_video(tmp_path / "group.mp4", frames, fps=10)
+    fs = FEATURE_SETS.build("face_crops", {"detect_every": 2, "crop_size": 64, "align_margin": 0.25}, "cpu")
+    fs.workers = 0
+    r = _one(fs, path)
+    assert r.status == "ok" and r.mask.all() and r.values.shape == (6, 64, 64, 3)
+    assert "3 face tracks" in r.message  # five faces, the max_faces=3 biggest tracked
+    # expected main face: the highest size x confidence one, aligned from the still itself
+    faces = DETECTORS.build("mtcnn", min_face_size=40).detect(still[None])[0]
+    w = faces.scores * np.sqrt(np.prod(faces.boxes[:, 2:] - faces.boxes[:, :2], 1))
+    refs = align_faces([still], [0] * len(faces), faces.landmarks, 64, 0.25).astype(float)
+    for crop in r.values.astype(float):
+        dist = np.abs(refs - crop).mean((1, 2, 3))
+        assert int(np.argmin(dist)) == int(np.argmax(w))  # the same face in every frame
+
+
+def test_cuda_request_falls_back_to_cpu_with_notice(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    fs = FEATURE_SETS.build("face_crops", {}, "cuda")
+    assert fs.device == "cpu"
+    assert "CUDA requested but not available" in capsys.readouterr().err
+
+
+def test_unknown_config_key_is_refused():
+    with pytest.raises(ValueError, match="unknown config keys"):
+        FEATURE_SETS.build("face_fer2013", {"detect_evry": 3}, "cpu")
+
+
+def test_every_face_set_is_registered_with_explicit_thresholds():
+    for name in ("face_fer2013", "face_resnet50", "face_arcface", "face_ir50", "face_vggface2",
+                 "face_hsemotion", "face_crops"):
+        cfg = FEATURE_SETS.get(name).default_config
+        assert cfg["detector"] == "mtcnn" and cfg["thresholds"] == [0.6, 0.7, 0.7]
+        assert {"fps", "detect_every", "min_face_size", "batch_frames"} <= set(cfg)
