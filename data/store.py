@@ -35,6 +35,11 @@ ROW_ARRAYS = ("values", "timestamps", "mask")
 CLIP_ARRAYS = ("offsets", "clip_ids", "status", "message")
 _STR = h5py.string_dtype("utf-8")
 _COPY_BUFFER_BYTES = 64 << 20  # consolidation streams through buffers of about this size
+_SHARD_BYTES = 256 << 20  # a shard is committed at this size even before shard_clips clips
+# Every file is written once under a temporary name and never opened for writing by two
+# processes, so HDF5's own file locks add nothing; "best-effort" keeps them where the
+# filesystem has them and avoids "unable to lock file" on NFS / Lustre cluster scratch.
+_LOCKING = "best-effort"
 # Test hook: seconds to stall inside every shard / final-file write, while the ``.tmp`` file is
 # half written, so the kill-and-resume test can SIGKILL a real run exactly there on a busy
 # machine (those windows last microseconds otherwise). Changes no output; unset in real runs.
@@ -273,15 +278,22 @@ def _write_ragged(path: Path, clips: Iterable[ClipFeatures], provenance: Mapping
     np.cumsum([len(c.values) for c in clips], out=offsets[1:])
     rows = int(offsets[-1])
     full = [c for c in clips if len(c.values)]
-    with h5py.File(path, "w") as f:
+    with h5py.File(path, "w", locking=_LOCKING) as f:
         _write_attrs(f, provenance, row_shape)
         vals = _create(f, "values", (rows, *row_shape), dtype, compression)
         ts = _create(f, "timestamps", (rows,), np.float64, compression)
         mk = _create(f, "mask", (rows,), np.uint8, compression)
-        if rows:
+        if rows and sum(c.values.nbytes for c in full) <= _COPY_BUFFER_BYTES:  # one write each
             vals[...] = np.concatenate([c.values for c in full]).astype(dtype, copy=False)
             ts[...] = np.concatenate([np.asarray(c.timestamps, np.float64) for c in full])
             mk[...] = np.concatenate([np.asarray(c.mask, bool) for c in full]).view(np.uint8)
+        elif rows:  # large (e.g. face crops): clip by clip, no second copy in memory
+            for i, c in enumerate(clips):
+                a, b = int(offsets[i]), int(offsets[i + 1])
+                if b > a:
+                    vals[a:b] = c.values
+                    ts[a:b] = c.timestamps
+                    mk[a:b] = np.asarray(c.mask, bool).view(np.uint8)
         f.flush()
         _stall()
         _write_clip_arrays(f, [c.clip_id for c in clips], offsets, [c.status for c in clips],
@@ -310,7 +322,7 @@ def _decode(arr: Any) -> list[str]:
 def _open(path: Path) -> h5py.File:
     """Open a feature file or shard, turning HDF5's errors into one clear message."""
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(path, "r", locking=_LOCKING)
     except FileNotFoundError:
         raise
     except OSError as e:
@@ -479,8 +491,9 @@ def describe(path: str | os.PathLike[str]) -> str:
 class FeatureWriter:
     """Crash-safe, resumable writer of one feature set.
 
-    Clips are buffered and written as shard files ``<out>.shards/shard-r<rank>-<n>.h5``: each is
-    written under ``.tmp``, fsynced, then renamed, so a shard on disk is always complete.
+    Clips are buffered and written as shard files ``<out>.shards/shard-r<rank>-<n>.h5`` of
+    ``shard_clips`` clips (or 256 MiB, whichever comes first): each is written under ``.tmp``,
+    fsynced, then renamed, so a shard on disk is always complete.
     ``finalize`` consolidates the shards (and any earlier final file) into ``<out>`` the same way,
     then deletes the shards. Whatever moment the process dies at, ``<out>`` is either absent,
     the previous complete file, or the new complete file; a rerun resumes from what is committed.
@@ -502,6 +515,7 @@ class FeatureWriter:
         self.shard_dir = self.path.with_name(self.path.name + ".shards")
         self.tmp_path = self.path.with_name(self.path.name + ".tmp")
         self._buffer: list[ClipFeatures] = []
+        self._buffer_bytes = 0
         self._ids_cache: dict[Path, list[str]] = {}  # committed files never change: read once
         self._row_shape: tuple[int, ...] | None = None
         self._dir_checked = False
@@ -588,7 +602,8 @@ class FeatureWriter:
                     f"{list(self._row_shape)} ({self.path.name})"
                 )
         self._buffer.append(clip)
-        if len(self._buffer) >= self.shard_clips:
+        self._buffer_bytes += clip.values.nbytes
+        if len(self._buffer) >= self.shard_clips or self._buffer_bytes >= _SHARD_BYTES:
             self.flush()
 
     def flush(self) -> None:
@@ -603,6 +618,7 @@ class FeatureWriter:
         _atomic_replace(tmp, final)
         self._next += 1
         self._buffer = []
+        self._buffer_bytes = 0
 
     # -- consolidation --------------------------------------------------------------------
 
@@ -680,7 +696,7 @@ class FeatureWriter:
             np.cumsum(lengths, out=offsets[1:])
             rows = int(offsets[-1])
             row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize + 9)
-            with h5py.File(self.tmp_path, "w") as out:
+            with h5py.File(self.tmp_path, "w", locking=_LOCKING) as out:
                 _write_attrs(out, self.provenance, row_shape)
                 dst = {
                     "values": _create(out, "values", (rows, *row_shape), dtype, self.compression),

@@ -248,7 +248,9 @@ def run_features(
     """Extract every named feature set for every manifest clip; returns the files written.
 
     ``shard_clips`` (default ``$AVEMO_SHARD_CLIPS`` or 32) is how many clips one committed shard
-    holds: at most that much work is lost when the process dies. Only rank 0 returns paths.
+    holds: at most that much work is lost when the process dies. ``compression`` ("gzip" or
+    "lzf"; default: the feature set's ``store_compression`` attribute, else none) trades the
+    memory-mappable layout for smaller files. Only rank 0 returns paths.
     """
     load_for(list(feature_sets))
     df = manifest if isinstance(manifest, pd.DataFrame) else load_manifest(manifest)
@@ -267,7 +269,9 @@ def run_features(
         _failed_marker(path, rank).unlink(missing_ok=True)  # stale, from an earlier run
         writer: FeatureWriter | None = None
         try:
-            writer = _open_writer(path, fs, shard_clips, rank, on_mismatch, compression)
+            # a feature set may ask for compressed storage (e.g. uint8 face crops)
+            comp = compression or getattr(fs, "store_compression", None)
+            writer = _open_writer(path, fs, shard_clips, rank, on_mismatch, comp)
             _extract_into(writer, fs, clips[rank::world], batch_clips,
                           name if world == 1 else f"{name} rank {rank}", progress)
         except BaseException as e:

@@ -147,3 +147,15 @@ def test_config_mismatch_refused_or_written_beside(corpus, reference, tmp_path) 
         assert ff.provenance["config"]["hop_s"] == 0.02 and ff.provenance["rate_hz"] == 50.0
         assert alt.stem == f"{SET}-{ff.provenance['config_hash']}"
     assert_same_file(tmp_path / f"{SET}.h5", reference)  # the original is untouched
+
+
+def test_feature_set_can_ask_for_compressed_storage(corpus, reference, tmp_path, monkeypatch) -> None:
+    import h5py
+
+    from avemo.extract.registry import FEATURE_SETS
+
+    monkeypatch.setattr(FEATURE_SETS.get(SET), "store_compression", "gzip", raising=False)
+    path = run_features(corpus, [SET], tmp_path, progress=False)[SET]
+    with h5py.File(path) as f:
+        assert f["values"].compression == "gzip" and f["values"].chunks is not None
+    assert_same_file(path, reference)

@@ -182,3 +182,25 @@ def test_nul_in_message_is_stored_visibly(tmp_path: Path) -> None:
         assert ff.clip("a").message == "bad\ufffdbyte"
     with pytest.raises(ValueError, match="NUL"):
         ClipFeatures.empty("a\x00", (2,), "error")
+
+
+def test_big_buffers_commit_by_size_and_write_clip_by_clip(tmp_path: Path, monkeypatch) -> None:
+    """Shards close at the byte limit too (bounded memory for e.g. face crops), and big shards
+    and consolidations copy clip by clip / in bounded buffers: same bytes either way."""
+    import avemo.data.store as store
+
+    monkeypatch.setattr(store, "_SHARD_BYTES", 1500)
+    monkeypatch.setattr(store, "_COPY_BUFFER_BYTES", 1000)
+    rng = np.random.default_rng(3)
+    clips = [ClipFeatures(f"c{i}", rng.integers(0, 255, (n, 4, 5), np.uint8), np.arange(n) / 30.0,
+                          rng.random(n) > 0.5) for i, n in enumerate([30, 0, 50, 7, 90, 11, 40])]
+    w = FeatureWriter(tmp_path / "s.h5", make_provenance("crops", {}), shard_clips=1000)
+    for c in clips:
+        w.add(c)
+    w.flush()
+    sizes = [len(FeatureFile(p)) for p in w._shards()]
+    assert sum(sizes) == len(clips) and len(sizes) >= 3  # the clip count limit was never reached
+    order = [c.clip_id for c in clips][::-1]
+    w.finalize(order=order)
+    by_id = {c.clip_id: c for c in clips}
+    check_file(tmp_path / "s.h5", [by_id[i] for i in order], np.dtype(np.uint8), (4, 5), mmap=True)
