@@ -64,12 +64,14 @@ def _error(clip: ClipInput, e: BaseException | str) -> ClipFeatures:
     return ClipFeatures.empty(clip.clip_id, (), "error", msg)
 
 
-def _safe_extract(fs: FeatureSet, batch: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
+def _safe_extract(fs: FeatureSet, batch: Sequence[ClipInput], retry_batch: int = 1
+                  ) -> Iterator[ClipFeatures]:
     """Exactly one result per input clip, streamed as they come; a bad clip never stops the run.
 
     Feature sets should report a bad clip as status ``error`` themselves; if one raises instead,
-    the results yielded so far are kept and only the remaining clips are retried one at a time,
-    so the culprit gets status ``error`` with the exception as its message. A clip the feature
+    the results yielded so far are kept and only the remaining clips are retried, in batches of
+    ``retry_batch`` and then one at a time, so the culprit gets status ``error`` with the
+    exception as its message. A clip the feature
     set silently skipped is recorded as an error too (else every rerun would retry it).
     """
     pending = {c.clip_id: c for c in batch}
@@ -82,6 +84,12 @@ def _safe_extract(fs: FeatureSet, batch: Sequence[ClipInput]) -> Iterator[ClipFe
     try:
         yield from take(batch)
     except Exception:  # noqa: BLE001 - isolate the bad clip below
+        rest = list(pending.values())
+        if 1 < retry_batch < len(rest):
+            for i in range(0, len(rest), retry_batch):
+                for res in _safe_extract(fs, rest[i : i + retry_batch]):
+                    pending.pop(res.clip_id, None)
+                    yield res
         for clip in list(pending.values()):
             if clip.clip_id in pending:
                 try:
@@ -217,9 +225,13 @@ def _extract_into(writer: FeatureWriter, fs: FeatureSet, share: Sequence[ClipInp
     todo = [c for c in share if c.clip_id not in done]
     prog = _Progress(label, len(todo), progress)
     wt = _WriterThread(writer, depth=4 * batch_clips)
+    # A feature set that pipelines across clips itself (decode workers, cross-clip frame
+    # batches: ``streams_clips = True``) gets every clip in one call, so its workers never
+    # drain at batch boundaries; the others get ``batch_clips`` clips per call.
+    step = max(len(todo), 1) if getattr(fs, "streams_clips", False) else batch_clips
     try:
-        for i in range(0, len(todo), batch_clips):
-            for res in _safe_extract(fs, todo[i : i + batch_clips]):
+        for i in range(0, len(todo), step):
+            for res in _safe_extract(fs, todo[i : i + step], retry_batch=batch_clips):
                 wt.put(res)
                 prog.update(res)
     except KeyboardInterrupt:

@@ -159,3 +159,27 @@ def test_feature_set_can_ask_for_compressed_storage(corpus, reference, tmp_path,
     with h5py.File(path) as f:
         assert f["values"].compression == "gzip" and f["values"].chunks is not None
     assert_same_file(path, reference)
+
+
+def test_streaming_feature_set_gets_all_clips_at_once(corpus, reference, tmp_path, monkeypatch) -> None:
+    """``streams_clips`` sets get one call; a raise mid-stream is retried in batches, then alone."""
+    from avemo.extract.registry import FEATURE_SETS
+
+    cls = FEATURE_SETS.get(SET)
+    calls: list[int] = []
+    orig = cls.extract
+
+    def extract(self, clips):
+        calls.append(len(clips))
+        return orig(self, clips)
+
+    monkeypatch.setattr(cls, "extract", extract)
+    monkeypatch.setattr(cls, "streams_clips", True, raising=False)
+    path = run_features(corpus, [SET], tmp_path, batch_clips=4, progress=False)[SET]
+    # one call for all 24; it raised at c007, so the 17 clips left were retried in batches of
+    # 4, and a batch that raised (the ones holding c007, c019) one clip at a time
+    assert calls[0] == N and max(calls[1:]) == 4 and 1 in calls[1:]
+    assert plugin.CALLS.count("c000") == 1 and plugin.CALLS.count("c012") == 1  # no redo
+    assert plugin.CALLS.count("c007") == 3  # stream, its retry batch, alone
+    assert max(plugin.CALLS.count(c) for c in set(plugin.CALLS)) <= 3
+    assert_same_file(path, reference)
