@@ -141,3 +141,16 @@ def test_emodb_file_decodes_to_2s(shared_data):
     wav = sorted((shared_data / "emodb-8spk" / "wav").glob("*.wav"))[0]
     a = decode_audio(wav)
     assert a.source_sr == 22050 and len(a.samples) == 32000
+
+
+def test_audio_stream_start_offset_is_on_the_container_timeline(media):
+    """face_noface.mov's audio stream starts 2.43 s after its video: rows follow that."""
+    a = decode_audio(media("face_noface.mov"))
+    assert a.start_s == pytest.approx(107164 / 44100)
+    assert decode_audio(media("single_face.mp4")).start_s == 0.0
+    from avemo.extract.audio.spectral import LogMel
+    from avemo.extract.base import ClipInput
+
+    (row,) = LogMel().extract([ClipInput("mov", video=str(media("face_noface.mov")))])
+    assert row.status == "ok" and row.timestamps[0] == pytest.approx(a.start_s)
+    np.testing.assert_allclose(np.diff(row.timestamps), 0.01)

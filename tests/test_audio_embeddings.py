@@ -38,6 +38,34 @@ def test_speech_embedding_shape_rate_and_timestamps(se, speech, media):
     assert w == {MEL_WEIGHTS.name: MEL_WEIGHTS.sha256, EMB_WEIGHTS.name: EMB_WEIGHTS.sha256}
 
 
+def test_speech_embedding_equals_openwakeword_reference(se, speech, tmp_path):
+    """Our chain (scaling, 76-frame windows, step 8) against openwakeword 0.4.0's own
+    ``AudioFeatures._get_embeddings``, loaded from the cached wheel (a test-time reference only)."""
+    import sys
+    import zipfile
+
+    from avemo.data.pypi_fetch import cache_dir
+
+    wheel = cache_dir() / "wheels" / "openwakeword-0.4.0-py3-none-any.whl"
+    if not wheel.exists():
+        pytest.skip(f"reference wheel not cached at {wheel}")
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(tmp_path, [m for m in z.namelist() if m.endswith(".py") or m.endswith(
+            ("melspectrogram.onnx", "embedding_model.onnx"))])
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from openwakeword.utils import AudioFeatures
+    finally:
+        sys.path.remove(str(tmp_path))
+    pcm = np.round(speech[16000 * 6 : 16000 * 10] * 32767).astype(np.int16)
+    ref = AudioFeatures()._get_embeddings(pcm)
+    for mod in [m for m in sys.modules if m.startswith("openwakeword")]:
+        del sys.modules[mod]
+    (ours, _), = se.compute([pcm.astype(np.float32) / 32767])
+    assert ours.shape == ref.shape == (41, 96)
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-3)
+
+
 def test_speech_embedding_deterministic_and_batch_independent(se, speech):
     clip = speech[16000 * 6 : 16000 * 10]
     loud = np.clip(speech[16000 * 10 : 16000 * 12] * 20, -1, 1)

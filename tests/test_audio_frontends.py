@@ -99,3 +99,9 @@ def test_logmel_energy_higher_in_speech_than_in_silence(speech):
     assert np.median(speech_rows) > np.percentile(room_rows, 99) + 3.0  # > 20x the power
     assert room_rows.min() > digital_silence.max() + 3.0
     np.testing.assert_allclose(v[ts > len(speech) / 16000 + 0.05], np.log(1e-10), rtol=1e-6)
+
+
+def test_chunked_numpy_stft_equals_one_shot(speech):
+    a = F.stft_magnitude_np(speech[:48000], 512, 160, 400)
+    b = F.stft_magnitude_np(speech[:48000], 512, 160, 400, chunk=37)
+    np.testing.assert_array_equal(a, b)

@@ -2,7 +2,9 @@
 
 Subclasses implement ``row_shape`` and ``compute(signals) -> [(values, timestamps), ...]`` on
 mono float32 signals at ``config["sample_rate"]``; decoding, ``no_audio`` / ``error``
-statuses, the non-finite guard and the all-valid mask live here once.
+statuses, the non-finite guard, the all-valid mask and the shift of time stamps onto the
+container timeline (``DecodedAudio.start_s``: an audio stream that starts 2.43 s into a
+video gets rows stamped from 2.43 s, like that video's frames) live here once.
 
 Status contract: no audio stream, an empty stream, or a clip with no media path ->
 ``no_audio`` (zero rows); unreadable file -> ``error`` (zero rows, message says why);
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from avemo.data.store import ClipFeatures
-from avemo.extract.audio.decode import NoAudioError, clip_source, decode_audio
+from avemo.extract.audio.decode import DecodedAudio, NoAudioError, clip_source, decode_audio
 from avemo.extract.base import ClipInput, FeatureSet
 
 Result = tuple[np.ndarray, np.ndarray]  # (values [T, ...], timestamps [T])
@@ -69,21 +71,21 @@ class AudioFeatureSet(FeatureSet):
         """Rows and time stamps (window centres, s) for each signal, in order."""
 
     # ------------------------------------------------------------------ extraction
-    def _decode(self, clip: ClipInput) -> ClipFeatures | np.ndarray:
+    def _decode(self, clip: ClipInput) -> ClipFeatures | DecodedAudio:
         try:
-            return decode_audio(clip_source(clip.audio, clip.video), self.sample_rate).samples
+            return decode_audio(clip_source(clip.audio, clip.video), self.sample_rate)
         except NoAudioError as e:
             return ClipFeatures.empty(clip.clip_id, self.row_shape(), "no_audio", str(e))
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
             return ClipFeatures.empty(clip.clip_id, self.row_shape(), "error",
                                       f"decode failed: {type(e).__name__}: {e}")
 
-    def _wrap(self, clip: ClipInput, res: Result) -> ClipFeatures:
+    def _wrap(self, clip: ClipInput, audio: DecodedAudio, res: Result) -> ClipFeatures:
         values, ts = res
         if not np.isfinite(values).all():
             return ClipFeatures.empty(clip.clip_id, self.row_shape(), "error",
                                       "non-finite values in the output")
-        return ClipFeatures(clip.clip_id, values, np.asarray(ts, np.float64),
+        return ClipFeatures(clip.clip_id, values, np.asarray(ts, np.float64) + audio.start_s,
                             np.ones(len(values), bool))
 
     def extract(self, clips: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
@@ -93,20 +95,20 @@ class AudioFeatureSet(FeatureSet):
                 decoded = list(pool.map(self._decode, clips))
         else:
             decoded = [self._decode(c) for c in clips]
-        good = [(c, d) for c, d in zip(clips, decoded, strict=True) if isinstance(d, np.ndarray)]
+        good = [(c, d) for c, d in zip(clips, decoded, strict=True) if isinstance(d, DecodedAudio)]
         yield from (d for d in decoded if isinstance(d, ClipFeatures))
         if not good:
             return
         try:
-            results = self.compute([d for _, d in good])
+            results = self.compute([d.samples for _, d in good])
             pairs = list(zip(good, results, strict=True))
         except Exception:  # noqa: BLE001 - isolate the failing clip by retrying one by one
             pairs = []
-            for clip, sig in good:
+            for clip, audio in good:
                 try:
-                    pairs.append(((clip, sig), self.compute([sig])[0]))
+                    pairs.append(((clip, audio), self.compute([audio.samples])[0]))
                 except Exception as e:  # noqa: BLE001
                     yield ClipFeatures.empty(clip.clip_id, self.row_shape(), "error",
                                              f"{type(e).__name__}: {e}")
-        for (clip, _), res in pairs:
-            yield self._wrap(clip, res)
+        for (clip, audio), res in pairs:
+            yield self._wrap(clip, audio, res)

@@ -9,6 +9,12 @@ band-limited with high stop-band attenuation (librosa's default resampler), dete
 fast, and works on the numpy arrays from *both* decoders, so a WAV read by soundfile and the
 same audio inside an MP4 go through the very same filter.
 
+Time origin: a video container's audio stream may start later (or, with codec priming,
+slightly earlier) than the container: ``start_s`` is the first decoded audio frame's time
+relative to the container start, the same origin the video decoder uses for frame times, and
+the feature sets add it to every row's time stamp so audio and video rows share one timeline.
+Gaps inside a stream are not filled (samples are concatenated). Plain audio files start at 0.
+
 Edge cases (documented contract): a container without an audio stream, or an audio stream
 with 0 decoded samples, raises :class:`NoAudioError` (the feature sets turn it into status
 ``no_audio``). Silence and very short signals decode normally; what the front-ends make of
@@ -38,6 +44,7 @@ class DecodedAudio:
     sr: int
     source_sr: int
     path: str
+    start_s: float = 0.0  # first sample's time on the container timeline (s)
 
     @property
     def duration(self) -> float:
@@ -53,14 +60,14 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return soxr.resample(np.asarray(x, np.float32), sr_in, sr_out, quality="HQ").astype(np.float32)
 
 
-def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+def _read_soundfile(path: Path) -> tuple[np.ndarray, int, float]:
     import soundfile as sf
 
     data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # [n, channels]
-    return data.mean(axis=1), int(sr)
+    return data.mean(axis=1), int(sr), 0.0
 
 
-def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
+def _read_pyav(path: Path) -> tuple[np.ndarray, int, float]:
     import av
 
     with av.open(str(path)) as container:
@@ -71,8 +78,12 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
         conv = av.AudioResampler(format="fltp")
         chunks: list[np.ndarray] = []
         sr = stream.codec_context.sample_rate or stream.rate
+        origin = container.start_time / 1e6 if container.start_time is not None else 0.0
+        start_s = None
         for frame in container.decode(stream):
             sr = frame.sample_rate or sr
+            if start_s is None and frame.time is not None:
+                start_s = float(frame.time) - origin
             for out in conv.resample(frame):
                 chunks.append(out.to_ndarray().mean(axis=0))
         for out in conv.resample(None):
@@ -80,7 +91,7 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
     if not sr:
         raise NoAudioError(f"{path.name}: audio stream has no sample rate")
     x = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    return x, int(sr)
+    return x, int(sr), start_s or 0.0
 
 
 def decode_audio(path: str | os.PathLike[str], sr: int = 16000) -> DecodedAudio:
@@ -91,15 +102,15 @@ def decode_audio(path: str | os.PathLike[str], sr: int = 16000) -> DecodedAudio:
     x = None
     if p.suffix.lower() in SOUNDFILE_SUFFIXES:
         try:
-            x, src_sr = _read_soundfile(p)
+            x, src_sr, start_s = _read_soundfile(p)
         except Exception:  # noqa: BLE001 - libsndfile refuses some valid files; PyAV decides
             x = None
     if x is None:
-        x, src_sr = _read_pyav(p)
+        x, src_sr, start_s = _read_pyav(p)
     if len(x) == 0:
         raise NoAudioError(f"{p.name}: audio stream is empty (0 samples)")
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-    return DecodedAudio(resample(x, src_sr, sr), sr, src_sr, str(p))
+    return DecodedAudio(resample(x, src_sr, sr), sr, src_sr, str(p), start_s)
 
 
 def clip_source(audio: str | None, video: str | None) -> str:

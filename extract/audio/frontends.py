@@ -70,14 +70,19 @@ def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- numpy (CPU)
 
 
-def stft_magnitude_np(x: np.ndarray, n_fft: int, hop: int, win_length: int) -> np.ndarray:
+def stft_magnitude_np(x: np.ndarray, n_fft: int, hop: int, win_length: int,
+                      chunk: int = 8192) -> np.ndarray:
     """``|STFT|`` of a mono signal, ``[T, n_fft // 2 + 1]`` (float64), centred frames."""
     x = np.asarray(x, np.float64)
     pad = n_fft // 2
     xp = np.pad(x, (pad, pad))
     frames = np.lib.stride_tricks.sliding_window_view(xp, n_fft)[::hop]
     frames = frames[: n_frames(len(x), hop)]
-    return np.abs(np.fft.rfft(frames * hann_window(win_length, n_fft), axis=-1))
+    window = hann_window(win_length, n_fft)
+    out = np.empty((len(frames), n_fft // 2 + 1), np.float64)
+    for a in range(0, len(frames), chunk):  # bounded memory for hour-long clips
+        out[a : a + chunk] = np.abs(np.fft.rfft(frames[a : a + chunk] * window, axis=-1))
+    return out
 
 
 def deltas_np(feat: np.ndarray, width: int = 9) -> np.ndarray:
