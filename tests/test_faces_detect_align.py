@@ -136,3 +136,15 @@ def test_scrfd_without_a_model_pack_says_where_to_put_it(tmp_path, monkeypatch):
     assert "mtcnn" in str(e.value)
     with pytest.raises(MissingWeightsError):
         DETECTORS.build("retinaface", weights=str(tmp_path / "my_pack"))
+
+
+def test_torch_backend_used_on_gpu_agrees_with_opencv_backend(astronaut, media):
+    """The GPU path (interpolate + roi_align) runs here on CPU and must find the same faces."""
+    det = DETECTORS.build("mtcnn", min_face_size=40)
+    multi = _rgb(media("multi_face.jpg"))
+    ref = det.detect([astronaut, multi])
+    det.backend = "torch"
+    got = det.detect([astronaut, multi])
+    for a, b in zip(ref, got, strict=True):
+        assert len(a) == len(b)
+        np.testing.assert_allclose(np.sort(a.boxes, 0), np.sort(b.boxes, 0), atol=6)
