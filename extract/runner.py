@@ -102,10 +102,13 @@ def _safe_extract(fs: FeatureSet, batch: Sequence[ClipInput], retry_batch: int =
 
 
 class _Progress:
-    """One stderr line: clips done / total, rows/s, clips/s, errors, ETA (throttled)."""
+    """One stderr line: clips done / total, rows/s (frames/s for video sets), clips/s, clips
+    not ok, ETA; redrawn at most every ``every_s`` seconds."""
 
-    def __init__(self, name: str, total: int, enabled: bool, every_s: float = 0.25) -> None:
+    def __init__(self, name: str, total: int, enabled: bool, every_s: float = 0.25,
+                 unit: str = "rows") -> None:
         self.name, self.total, self.enabled, self.every_s = name, total, enabled, every_s
+        self.unit = unit
         self.done = self.rows = self.bad = 0
         self.t0 = self._last = time.perf_counter()
 
@@ -113,7 +116,7 @@ class _Progress:
         dt = max(time.perf_counter() - self.t0, 1e-9)
         eta = (self.total - self.done) * dt / self.done if self.done else float("nan")
         return (
-            f"[{self.name}] {self.done}/{self.total} clips  {self.rows / dt:8.1f} rows/s  "
+            f"[{self.name}] {self.done}/{self.total} clips  {self.rows / dt:8.1f} {self.unit}/s  "
             f"{self.done / dt:6.2f} clips/s  {self.bad} not ok  ETA {eta:5.0f}s"
         )
 
@@ -223,7 +226,8 @@ def _extract_into(writer: FeatureWriter, fs: FeatureSet, share: Sequence[ClipInp
     """Extract this rank's uncommitted clips and commit them (Ctrl-C keeps what is finished)."""
     done = writer.done()
     todo = [c for c in share if c.clip_id not in done]
-    prog = _Progress(label, len(todo), progress)
+    unit = "frames" if getattr(fs, "modality", "") == "video" else "rows"
+    prog = _Progress(label, len(todo), progress, unit=unit)
     wt = _WriterThread(writer, depth=4 * batch_clips)
     # A feature set that pipelines across clips itself (decode workers, cross-clip frame
     # batches: ``streams_clips = True``) gets every clip in one call, so its workers never
@@ -290,6 +294,10 @@ def run_features(
             if world > 1:  # tell rank 0 to stop waiting for this rank
                 _mark_failed(writer.path if writer is not None else path, rank, e)
             raise
+        finally:
+            close = getattr(fs, "close", None)  # e.g. stop a video set's decode workers
+            if callable(close):
+                close()
         if world > 1:
             dist = _torch_dist()
             if dist is not None:
