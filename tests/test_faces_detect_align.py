@@ -16,6 +16,7 @@ from avemo.extract.video.align import (
     template,
     transform_points,
 )
+from avemo.extract.video.tracks import iou
 from avemo.extract.weights import MissingWeightsError
 
 
@@ -147,4 +148,4 @@ def test_torch_backend_used_on_gpu_agrees_with_opencv_backend(astronaut, media):
     got = det.detect([astronaut, multi])
     for a, b in zip(ref, got, strict=True):
         assert len(a) == len(b)
-        np.testing.assert_allclose(np.sort(a.boxes, 0), np.sort(b.boxes, 0), atol=6)
+        assert iou(a.boxes, b.boxes).max(1).min() > 0.8  # same faces, boxes within a few pixels
