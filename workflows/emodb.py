@@ -50,11 +50,15 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 
 
-def build_manifest(root: Path, folds: int, speakers: Sequence[str] | None = None) -> pd.DataFrame:
-    """EmoDB manifest via the data adapter (``folds`` speaker folds; 0 = leave one speaker out)."""
+def build_manifest(root: Path, folds: int, speakers: Sequence[str] | None = None,
+                   limit: int | None = None) -> pd.DataFrame:
+    """EmoDB manifest via the data adapter (``folds`` speaker folds; 0 = leave one speaker out);
+    ``speakers`` / ``limit`` (clips per speaker) make quick subsets."""
     from avemo.data.adapters import build_manifest as adapter_manifest
 
     df = adapter_manifest("emodb", root, folds=folds)
+    if limit:
+        df = df.sort_values("clip_id").groupby("subject", sort=True).head(int(limit)).reset_index(drop=True)
     if speakers:
         keep = {str(s).zfill(2) for s in speakers}
         df = df[df["subject"].astype(str).isin(keep)].reset_index(drop=True)
@@ -223,14 +227,14 @@ def markdown(summary: pd.DataFrame, folds_desc: str, command: str, notes: str = 
 def run_emodb(root: Path = DEFAULT_ROOT, out: Path = Path("runs/emodb"), folds: int = 4, epochs: int = 30,
               speakers: Sequence[str] | None = None, models: Sequence[str] = tuple(MODELS),
               baselines: Sequence[str] = tuple(BASELINES), device: str = "cpu",
-              bench: bool = True) -> dict[str, Any]:
+              bench: bool = True, limit: int | None = None) -> dict[str, Any]:
     """The whole check; returns per-fold and summary tables (also written under ``out``)."""
     from avemo.data.manifest import save_manifest
 
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    df = build_manifest(Path(root), folds, speakers)
+    df = build_manifest(Path(root), folds, speakers, limit)
     manifest = save_manifest(df, out / "manifest.csv")
     timings: dict[str, float] = {}
     features = out / "features"
@@ -265,7 +269,7 @@ def run_emodb(root: Path = DEFAULT_ROOT, out: Path = Path("runs/emodb"), folds: 
              "the training speakers. Wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
     md = markdown(summary, folds_desc, command, notes)
     (out / "README_snippet.md").write_text(md)
-    if bench and not speakers:
+    if bench and not speakers and not limit:
         from avemo.data.benchtable import write_section
 
         rows = [{"method": r["what"], "folds": int(r["folds"]),
@@ -286,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--speakers", nargs="*", help="subset of speaker ids (quick checks)")
     p.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=list(BASELINES))
+    p.add_argument("--limit", type=int, help="clips per speaker (quick checks)")
     p.add_argument("--device", default="cpu", help="feature extraction device")
     p.add_argument("--no-bench", action="store_true", help="do not write the bench_results section")
     a = p.parse_args(argv)
@@ -293,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"EmoDB not found at {a.root} (see ../shared/data/README.md)", file=sys.stderr)
         return 2
     res = run_emodb(Path(a.root), Path(a.out), a.folds, a.epochs, a.speakers, a.models, a.baselines,
-                    a.device, bench=not a.no_bench)
+                    a.device, bench=not a.no_bench, limit=a.limit)
     print(res["markdown"])
     print(f"outputs: {res['out']} ({res['wall_s']:.0f}s)")
     return 0
