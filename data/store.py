@@ -71,8 +71,8 @@ class ClipFeatures:
     message: str = ""
 
     def __post_init__(self) -> None:
-        if "\x00" in self.clip_id:
-            raise ValueError(f"clip id {self.clip_id!r} contains a NUL character")
+        if "\x00" in self.clip_id or not _is_utf8(self.clip_id):
+            raise ValueError(f"clip id {self.clip_id!r} has a NUL or a character UTF-8 cannot hold")
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         n = len(self.values)
@@ -260,13 +260,27 @@ def _write_attrs(f: h5py.File, provenance: Mapping[str, Any], row_shape: tuple) 
     f.attrs["row_shape"] = json.dumps(list(row_shape))
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _storable(message: str) -> str:
+    """HDF5 UTF-8 strings hold neither NUL nor lone surrogates, and an error message may carry
+    both (a decoder's output, a non-UTF-8 file name): NUL becomes U+FFFD, a surrogate ``\\udcxx``."""
+    message = message.replace("\x00", "\ufffd")
+    return message if _is_utf8(message) else message.encode("utf-8", "backslashreplace").decode()
+
+
 def _write_clip_arrays(f: h5py.File, ids: list[str], offsets: np.ndarray, status: list[str],
                        message: list[str]) -> None:
     f.create_dataset("offsets", data=offsets)
     f.create_dataset("clip_ids", data=ids, dtype=_STR)
     f.create_dataset("status", data=status, dtype=_STR)
-    # HDF5 strings cannot hold NUL (a decoder's message might): shown as U+FFFD instead
-    f.create_dataset("message", data=[m.replace("\x00", "\ufffd") for m in message], dtype=_STR)
+    f.create_dataset("message", data=[_storable(m) for m in message], dtype=_STR)
 
 
 def _write_ragged(path: Path, clips: Iterable[ClipFeatures], provenance: Mapping[str, Any],

@@ -39,7 +39,8 @@ def clip_sets(draw: st.DrawFn) -> tuple[list[ClipFeatures], np.dtype, tuple[int,
         values = draw(hnp.arrays(dtype, (t, *row_shape)))
         ts = draw(hnp.arrays(np.float64, t, elements=st.floats(-1e6, 1e6)))
         mask = draw(hnp.arrays(np.bool_, t))
-        msg = draw(st.text(st.characters(blacklist_characters="\x00"), max_size=20)) if status != "ok" else ""
+        msg = draw(st.text(st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"]),
+                           max_size=20)) if status != "ok" else ""
         clips.append(ClipFeatures(cid, values, ts, mask, status, msg))
     return clips, dtype, row_shape
 
@@ -84,10 +85,12 @@ def test_write_clips_round_trip(tmp_path_factory, data, mmap, compression) -> No
 
 @SETTINGS
 @given(data=clip_sets(), seed=st.integers(0, 2**31), shard=st.integers(1, 6),
-       crash_at=st.integers(0, 12), mmap=st.booleans())
-def test_writer_shards_resume_and_finalize_order(tmp_path_factory, data, seed, shard, crash_at, mmap) -> None:
-    """Clips added in random order, random shard sizes, a writer abandoned mid-way (its buffer
-    lost, like a killed process), a second writer resuming, finalize in a random manifest order."""
+       crash_at=st.integers(0, 12), first_finalized=st.booleans(), mmap=st.booleans())
+def test_writer_shards_resume_and_finalize_order(tmp_path_factory, data, seed, shard, crash_at,
+                                                 first_finalized, mmap) -> None:
+    """Clips added in random order, random shard sizes; the first writer is either abandoned
+    mid-way (its buffer lost, like a killed process) or finalizes a partial file (a smaller
+    manifest); a second writer resumes and finalizes in a random manifest order."""
     clips, dtype, row_shape = data
     rng = random.Random(seed)
     path = tmp_path_factory.mktemp("wr") / "set.h5"
@@ -97,10 +100,14 @@ def test_writer_shards_resume_and_finalize_order(tmp_path_factory, data, seed, s
     w = FeatureWriter(path, prov, shard_clips=shard)
     for c in added[:crash_at]:
         w.add(c)
+    if first_finalized:
+        w.finalize(order=[c.clip_id for c in added[:crash_at]])
     del w  # killed: whatever was only buffered is gone
     w2 = FeatureWriter(path, prov, shard_clips=rng.randint(1, 6))
     done = w2.done()
     assert done <= {c.clip_id for c in added[:crash_at]}
+    if first_finalized:
+        assert done == {c.clip_id for c in added[:crash_at]}
     for c in added:
         if c.clip_id not in done:
             w2.add(c)
@@ -175,13 +182,18 @@ def test_unchanged_rerun_keeps_the_final_file(tmp_path: Path) -> None:
     assert not w2.shard_dir.exists()
 
 
-def test_nul_in_message_is_stored_visibly(tmp_path: Path) -> None:
+def test_nul_and_surrogates_in_messages_are_stored_visibly(tmp_path: Path) -> None:
+    """An error message naming a non-UTF-8 file (surrogateescape) must not crash the write."""
+    name = b"/data/caf\xe9.wav".decode("utf-8", "surrogateescape")
     c = ClipFeatures.empty("a", (2,), "error", "bad\x00byte")
-    write_clips(tmp_path / "s.h5", [c], make_provenance("t", {}))
+    d = ClipFeatures.empty("b", (2,), "error", f"cannot open {name}")
+    write_clips(tmp_path / "s.h5", [c, d], make_provenance("t", {}))
     with FeatureFile(tmp_path / "s.h5") as ff:
         assert ff.clip("a").message == "bad\ufffdbyte"
-    with pytest.raises(ValueError, match="NUL"):
-        ClipFeatures.empty("a\x00", (2,), "error")
+        assert ff.clip("b").message == "cannot open /data/caf\\udce9.wav"
+    for bad in ("a\x00", name):
+        with pytest.raises(ValueError, match="NUL or a character UTF-8 cannot hold"):
+            ClipFeatures.empty(bad, (2,), "error")
 
 
 def test_big_buffers_commit_by_size_and_write_clip_by_clip(tmp_path: Path, monkeypatch) -> None:
