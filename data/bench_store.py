@@ -79,4 +79,4 @@ def main(quick: bool = False) -> Path:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(prog="python -m avemo.data.bench_store")
     p.add_argument("--quick", action="store_true")
-    print(main(quick=p.parse_args().quick))
+    print(main(quick=p.parse_known_args()[0].quick))  # tolerate `make bench ARGS=...` of others
