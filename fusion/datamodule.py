@@ -5,9 +5,10 @@ tensor on the training device (``load_features``; shareable across runs through 
 ``feature_cache`` dict). A run then only builds small index tables:
 
 * clip tasks: per modality, the row range of each clip;
-* frame tasks: one label timeline per clip (from its annotation file); each modality gets the
-  index of its row nearest every label time, so all modalities share the label timeline, and
-  the timeline is cut into windows (default 300 frames, hop 200, last window aligned to the
+* frame tasks: one label timeline per clip (from its annotation file); each modality is mapped
+  onto it with ``avemo.data.timeline`` — ``nearest`` (default) aligns row NUMBERS, so the
+  shared device arrays are gathered through an index table; ``linear`` / ``mean`` resample
+  the values into a per-run copy — and the timeline is cut into windows (default 300 frames, hop 200, last window aligned to the
   end, short clips padded).
 
 A batch is ``values[index_table[start + arange(T)]]`` plus a mask, normalised on the fly with
@@ -32,9 +33,10 @@ from torch import Tensor
 
 from avemo.data.manifest import load_manifest
 from avemo.data.store import FeatureFile
+from avemo.data.timeline import METHODS as TIMELINE_METHODS
+from avemo.data.timeline import align as align_rows
 from avemo.fusion.config import ConfigError
 from avemo.fusion.splits import make_splits
-from avemo.fusion.timeline_local import nearest_rows
 
 log = logging.getLogger(__name__)
 _STATS_CHUNK = 1 << 18  # rows per chunk when computing normalisation statistics
@@ -155,23 +157,20 @@ def overlap_average(n_frames: int, starts: Sequence[int], preds: Sequence[np.nda
 # ----------------------------------------------------------------------------- frame labels
 
 
-def read_frame_labels(path: str, targets: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(time [L], labels [L, n_targets])`` from an annotation file; NaN marks unlabelled."""
-    from avemo.data.annotations import read_annotation
+def read_frame_labels(row: Mapping[str, Any] | str, targets: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(time [L], labels [L, n_targets])`` of a manifest row's annotation; NaN = unlabelled.
 
-    res = read_annotation(path)
-    if isinstance(res, tuple) and not hasattr(res, "_fields"):
-        named = dict(zip(("time", "valence", "arousal"), res, strict=False))
-    elif hasattr(res, "_asdict"):
-        named = res._asdict()
-    else:
-        named = res
-    try:
-        t = np.asarray(named["time"], np.float64)
-        y = np.stack([np.asarray(named[k], np.float64) for k in targets], axis=1)
-    except KeyError as e:
-        raise ConfigError(f"annotation {path} has no column {e}; data.targets={list(targets)}") from None
-    return t, y
+    Uses ``avemo.data.annotations.read_clip_annotation`` so Aff-Wild2 frame indices become
+    seconds with the clip's own frame rate (``video`` / ``fps`` columns).
+    """
+    from avemo.data.annotations import read_annotation, read_clip_annotation
+
+    df = read_annotation(row) if isinstance(row, str) else read_clip_annotation(row)
+    missing = [k for k in ("time", *targets) if k not in df.columns]
+    if missing:
+        where = row if isinstance(row, str) else row.get("annotation")
+        raise ConfigError(f"annotation {where} has no column(s) {missing}; data.targets={list(targets)}")
+    return df["time"].to_numpy(np.float64), df[list(targets)].to_numpy(np.float64)
 
 
 # ----------------------------------------------------------------------------- datamodule
@@ -339,13 +338,12 @@ class CachedFeatureDataModule(L.LightningDataModule):
     def _build_frame_tables(self) -> _Tables:
         ids = self.manifest["clip_id"].astype(str).tolist()
         t = _Tables(clip_ids=ids, idx={}, ok={})
-        tol = (self.data_cfg.get("timeline") or {}).get("tolerance")
         times, labels = [], []
         cache = self.feature_cache if self.feature_cache is not None else {}
-        for path in self.manifest["annotation"].astype(str):
-            key = ("annotation", path, tuple(self.targets))
+        for row in self.manifest.to_dict("records"):
+            key = ("annotation", str(row["annotation"]), str(row.get("video")), tuple(self.targets))
             if key not in cache:
-                cache[key] = read_frame_labels(path, self.targets)
+                cache[key] = read_frame_labels(row, self.targets)
             tt, yy = cache[key]
             times.append(tt)
             labels.append(yy)
@@ -354,20 +352,38 @@ class CachedFeatureDataModule(L.LightningDataModule):
         t.lab_time = np.concatenate(times)
         t.lab_clip = np.repeat(np.arange(len(ids)), lens)
         t.y = torch.from_numpy(np.concatenate(labels).astype(np.float32)).to(self.device)
-        method = (self.data_cfg.get("timeline") or {}).get("method", "nearest")
-        if method != "nearest":
-            raise ConfigError(f"data.timeline.method={method!r}: only 'nearest' is available "
-                              "until avemo.data.timeline lands")
+        tl = dict(self.data_cfg.get("timeline") or {})
+        method = tl.get("method", "nearest")
+        if method not in TIMELINE_METHODS:
+            raise ConfigError(f"data.timeline.method must be one of {list(TIMELINE_METHODS)}, got {method!r}")
+        self.aligned: dict[str, Tensor] = {}
         for m in self.modalities:
             a = self.arrays[m]
             idx = np.zeros(len(t.lab_time), np.int64)
             ok = np.zeros(len(t.lab_time), bool)
+            dense = [] if method != "nearest" else None
+            row_mask = a.row_mask.cpu().numpy() if method == "nearest" else None
             for i, c in enumerate(ids):
                 lo, hi = a.rows_of(c)
-                r, good = nearest_rows(a.timestamps[lo:hi], times[i], tol)
                 sl = slice(t.lab_off[i], t.lab_off[i + 1])
-                idx[sl] = lo + r
-                ok[sl] = good & (a.status[a.clip_index[c]] == "ok" or self.data_cfg["non_ok"] != "keep")
+                gap = tl.get("max_gap")
+                if gap is None and hi - lo > 1:  # default: do not bridge more than ~1.5 rows
+                    gap = 1.5 * float(np.median(np.diff(np.sort(a.timestamps[lo:hi]))))
+                usable = a.status[a.clip_index[c]] == "ok" or self.data_cfg["non_ok"] != "keep"
+                if method == "nearest":  # align row numbers: the device arrays stay shared
+                    r, good = align_rows(np.arange(lo, hi), a.timestamps[lo:hi], times[i], "nearest",
+                                         mask=row_mask[lo:hi], max_gap=gap)
+                    idx[sl] = np.where(good, r, lo if hi > lo else 0)
+                else:  # linear / mean: this run's own resampled copy on the label timeline
+                    vals = a.values[lo:hi].cpu().numpy()
+                    v, good = align_rows(vals, a.timestamps[lo:hi], times[i], method,
+                                         mask=a.row_mask[lo:hi].cpu().numpy(),
+                                         window=tl.get("window"), max_gap=gap)
+                    dense.append(v.astype(np.float32))
+                    idx[sl] = np.arange(sl.start, sl.stop)
+                ok[sl] = good & usable
+            if dense is not None:
+                self.aligned[m] = torch.from_numpy(np.concatenate(dense)).to(self.device)
             t.idx[m] = torch.from_numpy(idx).to(self.device)
             t.ok[m] = torch.from_numpy(ok).to(self.device)
         W, hop = int(self.data_cfg["window"]["length"]), int(self.data_cfg["window"]["hop"])
@@ -453,9 +469,12 @@ class CachedFeatureDataModule(L.LightningDataModule):
             else:
                 valid, pos = valid_t, pos_lab
             rows = t.idx[m][pos]
-            mask = valid & t.ok[m][pos] & a.row_mask[rows]
+            mask = valid & t.ok[m][pos]
+            if m not in getattr(self, "aligned", {}):
+                mask &= a.row_mask[rows]
             # one index_select copy, then in-place normalisation (memory-bound: few passes)
-            x = a.values.index_select(0, rows.reshape(-1)).view(*rows.shape, *a.row_shape)
+            src = self.aligned.get(m, a.values) if self.task_type == "frame" else a.values
+            x = src.index_select(0, rows.reshape(-1)).view(*rows.shape, *a.row_shape)
             if m in self.stats:
                 mean, inv_std = self.stats[m]
                 torch.addcmul(-mean * inv_std, x, inv_std, out=x)  # (x - mean) / std, one pass

@@ -172,3 +172,24 @@ def test_frame_timeline_maps_modalities_to_label_times(tmp_path):
     nearest = np.abs(au.timestamps[None] - lab_t[:, None]).argmin(1)  # audio at 20 Hz, labels 10 Hz
     np.testing.assert_allclose(b["audio"][0, :n].numpy(), au.values[nearest])
     assert b["audio_mask"][0, :n].all() and not b["audio_mask"][0, n:].any()
+
+
+def test_linear_timeline_resamples_values_onto_label_times(tmp_path):
+    from avemo.data.timeline import align
+
+    c = frame_corpus(tmp_path, n_clips=2)
+    cfg = clip_config(c, tmp_path, task={"type": "frame"},
+                      data={"normalize": False, "timeline": {"method": "linear"},
+                            "window": {"length": 500, "hop": 400}})
+    dm = _dm(cfg)
+    b = dm.gather(torch.tensor([1]))
+    cid = dm.tables.clip_ids[1]
+    with FeatureFile(c["face"]) as ff:
+        fa = ff.clip(cid)
+    lab_t = dm.tables.lab_time[dm.tables.lab_off[1]:dm.tables.lab_off[2]]
+    want, ok = align(fa.values, fa.timestamps, lab_t, "linear", mask=fa.mask)
+    n = len(lab_t)
+    np.testing.assert_allclose(b["face"][0, :n].numpy(), want, rtol=1e-5, atol=1e-6)
+    # face rows are at t + 0.01 s: interpolation differs from the raw rows
+    assert not np.allclose(b["face"][0, 1:n].numpy(), fa.values[1:n])
+    assert dm.arrays["face"].values.shape[0] > 0 and "face" in dm.aligned
