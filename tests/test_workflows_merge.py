@@ -57,18 +57,53 @@ def test_merge_frame_predictions_reports_raw_and_smoothed():
     n = 120
     t = np.arange(n)
     truth = 0.6 * np.sin(t / 9.0)
-    key = pd.DataFrame({"clip_id": ["c1"] * 60 + ["c2"] * 60, "frame": np.r_[np.arange(60), np.arange(60)]})
+    key = pd.DataFrame({"clip_id": ["c1"] * 60 + ["c2"] * 60, "time": np.r_[np.arange(60), np.arange(60)] / 30})
     folds = []
     for bias in (0.0, 0.1, -0.4):  # the third fold is biased: centering removes it
         df = key.copy()
-        df["pred_valence"] = truth + bias + rng.normal(0, 0.2, n)
-        df["true_valence"] = truth
+        df["valence_pred"] = truth + bias + rng.normal(0, 0.2, n)
+        df["valence_true"] = truth
         folds.append(df.sample(frac=1.0, random_state=1))  # row order differs per fold
     merged, scores = merge_frame_predictions(folds, ["valence"], smooth_frames={"valence": 9})
-    assert list(merged.columns[:2]) == ["clip_id", "frame"] and len(merged) == n
+    assert list(merged.columns[:2]) == ["clip_id", "time"] and len(merged) == n
     s = scores.set_index("what")["ccc"]
     assert set(s.index) == {"fold 0", "fold 1", "fold 2", "ccc_centering raw", "ccc_centering smoothed"}
     assert s["ccc_centering raw"] > s["fold 2"]
     assert s["ccc_centering smoothed"] > s["ccc_centering raw"]  # noise removed, signal kept
     with pytest.raises(ValueError, match="lacks predictions"):
         merge_frame_predictions([folds[0], folds[1].iloc[:50]], ["valence"])
+
+
+def test_cross_validated_lfan_folds_merged_on_the_held_out_test_clips(tmp_path):
+    """6-fold-style CV (here 3 folds) over the train pool, then the fold models predict the
+    official test clips and are merged with CCC centering (raw and smoothed CCC reported)."""
+    from workflows_helpers import make_frame_corpus
+
+    from avemo.workflows.ablate import run_grid
+    from avemo.workflows.merge import merge_grid
+
+    make_frame_corpus(tmp_path / "c")
+    base = {
+        "data": {"manifest": str(tmp_path / "c/manifest.csv"), "targets": ["valence", "arousal"],
+                 "features": {"face": str(tmp_path / "c/features/face.h5"), "audio": str(tmp_path / "c/features/audio.h5")},
+                 "window": {"length": 20, "hop": 10}, "batch_size": 4},
+        "task": {"type": "frame"},
+        "model": {"name": "lfan", "visual": "face", "audio": ["audio"], "visual_channels": [8, 8], "audio_channels": [4, 4]},
+        "loss": {"name": "ccc"},
+        "optim": {"lr": 1e-2},
+        "trainer": {"max_epochs": 2, "early_stopping": None},
+        "output": {"plots": False},
+    }
+    grid = {"name": "va", "base": base, "axes": {}, "cv": {"method": "kfold", "k": 3, "val": "test", "pool": "trainval"}}
+    res = run_grid(grid, out_dir=tmp_path / "grid", quiet=True, report=False)
+    assert len(res["table"]) == 3 and (res["table"]["status"] == "done").all()
+    folds = pd.read_csv(tmp_path / "grid" / "folds" / "folds.csv")
+    assert folds.loc[folds["clip_id"] >= "vid08", "fold"].isna().all()  # test clips stay out of the folds
+    scores = merge_grid(tmp_path / "grid")
+    for t in ("valence", "arousal"):
+        s = scores[scores["target"] == t].set_index("what")["ccc"]
+        assert set(s.index) == {"fold 0", "fold 1", "fold 2", "ccc_centering raw", "ccc_centering smoothed"}
+        assert s.between(-1, 1).all()
+    merged = pd.read_parquet(next((tmp_path / "grid" / "merged").glob("*/predictions.parquet")))
+    assert sorted(merged["clip_id"].unique()) == ["vid08", "vid09", "vid10", "vid11"]
+    assert len(merged) == 4 * 40 and merged["valence_pred"].between(-1, 1).all()

@@ -41,3 +41,28 @@ def make_corpus(root: Path, n_clips: int = 36, n_subjects: int = 6, dims: Mappin
     })
     df.to_csv(root / "manifest.csv", index=False)
     return root / "manifest.csv"
+
+
+def make_frame_corpus(root: Path, n_clips: int = 12, n_test: int = 4, frames: int = 40, seed: int = 0) -> Path:
+    """Per-frame valence/arousal corpus: face + audio rows at 10 Hz, annotations time,valence,arousal;
+    the last ``n_test`` clips are the official test partition (kept out of the CV pool)."""
+    rng = np.random.default_rng(seed)
+    (root / "features").mkdir(parents=True, exist_ok=True)
+    (root / "ann").mkdir(exist_ok=True)
+    ids = [f"vid{i:02d}" for i in range(n_clips)]
+    face, audio, rows = [], [], []
+    for i, cid in enumerate(ids):
+        t = np.arange(frames) / 10.0
+        f = rng.normal(0, 1, (frames, 6)).astype(np.float32)
+        a = rng.normal(0, 1, (frames, 4)).astype(np.float32)
+        val = np.tanh(0.6 * f[:, 0] + 0.3 * a[:, 0])
+        aro = np.tanh(0.5 * f[:, 1] - 0.4 * a[:, 1])
+        pd.DataFrame({"time": t, "valence": val, "arousal": aro}).to_csv(root / "ann" / f"{cid}.csv", index=False)
+        face.append(ClipFeatures(cid, f, t, np.ones(frames, bool)))
+        audio.append(ClipFeatures(cid, a, t, np.ones(frames, bool)))
+        rows.append({"clip_id": cid, "video": f"{cid}.mp4", "split": "test" if i >= n_clips - n_test else "train",
+                     "subject": f"s{i}", "annotation": str(root / "ann" / f"{cid}.csv")})
+    write_clips(root / "features" / "face.h5", face, make_provenance("gen_face", {"dim": 6}, rate_hz=10.0))
+    write_clips(root / "features" / "audio.h5", audio, make_provenance("gen_audio", {"dim": 4}, rate_hz=10.0))
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    return root / "manifest.csv"
