@@ -25,6 +25,8 @@ Grid YAML::
         fbp: {model.fusion: fbp, model.fbp.k: 5}
     cv: {method: kfold, k: 5}           # optional: adds a ``fold`` axis (see crossval.py)
     train_fn: pkg.module:function       # optional: another trainer with train_from_config's API
+    workers: 2                          # optional: local processes sharing the cells (GPU: several
+                                        # small runs at once; env AVEMO_GRID_WORKERS overrides)
     replicates: [seed, fold]            # aggregated over (default: seed and fold)
     on_missing: skip                    # cells lacking features: skip (default) | error
 """
@@ -90,6 +92,7 @@ class Grid:
     report: dict[str, Any] = field(default_factory=dict)
     cv: dict[str, Any] | None = None
     train_fn: str | None = None  # "module:function" with train_from_config's signature
+    workers: int = 1  # local processes sharing the cells (RANK/WORLD_SIZE sharding)
     source: Path | None = None
 
     def cells(self) -> list[Cell]:
@@ -194,6 +197,7 @@ def load_grid(grid: str | os.PathLike[str] | Mapping[str, Any]) -> Grid:
         report=dict(spec.get("report") or {}),
         cv=dict(spec["cv"]) if spec.get("cv") else None,
         train_fn=spec.get("train_fn"),
+        workers=int(spec.get("workers") or 1),
         source=src,
     )
 
@@ -424,17 +428,38 @@ def _init_torch_dist(world: int) -> bool:
     return True
 
 
-def _wait_for_shards(out: Path, world: int, timeout_s: float) -> None:
+def _wait_for_shards(out: Path, world: int, cells: Sequence[Cell], since: float, timeout_s: float) -> None:
+    """Rank 0 waits until every runnable cell is finished (DONE or FAILED) or every rank has
+    left a marker written after ``since``; a stale marker of an earlier run does not count."""
     t0 = time.monotonic()
     while True:
-        have = {p.name for p in (out / "shards").glob(f"rank*-of-{world}.json")}
-        if len(have) >= world:
+        if all((out / "runs" / c.cell_id / DONE).exists() or (out / "runs" / c.cell_id / FAILED).exists()
+               for c in cells):
+            return
+        fresh = [p for p in (out / "shards").glob(f"rank*-of-{world}.json") if p.stat().st_mtime >= since]
+        if len(fresh) >= world:
             return
         if time.monotonic() - t0 > timeout_s:
-            print(f"[ablate] waited {timeout_s:.0f}s for {world - len(have)} rank(s); "
+            print(f"[ablate] waited {timeout_s:.0f}s for the other ranks; "
                   "the table covers the cells finished so far", file=sys.stderr)
             return
         time.sleep(0.5)
+
+
+def _spawn_workers(out: Path, n: int, quiet: bool) -> list[Any]:
+    """Ranks 1..n-1 as local subprocesses on the recorded grid; this process is rank 0."""
+    import subprocess
+
+    procs = []
+    threads = max(1, (os.cpu_count() or 1) // n)
+    for r in range(1, n):
+        env = {**os.environ, "RANK": str(r), "WORLD_SIZE": str(n), "AVEMO_GRID_WORKERS": "1",
+               "OMP_NUM_THREADS": str(threads)}
+        env.pop("MASTER_ADDR", None)  # plain env sharding between the local workers
+        procs.append(subprocess.Popen([sys.executable, "-m", "avemo.workflows.ablate", str(out / "grid.yaml"),
+                                       "-o", str(out)], env=env,
+                                      stdout=subprocess.DEVNULL if quiet else None))
+    return procs
 
 
 def run_grid(
@@ -485,11 +510,20 @@ def run_grid(
             save_fold_lists(g.base, g.cv, out, cells[0].override_args(g.overrides))
         except Exception as e:  # noqa: BLE001 - each run still writes its own fold lists
             say(f"fold lists not saved: {type(e).__name__}: {e}")
+    workers = int(os.environ.get("AVEMO_GRID_WORKERS") or g.workers)
+    procs: list[Any] = []
+    if workers > 1 and world == 1:
+        procs = _spawn_workers(out, workers, quiet)
+        world = workers
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     use_dist = _init_torch_dist(world)
     train_fn = train_fn or default_train_fn(g.train_fn)
     cache = {} if feature_cache is None else feature_cache
     mine = [c for c in shard(cells, rank, world) if c.cell_id not in bad]
     t0 = time.perf_counter()
+    started = time.time() - 1.0
     ran = 0
     for i, cell in enumerate(mine):
         run_dir = out / "runs" / cell.cell_id
@@ -509,7 +543,10 @@ def run_grid(
 
             dist.barrier()
         elif rank == 0:
-            _wait_for_shards(out, world, float(os.environ.get("AVEMO_SHARD_WAIT_S", "86400")))
+            runnable = [c for c in cells if c.cell_id not in bad]
+            _wait_for_shards(out, world, runnable, started, float(os.environ.get("AVEMO_SHARD_WAIT_S", "86400")))
+        for p in procs:
+            p.wait()
         if rank != 0:
             return {"out_dir": out, "table": None, "aggregate": None, "states": states,
                     "problems": problems, "ran": ran, "wall_s": wall}
@@ -544,8 +581,15 @@ def _brief(metrics: Mapping[str, Any]) -> str:
 
 
 def _grid_record(g: Grid) -> dict[str, Any]:
-    return {"name": g.name, "base": g.base, "overrides": g.overrides, "replicates": list(g.replicates),
-            "axes": {a.name: {lab: o for lab, o in a.values} for a in g.axes}}
+    """The expanded grid (axes as named bundles, folds included): loadable by ``load_grid``,
+    so worker processes and later reruns see exactly these cells."""
+    base = str(Path(g.base).resolve()) if isinstance(g.base, str) else g.base
+    rec = {"name": g.name, "base": base, "overrides": g.overrides, "replicates": list(g.replicates),
+           "on_missing": g.on_missing, "report": g.report,
+           "axes": {a.name: {lab: o for lab, o in a.values} for a in g.axes}}
+    if g.train_fn:
+        rec["train_fn"] = g.train_fn
+    return rec
 
 
 # ----------------------------------------------------------------------------- tables
