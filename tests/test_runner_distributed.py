@@ -114,3 +114,33 @@ def test_under_torchrun_two_processes(corpus, reference, tmp_path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     assert_same_file(out / f"{SET}.h5", reference)
     assert sorted(p.name for p in out.iterdir()) == [f"{SET}.h5"]
+
+
+SCRIPT = """
+import sys
+import torch.distributed as dist
+from avemo.extract.runner import run_features
+dist.init_process_group("gloo")
+files = run_features(sys.argv[1], ["test_wavstats"], sys.argv[2], progress=False, shard_clips=3)
+print(dist.get_rank(), dist.get_world_size(), sorted(files))
+dist.destroy_process_group()
+"""
+
+
+def test_initialised_torch_distributed_uses_its_rank_and_barrier(corpus, reference, tmp_path) -> None:
+    """A script (e.g. Lightning DDP) that already set up torch.distributed: rank / world come
+    from it and ranks meet at a barrier before rank 0 consolidates."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed")
+    script = tmp_path / "ddp_extract.py"
+    script.write_text(SCRIPT)
+    out = tmp_path / "out"
+    res = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(corpus), str(out)],
+        cwd=REPO, env=plugin_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(res.stdout.split("\n")[:2]) == ["0 2 ['test_wavstats']", "1 2 []"], res.stdout
+    assert_same_file(out / f"{SET}.h5", reference)
+    assert sorted(p.name for p in out.iterdir()) == [f"{SET}.h5"]
