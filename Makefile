@@ -59,6 +59,7 @@ ablate: setup
 	$(AVEMO) ablate -g $(GRID) $(ARGS)
 
 bench: setup
+	$(PY) -m avemo.data.bench_store $(ARGS)
 	$(PY) -m avemo.extract.bench $(ARGS)
 	$(PY) -m avemo.fusion.bench $(ARGS)
 	$(PY) -m avemo.workflows.bench $(ARGS)

@@ -47,7 +47,7 @@ def _features(a: argparse.Namespace) -> int:
     files = run_features(
         a.manifest, a.feature_set, a.output, device=a.device, overrides=overrides,
         batch_clips=a.batch_clips, on_mismatch="new" if a.new_on_mismatch else "error",
-        progress=not a.quiet,
+        progress=not a.quiet, shard_clips=a.shard_clips, compression=a.compression,
     )
     for name, path in files.items():
         print(f"{name}: {path}")
@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-c", "--config", help="YAML mapping feature_set -> config overrides")
     f.add_argument("--set", action="append", metavar="FS:KEY=VALUE", help="one config override")
     f.add_argument("--batch-clips", type=int, default=8, help="clips per extraction batch")
+    f.add_argument("--shard-clips", type=int, default=None,
+                   help="clips per committed shard (default $AVEMO_SHARD_CLIPS or 32)")
+    f.add_argument("--compression", choices=["gzip", "lzf"], default=None,
+                   help="compress the final file (smaller, not memory-mappable)")
     f.add_argument("--new-on-mismatch", action="store_true",
                    help="when OUT holds the set made with another config, write <set>-<hash>.h5")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -162,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `avemo inspect X | head`
+        sys.stderr.close()
+        return 0
     except Exception as e:  # noqa: BLE001 - user-facing errors are one clear message
         from avemo.errors import USER_ERRORS
 
