@@ -149,3 +149,11 @@ def test_torch_backend_used_on_gpu_agrees_with_opencv_backend(astronaut, media):
     for a, b in zip(ref, got, strict=True):
         assert len(a) == len(b)
         assert iou(a.boxes, b.boxes).max(1).min() > 0.8  # same faces, boxes within a few pixels
+
+
+def test_size_hint_searches_only_nearby_scales(mtcnn, astronaut):
+    full = mtcnn.detect(astronaut[None])[0]
+    side = float(full.boxes[0, 2] - full.boxes[0, 0])
+    hinted = mtcnn.detect(astronaut[None], sizes=[(side / 2, side * 2)])[0]
+    assert len(hinted) == 1 and iou(full.boxes, hinted.boxes)[0, 0] > 0.9
+    assert len(mtcnn.detect(astronaut[None], sizes=[(side * 4, side * 8)])[0]) == 0  # wrong sizes only

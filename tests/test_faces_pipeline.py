@@ -133,5 +133,5 @@ def test_every_face_set_is_registered_with_explicit_thresholds():
     for name in ("face_fer2013", "face_resnet50", "face_arcface", "face_ir50", "face_vggface2",
                  "face_hsemotion", "face_crops"):
         cfg = FEATURE_SETS.get(name).default_config
-        assert cfg["detector"] == "mtcnn" and cfg["thresholds"] == [0.6, 0.7, 0.7]
+        assert cfg["detector"] == "mtcnn" and cfg["thresholds"] == [0.6, 0.7, 0.8]
         assert {"fps", "detect_every", "min_face_size", "batch_frames"} <= set(cfg)

@@ -82,3 +82,13 @@ def test_key_frames_must_increase():
     tr.update(3, Faces.none())
     with pytest.raises(ValueError, match="increase"):
         tr.update(3, Faces.none())
+
+
+def test_live_sizes_forget_lost_tracks():
+    tr = Tracker(max_gap=1)
+    tr.update(0, _faces(([0, 0, 40, 50], 0.9)))
+    assert tr.live_sizes() == [50.0]
+    tr.update(5, Faces.none())
+    assert tr.live_sizes() == [50.0]  # one key frame missed: still linkable
+    tr.update(10, Faces.none())
+    assert tr.live_sizes() == []

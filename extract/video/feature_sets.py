@@ -12,6 +12,8 @@ Config keys
   logits            (face_fer2013) append the 7 class logits to the pooled features
   fps               None = every frame, else a sampling rate (timestamp-based, VFR-safe)
   detect_every      run the detector on every k-th frame, interpolate boxes/landmarks between
+  full_detect_every every n-th key frame searches all face sizes; the others only sizes near the
+                    tracked faces (x0.5 .. x2), which skips mtcnn's costly fine pyramid levels
   max_faces         faces tracked per frame (the main track is chosen among them)
   batch_frames      frames per batch across clips (detector + CNN)
 """
@@ -36,7 +38,8 @@ try:  # the backbones package registers BACKBONES (written alongside this module
 except ImportError as _e:  # pragma: no cover - only while the package is incomplete
     print(f"avemo: face backbones unavailable ({_e})", file=sys.stderr)
 
-_MTCNN_THRESHOLDS = [0.6, 0.7, 0.7]
+# P, R, O-Net; O-Net at 0.8 (as insightface's MTCNN) drops borderline cartoon faces (0.75 seen)
+_MTCNN_THRESHOLDS = [0.6, 0.7, 0.8]
 
 
 def resolve_device(device: str, who: str) -> str:
@@ -58,6 +61,7 @@ class FaceFeatureSet(FeatureSet):
         "min_face_size": 40,
         "fps": None,
         "detect_every": 5,
+        "full_detect_every": 4,
         "max_faces": 3,
         "batch_frames": 64,
     }
@@ -120,7 +124,7 @@ class FaceFeatureSet(FeatureSet):
             self._pipeline = FacePipeline(
                 self.detector(), self.embedder(), fps=c["fps"], detect_every=c["detect_every"],
                 batch_frames=c["batch_frames"], min_face_size=c["min_face_size"],
-                max_faces=c["max_faces"], workers=self.workers,
+                max_faces=c["max_faces"], full_detect_every=c["full_detect_every"], workers=self.workers,
             )
         return self._pipeline
 

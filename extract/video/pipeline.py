@@ -67,7 +67,7 @@ class StageTimes:
         return dict(self.__dict__)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Clip:
     key: int
     clip: ClipInput
@@ -76,6 +76,7 @@ class _Clip:
     buffer: dict[int, np.ndarray] = field(default_factory=dict)  # frames not yet resolved
     new: list[int] = field(default_factory=list)  # frames not yet seen by the detector
     resolved: int = 0  # frames < resolved have their observations
+    n_keys: int = 0
     ended: bool = False
     stats: DecodeStats | None = None
     rows: dict[int, tuple[list[int], list[np.ndarray]]] = field(default_factory=dict)
@@ -178,6 +179,7 @@ class FacePipeline:
         min_face_size: float = 0.0,
         max_faces: int = 3,
         link_iou: float = 0.3,
+        full_detect_every: int = 1,
         workers: int | None = None,
         embed_batch: int = 256,
     ) -> None:
@@ -190,6 +192,7 @@ class FacePipeline:
         self.min_face_size, self.max_faces, self.link_iou = float(min_face_size), int(max_faces), float(link_iou)
         self.workers = default_workers() if workers is None else int(workers)
         self.embed_batch = int(embed_batch)
+        self.full_detect_every = max(1, int(full_detect_every))
         self.times = StageTimes()
         self._pool: DecodePool | None = None
         self.threads: int | None = None  # torch intra-op threads while running (None: see torch_threads)
@@ -274,17 +277,19 @@ class FacePipeline:
     def _step(self, states: dict[int, _Clip]) -> Iterator[ClipFeatures]:
         """Detect key frames of all new frames, resolve tracks, align + embed, emit ended clips."""
         keys: list[tuple[_Clip, int]] = []
+        hints: list[tuple[float, float] | None] = []
         for st in states.values():
-            for i in st.new:
-                if i % self.detect_every == 0:
-                    keys.append((st, i))
-            st.new = []
             last = st.n - 1
-            if st.ended and last >= 0 and last % self.detect_every != 0 and last not in st.tracker._at:
-                keys.append((st, last))
+            new_keys = [i for i in st.new if i % self.detect_every == 0]
+            if st.ended and last >= 0 and last not in st.tracker._at and (not new_keys or new_keys[-1] != last):
+                new_keys.append(last)  # the last frame is always a key frame: nothing after it
+            for i in new_keys:
+                keys.append((st, i))
+                hints.append(self._size_hint(st))
+            st.new = []
         if keys:
             t0 = time.perf_counter()
-            found = self.detector.detect([st.buffer[i] for st, i in keys])
+            found = self.detector.detect([st.buffer[i] for st, i in keys], sizes=hints)
             self.times.detect += time.perf_counter() - t0
             self.times.key_frames += len(keys)
             t0 = time.perf_counter()
@@ -331,6 +336,15 @@ class FacePipeline:
             if st.ended and st.resolved >= st.n and not st.new:
                 del states[key]
                 yield self._finish(st)
+
+    def _size_hint(self, st: _Clip) -> tuple[float, float] | None:
+        """Search only faces of about the tracked size (x0.5 .. x2), except on every
+        ``full_detect_every``-th key frame of a clip (and while nothing is tracked)."""
+        st.n_keys += 1
+        if (st.n_keys - 1) % self.full_detect_every == 0:
+            return None
+        sizes = st.tracker.live_sizes()
+        return (min(sizes) / 2.0, max(sizes) * 2.0) if sizes else None
 
     # ------------------------------------------------------------------ results
 

@@ -118,6 +118,16 @@ class Tracker:
             tr.add(frame, faces.boxes[j], faces.landmarks[j], faces.scores[j])
             self._last[tid] = k
 
+    def live_sizes(self) -> list[float]:
+        """Face sides (px) of the tracks still linkable: a size hint for the next detection."""
+        k = len(self._keys)
+        out = []
+        for t, last in self._last.items():
+            if k - 1 - last <= self.max_gap:
+                b = self.tracks[t].boxes[-1]
+                out.append(float(max(b[2] - b[0], b[3] - b[1])))
+        return out
+
     @property
     def key_frames(self) -> list[int]:
         return list(self._keys)

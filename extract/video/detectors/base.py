@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,11 @@ class Detector:
 
     name: str = ""
 
-    def detect(self, frames: np.ndarray | list[np.ndarray]) -> list[Faces]:
+    def detect(
+        self, frames: np.ndarray | list[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None = None
+    ) -> list[Faces]:
+        """``sizes``: optional per-frame (min, max) face side hint from tracking; detectors
+        that can use it search only those scales, others ignore it."""
         raise NotImplementedError
 
     def weights_info(self) -> dict[str, str]:

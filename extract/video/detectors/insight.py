@@ -100,8 +100,10 @@ class _InsightDetector(Detector):
     def config(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "input_size": list(self.input_size), "nms": self.nms}
 
-    def detect(self, frames: np.ndarray | list[np.ndarray]) -> list[Faces]:
-        out = []
+    def detect(
+        self, frames: np.ndarray | list[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None = None
+    ) -> list[Faces]:
+        out = []  # one fixed-size forward per frame: size hints do not make it cheaper
         for img in frames:
             det, kps = self.model.detect(np.ascontiguousarray(img[..., ::-1]), input_size=self.input_size)
             if det is None or not len(det) or kps is None:

@@ -224,7 +224,7 @@ class MTCNN(Detector):
 
     def __init__(
         self,
-        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        thresholds: Sequence[float] = (0.6, 0.7, 0.8),
         min_face_size: float = 40,
         factor: float = 0.709,
         nms: Sequence[float] = (0.5, 0.7, 0.7, 0.7),
@@ -262,19 +262,25 @@ class MTCNN(Detector):
         return contextlib.nullcontext()
 
     @torch.inference_mode()
-    def detect(self, frames: np.ndarray | list[np.ndarray]) -> list[Faces]:
+    def detect(
+        self, frames: np.ndarray | list[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None = None
+    ) -> list[Faces]:
+        """Faces per frame. ``sizes[i] = (lo, hi)`` limits frame i's pyramid to faces of about
+        that side (a tracked face's size): P-Net then skips the big, expensive levels."""
         n = len(frames)
         out: list[Faces] = [Faces.none() for _ in range(n)]
         for idx, stack in group_by_shape(frames):
-            for i, faces in zip(idx, self._detect_same_size(stack), strict=True):
+            rng = np.array([(0.0, np.inf) if sizes is None or sizes[i] is None else sizes[i] for i in idx],
+                           np.float64).reshape(-1, 2)
+            for i, faces in zip(idx, self._detect_same_size(stack, rng), strict=True):
                 out[i] = faces
         return out
 
-    def _detect_same_size(self, frames: np.ndarray) -> list[Faces]:
+    def _detect_same_size(self, frames: np.ndarray, sizes: np.ndarray) -> list[Faces]:
         n = len(frames)
         src = _FrameBatch(frames, self.device, self.backend)
         with self._autocast():
-            boxes, img_ids = self._stage_p(src)
+            boxes, img_ids = self._stage_p(src, sizes)
             if len(boxes):
                 boxes, img_ids = self._stage_r(src, boxes, img_ids)
             if len(boxes):
@@ -304,12 +310,18 @@ class MTCNN(Detector):
             side *= self.factor
         return scales
 
-    def _stage_p(self, src: _FrameBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _stage_p(self, src: _FrameBatch, sizes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = src.shape
         dev = self.device
         all_boxes, all_ids = [], []
         for s in self._scales(h, w):
-            reg, prob = self.pnet(src.level((int(h * s + 1), int(w * s + 1))))
+            level = src.level((int(h * s + 1), int(w * s + 1)))
+            face = 12.0 / s  # face side this level's 12-px window sees, with one level of slack:
+            use = np.nonzero((face >= sizes[:, 0] * self.factor) & (face * self.factor <= sizes[:, 1]))[0]
+            if not len(use):
+                continue
+            sub = len(use) < len(sizes)
+            reg, prob = self.pnet(level[torch.from_numpy(use).to(dev)] if sub else level)
             cand = (prob >= self.thresholds[0]).nonzero()
             if not len(cand):
                 continue
@@ -322,7 +334,7 @@ class MTCNN(Detector):
             b = torch.cat([q1, q2], 1)
             keep = batched_nms(b, score, ids, self.nms[0])
             all_boxes.append(torch.cat([b[keep], score[keep, None], r[keep]], 1))
-            all_ids.append(ids[keep])
+            all_ids.append(torch.from_numpy(use).to(dev)[ids[keep]] if sub else ids[keep])
         if not all_boxes:
             return torch.zeros(0, 5, device=dev), torch.zeros(0, dtype=torch.long, device=dev)
         boxes, ids = torch.cat(all_boxes), torch.cat(all_ids)
