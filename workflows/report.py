@@ -61,8 +61,9 @@ def bar_chart(agg: pd.DataFrame, metric: str, path: Path) -> Path:
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels([lab.replace("__", "\n") for lab in labels], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel(metric)
-    n = agg["n"].tolist() if "n" in agg else []
-    ax.set_title(f"{metric} (mean ± std over {min(n) if n else '?'}-{max(n) if n else '?'} runs)")
+    n = sorted(set(agg["n"].tolist())) if "n" in agg else []
+    runs = "?" if not n else (str(n[0]) if len(n) == 1 else f"{n[0]}-{n[-1]}")
+    ax.set_title(f"{metric} (mean ± std over {runs} runs per config)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -248,8 +249,12 @@ def write_report(
 ) -> Path:
     """``report.md`` + ``plots/*.png`` for a finished (or partly finished) grid."""
     out = Path(out_dir)
-    if table is None:
-        table = pd.read_csv(out / "results.csv", dtype={"fold": str, "seed": str})
+    if table is None:  # axis labels are strings (a seed "0" is a label, not a metric)
+        import yaml
+
+        axes = list((yaml.safe_load((out / "grid.yaml").read_text()) or {}).get("axes", {})) \
+            if (out / "grid.yaml").exists() else ["fold", "seed"]
+        table = pd.read_csv(out / "results.csv", dtype={a: str for a in axes})
     if agg is None:
         from avemo.workflows.ablate import aggregate
 
@@ -259,7 +264,12 @@ def write_report(
     all_metrics = _metrics(agg)
     shown = [m for m in (metrics or all_metrics) if m in all_metrics and m != "wall_s"]
     prim = primary_metric(shown or all_metrics, primary)
-    name = getattr(grid, "name", None) or out.name
+    name = getattr(grid, "name", None)
+    if name is None and (out / "grid.yaml").exists():
+        import yaml
+
+        name = (yaml.safe_load((out / "grid.yaml").read_text()) or {}).get("name")
+    name = name or out.name
     md = [f"# Ablation report: {name}", ""]
     counts = table["status"].value_counts().to_dict() if "status" in table else {}
     md += [f"{len(table)} cells: " + ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
