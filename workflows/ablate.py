@@ -415,6 +415,22 @@ def dist_env() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+            "ROLE_RANK", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
+            "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_USE_AGENT_STORE")
+
+
+class _single_process_env:
+    """Hide torchrun's variables while cells train: Lightning would otherwise treat every
+    single-device run as one rank of a distributed job (the grid, not the run, is sharded)."""
+
+    def __enter__(self) -> None:
+        self.saved = {k: os.environ.pop(k) for k in DIST_ENV if k in os.environ}
+
+    def __exit__(self, *exc: object) -> None:
+        os.environ.update(self.saved)
+
+
 def _init_torch_dist(world: int) -> bool:
     """Under torchrun (MASTER_ADDR set) use a gloo group for the final barrier."""
     if world <= 1 or not os.environ.get("MASTER_ADDR"):
@@ -518,23 +534,24 @@ def run_grid(
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    use_dist = _init_torch_dist(world)
     train_fn = train_fn or default_train_fn(g.train_fn)
     cache = {} if feature_cache is None else feature_cache
     mine = [c for c in shard(cells, rank, world) if c.cell_id not in bad]
     t0 = time.perf_counter()
     started = time.time() - 1.0
     ran = 0
-    for i, cell in enumerate(mine):
-        run_dir = out / "runs" / cell.cell_id
-        if cell_state(run_dir, _cell_hash(g, cell)) == "done":
-            continue
-        rec = run_cell(g, cell, run_dir, train_fn, cache)
-        ran += 1
-        states[cell.cell_id] = rec["status"]
-        say(f"[{i + 1}/{len(mine)}] {cell.cell_id}: {rec['status']} in {rec['wall_s']:.1f}s "
-            + _brief(rec.get("metrics", {})))
+    with _single_process_env():  # each cell is a one-process run, even under torchrun
+        for i, cell in enumerate(mine):
+            run_dir = out / "runs" / cell.cell_id
+            if cell_state(run_dir, _cell_hash(g, cell)) == "done":
+                continue
+            rec = run_cell(g, cell, run_dir, train_fn, cache)
+            ran += 1
+            states[cell.cell_id] = rec["status"]
+            say(f"[{i + 1}/{len(mine)}] {cell.cell_id}: {rec['status']} in {rec['wall_s']:.1f}s "
+                + _brief(rec.get("metrics", {})))
     wall = time.perf_counter() - t0
+    use_dist = _init_torch_dist(world)
     if world > 1:
         (out / "shards").mkdir(exist_ok=True)
         _write_json(out / "shards" / f"rank{rank}-of-{world}.json", {"rank": rank, "cells": len(mine), "ran": ran})
