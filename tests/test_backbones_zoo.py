@@ -174,6 +174,17 @@ def test_torchvision_sequential_head_and_resnet50(tmp_path) -> None:
     assert "torchvision_resnet50" in r50.weights_info()
 
 
+@pytest.mark.parametrize(("model", "dim"), [("squeezenet1_1", 512), ("mnasnet0_5", 1280)])
+def test_torchvision_conv_head_and_versioned_state(model, dim, tmp_path) -> None:
+    """SqueezeNet has no Linear head (pooled trunk instead); MNASNet checks the state dict's
+    ``_metadata`` version, which loading must keep."""
+    import torchvision
+
+    torch.save(torchvision.models.get_model(model).state_dict(), tmp_path / "w.pth")
+    bb = BACKBONES.build(f"torchvision:{model}", weights=tmp_path / "w.pth")
+    assert bb.out_dim == dim and bb.embed(face_crops(224)).shape == (2, dim)
+
+
 def test_torchvision_wrong_weights_and_missing(tmp_path, no_weights_anywhere) -> None:
     import torchvision
 

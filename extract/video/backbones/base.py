@@ -15,6 +15,7 @@ import logging
 import os
 import warnings
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -178,7 +179,7 @@ class TorchBackbone(FaceBackbone):
         return torch.cat(outs)
 
 
-def load_state_dict_file(path: str | os.PathLike[str], who: str) -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str | os.PathLike[str], who: str) -> Mapping[str, torch.Tensor]:
     """A plain state dict from ``path`` (weights_only), unwrapping common checkpoint nesting."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -194,7 +195,7 @@ def load_state_dict_file(path: str | os.PathLike[str], who: str) -> dict[str, to
             obj = obj[key]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{who}: {path} does not hold a state dict (name -> tensor)")
-    return dict(obj)
+    return obj  # keeps ``_metadata`` (module versions some torchvision models check)
 
 
 def load_into(
@@ -210,11 +211,16 @@ def load_into(
     Leading ``module.`` (DataParallel) is stripped; keys under ``ignore_prefixes`` (classifier
     heads the tap does not use) are dropped.
     """
-    clean = {}
+    clean: OrderedDict[str, torch.Tensor] = OrderedDict()
     for k, v in state.items():
         k = k.removeprefix("module.")
         if not (ignore_prefixes and k.startswith(ignore_prefixes)):
             clean[k] = v
+    meta = getattr(state, "_metadata", None)
+    if meta is not None:
+        clean._metadata = OrderedDict(  # type: ignore[attr-defined]
+            (m.removeprefix("module.") if m != "module" else "", v) for m, v in meta.items()
+        )
     own = net.state_dict()
     for k in own:  # BN step counters: absent from converted (numpy / Caffe) weights, unused in eval
         if k.endswith("num_batches_tracked") and k not in clean:

@@ -57,14 +57,26 @@ def weight_spec(model: str, tag: str = "DEFAULT") -> tuple[WeightSpec, object]:
 
 
 def replace_last_linear(net: nn.Module) -> tuple[str, int]:
-    """Swap the model's last ``nn.Linear`` for Identity; returns its name and input width."""
+    """Swap the model's last ``nn.Linear`` for Identity; returns its name and input width.
+
+    SqueezeNet classifies with a conv: its whole ``classifier`` becomes global average pooling.
+    """
     linears = [
         (n, m)
         for n, m in net.named_modules()
         if isinstance(m, nn.Linear) and not n.startswith(_AUX)
     ]
     if not linears:
-        raise ValueError(f"{type(net).__name__} has no Linear classifier layer to tap before")
+        head = getattr(net, "classifier", None)
+        convs = (
+            [m for m in head.modules() if isinstance(m, nn.Conv2d)]
+            if isinstance(head, nn.Module)
+            else []
+        )
+        if not convs:
+            raise ValueError(f"{type(net).__name__} has no Linear or conv classifier to tap before")
+        net.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        return "classifier", convs[0].in_channels
     name, lin = linears[-1]
     parent, _, attr = name.rpartition(".")
     setattr(net.get_submodule(parent) if parent else net, attr, nn.Identity())
@@ -104,7 +116,6 @@ class TorchvisionBackbone(TorchBackbone):
         if hasattr(net, "transform_input"):
             net.transform_input = True  # what torchvision's builders set when ImageNet weights load
         state = load_state_dict_file(self.weights_path, f"torchvision:{model}")
-        state = {k: v for k, v in state.items() if not k.startswith(_AUX)}
         for aux in ("aux1", "aux2", "AuxLogits"):
             if getattr(net, aux, None) is not None:
                 setattr(net, aux, None)
@@ -115,10 +126,11 @@ class TorchvisionBackbone(TorchBackbone):
             state,
             f"torchvision:{model}",
             self.weights_path,
+            ignore_prefixes=_AUX,
             layout=f"torchvision.models.get_model({model!r}).state_dict() keys",
         )
         head, self.out_dim = replace_last_linear(net)
-        self.tap = f"input of {head} (last Linear): penultimate pooled features"
+        self.tap = f"input of {head} (last classifier layer): penultimate pooled features"
         self._finish(net)
 
     def _find(self, weights: str | os.PathLike[str] | None) -> Path:
