@@ -193,6 +193,8 @@ class FacePipeline:
         self.workers = default_workers() if workers is None else int(workers)
         self.embed_batch = int(embed_batch)
         self.full_detect_every = max(1, int(full_detect_every))
+        # when the decoders fall behind, work on what is there, but not on tiny batches
+        self.min_flush = max(1, self.batch_frames // 4)
         self.times = StageTimes()
         self._pool: DecodePool | None = None
         self.threads: int | None = None  # torch intra-op threads while running (None: see torch_threads)
@@ -252,7 +254,7 @@ class FacePipeline:
                         del states[key]
                         self.times.decode += ev[3].seconds
                         yield self._empty(st.clip, "error", ev[2])
-                if pending >= self.batch_frames or (ev is None and pending) or (
+                if pending >= self.batch_frames or (ev is None and pending >= self.min_flush) or (
                     ev is not None and ev[0] == "end" and pending == 0
                 ):
                     yield from self._step(states)
