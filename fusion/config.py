@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
         "classes": None,  # clip tasks: class order (default: sorted labels of the manifest)
         "missing_clips": "error",  # manifest clip absent from a feature file: error | skip
         "non_ok": "skip",  # clips whose status is not ok: skip | keep (kept with zero mask)
+        "dtype": "float32",  # device copy of the features: float32 | float16 (half the memory)
         "normalize": True,  # z-score with training-split statistics (masked rows excluded)
         "max_rows": None,  # clip tasks: cap rows per clip (uniform subsample), bounds memory
         "window": {"length": 300, "hop": 200},  # frame tasks
@@ -69,7 +70,7 @@ DEFAULTS: dict[str, Any] = {
         "limit_train_batches": None,
     },
     "eval": {"smooth": {}},  # frame tasks: target -> uniform filter width (frames)
-    "output": {"dir": "runs", "plots": True},
+    "output": {"dir": "runs", "plots": True, "verbose": True},  # verbose: one line per epoch
 }
 
 

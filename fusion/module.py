@@ -199,6 +199,10 @@ class FusionModule(L.LightningModule):
         row.update(self._last_val)
         self.history.append(row)
         self._write_history()
+        if (self.cfg.get("output") or {}).get("verbose", True):
+            shown = {k: v for k, v in row.items() if k in ("train/loss", "val/loss", self.monitor)}
+            print(f"[{self.cfg.get('name')}] epoch {row['epoch']:3d}  "
+                  + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()), flush=True)
 
     def on_train_end(self) -> None:
         self._save("last.pt")

@@ -107,6 +107,8 @@ def fit_and_evaluate(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, run_di
         callbacks.append(L.pytorch.callbacks.EarlyStopping(
             monitor=module.monitor, mode=module.mode, patience=int(es.get("patience", 10)),
             min_delta=float(es.get("min_delta", 0.0)), check_finite=False))
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # no "GPU available"/tips banners
     trainer = L.Trainer(
         accelerator=accelerator, devices=1, max_epochs=int(tc["max_epochs"]),
         deterministic="warn" if tc.get("deterministic", True) else False,
@@ -119,6 +121,7 @@ def fit_and_evaluate(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, run_di
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*is an invalid value for.*")
+        warnings.filterwarnings("ignore", ".*LeafSpec.*")
         trainer.fit(module, train_dataloaders=dm.train_dataloader(), val_dataloaders=dm.val_dataloader())
     fit_s = time.perf_counter() - t0
     best = run_dir / "checkpoints" / "best.pt"

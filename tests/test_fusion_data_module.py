@@ -193,3 +193,16 @@ def test_linear_timeline_resamples_values_onto_label_times(tmp_path):
     # face rows are at t + 0.01 s: interpolation differs from the raw rows
     assert not np.allclose(b["face"][0, 1:n].numpy(), fa.values[1:n])
     assert dm.arrays["face"].values.shape[0] > 0 and "face" in dm.aligned
+
+
+def test_float16_device_copy_gives_float32_batches_close_to_float32(corpus):
+    tmp, c = corpus
+    cache: dict = {}
+    full = _dm(clip_config(c, tmp), cache)
+    half = _dm(clip_config(c, tmp, data={"dtype": "float16"}), cache)
+    assert half.arrays["face"].values.dtype == torch.float16 and len(cache) == 4
+    seq = full.part_seqs["val"]
+    a, b = full.gather(seq), half.gather(seq)
+    assert b["face"].dtype == torch.float32
+    torch.testing.assert_close(a["face"], b["face"], atol=2e-2, rtol=1e-2)
+    assert torch.equal(a["face_mask"], b["face_mask"])
