@@ -91,7 +91,18 @@ def build_model(cfg: Mapping[str, Any], dm: CachedFeatureDataModule) -> torch.nn
 
 def fit_and_evaluate(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, run_dir: Path,
                      model: torch.nn.Module | None = None, progress: bool = False) -> dict[str, Any]:
-    """Seed, build the model (unless given), fit with Lightning, evaluate, write outputs."""
+    """Seed, build the model (unless given), fit with Lightning, evaluate, write outputs.
+
+    ``dm`` may be shared by several calls (same data, split and normalisation); only the
+    model / loss / optimiser / trainer sections of ``cfg`` should differ between them.
+    ``run_dir`` gets the full set of outputs (config, data report, splits included).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.yaml").exists():
+        dump_config(cfg, run_dir / "config.yaml")
+    if not (run_dir / "data_report.json").exists():
+        _write_data_side(dm, run_dir)
     seed = int(cfg.get("seed") or 0)
     L.seed_everything(seed, workers=False, verbose=False)
     if model is None:
@@ -144,7 +155,6 @@ def train_from_config(config: str | os.PathLike[str] | Mapping[str, Any],
     run_dir = make_run_dir(cfg, run_dir)
     dump_config(cfg, run_dir / "config.yaml")
     dm = build_datamodule(cfg, device, feature_cache)
-    _write_data_side(dm, run_dir)
     if progress is None:
         progress = bool(os.environ.get("AVEMO_PROGRESS"))
     return fit_and_evaluate(cfg, dm, run_dir, progress=progress)

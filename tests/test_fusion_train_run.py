@@ -118,3 +118,19 @@ def test_jca_reference_schedule_values():
     lrs = [jca_reference_lr(e) for e in range(10)]
     assert lrs[:5] == [1e-4] * 5
     np.testing.assert_allclose(lrs[5:], [1e-3, 1e-3, 8e-4, 8e-4, 6.4e-4])
+
+
+def test_grid_style_reuse_of_one_datamodule(clip_data, tmp_path):
+    from avemo.fusion.train import build_datamodule, fit_and_evaluate
+
+    tmp, c = clip_data
+    base = load_config(clip_config(c, tmp, trainer={"max_epochs": 1}))
+    dm = build_datamodule(base, "cpu", feature_cache={})
+    out = []
+    for fusion in ("concat", "fbp"):
+        cfg = load_config(base, [f"model={{name: zhou, fusion: {fusion}}}"])
+        res = fit_and_evaluate(cfg, dm, tmp_path / fusion)
+        out.append(res)
+        assert (tmp_path / fusion / "config.yaml").exists() and (tmp_path / fusion / "folds.csv").exists()
+        assert yaml.safe_load((tmp_path / fusion / "config.yaml").read_text())["model"]["fusion"] == fusion
+    assert all("val/accuracy" in r["metrics"] for r in out)
