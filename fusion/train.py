@@ -155,6 +155,11 @@ def train_from_config(config: str | os.PathLike[str] | Mapping[str, Any],
     run_dir = make_run_dir(cfg, run_dir)
     dump_config(cfg, run_dir / "config.yaml")
     dm = build_datamodule(cfg, device, feature_cache)
+    if cfg["output"].get("verbose", True):
+        parts = ", ".join(f"{p} {len(v)}" for p, v in dm.splits["partitions"].items())
+        print(f"[{cfg['name']}] {len(dm.manifest)} clips ({parts}) on {device}; run folder {run_dir}")
+        for note in dm.notes:
+            print(f"[{cfg['name']}] note: {note}")
     if progress is None:
         progress = bool(os.environ.get("AVEMO_PROGRESS"))
     return fit_and_evaluate(cfg, dm, run_dir, progress=progress)
