@@ -280,6 +280,23 @@ def test_user_weight_architectures(name, tmp_path, monkeypatch) -> None:
         BACKBONES.build(name, weights=tmp_path / "bad.pth")
 
 
+def test_ir50_lfan_style_checkpoint(tmp_path) -> None:
+    """LFAN wraps IR-50 as ``backbone.*`` + ``logits.*`` and trains on small crops (5x5 final map)."""
+    from avemo.extract.video.backbones.ir50 import IR50
+
+    ref = _randomised(IR50(input_size=80))
+    state = {"backbone." + k: v for k, v in ref.state_dict().items()}
+    state["logits.weight"], state["logits.bias"] = torch.zeros(8, 512), torch.zeros(8)
+    torch.save(state, tmp_path / "lfan.pth")
+    with pytest.raises(ValueError, match="input_size=80"):
+        BACKBONES.build("ir50", weights=tmp_path / "lfan.pth")
+    bb = BACKBONES.build("ir50", weights=tmp_path / "lfan.pth", input_size=80)
+    crops = face_crops(80)
+    with torch.no_grad():
+        want = ref(normalise(crops, bb.mean, bb.std))
+    torch.testing.assert_close(bb.embed(crops), want, atol=1e-4, rtol=1e-3)
+
+
 @pytest.mark.parametrize("name", ["ir50", "vggface2_resnet50", "hsemotion_enet_b0"])
 def test_user_weight_architectures_missing(name, no_weights_anywhere) -> None:
     with pytest.raises(MissingWeightsError) as e:

@@ -198,6 +198,13 @@ def load_state_dict_file(path: str | os.PathLike[str], who: str) -> Mapping[str,
     return obj  # keeps ``_metadata`` (module versions some torchvision models check)
 
 
+def _strip(key: str, prefixes: tuple[str, ...]) -> str:
+    """``module.backbone.x`` -> ``x``: leading wrapper prefixes, repeatedly."""
+    while prefixes and key.startswith(prefixes):
+        key = key[len(next(p for p in prefixes if key.startswith(p))) :]
+    return key
+
+
 def load_into(
     net: nn.Module,
     state: Mapping[str, torch.Tensor],
@@ -205,21 +212,22 @@ def load_into(
     path: str | os.PathLike[str],
     ignore_prefixes: tuple[str, ...] = (),
     layout: str = "",
+    strip_prefixes: tuple[str, ...] = ("module.",),
 ) -> None:
     """Strict load with one readable error listing missing, unexpected and wrong-shaped keys.
 
-    Leading ``module.`` (DataParallel) is stripped; keys under ``ignore_prefixes`` (classifier
+    Leading ``strip_prefixes`` (DataParallel's ``module.``, wrappers' ``backbone.``) are stripped; keys under ``ignore_prefixes`` (classifier
     heads the tap does not use) are dropped.
     """
     clean: OrderedDict[str, torch.Tensor] = OrderedDict()
     for k, v in state.items():
-        k = k.removeprefix("module.")
+        k = _strip(k, strip_prefixes)
         if not (ignore_prefixes and k.startswith(ignore_prefixes)):
             clean[k] = v
     meta = getattr(state, "_metadata", None)
     if meta is not None:
         clean._metadata = OrderedDict(  # type: ignore[attr-defined]
-            (m.removeprefix("module.") if m != "module" else "", v) for m, v in meta.items()
+            (_strip(m + ".", strip_prefixes)[:-1], v) for m, v in meta.items()
         )
     own = net.state_dict()
     for k in own:  # BN step counters: absent from converted (numpy / Caffe) weights, unused in eval
@@ -263,6 +271,7 @@ class StateDictBackbone(TorchBackbone):
     weight: ClassVar[Any]  # WeightSpec
     layout: ClassVar[str] = ""
     ignore_prefixes: ClassVar[tuple[str, ...]] = ()
+    strip_prefixes: ClassVar[tuple[str, ...]] = ("module.",)
 
     def __init__(
         self,
@@ -276,8 +285,16 @@ class StateDictBackbone(TorchBackbone):
         self.weights_path = Path(resolve(self.weight.name, weights))  # fails fast, before building
         state = load_state_dict_file(self.weights_path, self.name)
         net = self.build()
-        load_into(net, state, self.name, self.weights_path, self.ignore_prefixes, self.layout)
+        try:
+            args = (self.ignore_prefixes, self.layout, self.strip_prefixes)
+            load_into(net, state, self.name, self.weights_path, *args)
+        except ValueError as e:
+            raise ValueError(f"{e} {self.hint(state)}".strip()) from None
         self._finish(net)
+
+    def hint(self, state: Mapping[str, torch.Tensor]) -> str:
+        """Extra advice when ``state`` does not fit (e.g. a different input size)."""
+        return ""
 
     @abstractmethod
     def build(self) -> nn.Module:

@@ -5,13 +5,17 @@ The architecture follows the widely shared face.evoLVe / InsightFace_Pytorch ``B
 ``input_layer.{0,1,2}`` (conv 3x3 3->64, BN, PReLU), ``body.<i>`` for 24 units (3, 4, 14, 3 at
 widths 64, 128, 256, 512), each ``res_layer.{0..4}`` (BN, conv3x3, PReLU, conv3x3/stride, BN)
 and, when the width changes, ``shortcut_layer.{0,1}`` (1x1 conv, BN); ``output_layer.{0,3,4}``
-(BN2d, Linear 25088->512, BN1d). A leading ``module.`` is stripped; classification heads
-(``head.``, ``fc.``, ``classifier.``) are ignored.
+(BN2d, Linear 512*k*k->512, BN1d; k = 7 for 112 px). Leading ``module.`` / ``backbone.`` are
+stripped; classification heads (``head.``, ``fc.``, ``classifier.``, ``logits.``) are ignored.
+Checkpoints trained on smaller crops (LFAN's wraps the IR-50 as ``backbone.*`` with a 5x5 final
+map) load with the matching ``input_size`` option; the error message says which k the file has.
 
 Input: RGB, (x - 127.5) / 127.5, the 112 ArcFace template crop. Tap: the 512-d embedding.
 """
 
 from __future__ import annotations
+
+import os
 
 from torch import nn
 
@@ -59,8 +63,17 @@ class BottleneckIR(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
+def final_map(size: int) -> int:
+    """Side of the last feature map: four stride-2 3x3 convs with padding 1."""
+    for _ in range(4):
+        size = (size - 1) // 2 + 1
+    return size
+
+
 class IR50(nn.Module):
-    def __init__(self, embedding: int = 512, units: tuple[int, ...] = (3, 4, 14, 3)) -> None:
+    def __init__(
+        self, embedding: int = 512, units: tuple[int, ...] = (3, 4, 14, 3), input_size: int = 112
+    ) -> None:
         super().__init__()
         self.input_layer = nn.Sequential(
             nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64)
@@ -75,7 +88,7 @@ class IR50(nn.Module):
             nn.BatchNorm2d(512),
             nn.Dropout(),
             nn.Flatten(),
-            nn.Linear(512 * 7 * 7, embedding),
+            nn.Linear(512 * final_map(input_size) ** 2, embedding),
             nn.BatchNorm1d(embedding),
         )
 
@@ -94,7 +107,33 @@ class IR50Backbone(StateDictBackbone):
     align_margin = 0.0  # trained on the 112 ArcFace template crops
     tap = "output_layer (BN-Linear-BN 512-d embedding, before L2 normalisation)"
     layout = LAYOUT
-    ignore_prefixes = ("head.", "fc.", "classifier.")
+    ignore_prefixes = ("head.", "fc.", "classifier.", "logits.")
+    strip_prefixes = ("module.", "backbone.")
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = None,
+        device: str = "cpu",
+        input_size: int = 112,
+        batch_size: int = 64,
+    ) -> None:
+        self.input_size = int(input_size)
+        if final_map(self.input_size) < 1 or self.input_size < 16:
+            raise ValueError(f"ir50: input_size {input_size} is too small")
+        super().__init__(weights=weights, device=device, batch_size=batch_size)
 
     def build(self) -> nn.Module:
-        return IR50()
+        return IR50(input_size=self.input_size)
+
+    def hint(self, state) -> str:
+        w = next((v for k, v in state.items() if k.endswith("output_layer.3.weight")), None)
+        if w is None or w.ndim != 2 or w.shape[1] % 512:
+            return ""
+        k = round((w.shape[1] // 512) ** 0.5)
+        if k * k * 512 != w.shape[1] or k == final_map(self.input_size):
+            return ""
+        sizes = [s for s in range(16, 257) if final_map(s) == k]
+        return (
+            f"This checkpoint ends in a {k}x{k} map: it was trained on {sizes[0]}-{sizes[-1]} px crops; "
+            f"build ir50 with input_size={sizes[-1]} (or the size it was trained on)."
+        )
