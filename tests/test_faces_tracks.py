@@ -92,3 +92,12 @@ def test_live_sizes_forget_lost_tracks():
     assert tr.live_sizes() == [50.0]  # one key frame missed: still linkable
     tr.update(10, Faces.none())
     assert tr.live_sizes() == []
+
+
+def test_fill_follows_timestamps_for_variable_frame_rate():
+    tr = Tracker()
+    tr.update(0, _faces(([0, 0, 40, 40], 0.9)))
+    tr.update(2, _faces(([12, 0, 52, 40], 0.9)))
+    times = [0.0, 0.25, 1.0]  # frame 1 is a quarter of the way in time, not half
+    np.testing.assert_allclose(tr.fill(0, 3, times)[1][0].box, [3, 0, 43, 40])
+    np.testing.assert_allclose(tr.fill(0, 3)[1][0].box, [6, 0, 46, 40])

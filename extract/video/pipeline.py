@@ -309,7 +309,7 @@ class FacePipeline:
             upto = kf[-1] + 1
             if upto <= st.resolved:
                 continue
-            for f, obs in st.tracker.fill(st.resolved, upto).items():
+            for f, obs in st.tracker.fill(st.resolved, upto, st.times).items():
                 for o in obs:
                     jobs.append((st, f, o.track))
                     frames.append(st.buffer[f])

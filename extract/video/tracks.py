@@ -139,8 +139,12 @@ class Tracker:
         tr = self.tracks[tid]
         return Observation(tid, tr.boxes[i], tr.landmarks[i], tr.scores[i])
 
-    def fill(self, start: int, stop: int) -> dict[int, list[Observation]]:
-        """Observations of every track for frames ``start <= f < stop`` (all inside key frames)."""
+    def fill(self, start: int, stop: int, times: list[float] | None = None) -> dict[int, list[Observation]]:
+        """Observations of every track for frames ``start <= f < stop`` (all inside key frames).
+
+        With ``times`` (frame timestamps) interpolation follows time, not frame count, so
+        variable-frame-rate video moves faces at their real pace.
+        """
         out: dict[int, list[Observation]] = {}
         keys = self._keys
         if not keys:
@@ -156,7 +160,10 @@ class Tracker:
                 out[f] = [o for t in self._at[a] if (o := self._obs(a, t)) is not None] if f == a else []
                 continue
             b = keys[pos + 1]
-            w = (f - a) / (b - a)
+            if times is not None and times[b] > times[a]:
+                w = (times[f] - times[a]) / (times[b] - times[a])
+            else:
+                w = (f - a) / (b - a)
             obs = []
             for tid in set(self._at[a]) | set(self._at[b]):
                 oa, ob = self._obs(a, tid), self._obs(b, tid)
