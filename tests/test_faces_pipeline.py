@@ -135,3 +135,50 @@ def test_every_face_set_is_registered_with_explicit_thresholds():
         cfg = FEATURE_SETS.get(name).default_config
         assert cfg["detector"] == "mtcnn" and cfg["thresholds"] == [0.6, 0.7, 0.8]
         assert {"fps", "detect_every", "min_face_size", "batch_frames"} <= set(cfg)
+
+
+def test_fer_logits_follow_neutral_to_smile(media):
+    """single_face.mp4 goes from a neutral face to a smile: the 7 logits must say so."""
+    fs = FEATURE_SETS.build("face_fer2013", {"logits": True}, "cpu")
+    fs.workers = 0
+    r = _one(fs, media("single_face.mp4"))
+    assert r.status == "ok" and r.mask.all() and r.values.shape[1] == 128 + 7
+    top = r.values[:, 128:].argmax(1)  # FER2013 order: angry disgust fear happy sad surprise neutral
+    assert np.mean(top[:10] == 6) >= 0.8 and np.mean(top[30:60] == 3) >= 0.8
+
+
+class _RandomResNet18:
+    """The agreed backbone interface around torchvision's resnet18 with random weights:
+    112 px RGB crops, a margin, 512-d; exercises sizes/colours other than fer2013's 64 grey."""
+
+    input_size, grayscale, align_margin, out_dim = 112, False, 0.1, 512
+
+    def __init__(self, weights=None, device="cpu"):
+        import torchvision
+
+        torch.manual_seed(0)
+        net = torchvision.models.resnet18(weights=None)
+        net.fc = torch.nn.Identity()
+        self.net = net.eval()
+
+    def weights_info(self):
+        return {"random_resnet18": "none"}
+
+    @torch.inference_mode()
+    def embed(self, crops):
+        assert crops.dtype == torch.uint8 and tuple(crops.shape[1:]) == (112, 112, 3)
+        x = crops.permute(0, 3, 1, 2).float().div(255).sub(0.5)
+        return self.net(x.contiguous(memory_format=torch.channels_last)).float()
+
+
+def test_any_registered_backbone_plugs_in(media):
+    from avemo.extract.registry import BACKBONES
+
+    if "test_random_resnet18" not in BACKBONES:
+        BACKBONES.register("test_random_resnet18")(_RandomResNet18)
+    fs = FEATURE_SETS.build("face_resnet50", {"backbone": "test_random_resnet18", "fps": 5}, "cpu")
+    fs.workers = 0
+    assert fs.weights()["random_resnet18"] == "none" and "mtcnn_onet" in fs.weights()
+    r = _one(fs, media("single_face.mp4"))
+    assert r.status == "ok" and r.values.shape == (len(r.mask), 512) and r.mask.all()
+    assert np.isfinite(r.values).all() and r.values.std(0).mean() > 0
