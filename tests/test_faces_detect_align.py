@@ -92,6 +92,7 @@ def test_no_face_in_blank_frame(mtcnn):
     assert len(mtcnn.detect(np.full((2, 120, 160, 3), 128, np.uint8))[0]) == 0
 
 
+@pytest.mark.filterwarnings("ignore:`estimate` is deprecated:FutureWarning")
 def test_similarity_matches_insightface_estimate_norm():
     from insightface.utils.face_align import estimate_norm
 
