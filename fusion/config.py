@@ -48,8 +48,10 @@ DEFAULTS: dict[str, Any] = {
         "method": "official",  # official | kfold | subjects
         "k": 5,
         "fold": 0,
-        "val": "next_fold",  # kfold/subjects: next_fold | test | official
-        "shuffle": False,  # kfold: shuffle sorted ids with the seed before chunking
+        "val": "next_fold",  # kfold/subjects: next_fold | test (validate on the test fold)
+        "pool": "all",  # kfold/subjects: all | trainval (official test clips stay out)
+        "shuffle": False,  # shuffle sorted ids / subjects with the seed before assigning
+        "use_manifest_folds": True,  # kfold: the manifest's fold column when it has one
     },
     "model": {"name": None},  # MODELS name + its kwargs
     "loss": {
@@ -200,7 +202,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
         "data.missing_clips": (data["missing_clips"], ("error", "skip")),
         "data.non_ok": (data["non_ok"], ("skip", "keep")),
         "split.method": (cfg["split"]["method"], ("official", "kfold", "subjects")),
-        "split.val": (cfg["split"]["val"], ("next_fold", "test", "official")),
+        "split.val": (cfg["split"]["val"], ("next_fold", "test")),
+        "split.pool": (cfg["split"]["pool"], ("all", "trainval")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
