@@ -219,6 +219,14 @@ def markdown(summary: pd.DataFrame, folds_desc: str, command: str, notes: str = 
     for _, r in summary.iterrows():
         lines.append(f"| {r['what']} | {r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f} | "
                      f"{r['uar_mean']:.3f} ± {r['uar_std']:.3f} |")
+    deep = summary[~summary["method"].str.endswith("_svm")]
+    base = summary[summary["method"].str.endswith("_svm")]
+    if len(deep) and len(base):
+        d, b = deep.iloc[0], base.iloc[0]
+        gap = d["uar_mean"] - b["uar_mean"]
+        verdict = "beats" if gap > 0 else "trails"
+        lines += ["", f"Best stage-two model ({d['method']}) {verdict} the strongest baseline ({b['method']}) "
+                  f"by {abs(gap) * 100:.1f} UAR points."]
     lines += ["", f"Reproduce: `{command}`"]
     if notes:
         lines += ["", notes]
