@@ -182,3 +182,35 @@ def test_any_registered_backbone_plugs_in(media):
     r = _one(fs, media("single_face.mp4"))
     assert r.status == "ok" and r.values.shape == (len(r.mask), 512) and r.mask.all()
     assert np.isfinite(r.values).all() and r.values.std(0).mean() > 0
+
+
+def _crashing_worker(tasks, events):
+    """A decode worker whose FFmpeg 'crashes' (the process dies) on files named *crash*."""
+    import os
+
+    from avemo.extract.video.decode import decode_worker
+
+    class Tap:
+        def get(self):
+            job = tasks.get()
+            if job is not None and "crash" in str(job[1]):
+                events.put(("start", job[0], os.getpid()))
+                os._exit(3)
+            return job
+
+    decode_worker(Tap(), events)
+
+
+def test_dead_decoder_process_fails_only_its_clip(tmp_path, media):
+    fs = FEATURE_SETS.build("face_crops", {"fps": 5, "crop_size": 32}, "cpu")
+    fs.workers = 1
+    pipe = fs.pipeline()
+    from avemo.extract.video.pipeline import DecodePool
+
+    pipe._pool = DecodePool(1)
+    pipe._pool.target = _crashing_worker
+    clips = [ClipInput("crash", str(tmp_path / "crash.mp4")), ClipInput("good", str(media("single_face.mp4")))]
+    out = {r.clip_id: r for r in fs.extract(clips)}
+    assert out["crash"].status == "error" and "decoder process died (exit code 3)" in out["crash"].message
+    assert out["good"].status == "ok" and out["good"].mask.all()
+    fs.close()

@@ -11,6 +11,7 @@ yielded (the runner's writer thread writes it).
 
 from __future__ import annotations
 
+import collections
 import multiprocessing as mp
 import os
 import queue
@@ -94,30 +95,50 @@ def default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
+@dataclass(eq=False)
+class _Worker:
+    proc: Any
+    tasks: Any
+    jobs: collections.deque = field(default_factory=collections.deque)  # sent, not finished
+
+
 class DecodePool:
-    """Persistent decode worker processes (forked: no re-import, fast start) fed by a job queue."""
+    """Persistent decode worker processes (forked: no re-import, fast start).
 
-    def __init__(self, workers: int, queue_chunks: int = 6) -> None:
+    The parent hands each worker at most ``per_worker`` clips at a time (load balancing) and
+    remembers which, so a worker that dies (e.g. FFmpeg crashed) fails exactly the clip it was
+    decoding; its other clips go to a fresh worker.
+    """
+
+    def __init__(self, workers: int, queue_chunks: int = 6, per_worker: int = 2) -> None:
         self.n = workers
+        self.per_worker = per_worker
         self.ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        self.tasks = self.ctx.Queue()
         self.events = self.ctx.Queue(maxsize=max(2, queue_chunks))
-        self.procs: list[Any] = []
-        self.current: dict[int, int] = {}  # pid -> clip key being decoded
+        self.workers: list[_Worker] = []
+        self.target = decode_worker
 
-    def _start(self) -> None:
-        self.procs = [p for p in self.procs if p.is_alive()]
-        while len(self.procs) < self.n:
-            p = self.ctx.Process(target=decode_worker, args=(self.tasks, self.events), daemon=True)
-            p.start()
-            self.procs.append(p)
+    def _spawn(self) -> _Worker:
+        tasks = self.ctx.Queue()
+        p = self.ctx.Process(target=self.target, args=(tasks, self.events), daemon=True)
+        p.start()
+        return _Worker(p, tasks)
 
     def run(self, jobs: Sequence[tuple[int, str, float | None]]) -> Iterator[tuple | None]:
         """Events for ``jobs``; ``None`` when nothing is ready right now (the caller may flush)."""
-        self._start()
-        for job in jobs:
-            self.tasks.put(job)
+        while len(self.workers) < self.n:
+            self.workers.append(self._spawn())
+        todo = collections.deque(jobs)
         open_keys = {k for k, _, _ in jobs}
+
+        def feed() -> None:
+            for w in self.workers:
+                while todo and len(w.jobs) < self.per_worker:
+                    job = todo.popleft()
+                    w.tasks.put(job)
+                    w.jobs.append(job)
+
+        feed()
         while open_keys:
             try:
                 ev = self.events.get(timeout=0.002)
@@ -126,33 +147,38 @@ class DecodePool:
                 try:
                     ev = self.events.get(timeout=1.0)
                 except queue.Empty:
-                    yield from self._reap(open_keys)
+                    yield from self._reap(open_keys, todo)
+                    feed()
                     continue
             if ev[0] == "start":
-                self.current[ev[2]] = ev[1]
                 continue
             if ev[0] in ("end", "error"):
                 open_keys.discard(ev[1])
+                for w in self.workers:
+                    w.jobs = collections.deque(j for j in w.jobs if j[0] != ev[1])
+                feed()
             yield ev
 
-    def _reap(self, open_keys: set[int]) -> Iterator[tuple]:
-        """A worker that died (e.g. FFmpeg crashed) fails its clip; a new worker replaces it."""
-        for p in self.procs:
-            if not p.is_alive() and p.pid in self.current:
-                key = self.current.pop(p.pid)
+    def _reap(self, open_keys: set[int], todo: collections.deque) -> Iterator[tuple]:
+        for i, w in enumerate(self.workers):
+            if w.proc.is_alive():
+                continue
+            if w.jobs:
+                key = w.jobs.popleft()[0]  # the clip it was decoding (they run in order)
                 if key in open_keys:
                     open_keys.discard(key)
-                    yield ("error", key, f"decoder process died (exit code {p.exitcode})", DecodeStats())
-        self._start()
+                    yield ("error", key, f"decoder process died (exit code {w.proc.exitcode})", DecodeStats())
+                todo.extendleft(reversed(w.jobs))  # never started: to the replacement worker
+            self.workers[i] = self._spawn()
 
     def close(self) -> None:
-        for _ in self.procs:
-            self.tasks.put(None)
-        for p in self.procs:
-            p.join(timeout=2)
-            if p.is_alive():
-                p.terminate()
-        self.procs = []
+        for w in self.workers:
+            w.tasks.put(None)
+        for w in self.workers:
+            w.proc.join(timeout=2)
+            if w.proc.is_alive():
+                w.proc.terminate()
+        self.workers = []
 
 
 def _inline(jobs: Sequence[tuple[int, str, float | None]]) -> Iterator[tuple | None]:
@@ -197,6 +223,7 @@ class FacePipeline:
         self.min_flush = max(1, self.batch_frames // 4)
         self.times = StageTimes()
         self._pool: DecodePool | None = None
+        self._keys = 0
         self.threads: int | None = None  # torch intra-op threads while running (None: see torch_threads)
 
     def close(self) -> None:
@@ -227,7 +254,8 @@ class FacePipeline:
         """One ``ClipFeatures`` per clip, in completion order; a bad clip gets status ``error``."""
         states: dict[int, _Clip] = {}
         jobs = []
-        for key, c in enumerate(clips):
+        base, self._keys = self._keys, self._keys + len(clips)  # keys unique across runs
+        for key, c in enumerate(clips, start=base):
             if not c.video:
                 yield self._empty(c, "error", "no video path in the manifest")
                 continue
