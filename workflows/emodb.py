@@ -233,7 +233,7 @@ def markdown(summary: pd.DataFrame, folds_desc: str, command: str, notes: str = 
     return "\n".join(lines) + "\n"
 
 
-def run_emodb(root: Path = DEFAULT_ROOT, out: Path = Path("runs/emodb"), folds: int = 4, epochs: int = 30,
+def run_emodb(root: Path = DEFAULT_ROOT, out: Path = Path("runs/emodb"), folds: int = 4, epochs: int = 20,
               speakers: Sequence[str] | None = None, models: Sequence[str] = tuple(MODELS),
               baselines: Sequence[str] = tuple(BASELINES), device: str = "cpu",
               bench: bool = True, limit: int | None = None) -> dict[str, Any]:
@@ -271,11 +271,12 @@ def run_emodb(root: Path = DEFAULT_ROOT, out: Path = Path("runs/emodb"), folds: 
     spk = df.groupby("fold")["subject"].unique().map(lambda s: "+".join(sorted(s))).tolist()
     folds_desc = f"{k} folds by speaker ({', '.join(spk)})"
     command = "python -m avemo.workflows.emodb" + (f" --folds {folds}" if folds != 4 else "") + (
-        f" --epochs {epochs}" if epochs != 30 else "")
+        f" --epochs {epochs}" if epochs != 20 else "")
     notes = (f"Deep models: {epochs} epochs, Adam 1e-3 + cosine, batch 16, label smoothing 0.1, balanced "
              "class weights, last epoch evaluated (no checkpoint selection). SVM: StandardScaler + "
              "linear-kernel SVC (balanced class weights), C in {1e-4..1} chosen by leave-one-speaker-out UAR on "
-             "the training speakers. Wall time: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+             "the training speakers. Wall time of this invocation (a rerun reuses cached features, "
+             "functionals and finished runs): " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
     md = markdown(summary, folds_desc, command, notes)
     (out / "README_snippet.md").write_text(md)
     if bench and not speakers and not limit:
@@ -295,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="EmoDB folder (wav/ + labels.csv)")
     p.add_argument("-o", "--out", default="runs/emodb")
     p.add_argument("--folds", type=int, default=4, help="speaker folds (0 = leave one speaker out)")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--speakers", nargs="*", help="subset of speaker ids (quick checks)")
     p.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=list(BASELINES))
