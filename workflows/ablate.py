@@ -355,10 +355,7 @@ class SharedDataTrainer:
         while len(self._dms) > self.keep:
             self._dms.pop(next(iter(self._dms)))
         dm.seed = int(cfg.get("seed") or 0)  # per-run batch order, as in a fresh datamodule
-        write_data_side = getattr(T, "_write_data_side", None)
-        if write_data_side is not None:
-            write_data_side(dm, run_dir)
-        return T.fit_and_evaluate(cfg, dm, run_dir)
+        return T.fit_and_evaluate(cfg, dm, run_dir)  # also writes the run's data side
 
 
 def default_train_fn(spec: str | None = None) -> TrainFn:
