@@ -12,8 +12,11 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
+import av  # imported here, not lazily: forked decode workers then never import anything
+import cv2
 import numpy as np
 
 
@@ -55,8 +58,6 @@ def display_rotation(angle: float | int | None) -> int:
 
 
 def _open(path: str | os.PathLike[str]):  # noqa: ANN202 - av.container.InputContainer
-    import av
-
     p = Path(path)
     if not p.exists():
         raise DecodeError(f"{p}: file does not exist")
@@ -156,8 +157,6 @@ def _chunk(n0: int, ts: list[float], fs: list[np.ndarray], stats: DecodeStats, t
 
 
 def _fit(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    import cv2
-
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
 
 
@@ -181,10 +180,6 @@ def write_video(
 
     ``times`` (seconds) gives explicit presentation times, e.g. a variable frame rate.
     """
-    from fractions import Fraction
-
-    import av
-
     path = Path(path)
     frames = list(frames)
     h, w = frames[0].shape[:2]
