@@ -83,9 +83,9 @@ def _avemo() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "avemo.cli"]
 
 
-def _timed(cmd: list[str], cwd: Path) -> float:
+def _timed(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
@@ -93,7 +93,7 @@ def _timed(cmd: list[str], cwd: Path) -> float:
 
 
 def run_bench(clips: int = 773, epochs: int = 1, seeds: int = 5, subprocess_runs: int = 3,
-              write: bool = True) -> list[dict]:
+              write: bool = True, workers: int = 2) -> list[dict]:
     from avemo.workflows.ablate import load_grid
 
     with tempfile.TemporaryDirectory(prefix="avemo-gridbench-") as tmp:
@@ -113,12 +113,22 @@ def run_bench(clips: int = 773, epochs: int = 1, seeds: int = 5, subprocess_runs
         grid_s = _timed([*_avemo(), "ablate", "-g", str(gpath)], root)
         table = pd.read_csv(root / "grid" / "results.csv")
         done = int((table["status"] == "done").sum())
+        par_s = par_done = None
+        if workers > 1:  # the same grid, cells shared by local worker processes
+            env = {**os.environ, "AVEMO_GRID_WORKERS": str(workers)}
+            par_s = _timed([*_avemo(), "ablate", "-g", str(gpath), "-o", str(root / "grid_par")], root, env)
+            t2 = pd.read_csv(root / "grid_par" / "results.csv")
+            par_done = int((t2["status"] == "done").sum())
     rows = [
         {"what": f"{n} separate `avemo fuse-train` (timed {subprocess_runs}, x{n})", "cells": n,
          "wall_s": sep_each * n, "per_cell_s": sep_each, "speedup": 1.0},
         {"what": f"`avemo ablate` {n}-cell grid, one process (incl. report)", "cells": done,
          "wall_s": grid_s, "per_cell_s": grid_s / max(done, 1), "speedup": sep_each * n / grid_s},
     ]
+    if par_s is not None:
+        rows.append({"what": f"`avemo ablate` {n}-cell grid, {workers} local workers (AVEMO_GRID_WORKERS)",
+                     "cells": par_done, "wall_s": par_s, "per_cell_s": par_s / max(par_done or 1, 1),
+                     "speedup": sep_each * n / par_s})
     notes = (f"AFEW scale: {clips} clips, face 512-d x ~70 rows, audio 96-d x ~35 rows, generated "
              f"features in a temporary HDF5 cache (written in {gen_s:.0f}s, not counted). Grid: "
              f"4 temporal (mean, fan_self, fan_relation, transformer) x 2 fusion (concat, FBP o=256) x "
@@ -143,9 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=1, help="epochs per cell (CPU: training dominates beyond ~1)")
     p.add_argument("--seeds", type=int, default=5, help="seeds per config (4 x 2 configs): 5 -> 40 cells")
     p.add_argument("--subprocess-runs", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2, help="also time the grid with N local workers (1: skip)")
     p.add_argument("--no-write", action="store_true")
     a, _unknown = p.parse_known_args(argv)  # `make bench ARGS=...` passes the same ARGS to every bench
-    rows = run_bench(a.clips, a.epochs, a.seeds, a.subprocess_runs, write=not a.no_write)
+    rows = run_bench(a.clips, a.epochs, a.seeds, a.subprocess_runs, write=not a.no_write, workers=a.workers)
     for r in rows:
         print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()})
     return 0
