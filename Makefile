@@ -19,15 +19,20 @@ GRID ?= workflows/grids/demo.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo manifest features fuse-train ablate report bench test lint clean
+OUT ?= runs/ablate/demo
+
+.PHONY: help setup demo manifest features fuse-train ablate report merge emodb bench test lint clean
 
 help:
 	@echo "make demo        set up, then run the whole pipeline on the built-in demo corpus"
 	@echo "make test        set up, then run the test suite"
 	@echo "make manifest    DATASET=ravdess ROOT=/data/RAVDESS [MANIFEST=...]"
 	@echo "make features    MANIFEST=... SETS='face_fer2013 logmel' FEATURES=... DEVICE=cuda"
-	@echo "make fuse-train  CONFIG=workflows/configs/zhou_fbp.yaml ARGS='trainer.max_epochs=5'"
+	@echo "make fuse-train  CONFIG=workflows/configs/zhou_self_fbp.yaml ARGS='trainer.max_epochs=5'"
 	@echo "make ablate      GRID=workflows/grids/zhou.yaml"
+	@echo "make report      OUT=<grid results folder>  (redraw the Markdown/PNG report)"
+	@echo "make merge       OUT=<grid results folder>  (merge fold models: CCC centering)"
+	@echo "make emodb       the EmoDB real labelled check (../shared/data; ~25 min cold on CPU)"
 	@echo "make bench       benchmarks -> workflows/bench_results/<date>.md"
 	@echo "make lint        ruff"
 
@@ -57,6 +62,15 @@ fuse-train: setup
 
 ablate: setup
 	$(AVEMO) ablate -g $(GRID) $(ARGS)
+
+report: setup
+	$(PY) -m avemo.workflows.report $(OUT) $(ARGS)
+
+merge: setup
+	$(PY) -m avemo.workflows.merge $(OUT) $(ARGS)
+
+emodb: setup
+	$(PY) -m avemo.workflows.emodb $(ARGS)
 
 bench: setup
 	$(PY) -m avemo.data.bench_store $(ARGS)
