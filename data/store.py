@@ -165,6 +165,26 @@ def diff_provenance(have: Mapping[str, Any], want: Mapping[str, Any]) -> list[st
     return lines
 
 
+def expectation_diffs(have: Mapping[str, Any], expect: Mapping[str, Any]) -> list[str]:
+    """Differences between a file's provenance and a run config's *partial* expectation.
+
+    ``expect`` may give ``config_hash`` and/or provenance keys (``feature_set``, ``weights``,
+    ``config``); a partial ``config`` checks only the keys it names, so a training config can
+    pin what matters to it without repeating the whole extractor config.
+    """
+    expect = dict(expect)
+    want_hash = expect.pop("config_hash", None)
+    if want_hash is not None and str(have.get("config_hash")) != str(want_hash):
+        return [f"config_hash: cached {have.get('config_hash')!r} != requested {want_hash!r}"]
+    want = {k: have.get(k) for k in PROVENANCE_KEYS}
+    for k, v in expect.items():
+        if k == "config" and isinstance(v, Mapping) and isinstance(want["config"], Mapping):
+            want["config"] = {**want["config"], **v}
+        else:
+            want[k] = v
+    return diff_provenance(have, want)
+
+
 def check_provenance(have: Mapping[str, Any], want: Mapping[str, Any], where: str) -> None:
     diffs = diff_provenance(have, want)
     if diffs:

@@ -109,25 +109,13 @@ def check_expectation(arr: FeatureArrays, expect: Mapping[str, Any] | None, moda
     """
     if not expect:
         return
-    from avemo.data.store import ConfigMismatchError
+    from avemo.data.store import ConfigMismatchError, expectation_diffs
 
-    expect = dict(expect)
-    want_hash = expect.pop("config_hash", None)
-    have = arr.provenance
-    if want_hash is not None and str(have.get("config_hash")) != str(want_hash):
+    diffs = expectation_diffs(arr.provenance, expect)
+    if diffs:
         raise ConfigMismatchError(
-            f"{arr.path} ({modality}) was made with another config: config_hash cached "
-            f"{have.get('config_hash')!r} != requested {want_hash!r}")
-    if not expect:
-        return
-    want = {k: have.get(k) for k in ("feature_set", "config", "weights")}
-    for k, v in expect.items():
-        if k == "config" and isinstance(v, Mapping) and isinstance(want["config"], Mapping):
-            want["config"] = {**want["config"], **v}
-        else:
-            want[k] = v
-    with FeatureFile(arr.path) as ff:
-        ff.check(want)
+            f"{arr.path} ({modality}) was made with another config; differing keys:\n  "
+            + "\n  ".join(diffs))
 
 
 # ----------------------------------------------------------------------------- windows

@@ -219,20 +219,9 @@ def _feature_path(path: str, cfg: Mapping[str, Any]) -> Path:
 def _expect_problem(ff: Any, expect: Mapping[str, Any]) -> str | None:
     """Why a cached file does not match ``data.expect`` (same rules as the datamodule: a
     ``config_hash``, and/or provenance keys where a partial ``config`` checks only its keys)."""
-    from avemo.data.store import diff_provenance
+    from avemo.data.store import expectation_diffs
 
-    have = ff.provenance
-    expect = dict(expect)
-    want_hash = expect.pop("config_hash", None)
-    if want_hash is not None and str(have.get("config_hash")) != str(want_hash):
-        return f"config_hash cached {have.get('config_hash')!r} != expected {want_hash!r}"
-    want = {k: have.get(k) for k in ("feature_set", "config", "weights")}
-    for k, v in expect.items():
-        if k == "config" and isinstance(v, Mapping) and isinstance(want["config"], Mapping):
-            want["config"] = {**want["config"], **v}
-        else:
-            want[k] = v
-    return "; ".join(diff_provenance(have, want)) or None
+    return "; ".join(expectation_diffs(ff.provenance, expect)) or None
 
 
 def check_features(grid: Grid, cells: Sequence[Cell]) -> dict[str, list[str]]:
