@@ -27,3 +27,27 @@ def test_emodb_tiny_speaker_independent(shared_data, tmp_path):
     assert list(summary.columns[:3]) == ["method", "what", "folds"] and len(summary) == 2
     assert (tmp_path / "emodb" / "README_snippet.md").read_text().count("|") > 10
     assert (tmp_path / "emodb" / "grid" / "folds" / "folds.csv").exists()
+
+
+def test_emodb_model_bundles_build_and_run() -> None:
+    """Every EmoDB model bundle builds from the zoo with the cached row shapes (logmel [64],
+    speech_embedding [96]) and gives clip logits in train and eval mode."""
+    import torch
+
+    from avemo.fusion.registry import MODELS as ZOO
+    from avemo.fusion.registry import load_all
+    from avemo.workflows.emodb import MODELS
+
+    load_all()
+    shapes = {"logmel": (64,), "speech_embedding": (96,)}
+    for name, spec in MODELS.items():
+        feats = spec["data.features"]
+        inputs = {m: shapes[p.rsplit("/", 1)[-1].removesuffix(".h5")] for m, p in feats.items()}
+        cfg = dict(spec["model"])
+        model = ZOO.build(cfg.pop("name"), inputs=inputs, task={"type": "clip", "n_out": 7}, **cfg)
+        batch = {m: torch.randn(2, 30, *s) for m, s in inputs.items()}
+        batch.update({f"{m}_mask": torch.arange(30)[None] < torch.tensor([[30], [12]]) for m in inputs})
+        for train in (True, False):
+            model.train(train)
+            out = model(batch)
+            assert out.shape == (2, 7) and torch.isfinite(out).all(), name

@@ -31,6 +31,12 @@ FEATURE_SETS = ("logmel", "speech_embedding")
 BASELINES = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
 C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
+# training-only augmentation of the audio_cnn encoder (rows are 20 ms apart after max_rows=100
+# on a 2 s clip; longer clips are subsampled more): 2 time masks <= 10 rows, 2 freq masks <= 8
+# of 64 Mel bands, circular shift <= 30 rows
+SPEC_AUGMENT = {"time_masks": 2, "time_mask_width": 10, "freq_masks": 2, "freq_mask_width": 8,
+                "time_shift": 30}
+
 MODELS: dict[str, dict[str, Any]] = {
     # Log-Mel rows [64] per 10 ms -> 2-D CNN trained here -> FAN self-attention -> 7 classes
     "logmel_cnn": {
@@ -40,6 +46,29 @@ MODELS: dict[str, dict[str, Any]] = {
                   "encoder": {"name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
                               "pool_freq": [2, 2, 2], "dropout": 0.2},
                   "temporal": "fan_self"},
+    },
+    # as logmel_cnn + SpecAugment-style time/frequency masks and a random circular time shift
+    # during training only (encoder options), 30 epochs since augmentation slows fitting
+    "logmel_cnn_aug": {
+        "data.features": {"audio": "{features}/logmel.h5"},
+        "data.max_rows": 100,
+        "trainer.max_epochs": 30,
+        "model": {"name": "unimodal", "modality": "audio",
+                  "encoder": {"name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
+                              "pool_freq": [2, 2, 2], "dropout": 0.2, **SPEC_AUGMENT},
+                  "temporal": "fan_self"},
+    },
+    # two audio streams, each with its own encoder + FAN self-attention, pooled vectors
+    # concatenated (zhou's fusion; its "visual" role is simply the Log-Mel stream here)
+    "logmel_aug_speech_concat": {
+        "data.features": {"audio": "{features}/logmel.h5", "speech": "{features}/speech_embedding.h5"},
+        "data.max_rows": 100,
+        "trainer.max_epochs": 30,
+        "model": {"name": "zhou", "visual": "audio", "audio": ["speech"], "fusion": "concat",
+                  "temporal": "fan_self",
+                  "encoder": {"name": "mlp", "per_modality": {"audio": {
+                      "name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
+                      "pool_freq": [2, 2, 2], "dropout": 0.2, **SPEC_AUGMENT}}}},
     },
     # pretrained speech_embedding rows [96] -> MLP -> FAN self-attention pooling -> 7 classes
     "speech_embedding_att": {
@@ -197,6 +226,9 @@ def run_models(df: pd.DataFrame, manifest: Path, features: Path, out: Path, epoc
 
 LABELS = {
     "logmel_cnn": "Log-Mel (64 bands) -> 2-D CNN trained here -> FAN self-attention",
+    "logmel_cnn_aug": "Log-Mel -> 2-D CNN + SpecAugment masks/time shift (train only), 30 epochs -> FAN self-attention",
+    "logmel_aug_speech_concat": "[Log-Mel -> CNN + SpecAugment, 30 ep] ⊕ [speech_embedding -> MLP], each FAN "
+                                "self-attention, concat -> head",
     "speech_embedding_att": "speech_embedding (openwakeword ONNX, 96-d) -> MLP -> FAN self-attention",
     "egemaps_svm": "eGeMAPS v02 functionals (88) -> linear SVM",
     "compare_svm": "ComParE-2016 functionals (6373) -> linear SVM",
