@@ -60,7 +60,7 @@ CLIP7 = {"type": "clip", "n_out": 7}
 FRAME2 = {"type": "frame", "n_out": 2}
 
 TEMPORALS = [
-    "mean", "max", "fan_self", "fan_relation", "transformer",
+    "mean", "max", "stats", "fan_self", "fan_relation", "transformer",
     SMALL_TCN, {"name": "bilstm", "hidden": 6, "layers": 2},
 ]
 

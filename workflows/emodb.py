@@ -70,6 +70,27 @@ MODELS: dict[str, dict[str, Any]] = {
                       "name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
                       "pool_freq": [2, 2, 2], "dropout": 0.2, **SPEC_AUGMENT}}}},
     },
+    # as logmel_cnn_aug, pooled by mean + std statistics instead of attention
+    "logmel_cnn_aug_stats": {
+        "data.features": {"audio": "{features}/logmel.h5"},
+        "data.max_rows": 100,
+        "trainer.max_epochs": 30,
+        "model": {"name": "unimodal", "modality": "audio",
+                  "encoder": {"name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
+                              "pool_freq": [2, 2, 2], "dropout": 0.2, **SPEC_AUGMENT},
+                  "temporal": "stats"},
+    },
+    # as logmel_aug_speech_concat, both streams pooled by mean + std statistics
+    "logmel_aug_speech_stats_concat": {
+        "data.features": {"audio": "{features}/logmel.h5", "speech": "{features}/speech_embedding.h5"},
+        "data.max_rows": 100,
+        "trainer.max_epochs": 30,
+        "model": {"name": "zhou", "visual": "audio", "audio": ["speech"], "fusion": "concat",
+                  "temporal": "stats",
+                  "encoder": {"name": "mlp", "per_modality": {"audio": {
+                      "name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
+                      "pool_freq": [2, 2, 2], "dropout": 0.2, **SPEC_AUGMENT}}}},
+    },
     # pretrained speech_embedding rows [96] -> MLP -> FAN self-attention pooling -> 7 classes
     "speech_embedding_att": {
         "data.features": {"audio": "{features}/speech_embedding.h5"},
@@ -229,6 +250,9 @@ LABELS = {
     "logmel_cnn_aug": "Log-Mel -> 2-D CNN + SpecAugment masks/time shift (train only), 30 epochs -> FAN self-attention",
     "logmel_aug_speech_concat": "[Log-Mel -> CNN + SpecAugment, 30 ep] ⊕ [speech_embedding -> MLP], each FAN "
                                 "self-attention, concat -> head",
+    "logmel_cnn_aug_stats": "Log-Mel -> 2-D CNN + SpecAugment (train only), 30 epochs -> mean+std stats pooling",
+    "logmel_aug_speech_stats_concat": "[Log-Mel -> CNN + SpecAugment, 30 ep] ⊕ [speech_embedding -> MLP], each "
+                                      "mean+std stats pooling, concat -> head",
     "speech_embedding_att": "speech_embedding (openwakeword ONNX, 96-d) -> MLP -> FAN self-attention",
     "egemaps_svm": "eGeMAPS v02 functionals (88) -> linear SVM",
     "compare_svm": "ComParE-2016 functionals (6373) -> linear SVM",
