@@ -70,6 +70,19 @@ MODELS: dict[str, dict[str, Any]] = {
                       "name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
                       "pool_freq": [2, 2, 2], "dropout": 0.2, **SPEC_AUGMENT}}}},
     },
+    # as logmel_aug_speech_concat, more regularised (it overfits: train loss ~0.65, val ~1.3):
+    # smaller speech MLP with input dropout, dropout before the head
+    "logmel_aug_speech_concat_reg": {
+        "data.features": {"audio": "{features}/logmel.h5", "speech": "{features}/speech_embedding.h5"},
+        "data.max_rows": 100,
+        "trainer.max_epochs": 30,
+        "model": {"name": "zhou", "visual": "audio", "audio": ["speech"], "fusion": "concat",
+                  "temporal": "fan_self", "head": {"dropout": 0.3},
+                  "encoder": {"per_modality": {
+                      "speech": {"name": "mlp", "hidden": [128], "dropout": 0.3, "input_dropout": 0.2},
+                      "audio": {"name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
+                                "pool_freq": [2, 2, 2], "dropout": 0.2, **SPEC_AUGMENT}}}},
+    },
     # as logmel_cnn_aug, pooled by mean + std statistics instead of attention
     "logmel_cnn_aug_stats": {
         "data.features": {"audio": "{features}/logmel.h5"},
@@ -250,6 +263,9 @@ LABELS = {
     "logmel_cnn_aug": "Log-Mel -> 2-D CNN + SpecAugment masks/time shift (train only), 30 epochs -> FAN self-attention",
     "logmel_aug_speech_concat": "[Log-Mel -> CNN + SpecAugment, 30 ep] ⊕ [speech_embedding -> MLP], each FAN "
                                 "self-attention, concat -> head",
+    "logmel_aug_speech_concat_reg": "[Log-Mel -> CNN + SpecAugment, 30 ep] ⊕ [speech_embedding -> MLP 128, "
+                                    "dropout 0.3, input dropout 0.2], each FAN self-attention, concat -> "
+                                    "dropout 0.3 -> head",
     "logmel_cnn_aug_stats": "Log-Mel -> 2-D CNN + SpecAugment (train only), 30 epochs -> mean+std stats pooling",
     "logmel_aug_speech_stats_concat": "[Log-Mel -> CNN + SpecAugment, 30 ep] ⊕ [speech_embedding -> MLP], each "
                                       "mean+std stats pooling, concat -> head",
