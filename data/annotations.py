@@ -148,7 +148,9 @@ def read_annotation(
         out = _read_recola(path)
     else:
         try:
-            df = pd.read_csv(path, sep=None, engine="python")
+            # separator from the header line: pandas' sniffing needs its slow Python engine
+            sep = max((";", ",", "\t"), key=head.count)
+            df = pd.read_csv(path, sep=sep, encoding="utf-8-sig")
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
             raise AnnotationError(f"{path}: cannot parse: {e}") from None
         df.columns = [str(c).strip().lower() for c in df.columns]
