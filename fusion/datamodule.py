@@ -390,6 +390,14 @@ class CachedFeatureDataModule(L.LightningDataModule):
         self.window = W
         return t
 
+    def add_partition(self, name: str, clip_ids: Sequence[str]) -> None:
+        """Register extra clips (e.g. a held-out test set for fold merging) as partition ``name``,
+        predicted with the same normalisation, windows and batching as the run's own partitions."""
+        missing = [c for c in clip_ids if c not in self.pos]
+        if missing:
+            raise KeyError(f"clips not in this datamodule: {missing[:10]}")
+        self.part_seqs[name] = self._sequences(clip_ids)
+
     def _sequences(self, clip_ids: Sequence[str]) -> Tensor:
         """Sequence ids (clip positions, or window ids for frame tasks) of a partition."""
         pos = np.array([self.pos[c] for c in clip_ids], np.int64)

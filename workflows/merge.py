@@ -148,7 +148,7 @@ def predict_run_on(run_dir: Path, clip_ids: Sequence[str] | None = None, feature
         ckpt = Path(run_dir) / "checkpoints" / "last.pt"
     model = build_model(cfg, dm)
     model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
-    dm.part_seqs["holdout"] = dm._sequences(ids)  # the datamodule's own sequence builder
+    dm.add_partition("holdout", ids)
     return predict(model, dm, "holdout"), dm
 
 
