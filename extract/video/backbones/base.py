@@ -187,8 +187,8 @@ def load_state_dict_file(path: str | os.PathLike[str], who: str) -> Mapping[str,
         raise ValueError(
             f"{who}: {path} is not a plain state dict loadable with torch.load(weights_only=True) "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). If it is a pickled "
-            "model, convert it once where its code is installed: "
-            "torch.save(torch.load(p, weights_only=False).state_dict(), 'out.pt')"
+            "model you trust, convert it once where its code is installed: unpickle it with "
+            "torch (weights_only=False) and torch.save its .state_dict() to a new file"
         ) from e
     for key in ("state_dict", "model_state_dict", "model", "net"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):

@@ -7,8 +7,8 @@ TF "SAME" padding (asymmetric on stride 2), BatchNorm eps 1e-3, SiLU, squeeze-ex
 ``bn1``, ``blocks.0.0.{conv_dw,bn1,se.conv_reduce,se.conv_expand,conv_pw,bn2}``,
 ``blocks.<s>.<i>.{conv_pw,bn1,conv_dw,bn2,se.conv_reduce,se.conv_expand,conv_pwl,bn3}`` for
 stages 1-6, ``conv_head``, ``bn2``; ``classifier.*`` (the 7/8 emotions) is ignored. Convert a
-HSEmotion .pt once where timm is installed and the file trusted:
-``torch.save(torch.load('enet_b0_8_best_afew.pt', weights_only=False).state_dict(), 'hsemotion_enet_b0.pth')``.
+HSEmotion .pt once where timm is installed and the file trusted: unpickle it with torch
+(``weights_only=False``), then ``torch.save`` its ``.state_dict()`` as ``hsemotion_enet_b0.pth``.
 
 Input: RGB, ImageNet mean/std. Tap: global average pool after ``conv_head``/``bn2``, 1280-d.
 """
