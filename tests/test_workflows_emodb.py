@@ -51,3 +51,39 @@ def test_emodb_model_bundles_build_and_run() -> None:
             model.train(train)
             out = model(batch)
             assert out.shape == (2, 7) and torch.isfinite(out).all(), name
+
+
+def test_emodb_seeds_and_seed_ensemble(shared_data, tmp_path):
+    """--seeds 2 on 2 speakers (1 per fold), 1 epoch: each fold has seeds 0 and 1 (trained
+    differently), the summary averages them per fold, and the ensemble row scores the mean of
+    the two runs' test-clip probabilities, recomputed here from the runs' own predictions."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import balanced_accuracy_score
+
+    from avemo.workflows.emodb import run_emodb
+
+    res = run_emodb(shared_data / "emodb-8spk", tmp_path / "emodb", folds=2, epochs=1,
+                    speakers=["03", "08"], models=["speech_embedding_att"], baselines=[],
+                    bench=False, limit=12, seeds=2)
+    per_fold, summary = res["per_fold"], res["summary"]
+    single = per_fold[per_fold["method"] == "speech_embedding_att"]
+    assert sorted(zip(single["fold"], single["seed"], strict=True)) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert (tmp_path / "emodb" / "grid_seeds" / "runs").is_dir()  # seed 1 runs: their own grid
+    ens = per_fold[per_fold["method"] == "speech_embedding_att_ens2"].set_index("fold")
+    assert sorted(ens.index) == [0, 1]
+    for fold, g in single.groupby("fold"):
+        preds = [pd.read_csv(f"{d}/predictions.csv").query("partition == 'test'").set_index("clip_id").sort_index()
+                 for d in g.sort_values("seed")["run_dir"]]
+        pcols = [c for c in preds[0].columns if c.startswith("p_")]
+        assert not np.allclose(preds[0][pcols], preds[1][pcols])  # the seed changes training
+        mean = (preds[0][pcols].to_numpy() + preds[1][pcols].to_numpy()) / 2
+        pred = np.array([c[2:] for c in pcols])[mean.argmax(1)]
+        assert ens.loc[fold, "uar"] == pytest.approx(balanced_accuracy_score(preds[0]["label"], pred))
+        assert set(ens.loc[fold, "test_speakers"].split()).isdisjoint(ens.loc[fold, "train_speakers"].split())
+    row = summary.set_index("method").loc["speech_embedding_att"]
+    assert row["seeds"] == 2 and row["folds"] == 2
+    assert row["uar_mean"] == pytest.approx(single.groupby("fold")["uar"].mean().mean())
+    assert summary.set_index("method").loc["speech_embedding_att_ens2", "seeds"] == 2
+    md = res["markdown"]
+    assert "ENSEMBLE of 2 seeds" in md and "mean of 2 seeds per fold" in md

@@ -93,6 +93,20 @@ MODELS: dict[str, dict[str, Any]] = {
                       "audio": {"name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
                                 "pool_freq": [2, 2, 2], "dropout": 0.2, **SPEC_AUGMENT}}}},
     },
+    # as logmel_aug_speech_concat_reg, the two pooled vectors fused by factorised bilinear
+    # pooling (FBP, k=5 factors, 256 outputs) instead of concatenation
+    "logmel_aug_speech_fbp_reg": {
+        "data.features": {"audio": "{features}/logmel.h5", "speech": "{features}/speech_embedding.h5"},
+        "data.max_rows": 100,
+        "trainer.max_epochs": 30,
+        "model": {"name": "zhou", "visual": "audio", "audio": ["speech"],
+                  "fusion": {"name": "fbp", "k": 5, "o": 256},
+                  "temporal": "fan_self", "head": {"dropout": 0.3},
+                  "encoder": {"per_modality": {
+                      "speech": {"name": "mlp", "hidden": [128], "dropout": 0.3, "input_dropout": 0.2},
+                      "audio": {"name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
+                                "pool_freq": [2, 2, 2], "dropout": 0.2, **SPEC_AUGMENT}}}},
+    },
     # as logmel_cnn_aug, pooled by mean + std statistics instead of attention
     "logmel_cnn_aug_stats": {
         "data.features": {"audio": "{features}/logmel.h5"},
@@ -238,31 +252,73 @@ def run_baselines(df: pd.DataFrame, out: Path, which: Sequence[str]) -> pd.DataF
 # ----------------------------------------------------------------------------- deep models
 
 
-def run_models(df: pd.DataFrame, manifest: Path, features: Path, out: Path, epochs: int,
-               which: Sequence[str]) -> pd.DataFrame:
-    """The stage-two models as one grid: model x fold (the manifest's speaker folds)."""
+def _grid_rows(df: pd.DataFrame, manifest: Path, features: Path, out_dir: Path, epochs: int,
+               which: Sequence[str], seeds: Sequence[int] | None) -> list[dict[str, Any]]:
+    """One ablation grid (model [x seed] x fold) -> per-run rows, speaker disjointness checked."""
     from avemo.workflows.ablate import run_grid
 
     k = int(df["fold"].max()) + 1
     bundles = {m: b for m, b in _model_bundles(features).items() if m in which}
     classes = sorted(df["label"].unique())
+    axes: dict[str, Any] = {"method": bundles}
+    if seeds is not None:  # no seed axis for seed 0 alone: keeps the cell ids (and cache) of 1-seed runs
+        axes["seed"] = list(seeds)
     grid = {"name": "emodb", "base": base_config(manifest, epochs, classes),
-            "axes": {"method": bundles}, "cv": {"method": "manifest", "k": k, "val": "test"},
+            "axes": axes, "cv": {"method": "manifest", "k": k, "val": "test"},
             "report": {"top": 2, "examples": 3}}
-    res = run_grid(grid, out_dir=out / "grid", quiet=False)
-    table = res["table"]
+    res = run_grid(grid, out_dir=out_dir, quiet=False)
     rows = []
-    for _, r in table.iterrows():
+    for _, r in res["table"].iterrows():
         if r.get("status") != "done":
             raise RuntimeError(f"EmoDB cell {r['cell_id']} did not finish: {r.get('error')}")
         sp = json.loads((Path(r["run_dir"]) / "splits.json").read_text())
         tr, te = set(sp["subjects"]["train"]), set(sp["subjects"]["test"])
         if tr & te:
             raise RuntimeError(f"{r['cell_id']}: speakers {sorted(tr & te)} in train and test")
-        rows.append({"method": r["method"], "fold": int(r["fold"]), "accuracy": r["test/accuracy"],
-                     "uar": r["test/uar"], "test_speakers": " ".join(sorted(te)),
-                     "train_speakers": " ".join(sorted(tr))})
-    return pd.DataFrame(rows)
+        rows.append({"method": r["method"], "fold": int(r["fold"]),
+                     "seed": int(r["seed"]) if seeds is not None else 0,
+                     "accuracy": r["test/accuracy"], "uar": r["test/uar"], "test_speakers": " ".join(sorted(te)),
+                     "train_speakers": " ".join(sorted(tr)), "run_dir": str(r["run_dir"])})
+    return rows
+
+
+def seed_ensemble(runs: pd.DataFrame) -> dict[str, Any]:
+    """Score the average of the seeds' test-clip class probabilities (one fold, one method): the
+    runs' own ``predictions.csv``; every seed must have predicted the same clips."""
+    probs, labels = [], None
+    for d in runs["run_dir"]:
+        pr = pd.read_csv(Path(d) / "predictions.csv")
+        pr = pr[pr["partition"] == "test"].set_index("clip_id").sort_index()
+        if labels is not None and not pr.index.equals(labels.index):
+            raise RuntimeError(f"{d}: test clips differ between seeds")
+        labels = pr["label"].astype(str)
+        probs.append(pr[[c for c in pr.columns if c.startswith("p_")]])
+    mean = sum(p.to_numpy(np.float64) for p in probs) / len(probs)
+    classes = np.array([c.removeprefix("p_") for c in probs[0].columns])
+    pred = classes[mean.argmax(1)]
+    return {"probabilities": pd.DataFrame(mean, index=labels.index, columns=probs[0].columns),
+            **_scores(labels.to_numpy(), pred)}
+
+
+def run_models(df: pd.DataFrame, manifest: Path, features: Path, out: Path, epochs: int,
+               which: Sequence[str], seeds: int = 1, seed_models: Sequence[str] | None = None) -> pd.DataFrame:
+    """The stage-two models as one grid: model x fold (the manifest's speaker folds), seed 0.
+    With ``seeds`` > 1 the ``seed_models`` (default: all of ``which``) are also trained with
+    seeds 1..seeds-1 (a second grid, ``out/grid_seeds``), and a ``<method>_ens<seeds>`` row per
+    fold scores the seed ensemble (class probabilities averaged per clip)."""
+    rows = _grid_rows(df, manifest, features, out / "grid", epochs, which, None)
+    multi = [m for m in (which if seed_models is None else seed_models) if m in which]
+    if seeds > 1 and multi:
+        rows += _grid_rows(df, manifest, features, out / "grid_seeds", epochs, multi, range(1, seeds))
+    per_run = pd.DataFrame(rows)
+    ens = []
+    for (m, f), g in per_run[per_run["method"].isin(multi)].groupby(["method", "fold"], sort=True):
+        if seeds > 1 and len(g) == seeds:
+            sc = seed_ensemble(g)
+            ens.append({"method": f"{m}_ens{seeds}", "fold": int(f), "seed": -1, "accuracy": sc["accuracy"],
+                        "uar": sc["uar"], "test_speakers": g["test_speakers"].iloc[0],
+                        "train_speakers": g["train_speakers"].iloc[0], "run_dir": ""})
+    return pd.concat([per_run, pd.DataFrame(ens)], ignore_index=True) if ens else per_run
 
 
 # ----------------------------------------------------------------------------- summary
@@ -278,6 +334,8 @@ LABELS = {
     "logmel_aug_speech_concat_reg": "[Log-Mel -> CNN + SpecAugment, 30 ep] ⊕ [speech_embedding -> MLP 128, "
                                     "dropout 0.3, input dropout 0.2], each FAN self-attention, concat -> "
                                     "dropout 0.3 -> head",
+    "logmel_aug_speech_fbp_reg": "as the row with MLP 128 / dropout 0.3, but the two pooled vectors fused by FBP "
+                                 "(k=5, o=256) instead of concat",
     "logmel_cnn_aug_stats": "Log-Mel -> 2-D CNN + SpecAugment (train only), 30 epochs -> mean+std stats pooling",
     "logmel_aug_speech_stats_concat": "[Log-Mel -> CNN + SpecAugment, 30 ep] ⊕ [speech_embedding -> MLP], each "
                                       "mean+std stats pooling, concat -> head",
@@ -287,30 +345,73 @@ LABELS = {
 }
 
 
+def _ens_base(method: str) -> tuple[str, int] | None:
+    """``<method>_ens<n>`` -> (method, n); None for other rows."""
+    base, sep, n = method.rpartition("_ens")
+    return (base, int(n)) if sep and n.isdigit() else None
+
+
+def describe_method(method: str, seeds: int) -> str:
+    ens = _ens_base(method)
+    if ens:
+        return f"{LABELS.get(ens[0], ens[0])} — **ENSEMBLE of {ens[1]} seeds** (test-clip probabilities averaged)"
+    what = LABELS.get(method, method)
+    return f"{what} — mean of {seeds} seeds per fold" if seeds > 1 else what
+
+
+def fold_scores(per_fold: pd.DataFrame) -> pd.DataFrame:
+    """Per method and fold, the seed-averaged scores (one row per method x fold)."""
+    return per_fold.groupby(["method", "fold"], sort=False)[["accuracy", "uar"]].mean().reset_index()
+
+
 def summarise(per_fold: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std over folds of the per-fold (seed-averaged) scores; ``seed_std_uar`` is the mean
+    over folds of the std between seeds (the training noise a single-seed row carries)."""
     rows = []
     for m, g in per_fold.groupby("method", sort=False):
-        rows.append({"method": m, "what": LABELS.get(m, m), "folds": len(g),
-                     "accuracy_mean": g["accuracy"].mean(), "accuracy_std": g["accuracy"].std(ddof=1),
-                     "uar_mean": g["uar"].mean(), "uar_std": g["uar"].std(ddof=1)})
+        ens = _ens_base(str(m))
+        seeds = ens[1] if ens else int(g.groupby("fold").size().max())
+        f = g.groupby("fold")[["accuracy", "uar"]].mean()
+        seed_std = g.groupby("fold")["uar"].std(ddof=1).mean() if seeds > 1 and not ens else np.nan
+        rows.append({"method": m, "what": describe_method(str(m), seeds), "folds": len(f), "seeds": seeds,
+                     "accuracy_mean": f["accuracy"].mean(), "accuracy_std": f["accuracy"].std(ddof=1),
+                     "uar_mean": f["uar"].mean(), "uar_std": f["uar"].std(ddof=1), "seed_std_uar": seed_std})
     return pd.DataFrame(rows).sort_values("uar_mean", ascending=False).reset_index(drop=True)
 
 
-def markdown(summary: pd.DataFrame, folds_desc: str, command: str, notes: str = "") -> str:
+def paired_gap(per_fold: pd.DataFrame, a: str, b: str) -> tuple[float, float, int]:
+    """UAR of ``a`` minus ``b`` on the same folds: mean, std over folds, number of folds ``a`` wins."""
+    f = fold_scores(per_fold).pivot(index="fold", columns="method", values="uar")
+    d = (f[a] - f[b]).dropna()
+    return float(d.mean()), float(d.std(ddof=1)), int((d > 0).sum())
+
+
+def markdown(summary: pd.DataFrame, folds_desc: str, command: str, notes: str = "",
+             per_fold: pd.DataFrame | None = None) -> str:
     lines = [f"EmoDB (8 speakers, 411 clips, 7 classes), speaker-independent CV: {folds_desc}. "
-             "Mean ± std over folds.", "",
-             "| method | accuracy | UAR |", "|---|---|---|"]
+             "Mean ± std over folds (multi-seed rows: of the per-fold seed-averaged score).", "",
+             "| method | seeds | accuracy | UAR |", "|---|---|---|---|"]
     for _, r in summary.iterrows():
-        lines.append(f"| {r['what']} | {r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f} | "
+        lines.append(f"| {r['what']} | {int(r['seeds'])} | {r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f} | "
                      f"{r['uar_mean']:.3f} ± {r['uar_std']:.3f} |")
-    deep = summary[~summary["method"].str.endswith("_svm")]
-    base = summary[summary["method"].str.endswith("_svm")]
-    if len(deep) and len(base):
+    is_base = summary["method"].str.endswith("_svm")
+    is_ens = summary["method"].map(lambda m: _ens_base(m) is not None)
+    base = summary[is_base]
+    for label, deep in (("stage-two model", summary[~is_base & ~is_ens]), ("seed ensemble", summary[is_ens])):
+        if not len(deep) or not len(base):
+            continue
         d, b = deep.iloc[0], base.iloc[0]
         gap = d["uar_mean"] - b["uar_mean"]
         verdict = "beats" if gap > 0 else "trails"
-        lines += ["", f"Best stage-two model ({d['method']}) {verdict} the strongest baseline ({b['method']}) "
-                  f"by {abs(gap) * 100:.1f} UAR points."]
+        line = (f"Best {label} ({d['method']}, {int(d['seeds'])} seed(s)) {verdict} the strongest baseline "
+                f"({b['method']}) by {abs(gap) * 100:.1f} UAR points")
+        if per_fold is not None:
+            mu, sd, wins = paired_gap(per_fold, d["method"], b["method"])
+            line += (f"; paired over the same folds: {mu * 100:+.1f} ± {sd * 100:.1f} points, "
+                     f"ahead on {wins} of {int(d['folds'])} folds")
+        if label == "stage-two model" and d["seeds"] > 1:
+            line += f"; std between seeds within a fold: {d['seed_std_uar'] * 100:.1f} points"
+        lines += ["", line + "."]
     lines += ["", f"Reproduce: `{command}`"]
     if notes:
         lines += ["", notes]
@@ -320,8 +421,12 @@ def markdown(summary: pd.DataFrame, folds_desc: str, command: str, notes: str = 
 def run_emodb(root: Path = DEFAULT_ROOT, out: Path = Path("runs/emodb"), folds: int = 4, epochs: int = 20,
               speakers: Sequence[str] | None = None, models: Sequence[str] = tuple(MODELS),
               baselines: Sequence[str] = tuple(BASELINES), device: str = "cpu",
-              bench: bool = True, limit: int | None = None) -> dict[str, Any]:
-    """The whole check; returns per-fold and summary tables (also written under ``out``)."""
+              bench: bool = True, limit: int | None = None, seeds: int = 1,
+              seed_models: Sequence[str] | None = None) -> dict[str, Any]:
+    """The whole check; returns per-fold and summary tables (also written under ``out``).
+    ``seeds`` > 1 trains ``seed_models`` (default: all ``models``) with that many seeds per fold."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
     from avemo.data.manifest import save_manifest
 
     t0 = time.perf_counter()
@@ -345,7 +450,7 @@ def run_emodb(root: Path = DEFAULT_ROOT, out: Path = Path("runs/emodb"), folds: 
         timings["baselines_s"] = time.perf_counter() - t
     if models:
         t = time.perf_counter()
-        parts.append(run_models(df, manifest, features, out, epochs, models))
+        parts.append(run_models(df, manifest, features, out, epochs, models, seeds, seed_models))
         timings["models_s"] = time.perf_counter() - t
     per_fold = pd.concat(parts, ignore_index=True)
     per_fold.to_csv(out / "per_fold.csv", index=False)
@@ -355,26 +460,31 @@ def run_emodb(root: Path = DEFAULT_ROOT, out: Path = Path("runs/emodb"), folds: 
     spk = df.groupby("fold")["subject"].unique().map(lambda s: "+".join(sorted(s))).tolist()
     folds_desc = f"{k} folds by speaker ({', '.join(spk)})"
     command = "python -m avemo.workflows.emodb" + (f" --folds {folds}" if folds != 4 else "") + (
-        f" --epochs {epochs}" if epochs != 20 else "")
+        f" --epochs {epochs}" if epochs != 20 else "") + (f" --seeds {seeds}" if seeds > 1 else "") + (
+        " --seed-models " + " ".join(seed_models) if seeds > 1 and seed_models else "")
     notes = (f"Deep models: {epochs} epochs, Adam 1e-3 + cosine, batch 16, label smoothing 0.1, balanced "
              "class weights, last epoch evaluated (no checkpoint selection); rows marked 30 ep train 30 "
              "epochs. SpecAugment (audio_cnn encoder options, training batches only): 2 time masks <= 10 "
              "rows, 2 frequency masks <= 8 of 64 bands, circular time shift <= 30 rows; two-stream rows use "
-             "the zhou model with concat fusion. One seed per fold: fold-to-fold spread is large, so "
-             "differences of 1-2 points between deep rows are within noise. SVM: StandardScaler + "
+             "the zhou model with concat fusion (FBP where stated). Rows with 1 seed: one training run per fold "
+             "(seed 0), so differences of 1-2 points between them are within noise. Rows with n seeds: "
+             "seeds 0..n-1 per fold, the per-fold score is the mean over seeds; ENSEMBLE rows average the "
+             "n seeds' class probabilities per test clip and score that (an n-model ensemble, n x the "
+             "compute of one model). SVM: StandardScaler + "
              "linear-kernel SVC (balanced class weights), C in {1e-4..1} chosen by leave-one-speaker-out UAR on "
              "the training speakers. Wall time of this invocation (a rerun reuses cached features, "
              "functionals and finished runs): " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
-    md = markdown(summary, folds_desc, command, notes)
+    md = markdown(summary, folds_desc, command, notes, per_fold)
     (out / "README_snippet.md").write_text(md)
     if bench and not speakers and not limit:
         from avemo.data.benchtable import write_section
 
-        rows = [{"method": r["what"], "folds": int(r["folds"]),
+        rows = [{"method": r["what"], "folds": int(r["folds"]), "seeds": int(r["seeds"]),
                  "accuracy": f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}",
                  "UAR": f"{r['uar_mean']:.3f} ± {r['uar_std']:.3f}"} for _, r in summary.iterrows()]
+        verdicts = "\n\n".join(x for x in md.split("\n\n") if x.startswith("Best "))
         write_section("EmoDB speaker-independent check (audio only)", rows,
-                      f"{folds_desc}. {notes}\n\nReproduce: `{command}`")
+                      f"{folds_desc}. {notes}\n\n{verdicts}\n\nReproduce: `{command}`")
     return {"per_fold": per_fold, "summary": summary, "markdown": md, "out": out,
             "wall_s": time.perf_counter() - t0, "timings": timings}
 
@@ -391,12 +501,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="clips per speaker (quick checks)")
     p.add_argument("--device", default="cpu", help="feature extraction device")
     p.add_argument("--no-bench", action="store_true", help="do not write the bench_results section")
+    p.add_argument("--seeds", type=int, default=1, help="training seeds per fold (0..N-1) for --seed-models")
+    p.add_argument("--seed-models", nargs="*", choices=list(MODELS),
+                   help="models trained with --seeds seeds (default: all --models); others use seed 0")
     a = p.parse_args(argv)
     if not Path(a.root).exists():
         print(f"EmoDB not found at {a.root} (see ../shared/data/README.md)", file=sys.stderr)
         return 2
     res = run_emodb(Path(a.root), Path(a.out), a.folds, a.epochs, a.speakers, a.models, a.baselines,
-                    a.device, bench=not a.no_bench, limit=a.limit)
+                    a.device, bench=not a.no_bench, limit=a.limit, seeds=a.seeds, seed_models=a.seed_models)
     print(res["markdown"])
     print(f"outputs: {res['out']} ({res['wall_s']:.0f}s)")
     return 0
