@@ -334,8 +334,9 @@ LABELS = {
     "logmel_aug_speech_concat_reg": "[Log-Mel -> CNN + SpecAugment, 30 ep] ⊕ [speech_embedding -> MLP 128, "
                                     "dropout 0.3, input dropout 0.2], each FAN self-attention, concat -> "
                                     "dropout 0.3 -> head",
-    "logmel_aug_speech_fbp_reg": "as the row with MLP 128 / dropout 0.3, but the two pooled vectors fused by FBP "
-                                 "(k=5, o=256) instead of concat",
+    "logmel_aug_speech_fbp_reg": "[Log-Mel -> CNN + SpecAugment, 30 ep] ⊕ [speech_embedding -> MLP 128, "
+                                 "dropout 0.3, input dropout 0.2], each FAN self-attention, FBP (k=5, o=256) "
+                                 "-> dropout 0.3 -> head",
     "logmel_cnn_aug_stats": "Log-Mel -> 2-D CNN + SpecAugment (train only), 30 epochs -> mean+std stats pooling",
     "logmel_aug_speech_stats_concat": "[Log-Mel -> CNN + SpecAugment, 30 ep] ⊕ [speech_embedding -> MLP], each "
                                       "mean+std stats pooling, concat -> head",
