@@ -9,7 +9,9 @@ SAME folds: eGeMAPS v02 and ComParE-2016 functionals (opensmile) + a linear SVM 
 standardised features, C chosen by inner leave-one-speaker-out CV on the training speakers.
 No speaker is ever in both train and test (checked on every fold, from the runs' own split
 files). Protocol of the deep models: fixed epoch budget, the last epoch is evaluated (no
-checkpoint selection, so the test fold never influences training).
+checkpoint selection, so the test fold never influences training). ``--seeds N`` trains the
+``--seed-models`` with seeds 0..N-1 per fold: rows then report the per-fold seed-averaged score,
+plus a clearly labelled seed-ENSEMBLE row (class probabilities averaged per test clip).
 """
 
 from __future__ import annotations
