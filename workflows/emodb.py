@@ -38,6 +38,9 @@ C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 # of 64 Mel bands, circular shift <= 30 rows
 SPEC_AUGMENT = {"time_masks": 2, "time_mask_width": 10, "freq_masks": 2, "freq_mask_width": 8,
                 "time_shift": 30}
+# the small 2-D CNN over Log-Mel rows shared by every Log-Mel model below
+LOGMEL_CNN = {"name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
+              "pool_freq": [2, 2, 2], "dropout": 0.2}
 
 MODELS: dict[str, dict[str, Any]] = {
     # Log-Mel rows [64] per 10 ms -> 2-D CNN trained here -> FAN self-attention -> 7 classes
@@ -45,8 +48,7 @@ MODELS: dict[str, dict[str, Any]] = {
         "data.features": {"audio": "{features}/logmel.h5"},
         "data.max_rows": 100,  # 2 s at 10 ms hop = 200 rows; every 2nd row halves the CNN cost
         "model": {"name": "unimodal", "modality": "audio",
-                  "encoder": {"name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
-                              "pool_freq": [2, 2, 2], "dropout": 0.2},
+                  "encoder": {**LOGMEL_CNN},
                   "temporal": "fan_self"},
     },
     # as logmel_cnn + SpecAugment-style time/frequency masks and a random circular time shift
@@ -56,8 +58,7 @@ MODELS: dict[str, dict[str, Any]] = {
         "data.max_rows": 100,
         "trainer.max_epochs": 30,
         "model": {"name": "unimodal", "modality": "audio",
-                  "encoder": {"name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
-                              "pool_freq": [2, 2, 2], "dropout": 0.2, **SPEC_AUGMENT},
+                  "encoder": {**LOGMEL_CNN, **SPEC_AUGMENT},
                   "temporal": "fan_self"},
     },
     # two audio streams, each with its own encoder + FAN self-attention, pooled vectors
@@ -68,9 +69,7 @@ MODELS: dict[str, dict[str, Any]] = {
         "trainer.max_epochs": 30,
         "model": {"name": "zhou", "visual": "audio", "audio": ["speech"], "fusion": "concat",
                   "temporal": "fan_self",
-                  "encoder": {"name": "mlp", "per_modality": {"audio": {
-                      "name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
-                      "pool_freq": [2, 2, 2], "dropout": 0.2, **SPEC_AUGMENT}}}},
+                  "encoder": {"name": "mlp", "per_modality": {"audio": {**LOGMEL_CNN, **SPEC_AUGMENT}}}},
     },
     # ablation: the two-stream concat without SpecAugment / time shift, the default 20 epochs
     "logmel_speech_concat": {
@@ -78,9 +77,7 @@ MODELS: dict[str, dict[str, Any]] = {
         "data.max_rows": 100,
         "model": {"name": "zhou", "visual": "audio", "audio": ["speech"], "fusion": "concat",
                   "temporal": "fan_self",
-                  "encoder": {"name": "mlp", "per_modality": {"audio": {
-                      "name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
-                      "pool_freq": [2, 2, 2], "dropout": 0.2}}}},
+                  "encoder": {"name": "mlp", "per_modality": {"audio": {**LOGMEL_CNN}}}},
     },
     # as logmel_aug_speech_concat, more regularised (it overfits: train loss ~0.65, val ~1.3):
     # smaller speech MLP with input dropout, dropout before the head
@@ -92,8 +89,7 @@ MODELS: dict[str, dict[str, Any]] = {
                   "temporal": "fan_self", "head": {"dropout": 0.3},
                   "encoder": {"per_modality": {
                       "speech": {"name": "mlp", "hidden": [128], "dropout": 0.3, "input_dropout": 0.2},
-                      "audio": {"name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
-                                "pool_freq": [2, 2, 2], "dropout": 0.2, **SPEC_AUGMENT}}}},
+                      "audio": {**LOGMEL_CNN, **SPEC_AUGMENT}}}},
     },
     # as logmel_aug_speech_concat_reg, the two pooled vectors fused by factorised bilinear
     # pooling (FBP, k=5 factors, 256 outputs) instead of concatenation
@@ -106,8 +102,7 @@ MODELS: dict[str, dict[str, Any]] = {
                   "temporal": "fan_self", "head": {"dropout": 0.3},
                   "encoder": {"per_modality": {
                       "speech": {"name": "mlp", "hidden": [128], "dropout": 0.3, "input_dropout": 0.2},
-                      "audio": {"name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
-                                "pool_freq": [2, 2, 2], "dropout": 0.2, **SPEC_AUGMENT}}}},
+                      "audio": {**LOGMEL_CNN, **SPEC_AUGMENT}}}},
     },
     # as logmel_cnn_aug, pooled by mean + std statistics instead of attention
     "logmel_cnn_aug_stats": {
@@ -115,8 +110,7 @@ MODELS: dict[str, dict[str, Any]] = {
         "data.max_rows": 100,
         "trainer.max_epochs": 30,
         "model": {"name": "unimodal", "modality": "audio",
-                  "encoder": {"name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
-                              "pool_freq": [2, 2, 2], "dropout": 0.2, **SPEC_AUGMENT},
+                  "encoder": {**LOGMEL_CNN, **SPEC_AUGMENT},
                   "temporal": "stats"},
     },
     # as logmel_aug_speech_concat, both streams pooled by mean + std statistics
@@ -126,9 +120,7 @@ MODELS: dict[str, dict[str, Any]] = {
         "trainer.max_epochs": 30,
         "model": {"name": "zhou", "visual": "audio", "audio": ["speech"], "fusion": "concat",
                   "temporal": "stats",
-                  "encoder": {"name": "mlp", "per_modality": {"audio": {
-                      "name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
-                      "pool_freq": [2, 2, 2], "dropout": 0.2, **SPEC_AUGMENT}}}},
+                  "encoder": {"name": "mlp", "per_modality": {"audio": {**LOGMEL_CNN, **SPEC_AUGMENT}}}},
     },
     # pretrained speech_embedding rows [96] -> MLP -> FAN self-attention pooling -> 7 classes
     "speech_embedding_att": {
