@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,7 +20,7 @@ def _plt() -> Any:
 
 
 def learning_curves(history: Sequence[Mapping[str, Any]], monitor: str, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     h = pd.DataFrame(list(history))
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
     for col in ("train/loss", "val/loss"):
@@ -40,26 +40,32 @@ def learning_curves(history: Sequence[Mapping[str, Any]], monitor: str, path: Pa
 
 
 def confusion(cm: np.ndarray, classes: Sequence[str], title: str, path: Path) -> Path:
-    plt = _plt()
+    """Counts in the cells, colour by row-normalised recall (so rare classes stay readable)."""
+    plt = pyplot()
     cm = np.asarray(cm)
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(classes), 1 + 0.6 * len(classes)))
-    ax.imshow(cm, cmap="Blues")
+    norm = cm / np.clip(cm.sum(1, keepdims=True), 1, None)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=7)
+    ax.set_yticklabels(classes, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(title[:60], fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
 def traces(table: pd.DataFrame, targets: Sequence[str], path: Path, n_clips: int = 3) -> Path:
-    plt = _plt()
+    plt = pyplot()
     clips = list(dict.fromkeys(table["clip_id"]))[:n_clips]
     fig, axes = plt.subplots(len(clips), len(targets), figsize=(4.5 * len(targets), 2.4 * len(clips)),
                              squeeze=False)

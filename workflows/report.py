@@ -20,16 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from avemo.fusion.plots import confusion, pyplot
+
 LOWER_IS_BETTER = re.compile(r"(loss|rmse|mse|mae|error|wall_s)", re.I)
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _safe(s: str) -> str:
@@ -53,7 +46,7 @@ def primary_metric(metrics: Sequence[str], preferred: str | None = None) -> str 
 
 
 def bar_chart(agg: pd.DataFrame, metric: str, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     labels = agg["config_id"].astype(str).tolist()
     mean, std = agg[f"{metric}_mean"].to_numpy(float), agg[f"{metric}_std"].fillna(0).to_numpy(float)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(labels) + 2), 4.2))
@@ -71,7 +64,7 @@ def bar_chart(agg: pd.DataFrame, metric: str, path: Path) -> Path:
 
 
 def fold_chart(table: pd.DataFrame, metric: str, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     done = table[table["status"] == "done"]
     for cid, grp in done.groupby("config_id", sort=False):
@@ -136,25 +129,7 @@ def confusion_from_run(run_dir: Path, classes: Sequence[str] | None = None) -> t
 
 
 def confusion_chart(cm: np.ndarray, names: Sequence[str], title: str, path: Path) -> Path:
-    plt = _plt()
-    norm = cm / np.clip(cm.sum(1, keepdims=True), 1, None)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(names), 0.8 + 0.6 * len(names)))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(names)))
-    ax.set_yticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
-    ax.set_yticklabels(names, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title[:60], fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return confusion(cm, names, title, path)
 
 
 def attention_from_run(run_dir: Path, n_clips: int = 3, feature_cache: dict | None = None
@@ -199,7 +174,7 @@ def attention_from_run(run_dir: Path, n_clips: int = 3, feature_cache: dict | No
 
 
 def attention_chart(att: Mapping[str, Mapping[str, np.ndarray]], title: str, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     n = len(att)
     fig, axes = plt.subplots(n, 1, figsize=(6.5, 1.9 * n), squeeze=False)
     for ax, (clip, weights) in zip(axes[:, 0], att.items(), strict=True):
