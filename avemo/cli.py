@@ -7,6 +7,8 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from avemo.errors import UserError
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
@@ -169,13 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `avemo inspect X | head`
         sys.stderr.close()
         return 0
-    except Exception as e:  # noqa: BLE001 - user-facing errors are one clear message
-        from avemo.errors import USER_ERRORS
-
-        if isinstance(e, USER_ERRORS):
-            print(f"avemo {args.cmd}: error: {e}", file=sys.stderr)
-            return 2
-        raise
+    except UserError as e:  # the user's to fix: one message, no traceback
+        print(f"avemo {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from avemo.errors import UserError
+
 REQUIRED = ("clip_id", "split", "subject")
 MEDIA = ("video", "audio")
 OPTIONAL = ("fold", "label", "annotation")
 SHOW_ROWS = 10
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest that cannot be used; the message lists the offending rows."""
 
 

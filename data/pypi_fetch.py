@@ -15,8 +15,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from avemo.errors import UserError
 
-class FetchError(RuntimeError):
+
+class FetchError(UserError, RuntimeError):
     """A registry-hosted file could not be obtained or failed its checksum."""
 
 

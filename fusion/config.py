@@ -16,8 +16,10 @@ from typing import Any
 
 import yaml
 
+from avemo.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A run config that cannot be used; the message says which key and why."""
 
 

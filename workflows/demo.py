@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from avemo.errors import UserError
+
 FEATURE_SETS = ("face_fer2013", "logmel")
 DEFAULT_MODALITIES = {"face": "face_fer2013", "audio": "logmel"}
 CONFIG = Path(__file__).resolve().parent / "configs" / "demo_fbp.yaml"
@@ -148,13 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         run_demo(a.out.expanduser().resolve() if a.out else None, a.device, a.overrides)
-    except Exception as e:  # noqa: BLE001 - user-facing errors are one clear message
-        from avemo.errors import USER_ERRORS
-
-        if isinstance(e, USER_ERRORS):
-            print(f"avemo demo: error: {e}", file=sys.stderr)
-            return 2
-        raise
+    except UserError as e:  # the user's to fix: one message, no traceback
+        print(f"avemo demo: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
