@@ -77,6 +77,49 @@ def validate(
     return df
 
 
+def _read_table(path: Path) -> pd.DataFrame:
+    """The manifest's rows, or a ManifestError saying why the file cannot be one.
+
+    Refused before anything is extracted: a missing, unreadable, empty or binary file, a file
+    pandas cannot parse, and a header without rows (which would otherwise write an empty
+    feature file and exit 0).
+    """
+    fix = "build one with `avemo manifest DATASET ROOT -o PATH`"
+    if not path.exists():
+        raise ManifestError(f"manifest {path} does not exist ({fix})")
+    if path.is_dir():
+        raise ManifestError(f"manifest {path} is a folder, not a .csv or .parquet file ({fix})")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8192)
+    except OSError as e:
+        raise ManifestError(f"manifest {path} cannot be read: {e.strerror or e}") from None
+    if not head.strip():
+        raise ManifestError(f"manifest {path} is empty ({fix})")
+    parquet = head[:4] == b"PAR1"
+    if not parquet and (b"\0" in head or _not_text(head)):
+        raise ManifestError(
+            f"manifest {path} is a binary file, not a CSV (or Parquet) manifest ({fix})"
+        )
+    try:
+        df = pd.read_parquet(path) if parquet else pd.read_csv(path, dtype=str)
+    except Exception as e:  # noqa: BLE001 - any parser failure is the file's, reported once
+        raise ManifestError(f"manifest {path} cannot be parsed: {type(e).__name__}: {e}") from None
+    if len(df) == 0:
+        raise ManifestError(
+            f"manifest {path} has a header ({', '.join(map(str, df.columns))}) but no rows ({fix})"
+        )
+    return df
+
+
+def _not_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start < len(head) - 4  # a multi-byte character cut at the 8 KiB boundary is fine
+    return False
+
+
 def load_manifest(
     path: str | os.PathLike[str],
     classes: Iterable[str] | None = None,
@@ -84,9 +127,7 @@ def load_manifest(
 ) -> pd.DataFrame:
     """Read a CSV or Parquet manifest; relative media paths are taken from its folder."""
     path = Path(path)
-    if not path.exists():
-        raise ManifestError(f"manifest {path} does not exist (build one with `avemo manifest`)")
-    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
+    df = _read_table(path)
     if "fold" in df.columns:
         df["fold"] = pd.to_numeric(df["fold"], errors="coerce").astype("Int64")
     df = validate(df, classes=classes, check_files=check_files, base=path.parent)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from avemo.data.store import ClipFeatures, make_provenance
+from avemo.errors import FeatureConfigError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,74 @@ class ClipInput:
     clip_id: str
     video: str | None = None
     audio: str | None = None
+
+
+@dataclass(frozen=True)
+class Param:
+    """What one config key accepts beyond the type its default value implies.
+
+    Checked by ``FeatureSet.check_config`` before any clip is read, so a typo or an impossible
+    value is one message and exit 2, never a feature file full of ``error`` rows.
+    """
+
+    min: float | None = None  # inclusive
+    max: float | None = None  # inclusive
+    above: float | None = None  # exclusive lower bound (``> 0``)
+    choices: tuple[Any, ...] | None = None
+    types: tuple[type, ...] | None = None  # when the default (e.g. None) does not say
+    nullable: bool = False  # None accepted although the default is not None
+    length: int | None = None  # lists: exact number of items
+
+    def describe(self) -> str:
+        parts = []
+        if self.choices is not None:
+            parts.append("one of " + ", ".join(map(repr, self.choices)))
+        if self.above is not None:
+            parts.append(f"> {self.above:g}")
+        if self.min is not None:
+            parts.append(f">= {self.min:g}")
+        if self.max is not None:
+            parts.append(f"<= {self.max:g}")
+        return " and ".join(parts)
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list", dict: "a mapping"}
+
+
+def _kind(default: Any) -> type | None:
+    """The type a key's default implies (None: any)."""
+    for t in (bool, int, float, str):
+        if type(default) is t:
+            return t
+    if isinstance(default, list | tuple):
+        return list
+    if isinstance(default, Mapping):
+        return dict
+    return None
+
+
+def _coerce(key: str, value: Any, kind: type | None, where: str) -> Any:
+    """``value`` as ``kind`` (ints accepted for floats, and stored as floats so 25 and 25.0 hash
+    the same), else FeatureConfigError."""
+    ok = {
+        None: True,
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        list: isinstance(value, list | tuple),
+        dict: isinstance(value, Mapping),
+    }[kind]
+    if not ok:
+        raise FeatureConfigError(
+            f"{where}: {key} must be {_TYPE_WORDS[kind]}, got {value!r} ({type(value).__name__})"
+        )
+    if kind is float:
+        return float(value)
+    if kind is list:
+        return list(value)
+    return value
 
 
 class FeatureSet(ABC):
@@ -30,16 +99,60 @@ class FeatureSet(ABC):
     name: ClassVar[str] = ""
     modality: ClassVar[str] = "video"  # which manifest column the set reads: "video" or "audio"
     default_config: ClassVar[dict[str, Any]] = {}
+    #: per-key range / allowed values (merged along the class hierarchy); types come from defaults
+    config_params: ClassVar[dict[str, Param]] = {}
 
     def __init__(self, config: Mapping[str, Any] | None = None, device: str = "cpu") -> None:
-        unknown = set(config or {}) - set(self.default_config)
-        if unknown:
-            raise ValueError(
-                f"feature set {self.name!r}: unknown config keys {sorted(unknown)}; "
-                f"known: {sorted(self.default_config)}"
-            )
-        self.config: dict[str, Any] = {**self.default_config, **dict(config or {})}
+        self.config: dict[str, Any] = self.check_config(config)
         self.device = device
+
+    @classmethod
+    def params(cls) -> dict[str, Param]:
+        out: dict[str, Param] = {}
+        for klass in reversed(cls.__mro__):
+            out.update(vars(klass).get("config_params", {}))
+        return out
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The full config (defaults + ``config``), or FeatureConfigError naming the first bad key.
+
+        Every key must be known; its value must have the type of its default (None defaults
+        take anything unless a ``Param`` says otherwise) and satisfy its ``Param``.
+        """
+        where = f"feature set {cls.name}"
+        if config is not None and not isinstance(config, Mapping):
+            raise FeatureConfigError(
+                f"{where}: config must be a mapping of key: value, got {config!r}")
+        config = dict(config or {})
+        unknown = sorted(set(config) - set(cls.default_config))
+        if unknown:
+            hint = did_you_mean(unknown[0], cls.default_config)
+            raise FeatureConfigError(
+                f"unknown config keys for {where}: {', '.join(map(str, unknown))}{hint} "
+                f"Known keys: {', '.join(sorted(cls.default_config))}"
+            )
+        params = cls.params()
+        out = dict(cls.default_config)
+        for key, value in config.items():
+            default = cls.default_config[key]
+            p = params.get(key, Param())
+            if value is None and (default is None or p.nullable):
+                out[key] = None
+                continue
+            kinds = p.types or ((_kind(default),) if _kind(default) else ())
+            if kinds == (list,) and default and all(_ok(d, float) for d in default):
+                kinds = (list, float)  # e.g. detector thresholds: a list, or one value
+            if kinds and not any(_ok(value, k) for k in kinds):
+                words = " or ".join(_TYPE_WORDS[k] for k in kinds)
+                null = " (or null)" if default is None or p.nullable else ""
+                raise FeatureConfigError(
+                    f"{where}: {key} must be {words}{null}, got {value!r} ({type(value).__name__})")
+            kind = next((k for k in kinds if _ok(value, k)), None)
+            value = _coerce(key, value, kind, where)
+            _check_range(key, value, p, where)
+            out[key] = value
+        return out
 
     def weights(self) -> dict[str, str]:
         """Weight name -> sha256 of every pretrained file used (recorded in provenance)."""
@@ -56,6 +169,34 @@ class FeatureSet(ABC):
     @abstractmethod
     def extract(self, clips: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
         """Yield one result per clip (any order)."""
+
+
+def _ok(value: Any, kind: type) -> bool:
+    try:
+        _coerce("", value, kind, "")
+    except FeatureConfigError:
+        return False
+    return True
+
+
+def _check_range(key: str, value: Any, p: Param, where: str) -> None:
+    bad = False
+    if p.choices is not None and value not in p.choices:
+        bad = True
+    items = value if isinstance(value, list) else [value]
+    if p.length is not None and isinstance(value, list) and len(value) != p.length:
+        raise FeatureConfigError(f"{where}: {key} must have {p.length} items, got {value!r}")
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            if (p.min, p.max, p.above) != (None, None, None):
+                raise FeatureConfigError(f"{where}: {key} must hold numbers, got {value!r}")
+            continue
+        if (p.min is not None and v < p.min) or (p.max is not None and v > p.max) or (
+            p.above is not None and v <= p.above
+        ):
+            bad = True
+    if bad:
+        raise FeatureConfigError(f"{where}: {key} must be {p.describe()}, got {value!r}")
 
 
 def _versions() -> dict[str, str]:

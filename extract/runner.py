@@ -14,8 +14,12 @@ torch.distributed is initialised a barrier is used first. A rank that fails leav
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -27,8 +31,12 @@ import pandas as pd
 
 from avemo.data.manifest import load_manifest
 from avemo.data.store import ClipFeatures, ConfigMismatchError, FeatureWriter
+from avemo.errors import OutputLockedError, UsageError
 from avemo.extract.base import ClipInput, FeatureSet
 from avemo.extract.registry import FEATURE_SETS, load_for
+from avemo.progress import Progress
+
+log = logging.getLogger("avemo.extract")
 
 DEFAULT_SHARD_CLIPS = 32
 
@@ -101,37 +109,6 @@ def _safe_extract(fs: FeatureSet, batch: Sequence[ClipInput], retry_batch: int =
         yield _error(clip, f"feature set {fs.name!r} returned no result for this clip")
 
 
-class _Progress:
-    """One stderr line: clips done / total, rows/s (frames/s for video sets), clips/s, clips
-    not ok, ETA; redrawn at most every ``every_s`` seconds."""
-
-    def __init__(self, name: str, total: int, enabled: bool, every_s: float = 0.25,
-                 unit: str = "rows") -> None:
-        self.name, self.total, self.enabled, self.every_s = name, total, enabled, every_s
-        self.unit = unit
-        self.done = self.rows = self.bad = 0
-        self.t0 = self._last = time.perf_counter()
-
-    def line(self) -> str:
-        dt = max(time.perf_counter() - self.t0, 1e-9)
-        eta = (self.total - self.done) * dt / self.done if self.done else float("nan")
-        return (
-            f"[{self.name}] {self.done}/{self.total} clips  {self.rows / dt:8.1f} {self.unit}/s  "
-            f"{self.done / dt:6.2f} clips/s  {self.bad} not ok  ETA {eta:5.0f}s"
-        )
-
-    def update(self, clip: ClipFeatures) -> None:
-        self.done += 1
-        self.rows += len(clip.values)
-        self.bad += clip.status != "ok"
-        now = time.perf_counter()
-        if not self.enabled or (now - self._last < self.every_s and self.done < self.total):
-            return
-        self._last = now
-        sys.stderr.write("\r" + self.line() + ("\n" if self.done == self.total else ""))
-        sys.stderr.flush()
-
-
 class _WriterThread:
     """Feeds a FeatureWriter from a bounded queue so HDF5 writes overlap extraction."""
 
@@ -173,7 +150,7 @@ def _open_writer(path: Path, fs: FeatureSet, shard_clips: int, rank: int, on_mis
         if on_mismatch != "new":
             raise
         alt = path.with_name(f"{path.stem}-{prov['config_hash']}.h5")
-        print(f"[{fs.name}] config differs from {path.name}: writing {alt.name}", file=sys.stderr)
+        log.warning(f"[{fs.name}] config differs from {path.name}: writing {alt.name}")
         return FeatureWriter(alt, prov, shard_clips=shard_clips, rank=rank, compression=compression)
 
 
@@ -226,8 +203,8 @@ def _extract_into(writer: FeatureWriter, fs: FeatureSet, share: Sequence[ClipInp
     """Extract this rank's uncommitted clips and commit them (Ctrl-C keeps what is finished)."""
     done = writer.done()
     todo = [c for c in share if c.clip_id not in done]
-    unit = "frames" if getattr(fs, "modality", "") == "video" else "rows"
-    prog = _Progress(label, len(todo), progress, unit=unit)
+    video = getattr(fs, "modality", "") == "video"
+    prog = Progress(label, len(todo), "clips", "frames" if video else "audio-s", enabled=progress)
     wt = _WriterThread(writer, depth=4 * batch_clips)
     # A feature set that pipelines across clips itself (decode workers, cross-clip frame
     # batches: ``streams_clips = True``) gets every clip in one call, so its workers never
@@ -237,16 +214,104 @@ def _extract_into(writer: FeatureWriter, fs: FeatureSet, share: Sequence[ClipInp
         for i in range(0, len(todo), step):
             for res in _safe_extract(fs, todo[i : i + step], retry_batch=batch_clips):
                 wt.put(res)
-                prog.update(res)
+                prog.update(1, len(res.values) if video else _seconds(res), res.status != "ok")
     except KeyboardInterrupt:
         wt.close()
         writer.flush()  # keep what is finished: the rerun resumes after it
         raise
     finally:
+        prog.close()
         if wt.thread.is_alive():
             wt.close()
     wt.check()
     writer.flush()
+
+
+def _seconds(res: ClipFeatures) -> float:
+    """Audio seconds a clip's rows span (first to last time stamp plus one row period)."""
+    ts = res.timestamps
+    if len(ts) == 0:
+        return 0.0
+    step = float(ts[1] - ts[0]) if len(ts) > 1 else 0.0
+    return float(ts[-1] - ts[0]) + step
+
+
+def _lock_path(path: Path, rank: int) -> Path:
+    return path.with_name(f".{path.name}.lock" + (f"-r{rank}" if rank else ""))
+
+
+def _holder(lock: Path) -> str:
+    try:
+        text = lock.read_text().strip()
+    except OSError:
+        return "another process"
+    return text or "another process"
+
+
+@contextlib.contextmanager
+def output_lock(path: Path, rank: int = 0, wait_s: float | None = None,
+                poll_s: float = 0.5) -> Iterator[None]:
+    """Hold ``<out>/.<set>.h5.lock`` (one per rank) while this process writes ``path``.
+
+    A second run on the same output waits (``wait_s`` None: until the first is done, then it
+    finds every clip committed and only consolidates) or, after ``wait_s`` seconds (0: at
+    once), raises OutputLockedError naming the PID that holds it. ``flock`` locks die with
+    their process, so a killed run never leaves a stale lock; the file is removed on release
+    and a waiter re-checks it still holds the file that is on disk.
+    """
+    lock = _lock_path(path, rank)
+    made_dir = not lock.parent.exists()
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    told = False
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            who = _holder(lock)
+            if wait_s is not None and time.monotonic() - t0 >= wait_s:
+                raise OutputLockedError(
+                    f"{path} is being written by {who}; wait for it to finish, "
+                    "or write to another output folder (-o)") from None
+            if not told:
+                log.warning(f"[{path.stem}] {path} is being written by {who}: waiting for it "
+                            "(Ctrl-C to stop; rerun later to resume)")
+                told = True
+            time.sleep(poll_s)
+            continue
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed the file between our open and flock: retry
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"PID {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%H:%M:%S')}".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+        if made_dir:
+            with contextlib.suppress(OSError):
+                lock.parent.rmdir()  # only when still empty: nothing was written
+
+
+def _build_sets(names: Sequence[str], overrides: Mapping[str, Any] | None,
+                device: str) -> list[FeatureSet]:
+    """Every named set with its config checked, before any clip is read or anything written."""
+    overrides = dict(overrides or {})
+    extra = sorted(set(overrides) - set(names))
+    if extra:
+        raise UsageError(
+            f"config overrides name feature set(s) {', '.join(extra)} that this run does not "
+            f"extract ({', '.join(names)}); add -s {extra[0]} or drop the override")
+    return [FEATURE_SETS.build(n, overrides.get(n), device) for n in names]
 
 
 def run_features(
@@ -260,6 +325,7 @@ def run_features(
     on_mismatch: str = "error",
     progress: bool = True,
     compression: str | None = None,
+    lock_wait_s: float | None = None,
 ) -> dict[str, Path]:
     """Extract every named feature set for every manifest clip; returns the files written.
 
@@ -267,9 +333,22 @@ def run_features(
     holds: at most that much work is lost when the process dies. ``compression`` ("gzip" or
     "lzf"; default: the feature set's ``store_compression`` attribute, else none) trades the
     memory-mappable layout for smaller files. Only rank 0 returns paths.
+
+    Every feature set's config and the manifest are checked first (a mistake is one
+    UserError and nothing is written); each output file is locked while it is written
+    (``lock_wait_s``: see ``output_lock``).
     """
+    if on_mismatch not in ("error", "new"):
+        raise UsageError(f"on_mismatch must be 'error' or 'new', got {on_mismatch!r}")
+    if compression not in (None, "gzip", "lzf"):
+        raise UsageError(f"compression must be gzip or lzf, got {compression!r}")
+    if not feature_sets:
+        raise UsageError("no feature set named; pass -s NAME (see `avemo list feature-sets`)")
     load_for(list(feature_sets))
+    sets = _build_sets(list(feature_sets), overrides, device)
     df = manifest if isinstance(manifest, pd.DataFrame) else load_manifest(manifest)
+    if len(df) == 0:
+        raise UsageError("the manifest has no rows: nothing to extract")
     clips = clip_inputs(df)
     order = [c.clip_id for c in clips]
     rank, world = _dist()
@@ -279,33 +358,42 @@ def run_features(
     out = Path(out_dir)
     written: dict[str, Path] = {}
     batch_clips = max(1, int(batch_clips))
-    for name in feature_sets:
-        fs: FeatureSet = FEATURE_SETS.build(name, (overrides or {}).get(name), device)
+    for name, fs in zip(feature_sets, sets, strict=True):
         path = out / f"{name}.h5"
-        _failed_marker(path, rank).unlink(missing_ok=True)  # stale, from an earlier run
-        writer: FeatureWriter | None = None
-        try:
-            # a feature set may ask for compressed storage (e.g. uint8 face crops)
-            comp = compression or getattr(fs, "store_compression", None)
-            writer = _open_writer(path, fs, shard_clips, rank, on_mismatch, comp)
-            _extract_into(writer, fs, clips[rank::world], batch_clips,
-                          name if world == 1 else f"{name} rank {rank}", progress)
-        except BaseException as e:
-            if world > 1:  # tell rank 0 to stop waiting for this rank
-                _mark_failed(writer.path if writer is not None else path, rank, e)
-            raise
-        finally:
-            close = getattr(fs, "close", None)  # e.g. stop a video set's decode workers
-            if callable(close):
-                close()
-        if world > 1:
-            dist = _torch_dist()
-            if dist is not None:
-                dist.barrier()
+        with output_lock(path, rank, lock_wait_s):
+            _failed_marker(path, rank).unlink(missing_ok=True)  # stale, from an earlier run
+            writer = _extract_set(fs, name, path, clips, order, rank, world, started, timeout_s,
+                                  batch_clips, shard_clips, on_mismatch, compression, progress)
             if rank == 0:
-                _wait_for_clips(writer, order, started, timeout_s)
-        if rank == 0:
-            written[name] = writer.finalize(order=order)
-            if progress:
-                print(f"[{name}] wrote {written[name]}", file=sys.stderr)
+                written[name] = writer.finalize(order=order)
+                if progress:
+                    print(f"[{name}] wrote {written[name]}", file=sys.stderr)
     return written
+
+
+def _extract_set(fs: FeatureSet, name: str, path: Path, clips: Sequence[ClipInput],
+                 order: Sequence[str], rank: int, world: int, started: float, timeout_s: float,
+                 batch_clips: int, shard_clips: int, on_mismatch: str, compression: str | None,
+                 progress: bool) -> FeatureWriter:
+    writer: FeatureWriter | None = None
+    try:
+        # a feature set may ask for compressed storage (e.g. uint8 face crops)
+        comp = compression or getattr(fs, "store_compression", None)
+        writer = _open_writer(path, fs, shard_clips, rank, on_mismatch, comp)
+        _extract_into(writer, fs, clips[rank::world], batch_clips,
+                      name if world == 1 else f"{name} rank {rank}", progress)
+    except BaseException as e:
+        if world > 1:  # tell rank 0 to stop waiting for this rank
+            _mark_failed(writer.path if writer is not None else path, rank, e)
+        raise
+    finally:
+        close = getattr(fs, "close", None)  # e.g. stop a video set's decode workers
+        if callable(close):
+            close()
+    if world > 1:
+        dist = _torch_dist()
+        if dist is not None:
+            dist.barrier()
+        if rank == 0:
+            _wait_for_clips(writer, order, started, timeout_s)
+    return writer

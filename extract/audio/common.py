@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from avemo.data.store import ClipFeatures
+from avemo.errors import FeatureConfigError
 from avemo.extract.audio.decode import DecodedAudio, NoAudioError, clip_source, decode_audio
-from avemo.extract.base import ClipInput, FeatureSet
+from avemo.extract.base import ClipInput, FeatureSet, Param
 
 Result = tuple[np.ndarray, np.ndarray]  # (values [T, ...], timestamps [T])
 
@@ -43,6 +44,9 @@ class AudioFeatureSet(FeatureSet):
 
     modality = "audio"
     default_config: dict[str, Any] = {"sample_rate": 16000}
+    config_params: dict[str, Param] = {
+        "sample_rate": Param(min=1000, max=384000), "pad_short": Param(), "batch_size": Param(min=1),
+    }
 
     def __init__(self, config: Mapping[str, Any] | None = None, device: str = "cpu",
                  backend: str | None = None, decode_workers: int | None = None) -> None:
@@ -54,9 +58,13 @@ class AudioFeatureSet(FeatureSet):
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError on an inconsistent config (called at construction)."""
+        """Raise FeatureConfigError on an inconsistent config (called at construction).
+
+        Per-key types and ranges are checked before (``config_params``); this is for rules
+        that tie keys together.
+        """
         if int(self.config["sample_rate"]) <= 0:
-            raise ValueError(f"{self.name}: sample_rate must be positive")
+            raise FeatureConfigError(f"{self.name}: sample_rate must be positive")
 
     @property
     def sample_rate(self) -> int:

@@ -26,9 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from avemo.errors import FeatureConfigError
 from avemo.extract.audio import frontends as F
 from avemo.extract.audio.cnn_common import load_into, load_state_dict, window_starts
 from avemo.extract.audio.common import AudioFeatureSet, Result
+from avemo.extract.base import Param
 from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
 
 CNN14_WEIGHTS = register_weight(WeightSpec(
@@ -106,14 +108,15 @@ class PannsCnn14(AudioFeatureSet):
     default_config: dict[str, Any] = {
         "sample_rate": 32000, "window_s": 1.0, "hop_s": 0.5, "pad_short": True, "batch_size": 16,
     }
+    config_params = {"window_s": Param(types=(float,), min=0.35), "hop_s": Param(above=0)}
 
     def validate(self) -> None:
         super().validate()
         if self.sample_rate != SR:
-            raise ValueError("panns_cnn14: the model is fixed to 32 kHz input")
+            raise FeatureConfigError("panns_cnn14: the model is fixed to 32 kHz input")
         w = self.config["window_s"]
         if w is not None and float(w) < 0.35:
-            raise ValueError("panns_cnn14: window_s must be >= 0.35 s (the network pools 32x in time)")
+            raise FeatureConfigError("panns_cnn14: window_s must be >= 0.35 s (the network pools 32x in time)")
 
     @property
     def rate_hz(self) -> float | None:

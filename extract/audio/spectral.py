@@ -19,12 +19,19 @@ from typing import Any
 
 import numpy as np
 
+from avemo.errors import FeatureConfigError
 from avemo.extract.audio import frontends as F
 from avemo.extract.audio.common import AudioFeatureSet, Result, ms_to_samples
+from avemo.extract.base import Param
 
 
 class _StftSet(AudioFeatureSet):
     """Shared STFT geometry (window, hop, FFT size in samples)."""
+
+    config_params = {
+        "win_ms": Param(above=0, max=1000), "hop_ms": Param(above=0, max=1000),
+        "n_fft": Param(min=2, max=65536), "log_eps": Param(above=0),
+    }
 
     @property
     def win(self) -> int:
@@ -45,14 +52,14 @@ class _StftSet(AudioFeatureSet):
     def validate(self) -> None:
         super().validate()
         if self.hop < 1 or self.win < 2:
-            raise ValueError(f"{self.name}: win_ms / hop_ms give less than 2 / 1 samples")
+            raise FeatureConfigError(f"{self.name}: win_ms / hop_ms give less than 2 / 1 samples")
         if self.win > self.n_fft:
-            raise ValueError(f"{self.name}: window ({self.win} samples) longer than n_fft "
+            raise FeatureConfigError(f"{self.name}: window ({self.win} samples) longer than n_fft "
                              f"({self.n_fft}); raise n_fft")
         if int(self.config.get("deltas", 0)) not in (0, 1, 2):
-            raise ValueError(f"{self.name}: deltas must be 0, 1 or 2")
+            raise FeatureConfigError(f"{self.name}: deltas must be 0, 1 or 2")
         if self.config.get("delta_layout", "columns") not in ("channels", "columns"):
-            raise ValueError(f"{self.name}: delta_layout must be 'channels' or 'columns'")
+            raise FeatureConfigError(f"{self.name}: delta_layout must be 'channels' or 'columns'")
 
     def _batch_rows(self, signals: Sequence[np.ndarray], per_clip_np, batch_torch) -> list[Result]:
         """Run the numpy function per clip, or the torch one on the padded batch."""
@@ -96,6 +103,25 @@ class Spectrogram(_StftSet):
 
 
 class _MelSet(_StftSet):
+    config_params = {
+        "n_mels": Param(min=1, max=1024), "fmin": Param(min=0), "fmax": Param(types=(float,), above=0),
+        "mel_norm": Param(choices=("slaney", None), nullable=True), "deltas": Param(choices=(0, 1, 2)),
+        "delta_width": Param(min=3, max=99), "delta_layout": Param(choices=("channels", "columns")),
+        "n_mfcc": Param(min=1), "amin": Param(above=0),
+    }
+
+    def validate(self) -> None:
+        super().validate()
+        c = self.config
+        if c["fmax"] is not None and float(c["fmax"]) <= float(c["fmin"]):
+            raise FeatureConfigError(f"{self.name}: fmax ({c['fmax']}) must be above fmin ({c['fmin']})")
+        if c["fmax"] is not None and float(c["fmax"]) > self.sample_rate / 2:
+            raise FeatureConfigError(
+                f"{self.name}: fmax ({c['fmax']}) must be <= sample_rate / 2 ({self.sample_rate / 2:g})")
+        if "n_mfcc" in c and int(c["n_mfcc"]) > int(c["n_mels"]):
+            raise FeatureConfigError(
+                f"{self.name}: n_mfcc ({c['n_mfcc']}) must be <= n_mels ({c['n_mels']})")
+
     def _mel_args(self) -> tuple:
         c = self.config
         fmax = None if c["fmax"] is None else float(c["fmax"])

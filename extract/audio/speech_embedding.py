@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from avemo.errors import FeatureConfigError
 from avemo.extract.audio.common import AudioFeatureSet, Result
+from avemo.extract.base import Param
 from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
 
 _MEMBER = "openwakeword/resources/models/"
@@ -95,13 +97,15 @@ class SpeechEmbedding(AudioFeatureSet):
         "sample_rate": 16000, "input_scale": 32767.0, "mel_scale": 0.1, "mel_offset": 2.0,
         "step_frames": 8, "pad_short": True,
     }
+    config_params = {"input_scale": Param(above=0), "mel_scale": Param(above=0),
+                     "step_frames": Param(min=1)}
 
     def validate(self) -> None:
         super().validate()
         if self.sample_rate != 16000:
-            raise ValueError("speech_embedding: the model is fixed to 16 kHz input")
+            raise FeatureConfigError("speech_embedding: the model is fixed to 16 kHz input")
         if int(self.config["step_frames"]) < 1:
-            raise ValueError("speech_embedding: step_frames must be >= 1")
+            raise FeatureConfigError("speech_embedding: step_frames must be >= 1")
 
     @property
     def step(self) -> int:

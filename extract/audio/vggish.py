@@ -27,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from avemo.errors import FeatureConfigError
 from avemo.extract.audio.cnn_common import load_into, load_state_dict, window_starts
 from avemo.extract.audio.common import AudioFeatureSet, Result
+from avemo.extract.base import Param
 from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
 
 _REL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
@@ -111,15 +113,16 @@ class Vggish(AudioFeatureSet):
         "sample_rate": 16000, "hop_s": 0.96, "center": False, "pad_short": True,
         "postprocess": "none", "batch_size": 64,
     }
+    config_params = {"hop_s": Param(min=0.01), "postprocess": Param(choices=("none", "pca", "quantized"))}
 
     def validate(self) -> None:
         super().validate()
         if self.sample_rate != SR:
-            raise ValueError("vggish: the model is fixed to 16 kHz input")
+            raise FeatureConfigError("vggish: the model is fixed to 16 kHz input")
         if float(self.config["hop_s"]) < 0.01:
-            raise ValueError("vggish: hop_s must be >= 0.01 (one frame)")
+            raise FeatureConfigError("vggish: hop_s must be >= 0.01 (one frame)")
         if self.config["postprocess"] not in ("none", "pca", "quantized"):
-            raise ValueError("vggish: postprocess must be none, pca or quantized")
+            raise FeatureConfigError("vggish: postprocess must be none, pca or quantized")
 
     @property
     def rate_hz(self) -> float:
