@@ -14,6 +14,11 @@ Because W_ja is L x L, longer timelines are cut into chunks of L rows (the last 
 invalid rows are zeroed after the input projections so they add nothing to the cross terms.
 Clip tasks average the per-row outputs over valid rows; the audio stream is first mapped onto
 the visual timeline when their lengths differ.
+
+With ``head="reference"`` the outputs equal the released ``CAM`` (vregressor = target 0,
+aregressor = target 1) within 1e-5, and the core's X_att_a / X_att_v equal the released
+module's (``tests/test_fusion_reference_numerics.py``); ``state_from_reference`` renames a
+released state dict.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from avemo.fusion.models.base import FusionModel, fit_length, get_mask, zero_inv
 from avemo.fusion.registry import MODELS
 
 HEADS = ("default", "reference")
+_REF_CORE = {"encoder1": "enc_a", "encoder2": "enc_v", "affine_a": "w_ja", "affine_v": "w_jv",
+             "W_a": "w_a", "W_v": "w_v", "W_ca": "w_ca", "W_cv": "w_cv", "W_ha": "w_ha",
+             "W_hv": "w_hv"}
 
 
 class JointCrossAttention(nn.Module):
@@ -88,6 +96,20 @@ class JCA(FusionModel):
         in_dim = 2 * proj_dim if head == "default" else v_dim + proj_dim
         self.heads = nn.ModuleList(_regressor(in_dim, head_hidden, head_dropout)
                                    for _ in range(self.task["n_out"]))
+
+    def state_from_reference(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Our state dict from a released ``CAM`` one; its regressors map to targets in order."""
+        out: dict[str, Tensor] = {}
+        for key, value in state.items():
+            name, _, part = key.partition(".")
+            if name in _REF_CORE:
+                out[f"core.{_REF_CORE[name]}.{part}"] = value
+        regressors = ("vregressor", "aregressor")[: len(self.heads)]
+        for i, name in enumerate(regressors):
+            for layer in ("0", "2"):
+                for p in ("weight", "bias"):
+                    out[f"heads.{i}.{layer}.{p}"] = state[f"{name}.{layer}.{p}"]
+        return out
 
     def _chunks(self, x: Tensor) -> Tensor:
         b, t = x.shape[:2]

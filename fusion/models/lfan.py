@@ -7,6 +7,17 @@ M x 32; A = softmax(K Q^T / sqrt(32)) over the last axis; O = LayerNorm([M, 32])
 Output per frame = Linear(C_v + M*32 -> n_out)([h_v ; flatten(O)]). The reference trains one
 model per target (n_out = 1). Clip tasks average per-frame outputs over valid visual frames.
 ``model.attention[m]`` = attention each modality receives per step (mean over queries).
+
+``attention="paper"`` (default, the spec): every modality's K, Q and V are projections of its
+TCN output, as the paper writes them. ``attention="reference"``: the released forward
+(``my_2d1ddy.forward``), which overwrites each follower's TCN output with its key projection
+before computing that follower's query and value, so a follower's Q_m = Linear(32 -> 32)(K_m)
+and V_m likewise, while the leader's Q and V come from its TCN output. The published ABAW2
+numbers (test CCC valence 0.463 / arousal 0.492) were produced by that released code, so
+``workflows/configs/lfan.yaml`` uses ``attention: reference``; outputs equal the released
+module's within 1e-5 (``tests/test_fusion_reference_numerics.py``, fixtures made from the
+reference code by ``tests/fixtures/make_reference_fusion.py``). Released checkpoints load
+with ``model.load_state_dict(model.state_from_reference(sd))``.
 """
 
 from __future__ import annotations
@@ -19,8 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from avemo.fusion.models.base import FusionModel, as_list, fit_length, get_mask
-from avemo.fusion.models.tcn import TCN
+from avemo.fusion.models.tcn import TCN, tcn_state_from_reference
 from avemo.fusion.registry import MODELS
+
+ATTENTIONS = ("paper", "reference")
 
 
 @MODELS.register("lfan")
@@ -32,8 +45,11 @@ class LFAN(FusionModel):
                  visual_channels: list[int] | tuple[int, ...] = (128, 128, 128, 128),
                  audio_channels: list[int] | tuple[int, ...] = (32, 32, 32, 32),
                  kernel: int = 5, dropout: float = 0.1, att_dim: int = 32,
-                 tcn_init: str = "xavier") -> None:
+                 tcn_init: str = "xavier", attention: str = "paper") -> None:
         super().__init__(inputs, task)
+        if attention not in ATTENTIONS:
+            raise ValueError(f"lfan attention must be one of {ATTENTIONS}, got {attention!r}")
+        self.attention_form = attention
         self.visual = visual
         self.need(visual, "lfan.visual")
         self.audio = as_list(audio) or [m for m in self.inputs if m != visual]
@@ -45,12 +61,36 @@ class LFAN(FusionModel):
             ch = visual_channels if m == visual else audio_channels
             self.tcns[m] = TCN(math.prod(self.need(m, "lfan")), ch, kernel, dropout, True, tcn_init)
         self.key = nn.ModuleDict({m: nn.Linear(self.tcns[m].out_dim, att_dim) for m in self.modalities})
-        self.query = nn.ModuleDict({m: nn.Linear(self.tcns[m].out_dim, att_dim) for m in self.modalities})
-        self.value = nn.ModuleDict({m: nn.Linear(self.tcns[m].out_dim, att_dim) for m in self.modalities})
+        qv_in = {m: att_dim if self._qv_from_key(m) else self.tcns[m].out_dim for m in self.modalities}
+        self.query = nn.ModuleDict({m: nn.Linear(qv_in[m], att_dim) for m in self.modalities})
+        self.value = nn.ModuleDict({m: nn.Linear(qv_in[m], att_dim) for m in self.modalities})
         n_mod = len(self.modalities)
         self.att_dim = int(att_dim)
         self.norm = nn.LayerNorm([n_mod, att_dim])
         self.regressor = nn.Linear(self.tcns[visual].out_dim + n_mod * att_dim, self.task["n_out"])
+
+    def _qv_from_key(self, m: str) -> bool:
+        """Released forward: a follower's query and value are computed from its key."""
+        return self.attention_form == "reference" and m != self.visual
+
+    def state_from_reference(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Our state dict from a released ``my_2d1ddy`` one (backbone and unused GroupNorms dropped).
+
+        ``temporal``/``encoder1``/``encoderQ1``/``encoderV1`` belong to the visual leader,
+        ``temporal{i}``/``encoder{i+1}``... to the i-th follower (``audio`` order).
+        """
+        roles = ["key", "query", "value"]
+        out: dict[str, Tensor] = {}
+        for i, m in enumerate(self.modalities):
+            tcn = "temporal" if i == 0 else f"temporal{i}"
+            out.update(tcn_state_from_reference(state, f"{tcn}.", f"tcns.{m}."))
+            for role, ref in zip(roles, ("encoder", "encoderQ", "encoderV"), strict=True):
+                for p in ("weight", "bias"):
+                    out[f"{role}.{m}.{p}"] = state[f"{ref}{i + 1}.{p}"]
+        for ours, ref in (("norm", "ln"), ("regressor", "regressor")):
+            for p in ("weight", "bias"):
+                out[f"{ours}.{p}"] = state[f"{ref}.{p}"]
+        return out
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         self.check_batch(batch, self.modalities)
@@ -60,9 +100,11 @@ class LFAN(FusionModel):
         for m in self.modalities:
             x, mask = fit_length(batch[m].flatten(2), get_mask(batch, m), t)
             h[m] = self.tcns[m](x, mask).seq
-        k = torch.stack([self.key[m](h[m]) for m in self.modalities], dim=-2)  # [B, T, M, d]
-        q = torch.stack([self.query[m](h[m]) for m in self.modalities], dim=-2)
-        v = torch.stack([self.value[m](h[m]) for m in self.modalities], dim=-2)
+        keys = {m: self.key[m](h[m]) for m in self.modalities}
+        src = {m: keys[m] if self._qv_from_key(m) else h[m] for m in self.modalities}
+        k = torch.stack([keys[m] for m in self.modalities], dim=-2)  # [B, T, M, d]
+        q = torch.stack([self.query[m](src[m]) for m in self.modalities], dim=-2)
+        v = torch.stack([self.value[m](src[m]) for m in self.modalities], dim=-2)
         att = torch.softmax(k @ q.transpose(-1, -2) / math.sqrt(self.att_dim), dim=-1)
         fused = self.norm(att @ v + v).flatten(-2)
         out = self.regressor(torch.cat([h[self.visual], fused], dim=-1))  # [B, T, n_out]

@@ -12,11 +12,17 @@ overwritten at the first forward, so only the 1x1 residual convs get xavier.
 
 Mask-aware: invalid rows are zeroed at the input and after each block, so they act as the
 zero padding the convolution sees at the sequence edge; appended padding changes nothing.
+
+On valid rows the outputs equal the released ``TemporalConvNet`` with the same weights within
+1e-5 (``tests/test_fusion_reference_numerics.py``); ``tcn_state_from_reference`` renames its
+state dict (``weight_g``/``weight_v`` -> our weight-norm parametrization).
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +32,30 @@ from avemo.fusion.models.base import TemporalModule, TemporalOutput, masked_mean
 from avemo.fusion.registry import TEMPORAL
 
 INITS = ("xavier", "reference")
+_REF_KEY = re.compile(r"network\.(\d+)\.(conv[12]\.weight_g|conv[12]\.weight_v|conv[12]\.bias"
+                      r"|downsample\.weight|downsample\.bias)")
+_REF_PART = {"weight_g": "conv.parametrizations.weight.original0",
+             "weight_v": "conv.parametrizations.weight.original1", "bias": "conv.bias"}
+
+
+def tcn_state_from_reference(state: Mapping[str, Tensor], ref_prefix: str = "",
+                             prefix: str = "") -> dict[str, Tensor]:
+    """Rename a released ``TemporalConvNet`` state dict (keys under ``ref_prefix``) to ours.
+
+    The released blocks also list conv1/conv2 under ``net.0``/``net.4`` (same tensors, kept
+    twice by ``state_dict``); those duplicates are skipped.
+    """
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if not key.startswith(ref_prefix):
+            continue
+        found = _REF_KEY.fullmatch(key[len(ref_prefix):])
+        if found is None:
+            continue
+        layer, part = found.group(2).split(".")
+        ours = f"{layer}.{part}" if layer == "downsample" else f"{layer}.{_REF_PART[part]}"
+        out[f"{prefix}blocks.{found.group(1)}.{ours}"] = value
+    return out
 
 
 class _CausalConv(nn.Module):
