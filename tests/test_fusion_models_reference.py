@@ -109,6 +109,14 @@ def test_lfan_parameter_count_and_shapes() -> None:
     torch.testing.assert_close(total, torch.ones(2, 300))
 
 
+def test_lfan_released_attention_has_the_reference_parameter_count() -> None:
+    # followers' query/value read the 32-d key (Linear(32, 32)); at the reference sizes the
+    # follower TCNs are 32 wide too, so both forms have the reference's parameters
+    inputs = {"face": (512,), "vggish": (128,), "mfcc": (39,)}
+    model = MODELS.build("lfan", inputs=inputs, task={"type": "frame", "n_out": 1}, attention="reference")
+    assert _n(model) == LFAN_USED
+
+
 def test_lfan_fusion_step_matches_spec_formula() -> None:
     torch.manual_seed(0)
     inputs = {"face": (6,), "vggish": (5,), "mfcc": (4,)}
