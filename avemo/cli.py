@@ -1,4 +1,9 @@
-"""The ``avemo`` command: manifest, features, fuse-train, ablate, inspect, list."""
+"""avemo: audio-video emotion recognition from cached features.
+
+Stage one extracts feature sets once into HDF5 (``features``); stage two trains fusion models
+from that cache in seconds (``fuse-train``, ``ablate`` grids, ``report``, ``merge``).
+Every user mistake is one message and exit status 2; ``-q`` / ``-v`` set how much is said.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from avemo.errors import UserError
+from avemo.errors import UsageError, UserError, did_you_mean
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -40,20 +46,41 @@ def _features(a: argparse.Namespace) -> int:
 
     overrides: dict = {}
     if a.config:
-        with open(a.config) as f:
-            overrides = yaml.safe_load(f) or {}
+        overrides = _read_overrides(a.config, yaml)
     for item in a.set or []:
-        fs, _, kv = item.partition(":")
-        k, _, v = kv.partition("=")
-        overrides.setdefault(fs, {})[k] = yaml.safe_load(v)
+        fs, colon, kv = item.partition(":")
+        k, eq, v = kv.partition("=")
+        if not (colon and eq and fs and k):
+            raise UsageError(f"--set {item!r} is not FEATURE_SET:KEY=VALUE (e.g. --set logmel:n_mels=40)")
+        try:
+            value = yaml.safe_load(v)
+        except yaml.YAMLError:
+            raise UsageError(f"--set {item!r}: {v!r} is not a YAML value") from None
+        overrides.setdefault(fs, {})[k] = value
     files = run_features(
         a.manifest, a.feature_set, a.output, device=a.device, overrides=overrides,
         batch_clips=a.batch_clips, on_mismatch="new" if a.new_on_mismatch else "error",
-        progress=not a.quiet, shard_clips=a.shard_clips, compression=a.compression,
+        progress=a.verbosity >= 0, shard_clips=a.shard_clips, compression=a.compression,
+        lock_wait_s=0.0 if a.no_wait else None,
     )
     for name, path in files.items():
         print(f"{name}: {path}")
     return 0
+
+
+def _read_overrides(path: str, yaml) -> dict:
+    """``-c`` of ``features``: a YAML mapping feature_set -> {key: value}."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"feature config {p} does not exist (a YAML mapping feature_set: {{key: value}})")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UsageError(f"feature config {p} is not YAML: {e}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise UsageError(f"feature config {p} must map feature_set: {{key: value}}, e.g. "
+                         "'logmel: {n_mels: 40}'")
+    return data
 
 
 @command("fuse-train")
@@ -74,6 +101,34 @@ def _ablate(a: argparse.Namespace) -> int:
     result = run_grid(a.grid, out_dir=a.output, dry_run=a.dry_run)
     print(f"results: {result['out_dir']}")
     return 0
+
+
+@command("report")
+def _report(a: argparse.Namespace) -> int:
+    from avemo.workflows import report
+
+    return report.run(a)
+
+
+@command("merge")
+def _merge(a: argparse.Namespace) -> int:
+    from avemo.workflows import merge
+
+    return merge.run(a)
+
+
+@command("demo")
+def _demo(a: argparse.Namespace) -> int:
+    from avemo.workflows import demo
+
+    return demo.run(a)
+
+
+@command("emodb")
+def _emodb(a: argparse.Namespace) -> int:
+    from avemo.workflows import emodb
+
+    return emodb.run(a)
 
 
 @command("inspect")
@@ -99,8 +154,50 @@ LISTS = {
 }
 
 
+PACKAGED_FILES = {"configs": "run configs (fuse-train -c NAME)", "grids": "ablation grids (ablate -g NAME)"}
+
+
+def packaged_dir(kind: str) -> Path:
+    """``workflows/configs`` or ``workflows/grids`` of the installed package."""
+    import avemo.workflows
+
+    return Path(avemo.workflows.__file__).resolve().parent / kind
+
+
+def packaged(kind: str) -> Callable[[str], str]:
+    """argparse ``type``: a path, or the NAME of a packaged config / grid (``zhou_self_fbp``)."""
+
+    def resolve(value: str) -> str:
+        if Path(value).expanduser().exists():
+            return str(Path(value).expanduser())
+        folder = packaged_dir(kind)
+        cand = folder / (value if value.endswith(".yaml") else f"{value}.yaml")
+        if cand.is_file():
+            return str(cand)
+        names = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither a file nor a packaged {kind[:-1]}{did_you_mean(value, names)} "
+            f"Packaged: {', '.join(names)} (see `avemo list {kind}`)")
+
+    return resolve
+
+
+def _first_line(path: Path) -> str:
+    """A packaged YAML's first comment line (what it is for)."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+        if line.strip():
+            break
+    return ""
+
+
 @command("list")
 def _list(a: argparse.Namespace) -> int:
+    if a.what in PACKAGED_FILES:
+        for p in sorted(packaged_dir(a.what).glob("*.yaml")):
+            print(f"{p.stem:<28} {_first_line(p)}")
+        return 0
     mod_name, attr = LISTS[a.what]
     mod = importlib.import_module(mod_name)
     if hasattr(mod, "load_all"):
@@ -114,27 +211,92 @@ def _kv(items: Sequence[str] | None) -> list[tuple[str, str]]:
     return [tuple(i.split("=", 1)) for i in items or []]  # type: ignore[misc]
 
 
-def build_parser() -> argparse.ArgumentParser:
+EXAMPLES = {
+    "manifest": """examples:
+  avemo manifest ravdess /data/RAVDESS -o manifests/ravdess.csv
+  avemo manifest csv my_clips.csv -o manifests/mine.csv --option base=/data/mine""",
+    "features": """examples:
+  avemo features -m manifests/ravdess.csv -s face_fer2013 -s logmel -o features/ravdess
+  avemo features -m manifests/ravdess.csv -s logmel -o features/ravdess --set logmel:n_mels=40
+  avemo features -m manifests/ravdess.csv -s face_fer2013 -o features/ravdess --device cuda
+  torchrun --nproc-per-node 4 -m avemo.cli features -m M.csv -s face_fer2013 -o features/x""",
+    "fuse-train": """examples:
+  avemo fuse-train -c zhou_self_fbp trainer.max_epochs=5
+  avemo fuse-train -c my_run.yaml data.features.face=features/x/face_fer2013.h5
+  avemo fuse-train -c demo_fbp --print-config""",
+    "ablate": """examples:
+  avemo ablate -g zhou --dry-run
+  avemo ablate -g my_grid.yaml -o runs/ablate/mine""",
+    "report": """examples:
+  avemo report runs/ablate/demo
+  avemo report runs/ablate/zhou --html""",
+    "merge": """examples:
+  avemo merge runs/ablate/zhou
+  avemo merge runs/ablate/zhou --method mean""",
+    "demo": """examples:
+  avemo demo
+  avemo demo -o /tmp/avemo-demo trainer.max_epochs=2""",
+    "emodb": """examples:
+  avemo emodb                                 # the full check (~25 min cold on CPU)
+  avemo emodb --speakers 03 08 --limit 10 --epochs 2 --no-bench   # a quick look""",
+    "inspect": """examples:
+  avemo inspect features/ravdess/face_fer2013.h5
+  avemo inspect features/ravdess/*.h5 | less""",
+    "list": """examples:
+  avemo list feature-sets
+  avemo list configs
+  avemo list grids""",
+}
+
+
+def _sub(sub, name: str, help: str, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".",
+                          epilog=EXAMPLES[name], parents=[common],
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+WORKFLOWS = {
+    "report": "redraw the Markdown/PNG report of a grid results folder",
+    "merge": "merge a grid's fold models (CCC centering) and score them",
+    "demo": "the whole pipeline on the built-in demo corpus",
+    "emodb": "the EmoDB real labelled check (speaker-independent CV)",
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; ``only``: the command about to run (the other workflows' options
+    are then not imported)."""
     from avemo import __version__
 
-    p = argparse.ArgumentParser(prog="avemo", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    talk = common.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=0,
+                      help="warnings and errors only (no progress)")
+    talk.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1,
+                      help="also debug notes")
+    p = argparse.ArgumentParser(prog="avemo", description=__doc__,
+                                epilog="`avemo COMMAND --help` shows each command's options and examples.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"avemo {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    m = sub.add_parser("manifest", help="build a manifest from a dataset on disk")
+    m = _sub(sub, "manifest", "build a manifest from a dataset on disk", common)
     m.add_argument("dataset", help="adapter name (see `avemo list datasets`)")
     m.add_argument("root", help="dataset root folder (or CSV for the csv adapter)")
     m.add_argument("-o", "--output", required=True, help="manifest path (.csv or .parquet)")
-    m.add_argument("--option", action="append", metavar="KEY=VALUE", help="adapter option")
+    m.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="adapter option (repeatable)")
 
-    f = sub.add_parser("features", help="extract feature sets into OUT/<feature_set>.h5 (resumes)")
-    f.add_argument("-m", "--manifest", required=True)
+    f = _sub(sub, "features", "extract feature sets into OUT/<feature_set>.h5 (resumes)", common)
+    f.add_argument("-m", "--manifest", required=True,
+                   help="manifest .csv or .parquet (from `avemo manifest`)")
     f.add_argument("-s", "--feature-set", action="append", required=True,
                    help="feature set name (repeatable; see `avemo list feature-sets`)")
     f.add_argument("-o", "--output", required=True, help="output folder")
     f.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu with a notice)")
     f.add_argument("-c", "--config", help="YAML mapping feature_set -> config overrides")
-    f.add_argument("--set", action="append", metavar="FS:KEY=VALUE", help="one config override")
+    f.add_argument("--set", action="append", metavar="FS:KEY=VALUE",
+                   help="one config override, value in YAML (repeatable), e.g. logmel:n_mels=40")
     f.add_argument("--batch-clips", type=int, default=8, help="clips per extraction batch")
     f.add_argument("--shard-clips", type=int, default=None,
                    help="clips per committed shard (default $AVEMO_SHARD_CLIPS or 32)")
@@ -142,27 +304,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compress the final file (smaller, not memory-mappable)")
     f.add_argument("--new-on-mismatch", action="store_true",
                    help="when OUT holds the set made with another config, write <set>-<hash>.h5")
-    f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    f.add_argument("--no-wait", action="store_true",
+                   help="when another process writes the same output, stop (exit 2) instead of waiting")
 
-    t = sub.add_parser("fuse-train", help="train a fusion model on cached features")
-    t.add_argument("-c", "--config", required=True, help="YAML run config")
+    t = _sub(sub, "fuse-train", "train a fusion model on cached features", common)
+    t.add_argument("-c", "--config", required=True, type=packaged("configs"),
+                   help="run config: a YAML path or a packaged NAME (`avemo list configs`)")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
 
-    g = sub.add_parser("ablate", help="run an ablation grid from the cache (resumable)")
-    g.add_argument("-g", "--grid", required=True, help="grid YAML")
+    g = _sub(sub, "ablate", "run an ablation grid from the cache (resumable)", common)
+    g.add_argument("-g", "--grid", required=True, type=packaged("grids"),
+                   help="grid: a YAML path or a packaged NAME (`avemo list grids`)")
     g.add_argument("-o", "--output", help="results folder (default: from the grid)")
     g.add_argument("--dry-run", action="store_true", help="list cells and missing features only")
 
-    i = sub.add_parser("inspect", help="provenance, shapes and per-status counts of feature files")
-    i.add_argument("files", nargs="+")
+    for name, what in WORKFLOWS.items():  # their options live with them (``python -m`` too)
+        sp = _sub(sub, name, what, common)
+        if only in (None, name):  # import only the one asked for: `avemo inspect` stays quick
+            importlib.import_module(f"avemo.workflows.{name}").add_arguments(sp)
 
-    ls = sub.add_parser("list", help="what is registered")
-    ls.add_argument("what", choices=sorted(LISTS))
+    i = _sub(sub, "inspect", "provenance, shapes and per-status counts of feature files", common)
+    i.add_argument("files", nargs="+", metavar="FILE", help="feature files (.h5) written by `avemo features`")
+
+    ls = _sub(sub, "list", "what is registered, and the packaged configs and grids", common)
+    ls.add_argument("what", choices=sorted([*LISTS, *PACKAGED_FILES]), metavar="WHAT",
+                    help="one of: " + ", ".join(sorted([*LISTS, *PACKAGED_FILES])))
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from avemo.progress import setup_logging
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(next((x for x in argv if not x.startswith("-")), None)).parse_args(argv)
+    setup_logging(args.verbosity)
     try:
         return COMMANDS[args.cmd](args)
     except KeyboardInterrupt:

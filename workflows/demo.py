@@ -142,18 +142,26 @@ def _report(result: dict[str, Any]) -> None:
             print(f"  - {s}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m avemo.workflows.demo", description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``avemo demo`` (also ``python -m avemo.workflows.demo``)."""
     p.add_argument("-o", "--out", type=Path, help="demo folder (default: $AVEMO_DEMO_DIR or ./demo)")
     p.add_argument("--device", default=os.environ.get("AVEMO_DEVICE", "cpu"), help="cpu or cuda")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
-    a = p.parse_args(argv)
+
+
+def run(a: argparse.Namespace) -> int:
+    run_demo(a.out.expanduser().resolve() if a.out else None, a.device, a.overrides)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m avemo.workflows.demo", description=__doc__.splitlines()[0])
+    add_arguments(p)
     try:
-        run_demo(a.out.expanduser().resolve() if a.out else None, a.device, a.overrides)
+        return run(p.parse_args(argv))
     except UserError as e:  # the user's to fix: one message, no traceback
         print(f"avemo demo: error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from avemo.errors import UsageError, UserError
+
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb-8spk"
 FEATURE_SETS = ("logmel", "speech_embedding")
 BASELINES = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
@@ -484,30 +486,61 @@ def run_emodb(root: Path = DEFAULT_ROOT, out: Path = Path("runs/emodb"), folds: 
             "wall_s": time.perf_counter() - t0, "timings": timings}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m avemo.workflows.emodb", description=__doc__.split("\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``avemo emodb`` (also ``python -m avemo.workflows.emodb``)."""
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="EmoDB folder (wav/ + labels.csv)")
-    p.add_argument("-o", "--out", default="runs/emodb")
+    p.add_argument("-o", "--out", default="runs/emodb", help="results folder (default: runs/emodb)")
     p.add_argument("--folds", type=int, default=4, help="speaker folds (0 = leave one speaker out)")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=20, help="training epochs per fold (fixed budget)")
     p.add_argument("--speakers", nargs="*", help="subset of speaker ids (quick checks)")
-    p.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
-    p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=list(BASELINES))
+    p.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS),
+                   metavar="MODEL", help="stage-two models to cross-validate: " + ", ".join(MODELS))
+    p.add_argument("--baselines", nargs="*", default=None, choices=list(BASELINES),
+                   help="opensmile baselines (default: all when the [smile] extra is installed)")
     p.add_argument("--limit", type=int, help="clips per speaker (quick checks)")
     p.add_argument("--device", default="cpu", help="feature extraction device")
     p.add_argument("--no-bench", action="store_true", help="do not write the bench_results section")
     p.add_argument("--seeds", type=int, default=1, help="training seeds per fold (0..N-1) for --seed-models")
-    p.add_argument("--seed-models", nargs="*", choices=list(MODELS),
+    p.add_argument("--seed-models", nargs="*", choices=list(MODELS), metavar="MODEL",
                    help="models trained with --seeds seeds (default: all --models); others use seed 0")
-    a = p.parse_args(argv)
+
+
+def _baselines(asked: Sequence[str] | None) -> list[str]:
+    """The opensmile baselines to run: they need the optional ``[smile]`` extra (research-only
+    licence), so by default they are skipped with a note when it is not installed."""
+    import importlib.util
+
+    have = importlib.util.find_spec("opensmile") is not None
+    if asked is None:
+        if not have:
+            print("emodb: opensmile baselines skipped (pip install -e '.[smile]' to add them; "
+                  "opensmile's licence is research-only)", file=sys.stderr)
+        return list(BASELINES) if have else []
+    if asked and not have:
+        raise UsageError(f"--baselines {' '.join(asked)} needs opensmile: pip install -e '.[smile]' "
+                         "(research-only licence), or drop --baselines")
+    return list(asked)
+
+
+def run(a: argparse.Namespace) -> int:
     if not Path(a.root).exists():
-        print(f"EmoDB not found at {a.root} (see ../shared/data/README.md)", file=sys.stderr)
-        return 2
-    res = run_emodb(Path(a.root), Path(a.out), a.folds, a.epochs, a.speakers, a.models, a.baselines,
-                    a.device, bench=not a.no_bench, limit=a.limit, seeds=a.seeds, seed_models=a.seed_models)
+        raise UsageError(f"EmoDB not found at {a.root} (see ../shared/data/README.md; --root PATH)")
+    res = run_emodb(Path(a.root), Path(a.out), a.folds, a.epochs, a.speakers, a.models,
+                    _baselines(a.baselines), a.device, bench=not a.no_bench, limit=a.limit,
+                    seeds=a.seeds, seed_models=a.seed_models)
     print(res["markdown"])
     print(f"outputs: {res['out']} ({res['wall_s']:.0f}s)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m avemo.workflows.emodb", description=__doc__.split("\n")[0])
+    add_arguments(p)
+    try:
+        return run(p.parse_args(argv))
+    except UserError as e:  # the user's to fix: one message, no traceback
+        print(f"avemo emodb: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

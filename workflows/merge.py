@@ -8,6 +8,7 @@ smoothing (uniform filter, e.g. 20 frames valence / 50 arousal as JCA) is report
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from avemo.errors import UsageError
 
 DEFAULT_SMOOTH = {"valence": 20, "arousal": 50}
 
@@ -195,7 +198,7 @@ def merge_grid(out_dir: str | os.PathLike[str], method: str = "ccc_centering") -
     out = Path(out_dir)
     table = pd.read_csv(out / "results.csv", dtype=str)
     if "fold" not in table.columns:
-        raise ValueError(f"{out} is not a cross-validation grid (no fold axis)")
+        raise UsageError(f"{out} is not a cross-validation grid (no fold axis): nothing to merge")
     done = table[table["status"] == "done"]
     group_cols = ["config_id"] + (["seed"] if "seed" in done.columns else [])
     all_scores = []
@@ -215,16 +218,26 @@ def merge_grid(out_dir: str | os.PathLike[str], method: str = "ccc_centering") -
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m avemo.workflows.merge GRID_OUT [--method mean]``."""
-    import argparse
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``avemo merge`` (also ``python -m avemo.workflows.merge``)."""
+    p.add_argument("out_dir", metavar="GRID_OUT", help="a cross-validated grid results folder")
+    p.add_argument("--method", default="ccc_centering", choices=sorted(METHODS),
+                   help="how fold models are merged (default: ccc_centering)")
 
-    p = argparse.ArgumentParser(prog="python -m avemo.workflows.merge")
-    p.add_argument("out_dir")
-    p.add_argument("--method", default="ccc_centering", choices=sorted(METHODS))
-    a = p.parse_args(argv)
+
+def run(a: argparse.Namespace) -> int:
+    if not (Path(a.out_dir) / "results.csv").is_file():
+        raise UsageError(f"{a.out_dir} is not a grid results folder (no results.csv): "
+                         "give the -o folder of a cross-validated `avemo ablate`")
     print(merge_grid(a.out_dir, a.method).to_string(index=False))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m avemo.workflows.merge GRID_OUT [--method mean]``."""
+    p = argparse.ArgumentParser(prog="python -m avemo.workflows.merge")
+    add_arguments(p)
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ for a finished grid without training anything (``python -m avemo.workflows.repor
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from avemo.errors import UsageError
 from avemo.fusion.plots import confusion, pyplot
 
 LOWER_IS_BETTER = re.compile(r"(loss|rmse|mse|mae|error|wall_s)", re.I)
@@ -349,16 +351,26 @@ def _write_html(md_path: Path) -> Path:
     return out
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``avemo report`` (also ``python -m avemo.workflows.report``)."""
+    p.add_argument("out_dir", metavar="GRID_OUT", help="a grid results folder (from `avemo ablate`)")
+    p.add_argument("--html", action="store_true", help="also write report.html next to report.md")
+
+
+def run(a: argparse.Namespace) -> int:
+    out = Path(a.out_dir)
+    if not (out / "results.csv").is_file():
+        raise UsageError(f"{out} is not a grid results folder (no results.csv): "
+                         "give the -o folder of `avemo ablate`")
+    print(write_report(out, html=a.html))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Redraw the report of a grid results folder."""
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m avemo.workflows.report")
-    p.add_argument("out_dir")
-    p.add_argument("--html", action="store_true")
-    a = p.parse_args(argv)
-    print(write_report(a.out_dir, html=a.html))
-    return 0
+    add_arguments(p)
+    return run(p.parse_args(argv))
 
 
 if __name__ == "__main__":
