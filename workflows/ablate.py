@@ -51,6 +51,7 @@ import pandas as pd
 import yaml
 
 from avemo.fusion.config import ConfigError
+from avemo.progress import Progress
 
 DONE = "DONE.json"
 FAILED = "FAILED.json"
@@ -526,7 +527,11 @@ def run_grid(
     t0 = time.perf_counter()
     started = time.time() - 1.0
     ran = 0
-    with _single_process_env():  # each cell is a one-process run, even under torchrun
+    todo = sum(states[c.cell_id] != "done" for c in mine)
+    prog = Progress(f"grid {g.name}" + (f" rank {rank}" if world > 1 else ""), todo, "cells",
+                    enabled=not quiet)
+    # each cell is a one-process run, even under torchrun
+    with _single_process_env(), prog:
         for i, cell in enumerate(mine):
             run_dir = out / "runs" / cell.cell_id
             if cell_state(run_dir, _cell_hash(g, cell)) == "done":
@@ -534,8 +539,10 @@ def run_grid(
             rec = run_cell(g, cell, run_dir, train_fn, cache)
             ran += 1
             states[cell.cell_id] = rec["status"]
-            say(f"[{i + 1}/{len(mine)}] {cell.cell_id}: {rec['status']} in {rec['wall_s']:.1f}s "
-                + _brief(rec.get("metrics", {})))
+            if not quiet:
+                prog.write(f"[ablate] [{i + 1}/{len(mine)}] {cell.cell_id}: {rec['status']} in "
+                           f"{rec['wall_s']:.1f}s " + _brief(rec.get("metrics", {})))
+            prog.update(1, bad=rec["status"] != "done")
     wall = time.perf_counter() - t0
     use_dist = _init_torch_dist(world)
     if world > 1:
