@@ -85,6 +85,11 @@ def _read_overrides(path: str, yaml) -> dict:
 
 @command("fuse-train")
 def _fuse_train(a: argparse.Namespace) -> int:
+    if a.print_config:
+        from avemo.fusion.config import config_yaml, load_config
+
+        print(config_yaml(load_config(a.config, a.overrides)), end="")
+        return 0
     from avemo.fusion.train import train_from_config
 
     result = train_from_config(a.config, a.overrides)
@@ -151,6 +156,9 @@ LISTS = {
     "fusion": ("avemo.fusion.registry", "FUSION"),
     "encoders": ("avemo.fusion.registry", "ENCODERS"),
     "losses": ("avemo.fusion.registry", "LOSSES"),
+    "tasks": ("avemo.fusion.registry", "TASKS"),
+    "optimizers": ("avemo.fusion.registry", "OPTIMIZERS"),
+    "schedules": ("avemo.fusion.registry", "SCHEDULES"),
 }
 
 
@@ -311,6 +319,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("-c", "--config", required=True, type=packaged("configs"),
                    help="run config: a YAML path or a packaged NAME (`avemo list configs`)")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    t.add_argument("--print-config", action="store_true",
+                   help="print the resolved, validated config and exit (nothing is trained)")
 
     g = _sub(sub, "ablate", "run an ablation grid from the cache (resumable)", common)
     g.add_argument("-g", "--grid", required=True, type=packaged("grids"),

@@ -1,81 +1,185 @@
-"""Run configs for stage two: YAML + defaults + dotted ``key.sub=value`` overrides.
+"""Run configs for stage two: YAML + schema defaults + dotted ``key.sub=value`` overrides.
 
 One resolved dict drives a run and is written next to its outputs, so any result can be
 reproduced from its run folder alone. Overrides are parsed with ``yaml.safe_load`` so
 ``trainer.max_epochs=5``, ``data.window.length=100`` or ``model.fusion=[a,b]`` get proper types.
+
+The schema (``RunConfig``, pydantic) refuses unknown keys (with a "did you mean"), wrong
+types and out-of-range values; the free-form sections (``model``, ``loss``, ``optim``,
+``schedule``) are checked against the signatures of the registered constructors they name
+(``check_registered``) -- all before any feature file is opened.
+
+Path rule: a relative path written in a config file is relative to that file (each file of a
+``base:`` chain for its own keys); a path given as an override, in a Python dict, or left at
+its default is relative to the working directory. Resolved configs hold absolute paths.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from avemo.errors import UserError
+from avemo.errors import UserError, did_you_mean
 
 
 class ConfigError(UserError, ValueError):
     """A run config that cannot be used; the message says which key and why."""
 
 
-#: Every key a run reads, with its default. User configs are merged over this.
-DEFAULTS: dict[str, Any] = {
-    "name": None,  # run name (default: config file stem)
-    "seed": 0,
-    "data": {
-        "manifest": None,
-        "features": {},  # modality -> HDF5 path
-        "expect": {},  # modality -> {provenance keys (feature_set/config/weights) or config_hash}
-        "classes": None,  # clip tasks: class order (default: sorted labels of the manifest)
-        "missing_clips": "error",  # manifest clip absent from a feature file: error | skip
-        "non_ok": "skip",  # clips whose status is not ok: skip | keep (kept with zero mask)
-        "dtype": "float32",  # device copy of the features: float32 | float16 (half the memory)
-        "normalize": True,  # z-score with training-split statistics (masked rows excluded)
-        "max_rows": None,  # clip tasks: cap rows per clip (uniform subsample), bounds memory
-        "window": {"length": 300, "hop": 200},  # frame tasks
-        "timeline": {"method": "nearest"},  # frame tasks: modality rows -> label times
-        "targets": ["valence", "arousal"],  # frame tasks: annotation columns
-        "batch_size": 32,
-        "eval_batch_size": 256,
-        "modality_dropout": 0.0,  # training: prob. of dropping one modality of a sample
-        "eval_missing": [],  # evaluation: modalities treated as absent
-    },
-    "task": {"type": "clip"},  # clip | frame; n_out derived from classes / targets
-    "split": {
-        "method": "official",  # official | kfold | subjects
-        "k": 5,
-        "fold": 0,
-        "val": "next_fold",  # kfold/subjects: next_fold | test (validate on the test fold)
-        "pool": "all",  # kfold/subjects: all | trainval (official test clips stay out)
-        "shuffle": False,  # shuffle sorted ids / subjects with the seed before assigning
-        "use_manifest_folds": True,  # kfold: the manifest's fold column when it has one
-    },
-    "model": {"name": None},  # MODELS name + its kwargs
-    "loss": {
-        "name": None,  # cross_entropy (alias ce) | ccc | mse (default: cross_entropy / ccc)
-        "label_smoothing": 0.0,
-        "class_weights": None,  # null | balanced | [w_0, ..., w_C-1]
-    },
-    "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0},
-    "schedule": {"name": "none"},  # none | plateau | cosine | jca_reference (+ their options)
-    "trainer": {
-        "max_epochs": 30,
-        "accelerator": "auto",  # auto | cpu | gpu
-        "deterministic": True,
-        "fast_dev_run": False,
-        "gradient_clip_val": None,
-        "early_stopping": {"patience": 10},  # null disables
-        "monitor": None,  # default: val/accuracy (clip) or val/ccc (frame)
-        "limit_train_batches": None,
-    },
-    "eval": {"smooth": {}},  # frame tasks: target -> uniform filter width (frames)
-    "output": {"dir": "runs", "plots": True, "verbose": True},  # verbose: one line per epoch
-}
+# ----------------------------------------------------------------------------- schema
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Open(BaseModel):
+    """A section whose extra keys are constructor arguments, checked by ``check_registered``."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class WindowConfig(_Section):
+    length: int = Field(300, ge=1)
+    hop: int = Field(200, ge=1)
+
+
+class TimelineConfig(_Section):
+    method: Literal["nearest", "linear", "mean"] = "nearest"
+    max_gap: float | None = Field(None, gt=0)
+    window: float | None = Field(None, gt=0)
+
+
+class DataConfig(_Section):
+    manifest: str
+    features: dict[str, str | None]  # modality -> HDF5 path (null drops a base's modality)
+    expect: dict[str, dict[str, Any]] = {}  # modality -> provenance keys and/or config_hash
+    classes: list[str] | None = None  # clip classification: class order (default: sorted labels)
+    missing_clips: Literal["error", "skip"] = "error"
+    non_ok: Literal["skip", "keep"] = "skip"  # keep: kept with their rows masked
+    dtype: Literal["float32", "float16"] = "float32"
+    normalize: bool = True  # z-score with training-split statistics
+    max_rows: int | None = Field(None, ge=1)  # clip tasks: cap rows per clip (uniform subsample)
+    window: WindowConfig = WindowConfig()  # frame tasks
+    timeline: TimelineConfig = TimelineConfig()  # frame tasks: modality rows -> label times
+    targets: list[str] = ["valence", "arousal"]  # regression tasks: annotation / manifest columns
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # training: drop one modality of a sample
+    eval_missing: list[str] = []  # evaluation: modalities treated as absent
+
+    @field_validator("targets")
+    @classmethod
+    def _some_targets(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("needs at least one target column")
+        return v
+
+
+class TaskConfig(_Section):
+    type: str = "clip"  # a TASKS name: clip | frame | clip_regression
+
+
+class SplitConfig(_Section):
+    method: Literal["official", "kfold", "subjects"] = "official"
+    k: int = Field(5, ge=2)
+    fold: int = Field(0, ge=0)
+    val: Literal["next_fold", "test"] = "next_fold"
+    pool: Literal["all", "trainval"] = "all"
+    shuffle: bool = False
+    use_manifest_folds: bool = True
+
+
+class ModelConfig(_Open):
+    name: str
+
+
+class LossConfig(_Open):
+    name: str | None = None  # default: the task's loss
+    class_weights: Literal["balanced"] | list[float] | None = None  # cross-entropy only
+
+
+class OptimConfig(_Open):
+    name: str = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class ScheduleConfig(_Open):
+    name: str = "none"
+
+
+class EarlyStoppingConfig(_Section):
+    patience: int = Field(10, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrainerConfig(_Section):
+    max_epochs: int = Field(30, ge=1)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
+    deterministic: bool = True
+    fast_dev_run: bool = False
+    gradient_clip_val: float | None = Field(None, gt=0)
+    early_stopping: EarlyStoppingConfig | None = EarlyStoppingConfig()  # null disables
+    monitor: str | None = None  # default: the task's monitor (val/accuracy, val/ccc)
+    limit_train_batches: int | float | None = Field(None, gt=0)
+    loggers: list[Literal["csv", "tensorboard", "mlflow"]] = ["csv"]
+    progress: Literal["auto", "bar", "lines", "none"] = "auto"  # auto: bar on a terminal
+
+
+class EvalConfig(_Section):
+    smooth: dict[str, int] = {}  # frame tasks: target -> uniform filter width (frames)
+    clip_range: tuple[float, float] | None = None
+
+
+class OutputConfig(_Section):
+    dir: str = "runs"
+    plots: bool = True
+    verbose: bool = True  # one line per epoch when no progress bar is shown
+
+
+class RunConfig(_Section):
+    """Every key a run reads. ``avemo fuse-train -c X --print-config`` shows it resolved."""
+
+    name: str | None = None  # run name (default: config file stem)
+    seed: int = 0
+    data: DataConfig
+    task: TaskConfig = TaskConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    eval: EvalConfig = EvalConfig()
+    output: OutputConfig = OutputConfig()
+
+
+#: Path-valued keys, as (section, key); ``None`` key = every value of the mapping.
+PATH_KEYS: tuple[tuple[str, str | None], ...] = (("data", "manifest"), ("output", "dir"))
+FEATURE_PATHS = ("data", "features")
+
+
+def defaults() -> dict[str, Any]:
+    """The schema's defaults (sections with required keys left out)."""
+    out: dict[str, Any] = {}
+    for name, f in RunConfig.model_fields.items():
+        if f.is_required():
+            continue
+        v = f.get_default(call_default_factory=True)
+        out[name] = v.model_dump() if isinstance(v, BaseModel) else v
+    return out
+
+
+# ----------------------------------------------------------------------------- merging
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,19 +201,32 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
 
 
 def set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``a.b.c`` in nested dicts, creating levels as needed."""
+    """Set ``a.b.c`` in nested dicts, creating levels as needed.
+
+    Setting ``<section>.name`` to another name replaces the whole section (``{name: value}``),
+    as a file naming another thing does: ``model.fusion.name=concat`` on an FBP config gives
+    ``{name: concat}``, not FBP's options under a concat name.
+    """
     parts = key.split(".")
     if not all(parts):
         raise ConfigError(f"bad override key {key!r}")
     node = cfg
-    for p in parts[:-1]:
+    for i, p in enumerate(parts[:-1]):
         nxt = node.get(p)
         if nxt is None:
             nxt = node[p] = {}
+        elif isinstance(nxt, str) and parts[i + 1] != "name":  # `fusion: concat` + fusion.k=3
+            nxt = node[p] = {"name": nxt}
+        elif isinstance(nxt, str):
+            nxt = node[p] = {}
         elif not isinstance(nxt, dict):
-            raise ConfigError(f"override {key!r}: {p!r} is a {type(nxt).__name__}, not a section")
+            raise ConfigError(f"override {key!r}: {'.'.join(parts[:i + 1])} is a "
+                              f"{type(nxt).__name__}, not a section")
         node = nxt
-    node[parts[-1]] = value
+    last = parts[-1]
+    if last == "name" and "name" in node and node["name"] != value:
+        node.clear()
+    node[last] = value
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -121,6 +238,16 @@ def parse_override(item: str) -> tuple[str, Any]:
     except yaml.YAMLError as e:
         raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
     return key.strip(), value
+
+
+def _override_order(items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Section replacements first (a ``.name`` or a whole mapping, shallow before deep), then
+    the rest in the given order: ``model.fusion.k=3 model.fusion.name=fbp`` keeps k."""
+    def whole(kv: tuple[str, Any]) -> bool:
+        return kv[0].endswith(".name") or kv[0] == "name" or isinstance(kv[1], Mapping)
+
+    first = sorted((kv for kv in items if whole(kv)), key=lambda kv: kv[0].count("."))
+    return first + [kv for kv in items if not whole(kv)]
 
 
 _SCI = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
@@ -137,39 +264,91 @@ def _fix_floats(obj: Any) -> Any:
     return obj
 
 
+# ----------------------------------------------------------------------------- paths
+
+
+def _absolute(value: Any, root: Path) -> Any:
+    if isinstance(value, str | os.PathLike) and str(value) and not Path(value).is_absolute():
+        return os.path.normpath(os.path.join(os.path.abspath(root), os.fspath(value)))
+    return str(value) if isinstance(value, os.PathLike) else value
+
+
+def resolve_paths(cfg: dict[str, Any], root: str | os.PathLike[str]) -> dict[str, Any]:
+    """Make the path keys of ``cfg`` (as far as present) absolute, relative to ``root``."""
+    root = Path(root)
+    for section, key in PATH_KEYS:
+        sec = cfg.get(section)
+        if isinstance(sec, dict) and key in sec:
+            sec[key] = _absolute(sec[key], root)
+    feats = (cfg.get(FEATURE_PATHS[0]) or {}).get(FEATURE_PATHS[1]) if isinstance(
+        cfg.get(FEATURE_PATHS[0]), dict) else None
+    if isinstance(feats, dict):
+        for m, p in feats.items():
+            feats[m] = _absolute(p, root)
+    return cfg
+
+
+def absolute_override(key: str, value: Any, root: str | os.PathLike[str]) -> Any:
+    """``value`` of a dotted override written in a file under ``root`` (a grid), with its
+    relative paths made absolute: the same rule as in a config file."""
+    parts = key.split(".")
+    tmp: dict[str, Any] = {}
+    node = tmp
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = copy.deepcopy(value)
+    resolve_paths(tmp, Path(root))
+    for p in parts:
+        tmp = tmp[p]
+    return tmp
+
+
+# ----------------------------------------------------------------------------- loading
+
+
 def load_config(
     path_or_dict: str | os.PathLike[str] | Mapping[str, Any],
     overrides: Iterable[str] | None = None,
+    *,
+    check_args: bool = True,
 ) -> dict[str, Any]:
-    """Resolved run config: defaults <- base file(s) <- file (or dict) <- dotted overrides.
+    """Resolved, validated run config: schema defaults <- base file(s) <- file (or dict) <-
+    dotted overrides. Raises ``ConfigError`` naming the key of the first mistake(s).
 
     A config may start with ``base: other.yaml`` (path relative to it) and state only what
-    differs (a section naming another ``name`` replaces the base's section; a feature
-    path ``null`` drops that modality); the resolved config in the run folder spells out all.
+    differs (a section naming another ``name`` replaces the base's section; a feature path
+    ``null`` drops that modality); the resolved config in the run folder spells out all.
+    ``check_args=False`` skips the constructor-signature checks (no registry imports).
     """
     if isinstance(path_or_dict, Mapping):
-        user = copy.deepcopy(dict(path_or_dict))
-        source = None
+        user = copy.deepcopy({k: v for k, v in path_or_dict.items() if not str(k).startswith("_")})
+        source = None  # (a resolved config's private keys such as ``_source`` are dropped)
         if user.get("base"):
-            user = deep_merge(_read_file(Path(user.pop("base")), ()), user)
+            base = Path(user.pop("base"))
+            user = deep_merge(_read_file(base, ()), resolve_paths(user, Path.cwd()))
     else:
         source = Path(path_or_dict)
         user = _read_file(source, ())
-    for item in overrides or []:
-        key, value = parse_override(item)
+    items = [parse_override(i) for i in overrides or []]
+    for key, value in _override_order(items):
         set_dotted(user, key, value)
-    cfg = deep_merge(DEFAULTS, _fix_floats(user))
+    user = resolve_paths(_fix_floats(user), Path.cwd())  # overrides / dict values: cwd
+    feats = (user.get("data") or {}).get("features") if isinstance(user.get("data"), dict) else None
+    if isinstance(feats, dict):  # `face: null` drops a modality of a base
+        user["data"]["features"] = {m: p for m, p in feats.items() if p is not None}
+    cfg = validate_schema(user)
     if cfg.get("name") is None:
         cfg["name"] = source.stem if source else "run"
-    cfg["data"]["features"] = {m: p for m, p in (cfg["data"].get("features") or {}).items()
-                               if p is not None}  # `face: null` drops a modality of a base
-    cfg["_source"] = str(source) if source else None
+    cfg["output"]["dir"] = _absolute(cfg["output"]["dir"], Path.cwd())
     validate(cfg)
+    if check_args:
+        check_registered(cfg)
+    cfg["_source"] = str(source) if source else None
     return cfg
 
 
 def _read_file(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    """A YAML config; ``base: other.yaml`` (relative to this file) is merged underneath."""
+    """A YAML config with its paths made absolute; ``base:`` (relative to it) merged underneath."""
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
     if path.resolve() in seen:
@@ -181,6 +360,7 @@ def _read_file(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if not isinstance(user, dict):
         raise ConfigError(f"config file {path} must hold a mapping, got {type(user).__name__}")
     base = user.pop("base", None)
+    user = resolve_paths(user, path.parent)
     if base:
         parent = _read_file(path.parent / str(base), (*seen, path.resolve()))
         parent.pop("name", None)  # a derived config is its own run
@@ -188,44 +368,173 @@ def _read_file(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     return user
 
 
+def _fields_of(loc: tuple[Any, ...]) -> list[str]:
+    """Known keys of the schema section at ``loc`` (for "did you mean")."""
+    model: Any = RunConfig
+    for part in loc:
+        f = getattr(model, "model_fields", {}).get(part)
+        if f is None:
+            return []
+        ann = f.annotation
+        args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type)]
+        nxt = ann if isinstance(ann, type) else next((a for a in args if issubclass(a, BaseModel)), None)
+        if nxt is None or not issubclass(nxt, BaseModel):
+            return []
+        model = nxt
+    return list(getattr(model, "model_fields", {}))
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("function-after",)))
+    key = ".".join(str(p) for p in loc)
+    if err["type"] == "extra_forbidden":
+        known = _fields_of(loc[:-1])
+        hint = did_you_mean(str(loc[-1]), known)
+        return (f"{key}: unknown key{hint}" + (f" (known: {', '.join(known)})" if known and not hint
+                                               else ""))
+    if err["type"] == "missing":
+        return f"{key} is required"
+    got = err.get("input")
+    msg = err["msg"][0].lower() + err["msg"][1:]
+    return f"{key}: {msg}, got {got!r}"
+
+
+def validate_schema(user: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults filled in, types coerced (``"5"`` -> 5), mistakes as one ``ConfigError``."""
+    try:
+        cfg = RunConfig.model_validate(user)
+    except ValidationError as e:
+        errs = e.errors(include_url=False)
+        raise ConfigError("; ".join(_describe(x) for x in errs[:5])
+                          + (f" (and {len(errs) - 5} more)" if len(errs) > 5 else "")) from None
+    return _plain(cfg.model_dump())
+
+
 def validate(cfg: Mapping[str, Any]) -> None:
-    """Fail early, with the key named, on what would otherwise crash mid-run."""
-    data, task = cfg["data"], cfg["task"]
-    if not data.get("manifest"):
-        raise ConfigError("data.manifest is required (path to a manifest CSV/Parquet)")
-    if not isinstance(data.get("features"), Mapping) or not data["features"]:
+    """Checks across keys that the per-key schema cannot express."""
+    data = cfg["data"]
+    if not data["features"]:
         raise ConfigError("data.features must map modality names to feature files, e.g. "
                           "{face: features/afew/face_ir50.h5, audio: features/afew/logmel.h5}")
-    if not cfg["model"].get("name"):
-        raise ConfigError("model.name is required (see `avemo list models`)")
-    if task.get("type") not in ("clip", "frame"):
-        raise ConfigError(f"task.type must be clip or frame, got {task.get('type')!r}")
-    choices = {
-        "data.missing_clips": (data["missing_clips"], ("error", "skip")),
-        "data.non_ok": (data["non_ok"], ("skip", "keep")),
-        "split.method": (cfg["split"]["method"], ("official", "kfold", "subjects")),
-        "split.val": (cfg["split"]["val"], ("next_fold", "test")),
-        "split.pool": (cfg["split"]["pool"], ("all", "trainval")),
-    }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
     unknown = [m for m in data.get("eval_missing") or [] if m not in data["features"]]
     if unknown:
-        raise ConfigError(f"data.eval_missing names {unknown}, not in data.features {list(data['features'])}")
-    if not 0.0 <= float(data.get("modality_dropout") or 0.0) < 1.0:
-        raise ConfigError("data.modality_dropout must be in [0, 1)")
-    w = data["window"]
-    if int(w["length"]) < 1 or int(w["hop"]) < 1:
-        raise ConfigError("data.window.length and data.window.hop must be positive")
+        raise ConfigError(f"data.eval_missing names {unknown}, not in data.features "
+                          f"{list(data['features'])}")
+
+
+# ----------------------------------------------------------------------------- constructor args
+
+
+def check_kwargs(fn: Callable[..., Any], given: Iterable[str], where: str,
+                 injected: Iterable[str] = ()) -> None:
+    """Every key of ``given`` must be a named parameter of ``fn`` (``injected`` ones are the
+    trainer's to pass, not the config's). ``**kwargs`` alone accepts nothing extra: options
+    must be spelled out in the signature to be settable from a config."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    inj = set(injected)
+    named = [n for n, p in sig.parameters.items()
+             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in inj and n != "self"]
+    for k in given:
+        if k in inj:
+            raise ConfigError(f"{where}.{k} is set by the trainer, not by the config")
+        if k not in named:
+            raise ConfigError(f"{where}.{k}: unknown option{did_you_mean(k, named)} "
+                              f"(options: {', '.join(named) or 'none'})")
+
+
+def _get(registry: Any, name: Any, key: str) -> Any:
+    if not isinstance(name, str):
+        raise ConfigError(f"{key} must be a name (see `avemo list`), got {name!r}")
+    if name not in registry:
+        raise ConfigError(f"{key}: unknown {registry.kind} {name!r}"
+                          f"{did_you_mean(name, registry.names())} (known: "
+                          f"{', '.join(registry.names())})")
+    return registry.get(name)
+
+
+def _first_param(fn: Any) -> set[str]:
+    """The input size a sub-module is built with (row_shape / in_dim / dims): the model's."""
+    params = [n for n, p in inspect.signature(fn).parameters.items() if n != "self"
+              and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return set(params[:1])
+
+
+def _check_sub(registry: Any, value: Any, default: Any, where: str) -> None:
+    """A sub-module option: a name, ``{name, **options}``, or ``{per_modality: {m: ...}}``."""
+    if value is None:
+        return
+    if isinstance(value, str):
+        _get(registry, value, where)
+        return
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a name or a mapping with `name`, got {value!r}")
+    base = {k: v for k, v in value.items() if k != "per_modality"}
+    variants = [(where, base)]
+    for m, over in (value.get("per_modality") or {}).items():
+        merged = {**base, "name": over} if isinstance(over, str) else {**base, **(over or {})}
+        if isinstance(over, Mapping) and "name" in over and over["name"] != base.get("name"):
+            merged = dict(over)
+        variants.append((f"{where}.per_modality.{m}", merged))
+    for key, v in variants:
+        name = v.get("name", default if isinstance(default, str) else None)
+        if name is None:
+            continue
+        cls = _get(registry, name, f"{key}.name" if "name" in v else key)
+        check_kwargs(cls, [k for k in v if k != "name"], key, _first_param(cls))
+
+
+def check_registered(cfg: Mapping[str, Any]) -> None:
+    """Names and options of ``task``, ``model`` (and its fusion / temporal / encoder / head
+    sub-sections), ``loss``, ``optim`` and ``schedule`` against the registered constructors."""
+    from avemo.fusion import registry as R
+
+    R.load_all()
+    task_cls = _get(R.TASKS, cfg["task"]["type"], "task.type")
+    mc = cfg["model"]
+    model_cls = _get(R.MODELS, mc["name"], "model.name")
+    kwargs = {k: v for k, v in mc.items() if k != "name"}
+    check_kwargs(model_cls, kwargs, "model", ("inputs", "task"))
+    params = inspect.signature(model_cls).parameters
+    for k, v in kwargs.items():
+        sub = R.SUBMODULE_REGISTRIES.get(k) or (R.ENCODERS if k.endswith("encoder") else None)
+        if sub is not None:
+            _check_sub(sub, v, params[k].default, f"model.{k}")
+        elif k == "head" and isinstance(v, Mapping):
+            from avemo.fusion.models.base import Head
+
+            check_kwargs(Head, v, "model.head", ("in_dim", "n_out"))
+    lc = dict(cfg["loss"])
+    name = lc.pop("name", None) or task_cls.default_loss
+    loss_cls = _get(R.LOSSES, R.LOSS_ALIASES.get(name, name), "loss.name")
+    if lc.get("class_weights") is not None and "class_weights" not in inspect.signature(loss_cls).parameters:
+        raise ConfigError(f"loss.class_weights is for cross_entropy, not loss {name!r}")
+    lc.pop("class_weights", None)
+    check_kwargs(loss_cls, lc, "loss")
+    oc = {k: v for k, v in cfg["optim"].items() if k != "name"}
+    opt = _get(R.OPTIMIZERS, cfg["optim"]["name"], "optim.name")
+    check_kwargs(opt, oc, "optim", ("params",))
+    sc = {k: v for k, v in cfg["schedule"].items() if k != "name"}
+    sch = _get(R.SCHEDULES, cfg["schedule"]["name"], "schedule.name")
+    check_kwargs(sch, sc, "schedule", R.SCHEDULE_INJECTED)
+
+
+# ----------------------------------------------------------------------------- output
 
 
 def dump_config(cfg: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the resolved config as YAML (plain types only, loadable with safe_load)."""
     path = Path(path)
-    clean = {k: v for k, v in cfg.items() if not k.startswith("_")}
-    path.write_text(yaml.safe_dump(_plain(clean), sort_keys=False))
+    path.write_text(config_yaml(cfg))
     return path
+
+
+def config_yaml(cfg: Mapping[str, Any]) -> str:
+    """The resolved config as YAML text (what ``--print-config`` shows)."""
+    clean = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    return yaml.safe_dump(_plain(clean), sort_keys=False)
 
 
 def _plain(obj: Any) -> Any:

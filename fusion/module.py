@@ -8,7 +8,6 @@ Checkpoints are plain ``state_dict`` files of the model (``torch.load(weights_on
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from avemo.data.registry import Registry
 from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.evaluate import _is_input, score
-
-OPTIMIZERS: Registry = Registry("optimizer")
-SCHEDULES: Registry = Registry("lr schedule")
-
+from avemo.fusion.optim import jca_reference_lr  # noqa: F401 - re-exported
+from avemo.fusion.registry import LOSS_ALIASES, OPTIMIZERS, SCHEDULES
 
 # ----------------------------------------------------------------------------- losses
-
-
-LOSS_ALIASES = {"ce": "cross_entropy"}
 
 
 def class_weights(spec: Any, y: Tensor, n: int) -> list[float] | None:
@@ -66,61 +59,6 @@ def batch_loss(loss_fn: nn.Module, out: Tensor, batch: Mapping[str, Tensor]) -> 
     if "y_mask" in batch:
         return loss_fn(out, batch["y"], batch["y_mask"].all(-1))
     return loss_fn(out, batch["y"])
-
-
-# ----------------------------------------------------------------------------- optimisers
-
-
-@OPTIMIZERS.register("adam")
-def _adam(params: Any, lr: float = 1e-3, weight_decay: float = 0.0, **kw: Any) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **kw)
-
-
-@OPTIMIZERS.register("adamw")
-def _adamw(params: Any, lr: float = 1e-3, weight_decay: float = 1e-2, **kw: Any) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **kw)
-
-
-@OPTIMIZERS.register("sgd")
-def _sgd(params: Any, lr: float = 1e-2, weight_decay: float = 0.0, momentum: float = 0.9,
-         **kw: Any) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum, **kw)
-
-
-@SCHEDULES.register("none", "constant learning rate")
-def _none(opt: torch.optim.Optimizer, **_: Any) -> None:
-    return None
-
-
-@SCHEDULES.register("plateau", "decay by factor when the monitored metric stalls")
-def _plateau(opt: torch.optim.Optimizer, monitor: str, mode: str, factor: float = 0.1,
-             patience: int = 5, min_lr: float = 0.0, **_: Any) -> dict[str, Any]:
-    sch = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=factor,
-                                                     patience=patience, min_lr=min_lr)
-    return {"scheduler": sch, "monitor": monitor, "interval": "epoch"}
-
-
-@SCHEDULES.register("cosine", "cosine annealing over max_epochs")
-def _cosine(opt: torch.optim.Optimizer, max_epochs: int, eta_min: float = 0.0, **_: Any) -> dict[str, Any]:
-    sch = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, max_epochs), eta_min=eta_min)
-    return {"scheduler": sch, "interval": "epoch"}
-
-
-def jca_reference_lr(epoch: int, lr_start: float = 1e-4, lr_jump: float = 1e-3, gamma: float = 0.8,
-                     step: int = 2, jump_epoch: int = 5) -> float:
-    """JCA's released schedule: lr_start, then lr_jump * gamma^floor((epoch - 5) / 2) from epoch 5."""
-    if epoch < jump_epoch:
-        return lr_start
-    return lr_jump * gamma ** math.floor((epoch - jump_epoch) / step)
-
-
-@SCHEDULES.register("jca_reference", "JCA: 1e-4, then 1e-3 * 0.8^floor((epoch-5)/2) after epoch 5")
-def _jca(opt: torch.optim.Optimizer, base_lr: float, lr_start: float = 1e-4, lr_jump: float = 1e-3,
-         gamma: float = 0.8, step: int = 2, jump_epoch: int = 5, **_: Any) -> dict[str, Any]:
-    def factor(epoch: int) -> float:
-        return jca_reference_lr(epoch, lr_start, lr_jump, gamma, step, jump_epoch) / base_lr
-
-    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "epoch"}
 
 
 def monitor_of(cfg: Mapping[str, Any], task_type: str) -> tuple[str, str]:

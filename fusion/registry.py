@@ -1,4 +1,5 @@
-"""Stage-two registries: full models, temporal modules, cross-modal fusion, encoders, losses.
+"""Stage-two registries: tasks, full models, temporal modules, cross-modal fusion, encoders,
+losses, optimisers and learning-rate schedules.
 
 Configs name things; ``MODELS.build(name, inputs=..., task=..., **cfg)`` builds a model
 (see ``avemo.fusion.models.base`` for the batch / output contract). ``avemo list models``
@@ -16,6 +17,16 @@ TEMPORAL: Registry = Registry("temporal module")
 FUSION: Registry = Registry("cross-modal fusion")
 ENCODERS: Registry = Registry("input encoder")
 LOSSES: Registry = Registry("loss")
+TASKS: Registry = Registry("task")
+OPTIMIZERS: Registry = Registry("optimizer")
+SCHEDULES: Registry = Registry("lr schedule")
+
+#: Model constructor arguments that name a sub-module (``*encoder`` arguments: ENCODERS).
+SUBMODULE_REGISTRIES: dict[str, Registry] = {"fusion": FUSION, "temporal": TEMPORAL,
+                                             "encoder": ENCODERS}
+#: What the trainer passes every schedule (not settable from a config).
+SCHEDULE_INJECTED = ("opt", "monitor", "mode", "max_epochs", "base_lr")
+LOSS_ALIASES = {"ce": "cross_entropy"}
 
 # Modules that register into the registries above; imported by ``load_all``.
 PLUGIN_MODULES: list[str] = [
@@ -35,6 +46,8 @@ PLUGIN_MODULES: list[str] = [
     "avemo.fusion.models.lfan",
     "avemo.fusion.models.late",
     "avemo.fusion.losses",
+    "avemo.fusion.optim",
+    "avemo.fusion.tasks",
 ]
 
 

@@ -102,10 +102,12 @@ def test_frame_task_trains_with_windows_and_writes_frame_predictions(frame_data)
 def test_config_overrides_and_errors(clip_data):
     tmp, c = clip_data
     cfg = load_config(clip_config(c, tmp), ["trainer.max_epochs=7", "data.features.face=/x/f.h5",
-                                            "model.fusion={name: fbp, k: 3}", "optim.lr=1e-4"])
+                                            "data.timeline={method: linear}", "optim.lr=1e-4"])
     assert cfg["trainer"]["max_epochs"] == 7 and cfg["data"]["features"]["face"] == "/x/f.h5"
-    assert cfg["model"]["fusion"] == {"name": "fbp", "k": 3} and cfg["optim"]["lr"] == 1e-4
+    assert cfg["data"]["timeline"]["method"] == "linear" and cfg["optim"]["lr"] == 1e-4
     assert cfg["data"]["window"] == {"length": 300, "hop": 200}  # defaults survive
+    with pytest.raises(ConfigError, match="model.fusion: unknown option"):  # not a tiny-model option
+        load_config(clip_config(c, tmp), ["model.fusion={name: fbp, k: 3}"])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_config(clip_config(c, tmp), ["trainer.max_epochs"])
     with pytest.raises(ConfigError, match="split.method"):

@@ -6,14 +6,15 @@ trained with ``avemo.fusion.train.train_from_config`` inside this process, with 
 per run. A cell is finished when its run folder holds ``DONE.json``, written last and
 atomically; a killed grid rerun skips finished cells and redoes the half-written one. Cells
 whose feature files are missing or were made with another config are reported before any run
-starts. Cells split over processes by ``RANK``/``WORLD_SIZE`` (``torchrun`` or plain env), each
+starts; a cell whose config does not validate stops the grid, ``--dry-run`` included (exit 2).
+Cells split over processes by ``RANK``/``WORLD_SIZE`` (``torchrun`` or plain env), each
 rank runs its share, rank 0 merges the table.
 
 Grid YAML::
 
     name: demo
-    base: ../configs/demo_fbp.yaml      # relative to the grid file
-    out_dir: runs/ablate/demo           # relative to the working directory
+    base: ../configs/demo_fbp.yaml      # relative paths in a grid file: relative to it
+    out_dir: ../../runs/ablate/demo     # optional; default runs/ablate/<name> in the cwd
     overrides: [trainer.max_epochs=3]   # applied to every cell
     axes:
       seed: [0, 1, 2]                   # list: the axis name is the dotted key
@@ -50,7 +51,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from avemo.fusion.config import ConfigError
+from avemo.fusion.config import ConfigError, absolute_override, parse_override
 from avemo.progress import Progress
 
 DONE = "DONE.json"
@@ -132,17 +133,28 @@ def _label(v: Any) -> str:
     return json.dumps(v) if isinstance(v, list | dict) else str(v)
 
 
-def _parse_axis(name: str, spec: Any) -> Axis:
+def _absolute_arg(item: str, root: Path) -> str:
+    """A ``key=value`` override written in a grid file, its paths relative to that file."""
+    key, value = parse_override(item)
+    return f"{key}={json.dumps(absolute_override(key, value, root))}"
+
+
+def _parse_axis(name: str, spec: Any, root: Path | None = None) -> Axis:
+    root = root or Path.cwd()
+
+    def ab(key: str, v: Any) -> Any:
+        return absolute_override(key, v, root)
+
     if isinstance(spec, list):
-        return Axis(name, [(_label(v), {name: v}) for v in spec])
+        return Axis(name, [(_label(v), {name: ab(name, v)}) for v in spec])
     if isinstance(spec, Mapping) and "key" in spec and "values" in spec:
-        return Axis(name, [(_label(v), {spec["key"]: v}) for v in spec["values"]])
+        return Axis(name, [(_label(v), {spec["key"]: ab(spec["key"], v)}) for v in spec["values"]])
     if isinstance(spec, Mapping) and spec:
         vals = []
         for lab, bundle in spec.items():
             if not isinstance(bundle, Mapping):
                 raise GridError(f"axis {name!r}, value {lab!r}: a bundle must map dotted keys to values")
-            vals.append((str(lab), dict(bundle)))
+            vals.append((str(lab), {k: ab(k, v) for k, v in bundle.items()}))
         return Axis(name, vals)
     raise GridError(
         f"axis {name!r} must be a list (axis name = dotted key), {{key, values}}, or a mapping "
@@ -164,15 +176,15 @@ def load_grid(grid: str | os.PathLike[str] | Mapping[str, Any]) -> Grid:
             raise GridError(f"grid file {src} is not valid YAML: {e}") from None
     if "base" not in spec:
         raise GridError("a grid needs `base:` (a run config path or mapping)")
+    root = src.parent if src is not None else Path.cwd()  # relative paths: to the grid file
     base = spec["base"]
     if not isinstance(base, Mapping):
-        p = Path(base)
-        if not p.is_absolute() and src is not None and not p.exists():
-            p = src.parent / p
+        p = root / base
         if not p.exists():
-            raise GridError(f"grid base config {base} not found (relative to the grid file or cwd)")
+            where = "the grid file" if src else "the working directory"
+            raise GridError(f"grid base config {base} not found (relative to {where}: {p})")
         base = str(p)
-    axes = [_parse_axis(n, s) for n, s in (spec.get("axes") or {}).items()]
+    axes = [_parse_axis(n, s, root) for n, s in (spec.get("axes") or {}).items()]
     if spec.get("cv"):
         from avemo.workflows.crossval import fold_axis
 
@@ -186,13 +198,14 @@ def load_grid(grid: str | os.PathLike[str] | Mapping[str, Any]) -> Grid:
     overrides = spec.get("overrides") or []
     if isinstance(overrides, Mapping):
         overrides = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    overrides = [_absolute_arg(o, root) for o in overrides]
     name = spec.get("name") or (src.stem if src else "grid")
     return Grid(
         name=name,
         base=base if isinstance(base, str) else dict(base),
         axes=axes,
         overrides=list(overrides),
-        out_dir=Path(spec.get("out_dir") or f"runs/ablate/{name}"),
+        out_dir=root / spec["out_dir"] if spec.get("out_dir") else Path(f"runs/ablate/{name}"),
         replicates=tuple(spec.get("replicates") or DEFAULT_REPLICATES),
         on_missing=on_missing,
         report=dict(spec.get("report") or {}),
@@ -488,6 +501,12 @@ def run_grid(
     say = (lambda *a: None) if quiet else (lambda *a: print("[ablate]", *a, file=sys.stderr))  # noqa: E731
     cells = g.cells()
     problems = check_features(g, cells)
+    wrong = {c: p for c, p in problems.items() if any(x.startswith("config: ") for x in p)}
+    if wrong:  # a mistake in the grid or its base: no cell runs, dry run or not
+        first = next(iter(wrong))
+        msg = next(x for x in wrong[first] if x.startswith("config: "))[len("config: "):]
+        raise GridError(f"{len(wrong)} of {len(cells)} cell(s) have an invalid config, e.g. "
+                        f"cell {first}: {msg}")
     bad = {c: p for c, p in problems.items() if p}
     if bad:
         lines = _problem_summary(bad)
