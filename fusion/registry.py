@@ -45,6 +45,7 @@ PLUGIN_MODULES: list[str] = [
     "avemo.fusion.models.jca",
     "avemo.fusion.models.lfan",
     "avemo.fusion.models.late",
+    "avemo.fusion.models.encoder_descriptors",
     "avemo.fusion.losses",
     "avemo.fusion.optim",
     "avemo.fusion.tasks",
