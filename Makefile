@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 AVEMO := $(VENV)/bin/avemo
 STAMP := $(VENV)/.avemo-setup
+DEV_STAMP := $(VENV)/.avemo-dev
 export AVEMO_CACHE ?= $(HOME)/.cache/avemo
 
 # pass-through variables for the user-facing targets
@@ -21,7 +22,7 @@ PYTEST_ARGS ?=
 
 OUT ?= runs/ablate/demo
 
-.PHONY: help setup demo manifest features fuse-train ablate report merge emodb bench test lint clean
+.PHONY: help setup dev smile lock demo manifest features fuse-train ablate report merge emodb bench test lint clean
 
 help:
 	@echo "make demo        set up, then run the whole pipeline on the built-in demo corpus"
@@ -35,6 +36,8 @@ help:
 	@echo "make emodb       the EmoDB real labelled check (../shared/data; ~25 min cold on CPU)"
 	@echo "make bench       benchmarks -> workflows/bench_results/<date>.md"
 	@echo "make lint        ruff"
+	@echo "make smile       add opensmile (research-only licence) for the EmoDB baselines"
+	@echo "make lock        rewrite requirements*.lock from the installed venv"
 
 setup: $(STAMP)
 
@@ -48,8 +51,21 @@ $(STAMP): requirements.lock pyproject.toml setup.py
 	$(PY) -m avemo.extract.weights
 	touch $(STAMP)
 
+# test and lint tools (the [dev] extra): `make test` / `make lint` only, not `make demo`
+dev: $(DEV_STAMP)
+
+$(DEV_STAMP): requirements-dev.lock $(STAMP)
+	$(PY) -m pip install -q -r requirements-dev.lock
+	touch $(DEV_STAMP)
+
+smile: setup
+	$(PY) -m pip install -q -r requirements-smile.lock
+
+lock: setup
+	$(PY) -m avemo.lockfile
+
 demo: setup
-	$(PY) -m avemo.workflows.demo
+	$(AVEMO) demo $(ARGS)
 
 manifest: setup
 	$(AVEMO) manifest $(DATASET) $(ROOT) -o $(MANIFEST)
@@ -64,13 +80,13 @@ ablate: setup
 	$(AVEMO) ablate -g $(GRID) $(ARGS)
 
 report: setup
-	$(PY) -m avemo.workflows.report $(OUT) $(ARGS)
+	$(AVEMO) report $(OUT) $(ARGS)
 
 merge: setup
-	$(PY) -m avemo.workflows.merge $(OUT) $(ARGS)
+	$(AVEMO) merge $(OUT) $(ARGS)
 
 emodb: setup
-	$(PY) -m avemo.workflows.emodb $(ARGS)
+	$(AVEMO) emodb $(ARGS)
 
 bench: setup
 	$(PY) -m avemo.data.bench_store $(ARGS)
@@ -78,11 +94,11 @@ bench: setup
 	$(PY) -m avemo.fusion.bench $(ARGS)
 	$(PY) -m avemo.workflows.bench $(ARGS)
 
-test: setup
+test: setup dev
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; exit $$rc
 
-lint: setup
+lint: setup dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check . || true
 

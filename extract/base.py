@@ -164,7 +164,8 @@ class FeatureSet(ABC):
         return None
 
     def provenance(self) -> dict[str, Any]:
-        return make_provenance(self.name, self.config, self.weights(), self.rate_hz, _versions())
+        return make_provenance(self.name, self.config, self.weights(), self.rate_hz,
+                               _versions(self.modality))
 
     @abstractmethod
     def extract(self, clips: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
@@ -199,13 +200,64 @@ def _check_range(key: str, value: Any, p: Param, where: str) -> None:
         raise FeatureConfigError(f"{where}: {key} must be {p.describe()}, got {value!r}")
 
 
-def _versions() -> dict[str, str]:
+#: libraries whose own builds decide the numbers, imported by modality (their module versions,
+#: not a guessed distribution name: with two OpenCV wheels installed, the one imported counts)
+_LIBS = {"video": ("cv2",), "audio": ("soundfile", "soxr")}
+
+
+def _versions(modality: str = "") -> dict[str, str]:
+    import importlib
     import importlib.metadata as md
 
     out = {}
-    for pkg in ("torch", "torchvision", "av", "librosa", "numpy", "onnxruntime", "opencv-python-headless", "h5py"):
+    for pkg in ("torch", "torchvision", "av", "librosa", "numpy", "onnxruntime", "h5py"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
+    for name in _LIBS.get(modality, ()):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        out[name] = str(getattr(mod, "__version__", "?"))
+        if name == "cv2":
+            out["cv2_build"] = _cv2_build(mod)
+        if name == "soundfile":
+            out["libsndfile"] = str(getattr(mod, "__libsndfile_version__", "?"))
     return out
+
+
+def _cv2_build(cv2: Any) -> str:
+    """The wheel the imported ``cv2`` comes from (``opencv-python 5.0.0.93``) and its GUI backend."""
+    import base64
+    import hashlib
+    import importlib.metadata as md
+    from pathlib import Path
+
+    # two OpenCV wheels share the cv2/ folder: the owner is the one whose recorded hash of the
+    # compiled module matches the file on disk (the last one installed)
+    owner, also = "unknown wheel", []
+    for dist in ("opencv-python", "opencv-python-headless", "opencv-contrib-python",
+                 "opencv-contrib-python-headless"):
+        try:
+            files = md.distribution(dist).files or []
+        except md.PackageNotFoundError:
+            continue
+        also.append(dist)
+        for f in files:
+            if f.parts[0] == "cv2" and f.name.endswith(".so") and f.hash is not None:
+                path = Path(str(f.locate()))
+                digest = hashlib.sha256(path.read_bytes()).digest() if path.exists() else b""
+                if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() == f.hash.value:
+                    owner = f"{dist} {md.version(dist)}"
+                break
+    others = [d for d in also if not owner.startswith(d + " ")]
+    if others:
+        owner += f" (also installed: {', '.join(others)})"
+    gui = "?"
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            gui = line.split(":", 1)[1].strip() or "NONE"
+            break
+    return f"{owner}, GUI {gui}"
