@@ -1,11 +1,12 @@
-"""``python -m avemo.extract.bench``: stage-one benchmarks (faces, audio) -> dated markdown."""
+"""``python -m avemo.extract.bench``: stage-one benchmarks (faces, detectors, audio) -> dated markdown."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 
-SECTIONS = {"faces": "avemo.extract.video.bench", "audio": "avemo.extract.audio.bench"}
+SECTIONS = {"faces": "avemo.extract.video.bench", "detectors": "avemo.extract.video.detector_bench",
+            "audio": "avemo.extract.audio.bench"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,12 +7,15 @@ from avemo.data.registry import Registry
 FEATURE_SETS: Registry = Registry("feature set")
 DETECTORS: Registry = Registry("face detector")
 BACKBONES: Registry = Registry("face backbone")
+CLIP_BACKBONES: Registry = Registry("clip backbone")  # video CNNs over a window of face crops
 AUDIO: Registry = Registry("audio front-end / audio CNN")
+IDENTITIES: Registry = Registry("face identity embedding")
 
 # Modules that register into the registries above; imported by ``load_all``.
 PLUGIN_MODULES: list[str] = [  # cheapest import first (see ``load_for``)
     "avemo.extract.audio.feature_sets",
     "avemo.extract.video.feature_sets",
+    "avemo.extract.video.windowed",
 ]
 
 
