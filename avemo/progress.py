@@ -48,7 +48,7 @@ class Progress:
 
             self._bar = tqdm(total=self.total, desc=desc, unit=unit.rstrip("s"), file=self.stream,
                              bar_format="{desc}: {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} "
-                                        + unit + " [{elapsed}] {postfix}",
+                                        + unit + " [{elapsed}{postfix}]",
                              mininterval=0.5, dynamic_ncols=True, leave=True)
 
     # -- numbers ---------------------------------------------------------------------------
@@ -125,6 +125,18 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def setup_logging(verbosity: int = 0) -> None:
     """CLI logging: ``-q`` (-1) warnings only, default info (progress, notes), ``-v`` (1) debug.
 
@@ -136,7 +148,7 @@ def setup_logging(verbosity: int = 0) -> None:
     for h in list(root.handlers):
         if getattr(h, "_avemo_cli", False):
             root.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler._avemo_cli = True  # type: ignore[attr-defined]
     root.addHandler(handler)

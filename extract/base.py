@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -205,7 +207,9 @@ def _check_range(key: str, value: Any, p: Param, where: str) -> None:
 _LIBS = {"video": ("cv2",), "audio": ("soundfile", "soxr")}
 
 
-def _versions(modality: str = "") -> dict[str, str]:
+def _versions(modality: str | None = None) -> dict[str, str]:
+    """Package versions, plus the builds of the libraries the ``modality`` decodes with
+    (``None``: those of every modality that this process has already imported)."""
     import importlib
     import importlib.metadata as md
 
@@ -215,7 +219,11 @@ def _versions(modality: str = "") -> dict[str, str]:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    for name in _LIBS.get(modality, ()):
+    if modality is None:
+        names = [n for libs in _LIBS.values() for n in libs if n in sys.modules]
+    else:
+        names = list(_LIBS.get(modality, ()))
+    for name in names:
         try:
             mod = importlib.import_module(name)
         except ImportError:
@@ -228,6 +236,7 @@ def _versions(modality: str = "") -> dict[str, str]:
     return out
 
 
+@functools.cache
 def _cv2_build(cv2: Any) -> str:
     """The wheel the imported ``cv2`` comes from (``opencv-python 5.0.0.93``) and its GUI backend."""
     import base64

@@ -8,7 +8,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from test_runner_plugin import make_wav_corpus, plugin_env
 
 from avemo.cli import build_parser, main, packaged_dir
 from avemo.data.store import FeatureFile
+from avemo.extract.runner import output_lock
 
 AVEMO = Path(sys.executable).with_name("avemo")
 CMD = [str(AVEMO)] if AVEMO.exists() else [sys.executable, "-m", "avemo.cli"]
@@ -148,38 +148,52 @@ def test_a_real_process_prints_one_line_and_exits_2(manifest, tmp_path) -> None:
 # ------------------------------------------------------------------ two runs, one output
 
 
-def _run_pair(manifest: Path, out: Path, second_extra: tuple[str, ...] = ()):
-    argv = [*CMD, "features", "-m", str(manifest), "-s", "test_wavstats", "-o", str(out), "-q",
-            "--set", "test_wavstats:sleep_s=0.4", "--shard-clips", "2"]
-    env = plugin_env()
-    first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lock = out / ".test_wavstats.h5.lock"
-    t0 = time.monotonic()
-    while not (lock.exists() and lock.read_text()) and time.monotonic() - t0 < 120:
-        time.sleep(0.05)  # the first run holds the lock (the second must not win the race)
-    second = subprocess.run([*argv, *second_extra], env=env, capture_output=True, text=True, timeout=600)
-    so, se = first.communicate(timeout=600)
-    return first.returncode, se, second, first.pid
+def _start(argv: list[str]) -> subprocess.Popen:
+    """Start ``argv`` and return once it says it is waiting for the output lock."""
+    proc = subprocess.Popen(argv, env=plugin_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    first = proc.stderr.readline()
+    assert "waiting" in first, first + proc.stderr.read()
+    proc.first_line = first  # type: ignore[attr-defined]
+    return proc
 
 
-def test_second_run_on_the_same_output_waits_then_finds_everything_done(manifest, tmp_path) -> None:
+def _argv(manifest: Path, out: Path) -> list[str]:
+    return [*CMD, "features", "-m", str(manifest), "-s", "test_wavstats", "-o", str(out), "-q",
+            "--set", "test_wavstats:sleep_s=0.1", "--shard-clips", "2"]
+
+
+def test_two_runs_on_the_same_output_wait_for_each_other(manifest, tmp_path) -> None:
+    """Deterministic: this test holds the output's lock while both runs start, so both must
+    wait (naming this PID); then one extracts while the other waits again, and finds every
+    clip committed. No "No such file", no traceback, one correct file, nothing left over."""
     out = tmp_path / "f"
-    rc1, err1, second, pid = _run_pair(manifest, out)
-    assert rc1 == 0, err1
-    assert second.returncode == 0, second.stderr
-    assert f"being written by PID {pid}" in second.stderr and "waiting" in second.stderr
-    assert "No such file" not in second.stderr + err1 and "Traceback" not in second.stderr
+    with output_lock(out / "test_wavstats.h5"):
+        runs = [_start(_argv(manifest, out)), _start(_argv(manifest, out))]
+    for proc in runs:
+        _, err = proc.communicate(timeout=600)
+        err = proc.first_line + err
+        assert proc.returncode == 0, err
+        assert f"being written by PID {os.getpid()} on " in err
+        assert "No such file" not in err and "Traceback" not in err
     ff = FeatureFile(out / "test_wavstats.h5")
     assert ff.clip_ids == [f"c{i:03d}" for i in range(6)]
+    assert ff.status.count("error") == 1 and ff.status.count("ok") >= 4
     assert sorted(p.name for p in out.iterdir()) == ["test_wavstats.h5"]  # no lock, no shards left
 
 
 def test_second_run_with_no_wait_refuses_naming_the_pid(manifest, tmp_path) -> None:
     out = tmp_path / "f"
-    rc1, err1, second, pid = _run_pair(manifest, out, ("--no-wait",))
-    assert rc1 == 0, err1
+    with output_lock(out / "test_wavstats.h5"):
+        first = _start(_argv(manifest, out))
+        second = subprocess.run([*_argv(manifest, out), "--no-wait"], env=plugin_env(),
+                                capture_output=True, text=True, timeout=600)
     assert second.returncode == 2 and "Traceback" not in second.stderr
-    assert f"being written by PID {pid}" in second.stderr and "another output folder" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+    assert f"being written by PID {os.getpid()} on " in second.stderr
+    assert "another output folder" in second.stderr
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
     assert FeatureFile(out / "test_wavstats.h5").clip_ids == [f"c{i:03d}" for i in range(6)]
 
 

@@ -4,9 +4,13 @@ Each set is one configuration of the same pipeline (``pipeline.FacePipeline``); 
 that changes the numbers is in ``default_config`` and therefore in the feature file's provenance.
 
 Config keys
-  detector          DETECTORS name (``mtcnn``; ``scrfd`` / ``retinaface`` with an insightface pack)
-  detector_weights  mtcnn: None (wheel weights); scrfd/retinaface: pack name or path, or .onnx file
-  thresholds        detector score thresholds (mtcnn: P, R, O-Net; scrfd/retinaface: one value)
+  detector          DETECTORS name: ``blazeface_mtcnn`` (default: BlazeFace full-range, MTCNN on the
+                    key frames where it finds no face; chosen by the detector benchmark, see
+                    README), ``blazeface``, ``mtcnn``, ``scrfd_2.5g`` (non-commercial weights);
+                    ``scrfd`` / ``retinaface`` with an insightface pack
+  detector_weights  None (registry weights); scrfd/retinaface: pack name or path, or .onnx file
+  thresholds        detector score thresholds; None: the detector's defaults, resolved (and so
+                    recorded) at construction (mtcnn: P, R, O-Net; blazeface / scrfd: one value)
   min_face_size     smallest face side in pixels (also bounds mtcnn's image pyramid: its main cost)
   backbone          BACKBONES name; backbone_weights: a user file (None = registry default)
   logits            (face_fer2013) append the 7 class logits to the pooled features
@@ -38,9 +42,6 @@ try:  # the backbones package registers BACKBONES (written alongside this module
 except ImportError as _e:  # pragma: no cover - only while the package is incomplete
     print(f"avemo: face backbones unavailable ({_e})", file=sys.stderr)
 
-# P, R, O-Net; O-Net at 0.8 (as insightface's MTCNN) drops borderline cartoon faces (0.75 seen)
-_MTCNN_THRESHOLDS = [0.6, 0.7, 0.8]
-
 
 def resolve_device(device: str, who: str) -> str:
     """``cuda`` when available; otherwise CPU with a clear notice (never a silent fallback)."""
@@ -55,9 +56,9 @@ class FaceFeatureSet(FeatureSet):
 
     modality: ClassVar[str] = "video"
     common_config: ClassVar[dict[str, Any]] = {
-        "detector": "mtcnn",
+        "detector": "blazeface_mtcnn",
         "detector_weights": None,
-        "thresholds": _MTCNN_THRESHOLDS,
+        "thresholds": None,
         "min_face_size": 40,
         "fps": None,
         "detect_every": 5,
@@ -71,6 +72,9 @@ class FaceFeatureSet(FeatureSet):
 
     def __init__(self, config: Mapping[str, Any] | None = None, device: str = "cpu") -> None:
         super().__init__(config, resolve_device(device, self.name))
+        if self.config.get("thresholds") is None:  # the detector's defaults, recorded resolved
+            own = getattr(DETECTORS.get(self.config["detector"]), "default_thresholds", None)
+            self.config["thresholds"] = list(own) if own is not None else None
         self._pipeline: FacePipeline | None = None
         self._detector: Any = None
         self._backbone: Any = None
@@ -85,8 +89,9 @@ class FaceFeatureSet(FeatureSet):
     def detector(self) -> Any:
         if self._detector is None:
             c = self.config
-            kwargs: dict[str, Any] = {"thresholds": c["thresholds"], "min_face_size": c["min_face_size"],
-                                      "device": self.device}
+            kwargs: dict[str, Any] = {"min_face_size": c["min_face_size"], "device": self.device}
+            if c.get("thresholds") is not None:
+                kwargs["thresholds"] = c["thresholds"]
             if c.get("detector_weights") is not None:
                 kwargs["weights"] = c["detector_weights"]
             self._detector = DETECTORS.build(c["detector"], **kwargs)
@@ -151,7 +156,7 @@ def _backbone_set(name: str, backbone: str, doc: str, **extra: Any) -> type[Face
 
 @FEATURE_SETS.register("face_fer2013")
 class FaceFer2013(FaceFeatureSet):
-    """Default: MTCNN + FER2013 mini-Xception, 128-d pooled features (+7 logits with logits: true)."""
+    """Default: BlazeFace(+MTCNN) + FER2013 mini-Xception, 128-d pooled (+7 logits with logits: true)."""
 
     name = "face_fer2013"
     default_config = {**FaceFeatureSet.default_config, "logits": False}
