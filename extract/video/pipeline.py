@@ -5,8 +5,10 @@ gathers frames from many clips into batches, runs the detector on the batch's ke
 ``detect_every``-th frame of each clip, plus its last), links detections into tracks, fills the
 frames between key frames, aligns every tracked face and runs the embedder on all crops at once.
 Only the frames since a clip's last key frame are held, so memory stays bounded; per-track rows
-are kept until the clip ends, when the main track is chosen and the clip's ``ClipFeatures`` is
-yielded (the runner's writer thread writes it).
+are kept until the clip ends, when the clip's subject is chained from its tracks (by identity,
+else continuity: ``tracks.chain_subject``) and the clip's ``ClipFeatures`` is yielded (the
+runner's writer thread writes it) with the subject's statistics in ``info``. Shot cuts (a jump
+in a tiny grey thumbnail between consecutive frames) end every track.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
 from avemo.data.store import ClipFeatures
 from avemo.extract.base import ClipInput
-from avemo.extract.video.align import align_faces
+from avemo.extract.video.align import CropSpec, crop_faces
 from avemo.extract.video.decode import (
     DecodeError,
     DecodeStats,
@@ -35,7 +38,7 @@ from avemo.extract.video.decode import (
     iter_frames,
 )
 from avemo.extract.video.detectors.base import Detector
-from avemo.extract.video.tracks import Tracker
+from avemo.extract.video.tracks import Tracker, TrackSummary, chain_subject, longest_gap_s
 
 
 @dataclass
@@ -47,6 +50,11 @@ class Embedder:
     margin: float
     row_shape: tuple[int, ...]
     dtype: Any = np.float32
+    crop: CropSpec | None = None  # None: the ArcFace template with ``margin``
+
+    @property
+    def crop_spec(self) -> CropSpec:
+        return self.crop if self.crop is not None else CropSpec("template", float(self.margin))
 
 
 @dataclass
@@ -59,6 +67,7 @@ class StageTimes:
     track: float = 0.0
     align: float = 0.0
     embed: float = 0.0
+    identity: float = 0.0
     frames: int = 0
     key_frames: int = 0
     crops: int = 0
@@ -81,6 +90,10 @@ class _Clip:
     ended: bool = False
     stats: DecodeStats | None = None
     rows: dict[int, tuple[list[int], list[np.ndarray]]] = field(default_factory=dict)
+    thumb: np.ndarray | None = None  # previous frame's cut-detection thumbnail
+    id_chips: dict[int, list[np.ndarray]] = field(default_factory=dict)  # identity chips per track
+    id_seen: dict[int, int] = field(default_factory=dict)  # key-frame detections per track
+    id_stride: dict[int, int] = field(default_factory=dict)  # chips kept every stride-th detection
 
     @property
     def n(self) -> int:
@@ -208,6 +221,10 @@ class FacePipeline:
         full_detect_every: int = 1,
         workers: int | None = None,
         embed_batch: int = 256,
+        identity: Any = None,
+        max_gap_s: float = 1.0,
+        cut_threshold: float = 30.0,
+        identity_chips: int = 3,
     ) -> None:
         if int(detect_every) < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
@@ -219,6 +236,12 @@ class FacePipeline:
         self.workers = default_workers() if workers is None else int(workers)
         self.embed_batch = int(embed_batch)
         self.full_detect_every = max(1, int(full_detect_every))
+        # the subject across gaps and cuts: identity embedder (None: continuity only), the
+        # longest gap continuity may bridge, the thumbnail jump that counts as a cut (grey
+        # levels, mean |difference| of 32x18 thumbnails; 0 disables), chips embedded per track
+        self.identity = identity
+        self.max_gap_s, self.cut_threshold = float(max_gap_s), float(cut_threshold)
+        self.identity_chips = max(1, int(identity_chips))
         # when the decoders fall behind, work on what is there, but not on tiny batches
         self.min_flush = max(1, self.batch_frames // 4)
         self.times = StageTimes()
@@ -302,6 +325,11 @@ class FacePipeline:
             st.times.append(float(t))
             st.buffer[int(i)] = img
             st.new.append(int(i))
+            if self.cut_threshold > 0:
+                thumb = thumbnail(img)
+                if st.thumb is not None and float(np.abs(thumb - st.thumb).mean()) > self.cut_threshold:
+                    st.tracker.mark_cut(int(i))
+                st.thumb = thumb
         return len(ch)
 
     def _step(self, states: dict[int, _Clip]) -> Iterator[ClipFeatures]:
@@ -329,6 +357,7 @@ class FacePipeline:
         jobs: list[tuple[_Clip, int, int]] = []  # (clip, frame, track)
         frames: list[np.ndarray] = []
         lmks: list[np.ndarray] = []
+        boxes: list[np.ndarray] = []
         t0 = time.perf_counter()
         for st in states.values():
             kf = st.tracker.key_frames
@@ -342,12 +371,15 @@ class FacePipeline:
                     jobs.append((st, f, o.track))
                     frames.append(st.buffer[f])
                     lmks.append(o.landmarks)
+                    boxes.append(o.box)
+                if self.identity is not None:
+                    self._identity_chips(st, f)
             st.resolved = upto
         self.times.track += time.perf_counter() - t0
         if jobs:
             t0 = time.perf_counter()
-            crops = align_faces(frames, np.arange(len(frames)), np.stack(lmks), self.embedder.size,
-                                self.embedder.margin)
+            crops = crop_faces(frames, np.arange(len(frames)), np.stack(boxes), np.stack(lmks),
+                               self.embedder.size, self.embedder.crop_spec)
             self.times.align += time.perf_counter() - t0
             t0 = time.perf_counter()
             rows = np.concatenate([self.embedder.fn(crops[i : i + self.embed_batch])
@@ -366,6 +398,28 @@ class FacePipeline:
             if st.ended and st.resolved >= st.n and not st.new:
                 del states[key]
                 yield self._finish(st)
+
+    def _identity_chips(self, st: _Clip, f: int) -> None:
+        """Keep identity chips of the faces detected on key frame ``f``: at most
+        ``4 * identity_chips`` per track, spread over the track (the stride doubles when full)."""
+        at = st.tracker._at.get(f)
+        if not at:
+            return
+        cap = 4 * self.identity_chips
+        for tid, i in at.items():
+            seen = st.id_seen.get(tid, 0)
+            st.id_seen[tid] = seen + 1
+            kept = st.id_chips.setdefault(tid, [])
+            stride = st.id_stride.get(tid, 1)
+            if seen % stride:
+                continue
+            if len(kept) >= cap:  # kept = detections 0, s, 2s, ...: keep 0, 2s, 4s, ...
+                del kept[1::2]
+                stride = st.id_stride[tid] = 2 * stride
+                if seen % stride:
+                    continue
+            lmk = st.tracker.tracks[tid].landmarks[i]
+            kept.append(self.identity.chips([st.buffer[f]], [0], lmk[None])[0])
 
     def _size_hint(self, st: _Clip) -> tuple[float, float] | None:
         """Search only faces of about the tracked size (x0.5 .. x2), except on every
@@ -393,14 +447,31 @@ class FacePipeline:
             return self._empty(st.clip, "error", "; ".join(["no video frames decoded", *notes]))
         values = np.zeros((n, *self.embedder.row_shape), self.embedder.dtype)
         mask = np.zeros(n, bool)
-        main = st.tracker.main_track()
-        if main is not None and main in st.rows:
-            idx, vals = st.rows[main]
+        subject = self._subject(st)
+        track_of = np.full(n, -1, np.int64)
+        for tid in subject.tracks:
+            idx, vals = st.rows[tid]
             values[idx] = np.stack(vals)
             mask[idx] = True
+            track_of[idx] = tid
         have = int(mask.sum())
+        times = np.asarray(st.times, np.float64)
+        by_track = {t: np.nonzero(track_of == t)[0] for t in subject.tracks}
+        info = {
+            "tracks": len(st.tracker.tracks),
+            "subject_tracks": len(subject.tracks),
+            "subject_frames": have,
+            "frames": n,
+            "longest_gap_s": round(longest_gap_s(mask, times), 3) if have else round(float(times[-1] - times[0]), 3),
+            "cuts": len(st.tracker.cuts),
+            "joined": {str(t): subject.how[t] for t in subject.tracks},
+            "track_runs": subject.runs(by_track),
+        }
         if len(st.tracker.tracks) > 1:
-            notes.insert(0, f"{len(st.tracker.tracks)} face tracks, kept the main one")
+            how = ", ".join(f"{sum(1 for v in subject.how.values() if v == k)} by {k}"
+                            for k in ("identity", "continuity") if k in subject.how.values())
+            notes.insert(0, f"{len(st.tracker.tracks)} face tracks, subject = {len(subject.tracks)}"
+                            + (f" ({how})" if how else ""))
         if have == 0:
             status = "no_face"
             notes.insert(0, f"no face found in any of the {n} frames")
@@ -408,8 +479,32 @@ class FacePipeline:
             status = "ok"
             if have < n:
                 notes.insert(0, f"{n - have} of {n} frames without a face (mask 0)")
-        return ClipFeatures(st.clip.clip_id, values, np.asarray(st.times, np.float64), mask, status,
-                            "; ".join(notes))
+        return ClipFeatures(st.clip.clip_id, values, times, mask, status, "; ".join(notes), info=info)
+
+    def _subject(self, st: _Clip) -> Any:
+        """Chain the clip's tracks into its subject (identity embedded only when there is a choice)."""
+        summaries = []
+        for tid, tr in st.tracker.tracks.items():
+            if tid not in st.rows:
+                continue
+            summaries.append(TrackSummary(tid, np.asarray(sorted(st.rows[tid][0]), np.int64), tr.weight,
+                                          tr.boxes[0], tr.boxes[-1]))
+        if self.identity is not None and len(summaries) > 1:
+            t0 = time.perf_counter()
+            for s in summaries:
+                chips = st.id_chips.get(s.id, [])
+                if chips:
+                    pick = np.linspace(0, len(chips) - 1, min(self.identity_chips, len(chips))).round().astype(int)
+                    s.identity = self.identity.embed(np.stack([chips[i] for i in pick])).mean(0)
+            self.times.identity += time.perf_counter() - t0
+        same, diff = (self.identity.same_below, self.identity.different_above) if self.identity else (0.0, 1e9)
+        return chain_subject(summaries, st.times, same, diff, self.max_gap_s)
+
+
+def thumbnail(img: np.ndarray) -> np.ndarray:
+    """32x18 grey float thumbnail (shot-cut detection)."""
+    small = cv2.resize(img, (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return small @ np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def report(times: StageTimes, file: Any = sys.stderr) -> None:

@@ -7,6 +7,8 @@ normalisation, device, precision), so the pipeline never needs per-model branche
 ``align_margin``: extra context around the ArcFace-template crop, as a fraction of the crop
 side: 0 is insightface's 112 template as is; 0.25 means the template occupies 1/1.25 of the
 crop, leaving the rest as border. Each backbone picks the value matching its training crops.
+``crop`` (an ``align.CropSpec``) overrides it for networks not trained on template crops, e.g.
+the FER2013 mini-Xception's detector-box crop, chosen by ``crop_bench``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from avemo.data.pypi_fetch import sha256_file
+from avemo.extract.video.align import CropSpec
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +87,15 @@ class FaceBackbone(ABC):
     input_size: int
     grayscale: bool = False
     align_margin: float = 0.0
+    #: the crop the network was trained on (None: ArcFace template with ``align_margin``)
+    crop: ClassVar[CropSpec | None] = None
     out_dim: int
     tap: str
+
+    @classmethod
+    def crop_spec(cls) -> CropSpec:
+        """How the pipeline cuts this backbone's input crop (``align.crop_faces``)."""
+        return cls.crop if cls.crop is not None else CropSpec("template", float(cls.align_margin))
 
     @abstractmethod
     def weights_info(self) -> dict[str, str]:
@@ -102,6 +112,7 @@ class FaceBackbone(ABC):
             "input_size": self.input_size,
             "grayscale": self.grayscale,
             "align_margin": self.align_margin,
+            "crop": self.crop_spec().as_config(),
             "out_dim": self.out_dim,
             "tap": self.tap,
         }
