@@ -18,7 +18,13 @@ Config keys
   detect_every      run the detector on every k-th frame, interpolate boxes/landmarks between
   full_detect_every every n-th key frame searches all face sizes; the others only sizes near the
                     tracked faces (x0.5 .. x2), which skips mtcnn's costly fine pyramid levels
-  max_faces         faces tracked per frame (the main track is chosen among them)
+  max_faces         faces tracked per frame (the subject's tracks are chosen among them)
+  identity          IDENTITIES name chaining the subject's tracks across gaps and cuts by who
+                    the face is (``dlib_resnet``); None: by position/size continuity only
+  max_gap_s         longest gap (seconds) continuity may bridge (identity has no limit)
+  cut_threshold     thumbnail jump (grey levels) that counts as a shot cut; 0: no cut detection
+  crop              None: the backbone's measured crop (``backbone.crop_spec()``, recorded in
+                    provenance); or {method: template|box, margin, square, interpolation}
   batch_frames      frames per batch across clips (detector + CNN)
 """
 
@@ -31,10 +37,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from avemo.data.store import ClipFeatures
-from avemo.extract.base import ClipInput, FeatureSet
-from avemo.extract.registry import BACKBONES, DETECTORS, FEATURE_SETS
+from avemo.data.store import ClipFeatures, make_provenance
+from avemo.errors import FeatureConfigError
+from avemo.extract.base import ClipInput, FeatureSet, _versions
+from avemo.extract.registry import BACKBONES, DETECTORS, FEATURE_SETS, IDENTITIES
 from avemo.extract.video import detectors as _detectors  # noqa: F401 - registers DETECTORS
+from avemo.extract.video import identity as _identity  # noqa: F401 - registers IDENTITIES
+from avemo.extract.video.align import CropSpec
 from avemo.extract.video.pipeline import Embedder, FacePipeline
 
 try:  # the backbones package registers BACKBONES (written alongside this module)
@@ -65,6 +74,10 @@ class FaceFeatureSet(FeatureSet):
         "full_detect_every": 4,
         "max_faces": 3,
         "batch_frames": 64,
+        "identity": "dlib_resnet",
+        "max_gap_s": 1.0,
+        "cut_threshold": 30.0,
+        "crop": None,
     }
     default_config: ClassVar[dict[str, Any]] = {
         **common_config, "backbone": "fer2013_minixception", "backbone_weights": None,
@@ -78,7 +91,10 @@ class FaceFeatureSet(FeatureSet):
         self._pipeline: FacePipeline | None = None
         self._detector: Any = None
         self._backbone: Any = None
+        self._identity: Any = None
         self.workers: int | None = None  # decode processes (None: pipeline.default_workers())
+        if self.config.get("crop") is not None:
+            self.crop()  # a bad crop fails here, naming the key
 
     @property
     def rate_hz(self) -> float | None:
@@ -100,6 +116,31 @@ class FaceFeatureSet(FeatureSet):
     def backbone_options(self) -> dict[str, Any]:
         return {}
 
+    def identity(self) -> Any:
+        if self._identity is None and self.config.get("identity"):
+            self._identity = IDENTITIES.build(self.config["identity"])
+        return self._identity
+
+    def crop(self) -> CropSpec:
+        """The crop the pipeline cuts: the config's, else the backbone's measured default."""
+        if self.config.get("crop") is not None:
+            try:
+                return CropSpec.from_config(self.config["crop"])
+            except (TypeError, ValueError) as e:
+                raise FeatureConfigError(f"feature set {self.name}: crop: {e}") from None
+        return self._default_crop()
+
+    def _default_crop(self) -> CropSpec:
+        cls = BACKBONES.get(self.config["backbone"])
+        if hasattr(cls, "crop_spec"):
+            return cls.crop_spec()
+        return CropSpec("template", float(getattr(cls, "align_margin", 0.0)))  # a plugin's own class
+
+    def provenance(self) -> dict[str, Any]:
+        """As the base class, with ``crop`` resolved: a new measured default changes the hash."""
+        config = {**self.config, "crop": self.crop().as_config()}
+        return make_provenance(self.name, config, self.weights(), self.rate_hz, _versions())
+
     def backbone(self) -> Any:
         if self._backbone is None:
             c = self.config
@@ -113,11 +154,14 @@ class FaceFeatureSet(FeatureSet):
         def fn(crops: np.ndarray) -> np.ndarray:
             return bb.embed(torch.from_numpy(np.ascontiguousarray(crops))).float().cpu().numpy()
 
-        return Embedder(fn, int(bb.input_size), float(bb.align_margin), (int(bb.out_dim),), np.float32)
+        return Embedder(fn, int(bb.input_size), float(bb.align_margin), (int(bb.out_dim),), np.float32,
+                        crop=self.crop())
 
     def weights(self) -> dict[str, str]:
         out = dict(self.detector().weights_info())
         out.update(self._embedder_weights())
+        if self.identity() is not None:
+            out.update(self.identity().weights_info())
         return out
 
     def _embedder_weights(self) -> dict[str, str]:
@@ -130,6 +174,7 @@ class FaceFeatureSet(FeatureSet):
                 self.detector(), self.embedder(), fps=c["fps"], detect_every=c["detect_every"],
                 batch_frames=c["batch_frames"], min_face_size=c["min_face_size"],
                 max_faces=c["max_faces"], full_detect_every=c["full_detect_every"], workers=self.workers,
+                identity=self.identity(), max_gap_s=c["max_gap_s"], cut_threshold=c["cut_threshold"],
             )
         return self._pipeline
 
@@ -181,7 +226,11 @@ class FaceCrops(FaceFeatureSet):
 
     def embedder(self) -> Embedder:
         s = int(self.config["crop_size"])
-        return Embedder(lambda crops: crops, s, float(self.config["align_margin"]), (s, s, 3), np.uint8)
+        return Embedder(lambda crops: crops, s, float(self.config["align_margin"]), (s, s, 3), np.uint8,
+                        crop=self.crop())
+
+    def _default_crop(self) -> CropSpec:
+        return CropSpec("template", float(self.config["align_margin"]))
 
     def _embedder_weights(self) -> dict[str, str]:
         return {}
