@@ -7,13 +7,16 @@
 from __future__ import annotations
 
 from avemo.extract.audio import frontends
+from avemo.extract.audio.opensmile_lld import CompareLld, EgemapsLld
 from avemo.extract.audio.panns import PannsCnn14, build_cnn14
+from avemo.extract.audio.pitch import PitchSwiftF0
 from avemo.extract.audio.spectral import LogMel, Mfcc, Spectrogram
 from avemo.extract.audio.speech_embedding import SpeechEmbedding, SpeechEmbeddingModel
 from avemo.extract.audio.vggish import Vggish, build_vggish
 from avemo.extract.registry import AUDIO, FEATURE_SETS
 
-for _cls in (Spectrogram, LogMel, Mfcc, SpeechEmbedding, Vggish, PannsCnn14):
+for _cls in (Spectrogram, LogMel, Mfcc, SpeechEmbedding, Vggish, PannsCnn14, EgemapsLld, CompareLld,
+             PitchSwiftF0):
     FEATURE_SETS.register(_cls.name)(_cls)
 
 AUDIO.register("speech_embedding", help="Google speech_embedding ONNX pair (openwakeword 0.4.0)")(
