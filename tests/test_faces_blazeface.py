@@ -132,19 +132,22 @@ def test_mtcnn_fallback_runs_only_where_blazeface_finds_nothing(media, mtcnn):
     assert "blazeface_full_range" in both.weights_info() and "mtcnn_pnet" in both.weights_info()
 
 
-def test_pipeline_with_blazeface_on_real_video(media):
-    fs = FEATURE_SETS.build("face_fer2013", {"detector": "blazeface", "thresholds": [0.5]}, "cpu")
+def test_default_pipeline_is_blazeface_with_fallback_on_real_video(media):
+    fs = FEATURE_SETS.build("face_fer2013", {}, "cpu")
+    assert fs.config["detector"] == "blazeface_mtcnn"
+    assert fs.config["thresholds"] == bf.BlazeFace.default_thresholds  # resolved, so recorded
     fs.workers = 0
     (r,) = fs.extract([ClipInput("s", str(media("single_face.mp4")))])
     fs.close()
     assert r.status == "ok" and r.mask.all() and r.values.shape == (len(r.mask), 128)
-    assert "blazeface_full_range" in fs.provenance()["weights"]
+    prov = fs.provenance()
+    assert "blazeface_full_range" in prov["weights"] and prov["config"]["thresholds"] == [0.65]
+    assert FEATURE_SETS.build("face_fer2013", {"detector": "mtcnn"}, "cpu").config["thresholds"] == [0.6, 0.7, 0.8]
 
 
 def test_subject_found_in_every_ravdess_frame(shared_data):
     videos = sorted((shared_data / "ravdess-a05" / "video").glob("02-*.mp4"))[:3]
-    fs = FEATURE_SETS.build("face_crops", {"detector": "blazeface_mtcnn", "thresholds": [0.5],
-                                           "crop_size": 32}, "cpu")
+    fs = FEATURE_SETS.build("face_crops", {"crop_size": 32}, "cpu")
     fs.workers = 0
     res = list(fs.extract([ClipInput(p.stem, str(p)) for p in videos]))
     fs.close()

@@ -37,12 +37,12 @@ from avemo.extract.video.decode import iter_frames
 EVERY = 5
 SMALL = 100  # face height (px, in a 1280x720 frame) below which a generated face counts as small
 RAVDESS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ravdess-a05" / "video"
-# (label, DETECTORS name, constructor options): the same thresholds the feature sets use
-DETECTOR_ROWS: list[tuple[str, str, dict[str, Any]]] = [
-    ("mtcnn (min face 40)", "mtcnn", {"thresholds": [0.6, 0.7, 0.8], "min_face_size": 40}),
-    ("blazeface full-range", "blazeface", {"thresholds": [0.5]}),
-    ("blazeface + mtcnn fallback", "blazeface_mtcnn", {"thresholds": [0.5], "min_face_size": 40}),
-    ("scrfd_2.5g (640x640)", "scrfd_2.5g", {"thresholds": [0.5]}),
+# (label, DETECTORS name, constructor options)
+DETECTOR_ROWS: list[tuple[str, str, dict[str, Any]]] = [  # each detector's default thresholds
+    ("mtcnn (min face 40)", "mtcnn", {"min_face_size": 40}),
+    ("blazeface full-range", "blazeface", {}),
+    ("blazeface + mtcnn fallback", "blazeface_mtcnn", {"min_face_size": 40}),
+    ("scrfd_2.5g (640x640)", "scrfd_2.5g", {}),
 ]
 
 
@@ -186,7 +186,7 @@ def pipeline_rows(videos: Sequence[Path], device: str = "cpu") -> list[dict[str,
     rows: list[dict[str, Any]] = [{"pipeline": "decode only (PyAV -> RGB)", "frames/s": dec_fps,
                                    "% of decode-only": 100.0}]
     for label, name, opts in DETECTOR_ROWS:
-        over = {"detector": name, "thresholds": opts["thresholds"]}
+        over = {"detector": name}
         fs = FEATURE_SETS.build("face_fer2013", over, device)
         pipe = fs.pipeline()  # models built before the clock starts
         t0 = time.perf_counter()

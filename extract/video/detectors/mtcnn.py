@@ -221,6 +221,8 @@ class MTCNN(Detector):
     """MTCNN face detector + 5 landmarks (facenet-pytorch weights, MIT), batched across frames."""
 
     name = "mtcnn"
+    # P, R, O-Net; O-Net at 0.8 (as insightface's MTCNN) drops borderline cartoon faces (0.75 seen)
+    default_thresholds = [0.6, 0.7, 0.8]
 
     def __init__(
         self,
