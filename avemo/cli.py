@@ -140,6 +140,15 @@ def _emodb(a: argparse.Namespace) -> int:
 def _inspect(a: argparse.Namespace) -> int:
     from avemo.data.store import describe
 
+    if a.montage is not None or a.out is not None:
+        from avemo.errors import UsageError
+        from avemo.extract.video.montage import write_montage
+
+        if a.montage is None or a.out is None or len(a.files) != 1:
+            raise UsageError("a montage needs one FILE, --montage CLIP_ID and -o OUT.png, e.g. "
+                             "avemo inspect face_crops.h5 --montage clip01 -o clip01.png")
+        print(f"montage of {a.montage}: {write_montage(a.files[0], a.montage, a.out)}")
+        return 0
     for p in a.files:
         print(describe(p))
     return 0
@@ -249,7 +258,8 @@ EXAMPLES = {
   avemo emodb --speakers 03 08 --limit 10 --epochs 2 --no-bench   # a quick look""",
     "inspect": """examples:
   avemo inspect features/ravdess/face_fer2013.h5
-  avemo inspect features/ravdess/*.h5 | less""",
+  avemo inspect features/ravdess/*.h5 | less
+  avemo inspect features/ravdess/face_crops.h5 --montage 01-01-03-01-01-02-05 -o crops.png""",
     "list": """examples:
   avemo list feature-sets
   avemo list configs
@@ -335,6 +345,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     i = _sub(sub, "inspect", "provenance, shapes and per-status counts of feature files", common)
     i.add_argument("files", nargs="+", metavar="FILE", help="feature files (.h5) written by `avemo features`")
+    i.add_argument("--montage", metavar="CLIP_ID", help="draw this clip's aligned face crops over time, with "
+                   "mask and track (a face_crops file), into -o")
+    i.add_argument("-o", "--out", metavar="PNG", help="where --montage writes its picture (.png)")
 
     ls = _sub(sub, "list", "what is registered, and the packaged configs and grids", common)
     ls.add_argument("what", choices=sorted([*LISTS, *PACKAGED_FILES]), metavar="WHAT",

@@ -1,4 +1,4 @@
-"""``python -m avemo.extract.bench``: stage-one benchmarks (faces, detectors, runner hooks, audio) -> dated markdown."""
+"""``python -m avemo.extract.bench``: stage-one benchmarks (faces, detectors, face crops, runner hooks, audio) -> dated markdown."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 import importlib
 
 SECTIONS = {"faces": "avemo.extract.video.bench", "detectors": "avemo.extract.video.detector_bench",
-            "runner": "avemo.extract.runner_bench", "audio": "avemo.extract.audio.bench"}
+            "runner": "avemo.extract.runner_bench", "audio": "avemo.extract.audio.bench",
+            "crops": "avemo.extract.video.crop_bench"}
 
 
 def main(argv: list[str] | None = None) -> int:
