@@ -199,14 +199,17 @@ def packaged(kind: str) -> Callable[[str], str]:
     return resolve
 
 
-def _first_line(path: Path) -> str:
-    """A packaged YAML's first comment line (what it is for)."""
+def _first_line(path: Path, width: int = 90) -> str:
+    """What a packaged YAML is for: its leading comment up to the first full stop, shortened."""
+    words: list[str] = []
     for line in path.read_text().splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-        if line.strip():
+        if not line.startswith("#"):
             break
-    return ""
+        words += line.lstrip("# ").split()
+        if words and words[-1].endswith("."):
+            break
+    text = " ".join(words)
+    return text if len(text) <= width else text[: width - 3].rsplit(" ", 1)[0] + " ..."
 
 
 @command("list")
