@@ -69,7 +69,7 @@ def render(clip: ClipFeatures, columns: int = 8, max_tiles: int = 32, tile: int 
         else:
             img[y : y + tile, x : x + tile] = NO_FACE
             cv2.line(img, (x, y), (x + tile - 1, y + tile - 1), (90, 90, 90), 1)
-            _text(img, "no face", x + 18, y + tile // 2 + 4)
+            _text(img, "no subject", x + 12, y + tile // 2 + 4)
         label = f"{float(clip.timestamps[f]):.2f}s" + (f" t{tracks[f]}" if tracks[f] >= 0 else "")
         _text(img, label, x + 2, y + tile + 13, 0.38)
     # every frame: its subject track's colour, dark where the mask is 0
@@ -79,7 +79,7 @@ def render(clip: ClipFeatures, columns: int = 8, max_tiles: int = 32, tile: int 
         colour = PALETTE[tracks[f] % len(PALETTE)] if tracks[f] >= 0 else (
             np.array(WHITE, np.uint8) if clip.mask[f] else NO_FACE)
         img[y0 : y0 + strip, xs[f] : max(xs[f + 1], xs[f] + 1)] = colour
-    _text(img, "mask / track per frame (dark: no face)", pad, y0 + strip + 16, 0.38)
+    _text(img, "mask / track per frame (dark: no subject face)", pad, y0 + strip + 16, 0.38)
     return img
 
 
