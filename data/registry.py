@@ -53,6 +53,14 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def name_of(self, obj: Any) -> str:
+        """The key ``obj`` (or the class of the instance ``obj``) is registered under: the key
+        is written once, in the decorator, and read back here instead of a class attribute."""
+        for n, item in self._items.items():
+            if item is obj or (not isinstance(obj, type) and item is type(obj)):
+                return n
+        raise UnknownNameError(f"{obj!r} is not registered as a {self.kind}")
+
     def describe(self) -> list[tuple[str, str]]:
         return [(n, self._help.get(n, "")) for n in self.names()]
 

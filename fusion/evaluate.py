@@ -1,8 +1,8 @@
 """Partition-level evaluation: run a model over device batches, assemble, score.
 
-Metric formulas live in ``avemo.fusion.metrics``; this module only
-orchestrates them for a run (clip scores -> accuracy/UAR/F1/confusion, per-frame averaged
-predictions -> CCC/PCC/RMSE per target, optional smoothing and clipping).
+Metric formulas live in ``avemo.fusion.metrics``; which ones a run reports is its task's
+choice (``fusion.tasks``); this module holds the shared helpers (per-target regression
+metrics, per-clip smoothing) and runs a model over a partition.
 """
 
 from __future__ import annotations
@@ -50,8 +50,7 @@ def predict(model: torch.nn.Module, dm: CachedFeatureDataModule, partition: str,
     model.train(was_training)
     if not seqs:
         return {}
-    res = dm.assemble(torch.cat(seqs), torch.cat(outs))
-    return {k: (v.cpu().numpy() if isinstance(v, torch.Tensor) else v) for k, v in res.items()}
+    return dm.assemble(torch.cat(seqs), torch.cat(outs))
 
 
 def _is_input(key: str, modalities: Sequence[str]) -> bool:
@@ -73,22 +72,5 @@ def smooth_per_clip(pred: np.ndarray, clip_pos: np.ndarray, widths: Mapping[int,
 
 def score(res: Mapping[str, Any], dm: CachedFeatureDataModule, eval_cfg: Mapping[str, Any] | None = None
           ) -> dict[str, Any]:
-    """Metrics of one assembled partition (see ``predict``)."""
-    if not res:
-        return {}
-    if dm.task_type == "clip":
-        return classification_metrics(res["scores"], res["y"], dm.n_out)
-    eval_cfg = eval_cfg or {}
-    pred = res["pred"]
-    rng = eval_cfg.get("clip_range")
-    if rng:
-        pred = np.clip(pred, float(rng[0]), float(rng[1]))
-    out = regression_metrics(pred, res["y"], dm.targets)
-    widths = {dm.targets.index(k): int(v) for k, v in (eval_cfg.get("smooth") or {}).items()
-              if k in dm.targets}
-    if widths:
-        sm = regression_metrics(smooth_per_clip(pred, res["clip_pos"], widths), res["y"], dm.targets)
-        names = {dm.targets[j] for j in widths}
-        out.update({f"{k}_smoothed": v for k, v in sm.items()
-                    if k == "ccc" or k.rsplit("_", 1)[-1] in names})
-    return out
+    """Metrics of one assembled partition (see ``predict``), by the run's task."""
+    return dm.task_obj.score(res, eval_cfg)

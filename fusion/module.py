@@ -20,51 +20,14 @@ from torch import Tensor, nn
 from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.evaluate import _is_input, score
 from avemo.fusion.optim import jca_reference_lr  # noqa: F401 - re-exported
-from avemo.fusion.registry import LOSS_ALIASES, OPTIMIZERS, SCHEDULES
-
-# ----------------------------------------------------------------------------- losses
-
-
-def class_weights(spec: Any, y: Tensor, n: int) -> list[float] | None:
-    """``balanced`` -> N / (C * count_c) from the training labels; a list is used as given."""
-    if spec is None:
-        return None
-    if spec == "balanced":
-        counts = torch.bincount(y.cpu(), minlength=n).double()
-        return (counts.sum() / (n * counts.clamp_min(1))).tolist()
-    w = [float(v) for v in spec]
-    if len(w) != n:
-        raise ValueError(f"loss.class_weights has {len(w)} values for {n} classes")
-    return w
+from avemo.fusion.registry import OPTIMIZERS, SCHEDULES
 
 
 def build_loss(cfg: Mapping[str, Any], dm: CachedFeatureDataModule) -> nn.Module:
-    """``LOSSES`` entry named by ``loss.name`` (default cross_entropy / ccc), with its options."""
-    from avemo.fusion import losses  # noqa: F401 - registers the losses
-    from avemo.fusion.registry import LOSSES
-
-    lc = dict(cfg.get("loss") or {})
-    name = lc.pop("name", None) or ("cross_entropy" if dm.task_type == "clip" else "ccc")
-    name = LOSS_ALIASES.get(name, name)
-    spec = lc.pop("class_weights", None)
-    if name == "cross_entropy":
-        lc["class_weights"] = class_weights(spec, dm.tables.y[dm.part_seqs["train"]], dm.n_out)
-    else:
-        lc.pop("label_smoothing", None)
-    return LOSSES.build(name, **lc)
-
-
-def batch_loss(loss_fn: nn.Module, out: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
-    """Clip: loss(logits, y). Frame: loss(pred, y, frames where every target is labelled)."""
-    if "y_mask" in batch:
-        return loss_fn(out, batch["y"], batch["y_mask"].all(-1))
-    return loss_fn(out, batch["y"])
-
-
-def monitor_of(cfg: Mapping[str, Any], task_type: str) -> tuple[str, str]:
-    """(metric name, mode): default val/accuracy for clip tasks, val/ccc for frame tasks."""
-    mon = cfg["trainer"].get("monitor") or ("val/accuracy" if task_type == "clip" else "val/ccc")
-    return mon, ("min" if mon.endswith("loss") or "rmse" in mon else "max")
+    """The run's loss: ``loss.name`` (default: the task's) with its options (class weights
+    from the training targets)."""
+    task = dm.task_obj
+    return task.build_loss(cfg.get("loss") or {}, task.train_targets(dm.index, dm.part_seqs["train"]))
 
 
 # ----------------------------------------------------------------------------- module
@@ -79,8 +42,9 @@ class FusionModule(L.LightningModule):
         self.model = model
         self.cfg = cfg
         self.dm = dm
+        self.task = dm.task_obj
         self.loss_fn = build_loss(cfg, dm)
-        self.monitor, self.mode = monitor_of(cfg, dm.task_type)
+        self.monitor, self.mode = self.task.monitor(cfg["trainer"])
         self.run_dir = Path(run_dir) if run_dir else None
         self.history: list[dict[str, Any]] = []
         self.best: float | None = None
@@ -95,14 +59,14 @@ class FusionModule(L.LightningModule):
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         out = self(batch)
-        loss = batch_loss(self.loss_fn, out, batch)
+        loss = self.task.batch_loss(self.loss_fn, out, batch)
         self._train_loss.append(loss.detach())
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["index"]))
         return loss
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         out = self(batch)
-        self._val_loss.append(batch_loss(self.loss_fn, out, batch).detach())
+        self._val_loss.append(self.task.batch_loss(self.loss_fn, out, batch).detach())
         self._val.append((batch["index"], out.detach().float()))
 
     def on_validation_epoch_end(self) -> None:
@@ -111,7 +75,6 @@ class FusionModule(L.LightningModule):
         seq = torch.cat([s for s, _ in self._val])
         out = torch.cat([o for _, o in self._val])
         res = self.dm.assemble(seq, out)
-        res = {k: (v.cpu().numpy() if isinstance(v, Tensor) else v) for k, v in res.items()}
         metrics = {k: v for k, v in score(res, self.dm, self.cfg.get("eval")).items()
                    if isinstance(v, float)}
         metrics["loss"] = float(torch.stack(self._val_loss).mean())

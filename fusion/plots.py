@@ -84,20 +84,29 @@ def traces(table: pd.DataFrame, targets: Sequence[str], path: Path, n_clips: int
     return path
 
 
-def plot_run(run_dir: Path, history: Sequence[Mapping[str, Any]], dm: Any, table: pd.DataFrame,
+def plot_run(run_dir: Path, history: Sequence[Mapping[str, Any]], task: Any, table: pd.DataFrame,
              extra: Mapping[str, Any], monitor: str) -> list[Path]:
+    """Learning curves, then the task's own plots (confusion matrices, traces, scatter)."""
     out = Path(run_dir) / "plots"
     out.mkdir(exist_ok=True)
     made = []
     if history:
         made.append(learning_curves(history, monitor, out / "learning_curves.png"))
-    if dm.task_type == "clip":
-        for key, cm in extra.items():
-            if key.endswith("/confusion"):
-                part = key.split("/")[0]
-                made.append(confusion(np.asarray(cm), dm.classes, f"{part} confusion",
-                                      out / f"confusion_{part}.png"))
-    elif len(table):
-        for part in dict.fromkeys(table["partition"]):
-            made.append(traces(table[table["partition"] == part], dm.targets, out / f"traces_{part}.png"))
-    return made
+    return made + list(task.plot(out, table, extra))
+
+
+def scatter(table: pd.DataFrame, targets: Sequence[str], path: Path) -> Path:
+    """Predicted against true value per clip, one panel per target (clip-level regression)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.4), squeeze=False)
+    for ax, t in zip(axes[0], targets, strict=True):
+        ax.scatter(table[f"{t}_true"], table[f"{t}_pred"], s=8, alpha=0.7)
+        lo = float(min(table[f"{t}_true"].min(), table[f"{t}_pred"].min()))
+        hi = float(max(table[f"{t}_true"].max(), table[f"{t}_pred"].max()))
+        ax.plot([lo, hi], [lo, hi], color="0.6", lw=0.8)
+        ax.set_xlabel(f"{t} true")
+        ax.set_ylabel(f"{t} predicted")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -35,7 +35,7 @@ import torch
 from avemo.fusion.config import ConfigError, dump_config, load_config
 from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.evaluate import predict, score
-from avemo.fusion.module import FusionModule, monitor_of
+from avemo.fusion.module import FusionModule
 from avemo.fusion.splits import write_splits
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def _write_data_side(dm: CachedFeatureDataModule, run_dir: Path) -> None:
         "partitions": {p: len(v) for p, v in dm.splits["partitions"].items()},
         "sequences": {p: len(v) for p, v in dm.part_seqs.items()},
         "inputs": {m: list(s) for m, s in dm.inputs.items()},
-        "task": dm.task,
+        "task": dm.task_obj.describe(),
         "normalised": sorted(dm.stats),
     }
     (run_dir / "data_report.json").write_text(json.dumps(report, indent=1))
@@ -200,18 +200,13 @@ def _final_outputs(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, model: t
                 metrics[f"{p}/{k}"] = v
             else:
                 extra[f"{p}/{k}"] = np.asarray(v).tolist()
-        pred_frames.append(_prediction_table(dm, res, p))
+        pred_frames.append(dm.task_obj.prediction_table(res, p))
         if missing:
             sc = score(predict(model, dm, p, missing=missing), dm, cfg.get("eval"))
             tag = "@missing-" + "+".join(missing)
             metrics.update({f"{p}/{k}{tag}": v for k, v in sc.items() if isinstance(v, float)})
     table = pd.concat(pred_frames, ignore_index=True) if pred_frames else pd.DataFrame()
-    if dm.task_type == "clip":
-        pred_path = run_dir / "predictions.csv"
-        table.to_csv(pred_path, index=False)
-    else:
-        pred_path = run_dir / "predictions.parquet"
-        table.to_parquet(pred_path, index=False)
+    pred_path = dm.task_obj.write_predictions(table, run_dir)
     final = {"metrics": metrics, **extra, "best_epoch": module.best_epoch,
              "monitor": module.monitor, "epochs": len(module.history), "fit_seconds": fit_s}
     (run_dir / "final_metrics.json").write_text(json.dumps(final, indent=1))
@@ -219,30 +214,12 @@ def _final_outputs(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, model: t
         try:
             from avemo.fusion.plots import plot_run
 
-            plot_run(run_dir, module.history, dm, table, extra, monitor_of(cfg, dm.task_type)[0])
+            plot_run(run_dir, module.history, dm.task_obj, table, extra, module.monitor)
         except Exception as e:  # noqa: BLE001 - a plot must never lose a finished run
             log.warning("plots failed: %s", e)
     return {"run_dir": run_dir, "metrics": metrics, "predictions": pred_path,
             "history": module.history, "best_epoch": module.best_epoch, **extra,
             "checkpoint": run_dir / "checkpoints" / "best.pt", "notes": list(dm.notes)}
-
-
-def _prediction_table(dm: CachedFeatureDataModule, res: Mapping[str, Any], partition: str) -> pd.DataFrame:
-    if not res:
-        return pd.DataFrame()
-    if dm.task_type == "clip":
-        scores = torch.from_numpy(np.asarray(res["scores"], np.float32)).softmax(-1).numpy()
-        df = pd.DataFrame({"clip_id": res["clip_ids"], "partition": partition,
-                           "label": [dm.classes[i] for i in res["y"]],
-                           "pred": [dm.classes[i] for i in scores.argmax(1)]})
-        for j, c in enumerate(dm.classes):
-            df[f"p_{c}"] = scores[:, j]
-        return df
-    df = pd.DataFrame({"clip_id": res["clip_ids"], "partition": partition, "time": res["time"]})
-    for j, t in enumerate(dm.targets):
-        df[f"{t}_true"] = res["y"][:, j]
-        df[f"{t}_pred"] = res["pred"][:, j]
-    return df
 
 
 def main(argv: list[str] | None = None) -> int:

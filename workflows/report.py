@@ -144,17 +144,12 @@ def attention_from_run(run_dir: Path, n_clips: int = 3, feature_cache: dict | No
     """
     import torch
 
-    from avemo.fusion.config import load_config
-    from avemo.fusion.train import build_datamodule, build_model
+    from avemo.fusion.run import load_run
 
-    ckpt = run_dir / "checkpoints" / "best.pt"
-    if not (run_dir / "config.yaml").exists() or not ckpt.exists():
+    if not (run_dir / "config.yaml").exists() or not (run_dir / "checkpoints" / "best.pt").exists():
         return {}
-    cfg = load_config(run_dir / "config.yaml")
-    dm = build_datamodule(cfg, "cpu", feature_cache)
-    model = build_model(cfg, dm)
-    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
-    model.eval()
+    run = load_run(run_dir, feature_cache)
+    dm, model = run.dm, run.model
     part = "test" if len(dm.part_seqs["test"]) else "val"
     batch = next(iter(dm.batches(part, batch_size=n_clips)))
     with torch.no_grad():
@@ -163,7 +158,7 @@ def attention_from_run(run_dir: Path, n_clips: int = 3, feature_cache: dict | No
     if not att:
         return {}
     seq = batch["index"].cpu().numpy()
-    ids = [str(dm.tables.clip_ids[i]) for i in seq] if dm.task_type == "clip" else [f"window {i}" for i in seq]
+    ids = run.task.sample_names(dm.index, seq)
     out: dict[str, dict[str, np.ndarray]] = {}
     for b, cid in enumerate(ids):
         for name, w in att.items():

@@ -1,40 +1,203 @@
-"""The ``Task`` contract: everything that depends on what a run predicts lives in a subclass."""
+"""The ``Task`` contract: everything that depends on what a run predicts lives in a subclass.
+
+A task turns manifest rows into targets and an index of samples (``fusion.index``), names the
+default loss and monitor, turns assembled model outputs into metrics, prediction tables and
+plots, and merges several models' predictions. The datamodule, the LightningModule, the
+trainer, ``avemo report`` and ``avemo merge`` only call these methods; none of them asks which
+task it is. Register a new task with ``@TASKS.register("name")`` (or an entry point, see
+``avemo.fusion.registry``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
-from avemo.fusion.registry import TASKS
+import numpy as np
+import pandas as pd
+from torch import Tensor, nn
+
+from avemo.fusion.config import ConfigError
+from avemo.fusion.features import FeatureSet
 
 
 class Task:
     """Base class of ``TASKS`` entries.
 
     ``level`` is what the model outputs (``clip``: one vector per clip, ``frame``: one per
-    label frame); ``default_loss`` / ``default_monitor`` apply when the config leaves
-    ``loss.name`` / ``trainer.monitor`` unset.
+    label frame) and is what models see as ``task["type"]``; ``default_loss`` /
+    ``default_monitor`` apply when the config leaves ``loss.name`` / ``trainer.monitor`` unset.
     """
 
-    name: ClassVar[str] = ""
     level: ClassVar[str] = "clip"
     default_loss: ClassVar[str] = "cross_entropy"
     default_monitor: ClassVar[str] = "val/accuracy"
-    regression: ClassVar[bool] = False
+    label_column: ClassVar[str] = "label"
+    prediction_file: ClassVar[str] = "predictions.csv"
 
     def __init__(self, data_cfg: Mapping[str, Any]) -> None:
         self.data_cfg = data_cfg
         self.n_out = 0
+
+    @property
+    def name(self) -> str:
+        """The ``task.type`` this class is registered under."""
+        from avemo.fusion.registry import TASKS
+
+        return TASKS.name_of(self)
+
+    # ------------------------------------------------------------------ data
+
+    def select(self, df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+        """Manifest rows that carry this task's labels (sets ``n_out``)."""
+        col = self.label_column
+        if col not in df.columns:
+            raise ConfigError(f"task.type={self.name} needs a {col} column in the manifest")
+        keep = df[col].notna()
+        if (~keep).sum():
+            notes.append(f"{int((~keep).sum())} manifest clips have no {col} and are not used")
+        return df[keep].copy()
+
+    def build_index(self, manifest: pd.DataFrame, features: FeatureSet, cache: dict | None) -> Any:
+        """The run's ``fusion.index`` object (sequences, positions, labels, assembly)."""
+        raise NotImplementedError
+
+    def train_targets(self, index: Any, train_seqs: Tensor) -> Tensor:
+        """Targets of the training sequences (class weights are computed from these)."""
+        return index.y[train_seqs]
+
+    @property
+    def model_task(self) -> dict[str, Any]:
+        """What ``MODELS.build(task=...)`` gets: ``{"type": level, "n_out": n}``."""
+        return {"type": self.level, "n_out": self.n_out}
+
+    def describe(self) -> dict[str, Any]:
+        """For ``data_report.json``."""
+        return {"type": self.name, "level": self.level, "n_out": self.n_out}
+
+    # ------------------------------------------------------------------ training
 
     def monitor(self, trainer_cfg: Mapping[str, Any] | None = None) -> tuple[str, str]:
         """(metric, mode): ``trainer.monitor`` or the task's default; losses/RMSE minimise."""
         mon = (trainer_cfg or {}).get("monitor") or self.default_monitor
         return mon, ("min" if mon.endswith("loss") or "rmse" in mon else "max")
 
+    def build_loss(self, loss_cfg: Mapping[str, Any], train_y: Tensor) -> nn.Module:
+        """The ``LOSSES`` entry named by ``loss.name`` (default: the task's), with its options."""
+        from avemo.fusion.registry import LOSS_ALIASES, LOSSES
+
+        lc = dict(loss_cfg or {})
+        name = lc.pop("name", None) or self.default_loss
+        name = LOSS_ALIASES.get(name, name)
+        spec = lc.pop("class_weights", None)
+        if spec is not None:
+            lc["class_weights"] = self.class_weights(spec, train_y)
+        return LOSSES.build(name, **lc)
+
+    def class_weights(self, spec: Any, train_y: Tensor) -> list[float]:
+        raise ConfigError(f"loss.class_weights is for classification tasks, not task {self.name}")
+
+    def batch_loss(self, loss_fn: nn.Module, out: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
+        return loss_fn(out, batch["y"])
+
+    # ------------------------------------------------------------------ evaluation
+
+    def assemble(self, index: Any, seq: Tensor, out: Tensor) -> dict[str, Any]:
+        """Per-clip (or per-frame) outputs of a partition; numpy arrays, ``out`` renamed."""
+        res = index.assemble(seq, out)
+        return {k: (v.cpu().numpy() if isinstance(v, Tensor) else v) for k, v in res.items()}
+
+    def score(self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def prediction_table(self, res: Mapping[str, Any], partition: str) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def write_predictions(self, table: pd.DataFrame, run_dir: Path) -> Path:
+        path = Path(run_dir) / self.prediction_file
+        if path.suffix == ".parquet":
+            table.to_parquet(path, index=False)
+        else:
+            table.to_csv(path, index=False)
+        return path
+
+    def plot(self, out: Path, table: pd.DataFrame, extra: Mapping[str, Any]) -> list[Path]:
+        """Task plots of a finished run into ``out`` (learning curves are drawn by the caller)."""
+        return []
+
+    def sample_names(self, index: Any, seq: Sequence[int]) -> list[str]:
+        """A readable name per sequence (report captions)."""
+        return [str(index.clip_ids[i]) for i in seq]
+
+    def merge(self, tables: Sequence[pd.DataFrame], method: str = "ccc_centering",
+              smooth: Mapping[str, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Merge several models' prediction tables of the same clips -> (merged, scores)."""
+        raise NotImplementedError
+
+
+class RegressionTask(Task):
+    """Shared by the regression tasks: targets ``data.targets``, CCC/PCC/RMSE per target."""
+
+    default_loss: ClassVar[str] = "ccc"
+    default_monitor: ClassVar[str] = "val/ccc"
+    merge_key: ClassVar[tuple[str, ...]] = ("clip_id",)
+    smooths: ClassVar[bool] = False  # eval.smooth applies (per-frame predictions in time order)
+
+    def __init__(self, data_cfg: Mapping[str, Any]) -> None:
+        super().__init__(data_cfg)
+        self.targets = list(data_cfg.get("targets") or ["valence", "arousal"])
+        self.n_out = len(self.targets)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "targets": self.targets}
+
+    def assemble(self, index: Any, seq: Tensor, out: Tensor) -> dict[str, Any]:
+        res = super().assemble(index, seq, out)
+        res["pred"] = res.pop("out")
+        return res
+
+    def score(self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        if not res:
+            return {}
+        from avemo.fusion.evaluate import regression_metrics, smooth_per_clip
+
+        eval_cfg = eval_cfg or {}
+        pred = np.asarray(res["pred"])
+        rng = eval_cfg.get("clip_range")
+        if rng:
+            pred = np.clip(pred, float(rng[0]), float(rng[1]))
+        out = regression_metrics(pred, np.asarray(res["y"]), self.targets)
+        widths = {self.targets.index(k): int(v) for k, v in (eval_cfg.get("smooth") or {}).items()
+                  if k in self.targets}
+        if widths and self.smooths:
+            sm = regression_metrics(smooth_per_clip(pred, res["clip_pos"], widths), res["y"], self.targets)
+            names = {self.targets[j] for j in widths}
+            out.update({f"{k}_smoothed": v for k, v in sm.items()
+                        if k == "ccc" or k.rsplit("_", 1)[-1] in names})
+        return out
+
+    def prediction_table(self, res: Mapping[str, Any], partition: str) -> pd.DataFrame:
+        if not res:
+            return pd.DataFrame()
+        df = pd.DataFrame({"clip_id": res["clip_ids"], "partition": partition})
+        if "time" in res:
+            df["time"] = res["time"]
+        for j, t in enumerate(self.targets):
+            df[f"{t}_true"] = np.asarray(res["y"])[:, j]
+            df[f"{t}_pred"] = np.asarray(res["pred"])[:, j]
+        return df
+
+    def merge(self, tables: Sequence[pd.DataFrame], method: str = "ccc_centering",
+              smooth: Mapping[str, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        from avemo.fusion.ensemble import merge_frame_predictions
+
+        return merge_frame_predictions(tables, self.targets, method, smooth, key=self.merge_key)
+
 
 def build_task(cfg: Mapping[str, Any]) -> Task:
     """The task object of a resolved run config."""
-    from avemo.fusion.registry import load_all
+    from avemo.fusion.registry import TASKS, load_all
 
     load_all()
     return TASKS.build(cfg["task"]["type"], cfg["data"])

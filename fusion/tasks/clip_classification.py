@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from avemo.fusion.config import ConfigError
+from avemo.fusion.features import FeatureSet
+from avemo.fusion.index import ClipIndex, build_clip_index
 from avemo.fusion.registry import TASKS
 from avemo.fusion.tasks.base import Task
 
@@ -13,3 +25,97 @@ class ClipClassification(Task):
     level = "clip"
     default_loss = "cross_entropy"
     default_monitor = "val/accuracy"
+    label_column = "label"
+    prediction_file = "predictions.csv"
+
+    def select(self, df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+        df = super().select(df, notes)
+        classes = self.data_cfg.get("classes") or df.attrs.get("classes") or sorted(
+            df["label"].unique().tolist())
+        self.classes = [str(c) for c in classes]
+        unknown = sorted(set(df["label"].astype(str)) - set(self.classes))
+        if unknown:
+            raise ConfigError(f"labels {unknown} are not in data.classes {self.classes}")
+        self.n_out = len(self.classes)
+        return df
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "classes": self.classes}
+
+    def build_index(self, manifest: pd.DataFrame, features: FeatureSet, cache: dict | None) -> ClipIndex:
+        cls = {c: i for i, c in enumerate(self.classes)}
+        y = torch.tensor([cls[str(x)] for x in manifest["label"]], dtype=torch.long)
+        return build_clip_index(manifest["clip_id"].astype(str).tolist(), features, y,
+                                self.data_cfg.get("max_rows"))
+
+    def class_weights(self, spec: Any, train_y: Tensor) -> list[float]:
+        """``balanced`` -> N / (C * count_c) from the training labels; a list is used as given."""
+        n = self.n_out
+        if spec == "balanced":
+            counts = torch.bincount(train_y.cpu(), minlength=n).double()
+            return (counts.sum() / (n * counts.clamp_min(1))).tolist()
+        w = [float(v) for v in spec]
+        if len(w) != n:
+            raise ConfigError(f"loss.class_weights has {len(w)} values for {n} classes")
+        return w
+
+    def assemble(self, index: Any, seq: Tensor, out: Tensor) -> dict[str, Any]:
+        res = super().assemble(index, seq, out)
+        res["scores"] = res.pop("out")
+        return res
+
+    def score(self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        if not res:
+            return {}
+        from avemo.fusion import metrics as M
+
+        return M.classification_metrics(np.asarray(res["scores"]), np.asarray(res["y"]), self.n_out)
+
+    def prediction_table(self, res: Mapping[str, Any], partition: str) -> pd.DataFrame:
+        if not res:
+            return pd.DataFrame()
+        scores = torch.from_numpy(np.asarray(res["scores"], np.float32)).softmax(-1).numpy()
+        df = pd.DataFrame({"clip_id": res["clip_ids"], "partition": partition,
+                           "label": [self.classes[i] for i in res["y"]],
+                           "pred": [self.classes[i] for i in scores.argmax(1)]})
+        for j, c in enumerate(self.classes):
+            df[f"p_{c}"] = scores[:, j]
+        return df
+
+    def plot(self, out: Path, table: pd.DataFrame, extra: Mapping[str, Any]) -> list[Path]:
+        from avemo.fusion.plots import confusion
+
+        made = []
+        for key, cm in extra.items():
+            if key.endswith("/confusion"):
+                part = key.split("/")[0]
+                made.append(confusion(np.asarray(cm), self.classes, f"{part} confusion",
+                                      out / f"confusion_{part}.png"))
+        return made
+
+    def merge(self, tables: Sequence[pd.DataFrame], method: str = "mean",
+              smooth: Mapping[str, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Mean of the class probabilities; accuracy / UAR of every model and of the merge."""
+        from avemo.fusion.ensemble import merge_class_scores
+        from avemo.fusion.metrics import accuracy, uar
+
+        base = tables[0].sort_values("clip_id", kind="stable").reset_index(drop=True)
+        cols = [f"p_{c}" for c in self.classes]
+        probs = []
+        for r, t in enumerate(tables):
+            m = base[["clip_id"]].merge(t, on="clip_id", how="left", validate="one_to_one")
+            if m[cols].isna().any(axis=None):
+                raise ValueError(f"model {r} lacks predictions for clips of model 0")
+            probs.append(m[cols].to_numpy(np.float64))
+        idx = {c: i for i, c in enumerate(self.classes)}
+        y = np.array([idx[str(v)] for v in base["label"]])
+        merged = merge_class_scores(probs)
+        rows = [{"what": f"fold {i}", "accuracy": float(accuracy(p, y)), "uar": float(uar(p, y, p.shape[1]))}
+                for i, p in enumerate(probs)]
+        rows.append({"what": "mean of probabilities", "accuracy": float(accuracy(merged, y)),
+                     "uar": float(uar(merged, y, merged.shape[1]))})
+        out = pd.DataFrame({"clip_id": base["clip_id"], "label": base["label"],
+                            "pred": [self.classes[i] for i in merged.argmax(1)]})
+        for j, c in enumerate(cols):
+            out[c] = merged[:, j]
+        return out, pd.DataFrame(rows)
