@@ -150,3 +150,68 @@ def test_bad_window_config_is_refused():
         FEATURE_SETS.build("face_r2plus1d", {"frames": 40}, "cpu")
     with pytest.raises(ValueError, match="hop"):
         FEATURE_SETS.build("face_r2plus1d", {"hop": 0}, "cpu")
+
+
+def test_jca_config_reads_the_windowed_file_without_glue(tmp_path, weights):
+    """workflows/configs/jca.yaml, paths pointed at a face_r2plus1d file written by the runner:
+    the datamodule maps window-end rows onto per-frame labels by time, masks follow the windows,
+    and the JCA model runs on the batch."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from avemo.data.store import ClipFeatures, FeatureFile, make_provenance, write_clips
+    from avemo.extract.runner import run_features
+    from avemo.fusion import registry
+    from avemo.fusion.config import load_config
+    from avemo.fusion.datamodule import CachedFeatureDataModule
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    clips = {"a": _face_clip(tmp_path / "a", face_until=64), "b": _face_clip(tmp_path / "b", face_until=96)}
+    rng = np.random.default_rng(0)
+    rows, audio = [], []
+    (tmp_path / "ann").mkdir()
+    for i, (cid, path) in enumerate(clips.items()):
+        t = np.arange(96) / 25.0
+        ann = tmp_path / "ann" / f"{cid}.csv"
+        pd.DataFrame({"time": t, "valence": rng.uniform(-1, 1, 96), "arousal": rng.uniform(-1, 1, 96)}
+                     ).to_csv(ann, index=False)
+        rows.append({"clip_id": cid, "video": str(path), "split": ["train", "test"][i], "subject": f"s{i}",
+                     "annotation": str(ann)})
+        audio.append(ClipFeatures(cid, rng.normal(size=(96, 512)).astype(np.float32), t, np.ones(96, bool)))
+    man = tmp_path / "manifest.csv"
+    pd.DataFrame(rows).to_csv(man, index=False)
+    face = run_features(man, ["face_r2plus1d"], tmp_path / "features", progress=False, overrides={
+        "face_r2plus1d": {"backbone_weights": str(weights), "detect_every": 1, "crop_size": 64}})["face_r2plus1d"]
+    au = write_clips(tmp_path / "audio.h5", audio, make_provenance("audio_t", {}, {}, 25.0))
+    jca = Path(__file__).resolve().parents[1] / "workflows" / "configs" / "jca.yaml"
+    assert "face_r2plus1d.h5" in load_config(jca)["data"]["features"]["face"]
+    cfg = load_config(jca, [f"data.manifest={man}", f"data.features.face={face}", f"data.features.audio={au}",
+                            "data.window.length=96", "data.window.hop=96", "data.normalize=false",
+                            "model.seq_len=4"])
+    dm = CachedFeatureDataModule(cfg, "cpu")
+    dm.setup()
+    b = dm.gather(torch.arange(2))
+    assert b["face"].shape == (2, 96, 512)
+    with FeatureFile(face) as ff:
+        for k, cid in enumerate(dm.tables.clip_ids):
+            win = ff.clip(cid)
+            lab_t = np.arange(96) / 25.0
+            # the datamodule's rule: the nearest VALID window end, if within 1.5 row spacings
+            ok = np.flatnonzero(win.mask)
+            dist = np.abs(win.timestamps[ok][None] - lab_t[:, None])
+            near = ok[dist.argmin(1)]
+            limit = 1.5 * np.median(np.diff(win.timestamps))
+            want_mask = dist.min(1) <= limit
+            got_mask = b["face_mask"][k].numpy()
+            clear = np.abs(dist.min(1) - limit) > 1e-6  # frames exactly at the limit: float ties
+            assert got_mask[clear].tolist() == want_mask[clear].tolist() and clear.mean() > 0.9
+            np.testing.assert_allclose(b["face"][k].numpy()[got_mask], win.values[near][got_mask], rtol=1e-6)
+    assert not b["face_mask"][0].all() and b["face_mask"][1].all()  # clip a loses its face at frame 64
+    registry.load_all()
+    task = {"type": "frame", "n_out": 2}
+    kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
+    model = registry.MODELS.build("jca", inputs={"face": (512,), "audio": (512,)}, task=task, **kwargs)
+    out = model(b)
+    assert out.shape == (2, 96, 2) and torch.isfinite(out).all()
