@@ -136,7 +136,7 @@ def test_subject_info_is_stored_and_read_back(fer, faces, tmp_path):
         back = ff.clip("short")
         assert back.info == json.loads(json.dumps(r.info)) and back.info["frames"] == 20
         assert ff.provenance["config"]["crop"]["method"] == "box"  # the resolved measured crop
-    assert not r.mask[8:].any()  # one trailing gap (no face after frame 9; held at most 2 frames)
+    assert r.mask[:8].all() and not r.mask[10:].any()  # one trailing gap: no face after frame 9
     assert r.info["longest_gap_s"] == pytest.approx((~r.mask).sum() / FPS)
 
 

@@ -223,7 +223,7 @@ class FacePipeline:
         embed_batch: int = 256,
         identity: Any = None,
         max_gap_s: float = 1.0,
-        cut_threshold: float = 30.0,
+        cut_threshold: float = 15.0,
         identity_chips: int = 3,
     ) -> None:
         if int(detect_every) < 1:
@@ -502,8 +502,10 @@ class FacePipeline:
 
 
 def thumbnail(img: np.ndarray) -> np.ndarray:
-    """32x18 grey float thumbnail (shot-cut detection)."""
-    small = cv2.resize(img, (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32)
+    """32x18 grey float thumbnail (shot-cut detection): every k-th pixel (~90 rows), area-averaged;
+    0.1 ms for a 720p frame, against 1.5 ms for area-averaging every pixel."""
+    k = max(1, min(img.shape[0], img.shape[1]) // 90)
+    small = cv2.resize(img[::k, ::k], (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32)
     return small @ np.array([0.299, 0.587, 0.114], np.float32)
 
 
