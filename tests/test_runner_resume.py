@@ -151,13 +151,10 @@ def test_config_mismatch_refused_or_written_beside(corpus, reference, tmp_path) 
     assert_same_file(tmp_path / f"{SET}.h5", reference)  # the original is untouched
 
 
-def test_feature_set_can_ask_for_compressed_storage(corpus, reference, tmp_path, monkeypatch) -> None:
+def test_compressed_storage_on_request(corpus, reference, tmp_path) -> None:
     import h5py
 
-    from avemo.extract.registry import FEATURE_SETS
-
-    monkeypatch.setattr(FEATURE_SETS.get(SET), "store_compression", "gzip", raising=False)
-    path = run_features(corpus, [SET], tmp_path, progress=False)[SET]
+    path = run_features(corpus, [SET], tmp_path, progress=False, compression="gzip")[SET]
     with h5py.File(path) as f:
         assert f["values"].compression == "gzip" and f["values"].chunks is not None
     assert_same_file(path, reference)

@@ -26,6 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -62,7 +63,10 @@ def masked_quantiles(x: Tensor, mask: Tensor, qs: Sequence[float]) -> list[Tenso
     interpolation between order statistics); a sequence with no valid row gives zeros."""
     n = mask.sum(1)  # [B]
     filled = zero_invalid(x, mask).masked_fill(~mask.unsqueeze(-1), float("inf"))
-    srt = filled.sort(1).values  # valid rows first, ascending
+    if filled.requires_grad or filled.device.type != "cpu":
+        srt = filled.sort(1).values  # valid rows first, ascending
+    else:  # torch's CPU sort along time is ~30x slower than numpy's (measured: 74 vs 2 ms, [32, 200, 130])
+        srt = torch.from_numpy(np.sort(filled.numpy(), axis=1))
     out = []
     last = (n - 1).clamp_min(0).to(x.dtype)
     for q in qs:
