@@ -13,15 +13,18 @@ from avemo.extract.audio.pitch import PitchSwiftF0
 from avemo.extract.audio.spectral import LogMel, Mfcc, Spectrogram
 from avemo.extract.audio.speech_embedding import SpeechEmbedding, SpeechEmbeddingModel
 from avemo.extract.audio.vggish import Vggish, build_vggish
+from avemo.extract.audio.windowed import LogMelResNet18, build_audio_resnet18
 from avemo.extract.registry import AUDIO, FEATURE_SETS
 
 for _cls in (Spectrogram, LogMel, Mfcc, SpeechEmbedding, Vggish, PannsCnn14, EgemapsLld, CompareLld,
-             PitchSwiftF0):
+             PitchSwiftF0, LogMelResNet18):
     FEATURE_SETS.register(_cls.name)(_cls)
 
 AUDIO.register("speech_embedding", help="Google speech_embedding ONNX pair (openwakeword 0.4.0)")(
     SpeechEmbeddingModel)
 AUDIO.register("vggish", help="VGGish network, [B, 1, 96, 64] -> [B, 128]")(build_vggish)
+AUDIO.register("audio_resnet18", help="one-channel ResNet-18, [B, 1, T, 64] -> [B, 512]")(
+    build_audio_resnet18)
 AUDIO.register("panns_cnn14", help="PANNs CNN14 network, [B, 1, T, 64] -> [B, 2048]")(build_cnn14)
 
 AUDIO.register("stft_magnitude", help="|STFT|, centred frames (numpy)")(frontends.stft_magnitude_np)
