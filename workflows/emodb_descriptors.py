@@ -210,7 +210,12 @@ def run_experiment(root: Path, out: Path, features: Path, folds: int = 4, seeds:
         run_features(manifest, needed, features, progress=False)
     parts = []
     if baselines:
-        parts.append(baseline_rows(df, features.parent / "opensmile", baselines))
+        done = out / "baselines.csv"  # the SVM rows of this manifest, reused on a rerun
+        have = pd.read_csv(done) if done.exists() else None
+        if have is None or set(have["method"]) != {f"{b}_svm" for b in baselines}:
+            have = baseline_rows(df, features.parent / "opensmile", baselines)
+            have.to_csv(done, index=False)
+        parts.append(have)
     if models:
         parts.append(with_ensembles(grid_rows(df, manifest, features, out / "grid", models, range(seeds)), seeds))
     per_fold = pd.concat(parts, ignore_index=True)
