@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from avemo.data.store import FeatureFile, write_clips
+from avemo.errors import UserError
 from avemo.extract.base import ClipInput
 from avemo.extract.registry import FEATURE_SETS, load_all
 from avemo.extract.video.decode import iter_frames, write_video
@@ -125,6 +126,26 @@ def test_two_people_alternating_keep_the_subject_by_identity(fer, faces, tmp_pat
     assert subject == "woman"  # three shots of her, larger: the heavier seed
     assert r.info["subject_tracks"] == 3 and r.info["tracks"] >= 5
     assert "continuity" not in r.info["joined"].values()
+
+
+def test_without_identity_only_continuity_joins(faces, tmp_path):
+    """identity: null -- a face back after 0.3 s near where it left joins; far away it does not."""
+    fs = FEATURE_SETS.build("face_fer2013", {"identity": None}, "cpu")
+    fs.workers = 0
+    bg, src = _canvas(), faces["woman"]
+    near = ([_paste(bg, src[i], 100, 60, 0.5) for i in range(20)] + [bg] * 8
+            + [_paste(bg, src[30 + i], 130, 70, 0.5) for i in range(20)])
+    far = near[:28] + [_paste(bg, src[30 + i], 310, 170, 0.5) for i in range(20)]
+    r_near, r_far = _run(fs, tmp_path, "near", near), _run(fs, tmp_path, "far", far)
+    fs.close()
+    assert "dlib_face_recognition_resnet" not in fs.provenance()["weights"]
+    with pytest.raises(UserError, match="unknown face identity embedding 'dlib'"):
+        FEATURE_SETS.build("face_fer2013", {"identity": "dlib"}, "cpu")
+    with pytest.raises(UserError, match="max_gap_s must be"):
+        FEATURE_SETS.build("face_fer2013", {"max_gap_s": -1}, "cpu")
+    assert r_near.info["tracks"] >= 2 and set(r_near.info["joined"].values()) <= {"seed", "continuity"}
+    assert r_near.mask[np.r_[0:20, 28:48]].mean() >= 0.95
+    assert r_far.info["subject_tracks"] == 1 and r_far.info["tracks"] >= 2  # 3 face sides away
 
 
 def test_subject_info_is_stored_and_read_back(fer, faces, tmp_path):

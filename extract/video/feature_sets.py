@@ -40,7 +40,7 @@ import torch
 
 from avemo.data.store import ClipFeatures, make_provenance
 from avemo.errors import FeatureConfigError
-from avemo.extract.base import ClipInput, FeatureSet, _versions
+from avemo.extract.base import ClipInput, FeatureSet, Param, _versions
 from avemo.extract.registry import BACKBONES, DETECTORS, FEATURE_SETS, IDENTITIES
 from avemo.extract.video import detectors as _detectors  # noqa: F401 - registers DETECTORS
 from avemo.extract.video import identity as _identity  # noqa: F401 - registers IDENTITIES
@@ -65,6 +65,9 @@ class FaceFeatureSet(FeatureSet):
     """Shared implementation: build detector + backbone lazily, run the batched pipeline."""
 
     modality: ClassVar[str] = "video"
+    config_params: ClassVar[dict[str, Param]] = {
+        "identity": Param(nullable=True), "max_gap_s": Param(min=0), "cut_threshold": Param(min=0),
+    }
     common_config: ClassVar[dict[str, Any]] = {
         "detector": "blazeface_mtcnn",
         "detector_weights": None,
@@ -96,6 +99,8 @@ class FaceFeatureSet(FeatureSet):
         self.workers: int | None = None  # decode processes (None: pipeline.default_workers())
         if self.config.get("crop") is not None:
             self.crop()  # a bad crop fails here, naming the key
+        if self.config.get("identity") is not None:
+            IDENTITIES.get(self.config["identity"])  # an unknown name fails here, listing the known
 
     @property
     def rate_hz(self) -> float | None:
