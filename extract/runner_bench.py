@@ -63,8 +63,10 @@ def main(quick: bool = False, device: str = "cpu") -> Path:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, name, kw in [
-            ("face_fer2013, batch_clips 8", "face_fer2013", {"streams": False}),
-            ("face_fer2013, streams_clips", "face_fer2013", {"streams": True}),
+            ("face_fer2013, batch_clips 8 (1)", "face_fer2013", {"streams": False}),
+            ("face_fer2013, streams_clips (1)", "face_fer2013", {"streams": True}),
+            ("face_fer2013, batch_clips 8 (2)", "face_fer2013", {"streams": False}),
+            ("face_fer2013, streams_clips (2)", "face_fer2013", {"streams": True}),
             ("face_crops, contiguous", "face_crops", {"streams": True}),
             ("face_crops, gzip", "face_crops", {"streams": True, "compression": "gzip"}),
             ("face_crops, lzf", "face_crops", {"streams": True, "compression": "lzf"}),
@@ -75,7 +77,7 @@ def main(quick: bool = False, device: str = "cpu") -> Path:
     notes = (
         f"{len(videos)} RAVDESS actor-05 takes (1280x720) through `run_features` (CLI path), "
         "default configs. batch_clips 8: the runner calls extract per 8 clips; streams_clips: one "
-        "call, decode workers never drain. Compression: the face_crops file (uint8 rows). `read "
+        "call, decode workers never drain (alternated twice: load drifts). Compression: the face_crops file (uint8 rows). `read "
         "all s`: every clip read back with FeatureFile. Shared 2-core machine: compare rows."
     )
     return write_section("Runner hooks: streams_clips, store_compression", rows, notes)

@@ -65,6 +65,9 @@ class FaceFeatureSet(FeatureSet):
     """Shared implementation: build detector + backbone lazily, run the batched pipeline."""
 
     modality: ClassVar[str] = "video"
+    # the runner gives every clip to one extract call, so decode workers never drain at batch
+    # boundaries (RAVDESS a05, face_fer2013: +4 % frames/s on average; README "Runner hooks")
+    streams_clips: ClassVar[bool] = True
     config_params: ClassVar[dict[str, Param]] = {
         "identity": Param(nullable=True), "max_gap_s": Param(min=0), "cut_threshold": Param(min=0),
     }
