@@ -33,14 +33,9 @@ from avemo.extract.base import ClipInput
 from avemo.extract.registry import CLIP_BACKBONES, FEATURE_SETS
 from avemo.extract.video.backbones import r2plus1d as _r2plus1d  # noqa: F401 - registers
 from avemo.extract.video.feature_sets import FaceCrops
+from avemo.extract.window_grid import window_ends
 
-
-def window_ends(n: int, hop: int) -> np.ndarray:
-    """End frames of the windows of an ``n``-frame clip: every ``hop``-th frame and the last one."""
-    if n <= 0:
-        return np.zeros(0, np.int64)
-    ends = np.arange(hop - 1, n, hop, dtype=np.int64)
-    return ends if len(ends) and ends[-1] == n - 1 else np.append(ends, n - 1)
+__all__ = ["FaceR2Plus1D", "fill_absent", "sample_frames", "window_ends"]
 
 
 def sample_frames(ends: np.ndarray, window: int, frames: int) -> np.ndarray:
