@@ -130,3 +130,23 @@ def test_missing_opensmile_is_one_message_exit_2(tmp_path):
     assert res.returncode == 2, res.stderr
     assert "pip install avemo[smile]" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out" / "compare_lld.h5").exists()
+
+
+def test_speech_emotion_config_trains_on_these_files(written, sample, tmp_path):
+    """The ready config runs on a corpus given only as overrides (manifest + feature files;
+    the two spectral streams dropped with null), speaker-independent split."""
+    import json
+
+    from avemo.cli import main
+
+    manifest = tmp_path / "m.csv"
+    sample.assign(split="train").to_csv(manifest, index=False)  # split: the manifest contract
+    args = ["fuse-train", "-c", "speech_emotion", f"data.manifest={manifest}",
+            f"data.features.compare={written['compare_lld']}", f"data.features.egemaps={written['egemaps_lld']}",
+            f"data.features.pitch={written['pitch_swiftf0']}", "data.features.logmel=null",
+            "data.features.speech=null", "trainer.max_epochs=3", f"output.dir={tmp_path / 'runs'}", "-q"]
+    assert main(args) == 0
+    run = next((tmp_path / "runs" / "speech_emotion").iterdir())
+    split = json.loads((run / "splits.json").read_text())
+    assert not set(split["subjects"]["train"]) & set(split["subjects"]["test"])
+    assert (run / "predictions.csv").exists()

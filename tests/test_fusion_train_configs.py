@@ -10,7 +10,8 @@ import torch
 from avemo.fusion.config import ConfigError, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "workflows" / "configs").glob("*.yaml"))
-ROW_SHAPES = {"face": (512,), "audio": (64,), "vggish": (128,), "mfcc": (39,)}
+ROW_SHAPES = {"face": (512,), "audio": (64,), "vggish": (128,), "mfcc": (39,),
+              "compare": (130,), "egemaps": (25,), "pitch": (4,), "logmel": (64,), "speech": (96,)}
 CLASSES = 7
 
 
@@ -18,7 +19,7 @@ def test_the_published_configs_are_all_there():
     names = {p.stem for p in CONFIGS}
     want = {f"zhou_{a}_{f}" for a in ("self", "relation", "transformer") for f in ("concat", "fbp")}
     assert want | {"zhang_attention_fbp", "jca", "lfan", "unimodal_face", "unimodal_audio",
-                   "demo_fbp"} <= names
+                   "demo_fbp", "speech_emotion"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
