@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from avemo.data.store import ClipFeatures
+from avemo.errors import FeatureConfigError
 from avemo.extract.base import ClipInput
 from avemo.extract.registry import CLIP_BACKBONES, FEATURE_SETS
 from avemo.extract.video.backbones import r2plus1d as _r2plus1d  # noqa: F401 - registers
@@ -76,9 +77,10 @@ class FaceR2Plus1D(FaceCrops):
         c = self.config
         for key in ("window", "frames", "hop", "crop_size", "clip_batch"):
             if int(c[key]) < 1:
-                raise ValueError(f"feature set {self.name!r}: {key} must be >= 1, got {c[key]}")
+                raise FeatureConfigError(f"feature set {self.name!r}: {key} must be >= 1, got {c[key]}")
         if int(c["frames"]) > int(c["window"]):
-            raise ValueError(f"feature set {self.name!r}: frames ({c['frames']}) > window ({c['window']})")
+            raise FeatureConfigError(f"feature set {self.name!r}: frames ({c['frames']}) must be <= window "
+                                     f"({c['window']}): the crops are sampled from the window")
         self._clip_net: Any = None
 
     @property
