@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -18,11 +17,10 @@ from avemo.data.store import FeatureFile, write_clips
 from avemo.errors import UserError
 from avemo.extract.base import ClipInput
 from avemo.extract.registry import FEATURE_SETS, load_all
-from avemo.extract.video.decode import iter_frames, write_video
+from avemo.extract.video.decode import write_video
 from avemo.extract.video.detectors.base import Faces
+from avemo.extract.video.subject_bench import FPS, canvas, generated_clips, paste, real_faces
 from avemo.extract.video.tracks import Tracker, TrackSummary, chain_subject, longest_gap_s
-
-FPS = 25
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,35 +40,16 @@ def fer():
     fs.close()
 
 
-def _frames(path, start: float, stop: float) -> list[np.ndarray]:
-    """Frames of a real video between two times, resampled to ``FPS``."""
-    out, want = [], start
-    for ch in iter_frames(path):
-        for t, f in zip(ch.times, ch.frames, strict=True):
-            if start <= t < stop and t >= want:
-                out.append(f)
-                want += 1 / FPS
-    return out
-
-
 @pytest.fixture(scope="module")
 def faces(media):
     """Real face footage: the actress (laughing stretch) and the man, 640x360 each."""
-    return {"woman": _frames(media("WolfgangLanger_Pexels.mp4"), 10.5, 16.5),
-            "man": _frames(media("single_face.mp4"), 0.0, 2.4)}
+    return real_faces(media)
 
 
-def _canvas() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return cv2.GaussianBlur(rng.integers(60, 200, (360, 640, 3), dtype=np.uint8), (0, 0), 6)
-
-
-def _paste(bg: np.ndarray, img: np.ndarray, x: int, y: int, scale: float) -> np.ndarray:
-    out = bg.copy()
-    small = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    h, w = small.shape[:2]
-    out[y : y + h, x : x + w] = small
-    return out
+@pytest.fixture(scope="module")
+def clips(faces):
+    """The generated clips (the same the subject benchmark measures), with who is visible."""
+    return generated_clips(faces)
 
 
 def _run(fs, tmp_path, name, frames):
@@ -90,36 +69,28 @@ def _check(r, visible: np.ndarray, other: np.ndarray | None = None) -> float:
     return float(got)
 
 
-def test_face_leaves_and_returns_elsewhere(fer, faces, tmp_path):
-    bg, src = _canvas(), faces["woman"]
-    frames = ([_paste(bg, src[i], 20, 40, 0.5) for i in range(30)] + [bg] * 15
-              + [_paste(bg, src[40 + i], 300, 170, 0.5) for i in range(30)])
+def test_face_leaves_and_returns_elsewhere(fer, clips, tmp_path):
+    frames, who = clips["leave_return"]  # 1.2 s, 0.6 s away, back at the other side
     r = _run(fer, tmp_path, "leave_return", frames)
-    visible = np.r_[np.ones(30, bool), np.zeros(15, bool), np.ones(30, bool)]
-    _check(r, visible)
+    _check(r, who == "woman")
     assert r.info["tracks"] >= 2 and r.info["subject_tracks"] == r.info["tracks"]
     assert "identity" in r.info["joined"].values()
     assert r.info["subject_frames"] == int(r.mask.sum())
     assert 0.4 <= r.info["longest_gap_s"] <= 0.8  # the 0.6 s absence (+- a held key interval)
 
 
-def test_cut_to_another_shot_of_the_same_face(fer, faces, tmp_path):
-    src = faces["woman"]
-    wide = [src[i] for i in range(40)]
-    close = [cv2.resize(src[80 + i][0:270, 120:600], (640, 360))[:, ::-1].copy() for i in range(40)]
-    r = _run(fer, tmp_path, "cut", wide + close)
-    _check(r, np.ones(80, bool))
+def test_cut_to_another_shot_of_the_same_face(fer, clips, tmp_path):
+    frames, who = clips["cut_same_face"]  # a wide shot, then a closer, mirrored one
+    r = _run(fer, tmp_path, "cut", frames)
+    _check(r, who == "woman")
     assert r.info["cuts"] >= 1 and r.info["tracks"] >= 2 and r.info["subject_tracks"] >= 2
     runs = r.info["track_runs"]
     assert len({t for t, _, _ in runs}) >= 2 and runs[0][1] == 0 and runs[-1][2] == 80
 
 
-def test_two_people_alternating_keep_the_subject_by_identity(fer, faces, tmp_path):
-    # same place, same framing: position cannot tell them apart, only identity can
-    w, m = faces["woman"], faces["man"]
-    shots = [("woman", w[0:15]), ("man", m[0:15]), ("woman", w[30:45]), ("man", m[20:35]), ("woman", w[60:75])]
-    frames = [f for _, s in shots for f in s]
-    who = np.concatenate([[p] * len(s) for p, s in shots])
+def test_two_people_alternating_keep_the_subject_by_identity(fer, clips, tmp_path):
+    # woman, man, woman, man, woman, 0.6 s each, same place and framing: only identity can tell
+    frames, who = clips["dialogue"]
     r = _run(fer, tmp_path, "dialogue", frames)
     subject = who[np.argmax(r.mask)]
     _check(r, who == subject, who != subject)
@@ -132,10 +103,10 @@ def test_without_identity_only_continuity_joins(faces, tmp_path):
     """identity: null -- a face back after 0.3 s near where it left joins; far away it does not."""
     fs = FEATURE_SETS.build("face_fer2013", {"identity": None}, "cpu")
     fs.workers = 0
-    bg, src = _canvas(), faces["woman"]
-    near = ([_paste(bg, src[i], 100, 60, 0.5) for i in range(20)] + [bg] * 8
-            + [_paste(bg, src[30 + i], 130, 70, 0.5) for i in range(20)])
-    far = near[:28] + [_paste(bg, src[30 + i], 310, 170, 0.5) for i in range(20)]
+    bg, src = canvas(), faces["woman"]
+    near = ([paste(bg, src[i], 100, 60, 0.5) for i in range(20)] + [bg] * 8
+            + [paste(bg, src[30 + i], 130, 70, 0.5) for i in range(20)])
+    far = near[:28] + [paste(bg, src[30 + i], 310, 170, 0.5) for i in range(20)]
     r_near, r_far = _run(fs, tmp_path, "near", near), _run(fs, tmp_path, "far", far)
     fs.close()
     assert "dlib_face_recognition_resnet" not in fs.provenance()["weights"]
@@ -149,8 +120,8 @@ def test_without_identity_only_continuity_joins(faces, tmp_path):
 
 
 def test_subject_info_is_stored_and_read_back(fer, faces, tmp_path):
-    bg, src = _canvas(), faces["woman"]
-    frames = [_paste(bg, src[i], 20, 40, 0.5) for i in range(10)] + [bg] * 10
+    bg, src = canvas(), faces["woman"]
+    frames = [paste(bg, src[i], 20, 40, 0.5) for i in range(10)] + [bg] * 10
     r = _run(fer, tmp_path, "short", frames)
     path = write_clips(tmp_path / "f.h5", [r], fer.provenance())
     with FeatureFile(path) as ff:
