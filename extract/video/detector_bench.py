@@ -35,6 +35,7 @@ from avemo.extract.video.bench import decode_only
 from avemo.extract.video.decode import iter_frames
 
 EVERY = 5
+SLOW = ("scrfd_2.5g",)  # run once in the pipeline rows (minutes per pass on the 2-core CPU)
 SMALL = 100  # face height (px, in a 1280x720 frame) below which a generated face counts as small
 RAVDESS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ravdess-a05" / "video"
 # (label, DETECTORS name, constructor options)
@@ -179,32 +180,37 @@ def detector_rows(videos: Sequence[Path], n_generated: int, every: int = EVERY) 
     return rows
 
 
-def pipeline_rows(videos: Sequence[Path], device: str = "cpu") -> list[dict[str, Any]]:
+def pipeline_rows(videos: Sequence[Path], device: str = "cpu", repeats: int = 2) -> list[dict[str, Any]]:
     """``face_fer2013`` with each detector on ``videos``, beside decode-only frames/s."""
     n_dec, t_dec = decode_only(list(videos), repeats=1)
-    dec_fps = n_dec / t_dec
-    rows: list[dict[str, Any]] = [{"pipeline": "decode only (PyAV -> RGB)", "frames/s": dec_fps,
+    best: dict[str, dict[str, Any]] = {}
+    for rnd in range(repeats):  # round-robin, best of `repeats`: the shared machine's load drifts
+        for label, name, _opts in DETECTOR_ROWS:
+            if rnd and name in SLOW:
+                continue
+            fs = FEATURE_SETS.build("face_fer2013", {"detector": name}, device)
+            pipe = fs.pipeline()  # models built before the clock starts
+            t0 = time.perf_counter()
+            have = total = 0
+            for res in fs.extract([ClipInput(p.stem, str(p)) for p in videos]):
+                have += int(res.mask.sum())
+                total += len(res.mask)
+            wall = time.perf_counter() - t0
+            fs.close()
+            t = pipe.times
+            row = {"pipeline": f"face_fer2013 + {label}", "frames/s": total / wall,
+                   "frames with the subject %": 100.0 * have / max(total, 1),
+                   "detect s": t.detect, "wait s": t.wait, "align s": t.align, "CNN s": t.embed,
+                   "key frames": t.key_frames}
+            print(row)
+            if label not in best or row["frames/s"] > best[label]["frames/s"]:
+                best[label] = row
+    n_dec, t_dec2 = decode_only(list(videos), repeats=1)
+    dec_fps = n_dec / min(t_dec, t_dec2)
+    rows: list[dict[str, Any]] = [{"pipeline": "decode only (PyAV -> RGB), best of 2", "frames/s": dec_fps,
                                    "% of decode-only": 100.0}]
-    for label, name, opts in DETECTOR_ROWS:
-        over = {"detector": name}
-        fs = FEATURE_SETS.build("face_fer2013", over, device)
-        pipe = fs.pipeline()  # models built before the clock starts
-        t0 = time.perf_counter()
-        have = total = 0
-        for res in fs.extract([ClipInput(p.stem, str(p)) for p in videos]):
-            have += int(res.mask.sum())
-            total += len(res.mask)
-        wall = time.perf_counter() - t0
-        fs.close()
-        t = pipe.times
-        rows.append({
-            "pipeline": f"face_fer2013 + {label}", "frames/s": total / wall,
-            "% of decode-only": 100.0 * total / wall / dec_fps,
-            "frames with the subject %": 100.0 * have / max(total, 1),
-            "detect s": t.detect, "wait s": t.wait, "align s": t.align, "CNN s": t.embed,
-            "key frames": t.key_frames,
-        })
-        print(rows[-1])
+    for r in best.values():
+        rows.append({**r, "% of decode-only": 100.0 * r["frames/s"] / dec_fps})
     return rows
 
 
@@ -227,10 +233,11 @@ def main(quick: bool = False, device: str = "cpu") -> Path:
         "compare rows, not absolute numbers."
     )
     write_section("Faces: detectors on the same frames", rows, notes)
-    prow = pipeline_rows(videos, device)
+    prow = pipeline_rows(videos, device, repeats=1 if quick else 2)
     notes = (
         f"{len(videos)} RAVDESS actor-05 takes (1280x720, 29.97 fps); face_fer2013 defaults "
-        f"(detect_every {EVERY}) with the detector swapped; decode-only measured in the same run. "
+        f"(detect_every {EVERY}) with the detector swapped; decode-only measured before and after, "
+        "the pipelines round-robin, best of 2 each (scrfd_2.5g once). "
         "Frames with the subject: mask 1 (the actor is in every frame). Target: >= 60 % of "
         "decode-only at >= 99 % of the subject's frames. Shared 2-core machine."
     )
