@@ -416,6 +416,13 @@ def validate(cfg: Mapping[str, Any]) -> None:
     if not data["features"]:
         raise ConfigError("data.features must map modality names to feature files, e.g. "
                           "{face: features/afew/face_ir50.h5, audio: features/afew/logmel.h5}")
+    import importlib.util
+
+    for name in cfg["trainer"].get("loggers") or []:
+        module = {"tensorboard": "tensorboard", "mlflow": "mlflow"}.get(name)
+        if module and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"trainer.loggers: {name} is not installed (`pip install {module}`), "
+                              "or leave it out (csv is the default)")
     unknown = [m for m in data.get("eval_missing") or [] if m not in data["features"]]
     if unknown:
         raise ConfigError(f"data.eval_missing names {unknown}, not in data.features "

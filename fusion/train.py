@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -32,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from avemo.fusion.callbacks import BestCheckpoint, EpochLines, EpochProgressBar, MetricsHistory
 from avemo.fusion.config import ConfigError, dump_config, load_config
 from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.evaluate import predict, score
@@ -89,8 +92,40 @@ def build_model(cfg: Mapping[str, Any], dm: CachedFeatureDataModule) -> torch.nn
     return registry.MODELS.build(name, inputs=dm.inputs, task=dm.task, **kwargs)
 
 
+def build_loggers(cfg: Mapping[str, Any], run_dir: Path) -> list[Any]:
+    """Lightning loggers named by ``trainer.loggers`` (csv | tensorboard | mlflow), all under
+    ``<run>/logs/``: ``tensorboard --logdir <run>/logs/tensorboard`` opens a run."""
+    from lightning.pytorch import loggers as LL
+
+    out: list[Any] = []
+    for name in cfg["trainer"].get("loggers") or []:
+        if name == "csv":
+            out.append(LL.CSVLogger(str(run_dir), name="logs", version="csv"))
+        elif name == "tensorboard":
+            out.append(LL.TensorBoardLogger(str(run_dir), name="logs", version="tensorboard",
+                                            default_hp_metric=False))
+        elif name == "mlflow":
+            out.append(LL.MLFlowLogger(experiment_name=str(cfg["name"]), run_name=run_dir.name,
+                                       tracking_uri=(run_dir / "logs" / "mlflow").resolve().as_uri()))
+    return out
+
+
+def progress_mode(cfg: Mapping[str, Any], progress: bool | None = None) -> str:
+    """bar | lines | none: ``trainer.progress`` (auto: a bar on a terminal, else one line per
+    epoch); ``output.verbose: false`` silences lines; ``progress`` (True/False) overrides."""
+    if progress is not None:
+        mode = "bar" if progress else "lines"
+    else:
+        mode = cfg["trainer"].get("progress") or "auto"
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "lines"
+    if mode == "lines" and not cfg["output"].get("verbose", True):
+        return "none"
+    return mode
+
+
 def fit_and_evaluate(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, run_dir: Path,
-                     model: torch.nn.Module | None = None, progress: bool = False) -> dict[str, Any]:
+                     model: torch.nn.Module | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Seed, build the model (unless given), fit with Lightning, evaluate, write outputs.
 
     ``dm`` may be shared by several calls (same data, split and normalisation); only the
@@ -112,7 +147,14 @@ def fit_and_evaluate(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, run_di
     if accelerator == "gpu":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     module = FusionModule(model, cfg, dm, run_dir)
-    callbacks: list[Any] = []
+    best = BestCheckpoint(run_dir, module.monitor, module.mode)
+    history = MetricsHistory(run_dir)
+    callbacks: list[Any] = [best, history]
+    mode = progress_mode(cfg, progress)
+    if mode == "bar":
+        callbacks.append(EpochProgressBar())
+    elif mode == "lines":
+        callbacks.append(EpochLines(str(cfg.get("name")), module.monitor, history))
     es = tc.get("early_stopping")
     if es:
         callbacks.append(L.pytorch.callbacks.EarlyStopping(
@@ -123,23 +165,25 @@ def fit_and_evaluate(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, run_di
     trainer = L.Trainer(
         accelerator=accelerator, devices=1, max_epochs=int(tc["max_epochs"]),
         deterministic="warn" if tc.get("deterministic", True) else False,
-        fast_dev_run=bool(tc.get("fast_dev_run")), logger=False, enable_checkpointing=False,
-        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        fast_dev_run=bool(tc.get("fast_dev_run")), logger=build_loggers(cfg, run_dir) or False,
+        enable_checkpointing=False,  # BestCheckpoint writes plain state dicts instead
+        enable_progress_bar=mode == "bar", enable_model_summary=False, num_sanity_val_steps=0,
         callbacks=callbacks, default_root_dir=str(run_dir), gradient_clip_val=tc.get("gradient_clip_val"),
-        limit_train_batches=tc.get("limit_train_batches"),
+        limit_train_batches=tc.get("limit_train_batches"), log_every_n_steps=1,
     )
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*is an invalid value for.*")
         warnings.filterwarnings("ignore", ".*LeafSpec.*")
+        warnings.filterwarnings("ignore", ".*Starting from v1.9.0, `tensorboardX`.*")
         trainer.fit(module, train_dataloaders=dm.train_dataloader(), val_dataloaders=dm.val_dataloader())
     fit_s = time.perf_counter() - t0
-    best = run_dir / "checkpoints" / "best.pt"
-    if best.exists():
-        model.load_state_dict(torch.load(best, map_location=dm.device, weights_only=True))
+    best_pt = run_dir / "checkpoints" / "best.pt"
+    if best_pt.exists():
+        model.load_state_dict(torch.load(best_pt, map_location=dm.device, weights_only=True))
     model.to(dm.device)
-    return _final_outputs(cfg, dm, model, module, run_dir, fit_s)
+    return _final_outputs(cfg, dm, model, module, run_dir, fit_s, history.rows, best.best_epoch)
 
 
 def train_from_config(config: str | os.PathLike[str] | Mapping[str, Any],
@@ -152,17 +196,29 @@ def train_from_config(config: str | os.PathLike[str] | Mapping[str, Any],
     """
     cfg = load_config(config, overrides)
     device, _ = resolve_device(cfg["trainer"].get("accelerator"))
+    dm = build_datamodule(cfg, device, feature_cache)  # data mistakes fail before any folder exists
+    fresh = run_dir is None or not Path(run_dir).exists()
+    target = Path(run_dir) if run_dir is not None else Path(cfg["output"]["dir"]) / str(cfg["name"])
+    kept = next((p for p in (target, *target.parents) if p.exists()), Path("/"))  # existed before
     run_dir = make_run_dir(cfg, run_dir)
-    dump_config(cfg, run_dir / "config.yaml")
-    dm = build_datamodule(cfg, device, feature_cache)
-    if cfg["output"].get("verbose", True):
-        parts = ", ".join(f"{p} {len(v)}" for p, v in dm.splits["partitions"].items())
-        print(f"[{cfg['name']}] {len(dm.manifest)} clips ({parts}) on {device}; run folder {run_dir}")
-        for note in dm.notes:
-            print(f"[{cfg['name']}] note: {note}")
-    if progress is None:
-        progress = bool(os.environ.get("AVEMO_PROGRESS"))
-    return fit_and_evaluate(cfg, dm, run_dir, progress=progress)
+    try:
+        dump_config(cfg, run_dir / "config.yaml")
+        if cfg["output"].get("verbose", True):
+            parts = ", ".join(f"{p} {len(v)}" for p, v in dm.splits["partitions"].items())
+            print(f"[{cfg['name']}] {len(dm.manifest)} clips ({parts}) on {device}; run folder {run_dir}")
+            for note in dm.notes:
+                print(f"[{cfg['name']}] note: {note}")
+        if progress is None and os.environ.get("AVEMO_PROGRESS"):
+            progress = True
+        return fit_and_evaluate(cfg, dm, run_dir, progress=progress)
+    except BaseException:
+        if fresh and not any((run_dir / "checkpoints").glob("*.pt")):
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained: leave no husk behind
+            for parent in run_dir.parents:  # nor the empty <output.dir>/<name> made for it
+                if parent == kept or not parent.exists() or any(parent.iterdir()):
+                    break
+                parent.rmdir()
+        raise
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -186,7 +242,8 @@ def _write_data_side(dm: CachedFeatureDataModule, run_dir: Path) -> None:
 
 
 def _final_outputs(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, model: torch.nn.Module,
-                   module: FusionModule, run_dir: Path, fit_s: float) -> dict[str, Any]:
+                   module: FusionModule, run_dir: Path, fit_s: float, history: list[dict[str, Any]],
+                   best_epoch: int | None) -> dict[str, Any]:
     parts = [p for p in ("val", "test") if len(dm.part_seqs[p])]
     missing = list(cfg["data"].get("eval_missing") or [])
     metrics: dict[str, float] = {}
@@ -207,18 +264,18 @@ def _final_outputs(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, model: t
             metrics.update({f"{p}/{k}{tag}": v for k, v in sc.items() if isinstance(v, float)})
     table = pd.concat(pred_frames, ignore_index=True) if pred_frames else pd.DataFrame()
     pred_path = dm.task_obj.write_predictions(table, run_dir)
-    final = {"metrics": metrics, **extra, "best_epoch": module.best_epoch,
-             "monitor": module.monitor, "epochs": len(module.history), "fit_seconds": fit_s}
+    final = {"metrics": metrics, **extra, "best_epoch": best_epoch,
+             "monitor": module.monitor, "epochs": len(history), "fit_seconds": fit_s}
     (run_dir / "final_metrics.json").write_text(json.dumps(final, indent=1))
     if cfg["output"].get("plots", True):
         try:
             from avemo.fusion.plots import plot_run
 
-            plot_run(run_dir, module.history, dm.task_obj, table, extra, module.monitor)
+            plot_run(run_dir, history, dm.task_obj, table, extra, module.monitor)
         except Exception as e:  # noqa: BLE001 - a plot must never lose a finished run
             log.warning("plots failed: %s", e)
     return {"run_dir": run_dir, "metrics": metrics, "predictions": pred_path,
-            "history": module.history, "best_epoch": module.best_epoch, **extra,
+            "history": history, "best_epoch": best_epoch, **extra,
             "checkpoint": run_dir / "checkpoints" / "best.pt", "notes": list(dm.notes)}
 
 
