@@ -129,7 +129,11 @@ class _InsightDetector(Detector):
 def _session(path: Path, device: str) -> Any:
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=_providers(device))
+    from avemo.extract.video.pipeline import default_workers
+
+    opts = ort.SessionOptions()  # the cores the pipeline's decode workers leave, as for torch
+    opts.intra_op_num_threads = max(1, (os.cpu_count() or 1) - default_workers())
+    return ort.InferenceSession(str(path), opts, providers=_providers(device))
 
 
 @DETECTORS.register("scrfd")
