@@ -168,6 +168,7 @@ LISTS = {
     "tasks": ("avemo.fusion.registry", "TASKS"),
     "optimizers": ("avemo.fusion.registry", "OPTIMIZERS"),
     "schedules": ("avemo.fusion.registry", "SCHEDULES"),
+    "weights": ("avemo.extract.weights", "WEIGHTS", "avemo.extract.registry"),  # (+ what fills it)
 }
 
 
@@ -218,10 +219,11 @@ def _list(a: argparse.Namespace) -> int:
         for p in sorted(packaged_dir(a.what).glob("*.yaml")):
             print(f"{p.stem:<28} {_first_line(p)}")
         return 0
-    mod_name, attr = LISTS[a.what]
+    mod_name, attr, *fillers = LISTS[a.what]
     mod = importlib.import_module(mod_name)
-    if hasattr(mod, "load_all"):
-        mod.load_all()
+    for m in (*(importlib.import_module(f) for f in fillers), mod):
+        if hasattr(m, "load_all"):
+            m.load_all()
     for name, doc in getattr(mod, attr).describe():
         print(f"{name:<28} {doc}")
     return 0

@@ -1,11 +1,26 @@
 """One registry pattern for everything pluggable (datasets, detectors, backbones, models ...).
 
 Configs name things; a registry maps names to classes or factories. No if/elif dispatch.
+The key is written once, in ``@REGISTRY.register("name")`` (``REGISTRY.name_of(obj)`` reads it
+back). Every package fills its registries the same way, with ``load_plugins``:
+
+1. its built-in plugin modules (a package name stands for every module in that package);
+2. modules named in ``AVEMO_PLUGINS=pkg.mod1,pkg.mod2`` (development and tests);
+3. third-party plugins: Python entry points in each registry's ``group``, e.g. in the plugin's
+   ``pyproject.toml``::
+
+       [project.entry-points."avemo.fusion_models"]
+       my_model = "my_pkg.models:MyModel"      # registered as "my_model"
+       more = "my_pkg.more_models"             # a module whose decorators register
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import importlib
+import os
+import pkgutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 from avemo.errors import UserError, did_you_mean
@@ -23,8 +38,9 @@ class UnknownNameError(UserError, KeyError):
 class Registry(Generic[T]):
     """Name -> object map filled by the ``@registry.register("name")`` decorator."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, group: str | None = None) -> None:
         self.kind = kind
+        self.group = group  # entry-point group of third-party plugins (``avemo.<kind>``)
         self._items: dict[str, T] = {}
         self._help: dict[str, str] = {}
 
@@ -69,3 +85,45 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def _import_builtin(name: str) -> None:
+    """Import a plugin module, or every module of a plugin package (sorted, recursive)."""
+    mod = importlib.import_module(name)
+    path = getattr(mod, "__path__", None)
+    if path is None:
+        return
+    for info in sorted(pkgutil.walk_packages(path, prefix=f"{name}."), key=lambda i: i.name):
+        importlib.import_module(info.name)
+
+
+def load_entry_points(registries: Iterable[Registry]) -> None:
+    """Register the third-party plugins of each registry's entry-point ``group``."""
+    from importlib.metadata import entry_points
+
+    for reg in registries:
+        if not reg.group:
+            continue
+        for ep in entry_points(group=reg.group):
+            if ep.name in reg:
+                continue
+            obj = ep.load()
+            if not isinstance(obj, ModuleType) and ep.name not in reg:  # a module registers itself
+                reg.register(ep.name)(obj)
+
+
+def env_plugins() -> list[str]:
+    """Modules named in ``AVEMO_PLUGINS`` (comma separated)."""
+    return [m.strip() for m in os.environ.get("AVEMO_PLUGINS", "").split(",") if m.strip()]
+
+
+def load_plugins(builtins: Sequence[str], registries: Iterable[Registry]) -> None:
+    """Fill ``registries``: built-in modules/packages, ``AVEMO_PLUGINS`` modules, entry points.
+
+    The same rule for every package (data adapters, stage-one feature sets, stage-two models
+    and tasks): nothing is listed twice, and a new built-in module in a plugin package is found
+    without editing any list.
+    """
+    for name in [*builtins, *env_plugins()]:
+        _import_builtin(name)
+    load_entry_points(registries)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from avemo.data.registry import Registry
+from avemo.data.registry import Registry, env_plugins, load_entry_points
 
-FEATURE_SETS: Registry = Registry("feature set")
-DETECTORS: Registry = Registry("face detector")
-BACKBONES: Registry = Registry("face backbone")
-CLIP_BACKBONES: Registry = Registry("clip backbone")  # video CNNs over a window of face crops
-AUDIO: Registry = Registry("audio front-end / audio CNN")
-IDENTITIES: Registry = Registry("face identity embedding")
+FEATURE_SETS: Registry = Registry("feature set", group="avemo.feature_sets")
+DETECTORS: Registry = Registry("face detector", group="avemo.face_detectors")
+BACKBONES: Registry = Registry("face backbone", group="avemo.face_backbones")
+CLIP_BACKBONES: Registry = Registry("clip backbone", group="avemo.clip_backbones")  # video CNNs over a window of face crops
+AUDIO: Registry = Registry("audio front-end / audio CNN", group="avemo.audio")
+IDENTITIES: Registry = Registry("face identity embedding", group="avemo.face_identities")
 
 # Modules that register into the registries above; imported by ``load_all``.
 PLUGIN_MODULES: list[str] = [  # cheapest import first (see ``load_for``)
@@ -19,11 +19,12 @@ PLUGIN_MODULES: list[str] = [  # cheapest import first (see ``load_for``)
 ]
 
 
-def _plugin_modules() -> list[str]:
-    import os
+def _registries() -> list[Registry]:
+    return [v for v in globals().values() if isinstance(v, Registry)]
 
-    extra = [m.strip() for m in os.environ.get("AVEMO_PLUGINS", "").split(",") if m.strip()]
-    return [*extra, *PLUGIN_MODULES]
+
+def _plugin_modules() -> list[str]:
+    return [*env_plugins(), *PLUGIN_MODULES]
 
 
 def _import(mod: str) -> None:
@@ -42,10 +43,13 @@ def load_all() -> None:
     """Import every plugin module so the registries are complete (``avemo list``).
 
     ``AVEMO_PLUGINS=pkg.mod1,pkg.mod2`` adds modules of your own (extra feature sets, or the
-    test-only ones the runner tests register) without touching this list.
+    test-only ones the runner tests register) without touching this list; installed packages
+    add theirs through entry points (``avemo.feature_sets``, ``avemo.face_backbones``, ...;
+    see ``avemo.data.registry``).
     """
     for mod in _plugin_modules():
         _import(mod)
+    load_entry_points(_registries())
 
 
 def load_for(feature_sets: list[str] | tuple[str, ...]) -> None:
@@ -59,3 +63,4 @@ def load_for(feature_sets: list[str] | tuple[str, ...]) -> None:
         if all(name in FEATURE_SETS for name in feature_sets):
             return
         _import(mod)
+    load_entry_points(_registries())

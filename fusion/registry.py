@@ -8,18 +8,17 @@ reads ``MODELS`` after ``load_all()``.
 
 from __future__ import annotations
 
-import importlib
+from avemo.data.registry import Registry, load_plugins
 
-from avemo.data.registry import Registry
-
-MODELS: Registry = Registry("fusion model")
-TEMPORAL: Registry = Registry("temporal module")
-FUSION: Registry = Registry("cross-modal fusion")
-ENCODERS: Registry = Registry("input encoder")
-LOSSES: Registry = Registry("loss")
-TASKS: Registry = Registry("task")
-OPTIMIZERS: Registry = Registry("optimizer")
-SCHEDULES: Registry = Registry("lr schedule")
+MODELS: Registry = Registry("fusion model", group="avemo.fusion_models")
+TEMPORAL: Registry = Registry("temporal module", group="avemo.temporal_modules")
+FUSION: Registry = Registry("cross-modal fusion", group="avemo.fusions")
+ENCODERS: Registry = Registry("input encoder", group="avemo.encoders")
+LOSSES: Registry = Registry("loss", group="avemo.losses")
+TASKS: Registry = Registry("task", group="avemo.tasks")
+OPTIMIZERS: Registry = Registry("optimizer", group="avemo.optimizers")
+SCHEDULES: Registry = Registry("lr schedule", group="avemo.schedules")
+REGISTRIES = (MODELS, TEMPORAL, FUSION, ENCODERS, LOSSES, TASKS, OPTIMIZERS, SCHEDULES)
 
 #: Model constructor arguments that name a sub-module (``*encoder`` arguments: ENCODERS).
 SUBMODULE_REGISTRIES: dict[str, Registry] = {"fusion": FUSION, "temporal": TEMPORAL,
@@ -28,31 +27,19 @@ SUBMODULE_REGISTRIES: dict[str, Registry] = {"fusion": FUSION, "temporal": TEMPO
 SCHEDULE_INJECTED = ("opt", "monitor", "mode", "max_epochs", "base_lr")
 LOSS_ALIASES = {"ce": "cross_entropy"}
 
-# Modules that register into the registries above; imported by ``load_all``.
-PLUGIN_MODULES: list[str] = [
-    "avemo.fusion.models.temporal_pool",
-    "avemo.fusion.models.temporal_fan",
-    "avemo.fusion.models.temporal_transformer",
-    "avemo.fusion.models.tcn",
-    "avemo.fusion.models.bilstm",
-    "avemo.fusion.models.encoder_vector",
-    "avemo.fusion.models.encoder_audio_cnn",
-    "avemo.fusion.models.fusion_concat",
-    "avemo.fusion.models.fbp",
-    "avemo.fusion.models.unimodal",
-    "avemo.fusion.models.zhou",
-    "avemo.fusion.models.attention_fbp",
-    "avemo.fusion.models.jca",
-    "avemo.fusion.models.lfan",
-    "avemo.fusion.models.late",
-    "avemo.fusion.models.encoder_descriptors",
+#: Built-in plugins: every module of these packages / these modules (``load_plugins``).
+PLUGINS: list[str] = [
+    "avemo.fusion.models",
+    "avemo.fusion.tasks",
     "avemo.fusion.losses",
     "avemo.fusion.optim",
-    "avemo.fusion.tasks",
 ]
+_loaded = False
 
 
 def load_all() -> None:
-    """Import every plugin module so the registries are complete."""
-    for mod in PLUGIN_MODULES:
-        importlib.import_module(mod)
+    """Fill the registries: built-ins, ``AVEMO_PLUGINS`` modules, entry points (once)."""
+    global _loaded
+    if not _loaded:
+        load_plugins(PLUGINS, REGISTRIES)
+        _loaded = True

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from avemo.fusion.models.base import TemporalOutput
-from avemo.fusion.registry import ENCODERS, MODELS, TEMPORAL, load_all
+from avemo.fusion.registry import ENCODERS, FUSION, MODELS, TEMPORAL, load_all
 
 load_all()
 
@@ -271,3 +271,71 @@ def test_all_registered_models_are_listed() -> None:
     assert {"unimodal", "zhou", "attention_fbp", "jca", "lfan", "late"} <= set(MODELS.names())
     assert set(TEMPORAL.names()) >= {"mean", "max", "fan_self", "fan_relation", "transformer",
                                      "tcn", "bilstm"}
+
+
+# ----------------------------------------------------------------------------- every registered module
+# Parametrised over the registries: a model, temporal module, encoder or fusion registered later
+# (built-in or through an entry point) is tested here with its defaults, no test edit needed.
+
+REGISTRY_INPUTS = ({"face": (10,), "audio": (16,)}, {"face": (10,)})
+
+
+def _default_model(name: str, task: dict):
+    """Build with defaults on two modalities, else on one; a refusal must be a clear ValueError."""
+    errors = []
+    for inputs in REGISTRY_INPUTS:
+        try:
+            return _build(name, inputs, task, {}), inputs
+        except ValueError as e:
+            errors.append(str(e))
+    return None, errors
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_registered_model_builds_with_defaults_and_keeps_the_mask_rule(name) -> None:
+    built = 0
+    for task in (CLIP7, FRAME2):
+        model, inputs = _default_model(name, task)
+        if model is None:
+            assert all(name in e or task["type"] in e for e in inputs), inputs  # names itself/the task
+            continue
+        built += 1
+        t = 12
+        batch = _batch(inputs, t)
+        out = model(batch)
+        want = (B, t, task["n_out"]) if task["type"] == "frame" else (B, task["n_out"])
+        assert tuple(out.shape) == want and torch.isfinite(out).all()
+        out.float().pow(2).mean().backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+        model.eval()
+        with torch.no_grad():
+            ref = _valid_out(model, batch, task)
+            torch.testing.assert_close(_valid_out(model, _garbage(batch, float("nan")), task), ref)
+    assert built, f"model {name!r} builds for neither a clip nor a frame task with its defaults"
+
+
+@pytest.mark.parametrize("name", TEMPORAL.names())
+def test_every_registered_temporal_module_with_defaults(name) -> None:
+    mod = TEMPORAL.build(name, 10).eval()
+    x, m = torch.randn(B, 9, 10), _mask(9, [9, 4, 1])
+    out = mod(x, m)
+    assert out.seq.shape[:2] == (B, 9) and out.pooled.shape == (B, mod.out_dim)
+    with torch.no_grad():
+        again = mod(torch.where(m[..., None], x, torch.full_like(x, 1e3)), m)
+    torch.testing.assert_close(again.pooled, out.pooled)
+
+
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_every_registered_encoder_with_defaults(name) -> None:
+    enc = ENCODERS.build(name, (16,)).eval()
+    x, m = torch.randn(B, 9, 16), _mask(9, [9, 4, 1])
+    out = enc(x, m)
+    assert out.seq.shape[0] == B and out.seq.shape[-1] == enc.out_dim and out.mask.shape == out.seq.shape[:2]
+    assert torch.isfinite(out.seq).all()
+
+
+@pytest.mark.parametrize("name", FUSION.names())
+def test_every_registered_fusion_with_defaults(name) -> None:
+    f = FUSION.build(name, [6, 8])
+    out = f([torch.randn(B, 6), torch.randn(B, 8)])
+    assert out.shape == (B, f.out_dim) and torch.isfinite(out).all()

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Any
 
 import pandas as pd
 
 from avemo.data.manifest import validate
-from avemo.data.registry import Registry
+from avemo.data.registry import Registry, load_plugins
 
-DATASETS: Registry = Registry("dataset")
-
-_MODULES = ["csv", "folder", "ravdess", "cremad", "afew", "emodb", "affwild2", "recola", "demo"]
+DATASETS: Registry = Registry("dataset", group="avemo.datasets")
 
 
 def load_all() -> None:
-    for m in _MODULES:
-        try:
-            importlib.import_module(f"avemo.data.adapters.{m}")
-        except ModuleNotFoundError as e:
-            if e.name != f"avemo.data.adapters.{m}":
-                raise
+    """Every adapter module of this package, ``AVEMO_PLUGINS`` modules, entry points."""
+    load_plugins([__name__], [DATASETS])
 
 
 def build_manifest(dataset: str, root: str | os.PathLike[str], **options: Any) -> pd.DataFrame:
