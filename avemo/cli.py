@@ -129,6 +129,13 @@ def _demo(a: argparse.Namespace) -> int:
     return demo.run(a)
 
 
+@command("predict")
+def _predict(a: argparse.Namespace) -> int:
+    from avemo.workflows import predict
+
+    return predict.run(a)
+
+
 @command("emodb")
 def _emodb(a: argparse.Namespace) -> int:
     from avemo.workflows import emodb
@@ -258,6 +265,10 @@ EXAMPLES = {
     "demo": """examples:
   avemo demo
   avemo demo -o /tmp/avemo-demo trainer.max_epochs=2""",
+    "predict": """examples:
+  avemo predict runs/demo_fbp/20261127-101500 my_video.mp4
+  avemo predict RUN_DIR videos/ -o out/predict --plot --format parquet
+  avemo predict RUN_DIR manifests/new.csv --checkpoint last --device cuda""",
     "emodb": """examples:
   avemo emodb                                 # the full check (~25 min cold on CPU)
   avemo emodb --speakers 03 08 --limit 10 --epochs 2 --no-bench   # a quick look""",
@@ -282,6 +293,7 @@ WORKFLOWS = {
     "report": "redraw the Markdown/PNG report of a grid results folder",
     "merge": "merge a grid's fold models (CCC centering) and score them",
     "demo": "the whole pipeline on the built-in demo corpus",
+    "predict": "apply a trained run to new media files, folders or manifests",
     "emodb": "the EmoDB real labelled check (speaker-independent CV)",
 }
 

@@ -203,3 +203,31 @@ class FeatureSet:
             std = torch.where(std > 1e-6, std, torch.ones_like(std))
             out[m] = (mean.float(), (1.0 / std).float())  # (mean, 1 / std)
         return out
+
+
+STATS_FILE = "normalisation.npz"
+
+
+def save_stats(stats: Mapping[str, tuple[Tensor, Tensor]], path: str | os.PathLike[str]) -> Path:
+    """Write ``{modality: (mean, 1/std)}`` beside a run, so ``avemo predict`` needs no
+    training data to normalise new clips the way training did."""
+    arrays = {}
+    for m, (mean, inv_std) in stats.items():
+        arrays[f"{m}/mean"] = mean.detach().cpu().numpy()
+        arrays[f"{m}/inv_std"] = inv_std.detach().cpu().numpy()
+    p = Path(path)
+    with open(p, "wb") as f:
+        np.savez(f, **arrays)
+    return p
+
+
+def load_stats(path: str | os.PathLike[str], device: str | torch.device = "cpu"
+               ) -> dict[str, tuple[Tensor, Tensor]]:
+    """The statistics ``save_stats`` wrote, on ``device`` (plain arrays: no pickle)."""
+    out: dict[str, list[Tensor]] = {}
+    with np.load(path, allow_pickle=False) as z:
+        for key in z.files:
+            m, what = key.rsplit("/", 1)
+            out.setdefault(m, [torch.empty(0), torch.empty(0)])[what == "inv_std"] = (
+                torch.from_numpy(z[key]).float().to(device))
+    return {m: (v[0], v[1]) for m, v in out.items()}

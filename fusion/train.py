@@ -12,7 +12,8 @@ Two levels, for the CLI and for ablation grids:
 
 Run folder contents: ``config.yaml`` (resolved), ``features.json`` (path + provenance of each
 feature file), ``data_report.json``, ``splits.json`` + ``folds.csv``, ``metrics.csv`` (per
-epoch), ``checkpoints/{best,last}.pt`` (state dicts), ``predictions.csv`` (clip tasks) or
+epoch), ``normalisation.npz`` (training statistics, for ``avemo predict``),
+``checkpoints/{best,last}.pt`` (state dicts), ``predictions.csv`` (clip tasks) or
 ``predictions.parquet`` (frame tasks), ``final_metrics.json``, ``plots/*.png``.
 """
 
@@ -38,6 +39,7 @@ from avemo.fusion.callbacks import BestCheckpoint, EpochLines, EpochProgressBar,
 from avemo.fusion.config import ConfigError, dump_config, load_config
 from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.evaluate import predict, score
+from avemo.fusion.features import STATS_FILE, save_stats
 from avemo.fusion.module import FusionModule
 from avemo.fusion.splits import write_splits
 
@@ -238,6 +240,7 @@ def _write_data_side(dm: CachedFeatureDataModule, run_dir: Path) -> None:
         "normalised": sorted(dm.stats),
     }
     (run_dir / "data_report.json").write_text(json.dumps(report, indent=1))
+    save_stats(dm.stats, run_dir / STATS_FILE)  # `avemo predict` normalises new clips with these
     write_splits(dm.splits, dm.manifest, run_dir)
 
 

@@ -1,0 +1,382 @@
+"""A trained run applied to new clips: what stage one must extract, inputs, tables, plots.
+
+Stage two only (no extractor import): ``workflows/predict.py`` extracts the features this
+module asks for and hands their files back. Everything comes from the run folder, so a
+machine with no training data can predict:
+
+* ``config.yaml`` -- model, task, windows, ``max_rows``;
+* ``features.json`` -- per modality the feature set, its full extractor config and the
+  sha256 of every weight file (what the new clips must be extracted with);
+* ``data_report.json`` -- the task's classes / targets and each modality's row shape;
+* ``normalisation.npz`` -- the training statistics (runs older than it fall back to
+  ``load_run``, which needs the training features);
+* ``checkpoints/{best,last}.pt``.
+
+Inputs are built the way the run's task builds them (``task.level``): one sequence per
+clip (``build_clip_index``, the run's ``max_rows``), or windows over a per-frame timeline
+(``build_window_index``, the run's window / alignment settings), where the timeline is the
+rows of the run's first modality (its frames, e.g. face = video frames) since new clips have
+no annotation. Clips missing a modality are predicted from what they have; the table flags
+them when the run never trained without that modality (``data.modality_dropout`` = 0 and no
+non-ok clips kept with ``data.non_ok: keep``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from avemo.errors import UsageError, UserError
+from avemo.fusion.features import STATS_FILE, FeatureSet, load_stats
+from avemo.fusion.index import build_clip_index, build_window_index
+from avemo.fusion.tasks import Task, build_task
+
+
+class RunFolderError(UserError, ValueError):
+    """A run folder that cannot be used for prediction: the message says what is missing."""
+
+
+@dataclass
+class PredictionRun:
+    """A finished run as prediction needs it: no manifest, no training features."""
+
+    run_dir: Path
+    cfg: dict[str, Any]
+    features: dict[str, dict[str, Any]]  # modality -> recorded provenance
+    task: Task
+    inputs: dict[str, tuple[int, ...]]
+    stats: dict[str, tuple[Tensor, Tensor]]
+    model: torch.nn.Module
+    checkpoint: Path
+    device: torch.device
+    trained_without: set[str] = field(default_factory=set)  # modalities it learnt to miss
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.cfg["data"]["features"])
+
+    def feature_requests(self) -> dict[str, dict[str, Any]]:
+        """Modality -> ``{feature_set, config, weights}``: exactly what stage one must make."""
+        return {m: {k: p.get(k) for k in ("feature_set", "config", "weights", "config_hash")}
+                for m, p in self.features.items()}
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise RunFolderError(f"{path.parent} has no {path.name} ({what}); is it a finished run "
+                             "folder from `avemo fuse-train`?")
+    return json.loads(path.read_text())
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``auto`` (default): the GPU when there is one; ``cuda`` without one is refused."""
+    d = (device or "auto").lower()
+    if d == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if d in ("cuda", "gpu"):
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA GPU is visible here; use --device cpu (or auto)")
+        return torch.device("cuda")
+    if d != "cpu":
+        raise UsageError(f"--device must be cpu, cuda or auto, got {device!r}")
+    return torch.device("cpu")
+
+
+def open_run(run_dir: str | os.PathLike[str], checkpoint: str = "best",
+             device: str | torch.device = "cpu") -> PredictionRun:
+    """Rebuild a run's model, task and statistics from its folder alone."""
+    from avemo.fusion.config import load_config
+    from avemo.fusion.train import build_model
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"run folder {run_dir} does not exist")
+    if checkpoint not in ("best", "last"):
+        raise UsageError(f"--checkpoint must be best or last, got {checkpoint!r}")
+    if not (run_dir / "config.yaml").is_file():
+        raise RunFolderError(f"{run_dir} is not a run folder (no config.yaml)")
+    ckpt = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    if not ckpt.is_file():
+        raise RunFolderError(f"{run_dir} has no checkpoints/{checkpoint}.pt (did the run finish? "
+                             f"try --checkpoint {'last' if checkpoint == 'best' else 'best'})")
+    dev = torch.device(device)
+    cfg = load_config(run_dir / "config.yaml")
+    feats = _read_json(run_dir / "features.json", "the feature provenance")
+    report = _read_json(run_dir / "data_report.json", "the data report")
+    mods = list(cfg["data"]["features"])
+    lost = [m for m in mods if m not in feats]
+    if lost:
+        raise RunFolderError(f"{run_dir}/features.json lacks modality {lost[0]} of config.yaml")
+    task = build_task(cfg)
+    described = report.get("task") or {}
+    if "classes" in described:
+        task.classes = [str(c) for c in described["classes"]]  # type: ignore[attr-defined]
+    if "targets" in described:
+        task.targets = list(described["targets"])  # type: ignore[attr-defined]
+    task.n_out = int(described.get("n_out") or task.n_out)
+    inputs = {m: tuple(report["inputs"][m]) for m in mods}
+    stats = _stats(run_dir, cfg, report, dev)
+    from avemo.fusion import registry
+
+    class _Shapes:  # what build_model reads from a datamodule
+        pass
+
+    shapes = _Shapes()
+    shapes.inputs, shapes.task = inputs, task.model_task  # type: ignore[attr-defined]
+    registry.load_all()
+    model = build_model(cfg, shapes)  # type: ignore[arg-type]
+    model.load_state_dict(torch.load(ckpt, map_location=dev, weights_only=True))
+    model.to(dev).eval()
+    data = cfg["data"]
+    without = set(mods) if float(data.get("modality_dropout") or 0) > 0 and len(mods) > 1 else set()
+    if data.get("non_ok") == "keep":
+        without |= {k.split(":")[0] for k, v in (report.get("status_counts") or {}).items() if v}
+    return PredictionRun(run_dir, cfg, {m: feats[m]["provenance"] for m in mods}, task, inputs,
+                         stats, model, ckpt, dev, without)
+
+
+def _stats(run_dir: Path, cfg: Mapping[str, Any], report: Mapping[str, Any],
+           device: torch.device) -> dict[str, tuple[Tensor, Tensor]]:
+    if not cfg["data"].get("normalize", True) or not report.get("normalised"):
+        return {}
+    if (run_dir / STATS_FILE).is_file():
+        return load_stats(run_dir / STATS_FILE, device)
+    from avemo.fusion.run import load_run
+
+    try:  # a run written before the statistics were saved: recompute from its training data
+        return load_run(run_dir, device=str(device)).dm.stats
+    except (OSError, UserError) as e:
+        raise RunFolderError(
+            f"{run_dir} has no {STATS_FILE} (a run from before avemo saved its normalisation "
+            f"statistics) and its training data cannot be read to recompute them ({e}); "
+            "predict on the machine that holds the training features, or retrain") from None
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _timelines(run: PredictionRun, fs: FeatureSet, ids: Sequence[str]) -> list[np.ndarray]:
+    """Per clip, the times of the run's first modality that has rows (else an empty timeline)."""
+    out = []
+    for c in ids:
+        times = np.zeros(0)
+        for m in run.modalities:
+            lo, hi = fs.arrays[m].rows_of(c)
+            if hi > lo:
+                times = np.asarray(fs.arrays[m].timestamps[lo:hi], np.float64)
+                break
+        out.append(times)
+    return out
+
+
+def _datamodule(run: PredictionRun, fs: FeatureSet, ids: list[str]) -> Any:
+    """A datamodule over the new clips: the run's task, statistics and batching, partition
+    ``predict`` (no manifest, no split: nothing here reads training data)."""
+    from avemo.fusion.datamodule import CachedFeatureDataModule
+
+    dm = CachedFeatureDataModule(run.cfg, run.device)
+    dm.task_obj = run.task
+    dm.features, dm.stats = fs, run.stats
+    dm.manifest = pd.DataFrame({"clip_id": ids})
+    dm.pos = {c: i for i, c in enumerate(ids)}
+    k = run.task.n_out
+    if run.task.level == "frame":
+        times = _timelines(run, fs, ids)
+        labels = [np.full((len(t), k), np.nan) for t in times]
+        dm.index = build_window_index(ids, times, labels, fs, run.cfg["data"])
+    else:
+        y = torch.zeros(len(ids), dtype=torch.long) if hasattr(run.task, "classes") else \
+            torch.zeros(len(ids), k)
+        dm.index = build_clip_index(ids, fs, y, run.cfg["data"].get("max_rows"))
+    dm.part_seqs = {"predict": dm._sequences(ids)}
+    dm._ready = True
+    return dm
+
+
+def presence(fs: FeatureSet, ids: Sequence[str]) -> pd.DataFrame:
+    """Per clip and modality: status and whether any usable row exists."""
+    rows = []
+    for c in ids:
+        row: dict[str, Any] = {"clip_id": c}
+        for m, a in fs.arrays.items():
+            lo, hi = a.rows_of(c)
+            ok = a.status_of(c) == "ok" and bool(a.row_mask[lo:hi].any()) if hi > lo else False
+            row[f"{m}_status"] = a.status_of(c)
+            row[f"{m}_present"] = ok
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def predict_files(run: PredictionRun, files: Mapping[str, str | os.PathLike[str]],
+                  clip_ids: Sequence[str] | None = None, batch_size: int | None = None,
+                  progress: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Run the model on the clips of freshly extracted feature ``files`` (modality -> path).
+
+    Returns ``(table, extra)``: one row per clip (clip tasks) or per timeline frame (frame
+    tasks), plus what the plots need (per-frame presence of each modality).
+    """
+    from avemo.progress import Progress
+
+    data_cfg = {**run.cfg["data"], "features": {m: str(files[m]) for m in run.modalities},
+                "non_ok": "keep", "expect": {}}
+    fs = FeatureSet(data_cfg, run.device)
+    for m in run.modalities:
+        have, want = fs.arrays[m].row_shape, run.inputs[m]
+        if tuple(have) != tuple(want):
+            raise RunFolderError(f"{files[m]} ({m}) has rows of shape {tuple(have)}, the run was "
+                                 f"trained on {tuple(want)}")
+    ids = list(clip_ids) if clip_ids is not None else list(fs.arrays[run.modalities[0]].clip_index)
+    pres = presence(fs, ids)
+    usable = [c for c, *ok in pres[["clip_id", *(f"{m}_present" for m in run.modalities)]]
+              .itertuples(index=False) if any(ok)]
+    extra: dict[str, Any] = {"presence": pres}
+    if not usable:
+        return _table(run, pres, None, None), extra
+    dm = _datamodule(run, fs, usable)
+    bs = int(batch_size or run.cfg["data"].get("eval_batch_size") or 256)
+    batches = dm.batches("predict", batch_size=bs)
+    prog = Progress("predict", len(batches), "batches", enabled=progress)
+    seqs, outs = [], []
+    try:
+        for batch in batches:
+            inp = {k: v for k, v in batch.items()
+                   if k in run.modalities or (k.endswith("_mask") and k[:-5] in run.modalities)}
+            outs.append(run.model(inp).float())
+            seqs.append(batch["index"])
+            prog.update(1)
+    finally:
+        prog.close()
+    res = dm.assemble(torch.cat(seqs), torch.cat(outs))
+    return _table(run, pres, res, dm), extra
+
+
+def _frame_presence(dm: Any, res: Mapping[str, Any]) -> pd.DataFrame:
+    """Per timeline frame: whether each modality had a usable row aligned to it."""
+    idx = dm.index
+    out = {}
+    for m in dm.modalities:
+        ok = idx.ok[m].clone()
+        if m not in idx.aligned:
+            ok &= dm.arrays[m].row_mask[idx.idx[m]]
+        out[f"{m}_present"] = ok.cpu().numpy()
+    df = pd.DataFrame(out)
+    df.insert(0, "clip_id", [idx.clip_ids[i] for i in idx.lab_clip])
+    df.insert(1, "time", idx.lab_time)
+    return df
+
+
+def _table(run: PredictionRun, pres: pd.DataFrame, res: Mapping[str, Any] | None,
+           dm: Any) -> pd.DataFrame:
+    """The output table; ``missing`` names absent modalities, ``flagged`` marks predictions
+    from fewer modalities than the run was trained to work without."""
+    mods = run.modalities
+    info = pres.set_index("clip_id")
+    missing = {c: [m for m in mods if not info.at[c, f"{m}_present"]] for c in info.index}
+    flagged = {c: bool(miss) and (len(miss) == len(mods) or not set(miss) <= run.trained_without)
+               for c, miss in missing.items()}
+    task = run.task
+    if res is None:
+        body = pd.DataFrame({"clip_id": list(info.index)})
+    elif task.level == "frame":
+        pred = np.asarray(res.get("pred", res.get("out")))
+        body = pd.DataFrame({"clip_id": res["clip_ids"], "time": np.asarray(res["time"])})
+        for j, t in enumerate(task.targets):  # type: ignore[attr-defined]
+            body[t] = pred[:, j]
+        fp = _frame_presence(dm, res)
+        body = body.merge(fp, on=["clip_id", "time"], how="left", validate="one_to_one")
+    elif hasattr(task, "classes"):
+        scores = torch.from_numpy(np.asarray(res["scores"], np.float32)).softmax(-1).numpy()
+        body = pd.DataFrame({"clip_id": res["clip_ids"],
+                             "pred": [task.classes[i] for i in scores.argmax(1)],
+                             "top_p": scores.max(1)})
+        for j, c in enumerate(task.classes):
+            body[f"p_{c}"] = scores[:, j]
+    else:
+        pred = np.asarray(res.get("pred", res.get("out")))
+        body = pd.DataFrame({"clip_id": res["clip_ids"]})
+        for j, t in enumerate(task.targets):  # type: ignore[attr-defined]
+            body[t] = pred[:, j]
+    order = {c: i for i, c in enumerate(info.index)}
+    absent = [c for c in info.index if c not in set(body["clip_id"])]
+    if absent:  # clips with nothing usable keep one (empty) row
+        body = pd.concat([body, pd.DataFrame({"clip_id": absent})], ignore_index=True)
+    body["missing"] = [";".join(missing[c]) for c in body["clip_id"]]
+    body["flagged"] = [flagged[c] for c in body["clip_id"]]
+    body = body.sort_values("clip_id", key=lambda s: s.map(order), kind="stable")
+    return body.reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    if p.suffix == ".parquet":
+        table.to_parquet(tmp, index=False)
+    else:
+        table.to_csv(tmp, index=False)
+    os.replace(tmp, p)
+    return p
+
+
+def plot_clip(run: PredictionRun, table: pd.DataFrame, clip_id: str, path: Path) -> Path:
+    """One PNG: the class probabilities (clip tasks), or the predicted trace over time with
+    each modality's presence underneath (frame tasks)."""
+    from avemo.fusion.plots import pyplot
+
+    plt = pyplot()
+    rows = table[table["clip_id"] == clip_id]
+    task = run.task
+    if task.level == "frame":
+        fig, (a1, a2) = plt.subplots(2, 1, figsize=(8, 4), sharex=True,
+                                     gridspec_kw={"height_ratios": [3, 1]})
+        for t in task.targets:  # type: ignore[attr-defined]
+            a1.plot(rows["time"], rows[t], label=t)
+        a1.axhline(0, color="0.8", lw=0.8)
+        a1.legend(loc="upper right", fontsize=8)
+        a1.set_title(f"{clip_id}: predicted {' / '.join(task.targets)}", fontsize=9)  # type: ignore[attr-defined]
+        mods = [m for m in run.modalities if f"{m}_present" in rows]
+        img = np.array([rows[f"{m}_present"].fillna(False).to_numpy(float) for m in mods])
+        t = rows["time"].to_numpy()
+        ext = (t[0], t[-1], -0.5, len(mods) - 0.5) if len(t) > 1 else None
+        a2.imshow(img, aspect="auto", cmap="Greens", vmin=0, vmax=1, extent=ext,
+                  interpolation="nearest", origin="lower")
+        a2.set_yticks(range(len(mods)))
+        a2.set_yticklabels(mods, fontsize=7)
+        a2.set_xlabel("time (s)")
+        a2.set_title("present (green) / missing", fontsize=7)
+    else:
+        fig, a1 = plt.subplots(figsize=(6, 3))
+        row = rows.iloc[0]
+        if hasattr(task, "classes"):
+            names = list(task.classes)
+            vals = [row.get(f"p_{c}") for c in names]
+            a1.set_ylim(0, 1)
+            a1.set_ylabel("probability")
+            title = f"{clip_id}: {row.get('pred')}"
+        else:
+            names = list(task.targets)  # type: ignore[attr-defined]
+            vals = [row.get(t) for t in names]
+            title = f"{clip_id}"
+        a1.bar(names, [float(v) if v == v else 0.0 for v in vals], color="C0")
+        if row.get("missing"):
+            title += f" (no {row['missing']})"
+        a1.set_title(title, fontsize=9)
+        a1.tick_params(axis="x", labelsize=7, rotation=30)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

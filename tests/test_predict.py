@@ -1,0 +1,181 @@
+"""`avemo predict`: a run trained here on real extracted features (face_fer2013 + logmel of
+generated clips), copied without its training data, predicts on a new generated clip and on a
+real CREMA-D take; a weight checksum that differs is refused; a frame run writes one row per
+timeline frame; CLI mistakes exit 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from avemo.cli import main as cli
+from avemo.data.demo import AUDIO_RATE, _encode_clip
+from avemo.fusion.train import train_from_config
+
+FACE = {"fps": 5.0}  # 5 face rows per second keeps the CPU cost of the test small
+TONES = {"low": 220.0, "high": 880.0}
+
+
+def _tone(freq: float, dur: float) -> np.ndarray:
+    t = np.arange(int(dur * AUDIO_RATE)) / AUDIO_RATE
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, media):
+    """8 generated 1 s clips (a real face video + a tone that carries the class), their
+    features extracted by the real stage-one runner, and a clip run + a frame run on them."""
+    from avemo.extract.runner import run_features
+
+    tmp = tmp_path_factory.mktemp("predict")
+    src = media("single_face.mp4")
+    rows = []
+    (tmp / "clips").mkdir()
+    for i in range(8):
+        lab = ["low", "high"][i % 2]
+        path = tmp / "clips" / f"g{i}.mp4"
+        _encode_clip(path, src, 0.2 * (i // 2), 1.0, _tone(TONES[lab] * (1 + 0.05 * (i // 2)), 1.0))
+        ann = tmp / "clips" / f"g{i}.csv"
+        t = np.arange(5) / 5.0
+        pd.DataFrame({"time": t, "valence": np.full(5, 0.5 if lab == "high" else -0.5),
+                      "arousal": np.linspace(-0.2, 0.2, 5)}).to_csv(ann, index=False)
+        rows.append({"clip_id": f"g{i}", "video": str(path), "audio": str(path), "label": lab,
+                     "split": "val" if i >= 6 else "train", "subject": f"s{i % 3}",
+                     "annotation": str(ann)})
+    man = tmp / "manifest.csv"
+    pd.DataFrame(rows).to_csv(man, index=False)
+    files = run_features(man, ["face_fer2013", "logmel"], tmp / "features",
+                         overrides={"face_fer2013": FACE}, progress=False)
+    base = {"seed": 0,
+            "data": {"manifest": str(man), "features": {"face": str(files["face_fer2013"]),
+                                                         "audio": str(files["logmel"])},
+                     "batch_size": 4, "non_ok": "keep"},
+            "optim": {"name": "adam", "lr": 0.01},
+            "trainer": {"max_epochs": 2, "accelerator": "cpu", "progress": "none"},
+            "output": {"dir": str(tmp / "runs"), "plots": False, "verbose": False}}
+    clip = train_from_config({**base, "name": "clip", "task": {"type": "clip"},
+                              "model": {"name": "zhou", "temporal": "fan_self",
+                                        "fusion": {"name": "fbp", "k": 2, "o": 16}}})
+    frame = train_from_config({**base, "name": "frame", "task": {"type": "frame"},
+                               "data": {**base["data"], "window": {"length": 8, "hop": 4}},
+                               "model": {"name": "lfan", "visual_channels": [8, 8],
+                                         "audio_channels": [4, 4]}})
+    new = tmp / "new_clip.mp4"  # never seen in training
+    _encode_clip(new, src, 1.3, 1.0, _tone(900.0, 1.0))
+    return {"tmp": tmp, "clip": clip["run_dir"], "frame": frame["run_dir"], "new": new,
+            "files": files}
+
+
+def _bare_copy(run_dir, dest):
+    """The run folder alone on a 'machine' without the training manifest / features."""
+    shutil.copytree(run_dir, dest)
+    return dest
+
+
+def test_clip_run_predicts_new_and_real_clips_without_training_data(corpus, tmp_path, capsys):
+    from avemo.data.assets import cremad_1001
+
+    try:
+        real = dict((e, p) for p, e in cremad_1001())["HAP"]
+    except Exception as e:  # noqa: BLE001 - the cache is filled by `make setup`
+        pytest.skip(f"CREMA-D clips not in the cache ({e}); run `make setup`")
+    run = _bare_copy(corpus["clip"], tmp_path / "run")
+    tmp = corpus["tmp"]
+    val = [str(tmp / "clips" / "g6.mp4"), str(tmp / "clips" / "g7.mp4")]  # the run's val clips
+    wav = tmp_path / "speech_only.wav"  # audio without any video: no face
+    sf.write(wav, _tone(880.0, 1.0), AUDIO_RATE)
+    inputs = [str(corpus["new"]), str(real), *val, str(wav)]
+    gone = tmp_path / "gone"  # the training data is moved away: predict must not read it
+    gone.mkdir()
+    for name in ("features", "manifest.csv"):
+        shutil.move(str(tmp / name), gone / name)
+    try:
+        out = tmp_path / "out"
+        assert cli(["predict", str(run), *inputs, "-o", str(out), "--plot", "--device", "cpu", "-q"]) == 0
+    finally:
+        for name in ("features", "manifest.csv"):
+            shutil.move(str(gone / name), tmp / name)
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert table["clip_id"].tolist() == ["new_clip", real.stem, "g6", "g7", "speech_only"]
+    probs = table[["p_high", "p_low"]].to_numpy(float)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    assert set(table["pred"]) <= {"high", "low"}
+    np.testing.assert_allclose(table["top_p"], probs.max(1), rtol=1e-6)
+    # the run's own val predictions, reproduced from the media alone: same features, same
+    # normalisation statistics, same inputs
+    own = pd.read_csv(corpus["clip"] / "predictions.csv").set_index("clip_id")
+    np.testing.assert_allclose(probs[2:4], own.loc[["g6", "g7"], ["p_high", "p_low"]].to_numpy(),
+                               atol=1e-5)
+    assert table["missing"].tolist() == ["", "", "", "", "face"]
+    # trained without modality dropout and with no face-less clip: the audio-only guess is flagged
+    assert table["flagged"].tolist() == [False, False, False, False, True]
+    printed = capsys.readouterr().out
+    assert "new_clip" in printed and real.stem in printed
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == sorted(
+        f"{c}.png" for c in table["clip_id"])
+    face_h5 = out / "features" / "face" / "face_fer2013.h5"
+    stamp = face_h5.stat().st_mtime_ns
+    assert cli(["predict", str(run), *inputs, "-o", str(out), "-q"]) == 0
+    assert face_h5.stat().st_mtime_ns == stamp  # rerun: nothing extracted again
+    again = pd.read_csv(out / "predictions.csv")
+    np.testing.assert_allclose(again[["p_high", "p_low"]].to_numpy(), probs, rtol=1e-5)
+
+
+def test_a_weight_with_another_checksum_is_refused(corpus, tmp_path, capsys):
+    run = _bare_copy(corpus["clip"], tmp_path / "run")
+    feats = json.loads((run / "features.json").read_text())
+    weights = feats["face"]["provenance"]["weights"]
+    name = sorted(weights)[-1]
+    weights[name] = "f" * 64  # the run was trained on features from another weight file
+    (run / "features.json").write_text(json.dumps(feats))
+    out = tmp_path / "out"
+    assert cli(["predict", str(run), str(corpus["new"]), "-o", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"weight file {name}" in err and "Traceback" not in err
+    assert not out.exists()  # refused before anything is written
+
+
+def test_frame_run_writes_one_row_per_frame(corpus, tmp_path):
+    from avemo.data.store import FeatureFile
+
+    out = tmp_path / "out"
+    assert cli(["predict", str(corpus["frame"]), str(corpus["new"]), "-o", str(out), "--plot",
+                "--format", "parquet", "-q"]) == 0
+    table = pd.read_parquet(out / "predictions.parquet")
+    with FeatureFile(out / "features" / "face" / "face_fer2013.h5") as ff:
+        face_rows = ff.clip("new_clip").timestamps
+    assert len(table) == len(face_rows) == 5  # 1 s at the face set's 5 fps
+    np.testing.assert_allclose(table["time"], face_rows)
+    assert {"valence", "arousal", "face_present", "audio_present"} <= set(table.columns)
+    assert np.isfinite(table[["valence", "arousal"]].to_numpy()).all()
+    assert table["face_present"].all() and table["audio_present"].all()
+    assert (out / "plots" / "new_clip.png").exists()
+    # a val clip of the run: its own per-frame predictions, reproduced from the media alone
+    assert cli(["predict", str(corpus["frame"]), str(corpus["tmp"] / "clips" / "g6.mp4"), "-o",
+                str(out), "-q"]) == 0
+    mine = pd.read_csv(out / "predictions.csv")
+    own = pd.read_parquet(corpus["frame"] / "predictions.parquet")
+    own = own[own["clip_id"] == "g6"]
+    np.testing.assert_allclose(mine["time"], own["time"])
+    np.testing.assert_allclose(mine[["valence", "arousal"]].to_numpy(),
+                               own[["valence_pred", "arousal_pred"]].to_numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["missing_run", "no_inputs", "not_a_run", "bad_input"])
+def test_cli_mistakes_exit_2_and_write_nothing(corpus, tmp_path, capsys, case):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    args = {"missing_run": [str(tmp_path / "nope"), str(corpus["new"])],
+            "no_inputs": [str(corpus["clip"]), str(empty)],
+            "not_a_run": [str(empty), str(corpus["new"])],
+            "bad_input": [str(corpus["clip"]), str(tmp_path / "missing.mp4")]}[case]
+    assert cli(["predict", *args, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("avemo predict: error:") and "Traceback" not in err
+    assert not out.exists()

@@ -1,0 +1,249 @@
+"""``avemo predict RUN_DIR INPUT...``: a trained run applied to new media files.
+
+The one place that calls both stages for prediction: the run folder says which feature sets
+(full extractor configs, weight sha256s) the model was trained on (``avemo.fusion.predict``);
+this module checks that this machine makes exactly those features -- a config key or a weight
+file that differs is refused, naming it, before anything is written -- extracts them with the
+stage-one runner into ``OUT/features/<modality>/`` (resumable: a rerun on the same inputs
+extracts nothing), then runs the checkpoint and writes ``OUT/predictions.{csv,parquet}`` and,
+with ``--plot``, ``OUT/plots/<clip>.png``.
+
+INPUT is media files, folders (searched recursively for media) or manifests (.csv /
+.parquet with clip_id and video and/or audio; a ``label`` column is carried into the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from avemo.errors import UsageError, UserError
+
+VIDEO_EXT = (".mp4", ".mov", ".avi", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+AUDIO_EXT = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".aac", ".opus")
+MANIFEST_EXT = (".csv", ".parquet")
+
+
+class FeatureMismatchError(UserError, ValueError):
+    """This machine would extract other features than the run was trained on."""
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _media_row(path: Path, used: dict[str, int]) -> dict[str, Any]:
+    stem = path.stem
+    n = used.get(stem, 0)
+    used[stem] = n + 1
+    cid = stem if n == 0 else f"{stem}-{n + 1}"
+    video = str(path) if path.suffix.lower() in VIDEO_EXT else None
+    return {"clip_id": cid, "video": video, "audio": str(path)}
+
+
+def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
+    """One manifest (clip_id, video, audio[, label]) from files, folders and manifests."""
+    from avemo.data.manifest import load_manifest
+
+    if not inputs:
+        raise UsageError("no INPUT given: name media files, a folder of them, or a manifest")
+    rows: list[dict[str, Any]] = []
+    tables: list[pd.DataFrame] = []
+    used: dict[str, int] = {}
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file()
+                           and q.suffix.lower() in (*VIDEO_EXT, *AUDIO_EXT))
+            if not found:
+                raise UsageError(f"INPUT folder {p} holds no media files ({', '.join(VIDEO_EXT + AUDIO_EXT)})")
+            rows += [_media_row(q.resolve(), used) for q in found]
+        elif p.is_file() and p.suffix.lower() in MANIFEST_EXT:
+            df = load_manifest(p)
+            tables.append(df[[c for c in ("clip_id", "video", "audio", "label") if c in df.columns]])
+        elif p.is_file() and p.suffix.lower() in (*VIDEO_EXT, *AUDIO_EXT):
+            rows.append(_media_row(p.resolve(), used))
+        elif p.exists():
+            raise UsageError(f"INPUT {p} is not a media file ({', '.join(VIDEO_EXT + AUDIO_EXT)}), "
+                             "a folder or a manifest (.csv / .parquet)")
+        else:
+            raise UsageError(f"INPUT {p} does not exist")
+    df = pd.concat([pd.DataFrame(rows), *tables], ignore_index=True) if rows or tables else pd.DataFrame()
+    if df.empty:
+        raise UsageError("no clips found in " + ", ".join(map(str, inputs)))
+    df["clip_id"] = df["clip_id"].astype(str)
+    dup = df["clip_id"][df["clip_id"].duplicated()].tolist()
+    if dup:
+        raise UsageError(f"clip id {dup[0]!r} comes twice from the inputs; give each clip one id "
+                         "(rename a file, or use one manifest)")
+    return df.reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: list(obj) if isinstance(obj, tuple) else obj}
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 24 else s[:21] + "...'"
+
+
+def check_feature_sets(requests: Mapping[str, Mapping[str, Any]], device: str) -> dict[str, Any]:
+    """Build each requested stage-one feature set with the run's recorded config and compare
+    what it would record; refuse (one message listing every difference) when they differ."""
+    from avemo.extract.registry import FEATURE_SETS, load_for
+    from avemo.extract.weights import WEIGHTS
+
+    load_for(sorted({str(r["feature_set"]) for r in requests.values()}))
+    sets: dict[str, Any] = {}
+    problems: list[str] = []
+    for m, req in requests.items():
+        name = str(req["feature_set"])
+        where = f"{m} ({name})"
+        try:
+            fs = FEATURE_SETS.build(name, dict(req.get("config") or {}), device)
+            have = fs.provenance()
+        except UserError as e:
+            problems.append(f"{where}: the run's recorded config cannot be used here: {e}")
+            continue
+        want_cfg, have_cfg = _flat(req.get("config") or {}), _flat(have["config"])
+        for k in sorted(set(want_cfg) | set(have_cfg)):
+            a, b = want_cfg.get(k, "<absent>"), have_cfg.get(k, "<absent>")
+            if a != b:
+                problems.append(f"{where}: config key {k}: the run used {_short(a)}, this avemo "
+                                f"makes {_short(b)}")
+        want_w, have_w = dict(req.get("weights") or {}), dict(have.get("weights") or {})
+        for w in sorted(set(want_w) | set(have_w)):
+            a, b = want_w.get(w), have_w.get(w)
+            if a != b:
+                env = WEIGHTS.get(w).env_var if w in WEIGHTS else None
+                fix = f" (point {env} at the run's file)" if env else ""
+                problems.append(f"{where}: weight file {w}: sha256 {str(b)[:12] if b else 'absent'} here, "
+                                f"the run's features were made with {str(a)[:12] if a else 'no such file'}"
+                                f"{fix}")
+        sets[m] = fs
+    if problems:
+        raise FeatureMismatchError(
+            "this machine cannot extract exactly the features the run was trained on:\n  "
+            + "\n  ".join(problems) + "\nPredictions from other features would be meaningless; "
+            "install the same weights / avemo version, or retrain on features made here.")
+    return sets
+
+
+def extract(manifest: pd.DataFrame, requests: Mapping[str, Mapping[str, Any]], out: Path,
+            device: str, progress: bool = True) -> dict[str, Path]:
+    """Stage one for every modality into ``out/features/<modality>/<set>.h5`` (resumes)."""
+    from avemo.extract.runner import run_features
+
+    files: dict[str, Path] = {}
+    for m, req in requests.items():
+        name = str(req["feature_set"])
+        got = run_features(manifest[[c for c in ("clip_id", "video", "audio") if c in manifest]],
+                           [name], out / "features" / m, device=device,
+                           overrides={name: dict(req.get("config") or {})}, progress=progress)
+        files[m] = Path(got[name])
+    return files
+
+
+# ----------------------------------------------------------------------------- whole command
+
+
+def predict(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
+            out: str | os.PathLike[str] | None = None, checkpoint: str = "best",
+            device: str | None = None, fmt: str = "csv", plot: bool = False,
+            progress: bool = True, batch_size: int | None = None) -> dict[str, Any]:
+    """Everything ``avemo predict`` does; returns ``{"table", "path", "plots", "out"}``."""
+    from avemo.fusion.predict import open_run, plot_clip, resolve_device, write_table
+
+    if fmt not in ("csv", "parquet"):
+        raise UsageError(f"--format must be csv or parquet, got {fmt!r}")
+    dev = resolve_device(device)
+    run = open_run(run_dir, checkpoint, dev)
+    manifest = collect_inputs(inputs)
+    requests = run.feature_requests()
+    check_feature_sets(requests, dev.type)  # refuse before anything is written
+    out_dir = Path(out) if out is not None else Path.cwd() / "predict" / Path(run_dir).resolve().name
+    files = extract(manifest, requests, out_dir, dev.type, progress)
+    from avemo.fusion.predict import predict_files
+
+    table, _ = predict_files(run, files, manifest["clip_id"].tolist(), batch_size, progress)
+    if "label" in manifest.columns:
+        table.insert(1, "label", table["clip_id"].map(dict(zip(manifest["clip_id"], manifest["label"],
+                                                               strict=True))))
+    path = write_table(table, out_dir / f"predictions.{fmt}")
+    plots = [plot_clip(run, table, c, out_dir / "plots" / f"{c}.png")
+             for c in dict.fromkeys(table["clip_id"])] if plot else []
+    return {"table": table, "path": path, "plots": plots, "out": out_dir, "run": run}
+
+
+def summary(table: pd.DataFrame, max_rows: int = 40) -> str:
+    """What the command prints: per clip the predicted class and its probability, or the
+    mean of each predicted target over the clip's frames."""
+    cols = [c for c in ("clip_id", "label", "pred", "top_p") if c in table]
+    if "pred" not in table:  # regression: per-clip means of every target
+        targets = [c for c in table.columns if c not in ("clip_id", "label", "time", "missing", "flagged")
+                   and not c.endswith("_present") and pd.api.types.is_numeric_dtype(table[c])]
+        show = table.groupby("clip_id", sort=False)[targets].mean().reset_index()
+        cols = ["clip_id", *targets]
+    else:
+        show = table
+    show = show.assign(missing=table.groupby("clip_id", sort=False)["missing"].first().reindex(
+        show["clip_id"]).to_numpy())
+    if "flagged" in table:
+        show = show.assign(flagged=table.groupby("clip_id", sort=False)["flagged"].first().reindex(
+            show["clip_id"]).to_numpy())
+    return show[[*cols, "missing", *(["flagged"] if "flagged" in show else [])]].head(max_rows).to_string(
+        index=False, float_format=lambda v: f"{v:.3f}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``avemo predict`` (also ``python -m avemo.workflows.predict``)."""
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `avemo fuse-train`")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="media files, folders of them, or manifests (.csv / .parquet)")
+    p.add_argument("-o", "--out", type=Path,
+                   help="output folder (default ./predict/<run folder name>); features are cached "
+                        "under OUT/features so a rerun extracts nothing")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: the GPU when there is one")
+    p.add_argument("--format", dest="fmt", choices=["csv", "parquet"], default="csv")
+    p.add_argument("--plot", action="store_true", help="one PNG per clip under OUT/plots")
+    p.add_argument("--batch-size", type=int, default=None, help="sequences per model batch")
+
+
+def run(a: argparse.Namespace) -> int:
+    res = predict(a.run_dir, a.inputs, a.out, a.checkpoint, a.device, a.fmt, a.plot,
+                  progress=getattr(a, "verbosity", 0) >= 0, batch_size=a.batch_size)
+    print(summary(res["table"]))
+    print(f"predictions: {res['path']}")
+    if res["plots"]:
+        print(f"plots: {len(res['plots'])} PNG in {res['out'] / 'plots'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m avemo.workflows.predict", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    try:
+        return run(p.parse_args(argv))
+    except UserError as e:
+        print(f"avemo predict: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
