@@ -9,7 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "workflows" / "bench_results"
+#: Where the dated tables go unless a bench is given ``out_dir``: ``$AVEMO_BENCH_DIR``, else
+#: ``workflows/bench_results`` in the working directory (the repository root under ``make bench``).
+RESULTS_DIR = Path(os.environ.get("AVEMO_BENCH_DIR", "workflows/bench_results"))
 
 
 def machine() -> str:

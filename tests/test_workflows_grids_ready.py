@@ -11,7 +11,7 @@ from avemo.fusion.config import load_config
 from avemo.workflows.ablate import load_grid, run_grid
 
 GRIDS = Path(__file__).resolve().parents[1] / "workflows" / "grids"
-EXPECTED = {"zhou.yaml": 72, "va_lfan_jca.yaml": 36, "demo.yaml": 12}
+EXPECTED = {"zhou.yaml": 72, "va_lfan_jca.yaml": 36, "demo.yaml": 12, "emodb.yaml": 36}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -35,3 +35,20 @@ def test_dry_run_lists_missing_cache_without_running(tmp_path, monkeypatch):
     assert len(res["table"]) == 72
     assert all(p for p in res["problems"].values())
     assert not (tmp_path / "out").exists()
+
+
+def test_every_packaged_grid_is_listed_here():
+    assert {p.name for p in GRIDS.glob("*.yaml")} == set(EXPECTED)
+
+
+def test_unknown_grid_key_is_refused_with_a_suggestion(tmp_path):
+    from avemo.workflows.ablate import GridError
+
+    with pytest.raises(GridError, match="'axis' is unknown, did you mean axes"):
+        load_grid({"base": str(GRIDS.parent / "configs" / "demo_fbp.yaml"), "axis": {"seed": [0]}})
+
+
+def test_emodb_grid_labels_every_variant():
+    g = load_grid(GRIDS / "emodb.yaml")
+    methods = {c.labels["method"] for c in g.cells()}
+    assert set(g.labels["method"]) == methods and len(methods) == 9

@@ -57,6 +57,10 @@ from avemo.progress import Progress
 DONE = "DONE.json"
 FAILED = "FAILED.json"
 DEFAULT_REPLICATES = ("seed", "fold")
+#: Top-level keys of a grid YAML (``definitions``: free space for YAML anchors; ``labels``:
+#: axis -> value -> description, for reports).
+GRID_KEYS = ("name", "base", "out_dir", "overrides", "axes", "cv", "train_fn", "workers",
+             "replicates", "on_missing", "report", "labels", "definitions")
 TrainFn = Callable[..., Mapping[str, Any]]
 
 
@@ -96,6 +100,7 @@ class Grid:
     train_fn: str | None = None  # "module:function" with train_from_config's signature
     workers: int = 1  # local processes sharing the cells (RANK/WORLD_SIZE sharding)
     source: Path | None = None
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # axis -> value -> description
 
     def cells(self) -> list[Cell]:
         out = []
@@ -174,6 +179,12 @@ def load_grid(grid: str | os.PathLike[str] | Mapping[str, Any]) -> Grid:
             spec = yaml.safe_load(src.read_text()) or {}
         except yaml.YAMLError as e:
             raise GridError(f"grid file {src} is not valid YAML: {e}") from None
+    unknown = [k for k in spec if k not in GRID_KEYS]
+    if unknown:
+        from avemo.errors import did_you_mean
+
+        raise GridError(f"grid key {unknown[0]!r} is unknown{did_you_mean(unknown[0], GRID_KEYS)} "
+                        f"(keys: {', '.join(GRID_KEYS)})")
     if "base" not in spec:
         raise GridError("a grid needs `base:` (a run config path or mapping)")
     root = src.parent if src is not None else Path.cwd()  # relative paths: to the grid file
@@ -213,6 +224,8 @@ def load_grid(grid: str | os.PathLike[str] | Mapping[str, Any]) -> Grid:
         train_fn=spec.get("train_fn"),
         workers=int(spec.get("workers") or 1),
         source=src,
+        labels={str(a): {str(k): str(v) for k, v in (m or {}).items()}
+                for a, m in (spec.get("labels") or {}).items()},
     )
 
 
@@ -614,7 +627,7 @@ def _grid_record(g: Grid) -> dict[str, Any]:
     so worker processes and later reruns see exactly these cells."""
     base = str(Path(g.base).resolve()) if isinstance(g.base, str) else g.base
     rec = {"name": g.name, "base": base, "overrides": g.overrides, "replicates": list(g.replicates),
-           "on_missing": g.on_missing, "report": g.report,
+           "on_missing": g.on_missing, "report": g.report, "labels": g.labels,
            "axes": {a.name: {lab: o for lab, o in a.values} for a in g.axes}}
     if g.train_fn:
         rec["train_fn"] = g.train_fn

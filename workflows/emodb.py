@@ -2,10 +2,10 @@
 
 ``python -m avemo.workflows.emodb`` builds the EmoDB manifest (speaker folds), extracts the
 cached ``logmel`` and ``speech_embedding`` feature sets with stage one (the only place in
-workflows that calls the extraction runner), cross-validates two stage-two models as an
-ablation grid on the manifest's speaker folds -- (a) a Log-Mel 2-D CNN trained here, (b)
-speech_embedding rows + FAN self-attention pooling -- and scores a classical baseline on the
-SAME folds: eGeMAPS v02 and ComParE-2016 functionals (opensmile) + a linear SVM on
+workflows that calls the extraction runner), cross-validates the stage-two model variants of
+the packaged grid ``grids/emodb.yaml`` (training protocol: ``configs/emodb.yaml``) on the
+manifest's speaker folds, and scores the classical baseline of ``workflows.emodb_baseline``
+on the SAME folds: eGeMAPS v02 and ComParE-2016 functionals (opensmile) + a linear SVM on
 standardised features, C chosen by inner leave-one-speaker-out CV on the training speakers.
 No speaker is ever in both train and test (checked on every fold, from the runs' own split
 files). Protocol of the deep models: fixed epoch budget, the last epoch is evaluated (no
@@ -29,108 +29,41 @@ import numpy as np
 import pandas as pd
 
 from avemo.errors import UsageError, UserError
+from avemo.workflows.emodb_baseline import (  # noqa: F401 - the baseline, re-exported
+    BASELINES,
+    C_GRID,
+    _scores,
+    opensmile_functionals,
+    run_baselines,
+    svm_fold,
+)
+from avemo.workflows.emodb_baseline import LABELS as BASELINE_LABELS
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb-8spk"
+#: EmoDB folder (wav/ + labels.csv): ``AVEMO_EMODB``, else ``../shared/data/emodb-8spk`` from the
+#: working directory (the repository root under ``make emodb``).
+DEFAULT_ROOT = Path(os.environ.get("AVEMO_EMODB", "../shared/data/emodb-8spk"))
 FEATURE_SETS = ("logmel", "speech_embedding")
-BASELINES = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
-C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
-# training-only augmentation of the audio_cnn encoder (rows are 20 ms apart after max_rows=100
-# on a 2 s clip; longer clips are subsampled more): 2 time masks <= 10 rows, 2 freq masks <= 8
-# of 64 Mel bands, circular shift <= 30 rows
-SPEC_AUGMENT = {"time_masks": 2, "time_mask_width": 10, "freq_masks": 2, "freq_mask_width": 8,
-                "time_shift": 30}
-# the small 2-D CNN over Log-Mel rows shared by every Log-Mel model below
-LOGMEL_CNN = {"name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
-              "pool_freq": [2, 2, 2], "dropout": 0.2}
 
-MODELS: dict[str, dict[str, Any]] = {
-    # Log-Mel rows [64] per 10 ms -> 2-D CNN trained here -> FAN self-attention -> 7 classes
-    "logmel_cnn": {
-        "data.features": {"audio": "{features}/logmel.h5"},
-        "data.max_rows": 100,  # 2 s at 10 ms hop = 200 rows; every 2nd row halves the CNN cost
-        "model": {"name": "unimodal", "modality": "audio",
-                  "encoder": {**LOGMEL_CNN},
-                  "temporal": "fan_self"},
-    },
-    # as logmel_cnn + SpecAugment-style time/frequency masks and a random circular time shift
-    # during training only (encoder options), 30 epochs since augmentation slows fitting
-    "logmel_cnn_aug": {
-        "data.features": {"audio": "{features}/logmel.h5"},
-        "data.max_rows": 100,
-        "trainer.max_epochs": 30,
-        "model": {"name": "unimodal", "modality": "audio",
-                  "encoder": {**LOGMEL_CNN, **SPEC_AUGMENT},
-                  "temporal": "fan_self"},
-    },
-    # two audio streams, each with its own encoder + FAN self-attention, pooled vectors
-    # concatenated (zhou's fusion; its "visual" role is simply the Log-Mel stream here)
-    "logmel_aug_speech_concat": {
-        "data.features": {"audio": "{features}/logmel.h5", "speech": "{features}/speech_embedding.h5"},
-        "data.max_rows": 100,
-        "trainer.max_epochs": 30,
-        "model": {"name": "zhou", "visual": "audio", "audio": ["speech"], "fusion": "concat",
-                  "temporal": "fan_self",
-                  "encoder": {"name": "mlp", "per_modality": {"audio": {**LOGMEL_CNN, **SPEC_AUGMENT}}}},
-    },
-    # ablation: the two-stream concat without SpecAugment / time shift, the default 20 epochs
-    "logmel_speech_concat": {
-        "data.features": {"audio": "{features}/logmel.h5", "speech": "{features}/speech_embedding.h5"},
-        "data.max_rows": 100,
-        "model": {"name": "zhou", "visual": "audio", "audio": ["speech"], "fusion": "concat",
-                  "temporal": "fan_self",
-                  "encoder": {"name": "mlp", "per_modality": {"audio": {**LOGMEL_CNN}}}},
-    },
-    # as logmel_aug_speech_concat, more regularised (it overfits: train loss ~0.65, val ~1.3):
-    # smaller speech MLP with input dropout, dropout before the head
-    "logmel_aug_speech_concat_reg": {
-        "data.features": {"audio": "{features}/logmel.h5", "speech": "{features}/speech_embedding.h5"},
-        "data.max_rows": 100,
-        "trainer.max_epochs": 30,
-        "model": {"name": "zhou", "visual": "audio", "audio": ["speech"], "fusion": "concat",
-                  "temporal": "fan_self", "head": {"dropout": 0.3},
-                  "encoder": {"per_modality": {
-                      "speech": {"name": "mlp", "hidden": [128], "dropout": 0.3, "input_dropout": 0.2},
-                      "audio": {**LOGMEL_CNN, **SPEC_AUGMENT}}}},
-    },
-    # as logmel_aug_speech_concat_reg, the two pooled vectors fused by factorised bilinear
-    # pooling (FBP, k=5 factors, 256 outputs) instead of concatenation
-    "logmel_aug_speech_fbp_reg": {
-        "data.features": {"audio": "{features}/logmel.h5", "speech": "{features}/speech_embedding.h5"},
-        "data.max_rows": 100,
-        "trainer.max_epochs": 30,
-        "model": {"name": "zhou", "visual": "audio", "audio": ["speech"],
-                  "fusion": {"name": "fbp", "k": 5, "o": 256},
-                  "temporal": "fan_self", "head": {"dropout": 0.3},
-                  "encoder": {"per_modality": {
-                      "speech": {"name": "mlp", "hidden": [128], "dropout": 0.3, "input_dropout": 0.2},
-                      "audio": {**LOGMEL_CNN, **SPEC_AUGMENT}}}},
-    },
-    # as logmel_cnn_aug, pooled by mean + std statistics instead of attention
-    "logmel_cnn_aug_stats": {
-        "data.features": {"audio": "{features}/logmel.h5"},
-        "data.max_rows": 100,
-        "trainer.max_epochs": 30,
-        "model": {"name": "unimodal", "modality": "audio",
-                  "encoder": {**LOGMEL_CNN, **SPEC_AUGMENT},
-                  "temporal": "stats"},
-    },
-    # as logmel_aug_speech_concat, both streams pooled by mean + std statistics
-    "logmel_aug_speech_stats_concat": {
-        "data.features": {"audio": "{features}/logmel.h5", "speech": "{features}/speech_embedding.h5"},
-        "data.max_rows": 100,
-        "trainer.max_epochs": 30,
-        "model": {"name": "zhou", "visual": "audio", "audio": ["speech"], "fusion": "concat",
-                  "temporal": "stats",
-                  "encoder": {"name": "mlp", "per_modality": {"audio": {**LOGMEL_CNN, **SPEC_AUGMENT}}}},
-    },
-    # pretrained speech_embedding rows [96] -> MLP -> FAN self-attention pooling -> 7 classes
-    "speech_embedding_att": {
-        "data.features": {"audio": "{features}/speech_embedding.h5"},
-        "model": {"name": "unimodal", "modality": "audio",
-                  "encoder": {"name": "mlp"}, "temporal": "fan_self"},
-    },
-}
+def _packaged(kind: str, name: str) -> Path:
+    """A packaged config / grid (found through the package, wherever it is installed)."""
+    import avemo.workflows
+
+    return Path(avemo.workflows.__file__).resolve().parent / kind / f"{name}.yaml"
+
+
+GRID_FILE = _packaged("grids", "emodb")
+CONFIG_FILE = _packaged("configs", "emodb")
+
+
+def _grid_spec() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(GRID_FILE.read_text())
+
+
+#: The model variants: the ``method`` axis of ``grids/emodb.yaml`` (name -> override bundle).
+MODELS: dict[str, dict[str, Any]] = _grid_spec()["axes"]["method"]
 
 
 def build_manifest(root: Path, folds: int, speakers: Sequence[str] | None = None,
@@ -153,96 +86,24 @@ def build_manifest(root: Path, folds: int, speakers: Sequence[str] | None = None
 
 
 def base_config(manifest: Path, epochs: int, classes: Sequence[str]) -> dict[str, Any]:
-    return {
-        "name": "emodb",
-        "seed": 0,
-        "data": {"manifest": str(manifest), "features": {}, "classes": list(classes), "batch_size": 16},
-        "task": {"type": "clip"},
-        "split": {"method": "kfold", "use_manifest_folds": True, "val": "test"},
-        "model": {"name": "unimodal"},
-        "loss": {"name": "cross_entropy", "label_smoothing": 0.1, "class_weights": "balanced"},
-        "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4},
-        "schedule": {"name": "cosine"},
-        # fixed budget, last epoch: "none" is never logged, so no best.pt is ever selected
-        "trainer": {"max_epochs": epochs, "accelerator": "auto", "early_stopping": None, "monitor": "none"},
-        "output": {"plots": False},
-    }
+    """``configs/emodb.yaml`` (the shared training protocol) on this manifest and budget."""
+    import yaml
+
+    cfg = yaml.safe_load(CONFIG_FILE.read_text())
+    cfg["data"].update({"manifest": str(Path(manifest).resolve()), "classes": list(classes)})
+    cfg["trainer"]["max_epochs"] = int(epochs)
+    return cfg
 
 
 def _model_bundles(features: Path) -> dict[str, dict[str, Any]]:
+    """The grid's bundles with their feature files taken from ``features`` (by file name)."""
     out = {}
     for name, spec in MODELS.items():
-        b: dict[str, Any] = {}
-        for k, v in spec.items():
-            if k == "data.features":
-                b["data.features"] = {m: p.format(features=features) for m, p in v.items()}
-            else:
-                b[k] = v
+        b = dict(spec)
+        b["data.features"] = {m: str(Path(features).resolve() / Path(p).name)
+                              for m, p in spec["data.features"].items()}
         out[name] = b
     return out
-
-
-# ----------------------------------------------------------------------------- classical baseline
-
-
-def opensmile_functionals(df: pd.DataFrame, feature_set: str, cache: Path) -> pd.DataFrame:
-    """Per-clip functionals (rows in manifest order), cached as Parquet next to the features."""
-    import opensmile
-
-    if cache.exists():
-        have = pd.read_parquet(cache)
-        if set(df["clip_id"]) <= set(have.index):
-            return have.loc[df["clip_id"]]
-    smile = opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, feature_set),
-                            feature_level=opensmile.FeatureLevel.Functionals)
-    rows = [smile.process_file(str(p)).to_numpy()[0] for p in df["audio"]]
-    out = pd.DataFrame(np.asarray(rows, np.float64), index=pd.Index(df["clip_id"], name="clip_id"),
-                       columns=smile.feature_names)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    out.to_parquet(cache)
-    return out
-
-
-def svm_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, train: np.ndarray, test: np.ndarray,
-             c_grid: Sequence[float] = C_GRID) -> tuple[np.ndarray, float]:
-    """Standardise + linear-kernel SVM (libsvm, one-vs-one, balanced class weights); C by
-    leave-one-speaker-out inside the training speakers (UAR); returns test predictions and C.
-    The kernel form is fast here: a few hundred clips, thousands of functionals."""
-    from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-
-    pipe = make_pipeline(StandardScaler(), SVC(kernel="linear", class_weight="balanced"))
-    inner = LeaveOneGroupOut()
-    search = GridSearchCV(pipe, {"svc__C": list(c_grid)}, scoring="balanced_accuracy",
-                          cv=inner.split(x[train], y[train], groups[train]), n_jobs=1)
-    search.fit(x[train], y[train])
-    return search.predict(x[test]), float(search.best_params_["svc__C"])
-
-
-def _scores(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score
-
-    return {"accuracy": float(accuracy_score(y_true, y_pred)), "uar": float(balanced_accuracy_score(y_true, y_pred))}
-
-
-def run_baselines(df: pd.DataFrame, out: Path, which: Sequence[str]) -> pd.DataFrame:
-    rows = []
-    y = df["label"].astype(str).to_numpy()
-    groups = df["subject"].astype(str).to_numpy()
-    folds = df["fold"].astype(int).to_numpy()
-    for name in which:
-        feats = opensmile_functionals(df, BASELINES[name], out / "opensmile" / f"{name}.parquet")
-        x = np.nan_to_num(feats.to_numpy(np.float64))
-        for f in sorted(set(folds)):
-            train, test = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-            assert not set(groups[train]) & set(groups[test]), "speaker in train and test"
-            pred, c = svm_fold(x, y, groups, train, test)
-            rows.append({"method": f"{name}_svm", "fold": int(f), **_scores(y[test], pred), "C": c,
-                         "test_speakers": " ".join(sorted(set(groups[test]))),
-                         "train_speakers": " ".join(sorted(set(groups[train])))})
-    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- deep models
@@ -259,9 +120,10 @@ def _grid_rows(df: pd.DataFrame, manifest: Path, features: Path, out_dir: Path, 
     axes: dict[str, Any] = {"method": bundles}
     if seeds is not None:  # no seed axis for seed 0 alone: keeps the cell ids (and cache) of 1-seed runs
         axes["seed"] = list(seeds)
-    grid = {"name": "emodb", "base": base_config(manifest, epochs, classes),
-            "axes": axes, "cv": {"method": "manifest", "k": k, "val": "test"},
-            "report": {"top": 2, "examples": 3}}
+    spec = _grid_spec()
+    grid = {"name": spec["name"], "base": base_config(manifest, epochs, classes), "axes": axes,
+            "cv": {**spec["cv"], "k": k}, "report": spec.get("report") or {},
+            "labels": spec.get("labels") or {}}
     res = run_grid(grid, out_dir=out_dir, quiet=False)
     rows = []
     for _, r in res["table"].iterrows():
@@ -320,26 +182,7 @@ def run_models(df: pd.DataFrame, manifest: Path, features: Path, out: Path, epoc
 # ----------------------------------------------------------------------------- summary
 
 
-LABELS = {
-    "logmel_cnn": "Log-Mel (64 bands) -> 2-D CNN trained here -> FAN self-attention",
-    "logmel_cnn_aug": "Log-Mel -> 2-D CNN + SpecAugment masks/time shift (train only), 30 epochs -> FAN self-attention",
-    "logmel_aug_speech_concat": "[Log-Mel -> CNN + SpecAugment, 30 ep] ⊕ [speech_embedding -> MLP], each FAN "
-                                "self-attention, concat -> head",
-    "logmel_speech_concat": "[Log-Mel -> CNN, no augmentation] ⊕ [speech_embedding -> MLP], each FAN "
-                            "self-attention, concat -> head (ablation)",
-    "logmel_aug_speech_concat_reg": "[Log-Mel -> CNN + SpecAugment, 30 ep] ⊕ [speech_embedding -> MLP 128, "
-                                    "dropout 0.3, input dropout 0.2], each FAN self-attention, concat -> "
-                                    "dropout 0.3 -> head",
-    "logmel_aug_speech_fbp_reg": "[Log-Mel -> CNN + SpecAugment, 30 ep] ⊕ [speech_embedding -> MLP 128, "
-                                 "dropout 0.3, input dropout 0.2], each FAN self-attention, FBP (k=5, o=256) "
-                                 "-> dropout 0.3 -> head",
-    "logmel_cnn_aug_stats": "Log-Mel -> 2-D CNN + SpecAugment (train only), 30 epochs -> mean+std stats pooling",
-    "logmel_aug_speech_stats_concat": "[Log-Mel -> CNN + SpecAugment, 30 ep] ⊕ [speech_embedding -> MLP], each "
-                                      "mean+std stats pooling, concat -> head",
-    "speech_embedding_att": "speech_embedding (openwakeword ONNX, 96-d) -> MLP -> FAN self-attention",
-    "egemaps_svm": "eGeMAPS v02 functionals (88) -> linear SVM",
-    "compare_svm": "ComParE-2016 functionals (6373) -> linear SVM",
-}
+LABELS = {**_grid_spec()["labels"]["method"], **BASELINE_LABELS}
 
 
 def _ens_base(method: str) -> tuple[str, int] | None:

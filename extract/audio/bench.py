@@ -23,7 +23,8 @@ import numpy as np
 from avemo.data.benchtable import write_section
 from avemo.extract.base import ClipInput
 
-EMODB = Path(__file__).resolve().parents[3] / "shared" / "data" / "emodb-8spk"
+# EmoDB: $AVEMO_EMODB, else ../shared/data/emodb-8spk from the working directory (make bench)
+EMODB = Path(os.environ.get("AVEMO_EMODB", "../shared/data/emodb-8spk"))
 
 
 def _clips(quick: bool) -> tuple[list[ClipInput], str]:
