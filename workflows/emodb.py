@@ -89,7 +89,9 @@ def base_config(manifest: Path, epochs: int, classes: Sequence[str]) -> dict[str
     """``configs/emodb.yaml`` (the shared training protocol) on this manifest and budget."""
     import yaml
 
-    cfg = yaml.safe_load(CONFIG_FILE.read_text())
+    from avemo.fusion.config import resolve_paths
+
+    cfg = resolve_paths(yaml.safe_load(CONFIG_FILE.read_text()), CONFIG_FILE.parent)  # its own rule
     cfg["data"].update({"manifest": str(Path(manifest).resolve()), "classes": list(classes)})
     cfg["trainer"]["max_epochs"] = int(epochs)
     return cfg
