@@ -61,6 +61,6 @@ def load_for(feature_sets: list[str] | tuple[str, ...]) -> None:
     """
     for mod in _plugin_modules():
         if all(name in FEATURE_SETS for name in feature_sets):
-            return
+            break
         _import(mod)
-    load_entry_points(_registries())
+    load_entry_points(_registries())  # installed plugins (e.g. a backbone a feature set names)
