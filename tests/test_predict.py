@@ -166,16 +166,32 @@ def test_frame_run_writes_one_row_per_frame(corpus, tmp_path):
                                own[["valence_pred", "arousal_pred"]].to_numpy(), atol=1e-4)
 
 
-@pytest.mark.parametrize("case", ["missing_run", "no_inputs", "not_a_run", "bad_input"])
+@pytest.mark.parametrize("case", ["missing_run", "no_inputs", "not_a_run", "bad_input", "bad_manifest"])
 def test_cli_mistakes_exit_2_and_write_nothing(corpus, tmp_path, capsys, case):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "out"
+    (tmp_path / "m.csv").write_text("clip_id,file\na,a.mp4\n")  # no video / audio column
     args = {"missing_run": [str(tmp_path / "nope"), str(corpus["new"])],
             "no_inputs": [str(corpus["clip"]), str(empty)],
             "not_a_run": [str(empty), str(corpus["new"])],
-            "bad_input": [str(corpus["clip"]), str(tmp_path / "missing.mp4")]}[case]
+            "bad_input": [str(corpus["clip"]), str(tmp_path / "missing.mp4")],
+            "bad_manifest": [str(corpus["clip"]), str(tmp_path / "m.csv")]}[case]
     assert cli(["predict", *args, "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("avemo predict: error:") and "Traceback" not in err
     assert not out.exists()
+
+
+def test_demo_final_step_predicts_the_real_cremad_takes(corpus, tmp_path, capsys):
+    from avemo.workflows.demo import _report, predict_real_clips
+
+    skipped: list[str] = []
+    table = predict_real_clips(corpus["clip"], tmp_path, "cpu", skipped)
+    if table is None:
+        pytest.skip(skipped[0])
+    assert len(table) == 6 and table["label"].str.endswith(")").all()
+    assert set(table["pred"]) <= {"high", "low"} and (table["top_p"] >= 0.5).all()
+    _report({"dir": tmp_path, "manifest": "m.csv", "features": {}, "skipped": [], "real": table})
+    out = capsys.readouterr().out
+    assert "true label" in out and "1001_DFA_ANG_XX" in out and "angry (ANG)" in out

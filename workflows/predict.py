@@ -46,10 +46,29 @@ def _media_row(path: Path, used: dict[str, int]) -> dict[str, Any]:
     return {"clip_id": cid, "video": video, "audio": str(path)}
 
 
+def read_manifest(path: Path) -> pd.DataFrame:
+    """A prediction manifest: clip_id and video and/or audio (relative paths: from its folder);
+    no split / subject / label needed (a ``label`` is carried into the table)."""
+    try:
+        df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype=str)
+    except Exception as e:  # noqa: BLE001 - any unreadable table is the user's to fix
+        raise UsageError(f"manifest {path} cannot be read: {e}") from None
+    media = [c for c in ("video", "audio") if c in df.columns]
+    if "clip_id" not in df.columns or not media:
+        raise UsageError(f"manifest {path} needs a clip_id column and a video and/or audio column; "
+                         f"it has {list(df.columns)}")
+    df = df[[c for c in ("clip_id", *media, "label") if c in df.columns]].copy()
+    for c in media:
+        df[c] = [None if pd.isna(v) or not str(v).strip() else str((path.parent / str(v)).resolve())
+                 for v in df[c]]
+    gone = [v for c in media for v in df[c] if v is not None and not Path(v).is_file()]
+    if gone:
+        raise UsageError(f"manifest {path}: {len(gone)} media file(s) do not exist, e.g. {gone[0]}")
+    return df
+
+
 def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     """One manifest (clip_id, video, audio[, label]) from files, folders and manifests."""
-    from avemo.data.manifest import load_manifest
-
     if not inputs:
         raise UsageError("no INPUT given: name media files, a folder of them, or a manifest")
     rows: list[dict[str, Any]] = []
@@ -64,8 +83,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
                 raise UsageError(f"INPUT folder {p} holds no media files ({', '.join(VIDEO_EXT + AUDIO_EXT)})")
             rows += [_media_row(q.resolve(), used) for q in found]
         elif p.is_file() and p.suffix.lower() in MANIFEST_EXT:
-            df = load_manifest(p)
-            tables.append(df[[c for c in ("clip_id", "video", "audio", "label") if c in df.columns]])
+            tables.append(read_manifest(p))
         elif p.is_file() and p.suffix.lower() in (*VIDEO_EXT, *AUDIO_EXT):
             rows.append(_media_row(p.resolve(), used))
         elif p.exists():
