@@ -15,8 +15,8 @@ machine with no training data can predict:
 Inputs are built the way the run's task builds them (``task.level``): one sequence per
 clip (``build_clip_index``, the run's ``max_rows``), or windows over a per-frame timeline
 (``build_window_index``, the run's window / alignment settings), where the timeline is the
-rows of the run's first modality (its frames, e.g. face = video frames) since new clips have
-no annotation. Clips missing a modality are predicted from what they have; the table flags
+rows of the run's first modality (its frames, e.g. face = video frames; the next modality's
+rows for a clip that has none) since new clips have no annotation. Clips missing a modality are predicted from what they have; the table flags
 them when the run never trained without that modality (``data.modality_dropout`` = 0 and no
 non-ok clips kept with ``data.non_ok: keep``).
 """
@@ -28,6 +28,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -125,14 +126,7 @@ def open_run(run_dir: str | os.PathLike[str], checkpoint: str = "best",
     task.n_out = int(described.get("n_out") or task.n_out)
     inputs = {m: tuple(report["inputs"][m]) for m in mods}
     stats = _stats(run_dir, cfg, report, dev)
-    from avemo.fusion import registry
-
-    class _Shapes:  # what build_model reads from a datamodule
-        pass
-
-    shapes = _Shapes()
-    shapes.inputs, shapes.task = inputs, task.model_task  # type: ignore[attr-defined]
-    registry.load_all()
+    shapes = SimpleNamespace(inputs=inputs, task=task.model_task)  # what build_model reads
     model = build_model(cfg, shapes)  # type: ignore[arg-type]
     model.load_state_dict(torch.load(ckpt, map_location=dev, weights_only=True))
     model.to(dev).eval()
@@ -349,7 +343,9 @@ def plot_clip(run: PredictionRun, table: pd.DataFrame, clip_id: str, path: Path)
         a1.set_title(f"{clip_id}: predicted {' / '.join(task.targets)}", fontsize=9)  # type: ignore[attr-defined]
         mods = [m for m in run.modalities if f"{m}_present" in rows]
         img = np.array([rows[f"{m}_present"].fillna(False).to_numpy(float) for m in mods])
-        t = rows["time"].to_numpy()
+        t = rows["time"].to_numpy(float)
+        if not np.isfinite(t).any():  # nothing usable in this clip: an empty figure says so
+            img, t = np.zeros((len(mods), 1)), np.zeros(1)
         ext = (t[0], t[-1], -0.5, len(mods) - 0.5) if len(t) > 1 else None
         a2.imshow(img, aspect="auto", cmap="Greens", vmin=0, vmax=1, extent=ext,
                   interpolation="nearest", origin="lower")

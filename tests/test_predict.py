@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import yaml
 
 from avemo.cli import main as cli
 from avemo.data.demo import AUDIO_RATE, _encode_clip
@@ -124,6 +125,14 @@ def test_clip_run_predicts_new_and_real_clips_without_training_data(corpus, tmp_
     assert face_h5.stat().st_mtime_ns == stamp  # rerun: nothing extracted again
     again = pd.read_csv(out / "predictions.csv")
     np.testing.assert_allclose(again[["p_high", "p_low"]].to_numpy(), probs, rtol=1e-5)
+    # the same run had it been trained with modality dropout: the audio-only guess is expected
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"]["modality_dropout"] = 0.3
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli(["predict", str(run), str(wav), "-o", str(out), "-q"]) == 0
+    only = pd.read_csv(out / "predictions.csv")
+    assert only["missing"].tolist() == ["face"] and only["flagged"].tolist() == [False]
+    np.testing.assert_allclose(only[["p_high", "p_low"]].to_numpy(), probs[4:], rtol=1e-5)
 
 
 def test_a_weight_with_another_checksum_is_refused(corpus, tmp_path, capsys):
