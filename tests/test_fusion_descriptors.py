@@ -117,3 +117,14 @@ def test_learns_a_class_that_lives_in_a_descriptors_spread():
     m.eval()
     acc = (m({"lld": x[160:]}).argmax(1) == y[160:]).float().mean()
     assert acc > 0.95
+
+
+def test_a_training_batch_of_one_clip_uses_the_running_statistics():
+    m = MODELS.build("descriptors", inputs={"lld": (3,)}, task={"type": "clip", "n_out": 2}, dropout=0.0)
+    m.train()
+    m({"lld": torch.randn(8, 20, 3)})
+    norm = m.streams["lld"].norm
+    before = norm.running_mean.clone()
+    out = m({"lld": torch.randn(1, 20, 3)})  # e.g. the last batch of an epoch
+    assert out.shape == (1, 2) and torch.isfinite(out).all()
+    torch.testing.assert_close(norm.running_mean, before)  # not updated by a batch of one

@@ -129,7 +129,12 @@ class StandardisedStats(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x = x.reshape(x.shape[0], x.shape[1], -1).float()
-        z = self.norm(descriptor_stats(x, mask, self.stats))
+        s = descriptor_stats(x, mask, self.stats)
+        if self.training and s.shape[0] < 2:  # a last batch of one clip: no batch variance
+            n = self.norm
+            z = nn.functional.batch_norm(s, n.running_mean, n.running_var, training=False, eps=n.eps)
+        else:
+            z = self.norm(s)
         return z.clamp(-self.clip, self.clip) if self.clip else z
 
 
