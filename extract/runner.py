@@ -336,8 +336,8 @@ def run_features(
     ``shard_clips`` (default ``$AVEMO_SHARD_CLIPS`` or 32) is how many clips one committed shard
     holds: at most that much work is lost when the process dies. ``compression`` ("gzip" or
     "lzf"; default none) trades the memory-mappable layout for smaller files: measured on
-    face_crops (uint8) gzip -29 % / lzf -22 % size but 7.5x / 2x slower reads and no mmap, so no
-    feature set asks for it (README, "Runner hooks"). Only rank 0 returns paths.
+    face_crops (uint8) gzip -29 % / lzf -22 % size but 7-40x / 2-18x slower reads and no mmap, so
+    no feature set asks for it (README, "runner hooks"). Only rank 0 returns paths.
 
     Every feature set's config and the manifest are checked first (a mistake is one
     UserError and nothing is written); each output file is locked while it is written
