@@ -214,7 +214,7 @@ def bench_scale(name: str, data: dict[str, Any], cfg: dict[str, Any], device: to
             return torch.tensor(int(y_all[dm.pos[cid]]))
     ds = PerSampleHDF5({m: Path(data["features"][m]) for m in mods}, items, labels, frame)
     loader = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, num_workers=0,
-                                         collate_fn=_collate(dm.window if frame else None))
+                                         collate_fn=_collate(t.window if frame else None))
     n_batches = len(loader)
     # warm-up both paths (allocator, kernels, page cache)
     _train_steps(model, dm.batches("train", bs, shuffle=True), device, mods, frame, 3, True)
