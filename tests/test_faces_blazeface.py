@@ -101,7 +101,7 @@ def test_real_faces_boxes_and_landmarks_agree_with_mtcnn(det, mtcnn, media):
     assert len(got) == 1 and got.scores[0] > 0.5
     iod = np.linalg.norm(ref.landmarks[0, 0] - ref.landmarks[0, 1])
     err = np.linalg.norm(got.landmarks[0] - ref.landmarks[0], axis=1) / iod
-    assert err[:3].max() < 0.15 and err.max() < 0.25  # eyes + nose close; mouth corners fitted
+    assert err[:3].max() < 0.15 and err.max() < 0.3  # eyes + nose close; mouth corners: template width
     assert got.landmarks[0, 0, 0] < got.landmarks[0, 1, 0]  # image-left eye first, as the template
     c_got, c_ref = got.boxes[0].reshape(2, 2).mean(0), ref.boxes[0].reshape(2, 2).mean(0)
     assert np.linalg.norm(c_got - c_ref) < 0.25 * iod * 2
@@ -113,10 +113,15 @@ def test_real_faces_boxes_and_landmarks_agree_with_mtcnn(det, mtcnn, media):
 def test_aligned_crop_puts_the_eyes_on_the_template(det, media):
     astro = _image("astronaut", media)
     faces = det.detect([astro])[0]
-    crop = align_faces([astro], [0], faces.landmarks[:1], 112, 0.0)[0]
+    crop = align_faces([astro], [0], faces.landmarks[:1], 112, 1.0)[0]  # face: half the crop
     again = det.detect([cv2.resize(crop, (448, 448))])[0]  # detect in the crop, scaled x4
     assert len(again) == 1
-    np.testing.assert_allclose(again.landmarks[0, :2] / 4, template(112)[:2], atol=6)
+    np.testing.assert_allclose(again.landmarks[0, :2] / 4, template(112, 1.0)[:2], atol=4)
+    # a face filling the whole frame is outside the full-range model's training (it scores ~0.55,
+    # under the 0.65 threshold): the default detector's MTCNN fallback finds it
+    tight = cv2.resize(align_faces([astro], [0], faces.landmarks[:1], 112, 0.0)[0], (448, 448))
+    assert len(det.detect([tight])[0]) == 0
+    assert len(DETECTORS.build("blazeface_mtcnn").detect([tight])[0]) == 1
 
 
 def test_mtcnn_fallback_runs_only_where_blazeface_finds_nothing(media, mtcnn):
