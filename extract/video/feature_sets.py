@@ -219,11 +219,11 @@ class FaceFer2013(FaceFeatureSet):
         return {"with_logits": True} if self.config.get("logits") else {}
 
 
-_backbone_set("resnet50", "resnet50_imagenet", "MTCNN + torchvision ResNet-50 (ImageNet), pooled 2048-d.")
-_backbone_set("arcface", "arcface_r50", "MTCNN + insightface ArcFace R50 ONNX (user model pack), 512-d.")
-_backbone_set("ir50", "ir50", "MTCNN + ArcFace IR-50 (user weights, e.g. FER+-tuned), 512-d.")
-_backbone_set("vggface2", "vggface2_resnet50", "MTCNN + VGGFace2 ResNet-50 (user weights), 2048-d.")
-_backbone_set("hsemotion", "hsemotion_enet_b0", "MTCNN + HSEmotion EfficientNet-B0 (AffectNet, user weights).")
+_backbone_set("resnet50", "resnet50_imagenet", "torchvision ResNet-50 (ImageNet), pooled 2048-d.")
+_backbone_set("arcface", "arcface_r50", "insightface ArcFace R50 ONNX (user model pack), 512-d.")
+_backbone_set("ir50", "ir50", "ArcFace IR-50 (user weights, e.g. FER+-tuned), 512-d.")
+_backbone_set("vggface2", "vggface2_resnet50", "VGGFace2 ResNet-50 (user weights), 2048-d.")
+_backbone_set("hsemotion", "hsemotion_enet_b0", "HSEmotion EfficientNet-B0 (AffectNet, user weights).")
 
 
 @FEATURE_SETS.register("face_crops")
