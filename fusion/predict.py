@@ -95,9 +95,6 @@ def resolve_device(device: str | None) -> torch.device:
 def open_run(run_dir: str | os.PathLike[str], checkpoint: str = "best",
              device: str | torch.device = "cpu") -> PredictionRun:
     """Rebuild a run's model, task and statistics from its folder alone."""
-    from avemo.fusion.config import load_config
-    from avemo.fusion.train import build_model
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunFolderError(f"run folder {run_dir} does not exist")
@@ -109,6 +106,9 @@ def open_run(run_dir: str | os.PathLike[str], checkpoint: str = "best",
     if not ckpt.is_file():
         raise RunFolderError(f"{run_dir} has no checkpoints/{checkpoint}.pt (did the run finish? "
                              f"try --checkpoint {'last' if checkpoint == 'best' else 'best'})")
+    from avemo.fusion.config import load_config
+    from avemo.fusion.train import build_model  # Lightning: imported once the folder looks right
+
     dev = torch.device(device)
     cfg = load_config(run_dir / "config.yaml")
     feats = _read_json(run_dir / "features.json", "the feature provenance")
@@ -362,6 +362,8 @@ def plot_clip(run: PredictionRun, table: pd.DataFrame, clip_id: str, path: Path)
             a1.set_ylim(0, 1)
             a1.set_ylabel("probability")
             title = f"{clip_id}: {row.get('pred')}"
+            if isinstance(row.get("label"), str):
+                title += f" (true: {row['label']})"
         else:
             names = list(task.targets)  # type: ignore[attr-defined]
             vals = [row.get(t) for t in names]

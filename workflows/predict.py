@@ -71,8 +71,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     """One manifest (clip_id, video, audio[, label]) from files, folders and manifests."""
     if not inputs:
         raise UsageError("no INPUT given: name media files, a folder of them, or a manifest")
-    rows: list[dict[str, Any]] = []
-    tables: list[pd.DataFrame] = []
+    tables: list[pd.DataFrame] = []  # in the order the inputs were given
     used: dict[str, int] = {}
     for item in inputs:
         p = Path(item).expanduser()
@@ -81,17 +80,17 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
                            and q.suffix.lower() in (*VIDEO_EXT, *AUDIO_EXT))
             if not found:
                 raise UsageError(f"INPUT folder {p} holds no media files ({', '.join(VIDEO_EXT + AUDIO_EXT)})")
-            rows += [_media_row(q.resolve(), used) for q in found]
+            tables.append(pd.DataFrame([_media_row(q.resolve(), used) for q in found]))
         elif p.is_file() and p.suffix.lower() in MANIFEST_EXT:
             tables.append(read_manifest(p))
         elif p.is_file() and p.suffix.lower() in (*VIDEO_EXT, *AUDIO_EXT):
-            rows.append(_media_row(p.resolve(), used))
+            tables.append(pd.DataFrame([_media_row(p.resolve(), used)]))
         elif p.exists():
             raise UsageError(f"INPUT {p} is not a media file ({', '.join(VIDEO_EXT + AUDIO_EXT)}), "
                              "a folder or a manifest (.csv / .parquet)")
         else:
             raise UsageError(f"INPUT {p} does not exist")
-    df = pd.concat([pd.DataFrame(rows), *tables], ignore_index=True) if rows or tables else pd.DataFrame()
+    df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if df.empty:
         raise UsageError("no clips found in " + ", ".join(map(str, inputs)))
     df["clip_id"] = df["clip_id"].astype(str)
@@ -188,9 +187,9 @@ def predict(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[
 
     if fmt not in ("csv", "parquet"):
         raise UsageError(f"--format must be csv or parquet, got {fmt!r}")
+    manifest = collect_inputs(inputs)
     dev = resolve_device(device)
     run = open_run(run_dir, checkpoint, dev)
-    manifest = collect_inputs(inputs)
     requests = run.feature_requests()
     check_feature_sets(requests, dev.type)  # refuse before anything is written
     out_dir = Path(out) if out is not None else Path.cwd() / "predict" / Path(run_dir).resolve().name
