@@ -279,10 +279,13 @@ def _table(run: PredictionRun, pres: pd.DataFrame, res: Mapping[str, Any] | None
     flagged = {c: bool(miss) and (len(miss) == len(mods) or not set(miss) <= run.trained_without)
                for c, miss in missing.items()}
     task = run.task
+    rng = (run.cfg.get("eval") or {}).get("clip_range")
+    if res is not None and rng and "pred" in res:  # the range the run was scored in
+        res = {**res, "pred": np.clip(np.asarray(res["pred"]), float(rng[0]), float(rng[1]))}
     if res is None:
         body = pd.DataFrame({"clip_id": list(info.index)})
     elif task.level == "frame":
-        pred = np.asarray(res.get("pred", res.get("out")))
+        pred = np.asarray(res["pred"])
         body = pd.DataFrame({"clip_id": res["clip_ids"], "time": np.asarray(res["time"])})
         for j, t in enumerate(task.targets):  # type: ignore[attr-defined]
             body[t] = pred[:, j]
@@ -296,7 +299,7 @@ def _table(run: PredictionRun, pres: pd.DataFrame, res: Mapping[str, Any] | None
         for j, c in enumerate(task.classes):
             body[f"p_{c}"] = scores[:, j]
     else:
-        pred = np.asarray(res.get("pred", res.get("out")))
+        pred = np.asarray(res["pred"])
         body = pd.DataFrame({"clip_id": res["clip_ids"]})
         for j, t in enumerate(task.targets):  # type: ignore[attr-defined]
             body[t] = pred[:, j]

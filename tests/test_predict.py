@@ -46,6 +46,7 @@ def corpus(tmp_path_factory, media):
         pd.DataFrame({"time": t, "valence": np.full(5, 0.5 if lab == "high" else -0.5),
                       "arousal": np.linspace(-0.2, 0.2, 5)}).to_csv(ann, index=False)
         rows.append({"clip_id": f"g{i}", "video": str(path), "audio": str(path), "label": lab,
+                     "valence": 0.5 if lab == "high" else -0.5, "arousal": 0.1 * i,
                      "split": "val" if i >= 6 else "train", "subject": f"s{i % 3}",
                      "annotation": str(ann)})
     man = tmp / "manifest.csv"
@@ -66,9 +67,12 @@ def corpus(tmp_path_factory, media):
                                "data": {**base["data"], "window": {"length": 8, "hop": 4}},
                                "model": {"name": "lfan", "visual_channels": [8, 8],
                                          "audio_channels": [4, 4]}})
+    reg = train_from_config({**base, "name": "reg", "task": {"type": "clip_regression"},
+                             "eval": {"clip_range": [-0.1, 0.1]}, "model": {"name": "late"}})
     new = tmp / "new_clip.mp4"  # never seen in training
     _encode_clip(new, src, 1.3, 1.0, _tone(900.0, 1.0))
-    return {"tmp": tmp, "clip": clip["run_dir"], "frame": frame["run_dir"], "new": new,
+    return {"tmp": tmp, "clip": clip["run_dir"], "frame": frame["run_dir"], "reg": reg["run_dir"],
+            "new": new,
             "files": files}
 
 
@@ -173,6 +177,20 @@ def test_frame_run_writes_one_row_per_frame(corpus, tmp_path):
     np.testing.assert_allclose(mine["time"], own["time"])
     np.testing.assert_allclose(mine[["valence", "arousal"]].to_numpy(),
                                own[["valence_pred", "arousal_pred"]].to_numpy(), atol=1e-4)
+
+
+def test_clip_regression_run_gives_one_row_per_clip_in_the_scored_range(corpus, tmp_path):
+    out = tmp_path / "out"
+    assert cli(["predict", str(corpus["reg"]), str(corpus["new"]), str(corpus["tmp"] / "clips"),
+                "-o", str(out), "-q"]) == 0
+    table = pd.read_csv(out / "predictions.csv")
+    assert table["clip_id"].tolist() == ["new_clip", *(f"g{i}" for i in range(8))]
+    vals = table[["valence", "arousal"]].to_numpy()
+    assert np.isfinite(vals).all() and np.abs(vals).max() <= 0.1  # eval.clip_range of the run
+    own = pd.read_csv(corpus["reg"] / "predictions.csv").set_index("clip_id")
+    mine = table.set_index("clip_id").loc[own.index]
+    np.testing.assert_allclose(mine[["valence", "arousal"]].to_numpy(),
+                               own[["valence_pred", "arousal_pred"]].clip(-0.1, 0.1).to_numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("case", ["missing_run", "no_inputs", "not_a_run", "bad_input", "bad_manifest"])
