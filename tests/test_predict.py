@@ -149,8 +149,26 @@ def test_a_weight_with_another_checksum_is_refused(corpus, tmp_path, capsys):
     out = tmp_path / "out"
     assert cli(["predict", str(run), str(corpus["new"]), "-o", str(out), "-q"]) == 2
     err = capsys.readouterr().err
-    assert f"weight file {name}" in err and "Traceback" not in err
+    assert f"weight file {name}" in err and "Traceback" not in err and len(err.splitlines()) == 1
     assert not out.exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("change", ["unknown_key", "key_this_avemo_adds"])
+def test_a_config_key_that_cannot_be_matched_is_refused(corpus, tmp_path, capsys, change):
+    run = _bare_copy(corpus["clip"], tmp_path / "run")
+    feats = json.loads((run / "features.json").read_text())
+    cfg = feats["face"]["provenance"]["config"]
+    if change == "unknown_key":  # made by an avemo that knew a key this one does not
+        cfg["old_knob"], key = 3, "old_knob"
+    else:  # made by an avemo before this key existed: its default here may change the numbers
+        del cfg["max_gap_s"]
+        key = "max_gap_s"
+    (run / "features.json").write_text(json.dumps(feats))
+    out = tmp_path / "out"
+    assert cli(["predict", str(run), str(corpus["new"]), "-o", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert key in err and "face (face_fer2013)" in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
 
 
 def test_frame_run_writes_one_row_per_frame(corpus, tmp_path):
@@ -207,6 +225,7 @@ def test_cli_mistakes_exit_2_and_write_nothing(corpus, tmp_path, capsys, case):
     assert cli(["predict", *args, "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("avemo predict: error:") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
     assert not out.exists()
 
 

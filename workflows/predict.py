@@ -154,9 +154,9 @@ def check_feature_sets(requests: Mapping[str, Mapping[str, Any]], device: str) -
         sets[m] = fs
     if problems:
         raise FeatureMismatchError(
-            "this machine cannot extract exactly the features the run was trained on:\n  "
-            + "\n  ".join(problems) + "\nPredictions from other features would be meaningless; "
-            "install the same weights / avemo version, or retrain on features made here.")
+            "this machine cannot extract exactly the features the run was trained on: "
+            + "; ".join(problems) + ". Predictions from other features would be meaningless: "
+            "install the same weights / avemo version, or retrain on features made here")
     return sets
 
 
@@ -234,10 +234,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", type=Path,
                    help="output folder (default ./predict/<run folder name>); features are cached "
                         "under OUT/features so a rerun extracts nothing")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="which of the run's checkpoints to apply (default best)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto: the GPU when there is one")
-    p.add_argument("--format", dest="fmt", choices=["csv", "parquet"], default="csv")
+    p.add_argument("--format", dest="fmt", choices=["csv", "parquet"], default="csv",
+                   help="OUT/predictions.csv (default) or .parquet")
     p.add_argument("--plot", action="store_true", help="one PNG per clip under OUT/plots")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per model batch")
 
