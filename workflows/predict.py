@@ -4,8 +4,9 @@ The one place that calls both stages for prediction: the run folder says which f
 (full extractor configs, weight sha256s) the model was trained on (``avemo.fusion.predict``);
 this module checks that this machine makes exactly those features -- a config key or a weight
 file that differs is refused, naming it, before anything is written -- extracts them with the
-stage-one runner into ``OUT/features/<modality>/`` (resumable: a rerun on the same inputs
-extracts nothing), then runs the checkpoint and writes ``OUT/predictions.{csv,parquet}`` and,
+stage-one runner into ``OUT/features/<modality>/`` (resumable; a cached file that already
+holds every clip with the run's exact provenance is used as is, so a rerun builds and extracts
+nothing), then runs the checkpoint and writes ``OUT/predictions.{csv,parquet}`` and,
 with ``--plot``, ``OUT/plots/<clip>.png``.
 
 INPUT is media files, folders (searched recursively for media) or manifests (.csv /
@@ -160,6 +161,21 @@ def check_feature_sets(requests: Mapping[str, Mapping[str, Any]], device: str) -
     return sets
 
 
+def feature_path(out: Path, modality: str, request: Mapping[str, Any]) -> Path:
+    return out / "features" / modality / f"{request['feature_set']}.h5"
+
+
+def cached(path: Path, request: Mapping[str, Any], clip_ids: Sequence[str]) -> bool:
+    """Whether ``path`` already holds every clip, made exactly as the run's features were
+    (same set, config and weight checksums): then nothing needs building or extracting."""
+    from avemo.data.store import FeatureFile, diff_provenance
+
+    if not path.is_file():
+        return False
+    with FeatureFile(path) as ff:
+        return not diff_provenance(ff.provenance, request) and all(c in ff for c in clip_ids)
+
+
 def extract(manifest: pd.DataFrame, requests: Mapping[str, Mapping[str, Any]], out: Path,
             device: str, progress: bool = True) -> dict[str, Path]:
     """Stage one for every modality into ``out/features/<modality>/<set>.h5`` (resumes)."""
@@ -169,7 +185,7 @@ def extract(manifest: pd.DataFrame, requests: Mapping[str, Mapping[str, Any]], o
     for m, req in requests.items():
         name = str(req["feature_set"])
         got = run_features(manifest[[c for c in ("clip_id", "video", "audio") if c in manifest]],
-                           [name], out / "features" / m, device=device,
+                           [name], feature_path(out, m, req).parent, device=device,
                            overrides={name: dict(req.get("config") or {})}, progress=progress)
         files[m] = Path(got[name])
     return files
@@ -191,12 +207,15 @@ def predict(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[
     dev = resolve_device(device)
     run = open_run(run_dir, checkpoint, dev)
     requests = run.feature_requests()
-    check_feature_sets(requests, dev.type)  # refuse before anything is written
     out_dir = Path(out) if out is not None else Path.cwd() / "predict" / Path(run_dir).resolve().name
-    files = extract(manifest, requests, out_dir, dev.type, progress)
+    ids = manifest["clip_id"].tolist()
+    files = {m: feature_path(out_dir, m, r) for m, r in requests.items()}
+    todo = {m: r for m, r in requests.items() if not cached(files[m], r, ids)}
+    check_feature_sets(todo, dev.type)  # refuse before anything is written
+    files.update(extract(manifest, todo, out_dir, dev.type, progress))
     from avemo.fusion.predict import predict_files
 
-    table, _ = predict_files(run, files, manifest["clip_id"].tolist(), batch_size, progress)
+    table, _ = predict_files(run, files, ids, batch_size, progress)
     if "label" in manifest.columns:
         table.insert(1, "label", table["clip_id"].map(dict(zip(manifest["clip_id"], manifest["label"],
                                                                strict=True))))
