@@ -217,7 +217,8 @@ def predict_files(run: PredictionRun, files: Mapping[str, str | os.PathLike[str]
     """Run the model on the clips of freshly extracted feature ``files`` (modality -> path).
 
     Returns ``(table, extra)``: one row per clip (clip tasks) or per timeline frame (frame
-    tasks), plus what the plots need (per-frame presence of each modality).
+    tasks, with each modality's per-frame presence), and ``extra["presence"]``: per clip and
+    modality the feature status and whether any usable row exists.
     """
     from avemo.progress import Progress
 
