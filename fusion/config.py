@@ -432,11 +432,50 @@ def validate(cfg: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------- constructor args
 
 
-def check_kwargs(fn: Callable[..., Any], given: Iterable[str], where: str,
+#: Option names whose values are probabilities / fractions: must lie in [0, 1].
+_PROBABILITY = re.compile(r"(^|_)dropout$|^label_smoothing$|^p$|_prob$")
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    import typing
+
+    target = fn.__init__ if isinstance(fn, type) else fn
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation is simply not checked
+        return {}
+
+
+def _check_value(fn: Callable[..., Any], hints: Mapping[str, Any], key: str, value: Any,
+                 where: str) -> None:
+    """The value of option ``key`` against its annotation (pydantic, lax) and, for probability
+    options, the range [0, 1]."""
+    from pydantic import TypeAdapter
+
+    if _PROBABILITY.search(key) and isinstance(value, int | float) and not isinstance(value, bool):
+        if not 0.0 <= float(value) <= 1.0:
+            raise ConfigError(f"{where}.{key}: must be in [0, 1], got {value!r}")
+    hint = hints.get(key)
+    if hint is None or value is None:
+        return
+    try:
+        adapter = TypeAdapter(hint)
+    except Exception:  # noqa: BLE001 - e.g. an arbitrary class: not checkable, leave it to the constructor
+        return
+    try:
+        adapter.validate_python(value)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        msg = err["msg"][0].lower() + err["msg"][1:]
+        raise ConfigError(f"{where}.{key}: {msg}, got {value!r}") from None
+
+
+def check_kwargs(fn: Callable[..., Any], given: Mapping[str, Any] | Iterable[str], where: str,
                  injected: Iterable[str] = ()) -> None:
     """Every key of ``given`` must be a named parameter of ``fn`` (``injected`` ones are the
-    trainer's to pass, not the config's). ``**kwargs`` alone accepts nothing extra: options
-    must be spelled out in the signature to be settable from a config."""
+    trainer's to pass, not the config's), and every value must fit the parameter's annotation
+    (probabilities: [0, 1]). ``**kwargs`` alone accepts nothing extra: options must be spelled
+    out in the signature to be settable from a config."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -450,6 +489,10 @@ def check_kwargs(fn: Callable[..., Any], given: Iterable[str], where: str,
         if k not in named:
             raise ConfigError(f"{where}.{k}: unknown option{did_you_mean(k, named)} "
                               f"(options: {', '.join(named) or 'none'})")
+    if isinstance(given, Mapping):
+        hints = _hints(fn)
+        for k, v in given.items():
+            _check_value(fn, hints, k, v, where)
 
 
 def _get(registry: Any, name: Any, key: str) -> Any:
@@ -490,7 +533,7 @@ def _check_sub(registry: Any, value: Any, default: Any, where: str) -> None:
         if name is None:
             continue
         cls = _get(registry, name, f"{key}.name" if "name" in v else key)
-        check_kwargs(cls, [k for k in v if k != "name"], key, _first_param(cls))
+        check_kwargs(cls, {k: x for k, x in v.items() if k != "name"}, key, _first_param(cls))
 
 
 def check_registered(cfg: Mapping[str, Any]) -> None:

@@ -58,6 +58,12 @@ def _refused(capsys, tmp_path, argv: list[str], *needles: str) -> str:
     ("optim.name=adamm", ["optim.name", "did you mean adam"]),
     ("schedule.factr=0.5", ["schedule.factr", "did you mean factor"]),
     ("schedule.max_epochs=3", ["schedule.max_epochs", "set by the trainer"]),
+    # option values against the constructor's annotations, probabilities in [0, 1]
+    ("model.fusion.k=abc", ["model.fusion.k", "valid integer", "'abc'"]),
+    ("model.fusion.dropout=-0.1", ["model.fusion.dropout", "must be in [0, 1]"]),
+    ("loss.label_smoothing=1.5", ["loss.label_smoothing", "must be in [0, 1]"]),
+    ("schedule.factor=abc", ["schedule.factor", "valid number"]),
+    ("model.head.hidden=abc", ["model.head.hidden", "valid list"]),
 ])
 def test_fuse_train_refuses_a_mistake(capsys, tmp_path, override, needles):
     _refused(capsys, tmp_path, ["fuse-train", "-c", str(ZHOU), override], *needles)
