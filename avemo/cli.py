@@ -92,7 +92,8 @@ def _fuse_train(a: argparse.Namespace) -> int:
         return 0
     from avemo.fusion.train import train_from_config
 
-    result = train_from_config(a.config, a.overrides)
+    quiet = ["trainer.progress=none", "output.verbose=false"] if a.verbosity < 0 else []
+    result = train_from_config(a.config, [*a.overrides, *quiet])
     print(f"run folder: {result['run_dir']}")
     for k, v in sorted(result.get("metrics", {}).items()):
         print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")

@@ -97,3 +97,14 @@ def test_a_failed_run_leaves_no_run_folder(corpus, tmp_path, capsys):
                                             output={"dir": str(out)})))
     assert main(["fuse-train", "-c", str(p)]) == 2
     assert "ghost" in capsys.readouterr().err and not any(out.rglob("*"))
+
+
+def test_fuse_train_quiet_prints_no_epochs(corpus, tmp_path, capsys):
+    import yaml
+
+    tmp, c = corpus
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(clip_config(c, tmp_path, trainer={"max_epochs": 2})))
+    assert main(["fuse-train", "-q", "-c", str(p)]) == 0
+    cap = capsys.readouterr()
+    assert "epoch" not in cap.out + cap.err and "run folder:" in cap.out
