@@ -189,21 +189,21 @@ def test_any_registered_backbone_plugs_in(media):
     assert np.isfinite(r.values).all() and r.values.std(0).mean() > 0
 
 
-def _crashing_worker(tasks, events):
+def _crashing_worker(tasks, events, **kw):
     """A decode worker whose FFmpeg 'crashes' (the process dies) on files named *crash*."""
     import os
 
     from avemo.extract.video.decode import decode_worker
 
     class Tap:
-        def get(self):
-            job = tasks.get()
+        def get(self, **timeout):
+            job = tasks.get(**timeout)
             if job is not None and "crash" in str(job[1]):
                 events.put(("start", job[0], os.getpid()))
                 os._exit(3)
             return job
 
-    decode_worker(Tap(), events)
+    decode_worker(Tap(), events, **kw)
 
 
 def test_dead_decoder_process_fails_only_its_clip(tmp_path, media):

@@ -8,12 +8,17 @@ are upright.
 
 from __future__ import annotations
 
+import itertools
 import os
+import queue
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
+from multiprocessing import shared_memory
 from pathlib import Path
+from typing import Any
 
 import av  # imported here, not lazily: forked decode workers then never import anything
 import cv2
@@ -71,22 +76,11 @@ def _open(path: str | os.PathLike[str]):  # noqa: ANN202 - av.container.InputCon
     return container
 
 
-def iter_frames(
-    path: str | os.PathLike[str],
-    fps: float | None = None,
-    chunk: int = 16,
-    stats: DecodeStats | None = None,
-    threads: bool = True,
-    chunk_bytes: int = 8 << 20,
-) -> Iterator[FrameChunk]:
-    """Decode ``path`` into chunks of upright RGB frames.
-
-    ``fps=None`` keeps every frame; otherwise the first frame at or after each sampling instant
-    ``t0 + k / fps`` is kept (variable-frame-rate safe: it follows timestamps, not frame counts).
-    Frames whose timestamp does not increase (broken muxes) are dropped and counted. A chunk
-    holds at most ``chunk`` frames and about ``chunk_bytes`` of pixels.
-    """
-    stats = stats if stats is not None else DecodeStats()
+def _frames(
+    path: str | os.PathLike[str], fps: float | None, stats: DecodeStats, threads: bool = True
+) -> Iterator[tuple[float, np.ndarray]]:
+    """``(time, upright RGB frame)`` per kept frame. The frame may be a view into FFmpeg's
+    buffer (line padding, rotation): copy it before the next one is decoded."""
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -98,10 +92,6 @@ def iter_frames(
         step = 1.0 / fps if fps else None
         next_t: float | None = None
         last_t = -np.inf
-        buf_t: list[float] = []
-        buf_f: list[np.ndarray] = []
-        n_out = 0
-        t_clock = time.perf_counter()
         for frame in container.decode(stream):
             if frame.time is not None:
                 t = float(frame.time)
@@ -122,20 +112,12 @@ def iter_frames(
                     continue
                 while next_t <= t + 1e-6:
                     next_t += step
-            img = frame.to_ndarray(format="rgb24")
+            img = frame.to_ndarray(format="rgb24")  # a view on the converted frame (no copy)
             k = display_rotation(frame.rotation)
             if k:
                 stats.rotation = k * 90
-                img = np.ascontiguousarray(np.rot90(img, k))
-            buf_t.append(t)
-            buf_f.append(img)
-            if len(buf_f) >= chunk or len(buf_f) * img.nbytes >= chunk_bytes:
-                yield _chunk(n_out, buf_t, buf_f, stats, t_clock)
-                n_out += len(buf_f)
-                buf_t, buf_f = [], []
-                t_clock = time.perf_counter()
-        if buf_f:
-            yield _chunk(n_out, buf_t, buf_f, stats, t_clock)
+                img = np.rot90(img, k)
+            yield t, img
         if stats.dropped:
             stats.notes.append(f"{stats.dropped} frames with non-increasing timestamps dropped")
     except DecodeError:
@@ -144,6 +126,38 @@ def iter_frames(
         raise DecodeError(f"{path}: decoding failed after {stats.frames} frames ({type(e).__name__}: {e})") from None
     finally:
         container.close()
+
+
+def iter_frames(
+    path: str | os.PathLike[str],
+    fps: float | None = None,
+    chunk: int = 16,
+    stats: DecodeStats | None = None,
+    threads: bool = True,
+    chunk_bytes: int = 8 << 20,
+) -> Iterator[FrameChunk]:
+    """Decode ``path`` into chunks of upright RGB frames.
+
+    ``fps=None`` keeps every frame; otherwise the first frame at or after each sampling instant
+    ``t0 + k / fps`` is kept (variable-frame-rate safe: it follows timestamps, not frame counts).
+    Frames whose timestamp does not increase (broken muxes) are dropped and counted. A chunk
+    holds at most ``chunk`` frames and about ``chunk_bytes`` of pixels.
+    """
+    stats = stats if stats is not None else DecodeStats()
+    buf_t: list[float] = []
+    buf_f: list[np.ndarray] = []
+    n_out = 0
+    t_clock = time.perf_counter()
+    for t, img in _frames(path, fps, stats, threads):
+        buf_t.append(t)
+        buf_f.append(np.ascontiguousarray(img) if stats.rotation else img)
+        if len(buf_f) >= chunk or len(buf_f) * img.nbytes >= chunk_bytes:
+            yield _chunk(n_out, buf_t, buf_f, stats, t_clock)
+            n_out += len(buf_f)
+            buf_t, buf_f = [], []
+            t_clock = time.perf_counter()
+    if buf_f:
+        yield _chunk(n_out, buf_t, buf_f, stats, t_clock)
 
 
 def _chunk(n0: int, ts: list[float], fs: list[np.ndarray], stats: DecodeStats, t0: float) -> FrameChunk:
@@ -201,23 +215,162 @@ def write_video(
     return path
 
 
-def decode_worker(tasks, events, chunk: int = 16, chunk_bytes: int = 8 << 20) -> None:  # noqa: ANN001
+SHM_PREFIX = "avemo_frames"  # /dev/shm names: avemo_frames_<parent pid>_<n>
+_ring_ids = itertools.count()
+
+
+@dataclass
+class SlotChunk:
+    """A chunk whose pixels lie in slot ``slot`` of ring ``ring``: only this crosses the queue."""
+
+    ring: int
+    slot: int
+    index: np.ndarray
+    times: np.ndarray
+    shape: tuple[int, int, int, int]
+
+
+class FrameRing:
+    """Shared-memory slots one decode worker writes frames into, in order (slot 0, 1, .., 0, ..).
+
+    Sending a 1280x720 frame through a ``multiprocessing`` queue costs ~2.3 ms on each side
+    (pickle, pipe, unpickle); through a slot the worker converts straight into shared memory and
+    the parent copies it out once. The parent creates and unlinks the segments (``close``, also
+    at interpreter exit); the worker inherits them by fork. ``free`` counts the slots the parent
+    has copied out; the parent reads chunks in the order they were written, so the worker's next
+    slot is free whenever it acquires one.
+    """
+
+    def __init__(self, ctx: Any, slots: int = 4, slot_bytes: int = 32 << 20) -> None:
+        self.id = next(_ring_ids)
+        self.slot_bytes = int(slot_bytes)
+        self.shm: list[shared_memory.SharedMemory] = []
+        try:
+            for i in range(slots):
+                name = f"{SHM_PREFIX}_{os.getpid()}_{self.id}_{i}"
+                self.shm.append(shared_memory.SharedMemory(name=name, create=True, size=self.slot_bytes))
+        except BaseException:
+            self.close()
+            raise
+        self.free = ctx.Semaphore(slots)
+        self.next = 0  # worker side: the slot written next
+        self._final = weakref.finalize(self, _unlink, list(self.shm))
+
+    def view(self, slot: int, shape: tuple[int, ...]) -> np.ndarray:
+        return np.ndarray(shape, np.uint8, buffer=self.shm[slot].buf)
+
+    def take(self, ch: SlotChunk) -> FrameChunk:
+        """Parent side: the chunk's frames copied out of shared memory; the slot is free again."""
+        frames = self.view(ch.slot, ch.shape).copy()
+        self.free.release()
+        return FrameChunk(ch.index, ch.times, frames)
+
+    def close(self) -> None:
+        """Unlink the segments (parent side; idempotent)."""
+        if hasattr(self, "_final"):
+            self._final()
+        else:
+            _unlink(self.shm)
+
+
+def _unlink(segments: list[shared_memory.SharedMemory]) -> None:
+    for m in segments:
+        try:
+            m.close()
+        except BufferError:  # a view still exported: the name goes anyway
+            pass
+        try:
+            m.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _orphaned(ppid: int) -> bool:
+    return os.getppid() != ppid
+
+
+def _wait(fn: Any, ppid: int, *args: Any) -> Any:
+    """``fn(*args, timeout=1)`` until it succeeds; the worker exits if its parent is gone (no
+    process left blocked forever on a queue or slot of a killed parent)."""
+    while True:
+        try:
+            out = fn(*args, timeout=1.0)
+        except (queue.Empty, queue.Full):
+            out = False
+        else:
+            if out is not False:
+                return out
+        if _orphaned(ppid):
+            os._exit(1)
+
+
+def _shm_chunks(path: str, fps: float | None, stats: DecodeStats, ring: FrameRing, chunk: int,
+                chunk_bytes: int, ppid: int) -> Iterator[SlotChunk | FrameChunk]:
+    """As ``iter_frames``, each frame converted straight into the ring's next slot (same chunk
+    boundaries, same pixels); a frame larger than a slot travels pickled."""
+    slot = -1
+    view: np.ndarray | None = None
+    ts: list[float] = []
+    n0 = n = 0
+    t_clock = time.perf_counter()
+
+    def flush() -> SlotChunk:
+        nonlocal slot, view, ts, n0, n, t_clock
+        out = SlotChunk(ring.id, slot, np.arange(n0, n0 + n, dtype=np.int64), np.asarray(ts, np.float64),
+                        (n, *view.shape[1:]))
+        stats.frames += n
+        stats.seconds += time.perf_counter() - t_clock
+        n0, n, ts, view, slot = n0 + n, 0, [], None, -1
+        t_clock = time.perf_counter()
+        return out
+
+    for t, img in _frames(path, fps, stats):
+        if view is None:
+            if img.nbytes > ring.slot_bytes:
+                yield _chunk(n0, [t], [np.ascontiguousarray(img)], stats, t_clock)
+                n0 += 1
+                t_clock = time.perf_counter()
+                continue
+            cap = max(1, min(chunk, chunk_bytes // img.nbytes + (chunk_bytes % img.nbytes > 0),
+                             ring.slot_bytes // img.nbytes))
+            _wait(ring.free.acquire, ppid)
+            slot, ring.next = ring.next, (ring.next + 1) % len(ring.shm)
+            view = ring.view(slot, (cap, *img.shape))
+        if img.shape != view.shape[1:]:  # resolution change mid-stream: fit to the chunk's first
+            img = _fit(np.ascontiguousarray(img), view.shape[1], view.shape[2])
+        view[n] = img
+        ts.append(t)
+        n += 1
+        if n == len(view):
+            yield flush()
+    if view is not None:
+        yield flush()
+
+
+def decode_worker(tasks, events, chunk: int = 16, chunk_bytes: int = 8 << 20,  # noqa: ANN001
+                  ring: FrameRing | None = None) -> None:
     """Worker-process loop: ``(key, path, fps)`` jobs in, ``start``/``chunk``/``end``/``error`` events out.
 
-    Kept free of torch so a forked worker stays small; the events queue is bounded, so a slow
-    consumer stops the decoders instead of filling memory.
+    Kept free of torch so a forked worker stays small; the events queue is bounded and the ring
+    has few slots, so a slow consumer stops the decoders instead of filling memory. With a
+    ``ring`` the pixels go through shared memory and only ``SlotChunk`` s through the queue.
     """
+    ppid = os.getppid()
     while True:
-        job = tasks.get()
+        job = _wait(tasks.get, ppid)
         if job is None:
             return
         key, path, fps = job
-        events.put(("start", key, os.getpid()))
+        _wait(events.put, ppid, ("start", key, os.getpid()))
         stats = DecodeStats()
         try:
-            for ch in iter_frames(path, fps=fps, chunk=chunk, stats=stats, chunk_bytes=chunk_bytes):
-                events.put(("chunk", key, ch))
-            events.put(("end", key, stats))
+            if ring is not None:
+                chunks = _shm_chunks(path, fps, stats, ring, chunk, chunk_bytes, ppid)
+            else:
+                chunks = iter_frames(path, fps=fps, chunk=chunk, stats=stats, chunk_bytes=chunk_bytes)
+            for ch in chunks:
+                _wait(events.put, ppid, ("chunk", key, ch))
+            _wait(events.put, ppid, ("end", key, stats))
         except Exception as e:  # noqa: BLE001 - reported as the clip's error status
             msg = str(e) if isinstance(e, DecodeError) else f"{path}: {type(e).__name__}: {e}"
-            events.put(("error", key, msg, stats))
+            _wait(events.put, ppid, ("error", key, msg, stats))

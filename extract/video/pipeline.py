@@ -34,6 +34,8 @@ from avemo.extract.video.decode import (
     DecodeError,
     DecodeStats,
     FrameChunk,
+    FrameRing,
+    SlotChunk,
     decode_worker,
     iter_frames,
 )
@@ -120,20 +122,30 @@ class DecodePool:
 
     The parent hands each worker at most ``per_worker`` clips at a time (load balancing) and
     remembers which, so a worker that dies (e.g. FFmpeg crashed) fails exactly the clip it was
-    decoding; its other clips go to a fresh worker.
+    decoding; its other clips go to a fresh worker. With ``shm`` (fork only) each worker writes
+    its frames into its own ``FrameRing`` of shared memory; the rings are unlinked by ``close``
+    (a failed or interrupted run closes the pool) or at interpreter exit.
     """
 
-    def __init__(self, workers: int, queue_chunks: int = 6, per_worker: int = 2) -> None:
+    def __init__(self, workers: int, queue_chunks: int = 6, per_worker: int = 2, shm: bool = True) -> None:
         self.n = workers
         self.per_worker = per_worker
-        self.ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        fork = "fork" in mp.get_all_start_methods()
+        self.ctx = mp.get_context("fork" if fork else "spawn")
+        self.shm = bool(shm) and fork  # spawned workers would re-attach by name: keep the queue
         self.events = self.ctx.Queue(maxsize=max(2, queue_chunks))
         self.workers: list[_Worker] = []
+        self.rings: dict[int, FrameRing] = {}
         self.target = decode_worker
 
     def _spawn(self) -> _Worker:
         tasks = self.ctx.Queue()
-        p = self.ctx.Process(target=self.target, args=(tasks, self.events), daemon=True)
+        kwargs: dict[str, Any] = {}
+        if self.shm:
+            ring = FrameRing(self.ctx)
+            self.rings[ring.id] = ring  # kept until close: a dead worker's chunks may still be queued
+            kwargs["ring"] = ring
+        p = self.ctx.Process(target=self.target, args=(tasks, self.events), kwargs=kwargs, daemon=True)
         p.start()
         return _Worker(p, tasks)
 
@@ -165,6 +177,8 @@ class DecodePool:
                     continue
             if ev[0] == "start":
                 continue
+            if ev[0] == "chunk" and isinstance(ev[2], SlotChunk):
+                ev = ("chunk", ev[1], self.rings[ev[2].ring].take(ev[2]))
             if ev[0] in ("end", "error"):
                 open_keys.discard(ev[1])
                 for w in self.workers:
@@ -191,7 +205,11 @@ class DecodePool:
             w.proc.join(timeout=2)
             if w.proc.is_alive():
                 w.proc.terminate()
+                w.proc.join(timeout=2)
         self.workers = []
+        for ring in self.rings.values():
+            ring.close()
+        self.rings = {}
 
 
 def _inline(jobs: Sequence[tuple[int, str, float | None]]) -> Iterator[tuple | None]:
@@ -248,6 +266,7 @@ class FacePipeline:
         self._pool: DecodePool | None = None
         self._keys = 0
         self.threads: int | None = None  # torch intra-op threads while running (None: see torch_threads)
+        self.shm = True  # frames from the decode workers through shared memory (False: pickled, the old path)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -270,7 +289,7 @@ class FacePipeline:
         if self.workers <= 0 or not jobs:
             return _inline(jobs)
         if self._pool is None:
-            self._pool = DecodePool(self.workers)
+            self._pool = DecodePool(self.workers, shm=self.shm)
         return self._pool.run(jobs)
 
     def run(self, clips: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
