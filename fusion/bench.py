@@ -19,6 +19,7 @@ batches and extrapolated to the full epoch (the table says how many batches were
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -244,6 +245,132 @@ def bench_scale(name: str, data: dict[str, Any], cfg: dict[str, Any], device: to
     return rows
 
 
+# ----------------------------------------------------------------------------- fit overhead
+
+OVERHEAD_TITLE = "Stage two: `fuse-train` fit vs a plain PyTorch loop (same layers, batches, steps)"
+
+
+def plain_fit(cfg: dict[str, Any], dm: Any, epochs: int) -> tuple[float, float]:
+    """The reference: seed, model, loss, optimiser as ``fit_and_evaluate`` builds them, then
+    ``epochs`` x (train steps over ``dm.train_dataloader()`` + one validation pass scored by
+    the task). Returns (wall s, process CPU s) of the loop, what ``fit_seconds`` /
+    ``fit_cpu_seconds`` time in a run."""
+    from avemo.fusion.evaluate import predict, score
+    from avemo.fusion.module import build_loss
+    from avemo.fusion.registry import OPTIMIZERS
+
+    torch.manual_seed(int(cfg.get("seed") or 0))
+    model = build_model(cfg, dm).to(dm.device)
+    loss_fn = build_loss(cfg, dm)
+    task = dm.task_obj
+    oc = dict(cfg.get("optim") or {})
+    opt = OPTIMIZERS.build(oc.pop("name", "adam"), model.parameters(), **oc)
+    mods = dm.modalities
+    loader = dm.train_dataloader()
+    det = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)  # a plain loop sets nothing
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(epochs):
+        model.train()
+        for batch in loader:
+            out = model({k: v for k, v in batch.items() if k in mods or k[:-5] in mods})
+            loss = task.batch_loss(loss_fn, out, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        score(predict(model, dm, "val"), dm, cfg.get("eval"))
+    out = time.perf_counter() - t0, time.process_time() - c0
+    torch.use_deterministic_algorithms(det)
+    return out
+
+
+def bench_overhead(tmp: Path, n_clips: int = 411, epochs: int = 5, repeats: int = 3,
+                   batch_size: int = 16, label: str = "") -> list[dict[str, Any]]:
+    """``fit_and_evaluate`` (Lightning, callbacks, checkpoints, metrics.csv) vs ``plain_fit``,
+    alternated A/B in one process, best of ``repeats``; fit time only (``fit_seconds``)."""
+    from avemo.fusion.train import fit_and_evaluate
+
+    data = afew_like(tmp, n_clips=n_clips, dim=128)
+    cfg = load_config({
+        "name": "bench_overhead", "seed": 0,
+        "data": {"manifest": str(data["manifest"]),
+                 "features": {k: str(v) for k, v in data["features"].items()}, "batch_size": batch_size},
+        "task": {"type": "clip"},
+        "model": {"name": "zhou", "temporal": "mean", "fusion": {"name": "concat"}},
+        "trainer": {"accelerator": "cpu", "max_epochs": epochs, "early_stopping": None,
+                    "progress": "none"},
+        "output": {"plots": False, "verbose": False},
+    })
+    dm = build_datamodule(cfg, "cpu", feature_cache={})
+    lit, plain = [], []
+    for r in range(repeats + 1):  # round 0 warms both paths up and is not counted
+        with tempfile.TemporaryDirectory(dir=tmp) as rd:
+            dm.seed = 0
+            fit_and_evaluate(cfg, dm, Path(rd), progress=False)
+            fm = json.loads((Path(rd) / "final_metrics.json").read_text())
+            a = (fm["fit_seconds"], fm.get("fit_cpu_seconds", float("nan")))
+        dm.seed = 0
+        b = plain_fit(cfg, dm, epochs)
+        if r:
+            lit.append(a)
+            plain.append(b)
+        print(f"overhead round {r}: fuse-train fit {a[0]:.2f}s ({a[1]:.2f} CPU s), "
+              f"plain loop {b[0]:.2f}s ({b[1]:.2f} CPU s)", flush=True)
+    steps = len(dm.train_dataloader()) * epochs
+    lw, lc = min(x[0] for x in lit), min(x[1] for x in lit)
+    pw, pc = min(x[0] for x in plain), min(x[1] for x in plain)
+    return [{
+        "code": label or "current", "clips": n_clips, "batch": batch_size, "epochs": epochs,
+        "steps": steps, "plain loop s": round(pw, 2), "fuse-train fit s": round(lw, 2),
+        "ratio (wall)": f"{lw / pw:.2f}x", "plain CPU s": round(pc, 2), "fuse-train CPU s": round(lc, 2),
+        "ratio (CPU s)": f"{lc / pc:.2f}x" if lc == lc else "n/a",
+        "overhead ms/step (wall)": round((lw - pw) / steps * 1e3, 1),
+    }]
+
+
+def overhead_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """This checkout's row, and with ``--overhead-ref REV`` first the row of commit REV (its
+    tree from ``git archive``, this bench file copied in, run as a subprocess)."""
+    import subprocess
+    import sys
+
+    kw = {"n_clips": args.overhead_clips, "epochs": args.overhead_epochs, "repeats": args.repeats}
+    rows: list[dict[str, Any]] = []
+    if args.overhead_ref:
+        root = Path(__file__).resolve().parents[1]
+        src, tree = tmp / "ref" / "src", tmp / "ref" / "pkg" / "avemo"
+        src.mkdir(parents=True)
+        arch = subprocess.run(["git", "-C", str(root), "archive", args.overhead_ref],
+                              capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(src)], input=arch, check=True)
+        (src / "avemo").rename(tree.parent.mkdir() or tree)  # the layout setup.py installs
+        for sub in ("data", "extract", "fusion", "workflows"):
+            (src / sub).rename(tree / sub)
+        (tree / "fusion" / "bench.py").write_text(Path(__file__).read_text())
+        out = tmp / "ref.json"
+        cmd = [sys.executable, "-m", "avemo.fusion.bench", "--overhead", "--json-out", str(out),
+               "--overhead-label", f"{args.overhead_ref} (before)", "--repeats", str(args.repeats),
+               "--overhead-clips", str(args.overhead_clips), "--overhead-epochs", str(args.overhead_epochs)]
+        import os
+
+        subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(tree.parent)}, check=True, cwd=tmp)
+        rows += json.loads(out.read_text())
+    rows += bench_overhead(tmp, label=args.overhead_label, **kw)
+    return rows
+
+
+OVERHEAD_NOTES = (
+    "One process per code version; inside it `fit_and_evaluate` (Lightning Trainer, callbacks, "
+    "checkpoints, metrics.csv, CSV logger) and `plain_fit` (same model init, loss, Adam, "
+    "device batches and steps; one validation pass scored per epoch) alternate A/B, round 0 "
+    "is a warm-up, best of N. Fit time only (the run's `fit_seconds` / `fit_cpu_seconds`). "
+    "torch threads = 1 (this small model: more threads only add contention on a shared "
+    "machine). Generated AFEW-like features, 128-d face + audio, zhou mean + concat. The "
+    "machine was shared with other engineers (load 4-10 on 2 cores): CPU seconds are the "
+    "steadier column. Reproduce: `python -m avemo.fusion.bench --overhead --overhead-ref REV`."
+)
+
+
 def main(argv: list[str] | None = None, quick: bool = False) -> Path:
     p = argparse.ArgumentParser(prog="python -m avemo.fusion.bench")
     p.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
@@ -254,8 +381,27 @@ def main(argv: list[str] | None = None, quick: bool = False) -> Path:
                    help="Aff-Wild2 scale: per-sample batches timed, then extrapolated")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--tmp", default=None, help="folder for the generated HDF5 files")
+    p.add_argument("--overhead", action="store_true",
+                   help="only the fit-vs-plain-loop rows (fuse-train overhead)")
+    p.add_argument("--overhead-ref", default=None, help="also measure this git revision (before row)")
+    p.add_argument("--overhead-label", default="this checkout")
+    p.add_argument("--overhead-clips", type=int, default=411)
+    p.add_argument("--overhead-epochs", type=int, default=5)
+    p.add_argument("--json-out", default=None, help="--overhead: write the rows here, no table")
     a, _ = p.parse_known_args(argv)
     quick = quick or a.quick
+    if a.overhead:
+        from avemo.data.benchtable import write_section
+
+        torch.set_num_threads(1)
+        with tempfile.TemporaryDirectory(dir=a.tmp, prefix="avemo-overhead-") as td:
+            rows = overhead_rows(a, Path(td))
+        if a.json_out:
+            Path(a.json_out).write_text(json.dumps(rows))
+            return Path(a.json_out)
+        path = write_section(OVERHEAD_TITLE, rows, OVERHEAD_NOTES)
+        print(f"fusion bench: {path}")
+        return path
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows: list[dict[str, Any]] = []

@@ -32,7 +32,8 @@ def build_loss(cfg: Mapping[str, Any], dm: CachedFeatureDataModule) -> nn.Module
 
 
 class FusionModule(L.LightningModule):
-    """Wraps a zoo model; logs ``train/loss``, ``val/loss`` and ``val/<metric>`` every epoch.
+    """Wraps a zoo model; logs ``train/loss`` (batch-size weighted epoch mean), ``val/loss`` and
+    ``val/<metric>`` once per epoch.
 
     Checkpoints, the metrics history and progress output are callbacks (``fusion.callbacks``);
     ``last_val`` holds the latest validation metrics for them.
@@ -50,6 +51,8 @@ class FusionModule(L.LightningModule):
         self.run_dir = Path(run_dir) if run_dir else None
         self._val: list[tuple[Tensor, Tensor]] = []
         self._val_loss: list[Tensor] = []
+        self._train_loss: list[Tensor] = []
+        self._train_n = 0
         self.last_val: dict[str, float] = {}
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
@@ -58,9 +61,20 @@ class FusionModule(L.LightningModule):
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         out = self(batch)
         loss = self.task.batch_loss(self.loss_fn, out, batch)
-        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True,
-                 batch_size=len(batch["index"]))
+        n = len(batch["index"])  # the epoch mean is logged once, at its end: self.log per step
+        self._train_loss.append(loss.detach() * n)  # cost ~0.7 ms (profiled), as much as a
+        self._train_n += n  # small model's whole step
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self._train_n:
+            mean = torch.stack(self._train_loss).sum() / self._train_n
+            self.log("train/loss", mean, prog_bar=True, on_step=False, on_epoch=True)
+        self._train_loss, self._train_n = [], 0
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Batches are built on the training device (``DeviceBatches``): no per-step walk."""
+        return batch
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         out = self(batch)
