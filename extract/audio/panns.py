@@ -108,7 +108,7 @@ class PannsCnn14(AudioFeatureSet):
     default_config: dict[str, Any] = {
         "sample_rate": 32000, "window_s": 1.0, "hop_s": 0.5, "pad_short": True, "batch_size": 16,
     }
-    config_params = {"window_s": Param(types=(float,), min=0.35), "hop_s": Param(above=0)}
+    config_params = {"window_s": Param(types=(float,), min=0.35, nullable=True), "hop_s": Param(above=0)}
 
     def validate(self) -> None:
         super().validate()
