@@ -67,6 +67,7 @@ class DataConfig(_Section):
     non_ok: Literal["skip", "keep"] = "skip"  # keep: kept with their rows masked
     dtype: Literal["float32", "float16"] = "float32"
     normalize: bool = True  # z-score with training-split statistics
+    speaker_norm: bool = False  # z-score per speaker first, its own clips (fusion.speaker_norm)
     max_rows: int | None = Field(None, ge=1)  # clip tasks: cap rows per clip (uniform subsample)
     window: WindowConfig = WindowConfig()  # frame tasks
     timeline: TimelineConfig = TimelineConfig()  # frame tasks: modality rows -> label times

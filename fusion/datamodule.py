@@ -77,6 +77,12 @@ class CachedFeatureDataModule(L.LightningDataModule):
             raise ConfigError("no clips left to train on (see the notes above: "
                               + "; ".join(self.notes) + ")")
         self.manifest = df.reset_index(drop=True)
+        if d.get("speaker_norm"):  # per speaker, its own unlabelled clips (fusion.speaker_norm)
+            from avemo.fusion.speaker_norm import speaker_normalised
+
+            who = dict(zip(self.manifest["clip_id"].astype(str), self.manifest["subject"].astype(str), strict=True))
+            self.features.arrays = {m: speaker_normalised(a, who) for m, a in self.features.arrays.items()}
+            self.notes.append("features z-normalised per speaker (data.speaker_norm)")
         self.splits = make_splits(self.manifest, self.cfg["split"], self.seed)
         parts = self.splits["partitions"]
         if not parts["val"]:
