@@ -159,6 +159,7 @@ def test_resume_after_killing_a_real_avemo_ablate(corpus, tmp_path):
     gpath = tmp_path / "g.yaml"
     g = _grid(corpus, out, base_extra={"trainer": {"max_epochs": 4}})
     g["axes"] = {"seed": [0, 1, 2, 3, 4, 5]}
+    g["stack"] = "off"  # one cell at a time, so the kill lands between cells
     gpath.write_text(yaml.safe_dump(g))
     proc = subprocess.Popen([str(VENV_BIN / "avemo"), "ablate", "-g", str(gpath)], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
@@ -178,15 +179,17 @@ def test_resume_after_killing_a_real_avemo_ablate(corpus, tmp_path):
 
 def test_two_processes_share_the_cells_and_merge_one_table(corpus, tmp_path):
     """``workers: 2``: this process is rank 0, a spawned ``python -m avemo.workflows.ablate``
-    with RANK=1 WORLD_SIZE=2 takes the other half (plain env sharding, as under torchrun)."""
+    with RANK=1 WORLD_SIZE=2 claims cells too (plain env, as under torchrun); every cell is
+    trained exactly once, by whichever worker claimed it first."""
     out = tmp_path / "grid"
     g = _grid(corpus, out, workers=2)
     g["axes"] = {"model.fusion": ["concat", "fbp"], "seed": [0, 1, 2]}
     res = run_grid(g, quiet=True, report=False)
-    assert res["ran"] == 3  # rank 0's share
     shards = {json.loads(p.read_text())["rank"]: json.loads(p.read_text())["ran"]
               for p in (out / "shards").glob("*.json")}
-    assert shards == {0: 3, 1: 3}  # each rank trained its own half
+    assert set(shards) == {0, 1} and sum(shards.values()) == 6  # no cell trained twice
+    assert res["ran"] == shards[0]
+    assert not list((out / "claims").glob("*.claim"))  # every claim released
     table = pd.read_csv(out / "results.csv")
     assert len(table) == 6 and (table["status"] == "done").all()
     assert res["table"]["run_dir"].map(lambda d: (Path(d) / "DONE.json").exists()).all()

@@ -7,8 +7,13 @@ per run. A cell is finished when its run folder holds ``DONE.json``, written las
 atomically; a killed grid rerun skips finished cells and redoes the half-written one. Cells
 whose feature files are missing or were made with another config are reported before any run
 starts; a cell whose config does not validate stops the grid, ``--dry-run`` included (exit 2).
-Cells split over processes by ``RANK``/``WORLD_SIZE`` (``torchrun`` or plain env), each
-rank runs its share, rank 0 merges the table.
+Cells whose configs differ only by seed, learning rate, weight decay, loss options or early
+stopping train together as one stacked model (``fusion.stacked``; ``stack: off`` trains every
+cell alone); each still gets its own run folder and DONE.json. Processes (``RANK``/
+``WORLD_SIZE`` from ``torchrun`` or plain env, ``SLURM_PROCID``/``SLURM_NTASKS`` under
+``srun``, or ``workers: N`` local processes) claim cells atomically (``claims/``: O_EXCL files,
+a dead local process's claims are reclaimed), so no worker idles while cells remain; rank 0
+merges the table.
 
 Grid YAML::
 
@@ -28,6 +33,8 @@ Grid YAML::
     train_fn: pkg.module:function       # optional: another trainer with train_from_config's API
     workers: 2                          # optional: local processes sharing the cells (GPU: several
                                         # small runs at once; env AVEMO_GRID_WORKERS overrides)
+    stack: auto                         # auto | off: cells differing only by seed, lr, weight
+                                        # decay, loss or early stopping train as one stacked model
     replicates: [seed, fold]            # aggregated over (default: seed and fold)
     on_missing: skip                    # cells lacking features: skip (default) | error
 """
@@ -60,7 +67,9 @@ DEFAULT_REPLICATES = ("seed", "fold")
 #: Top-level keys of a grid YAML (``definitions``: free space for YAML anchors; ``labels``:
 #: axis -> value -> description, for reports).
 GRID_KEYS = ("name", "base", "out_dir", "overrides", "axes", "cv", "train_fn", "workers",
-             "replicates", "on_missing", "report", "labels", "definitions")
+             "replicates", "on_missing", "report", "labels", "definitions", "stack")
+#: Most cells trained as one stacked model (memory grows with it; more cells -> more units).
+STACK_MAX = 32
 TrainFn = Callable[..., Mapping[str, Any]]
 
 
@@ -99,6 +108,7 @@ class Grid:
     cv: dict[str, Any] | None = None
     train_fn: str | None = None  # "module:function" with train_from_config's signature
     workers: int = 1  # local processes sharing the cells (RANK/WORLD_SIZE sharding)
+    stack: str = "auto"  # auto: cells differing only by seed/lr/weight decay/loss train together
     source: Path | None = None
     labels: dict[str, dict[str, str]] = field(default_factory=dict)  # axis -> value -> description
 
@@ -203,6 +213,9 @@ def load_grid(grid: str | os.PathLike[str] | Mapping[str, Any]) -> Grid:
     names = [a.name for a in axes]
     if len(set(names)) != len(names):
         raise GridError(f"axis names repeat: {names}")
+    stack = str(spec.get("stack", "auto")).lower()
+    if stack not in ("auto", "off"):
+        raise GridError(f"stack must be auto or off, got {spec.get('stack')!r}")
     on_missing = spec.get("on_missing", "skip")
     if on_missing not in ("skip", "error"):
         raise GridError(f"on_missing must be skip or error, got {on_missing!r}")
@@ -223,6 +236,7 @@ def load_grid(grid: str | os.PathLike[str] | Mapping[str, Any]) -> Grid:
         cv=dict(spec["cv"]) if spec.get("cv") else None,
         train_fn=spec.get("train_fn"),
         workers=int(spec.get("workers") or 1),
+        stack=stack,
         source=src,
         labels={str(a): {str(k): str(v) for k, v in (m or {}).items()}
                 for a, m in (spec.get("labels") or {}).items()},
@@ -360,9 +374,17 @@ class SharedDataTrainer:
         from avemo.fusion.config import dump_config, load_config
 
         cfg = load_config(config, list(overrides or []))
-        device, _ = T.resolve_device(cfg["trainer"].get("accelerator"))
         run_dir = T.make_run_dir(cfg, run_dir)
         dump_config(cfg, run_dir / "config.yaml")
+        dm = self.datamodule(cfg, feature_cache)
+        dm.seed = int(cfg.get("seed") or 0)  # per-run batch order, as in a fresh datamodule
+        return T.fit_and_evaluate(cfg, dm, run_dir)  # also writes the run's data side
+
+    def datamodule(self, cfg: Mapping[str, Any], feature_cache: dict | None) -> Any:
+        """The prepared datamodule of ``cfg``'s data side (built once, kept for ``keep`` keys)."""
+        from avemo.fusion import train as T
+
+        device, _ = T.resolve_device(cfg["trainer"].get("accelerator"))
         key = self.data_key(cfg, device)
         dm = self._dms.pop(key, None)
         if dm is None:
@@ -370,8 +392,7 @@ class SharedDataTrainer:
         self._dms[key] = dm  # most recently used last
         while len(self._dms) > self.keep:
             self._dms.pop(next(iter(self._dms)))
-        dm.seed = int(cfg.get("seed") or 0)  # per-run batch order, as in a fresh datamodule
-        return T.fit_and_evaluate(cfg, dm, run_dir)  # also writes the run's data side
+        return dm
 
 
 def default_train_fn(spec: str | None = None) -> TrainFn:
@@ -419,13 +440,132 @@ def run_cell(grid: Grid, cell: Cell, run_dir: Path, train_fn: TrainFn, feature_c
     return record
 
 
+def _record(grid: Grid, cell: Cell) -> dict[str, Any]:
+    return {"cell_id": cell.cell_id, "config_id": cell.config_id, "labels": cell.labels,
+            "overrides": cell.overrides, "cell_hash": _cell_hash(grid, cell)}
+
+
+def plan_units(grid: Grid, cells: Sequence[Cell], stack: str = "auto") -> list[list[Cell]]:
+    """Cells grouped into units of work: with ``stack: auto`` the cells whose configs differ
+    only by ``fusion.stacked.STACKABLE_KEYS`` (same data side) form one unit (at most
+    ``STACK_MAX``), trained as one stacked model; every other cell is a unit of its own."""
+    if stack == "off":
+        return [[c] for c in cells]
+    from avemo.fusion.stacked import stack_key
+    from avemo.fusion.train import resolve_device
+
+    groups: dict[str, list[Cell]] = {}
+    for c in cells:
+        cfg = resolve_cell_config(grid, c)
+        device, _ = resolve_device(cfg["trainer"].get("accelerator"))
+        key = json.dumps([SharedDataTrainer.data_key(cfg, device), stack_key(cfg)])
+        groups.setdefault(key, []).append(c)
+    return [g[i:i + STACK_MAX] for g in groups.values() for i in range(0, len(g), STACK_MAX)]
+
+
+def run_unit(grid: Grid, unit: Sequence[Cell], out: Path, train_fn: TrainFn, feature_cache: dict,
+             say: Callable[..., None] = print) -> list[dict[str, Any]]:
+    """One cell as ``run_cell``; several as one stacked model (``fusion.stacked``), each cell's
+    folder and DONE.json as a separate run writes them. Cells that cannot be stacked (the log
+    says why) or a stacked fit that fails are trained one by one instead."""
+    dirs = [out / "runs" / c.cell_id for c in unit]
+    if len(unit) == 1 or not isinstance(train_fn, SharedDataTrainer):
+        return [run_cell(grid, c, d, train_fn, feature_cache) for c, d in zip(unit, dirs, strict=True)]
+    from avemo.fusion.stacked import fit_stacked, why_not_stackable
+
+    cfgs = [resolve_cell_config(grid, c) for c in unit]
+    why = why_not_stackable(cfgs[0])
+    if why is None:
+        t0 = time.perf_counter()
+        for d in dirs:
+            if d.exists():
+                shutil.rmtree(d)
+            d.mkdir(parents=True)
+        try:
+            dm = train_fn.datamodule(cfgs[0], feature_cache)
+            results = fit_stacked(cfgs, dm, dirs, verbose=bool(cfgs[0]["output"].get("verbose", True)))
+        except Exception as e:  # noqa: BLE001 - fall back to separate runs, saying why
+            why = f"{type(e).__name__}: {e}"
+        else:
+            wall = time.perf_counter() - t0
+            recs = []
+            for c, d, res in zip(unit, dirs, results, strict=True):
+                extra = {k: v for k, v in res.items() if "/" in k and not isinstance(v, Path)}
+                rec = {**_record(grid, c), "status": "done", "metrics": dict(res.get("metrics") or {}),
+                       "extra": extra, "wall_s": wall / len(unit), "stacked": len(unit),
+                       "trained_in": str(d)}
+                _write_json(d / DONE, rec)
+                recs.append(rec)
+            return recs
+    say(f"{len(unit)} cells ({unit[0].cell_id}, ...) trained separately, not stacked: {why}")
+    return [run_cell(grid, c, d, train_fn, feature_cache) for c, d in zip(unit, dirs, strict=True)]
+
+
+class Claims:
+    """Atomic cell claims shared by every worker of a grid (local or on other machines over a
+    shared folder): ``claims/<cell>.claim`` created with O_EXCL holds host and pid. A claim
+    whose process is gone (same host, pid not alive) is reclaimed; one from another host
+    stands until its cell is finished or the file is removed."""
+
+    def __init__(self, folder: Path) -> None:
+        import socket
+
+        self.dir = Path(folder)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.host, self.pid = socket.gethostname(), os.getpid()
+
+    def _path(self, cell_id: str) -> Path:
+        return self.dir / f"{cell_id}.claim"
+
+    def take(self, cell_id: str) -> bool:
+        path = self._path(cell_id)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._stale(path):
+                    return False
+                try:  # one reclaimer wins the rename; the others see the new claim
+                    os.rename(path, path.with_name(f"{path.name}.stale-{self.pid}"))
+                    os.unlink(path.with_name(f"{path.name}.stale-{self.pid}"))
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": self.host, "pid": self.pid, "time": time.time()}, f)
+            return True
+        return False
+
+    def _stale(self, path: Path) -> bool:
+        try:
+            rec = json.loads(path.read_text() or "{}")
+        except (OSError, json.JSONDecodeError):
+            return time.time() - path.stat().st_mtime > 60 if path.exists() else True
+        if rec.get("host") != self.host:
+            return False
+        try:
+            os.kill(int(rec.get("pid", -1)), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError, OverflowError):
+            return False
+        return False
+
+    def release(self, cell_id: str) -> None:
+        self._path(cell_id).unlink(missing_ok=True)
+
+
 def shard(cells: Sequence[Cell], rank: int, world: int) -> list[Cell]:
     """Round-robin share of rank ``rank`` among ``world`` processes."""
     return list(cells[rank::world])
 
 
 def dist_env() -> tuple[int, int]:
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    """(rank, world size) from torchrun's RANK/WORLD_SIZE, else SLURM's SLURM_PROCID/SLURM_NTASKS."""
+    env = os.environ
+    rank = env.get("RANK", env.get("SLURM_PROCID", "0"))
+    world = env.get("WORLD_SIZE", env.get("SLURM_NTASKS", "1"))
+    return int(rank), int(world)
 
 
 DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
@@ -553,39 +693,53 @@ def run_grid(
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    stack = (os.environ.get("AVEMO_GRID_STACK") or g.stack) if train_fn is None and not g.train_fn else "off"
     train_fn = train_fn or default_train_fn(g.train_fn)
     cache = {} if feature_cache is None else feature_cache
-    mine = [c for c in shard(cells, rank, world) if c.cell_id not in bad]
+    runnable = [c for c in cells if c.cell_id not in bad]
+    units = plan_units(g, runnable, stack)
+    k = rank * len(units) // max(world, 1)
+    units = units[k:] + units[:k]  # each worker starts elsewhere, then takes whatever is unclaimed
+    claims = Claims(out / "claims")
     t0 = time.perf_counter()
     started = time.time() - 1.0
     ran = 0
-    todo = sum(states[c.cell_id] != "done" for c in mine)
+    todo = sum(states[c.cell_id] != "done" for c in runnable)
     prog = Progress(f"grid {g.name}" + (f" rank {rank}" if world > 1 else ""), todo, "cells",
                     enabled=not quiet)
     # each cell is a one-process run, even under torchrun
     with _single_process_env(), prog:
-        for i, cell in enumerate(mine):
-            run_dir = out / "runs" / cell.cell_id
-            if cell_state(run_dir, _cell_hash(g, cell)) == "done":
+        for unit in units:
+            got = [c for c in unit if cell_state(out / "runs" / c.cell_id, _cell_hash(g, c)) != "done"
+                   and claims.take(c.cell_id)]
+            for c in [c for c in got if cell_state(out / "runs" / c.cell_id, _cell_hash(g, c)) == "done"]:
+                claims.release(c.cell_id)  # finished by another worker while we looked
+                got.remove(c)
+            if not got:
                 continue
-            rec = run_cell(g, cell, run_dir, train_fn, cache)
-            ran += 1
-            states[cell.cell_id] = rec["status"]
-            if not quiet:
-                prog.write(f"[ablate] [{i + 1}/{len(mine)}] {cell.cell_id}: {rec['status']} in "
-                           f"{rec['wall_s']:.1f}s " + _brief(rec.get("metrics", {})))
-            prog.update(1, bad=rec["status"] != "done")
+            try:
+                recs = run_unit(g, got, out, train_fn, cache, say)
+            finally:
+                for c in got:
+                    claims.release(c.cell_id)
+            for cell, rec in zip(got, recs, strict=True):
+                ran += 1
+                states[cell.cell_id] = rec["status"]
+                if not quiet:
+                    how = f" (stacked x{rec['stacked']})" if rec.get("stacked") else ""
+                    prog.write(f"[ablate] {cell.cell_id}: {rec['status']} in {rec['wall_s']:.1f}s{how} "
+                               + _brief(rec.get("metrics", {})))
+                prog.update(1, bad=rec["status"] != "done")
     wall = time.perf_counter() - t0
     use_dist = _init_torch_dist(world)
     if world > 1:
         (out / "shards").mkdir(exist_ok=True)
-        _write_json(out / "shards" / f"rank{rank}-of-{world}.json", {"rank": rank, "cells": len(mine), "ran": ran})
+        _write_json(out / "shards" / f"rank{rank}-of-{world}.json", {"rank": rank, "ran": ran})
         if use_dist:
             import torch.distributed as dist
 
             dist.barrier()
         elif rank == 0:
-            runnable = [c for c in cells if c.cell_id not in bad]
             _wait_for_shards(out, world, runnable, started, float(os.environ.get("AVEMO_SHARD_WAIT_S", "86400")))
         for p in procs:
             p.wait()
@@ -631,6 +785,8 @@ def _grid_record(g: Grid) -> dict[str, Any]:
            "axes": {a.name: {lab: o for lab, o in a.values} for a in g.axes}}
     if g.train_fn:
         rec["train_fn"] = g.train_fn
+    if g.stack != "auto":
+        rec["stack"] = g.stack
     return rec
 
 

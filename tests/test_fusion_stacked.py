@@ -1,0 +1,155 @@
+"""Cells trained together (``fusion.stacked``) equal separate runs; grids stack and claim.
+
+Generated features in the real HDF5 store (``workflows_helpers.make_corpus``); dropout 0, so a
+stacked cell must reproduce its separate run (vmap draws dropout masks differently).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from workflows_helpers import make_corpus
+
+from avemo.fusion.config import load_config
+from avemo.fusion.stacked import fit_stacked, stack_key, why_not_stackable
+from avemo.fusion.train import build_datamodule, fit_and_evaluate
+from avemo.workflows.ablate import Claims, dist_env, load_grid, plan_units, run_grid
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    make_corpus(root)
+    return root
+
+
+def _cfg(root, seed=0, lr=0.01, **trainer):
+    return {
+        "name": "st", "seed": seed,
+        "data": {"manifest": str(root / "manifest.csv"), "batch_size": 8,
+                 "features": {"face": str(root / "features/face.h5"), "audio": str(root / "features/audio.h5")}},
+        "model": {"name": "zhou", "temporal": {"name": "fan_self", "dropout": 0.0}, "fusion": "concat"},
+        "optim": {"name": "adam", "lr": lr},
+        "trainer": {"max_epochs": 5, "progress": "none", "monitor": "val/accuracy",
+                    "early_stopping": {"patience": 1}, **trainer},
+        "split": {"method": "official"},
+        "output": {"plots": False, "verbose": False},
+    }
+
+
+def _files(d):
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+
+
+def test_stacked_run_equals_separate_runs(corpus, tmp_path):
+    cfgs = [load_config(_cfg(corpus, 0)), load_config(_cfg(corpus, 1, early_stopping={"patience": 4})), load_config(_cfg(corpus, 2, lr=0.2))]
+    assert len({stack_key(c) for c in cfgs}) == 1
+    dm = build_datamodule(cfgs[0], "cpu", feature_cache={})
+    sep = []
+    for i, c in enumerate(cfgs):
+        dm.seed = c["seed"]
+        sep.append(fit_and_evaluate(c, dm, tmp_path / f"sep{i}", progress=False))
+    st = fit_stacked(cfgs, dm, [tmp_path / f"st{i}" for i in range(3)], verbose=False)
+    epochs = {len(r["history"]) for r in sep}
+    assert min(epochs) < 5 and len(epochs) > 1, "cells must stop early, at different epochs"
+    for i, (a, b) in enumerate(zip(sep, st, strict=True)):
+        assert _files(tmp_path / f"sep{i}") == _files(tmp_path / f"st{i}")
+        assert len(a["history"]) == len(b["history"]) and a["best_epoch"] == b["best_epoch"]
+        for ra, rb in zip(a["history"], b["history"], strict=True):
+            assert ra.keys() == rb.keys()
+            for k in ra:
+                assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-5), (i, k)
+        assert b["metrics"] == pytest.approx(a["metrics"], rel=1e-4, abs=1e-5)
+        for name in ("best.pt", "last.pt"):
+            wa = torch.load(tmp_path / f"sep{i}/checkpoints/{name}", weights_only=True)
+            wb = torch.load(tmp_path / f"st{i}/checkpoints/{name}", weights_only=True)
+            assert wa.keys() == wb.keys()
+            for k in wa:
+                torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
+        pa = pd.read_csv(tmp_path / f"sep{i}/predictions.csv")
+        pb = pd.read_csv(tmp_path / f"st{i}/predictions.csv")
+        assert list(pa.columns) == list(pb.columns) and len(pa) == len(pb)
+        num = pa.select_dtypes("number").columns
+        np.testing.assert_allclose(pb[num].to_numpy(float), pa[num].to_numpy(float), rtol=1e-4, atol=1e-5)
+
+
+def test_what_cannot_be_stacked_is_named():
+    base = {"trainer": {"max_epochs": 3}, "schedule": {"name": "plateau"}}
+    assert "plateau" in why_not_stackable(base)
+    assert "fast_dev_run" in why_not_stackable({"trainer": {"fast_dev_run": True}})
+    bn = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    assert "BatchNorm1d" in why_not_stackable({"trainer": {}}, bn)
+    assert why_not_stackable({"trainer": {}}, torch.nn.Linear(2, 2)) is None
+
+
+def test_grid_stacks_seeds_and_writes_what_separate_cells_write(corpus, tmp_path):
+    tables = {}
+    for mode in ("auto", "off"):
+        g = {"name": "s", "base": _cfg(corpus), "out_dir": str(tmp_path / mode), "stack": mode,
+             "axes": {"optim.lr": [0.01, 0.05], "seed": [0, 1]}}
+        grid = load_grid(g)
+        units = plan_units(grid, grid.cells(), mode)
+        assert [len(u) for u in units] == ([4] if mode == "auto" else [1, 1, 1, 1])
+        res = run_grid(g, quiet=True, report=False)
+        tables[mode] = res["table"].set_index("cell_id")
+        for d in (tmp_path / mode / "runs").iterdir():
+            rec = json.loads((d / "DONE.json").read_text())
+            assert rec["status"] == "done" and (rec.get("stacked") == 4) == (mode == "auto")
+    a, b = tables["auto"], tables["off"]
+    assert list(a.columns) == list(b.columns) and sorted(a.index) == sorted(b.index)
+    cols = [c for c in a.columns if c.startswith("val/")]
+    np.testing.assert_allclose(a.loc[b.index, cols].to_numpy(float), b[cols].to_numpy(float),
+                               rtol=1e-4, atol=1e-5)
+    assert _files(tmp_path / "auto" / "runs" / a.index[0]) == _files(tmp_path / "off" / "runs" / a.index[0])
+
+
+def test_claims_are_exclusive_and_dead_claims_are_reclaimed(tmp_path):
+    mine, other = Claims(tmp_path), Claims(tmp_path)
+    assert mine.take("a") and not other.take("a")  # a live process holds it
+    mine.release("a")
+    assert other.take("a")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    (tmp_path / "b.claim").write_text(json.dumps({"host": mine.host, "pid": int(dead.stdout)}))
+    assert mine.take("b"), "a claim of a process that exited is taken over"
+    (tmp_path / "c.claim").write_text(json.dumps({"host": "another-machine", "pid": 1}))
+    assert not mine.take("c"), "another machine's claim stands"
+
+
+def test_slurm_variables_read_like_rank_and_world_size(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(k, raising=False)
+    assert dist_env() == (0, 1)
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    assert dist_env() == (3, 8)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert dist_env() == (1, 2)  # torchrun's variables win
+
+
+def test_resumed_grid_worker_takes_cells_a_first_worker_left(corpus, tmp_path):
+    """A second worker started on a half-claimed grid trains only unclaimed cells."""
+    g = {"name": "r", "base": _cfg(corpus, max_epochs=1), "out_dir": str(tmp_path / "g"), "stack": "off",
+         "axes": {"seed": [0, 1, 2]}}
+    cells = load_grid(g).cells()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        claims = tmp_path / "g" / "claims"
+        claims.mkdir(parents=True)
+        (claims / f"{cells[0].cell_id}.claim").write_text(
+            json.dumps({"host": Claims(claims).host, "pid": holder.pid}))
+        res = run_grid(g, quiet=True, report=False, rank=1, world_size=2)
+        assert res["ran"] == 2  # its own start and the cell rank 0 would have taken; not the held one
+        assert not (tmp_path / "g" / "runs" / cells[0].cell_id / "DONE.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    res = run_grid(g, quiet=True, report=False)  # the holder is gone: its claim is reclaimed
+    assert res["ran"] == 1 and (res["table"]["status"] == "done").all()
