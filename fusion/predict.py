@@ -179,6 +179,10 @@ def _datamodule(run: PredictionRun, fs: FeatureSet, ids: list[str]) -> Any:
 
     dm = CachedFeatureDataModule(run.cfg, run.device)
     dm.task_obj = run.task
+    if run.cfg["data"].get("speaker_norm"):  # trained per speaker: the given clips are ONE speaker's
+        from avemo.fusion.speaker_norm import speaker_normalised
+
+        fs.arrays = {m: speaker_normalised(a, dict.fromkeys(ids, "predict")) for m, a in fs.arrays.items()}
     dm.features, dm.stats = fs, run.stats
     dm.manifest = pd.DataFrame({"clip_id": ids})
     dm.pos = {c: i for i, c in enumerate(ids)}

@@ -115,3 +115,21 @@ def test_nested_choice_never_reads_the_outer_test_speakers():
     assert best in en.VARIANTS and len(table) == len(en.VARIANTS)
     assert np.isfinite(table["inner_uar"]).all() and (table["inner_folds"] == 3).all()
     assert table["inner_uar"].max() > 0.7  # the class columns are found on held-out inner speakers (chance 1/3)
+
+
+def test_predict_normalises_the_given_clips_as_one_speaker(tmp_path):
+    from types import SimpleNamespace
+
+    from avemo.fusion.features import FeatureSet
+    from avemo.fusion.predict import _datamodule
+    from avemo.fusion.tasks import build_task
+
+    c = clip_corpus(tmp_path)
+    cfg = load_config(clip_config(c, tmp_path, data={"speaker_norm": True, "normalize": False}))
+    ids = ["c001", "c004", "c010", "c022"]  # new clips of one (unknown) speaker
+    run = SimpleNamespace(cfg=cfg, device=torch.device("cpu"), task=build_task(cfg), stats={})
+    dm = _datamodule(run, FeatureSet(cfg["data"], "cpu"), ids)
+    b = dm.gather(dm.part_seqs["predict"])
+    v = b["face"][b["face_mask"]].double()
+    assert torch.allclose(v.mean(0), torch.zeros(8, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(v.std(0, unbiased=False), torch.ones(8, dtype=torch.float64), atol=1e-4)
