@@ -16,7 +16,8 @@ config, data side, ``metrics.csv``, ``checkpoints/{best,last}.pt``, predictions,
 Limits (``why_not_stackable`` says which applies; the grid trains such cells separately):
 BatchNorm (running statistics are updated in place), ``plateau`` / ``jca_reference``
 schedules (per-cell monitor or per-cell base lr), ``fast_dev_run`` / ``limit_train_batches``,
-different batch sizes or epochs. Dropout draws differ from a separate run's
+different batch sizes or epochs. Modality dropout is drawn once per stacked batch (from the
+first cell's seed), not per cell as a separate run draws it. Dropout draws differ from a separate run's
 (``randomness="different"``: each cell its own masks, from one generator), so with dropout a
 stacked cell is a valid run of its config but not bit-equal to the separate one; without
 dropout it equals it within float tolerance (test).
@@ -125,16 +126,11 @@ class _Cell:
         return self.wait >= self.patience
 
 
-def _stack_batches(batches: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
-    """Per-cell batches -> one [C, B, ...] batch; the time axis padded to the longest (masked)."""
-    out: dict[str, Tensor] = {}
-    for k in batches[0]:
-        vals = list(b[k] for b in batches)
-        if vals[0].dim() >= 2 and any(v.shape[1] != vals[0].shape[1] for v in vals):
-            t = max(v.shape[1] for v in vals)
-            vals = [torch.nn.functional.pad(v, (*([0, 0] * (v.dim() - 2)), 0, t - v.shape[1])) for v in vals]
-        out[k] = torch.stack(vals)
-    return out
+def _order(seqs: Tensor, seed: int, epoch: int) -> Tensor:
+    """A cell's training order in ``epoch``: ``DeviceBatches``' shuffle for that seed, so each
+    cell sees the batches its separate run sees (the equality test holds both to it)."""
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    return seqs[torch.randperm(len(seqs), generator=g).to(seqs.device)]
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -218,11 +214,10 @@ def fit_stacked(cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[P
 
     train_fwd = vmap(forward, in_dims=(0, 0, 0), randomness="different")
     eval_fwd = vmap(forward, in_dims=(0, 0, None), randomness="different")
-    loaders = []
-    for c in cells:  # each cell's own batch order and modality-dropout draws (its seed)
-        d = copy.copy(dm)
-        d.seed = c.seed
-        loaders.append(d.train_dataloader())
+    train_seqs = dm.part_seqs["train"]
+    bs = int(c0["data"]["batch_size"])
+    steps = (len(train_seqs) + bs - 1) // bs
+    mdrop = float(c0["data"].get("modality_dropout") or 0.0)
     val_batches = [{k: v for k, v in b.items() if _is_input(k, mods) or k == "index"}
                    for b in dm.batches("val")] if len(dm.part_seqs["val"]) else []
     val_full = list(dm.batches("val")) if val_batches else []
@@ -236,10 +231,16 @@ def fit_stacked(cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[P
             losses: list[list[Tensor]] = [[] for _ in cells]
             weighted: list[list[Tensor]] = [[] for _ in cells]
             seen = 0
-            for per_cell in zip(*(loaders[i] for i in active), strict=True):
+            orders = [_order(train_seqs, cells[i].seed, epoch) for i in active]
+            g = torch.Generator().manual_seed(cells[active[0]].seed * 100003 + epoch)
+            for step in range(steps):
                 params = {n: torch.stack([leaves[i][n] for i in active]) for n in names}
                 bufs = {n: b[active] for n, b in buffers.items()}
-                batch = _stack_batches(per_cell)
+                # one gather for every cell's batch: [C*B] rows padded together, viewed [C, B, ...]
+                seq = torch.cat([o[step * bs:(step + 1) * bs] for o in orders])
+                flat = dm.gather(seq, mdrop, (), g)
+                batch = {k: v.view(len(active), -1, *v.shape[1:]) for k, v in flat.items()}
+                per_cell = [{k: v[j] for k, v in batch.items()} for j in range(len(active))]
                 out = train_fwd(params, bufs, {k: v for k, v in batch.items() if _is_input(k, mods)})
                 total = out.new_zeros(())
                 for j, i in enumerate(active):
@@ -287,7 +288,7 @@ def fit_stacked(cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[P
                     if value is not None and c.should_stop(value):
                         c.active = False
                 c.rows.append(row)
-                _write_history(c, len(loaders[i]))
+                _write_history(c, steps)
                 if verbose:
                     shown = {k: v for k, v in row.items() if k in ("train/loss", "val/loss", c.monitor)}
                     print(f"[{c.cfg.get('name')}] epoch {epoch + 1}/{max_epochs}  "

@@ -11,6 +11,7 @@ are timed (different cells of the grid) and their mean is multiplied by 40 -- th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -110,23 +111,32 @@ def run_bench(clips: int = 773, epochs: int = 1, seeds: int = 5, subprocess_runs
             over = c.override_args([])
             sep.append(_timed([*_avemo(), "fuse-train", "-c", str(cfg), *over], root))
         sep_each = float(np.mean(sep))
-        grid_s = _timed([*_avemo(), "ablate", "-g", str(gpath)], root)
+        off = {**os.environ, "AVEMO_GRID_STACK": "off"}
+        grid_s = _timed([*_avemo(), "ablate", "-g", str(gpath)], root, off)
         table = pd.read_csv(root / "grid" / "results.csv")
         done = int((table["status"] == "done").sum())
+        st_s = _timed([*_avemo(), "ablate", "-g", str(gpath), "-o", str(root / "grid_st")], root,
+                      {**os.environ, "AVEMO_GRID_STACK": "auto"})
+        t1 = pd.read_csv(root / "grid_st" / "results.csv")
+        st_done = int((t1["status"] == "done").sum())
+        stacked = sum(json.loads((Path(d) / "DONE.json").read_text()).get("stacked", 0) > 1
+                      for d in t1["run_dir"].dropna())
         par_s = par_done = None
-        if workers > 1:  # the same grid, cells shared by local worker processes
-            env = {**os.environ, "AVEMO_GRID_WORKERS": str(workers)}
+        if workers > 1:  # the same grid, units claimed by local worker processes
+            env = {**os.environ, "AVEMO_GRID_WORKERS": str(workers), "AVEMO_GRID_STACK": "auto"}
             par_s = _timed([*_avemo(), "ablate", "-g", str(gpath), "-o", str(root / "grid_par")], root, env)
             t2 = pd.read_csv(root / "grid_par" / "results.csv")
             par_done = int((t2["status"] == "done").sum())
     rows = [
         {"what": f"{n} separate `avemo fuse-train` (timed {subprocess_runs}, x{n})", "cells": n,
          "wall_s": sep_each * n, "per_cell_s": sep_each, "speedup": 1.0},
-        {"what": f"`avemo ablate` {n}-cell grid, one process (incl. report)", "cells": done,
+        {"what": f"`avemo ablate` {n}-cell grid, one process, stack: off (incl. report)", "cells": done,
          "wall_s": grid_s, "per_cell_s": grid_s / max(done, 1), "speedup": sep_each * n / grid_s},
+        {"what": f"`avemo ablate` {n}-cell grid, one process, stack: auto ({stacked} cells stacked)",
+         "cells": st_done, "wall_s": st_s, "per_cell_s": st_s / max(st_done, 1), "speedup": sep_each * n / st_s},
     ]
     if par_s is not None:
-        rows.append({"what": f"`avemo ablate` {n}-cell grid, {workers} local workers (AVEMO_GRID_WORKERS)",
+        rows.append({"what": f"`avemo ablate` {n}-cell grid, stack: auto, {workers} local workers",
                      "cells": par_done, "wall_s": par_s, "per_cell_s": par_s / max(par_done or 1, 1),
                      "speedup": sep_each * n / par_s})
     notes = (f"AFEW scale: {clips} clips, face 512-d x ~70 rows, audio 96-d x ~35 rows, generated "
