@@ -22,7 +22,7 @@ PYTEST_ARGS ?=
 
 OUT ?= runs/ablate/demo
 
-.PHONY: help setup dev smile lock demo manifest features fuse-train ablate report merge emodb bench test lint clean
+.PHONY: help setup dev smile lock demo manifest features fuse-train ablate report merge emodb bench gpu-check test lint clean
 
 help:
 	@echo "make demo        set up, then run the whole pipeline on the built-in demo corpus"
@@ -35,6 +35,7 @@ help:
 	@echo "make merge       OUT=<grid results folder>  (merge fold models: CCC centering)"
 	@echo "make emodb       the EmoDB real labelled check (../shared/data; ~25 min cold on CPU)"
 	@echo "make bench       benchmarks -> workflows/bench_results/<date>.md"
+	@echo "make gpu-check   every GPU path once vs the CPU (<= 8 min on one H100) -> bench rows"
 	@echo "make lint        ruff"
 	@echo "make smile       add opensmile (research-only licence) for the EmoDB baselines"
 	@echo "make lock        rewrite requirements*.lock from the installed venv"
@@ -93,6 +94,10 @@ bench: setup
 	$(PY) -m avemo.extract.bench $(ARGS)
 	$(PY) -m avemo.fusion.bench $(ARGS)
 	$(PY) -m avemo.workflows.bench $(ARGS)
+
+# exit 3 = no CUDA device (nothing measured): not an error for make on a CPU-only machine
+gpu-check: setup
+	$(PY) -m avemo.workflows.gpu_check $(ARGS) || [ $$? -eq 3 ]
 
 test: setup dev
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
