@@ -1,4 +1,4 @@
-"""``python -m avemo.extract.bench``: stage-one benchmarks (faces, detectors, face crops, subject tracking, runner hooks, audio) -> dated markdown."""
+"""``python -m avemo.extract.bench``: stage-one benchmarks (faces, detectors, face crops, subject tracking, frame transport, runner hooks, audio) -> dated markdown."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import importlib
 
 SECTIONS = {"faces": "avemo.extract.video.bench", "detectors": "avemo.extract.video.detector_bench",
             "runner": "avemo.extract.runner_bench", "audio": "avemo.extract.audio.bench",
-            "crops": "avemo.extract.video.crop_bench", "subject": "avemo.extract.video.subject_bench"}
+            "crops": "avemo.extract.video.crop_bench", "subject": "avemo.extract.video.subject_bench",
+            "transport": "avemo.extract.video.transport_bench"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,7 +68,9 @@ def test_shared_memory_features_equal_the_pickled_path_on_real_ravdess(shared_da
     a, b = out[True], out[False]
     assert a.status == b.status == "ok" and a.mask.all()
     assert np.array_equal(a.timestamps, b.timestamps) and np.array_equal(a.timestamps, times)
-    assert np.array_equal(a.mask, b.mask) and np.array_equal(a.values, b.values)
+    assert np.array_equal(a.mask, b.mask)
+    # the CNN's batches follow the decoder's timing (either path), which may move a float's last bits
+    np.testing.assert_allclose(a.values, b.values, rtol=0, atol=1e-5)
     assert _segments(os.getpid()) == []
 
 

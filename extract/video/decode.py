@@ -77,7 +77,8 @@ def _open(path: str | os.PathLike[str]):  # noqa: ANN202 - av.container.InputCon
 
 
 def _frames(
-    path: str | os.PathLike[str], fps: float | None, stats: DecodeStats, threads: bool = True
+    path: str | os.PathLike[str], fps: float | None, stats: DecodeStats, threads: bool = True,
+    height: int | None = None,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """``(time, upright RGB frame)`` per kept frame. The frame may be a view into FFmpeg's
     buffer (line padding, rotation): copy it before the next one is decoded."""
@@ -112,7 +113,11 @@ def _frames(
                     continue
                 while next_t <= t + 1e-6:
                     next_t += step
-            img = frame.to_ndarray(format="rgb24")  # a view on the converted frame (no copy)
+            if height and frame.height > height:  # scaled in the same swscale pass (an experiment)
+                w = 2 * round(frame.width * height / frame.height / 2)
+                img = frame.to_ndarray(format="rgb24", width=w, height=int(height))
+            else:
+                img = frame.to_ndarray(format="rgb24")  # a view on the converted frame (no copy)
             k = display_rotation(frame.rotation)
             if k:
                 stats.rotation = k * 90
@@ -305,7 +310,8 @@ def _wait(fn: Any, ppid: int, *args: Any) -> Any:
 
 
 def _shm_chunks(path: str, fps: float | None, stats: DecodeStats, ring: FrameRing, chunk: int,
-                chunk_bytes: int, ppid: int) -> Iterator[SlotChunk | FrameChunk]:
+                chunk_bytes: int, ppid: int, threads: bool = True,
+                height: int | None = None) -> Iterator[SlotChunk | FrameChunk]:
     """As ``iter_frames``, each frame converted straight into the ring's next slot (same chunk
     boundaries, same pixels); a frame larger than a slot travels pickled."""
     slot = -1
@@ -324,7 +330,7 @@ def _shm_chunks(path: str, fps: float | None, stats: DecodeStats, ring: FrameRin
         t_clock = time.perf_counter()
         return out
 
-    for t, img in _frames(path, fps, stats):
+    for t, img in _frames(path, fps, stats, threads, height):
         if view is None:
             if img.nbytes > ring.slot_bytes:
                 yield _chunk(n0, [t], [np.ascontiguousarray(img)], stats, t_clock)
@@ -348,7 +354,7 @@ def _shm_chunks(path: str, fps: float | None, stats: DecodeStats, ring: FrameRin
 
 
 def decode_worker(tasks, events, chunk: int = 16, chunk_bytes: int = 8 << 20,  # noqa: ANN001
-                  ring: FrameRing | None = None) -> None:
+                  ring: FrameRing | None = None, threads: bool = True, height: int | None = None) -> None:
     """Worker-process loop: ``(key, path, fps)`` jobs in, ``start``/``chunk``/``end``/``error`` events out.
 
     Kept free of torch so a forked worker stays small; the events queue is bounded and the ring
@@ -365,9 +371,10 @@ def decode_worker(tasks, events, chunk: int = 16, chunk_bytes: int = 8 << 20,  #
         stats = DecodeStats()
         try:
             if ring is not None:
-                chunks = _shm_chunks(path, fps, stats, ring, chunk, chunk_bytes, ppid)
+                chunks = _shm_chunks(path, fps, stats, ring, chunk, chunk_bytes, ppid, threads, height)
             else:
-                chunks = iter_frames(path, fps=fps, chunk=chunk, stats=stats, chunk_bytes=chunk_bytes)
+                chunks = iter_frames(path, fps=fps, chunk=chunk, stats=stats, chunk_bytes=chunk_bytes,
+                                     threads=threads)
             for ch in chunks:
                 _wait(events.put, ppid, ("chunk", key, ch))
             _wait(events.put, ppid, ("end", key, stats))

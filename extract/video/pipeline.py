@@ -127,12 +127,15 @@ class DecodePool:
     (a failed or interrupted run closes the pool) or at interpreter exit.
     """
 
-    def __init__(self, workers: int, queue_chunks: int = 6, per_worker: int = 2, shm: bool = True) -> None:
+    def __init__(self, workers: int, queue_chunks: int = 6, per_worker: int = 2, shm: bool = True,
+                 threads: bool = True, height: int | None = None) -> None:
         self.n = workers
         self.per_worker = per_worker
         fork = "fork" in mp.get_all_start_methods()
         self.ctx = mp.get_context("fork" if fork else "spawn")
         self.shm = bool(shm) and fork  # spawned workers would re-attach by name: keep the queue
+        self.threads = bool(threads)  # FFmpeg's own decoding threads in each worker
+        self.height = height  # frames converted at this height (aspect kept); None: as stored
         self.events = self.ctx.Queue(maxsize=max(2, queue_chunks))
         self.workers: list[_Worker] = []
         self.rings: dict[int, FrameRing] = {}
@@ -140,7 +143,7 @@ class DecodePool:
 
     def _spawn(self) -> _Worker:
         tasks = self.ctx.Queue()
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"threads": self.threads, "height": self.height}
         if self.shm:
             ring = FrameRing(self.ctx)
             self.rings[ring.id] = ring  # kept until close: a dead worker's chunks may still be queued
@@ -267,6 +270,8 @@ class FacePipeline:
         self._keys = 0
         self.threads: int | None = None  # torch intra-op threads while running (None: see torch_threads)
         self.shm = True  # frames from the decode workers through shared memory (False: pickled, the old path)
+        self.decode_threads = True  # FFmpeg threads in the decode workers (transport bench: faster on 2 cores)
+        self.decode_height: int | None = None  # experiment (transport bench): frames converted at this height
 
     def close(self) -> None:
         if self._pool is not None:
@@ -289,7 +294,8 @@ class FacePipeline:
         if self.workers <= 0 or not jobs:
             return _inline(jobs)
         if self._pool is None:
-            self._pool = DecodePool(self.workers, shm=self.shm)
+            self._pool = DecodePool(self.workers, shm=self.shm, threads=self.decode_threads,
+                                    height=self.decode_height)
         return self._pool.run(jobs)
 
     def run(self, clips: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
