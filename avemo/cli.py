@@ -167,6 +167,8 @@ LISTS = {
     "feature-sets": ("avemo.extract.registry", "FEATURE_SETS"),
     "detectors": ("avemo.extract.registry", "DETECTORS"),
     "backbones": ("avemo.extract.registry", "BACKBONES"),
+    "clip-backbones": ("avemo.extract.registry", "CLIP_BACKBONES"),
+    "identities": ("avemo.extract.registry", "IDENTITIES"),
     "audio": ("avemo.extract.registry", "AUDIO"),
     "models": ("avemo.fusion.registry", "MODELS"),
     "temporal": ("avemo.fusion.registry", "TEMPORAL"),

@@ -78,6 +78,7 @@ def test_generated_clip_shapes_timestamps_and_masks(tmp_path, weights):
     assert r.status == "ok" and f"{int((~truth).sum())} of {len(ends)} windows without the face" in r.message
     assert np.all(r.values[~r.mask] == 0) and np.all(np.abs(r.values[r.mask]).sum(1) > 0)
     assert not np.allclose(r.values[r.mask][0], r.values[r.mask][-1])  # the face moved
+    assert r.info["frames"] == 96 and r.info["subject_frames"] >= 60  # the per-frame subject's facts
     prov = fs.provenance()
     assert prov["config"]["window"] == 32 and prov["config"]["frames"] == 8
     assert "r2plus1d_18_user" in prov["weights"]

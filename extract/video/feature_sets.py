@@ -70,6 +70,9 @@ class FaceFeatureSet(FeatureSet):
     streams_clips: ClassVar[bool] = True
     config_params: ClassVar[dict[str, Param]] = {
         "identity": Param(nullable=True), "max_gap_s": Param(min=0), "cut_threshold": Param(min=0),
+        "thresholds": Param(types=(list, float), min=0, max=1), "min_face_size": Param(min=0),
+        "fps": Param(types=(float,), above=0), "detect_every": Param(min=1),
+        "full_detect_every": Param(min=1), "max_faces": Param(min=1), "batch_frames": Param(min=1),
     }
     common_config: ClassVar[dict[str, Any]] = {
         "detector": "blazeface_mtcnn",
@@ -104,6 +107,12 @@ class FaceFeatureSet(FeatureSet):
             self.crop()  # a bad crop fails here, naming the key
         if self.config.get("identity") is not None:
             IDENTITIES.get(self.config["identity"])  # an unknown name fails here, listing the known
+        check = getattr(DETECTORS.get(self.config["detector"]), "check_thresholds", None)
+        if check is not None and self.config.get("thresholds") is not None:
+            try:  # e.g. two thresholds for mtcnn: here, not as a traceback at the first clip
+                check(self.config["thresholds"])
+            except ValueError as e:
+                raise FeatureConfigError(f"feature set {self.name}: thresholds: {e}") from None
 
     @property
     def rate_hz(self) -> float | None:
@@ -119,7 +128,10 @@ class FaceFeatureSet(FeatureSet):
                 kwargs["thresholds"] = c["thresholds"]
             if c.get("detector_weights") is not None:
                 kwargs["weights"] = c["detector_weights"]
-            self._detector = DETECTORS.build(c["detector"], **kwargs)
+            try:
+                self._detector = DETECTORS.build(c["detector"], **kwargs)
+            except ValueError as e:  # a detector's own check of its options
+                raise FeatureConfigError(f"feature set {self.name}: detector {c['detector']}: {e}") from None
         return self._detector
 
     def backbone_options(self) -> dict[str, Any]:
@@ -148,7 +160,7 @@ class FaceFeatureSet(FeatureSet):
     def provenance(self) -> dict[str, Any]:
         """As the base class, with ``crop`` resolved: a new measured default changes the hash."""
         config = {**self.config, "crop": self.crop().as_config()}
-        return make_provenance(self.name, config, self.weights(), self.rate_hz, _versions())
+        return make_provenance(self.name, config, self.weights(), self.rate_hz, _versions(self.modality))
 
     def backbone(self) -> Any:
         if self._backbone is None:

@@ -124,4 +124,4 @@ class FaceR2Plus1D(FaceCrops):
         elif (~valid).any():
             notes.insert(0, f"{int((~valid).sum())} of {len(ends)} windows without the face (mask 0)")
         return ClipFeatures(res.clip_id, values, res.timestamps[ends].astype(np.float64), valid,
-                            status, "; ".join(notes))
+                            status, "; ".join(notes), info=res.info)

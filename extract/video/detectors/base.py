@@ -38,6 +38,18 @@ class Detector:
     frames of any sizes) and returns one ``Faces`` per frame. Thresholds are explicit config."""
 
     name: str = ""
+    #: how many thresholds the detector reads (None: one value, or a list whose last item counts)
+    n_thresholds: int | None = None
+
+    @classmethod
+    def check_thresholds(cls, thresholds: Sequence[float] | float) -> None:
+        """ValueError unless ``thresholds`` fit this detector. Cheap (no model is loaded), so a
+        feature set checks its config before any clip is read."""
+        th = list(thresholds) if isinstance(thresholds, Sequence) else [thresholds]
+        if cls.n_thresholds is not None and len(th) != cls.n_thresholds:
+            raise ValueError(f"{cls.name} needs {cls.n_thresholds} thresholds, got {th!r}")
+        if not th:
+            raise ValueError(f"{cls.name} needs at least one threshold, got []")
 
     def detect(
         self, frames: np.ndarray | list[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None = None

@@ -223,6 +223,7 @@ class MTCNN(Detector):
     name = "mtcnn"
     # P, R, O-Net; O-Net at 0.8 (as insightface's MTCNN) drops borderline cartoon faces (0.75 seen)
     default_thresholds = [0.6, 0.7, 0.8]
+    n_thresholds = 3  # P, R, O-Net
 
     def __init__(
         self,
