@@ -26,7 +26,9 @@ EPS = 1e-6
 def normalise_groups(x: np.ndarray, valid: np.ndarray, group: np.ndarray) -> np.ndarray:
     """``x [N, D]`` with each column z-normalised within each group over the group's valid rows
     (``valid [N]`` bool, ``group [N]`` any labels; invalid rows are normalised with their
-    group's statistics too). A constant column becomes 0; float64 sums."""
+    group's statistics too). A column constant within the group (up to rounding noise) becomes
+    exactly 0 there: left as noise, a later standardisation over speakers where it is constant
+    would blow that noise up (seen on ComParE functionals); float64 sums."""
     x = np.asarray(x, np.float64)
     out = np.empty_like(x)
     for g in np.unique(group):
@@ -37,7 +39,8 @@ def normalise_groups(x: np.ndarray, valid: np.ndarray, group: np.ndarray) -> np.
             continue
         mean = ref.mean(0)
         std = ref.std(0)
-        out[rows] = (x[rows] - mean) / np.where(std > EPS, std, 1.0)
+        keep = std > EPS * np.maximum(1.0, np.abs(mean))  # constant up to rounding noise -> 0
+        out[rows] = np.where(keep, (x[rows] - mean) / np.where(keep, std, 1.0), 0.0)
     return out
 
 

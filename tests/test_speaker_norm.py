@@ -34,6 +34,8 @@ def test_each_group_is_standardised_over_its_own_valid_rows():
     np.testing.assert_array_equal(normalise_groups(other, valid, group)[group == "a"], z[group == "a"])  # ... a's not
     const = normalise_groups(np.ones((5, 2)), np.ones(5, bool), np.zeros(5))
     assert np.isfinite(const).all() and (const == 0).all()
+    noisy = np.full((6, 1), 1e4) + np.array([[0.0], [1e-12], [0.0], [-1e-12], [0.0], [0.0]])
+    assert (normalise_groups(noisy, np.ones(6, bool), np.zeros(6)) == 0).all()  # rounding noise is not signal
 
 
 def test_feature_arrays_copy_per_speaker_leaves_the_cached_file_alone(tmp_path):
