@@ -65,6 +65,9 @@ MODELS: dict[str, dict[str, Any]] = {
     "desc_all": {"data.features": {**SMILE, **PITCH, **SPECTRAL}, "model": {**DESC}},
     # spectral streams alone (what the Log-Mel / speech_embedding statistics carry)
     "desc_spectral": {"data.features": {**SPECTRAL}, "model": {**DESC}},
+    # desc_all as chosen by nested CV (workflows.emodb_nested): per-speaker normalisation, weight decay 10
+    "desc_all_spk": {"data.features": {**SMILE, **PITCH, **SPECTRAL}, "data.speaker_norm": True,
+                     "optim": {**TRAIN["optim"], "weight_decay": 10.0}, "model": {**DESC}},
     # desc_all + a Log-Mel CNN (SpecAugment) + FAN attention branch trained jointly (costly)
     "desc_all_cnn": {"data.features": {**SMILE, **PITCH, **SPECTRAL, "logmel_seq": "{features}/logmel.h5"},
                      "model": {**DESC, "descriptors": ["compare", "egemaps", "pitch", "logmel", "speech"],
@@ -77,6 +80,7 @@ LABELS = {
     "desc_all": "**ComParE + eGeMAPS LLDs + pitch + Log-Mel + speech_embedding -> statistics -> linear** "
                 "(the candidate)",
     "desc_spectral": "Log-Mel + speech_embedding -> statistics -> linear",
+    "desc_all_spk": "desc_all, streams z-normalised per speaker, weight decay 10 (the nested-CV recipe)",
     "desc_all_cnn": "desc_all ⊕ Log-Mel 2-D CNN + SpecAugment + FAN attention (joint)",
     "compare_svm": "ComParE-2016 functionals (6373) -> linear SVM",
     "egemaps_svm": "eGeMAPS v02 functionals (88) -> linear SVM",
