@@ -2,7 +2,8 @@
 
 Configs name things; a registry maps names to classes or factories. No if/elif dispatch.
 The key is written once, in ``@REGISTRY.register("name")`` (``REGISTRY.name_of(obj)`` reads it
-back). Every package fills its registries the same way, with ``load_plugins``:
+back; a base class's ``name = RegisteredName(REGISTRY)`` gives every subclass a ``name``
+attribute read from the registry). Every package fills its registries the same way, with ``load_plugins``:
 
 1. its built-in plugin modules (a package name stands for every module in that package);
 2. modules named in ``AVEMO_PLUGINS=pkg.mod1,pkg.mod2`` (development and tests);
@@ -43,12 +44,14 @@ class Registry(Generic[T]):
         self.group = group  # entry-point group of third-party plugins (``avemo.<kind>``)
         self._items: dict[str, T] = {}
         self._help: dict[str, str] = {}
+        self._keys: dict[int, str] = {}  # id(object) -> its first key (objects live in _items)
 
     def register(self, name: str, help: str | None = None) -> Callable[[T], T]:
         def deco(obj: T) -> T:
             if name in self._items and self._items[name] is not obj:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._items[name] = obj
+            self._keys.setdefault(id(obj), name)
             doc = help or (getattr(obj, "__doc__", None) or "").strip().splitlines()
             self._help[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
             return obj
@@ -72,10 +75,20 @@ class Registry(Generic[T]):
     def name_of(self, obj: Any) -> str:
         """The key ``obj`` (or the class of the instance ``obj``) is registered under: the key
         is written once, in the decorator, and read back here instead of a class attribute."""
-        for n, item in self._items.items():
-            if item is obj or (not isinstance(obj, type) and item is type(obj)):
-                return n
-        raise UnknownNameError(f"{obj!r} is not registered as a {self.kind}")
+        key = self._keys.get(id(obj))
+        if key is None and not isinstance(obj, type):
+            key = self._keys.get(id(type(obj)))
+        if key is None:
+            raise UnknownNameError(f"{obj!r} is not registered as a {self.kind}")
+        return key
+
+    def key_of_class(self, cls: type) -> str:
+        """The key of ``cls`` or of its nearest registered base class ("" when none is)."""
+        for klass in cls.__mro__:
+            key = self._keys.get(id(klass))
+            if key is not None:
+                return key
+        return ""
 
     def describe(self) -> list[tuple[str, str]]:
         return [(n, self._help.get(n, "")) for n in self.names()]
@@ -85,6 +98,20 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+class RegisteredName:
+    """``name = RegisteredName(REGISTRY)`` on a plugin base class: ``cls.name`` and ``obj.name``
+    are the key the class (or its nearest registered base) is registered under, "" when none
+    is, so the decorator stays the only place the key is written. An instance may still set
+    its own ``name`` (non-data descriptor), e.g. a generic class built for one option value.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def __get__(self, obj: object, owner: type | None = None) -> str:
+        return self.registry.key_of_class(owner if owner is not None else type(obj))
 
 
 def _import_builtin(name: str) -> None:

@@ -9,8 +9,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from avemo.data.registry import RegisteredName
 from avemo.data.store import ClipFeatures, make_provenance
 from avemo.errors import FeatureConfigError, did_you_mean
+from avemo.extract.registry import FEATURE_SETS
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class FeatureSet(ABC):
     ``ClipFeatures`` per input clip and never raise for a bad clip (status ``error`` instead).
     """
 
-    name: ClassVar[str] = ""
+    name = RegisteredName(FEATURE_SETS)  # the key in @FEATURE_SETS.register("...")
     modality: ClassVar[str] = "video"  # which manifest column the set reads: "video" or "audio"
     default_config: ClassVar[dict[str, Any]] = {}
     #: per-key range / allowed values (merged along the class hierarchy); types come from defaults

@@ -35,7 +35,6 @@ if "test_wavstats" not in FEATURE_SETS:
     class WavStats(FeatureSet):
         """Test-only: per-hop RMS / peak / ZCR / mean of a wav file (raises on unreadable files)."""
 
-        name = "test_wavstats"
         modality = "audio"
         default_config = {"hop_s": 0.01, "sleep_s": 0.0, "dtype": "float32"}
 

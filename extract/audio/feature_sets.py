@@ -2,6 +2,8 @@
 
 ``FEATURE_SETS``: what ``avemo features -s NAME`` extracts (one HDF5 file each).
 ``AUDIO``: the front-ends and audio CNNs themselves, for code that wants to reuse them.
+The feature-set classes register themselves (``@FEATURE_SETS.register`` in their modules);
+importing them here is what registers them.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from avemo.extract.audio.spectral import LogMel, Mfcc, Spectrogram
 from avemo.extract.audio.speech_embedding import SpeechEmbedding, SpeechEmbeddingModel
 from avemo.extract.audio.vggish import Vggish, build_vggish
 from avemo.extract.audio.windowed import LogMelResNet18, build_audio_resnet18
-from avemo.extract.registry import AUDIO, FEATURE_SETS
+from avemo.extract.registry import AUDIO
 
-for _cls in (Spectrogram, LogMel, Mfcc, SpeechEmbedding, Vggish, PannsCnn14, EgemapsLld, CompareLld,
-             PitchSwiftF0, LogMelResNet18):
-    FEATURE_SETS.register(_cls.name)(_cls)
+FEATURE_SET_CLASSES = (Spectrogram, LogMel, Mfcc, SpeechEmbedding, Vggish, PannsCnn14, EgemapsLld,
+                       CompareLld, PitchSwiftF0, LogMelResNet18)  # registered by their decorators
 
 AUDIO.register("speech_embedding", help="Google speech_embedding ONNX pair (openwakeword 0.4.0)")(
     SpeechEmbeddingModel)

@@ -29,6 +29,7 @@ import numpy as np
 
 from avemo.errors import FeatureConfigError
 from avemo.extract.audio.common import AudioFeatureSet, Result
+from avemo.extract.registry import FEATURE_SETS
 
 INSTALL_HINT = ("needs opensmile, an optional extra (research-only licence): "
                 "pip install avemo[smile]  (from a checkout: pip install -e '.[smile]')")
@@ -108,18 +109,18 @@ class _SmileLld(AudioFeatureSet):
         return [self._one(np.asarray(s, np.float32)) for s in signals]
 
 
+@FEATURE_SETS.register("egemaps_lld")
 class EgemapsLld(_SmileLld):
     """openSMILE eGeMAPS v02 low-level descriptors: 25 columns at 100 Hz (needs the [smile] extra)."""
 
-    name = "egemaps_lld"
     smile_set = "eGeMAPSv02"
     n_columns = 25
 
 
+@FEATURE_SETS.register("compare_lld")
 class CompareLld(_SmileLld):
     """openSMILE ComParE-2016 low-level descriptors + deltas: 130 columns at 100 Hz (needs the [smile] extra)."""
 
-    name = "compare_lld"
     smile_set = "ComParE_2016"
     with_deltas = True
     n_columns = 130

@@ -31,6 +31,7 @@ from avemo.extract.audio import frontends as F
 from avemo.extract.audio.cnn_common import load_into, load_state_dict, window_starts
 from avemo.extract.audio.common import AudioFeatureSet, Result
 from avemo.extract.base import Param
+from avemo.extract.registry import FEATURE_SETS
 from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
 
 CNN14_WEIGHTS = register_weight(WeightSpec(
@@ -101,10 +102,10 @@ def cnn14_log_mel(x):
     return (10.0 * torch.log10(torch.clamp(mel, min=1e-10)))[:, None]
 
 
+@FEATURE_SETS.register("panns_cnn14")
 class PannsCnn14(AudioFeatureSet):
     """PANNs CNN14: 2048-d AudioSet embedding per window (default 1 s every 0.5 s)."""
 
-    name = "panns_cnn14"
     default_config: dict[str, Any] = {
         "sample_rate": 32000, "window_s": 1.0, "hop_s": 0.5, "pad_short": True, "batch_size": 16,
     }

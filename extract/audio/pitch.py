@@ -26,6 +26,7 @@ import numpy as np
 from avemo.errors import FeatureConfigError
 from avemo.extract.audio.common import AudioFeatureSet, Result
 from avemo.extract.base import Param
+from avemo.extract.registry import FEATURE_SETS
 
 A0_HZ = 27.5  # semitone reference, as eGeMAPS
 
@@ -39,10 +40,10 @@ def interpolate_unvoiced(f0_st: np.ndarray, voiced: np.ndarray) -> np.ndarray:
     return np.interp(np.arange(len(f0_st)), idx, f0_st[idx]).astype(f0_st.dtype)
 
 
+@FEATURE_SETS.register("pitch_swiftf0")
 class PitchSwiftF0(AudioFeatureSet):
     """swift-f0 pitch + voicing: [f0 semitones (interpolated), confidence, voiced, loudness dB] at 62.5 Hz."""
 
-    name = "pitch_swiftf0"
     default_config: ClassVar[dict[str, Any]] = {
         "sample_rate": 16000, "fmin": 60.0, "fmax": 500.0, "voicing_threshold": 0.5, "threads": 1,
     }

@@ -23,6 +23,7 @@ from avemo.errors import FeatureConfigError
 from avemo.extract.audio import frontends as F
 from avemo.extract.audio.common import AudioFeatureSet, Result, ms_to_samples
 from avemo.extract.base import Param
+from avemo.extract.registry import FEATURE_SETS
 
 
 class _StftSet(AudioFeatureSet):
@@ -82,10 +83,10 @@ class _StftSet(AudioFeatureSet):
         return feat
 
 
+@FEATURE_SETS.register("spectrogram")
 class Spectrogram(_StftSet):
     """Speech spectrogram: log STFT magnitude (20 ms Hann, 10 ms hop, 512-point FFT -> 257 bins)."""
 
-    name = "spectrogram"
     default_config: dict[str, Any] = {
         "sample_rate": 16000, "win_ms": 20.0, "hop_ms": 10.0, "n_fft": 512, "log_eps": 1e-6,
     }
@@ -144,10 +145,10 @@ class _MelSet(_StftSet):
         return self._layout(parts)
 
 
+@FEATURE_SETS.register("logmel")
 class LogMel(_MelSet):
     """Log-Mel spectrogram (64 bands, 25 ms window, 10 ms hop; optional delta / delta-delta)."""
 
-    name = "logmel"
     default_config: dict[str, Any] = {
         "sample_rate": 16000, "win_ms": 25.0, "hop_ms": 10.0, "n_fft": 512, "n_mels": 64,
         "fmin": 0.0, "fmax": None, "htk": False, "mel_norm": "slaney", "log_eps": 1e-10,
@@ -174,10 +175,10 @@ class LogMel(_MelSet):
         return self._deltas_torch(feat)
 
 
+@FEATURE_SETS.register("mfcc")
 class Mfcc(_MelSet):
     """13 MFCC + delta + delta-delta at 10 ms (39 columns; the LFAN audio input)."""
 
-    name = "mfcc"
     default_config: dict[str, Any] = {
         "sample_rate": 16000, "win_ms": 25.0, "hop_ms": 10.0, "n_fft": 512, "n_mels": 40,
         "fmin": 0.0, "fmax": None, "htk": False, "mel_norm": "slaney", "n_mfcc": 13,

@@ -31,6 +31,7 @@ import numpy as np
 from avemo.errors import FeatureConfigError
 from avemo.extract.audio.common import AudioFeatureSet, Result
 from avemo.extract.base import Param
+from avemo.extract.registry import FEATURE_SETS
 from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
 
 _MEMBER = "openwakeword/resources/models/"
@@ -89,10 +90,10 @@ class SpeechEmbeddingModel:
         return np.concatenate(out).reshape(len(windows), EMB_DIM) if out else np.zeros((0, EMB_DIM), np.float32)
 
 
+@FEATURE_SETS.register("speech_embedding")
 class SpeechEmbedding(AudioFeatureSet):
     """Google speech_embedding: 32-band log-mel -> 96-d every 80 ms (ONNX, onnxruntime)."""
 
-    name = "speech_embedding"
     default_config: dict[str, Any] = {
         "sample_rate": 16000, "input_scale": 32767.0, "mel_scale": 0.1, "mel_offset": 2.0,
         "step_frames": 8, "pad_short": True,

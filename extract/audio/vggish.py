@@ -31,6 +31,7 @@ from avemo.errors import FeatureConfigError
 from avemo.extract.audio.cnn_common import load_into, load_state_dict, window_starts
 from avemo.extract.audio.common import AudioFeatureSet, Result
 from avemo.extract.base import Param
+from avemo.extract.registry import FEATURE_SETS
 from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
 
 _REL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
@@ -105,10 +106,10 @@ def build_vggish():
     return VGGish()
 
 
+@FEATURE_SETS.register("vggish")
 class Vggish(AudioFeatureSet):
     """VGGish: 128-d per 0.96 s log-mel patch, hop configurable (e.g. 1/fps)."""
 
-    name = "vggish"
     default_config: dict[str, Any] = {
         "sample_rate": 16000, "hop_s": 0.96, "center": False, "pad_short": True,
         "postprocess": "none", "batch_size": 64,

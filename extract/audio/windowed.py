@@ -35,6 +35,7 @@ from avemo.errors import FeatureConfigError
 from avemo.extract.audio import frontends as F
 from avemo.extract.audio.common import AudioFeatureSet, Result, ms_to_samples
 from avemo.extract.base import ClipInput, Param
+from avemo.extract.registry import FEATURE_SETS
 from avemo.extract.window_grid import window_ends
 
 HOP_MS, WIN_MS, N_FFT, N_MELS = 10.0, 25.0, 512, 64
@@ -83,10 +84,10 @@ def video_frame_times(path: str | os.PathLike[str]) -> np.ndarray | None:
         return np.asarray(pts, np.float64) * float(s.time_base)
 
 
+@FEATURE_SETS.register("logmel_resnet18")
 class LogMelResNet18(AudioFeatureSet):
     """Log-Mel windows on the face_r2plus1d window grid -> one-channel ResNet-18, 512-d per window end (fps / hop Hz)."""
 
-    name = "logmel_resnet18"
     default_config: ClassVar[dict[str, Any]] = {
         "sample_rate": 16000, "window": 32, "hop": 8, "fps": 30.0, "video_frames": True,
         "normalise": "window", "backbone_weights": None, "batch_size": 64,

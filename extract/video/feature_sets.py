@@ -212,7 +212,7 @@ def _backbone_set(name: str, backbone: str, doc: str, **extra: Any) -> type[Face
     cls = type(
         f"Face_{name}",
         (FaceFeatureSet,),
-        {"name": f"face_{name}", "__doc__": doc,
+        {"__doc__": doc,
          "default_config": {**FaceFeatureSet.common_config, "backbone": backbone,
                             "backbone_weights": None, **extra}},
     )
@@ -224,7 +224,6 @@ def _backbone_set(name: str, backbone: str, doc: str, **extra: Any) -> type[Face
 class FaceFer2013(FaceFeatureSet):
     """Default: BlazeFace(+MTCNN) + FER2013 mini-Xception, 128-d pooled (+7 logits with logits: true)."""
 
-    name = "face_fer2013"
     default_config = {**FaceFeatureSet.default_config, "logits": False}
 
     def backbone_options(self) -> dict[str, Any]:
@@ -242,7 +241,6 @@ _backbone_set("hsemotion", "hsemotion_enet_b0", "HSEmotion EfficientNet-B0 (Affe
 class FaceCrops(FaceFeatureSet):
     """Aligned uint8 RGB face crops themselves (rows [S, S, 3]): fine-tune later without re-decoding."""
 
-    name = "face_crops"
     default_config = {**FaceFeatureSet.common_config, "crop_size": 112, "align_margin": 0.0}
 
     def embedder(self) -> Embedder:

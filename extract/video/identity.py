@@ -24,6 +24,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
+from avemo.data.registry import RegisteredName
 from avemo.extract.registry import IDENTITIES
 from avemo.extract.video.align import similarity
 from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
@@ -63,7 +64,7 @@ def warp_to(frames: Sequence[np.ndarray], frame_index: Sequence[int], landmarks:
 class IdentityEmbedder(ABC):
     """Face chips -> identity descriptors; two tracks are compared by their mean descriptors."""
 
-    name: ClassVar[str] = ""
+    name = RegisteredName(IDENTITIES)  # the key in @IDENTITIES.register("...")
     size: ClassVar[int]
     points: ClassVar[np.ndarray]  # where the 5 landmarks go in a chip
     #: mean-descriptor distance below which two tracks are the same person, above which they
@@ -91,7 +92,6 @@ class IdentityEmbedder(ABC):
 class DlibResNet(IdentityEmbedder):
     """dlib face-recognition ResNet, 128-d (face-recognition-models sdist, CC0); ~0.1 s per chip on CPU."""
 
-    name = "dlib_resnet"
     size = 150
     points = DLIB_CHIP_150
     # dlib's own verification threshold is 0.6 on single descriptors; means of a few chips

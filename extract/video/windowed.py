@@ -65,7 +65,6 @@ class FaceR2Plus1D(FaceCrops):
     The per-frame part is ``face_crops`` (same detector, subject track and crop); the crops of a
     clip stay in memory until its windows are embedded (112 px: 37 kB per frame)."""
 
-    name = "face_r2plus1d"
     default_config: ClassVar[dict[str, Any]] = {
         **FaceCrops.default_config,
         "clip_backbone": "r2plus1d_18", "backbone_weights": None,

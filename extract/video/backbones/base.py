@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 from avemo.data.pypi_fetch import sha256_file
+from avemo.data.registry import RegisteredName
+from avemo.extract.registry import BACKBONES
 from avemo.extract.video.align import CropSpec
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ class FaceBackbone(ABC):
     Build with ``BACKBONES.build(name, weights=None, device="cpu", **options)``.
     """
 
-    name: ClassVar[str] = ""
+    name = RegisteredName(BACKBONES)  # the key in @BACKBONES.register("...")
     input_size: int
     grayscale: bool = False
     align_margin: float = 0.0

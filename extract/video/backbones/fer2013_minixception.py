@@ -242,7 +242,6 @@ def load_keras_hdf5(path: str | os.PathLike[str]) -> MiniXception:
 class Fer2013MiniXception(TorchBackbone):
     """mini-Xception, FER2013 7 emotions, 64x64 grey; 128-d pooled features (+7 logits)."""
 
-    name = "fer2013_minixception"
     input_size = 64
     grayscale = True
     # Measured, not reasoned (``crop_bench``; README "Face crops"): a square of the detector box's

@@ -155,7 +155,6 @@ class EfficientNetB0(nn.Module):
 class HSEmotionENetB0(StateDictBackbone):
     """HSEmotion EfficientNet-B0 (AffectNet), 224x224 RGB -> 1280-d pooled features; user weights."""
 
-    name = "hsemotion_enet_b0"
     weight = WEIGHT
     input_size = 224
     out_dim = 1280

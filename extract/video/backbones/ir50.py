@@ -100,7 +100,6 @@ class IR50(nn.Module):
 class IR50Backbone(StateDictBackbone):
     """ArcFace IR-50 (face.evoLVe layout), 112x112 RGB -> 512-d embedding; user weights."""
 
-    name = "ir50"
     weight = WEIGHT
     input_size = 112
     out_dim = 512

@@ -86,7 +86,6 @@ def replace_last_linear(net: nn.Module) -> tuple[str, int]:
 class TorchvisionBackbone(TorchBackbone):
     """torchvision classification model by name (option ``model``); penultimate features."""
 
-    name = "torchvision"
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
     # ImageNet models never saw aligned faces; a little context keeps the whole head in view.
@@ -150,8 +149,6 @@ BACKBONES.register("torchvision")(TorchvisionBackbone)
 @BACKBONES.register("resnet50_imagenet")
 class ResNet50ImageNet(TorchvisionBackbone):
     """torchvision ResNet-50, ImageNet (IMAGENET1K_V2): 224 RGB -> 2048-d avgpool features."""
-
-    name = "resnet50_imagenet"
 
     def __init__(
         self, weights: str | os.PathLike[str] | None = None, device: str = "cpu", **options

@@ -55,7 +55,6 @@ def caffe_resnet50() -> nn.Module:
 class VGGFace2ResNet50(StateDictBackbone):
     """VGGFace2 ResNet-50 (Caffe layout), 224x224 BGR -> 2048-d avgpool features; user weights."""
 
-    name = "vggface2_resnet50"
     weight = WEIGHT
     input_size = 224
     out_dim = 2048

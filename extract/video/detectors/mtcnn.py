@@ -220,7 +220,6 @@ def _crop_resize(frames: np.ndarray, boxes: np.ndarray, ids: np.ndarray, size: i
 class MTCNN(Detector):
     """MTCNN face detector + 5 landmarks (facenet-pytorch weights, MIT), batched across frames."""
 
-    name = "mtcnn"
     # P, R, O-Net; O-Net at 0.8 (as insightface's MTCNN) drops borderline cartoon faces (0.75 seen)
     default_thresholds = [0.6, 0.7, 0.8]
     n_thresholds = 3  # P, R, O-Net

@@ -1,0 +1,140 @@
+"""Every registered stage-one plugin, parametrised over the registries (a newly registered feature
+set, face backbone, detector or identity embedding is tested here with no test edits).
+
+The registry key is written once, in the decorator; ``cls.name`` is read back from the registry
+(``RegisteredName``), so what provenance records is exactly the registered key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from avemo.data.registry import RegisteredName, Registry
+from avemo.errors import FeatureConfigError, UserError
+from avemo.extract import registry as R
+from avemo.extract.video.backbones.base import StateDictBackbone
+from avemo.extract.video.backbones.torchvision_models import TorchvisionBackbone
+from avemo.extract.weights import MissingWeightsError
+
+R.load_all()
+REGISTRIES = {n: getattr(R, n) for n in
+              ("FEATURE_SETS", "DETECTORS", "BACKBONES", "CLIP_BACKBONES", "AUDIO", "IDENTITIES")}
+CLASSES = [(reg, key) for reg, r in REGISTRIES.items() for key in r.names()
+           if isinstance(r.get(key), type) and hasattr(r.get(key), "name")]
+
+
+@pytest.mark.parametrize(("reg", "key"), CLASSES, ids=[f"{r}:{k}" for r, k in CLASSES])
+def test_name_is_the_registered_key(reg: str, key: str) -> None:
+    r = REGISTRIES[reg]
+    cls = r.get(key)
+    assert cls.name == key == r.name_of(cls)
+    written = [c.__name__ for c in cls.__mro__ if isinstance(vars(c).get("name"), str)]
+    assert not written, f"{written} repeat the key: it belongs in the decorator only"
+
+
+def test_registered_name_descriptor() -> None:
+    reg: Registry = Registry("thing")
+
+    class Base:
+        name = RegisteredName(reg)
+
+    @reg.register("a")
+    class A(Base):
+        pass
+
+    class Sub(A):  # not registered: the nearest registered base's key
+        pass
+
+    @reg.register("b")
+    class B(A):
+        pass
+
+    assert (Base.name, A.name, Sub.name, B.name, A().name, B().name) == ("", "a", "a", "b", "a", "b")
+    obj = A()
+    obj.name = "a:variant"  # an instance may name itself (torchvision:MODEL)
+    assert obj.name == "a:variant" and A.name == "a"
+    assert reg.name_of(B()) == "b"
+
+
+FEATURE_SETS = R.FEATURE_SETS.names()
+
+
+@pytest.mark.parametrize("name", FEATURE_SETS)
+def test_feature_set_defaults_and_unknown_key(name: str) -> None:
+    cls = R.FEATURE_SETS.get(name)
+    fs = R.FEATURE_SETS.build(name)  # defaults; no weights are read at construction
+    assert fs.name == name and set(fs.config) == set(cls.default_config)
+    assert fs.modality in ("audio", "video")
+    assert fs.rate_hz is None or fs.rate_hz > 0
+    with pytest.raises(FeatureConfigError, match=rf"unknown config keys for feature set {name}: no_such_key"):
+        cls.check_config({"no_such_key": 1})
+    assert issubclass(FeatureConfigError, UserError)  # the CLI's exit-2 class
+    try:
+        prov = fs.provenance()
+    except MissingWeightsError:
+        return  # user / not-yet-fetched weights: provenance needs their sha256
+    assert prov["feature_set"] == name
+    assert len(prov["config_hash"]) == 16
+
+
+def test_every_feature_set_is_listed() -> None:
+    out = subprocess.run([sys.executable, "-m", "avemo", "list", "feature-sets"], capture_output=True,
+                         text=True, check=True).stdout
+    listed = {line.split()[0] for line in out.splitlines() if line.strip()}
+    assert set(FEATURE_SETS) <= listed
+
+
+DETECTORS = R.DETECTORS.names()
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_detector_threshold_check_names_the_detector(name: str) -> None:
+    cls = R.DETECTORS.get(name)
+    assert cls.name == name
+    with pytest.raises(ValueError, match=rf"^{name} needs"):
+        cls.check_thresholds([0.5] * ((cls.n_thresholds or 0) + 1) if cls.n_thresholds else [])
+
+
+# torchvision:MODEL entries are one class with a model option; "torchvision" stands for them all
+BACKBONES = [n for n in R.BACKBONES.names() if isinstance(R.BACKBONES.get(n), type)]
+
+
+def _generated_weights(cls: type, tmp_path) -> tuple[str, dict]:
+    """A randomly initialised state dict of the right layout (None: not a state-dict backbone)."""
+    import torchvision.models as tvm
+
+    if issubclass(cls, StateDictBackbone):
+        net = cls.build(cls.__new__(cls))
+        options: dict = {}
+    elif issubclass(cls, TorchvisionBackbone):
+        model = "resnet18" if cls is TorchvisionBackbone else "resnet50"
+        net = tvm.get_model(model, weights=None)
+        options = {"model": model} if cls is TorchvisionBackbone else {}
+    else:
+        return "", {}
+    torch.manual_seed(0)
+    path = tmp_path / "generated.pth"
+    torch.save(net.state_dict(), path)
+    return str(path), options
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_backbone_forward_shape(name: str, tmp_path) -> None:
+    cls = R.BACKBONES.get(name)
+    try:
+        bb = R.BACKBONES.build(name, batch_size=2)  # weights available here (cache / hub)
+    except MissingWeightsError:
+        path, options = _generated_weights(cls, tmp_path)
+        if not path:
+            pytest.skip(f"{name}: weights not available offline and not a state-dict backbone "
+                        "(its generated-weight test is in test_backbones_zoo.py)")
+        bb = R.BACKBONES.build(name, weights=path, batch_size=2, **options)
+    assert bb.name.split(":")[0] == name
+    s = bb.input_size
+    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, s, s, 3), dtype=np.uint8))
+    out = bb.embed(crops)
+    assert out.shape[0] == 2 and out.shape[-1] == bb.out_dim and torch.isfinite(out).all()
