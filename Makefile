@@ -34,7 +34,7 @@ help:
 	@echo "make report      OUT=<grid results folder>  (redraw the Markdown/PNG report)"
 	@echo "make merge       OUT=<grid results folder>  (merge fold models: CCC centering)"
 	@echo "make emodb       the EmoDB real labelled check (../shared/data; ~25 min cold on CPU)"
-	@echo "make bench       benchmarks -> workflows/bench_results/<date>.md"
+	@echo "make bench       benchmarks -> workflows/bench_results/<date>.md (ARGS=\"--only S -o FILE\")"
 	@echo "make gpu-check   every GPU path once vs the CPU (<= 8 min on one H100) -> bench rows"
 	@echo "make lint        ruff"
 	@echo "make smile       add opensmile (research-only licence) for the EmoDB baselines"
@@ -89,11 +89,9 @@ merge: setup
 emodb: setup
 	$(AVEMO) emodb $(ARGS)
 
+# one entry, one file: make bench ARGS="--only store --quick -o /tmp/b.md"
 bench: setup
-	$(PY) -m avemo.data.bench_store $(ARGS)
-	$(PY) -m avemo.extract.bench $(ARGS)
-	$(PY) -m avemo.fusion.bench $(ARGS)
-	$(PY) -m avemo.workflows.bench $(ARGS)
+	$(PY) -m avemo.bench $(ARGS)
 
 # exit 3 = no CUDA device (nothing measured): not an error for make on a CPU-only machine
 gpu-check: setup

@@ -4,6 +4,7 @@ from setuptools import find_packages, setup
 
 ROOTS = {
     "avemo": "avemo",
+    "avemo.bench": "bench",
     "avemo.data": "data",
     "avemo.extract": "extract",
     "avemo.fusion": "fusion",

@@ -1,7 +1,7 @@
 """Real labelled speech (EmoDB, 22.05 kHz, 2.0 s): every audio feature set with weights here
 runs clean on a fixed sample of 40 files through the real runner and HDF5 store (status ok,
 no NaN/inf, documented shapes and rates). The all-411 run is the audio benchmark
-(`python -m avemo.extract.bench --only audio`), whose table reports the same checks."""
+(`python -m avemo.bench --only audio`), whose table reports the same checks."""
 
 from __future__ import annotations
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from avemo.bench import crops as crop_bench
 from avemo.errors import FeatureConfigError
 from avemo.extract.base import ClipInput
 from avemo.extract.registry import BACKBONES, FEATURE_SETS, load_all
-from avemo.extract.video import crop_bench
 from avemo.extract.video.align import CropSpec, align_faces, crop_faces
 from avemo.extract.video.backbones.fer2013_minixception import CLASSES
 
@@ -24,7 +24,7 @@ def loaded():
 def recorded():
     row = crop_bench.recorded_best()
     if row is None:
-        pytest.fail("no crop benchmark table in workflows/bench_results: run python -m avemo.extract.video.crop_bench")
+        pytest.fail("no crop benchmark table in workflows/bench_results: run python -m avemo.bench --only crops")
     return row
 
 
@@ -34,7 +34,7 @@ def test_fer2013_default_crop_is_the_measured_best(recorded):
     # box crops follow the detector's box convention: the table must be for today's default
     assert recorded["detector"] == fs.config["detector"], (
         f"{recorded['file']} measured crops on {recorded['detector']} boxes, the default detector is now "
-        f"{fs.config['detector']}: rerun python -m avemo.extract.video.crop_bench")
+        f"{fs.config['detector']}: rerun python -m avemo.bench --only crops")
     assert fs.crop() == BACKBONES.get("fer2013_minixception").crop_spec()
 
 

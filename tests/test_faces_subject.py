@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from avemo.bench.subject import FPS, canvas, generated_clips, paste, real_faces
 from avemo.data.store import FeatureFile, write_clips
 from avemo.errors import UserError
 from avemo.extract.base import ClipInput
 from avemo.extract.registry import FEATURE_SETS, load_all
 from avemo.extract.video.decode import write_video
 from avemo.extract.video.detectors.base import Faces
-from avemo.extract.video.subject_bench import FPS, canvas, generated_clips, paste, real_faces
 from avemo.extract.video.tracks import Tracker, TrackSummary, chain_subject, longest_gap_s
 
 

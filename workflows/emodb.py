@@ -319,7 +319,7 @@ def run_emodb(root: Path = DEFAULT_ROOT, out: Path = Path("runs/emodb"), folds: 
     md = markdown(summary, folds_desc, command, notes, per_fold)
     (out / "README_snippet.md").write_text(md)
     if bench and not speakers and not limit:
-        from avemo.data.benchtable import write_section
+        from avemo.bench.table import write_section
 
         rows = [{"method": r["what"], "folds": int(r["folds"]), "seeds": int(r["seeds"]),
                  "accuracy": f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}",

@@ -241,7 +241,7 @@ def run(device: str, tiny: bool, write: bool = True) -> tuple[list[dict[str, Any
             print(f"[gpu-check] {name}: {time.perf_counter() - t0:.0f} s", flush=True)
     ok = all(r["ok"] == "yes" for r in rows)
     if write:
-        from avemo.data.benchtable import write_section
+        from avemo.bench.table import write_section
 
         notes = ("Each path once on the device, the same inputs on the CPU (tf32 off; bf16 paths compared "
                  "by cosine similarity). Inputs: BlazeFace/MTCNN frames from the cached single_face.jpg; "

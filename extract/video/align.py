@@ -8,7 +8,7 @@ Umeyama, same result as ``skimage.transform.SimilarityTransform`` used by insigh
 
 ``CropSpec`` / ``crop_faces`` generalise this to the crop each backbone was trained on: the
 template (identity networks: ArcFace, IR-50) or the detector's box (FER2013-style crops), with
-margin and interpolation chosen by measurement (``avemo.extract.video.crop_bench``).
+margin and interpolation chosen by measurement (``avemo.bench.crops``).
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class DlibResNet(IdentityEmbedder):
     size = 150
     points = DLIB_CHIP_150
     # dlib's own verification threshold is 0.6 on single descriptors; means of a few chips
-    # are tighter. subject_bench, 3-chip means of four real people: same person <= 0.42,
+    # are tighter. avemo.bench.subject, 3-chip means of four real people: same person <= 0.42,
     # different >= 0.70 on BlazeFace's points (the default detector), <= 0.40 / >= 0.72 on
     # MTCNN's; only the band in between is left to continuity.
     same_below = 0.5

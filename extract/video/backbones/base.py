@@ -8,7 +8,7 @@ normalisation, device, precision), so the pipeline never needs per-model branche
 side: 0 is insightface's 112 template as is; 0.25 means the template occupies 1/1.25 of the
 crop, leaving the rest as border. Each backbone picks the value matching its training crops.
 ``crop`` (an ``align.CropSpec``) overrides it for networks not trained on template crops, e.g.
-the FER2013 mini-Xception's detector-box crop, chosen by ``crop_bench``.
+the FER2013 mini-Xception's detector-box crop, chosen by ``avemo.bench.crops``.
 """
 
 from __future__ import annotations

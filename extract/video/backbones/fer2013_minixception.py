@@ -244,7 +244,7 @@ class Fer2013MiniXception(TorchBackbone):
 
     input_size = 64
     grayscale = True
-    # Measured, not reasoned (``crop_bench``; README "Face crops"): a square of the detector box's
+    # Measured, not reasoned (``avemo.bench.crops``; README "Face crops"): a square of the detector box's
     # longer side, 30 % tighter (eyebrows to chin, as FER2013's faces), no rotation, area-averaged
     # downscaling: zero-shot 22/28 RAVDESS a05 and 4/6 CREMA-D 1001 clips right vs 2/28 and 3/6
     # with the ArcFace template (margin 0.25) it had before.

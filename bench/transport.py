@@ -1,14 +1,13 @@
 """Frame transport benchmark: the default face pipeline with frames pickled through the queue
 (the earlier path) vs written into shared memory, beside decode-only, on RAVDESS 720p.
 
-``python -m avemo.extract.bench --only transport``. The variants run round-robin, best of
+``python -m avemo.bench --only transport``. The variants run round-robin, best of
 ``repeats`` (the shared machine's load drifts), decode-only before and after; every variant must
 give the same rows (checked: the transport moves pixels, it must not change them).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from avemo.data.benchtable import write_section
+from avemo.bench.detectors import ravdess_videos
+from avemo.bench.faces import decode_only
+from avemo.bench.table import write_section
 from avemo.extract.base import ClipInput
 from avemo.extract.registry import FEATURE_SETS, load_all
-from avemo.extract.video.bench import decode_only
-from avemo.extract.video.detector_bench import ravdess_videos
 
 # (label, pipeline attributes, BlazeFace frames per onnxruntime call)
 VARIANTS: list[tuple[str, dict[str, Any], int]] = [
@@ -106,14 +105,6 @@ def main(quick: bool = False, device: str = "cpu", repeats: int = 2) -> Path:
         "Stage seconds: `decode` is summed in the worker, `wait` is the main process idle on it. "
         "The machine was shared with other engineers' jobs (load average ~6-8 on 2 cores): "
         "compare the rows of one run, not absolute numbers. Reproduce: "
-        "`python -m avemo.extract.bench --only transport`."
+        "`python -m avemo.bench --only transport`."
     )
     return write_section("Faces: frame transport (RAVDESS 720p)", rows, notes)
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="python -m avemo.extract.video.transport_bench")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--device", default="cpu")
-    a = ap.parse_args()
-    print(main(quick=a.quick, device=a.device))

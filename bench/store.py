@@ -1,4 +1,4 @@
-"""``python -m avemo.data.bench_store``: feature-store speed -> dated markdown (``make bench``).
+"""``python -m avemo.bench --only store``: feature-store speed -> dated markdown (``make bench``).
 
 Writes a synthetic feature set through the real writer (shards + consolidation), then reads it
 back the ways stage two does: everything at once (h5py read vs memory map) and clip by clip
@@ -8,14 +8,13 @@ overhead, not the disk.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from avemo.data.benchtable import write_section
+from avemo.bench.table import write_section
 from avemo.data.store import ClipFeatures, FeatureFile, FeatureWriter, make_provenance
 
 
@@ -72,11 +71,5 @@ def main(quick: bool = False) -> Path:
                         "seconds": dt})
         size = path.stat().st_size
     notes = (f"{n} clips, {rows} rows of {dim} float32 ({size / 1e9:.2f} GB file, contiguous "
-             "layout), page cache warm. `python -m avemo.data.bench_store [--quick]`.")
+             "layout), page cache warm. `python -m avemo.bench --only store [--quick]`.")
     return write_section("Feature store (HDF5 ragged)", out, notes)
-
-
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(prog="python -m avemo.data.bench_store")
-    p.add_argument("--quick", action="store_true")
-    print(main(quick=p.parse_known_args()[0].quick))  # tolerate `make bench ARGS=...` of others

@@ -9,14 +9,13 @@ tracks -> alignment -> CNN) and write an HDF5 feature file; stage seconds are su
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from avemo.bench.table import write_section
 from avemo.data.assets import media
-from avemo.data.benchtable import write_section
 from avemo.data.store import FeatureWriter
 from avemo.extract.base import ClipInput
 from avemo.extract.registry import FEATURE_SETS, load_all
@@ -107,11 +106,3 @@ def main(quick: bool = False, device: str = "cpu") -> Path:
         "full pipeline >= 25% of decode-only frames/s."
     )
     return write_section("Faces: pipeline vs decode-only", rows, notes)
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="python -m avemo.extract.video.bench")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--device", default="cpu")
-    a = ap.parse_args()
-    print(main(quick=a.quick, device=a.device))

@@ -1,6 +1,6 @@
 """Detector benchmark: every face detector on the same frames, then the face pipeline with each.
 
-``python -m avemo.extract.bench --only detectors`` (``--quick``: 4 RAVDESS clips, fewer frames).
+``python -m avemo.bench --only detectors`` (``--quick``: 4 RAVDESS clips, fewer frames).
 
 * Real footage: RAVDESS actor 05 (``../shared/data/ravdess-a05``, 1280x720 H.264; one person in
   every frame). Every ``EVERY``-th frame (the default pipeline's key-frame rate) of every clip
@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections.abc import Sequence
@@ -27,17 +26,18 @@ from typing import Any
 import cv2
 import numpy as np
 
+from avemo.bench.faces import decode_only
+from avemo.bench.inputs import RAVDESS_A05
+from avemo.bench.table import write_section
 from avemo.data.assets import media
-from avemo.data.benchtable import write_section
 from avemo.extract.base import ClipInput
 from avemo.extract.registry import DETECTORS, FEATURE_SETS, load_all
-from avemo.extract.video.bench import decode_only
 from avemo.extract.video.decode import iter_frames
 
 EVERY = 5
 SLOW = ("scrfd_2.5g",)  # run once in the pipeline rows (minutes per pass on the 2-core CPU)
 SMALL = 100  # face height (px, in a 1280x720 frame) below which a generated face counts as small
-RAVDESS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ravdess-a05" / "video"
+RAVDESS = RAVDESS_A05 / "video"
 # (label, DETECTORS name, constructor options)
 DETECTOR_ROWS: list[tuple[str, str, dict[str, Any]]] = [  # each detector's default thresholds
     ("mtcnn (min face 40)", "mtcnn", {"min_face_size": 40}),
@@ -242,11 +242,3 @@ def main(quick: bool = False, device: str = "cpu") -> Path:
         "decode-only at >= 99 % of the subject's frames. Shared 2-core machine."
     )
     return write_section("Faces: pipeline per detector (RAVDESS 720p)", prow, notes)
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="python -m avemo.extract.video.detector_bench")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--device", default="cpu")
-    a = ap.parse_args()
-    print(main(quick=a.quick, device=a.device))

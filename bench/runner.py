@@ -1,6 +1,6 @@
 """Runner hooks benchmark: ``streams_clips`` and ``store_compression`` measured on real footage.
 
-``python -m avemo.extract.bench --only runner``. Each row runs ``run_features`` (the CLI's path:
+``python -m avemo.bench --only runner``. Each row runs ``run_features`` (the CLI's path:
 writer thread, shards, final file) on the RAVDESS actor-05 takes:
 
 * ``face_fer2013`` in ``batch_clips`` calls of 8 clips (the decode workers drain at every
@@ -11,7 +11,6 @@ writer thread, shards, final file) on the RAVDESS actor-05 takes:
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -19,11 +18,11 @@ from typing import Any
 
 import pandas as pd
 
-from avemo.data.benchtable import write_section
+from avemo.bench.detectors import ravdess_videos
+from avemo.bench.table import write_section
 from avemo.data.store import FeatureFile
 from avemo.extract.registry import FEATURE_SETS, load_all
 from avemo.extract.runner import run_features
-from avemo.extract.video.detector_bench import ravdess_videos
 
 
 def _run(videos: list[Path], name: str, out: Path, streams: bool | None = None,
@@ -81,10 +80,3 @@ def main(quick: bool = False, device: str = "cpu") -> Path:
         "all s`: every clip read back with FeatureFile. Shared 2-core machine: compare rows."
     )
     return write_section("Runner hooks: streams_clips, store_compression", rows, notes)
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="python -m avemo.extract.runner_bench")
-    ap.add_argument("--quick", action="store_true")
-    a = ap.parse_args()
-    print(main(quick=a.quick))

@@ -1,6 +1,6 @@
 """Which crop fits a face CNN: zero-shot clip accuracy of its own logits per crop variant.
 
-``python -m avemo.extract.video.crop_bench [--out-dir DIR] [--step 3]`` measures, for the
+``python -m avemo.bench --only crops [-o FILE] [--crop-step 3]`` measures, for the
 emotion-pretrained ``fer2013_minixception``, the clip accuracy of the mean softmax over a clip's
 frames (FER2013 classes; RAVDESS calm -> neutral) on real posed footage:
 
@@ -16,7 +16,6 @@ markdown table is appended to ``<out-dir>/<date>.md`` (the file ``make bench`` w
 
 from __future__ import annotations
 
-import argparse
 import csv
 import time
 from collections.abc import Sequence
@@ -27,12 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from avemo.data.benchtable import RESULTS_DIR, write_section
+from avemo.bench.inputs import RAVDESS_A05
+from avemo.bench.table import RESULTS_DIR, write_section
 from avemo.extract.video.align import CropSpec, crop_faces
 from avemo.extract.video.decode import iter_frames
 
 SECTION = "Faces: crop variants (fer2013_minixception zero-shot)"
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "ravdess-a05"
+SHARED = RAVDESS_A05
 
 # dataset label -> FER2013 class (mini-Xception's CLASSES)
 RAVDESS_TO_FER = {"neutral": "neutral", "calm": "neutral", "happy": "happy", "sad": "sad", "angry": "angry",
@@ -195,7 +195,7 @@ def recorded_best(results_dir: str | Path = RESULTS_DIR) -> dict[str, str] | Non
     return None
 
 
-def main(quick: bool = False, device: str = "cpu", step: int = 3, out_dir: str | Path | None = None) -> Path:
+def main(quick: bool = False, device: str = "cpu", step: int = 3) -> Path:
     """Measure every variant, append the dated table, return the bench file's path."""
     from avemo.extract.video.backbones.fer2013_minixception import Fer2013MiniXception
 
@@ -219,19 +219,9 @@ def main(quick: bool = False, device: str = "cpu", step: int = 3, out_dir: str |
         f"highest corpus mean (the mean of RAVDESS's and CREMA-D's clip accuracies: two actors, equal "
         f"weight), ties broken by the mean probability of the true class (mean p(true), over all clips). {res['seconds']:.0f} s "
         f"on a shared machine.{ravdess} One actor per corpus: small, noisy samples; the ranking, not "
-        f"the absolute accuracy, is the point. Reproduce: `python -m avemo.extract.video.crop_bench`."
+        f"the absolute accuracy, is the point. Reproduce: `python -m avemo.bench --only crops`."
     )
-    path = write_section(SECTION, rows, notes, out_dir=out_dir)
+    path = write_section(SECTION, rows, notes)
     best = rank(res)[0][0]
     print(f"best crop: {best.label}; default now: {default.label}")
     return path
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="python -m avemo.extract.video.crop_bench")
-    ap.add_argument("--quick", action="store_true", help="CREMA-D only")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--step", type=int, default=3, help="RAVDESS: every STEP-th frame")
-    ap.add_argument("--out-dir", default=None, help=f"bench results folder (default {RESULTS_DIR})")
-    a = ap.parse_args()
-    print(main(quick=a.quick, device=a.device, step=a.step, out_dir=a.out_dir))
