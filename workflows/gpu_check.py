@@ -3,7 +3,7 @@ against the CPU path, timed, written as dated rows into the benchmark file.
 
 Paths: face detection (MTCNN, torch backend on the GPU), face backbones under bf16 autocast,
 audio CNNs (VGGish, one-channel ResNet-18), fusion training at Aff-Wild2 scale (device-resident
-batches vs a per-sample HDF5 loader, ``fusion.bench``), and a stacked grid (``fusion.stacked``)
+batches vs a per-sample HDF5 loader, ``avemo.bench.fusion``), and a stacked grid (``fusion.stacked``)
 against the same cells trained on the CPU. Each row says the device result, the CPU result's
 difference and the tolerance (bf16 paths compare cosine similarity). About 5 minutes on one
 H100 (most of it writing the generated Aff-Wild2-scale file).
@@ -131,9 +131,9 @@ def check_audio(dev: torch.device, tiny: bool) -> list[dict[str, Any]]:
 
 
 def check_fusion(dev: torch.device, tiny: bool, tmp: Path) -> list[dict[str, Any]]:
-    """Aff-Wild2-scale frame task: device-resident vs per-sample loader epochs (``fusion.bench``),
+    """Aff-Wild2-scale frame task: device-resident vs per-sample loader epochs (``avemo.bench.fusion``),
     then the same steps trained on the device and on the CPU from one initialisation."""
-    from avemo.fusion import bench as FB
+    from avemo.bench import fusion as FB
     from avemo.fusion.config import load_config
     from avemo.fusion.train import build_datamodule, build_model
 
@@ -180,7 +180,7 @@ def check_fusion(dev: torch.device, tiny: bool, tmp: Path) -> list[dict[str, Any
 
 
 def check_stacked(dev: torch.device, tiny: bool, tmp: Path) -> dict[str, Any]:
-    from avemo.fusion import bench as FB
+    from avemo.bench import fusion as FB
     from avemo.fusion.config import load_config
     from avemo.fusion.stacked import fit_stacked
     from avemo.fusion.train import build_datamodule
@@ -246,7 +246,7 @@ def run(device: str, tiny: bool, write: bool = True) -> tuple[list[dict[str, Any
         notes = ("Each path once on the device, the same inputs on the CPU (tf32 off; bf16 paths compared "
                  "by cosine similarity). Inputs: BlazeFace/MTCNN frames from the cached single_face.jpg; "
                  "audio CNN inputs are seeded noise (a numerics check, not a feature check); fusion data "
-                 "generated (fusion.bench). " + ("TINY dry run. " if tiny else "")
+                 "generated (avemo.bench.fusion). " + ("TINY dry run. " if tiny else "")
                  + "Reproduce: `make gpu-check` (python -m avemo.workflows.gpu_check).")
         write_section(TITLE + (" (tiny)" if tiny else ""), rows, notes)
     return rows, ok
