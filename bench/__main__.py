@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import os
 import time
 
 from avemo.bench.table import output_file, set_output
@@ -26,8 +27,8 @@ SECTIONS = {
     "transport": "avemo.bench.transport",
     "runner": "avemo.bench.runner",
     "audio": "avemo.bench.audio",
-    "fusion": "avemo.fusion.bench",
-    "grid": "avemo.workflows.bench",
+    "fusion": "avemo.bench.fusion",
+    "grid": "avemo.bench.grid",
 }
 
 
@@ -37,20 +38,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", default=None,
                    help="markdown file for every section (default workflows/bench_results/<date>.md)")
     p.add_argument("--quick", action="store_true", help="smaller inputs (smoke run)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=None,
+                   help="cpu (default) or cuda; sections taking argv get it as --device")
     p.add_argument("--crop-step", type=int, default=3, help="crops: every STEP-th RAVDESS frame")
     a, rest = p.parse_known_args(argv)
     set_output(a.output or output_file())  # the date is fixed once, before sections run
-    given = {"quick": a.quick, "device": a.device, "step": a.crop_step, "argv": rest}
+    given = {"quick": a.quick, "device": a.device or "cpu", "step": a.crop_step, "argv": rest}
     t0 = time.perf_counter()
     for name in a.only or list(SECTIONS):
         run = importlib.import_module(SECTIONS[name]).main
         params = inspect.signature(run).parameters
-        result = run(**{k: v for k, v in given.items() if k in params})
+        kw = {k: v for k, v in given.items() if k in params}
+        if "argv" in kw and "device" not in params and a.device:
+            kw["argv"] = [*rest, "--device", a.device]
+        result = run(**kw)
         print(f"{name}: {result if result not in (0, None) else output_file()}")
     print(f"done in {time.perf_counter() - t0:.0f} s -> {output_file()}")
     return 0
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")  # subprocess benches (grid) print as they go
     raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""``python -m avemo.fusion.bench``: training-epoch time, device-resident features vs per-sample loading.
+"""``python -m avemo.bench --only fusion``: training-epoch time, device-resident features vs per-sample loading.
 
 Two data paths feed the SAME model and optimiser:
 
@@ -330,25 +330,30 @@ def bench_overhead(tmp: Path, n_clips: int = 411, epochs: int = 5, repeats: int 
 
 def overhead_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     """This checkout's row, and with ``--overhead-ref REV`` first the row of commit REV (its
-    tree from ``git archive``, this bench file copied in, run as a subprocess)."""
+    tree from ``git archive`` of the repository holding the working directory, this checkout's
+    bench entry copied in, run as a subprocess)."""
     import subprocess
     import sys
 
     kw = {"n_clips": args.overhead_clips, "epochs": args.overhead_epochs, "repeats": args.repeats}
     rows: list[dict[str, Any]] = []
     if args.overhead_ref:
-        root = Path(__file__).resolve().parents[1]
+        root = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
+                                   text=True, check=True).stdout.strip())
         src, tree = tmp / "ref" / "src", tmp / "ref" / "pkg" / "avemo"
         src.mkdir(parents=True)
         arch = subprocess.run(["git", "-C", str(root), "archive", args.overhead_ref],
                               capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(src)], input=arch, check=True)
         (src / "avemo").rename(tree.parent.mkdir() or tree)  # the layout setup.py installs
-        for sub in ("data", "extract", "fusion", "workflows"):
-            (src / sub).rename(tree / sub)
-        (tree / "fusion" / "bench.py").write_text(Path(__file__).read_text())
+        for sub in ("data", "extract", "fusion", "workflows", "bench"):
+            if (src / sub).is_dir():
+                (src / sub).rename(tree / sub)
+        (tree / "bench").mkdir(exist_ok=True)
+        for name in ("__init__.py", "__main__.py", "table.py", "fusion.py"):  # this checkout's entry
+            (tree / "bench" / name).write_text((root / "bench" / name).read_text())
         out = tmp / "ref.json"
-        cmd = [sys.executable, "-m", "avemo.fusion.bench", "--overhead", "--json-out", str(out),
+        cmd = [sys.executable, "-m", "avemo.bench", "--only", "fusion", "--overhead", "--json-out", str(out),
                "--overhead-label", f"{args.overhead_ref} (before)", "--repeats", str(args.repeats),
                "--overhead-clips", str(args.overhead_clips), "--overhead-epochs", str(args.overhead_epochs)]
         import os
@@ -367,12 +372,12 @@ OVERHEAD_NOTES = (
     "torch threads = 1 (this small model: more threads only add contention on a shared "
     "machine). Generated AFEW-like features, 128-d face + audio, zhou mean + concat. The "
     "machine was shared with other engineers (load 4-10 on 2 cores): CPU seconds are the "
-    "steadier column. Reproduce: `python -m avemo.fusion.bench --overhead --overhead-ref REV`."
+    "steadier column. Reproduce: `python -m avemo.bench --only fusion --overhead --overhead-ref REV`."
 )
 
 
 def main(argv: list[str] | None = None, quick: bool = False) -> Path:
-    p = argparse.ArgumentParser(prog="python -m avemo.fusion.bench")
+    p = argparse.ArgumentParser(prog="python -m avemo.bench --only fusion")
     p.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     p.add_argument("--affwild-frames", type=int, default=2_800_000)
     p.add_argument("--skip-affwild", action="store_true")
@@ -391,7 +396,7 @@ def main(argv: list[str] | None = None, quick: bool = False) -> Path:
     a, _ = p.parse_known_args(argv)
     quick = quick or a.quick
     if a.overhead:
-        from avemo.data.benchtable import write_section
+        from avemo.bench.table import write_section
 
         torch.set_num_threads(1)
         with tempfile.TemporaryDirectory(dir=a.tmp, prefix="avemo-overhead-") as td:
@@ -435,7 +440,7 @@ def main(argv: list[str] | None = None, quick: bool = False) -> Path:
             }
             rows += bench_scale(f"Aff-Wild2 ({frames / 1e6:.2g} M frames x 512, 300/200 windows)", aw, aw_cfg,
                                 device, a.per_sample_batches, max(1, a.repeats - 1))
-    from avemo.data.benchtable import write_section
+    from avemo.bench.table import write_section
 
     notes = (
         "Same model, optimiser and batches on both paths; paths measured interleaved, best of "
@@ -452,7 +457,3 @@ def main(argv: list[str] | None = None, quick: bool = False) -> Path:
     path = write_section(TITLE, rows, notes)
     print(f"fusion bench: {path}")
     return path
-
-
-if __name__ == "__main__":
-    main()

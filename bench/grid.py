@@ -1,4 +1,4 @@
-"""Grid benchmark (``make bench``): a 40-cell ablation grid in one ``avemo ablate`` process vs
+"""Grid benchmark (``python -m avemo.bench --only grid``): a 40-cell ablation grid in one ``avemo ablate`` process vs
 40 separate ``avemo fuse-train`` invocations, at AFEW scale (773 clips x ~70 face frames of
 512-d + ~35 audio rows of 96-d, generated features written to a temporary HDF5 cache).
 
@@ -149,29 +149,24 @@ def run_bench(clips: int = 773, epochs: int = 1, seeds: int = 5, subprocess_runs
              "feature file read and device upload, manifest/split/statistics); per-epoch compute is "
              "the same on both sides, so on a CPU the ratio shrinks as epochs per cell grow, and on a "
              "GPU (fast epochs, slow CUDA start-up per process) it grows. "
-             f"Reproduce: `python -m avemo.workflows.bench --epochs {epochs}`.")
+             f"Reproduce: `python -m avemo.bench --only grid --epochs {epochs}`.")
     if write:
-        from avemo.data.benchtable import write_section
+        from avemo.bench.table import write_section
 
         write_section("Ablation grid: 40 cells in one process vs separate fuse-train runs", rows, notes)
     return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m avemo.workflows.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m avemo.bench --only grid", description=__doc__.split("\n")[0])
     p.add_argument("--clips", type=int, default=773)
     p.add_argument("--epochs", type=int, default=1, help="epochs per cell (CPU: training dominates beyond ~1)")
     p.add_argument("--seeds", type=int, default=5, help="seeds per config (4 x 2 configs): 5 -> 40 cells")
     p.add_argument("--subprocess-runs", type=int, default=3)
     p.add_argument("--workers", type=int, default=2, help="also time the grid with N local workers (1: skip)")
     p.add_argument("--no-write", action="store_true")
-    a, _unknown = p.parse_known_args(argv)  # `make bench ARGS=...` passes the same ARGS to every bench
+    a, _unknown = p.parse_known_args(argv)  # the entry passes the same extra options to every bench
     rows = run_bench(a.clips, a.epochs, a.seeds, a.subprocess_runs, write=not a.no_write, workers=a.workers)
     for r in rows:
         print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()})
     return 0
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())
