@@ -33,7 +33,9 @@ SECTIONS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m avemo.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m avemo.bench", description=__doc__.split("\n")[0],
+                                add_help=False, epilog="--only SECTION -h: also that section's options")
+    p.add_argument("-h", "--help", action="store_true", help="show this help message and exit")
     p.add_argument("--only", choices=list(SECTIONS), action="append", help="repeatable; default: all")
     p.add_argument("-o", "--output", default=None,
                    help="markdown file for every section (default workflows/bench_results/<date>.md)")
@@ -42,6 +44,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="cpu (default) or cuda; sections taking argv get it as --device")
     p.add_argument("--crop-step", type=int, default=3, help="crops: every STEP-th RAVDESS frame")
     a, rest = p.parse_known_args(argv)
+    if a.help:
+        p.print_help()
+        for name in a.only or []:
+            run = importlib.import_module(SECTIONS[name]).main
+            if "argv" in inspect.signature(run).parameters:
+                print(f"\n--only {name}:")
+                try:
+                    run(argv=["-h"])
+                except SystemExit:
+                    pass
+        return 0
     set_output(a.output or output_file())  # the date is fixed once, before sections run
     given = {"quick": a.quick, "device": a.device or "cpu", "step": a.crop_step, "argv": rest}
     t0 = time.perf_counter()

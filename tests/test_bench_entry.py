@@ -52,3 +52,9 @@ def test_unknown_section_is_refused(tmp_path) -> None:
                        capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice: 'stor'" in r.stderr
     assert not (tmp_path / "workflows").exists()
+
+
+def test_section_options_in_help(tmp_path) -> None:
+    out = _bench(["--only", "grid", "--only", "fusion", "-h"], tmp_path)
+    assert "--crop-step" in out and "--epochs" in out and "--overhead-ref" in out
+    assert not (tmp_path / "workflows").exists()
