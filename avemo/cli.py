@@ -12,6 +12,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from avemo.errors import UsageError, UserError, did_you_mean
 
@@ -234,9 +235,28 @@ def _list(a: argparse.Namespace) -> int:
     for m in (*(importlib.import_module(f) for f in fillers), mod):
         if hasattr(m, "load_all"):
             m.load_all()
-    for name, doc in getattr(mod, attr).describe():
-        print(f"{name:<28} {doc}")
+    registry = getattr(mod, attr)
+    for name, doc in registry.describe():
+        if a.what == "feature-sets":
+            print(f"{name:<28} {_rate_words(registry, name):<14} {doc}")
+        else:
+            print(f"{name:<28} {doc}")
     return 0
+
+
+def _rate_words(registry: Any, name: str) -> str:
+    """A feature set's row rate with its default config: rows per second, or per video frames."""
+    try:
+        fs = registry.build(name, {}, "cpu")
+    except Exception:  # a set that needs user weights or an extra to build: its doc says the rate
+        return "see doc"
+    try:
+        rate, hop = fs.rate_hz, fs.config.get("hop")
+    finally:
+        getattr(fs, "close", lambda: None)()
+    if rate:
+        return f"{rate:g} Hz"
+    return f"frames/{hop}" if isinstance(hop, int) else "video frames"  # windowed: a row every hop
 
 
 def _kv(items: Sequence[str] | None) -> list[tuple[str, str]]:

@@ -88,6 +88,9 @@ def test_every_feature_set_is_listed() -> None:
     # sets other test modules registered in this process are not the CLI's to list
     packaged = {n for n in FEATURE_SETS if R.FEATURE_SETS.get(n).__module__.startswith("avemo.")}
     assert packaged and packaged <= listed
+    rates = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
+    assert rates["logmel"] == "100" and rates["speech_embedding"] == "12.5"  # "<rate> Hz" column
+    assert out.count(" Hz ") >= 5 and "video frames" in out and "frames/8" in out
 
 
 DETECTORS = R.DETECTORS.names()
