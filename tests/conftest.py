@@ -25,3 +25,26 @@ def media():
     from avemo.data.assets import media as fetch
 
     return fetch
+
+
+@pytest.fixture(scope="module")
+def extract_one_thread():
+    """Every extract plugin registered and torch on one thread for the module (face tests)."""
+    from avemo.extract.registry import load_all
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    load_all()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def fer_inline(extract_one_thread):
+    """The default face feature set with video decoded inline (no decode worker processes)."""
+    from avemo.extract.registry import FEATURE_SETS
+
+    fs = FEATURE_SETS.build("face_fer2013", {}, "cpu")
+    fs.workers = 0
+    yield fs
+    fs.close()

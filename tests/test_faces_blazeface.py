@@ -9,24 +9,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from avemo.data.pypi_fetch import sha256_file
 from avemo.extract.base import ClipInput
-from avemo.extract.registry import DETECTORS, FEATURE_SETS, load_all
+from avemo.extract.registry import DETECTORS, FEATURE_SETS
 from avemo.extract.video.align import ARCFACE_112, align_faces, template
 from avemo.extract.video.detectors import blazeface as bf
 
 REF = Path(__file__).parent / "fixtures" / "blazeface_reference.json"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    load_all()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("extract_one_thread")  # conftest: one thread, plugins loaded
 
 
 @pytest.fixture(scope="module")

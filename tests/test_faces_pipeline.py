@@ -10,26 +10,16 @@ import torch
 
 from avemo.data.store import FeatureFile
 from avemo.extract.base import ClipInput
-from avemo.extract.registry import DETECTORS, FEATURE_SETS, load_all
+from avemo.extract.registry import DETECTORS, FEATURE_SETS
 from avemo.extract.video.align import align_faces
 from avemo.extract.video.decode import write_video
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    load_all()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("extract_one_thread")  # conftest: one thread, plugins loaded
 
 
 @pytest.fixture(scope="module")
-def fer():
-    fs = FEATURE_SETS.build("face_fer2013", {}, "cpu")
-    fs.workers = 0  # decode inline here; the runner test below uses worker processes
-    yield fs
-    fs.close()
+def fer(fer_inline):
+    return fer_inline  # conftest: face_fer2013 decoding inline; the runner tests use workers
 
 
 def _one(fs, path, clip_id="c"):

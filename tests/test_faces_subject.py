@@ -11,33 +11,22 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from avemo.bench.subject import FPS, canvas, generated_clips, paste, real_faces
 from avemo.data.store import FeatureFile, write_clips
 from avemo.errors import UserError
 from avemo.extract.base import ClipInput
-from avemo.extract.registry import FEATURE_SETS, load_all
+from avemo.extract.registry import FEATURE_SETS
 from avemo.extract.video.decode import write_video
 from avemo.extract.video.detectors.base import Faces
 from avemo.extract.video.tracks import Tracker, TrackSummary, chain_subject, longest_gap_s
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    load_all()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("extract_one_thread")  # conftest: one thread, plugins loaded
 
 
 @pytest.fixture(scope="module")
-def fer():
-    fs = FEATURE_SETS.build("face_fer2013", {}, "cpu")
-    fs.workers = 0
-    yield fs
-    fs.close()
+def fer(fer_inline):
+    return fer_inline  # conftest: face_fer2013 decoding inline; the runner tests use workers
 
 
 @pytest.fixture(scope="module")
