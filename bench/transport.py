@@ -8,6 +8,7 @@ give the same rows (checked: the transport moves pixels, it must not change them
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,10 +24,11 @@ from avemo.extract.registry import FEATURE_SETS, load_all
 
 # (label, pipeline attributes, BlazeFace frames per onnxruntime call)
 VARIANTS: list[tuple[str, dict[str, Any], int]] = [
-    ("frames pickled through the queue, BlazeFace batch 32 (before)", {"shm": False}, 32),
-    ("frames in shared memory, BlazeFace batch 4 (default)", {"shm": True}, 4),
-    ("shared memory, single-threaded FFmpeg in the worker", {"shm": True, "decode_threads": False}, 4),
-    ("shared memory, frames converted at 360p (experiment: other rows)", {"shm": True, "decode_height": 360}, 4),
+    ("frames pickled through the queue, BlazeFace batch 32 (before)", {"shm": False, "decode_threads": True}, 32),
+    ("frames in shared memory, FFmpeg threads in the worker", {"shm": True, "decode_threads": True}, 4),
+    ("shared memory, single-threaded FFmpeg in the worker (default)", {"shm": True, "decode_threads": False}, 4),
+    ("shared memory, frames converted at 360p (experiment: other rows)",
+     {"shm": True, "decode_threads": False, "decode_height": 360}, 4),
 ]
 
 
@@ -64,6 +66,7 @@ def main(quick: bool = False, device: str = "cpu", repeats: int = 2) -> Path:
     dec_best = 0.0
     ref: dict | None = None
     diff = 0.0  # largest |row difference| to the first run (CNN batches follow the decoders' timing)
+    load = os.getloadavg()[0]
     for _ in range(repeats):  # each variant's run right after its own decode-only run: one load
         for label, attrs, batch in VARIANTS:
             n_dec, t_dec = decode_only(list(videos), repeats=1)
@@ -96,15 +99,14 @@ def main(quick: bool = False, device: str = "cpu", repeats: int = 2) -> Path:
         "BlazeFace batch: key frames per onnxruntime call (1 intra-op thread). "
         f"Variants round-robin, {repeats} rounds, each run right after its own decode-only run (one "
         "process, FFmpeg threads); `% of decode-only, per round` divides the run's frames/s by that "
-        "decode-only run's (the shared machine's load drifted 2x within minutes: 203 to 437 frames/s "
-        "decode-only in today's runs, so only paired ratios mean something); frames/s and stage "
+        "decode-only run's (other jobs on a machine move decode-only by up to 2x within minutes: "
+        "only paired ratios mean something); frames/s and stage "
         "seconds: the best run. Every run at full resolution gave the same masks; rows differ "
         f"from the first run's by at most {diff:.1e} (the CNN's batches follow the decoders' timing, "
         "in every variant). The 360p row is an experiment, not an option: crops cut from 640x360 "
         "frames are other pixels (zero-shot accuracy not measured). "
         "Stage seconds: `decode` is summed in the worker, `wait` is the main process idle on it. "
-        "The machine was shared with other engineers' jobs (load average ~6-8 on 2 cores): "
-        "compare the rows of one run, not absolute numbers. Reproduce: "
+        f"Load average when the run started: {load:.1f} on {os.cpu_count()} cores. Reproduce: "
         "`python -m avemo.bench --only transport`."
     )
     return write_section("Faces: frame transport (RAVDESS 720p)", rows, notes)

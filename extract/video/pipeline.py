@@ -270,7 +270,9 @@ class FacePipeline:
         self._keys = 0
         self.threads: int | None = None  # torch intra-op threads while running (None: see torch_threads)
         self.shm = True  # frames from the decode workers through shared memory (False: pickled, the old path)
-        self.decode_threads = True  # FFmpeg threads in the decode workers (transport bench: faster on 2 cores)
+        # FFmpeg threads in the decode workers: off, since the workers share the cores with detection and
+        # the CNN (transport bench, quiet 2-core machine: 62-71 % vs 55-65 % of decode-only in 4 paired rounds)
+        self.decode_threads = False
         self.decode_height: int | None = None  # experiment (transport bench): frames converted at this height
 
     def close(self) -> None:
