@@ -66,7 +66,14 @@ FEATURE_SETS = R.FEATURE_SETS.names()
 @pytest.mark.parametrize("name", FEATURE_SETS)
 def test_feature_set_defaults_and_unknown_key(name: str) -> None:
     cls = R.FEATURE_SETS.get(name)
-    fs = R.FEATURE_SETS.build(name)  # defaults; no weights are read at construction
+    try:
+        fs = R.FEATURE_SETS.build(name)  # defaults; no weights are read at construction
+    except FeatureConfigError as e:
+        if "optional extra" not in str(e):
+            raise
+        # e.g. the openSMILE sets without the [smile] extra: refused with the install hint, exit 2
+        assert "pip install avemo[" in str(e)
+        pytest.skip(f"{name}: {e}")
     assert fs.name == name and set(fs.config) == set(cls.default_config)
     assert fs.modality in ("audio", "video")
     assert fs.rate_hz is None or fs.rate_hz > 0
