@@ -321,18 +321,6 @@ def _table(run: PredictionRun, pres: pd.DataFrame, res: Mapping[str, Any] | None
 # ----------------------------------------------------------------------------- outputs
 
 
-def write_table(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    if p.suffix == ".parquet":
-        table.to_parquet(tmp, index=False)
-    else:
-        table.to_csv(tmp, index=False)
-    os.replace(tmp, p)
-    return p
-
-
 def plot_clip(run: PredictionRun, table: pd.DataFrame, clip_id: str, path: Path) -> Path:
     """One PNG: the class probabilities (clip tasks), or the predicted trace over time with
     each modality's presence underneath (frame tasks)."""

@@ -105,15 +105,6 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- features
 
 
-def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: list(obj) if isinstance(obj, tuple) else obj}
-
-
 def _short(v: Any) -> str:
     s = repr(v)
     return s if len(s) <= 24 else s[:21] + "...'"
@@ -122,6 +113,7 @@ def _short(v: Any) -> str:
 def check_feature_sets(requests: Mapping[str, Mapping[str, Any]], device: str) -> dict[str, Any]:
     """Build each requested stage-one feature set with the run's recorded config and compare
     what it would record; refuse (one message listing every difference) when they differ."""
+    from avemo.data.store import _flatten
     from avemo.extract.registry import FEATURE_SETS, load_for
     from avemo.extract.weights import WEIGHTS
 
@@ -137,7 +129,7 @@ def check_feature_sets(requests: Mapping[str, Mapping[str, Any]], device: str) -
         except UserError as e:
             problems.append(f"{where}: the run's recorded config cannot be used here: {e}")
             continue
-        want_cfg, have_cfg = _flat(req.get("config") or {}), _flat(have["config"])
+        want_cfg, have_cfg = _flatten(req.get("config") or {}), _flatten(have["config"])
         for k in sorted(set(want_cfg) | set(have_cfg)):
             a, b = want_cfg.get(k, "<absent>"), have_cfg.get(k, "<absent>")
             if a != b:
@@ -199,7 +191,8 @@ def predict(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[
             device: str | None = None, fmt: str = "csv", plot: bool = False,
             progress: bool = True, batch_size: int | None = None) -> dict[str, Any]:
     """Everything ``avemo predict`` does; returns ``{"table", "path", "plots", "out"}``."""
-    from avemo.fusion.predict import open_run, plot_clip, resolve_device, write_table
+    from avemo.data.manifest import save_manifest
+    from avemo.fusion.predict import open_run, plot_clip, resolve_device
 
     if fmt not in ("csv", "parquet"):
         raise UsageError(f"--format must be csv or parquet, got {fmt!r}")
@@ -219,7 +212,7 @@ def predict(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[
     if "label" in manifest.columns:
         table.insert(1, "label", table["clip_id"].map(dict(zip(manifest["clip_id"], manifest["label"],
                                                                strict=True))))
-    path = write_table(table, out_dir / f"predictions.{fmt}")
+    path = save_manifest(table, out_dir / f"predictions.{fmt}")
     plots = [plot_clip(run, table, c, out_dir / "plots" / f"{c}.png")
              for c in dict.fromkeys(table["clip_id"])] if plot else []
     return {"table": table, "path": path, "plots": plots, "out": out_dir, "run": run}
