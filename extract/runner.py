@@ -330,6 +330,7 @@ def run_features(
     progress: bool = True,
     compression: str | None = None,
     lock_wait_s: float | None = None,
+    built: Mapping[str, FeatureSet] | None = None,
 ) -> dict[str, Path]:
     """Extract every named feature set for every manifest clip; returns the files written.
 
@@ -341,7 +342,8 @@ def run_features(
 
     Every feature set's config and the manifest are checked first (a mistake is one
     UserError and nothing is written); each output file is locked while it is written
-    (``lock_wait_s``: see ``output_lock``).
+    (``lock_wait_s``: see ``output_lock``). ``built`` gives sets the caller already built
+    (with these overrides), so their weights are not loaded twice.
     """
     if on_mismatch not in ("error", "new"):
         raise UsageError(f"on_mismatch must be 'error' or 'new', got {on_mismatch!r}")
@@ -350,7 +352,10 @@ def run_features(
     if not feature_sets:
         raise UsageError("no feature set named; pass -s NAME (see `avemo list feature-sets`)")
     load_for(list(feature_sets))
-    sets = _build_sets(list(feature_sets), overrides, device)
+    built = dict(built or {})
+    sets = _build_sets([n for n in feature_sets if n not in built],
+                       {k: v for k, v in (overrides or {}).items() if k not in built}, device)
+    sets = [built[n] if n in built else sets.pop(0) for n in feature_sets]
     df = manifest if isinstance(manifest, pd.DataFrame) else load_manifest(manifest)
     if len(df) == 0:
         raise UsageError("the manifest has no rows: nothing to extract")

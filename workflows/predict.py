@@ -169,8 +169,10 @@ def cached(path: Path, request: Mapping[str, Any], clip_ids: Sequence[str]) -> b
 
 
 def extract(manifest: pd.DataFrame, requests: Mapping[str, Mapping[str, Any]], out: Path,
-            device: str, progress: bool = True) -> dict[str, Path]:
-    """Stage one for every modality into ``out/features/<modality>/<set>.h5`` (resumes)."""
+            device: str, progress: bool = True,
+            built: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Stage one for every modality into ``out/features/<modality>/<set>.h5`` (resumes);
+    ``built``: per modality, the set ``check_feature_sets`` already built (not built again)."""
     from avemo.extract.runner import run_features
 
     files: dict[str, Path] = {}
@@ -178,7 +180,8 @@ def extract(manifest: pd.DataFrame, requests: Mapping[str, Mapping[str, Any]], o
         name = str(req["feature_set"])
         got = run_features(manifest[[c for c in ("clip_id", "video", "audio") if c in manifest]],
                            [name], feature_path(out, m, req).parent, device=device,
-                           overrides={name: dict(req.get("config") or {})}, progress=progress)
+                           overrides={name: dict(req.get("config") or {})}, progress=progress,
+                           built={name: built[m]} if built and m in built else None)
         files[m] = Path(got[name])
     return files
 
@@ -204,8 +207,8 @@ def predict(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[
     ids = manifest["clip_id"].tolist()
     files = {m: feature_path(out_dir, m, r) for m, r in requests.items()}
     todo = {m: r for m, r in requests.items() if not cached(files[m], r, ids)}
-    check_feature_sets(todo, dev.type)  # refuse before anything is written
-    files.update(extract(manifest, todo, out_dir, dev.type, progress))
+    built = check_feature_sets(todo, dev.type)  # refuse before anything is written
+    files.update(extract(manifest, todo, out_dir, dev.type, progress, built))
     from avemo.fusion.predict import predict_files
 
     table, _ = predict_files(run, files, ids, batch_size, progress)
