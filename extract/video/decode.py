@@ -155,7 +155,7 @@ def iter_frames(
     t_clock = time.perf_counter()
     for t, img in _frames(path, fps, stats, threads):
         buf_t.append(t)
-        buf_f.append(np.ascontiguousarray(img) if stats.rotation else img)
+        buf_f.append(img)  # np.stack in _chunk copies it
         if len(buf_f) >= chunk or len(buf_f) * img.nbytes >= chunk_bytes:
             yield _chunk(n_out, buf_t, buf_f, stats, t_clock)
             n_out += len(buf_f)
@@ -176,7 +176,7 @@ def _chunk(n0: int, ts: list[float], fs: list[np.ndarray], stats: DecodeStats, t
 
 
 def _fit(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    return cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=cv2.INTER_AREA)  # rot90 views
 
 
 def read_all(path: str | os.PathLike[str], fps: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -343,7 +343,7 @@ def _shm_chunks(path: str, fps: float | None, stats: DecodeStats, ring: FrameRin
             slot, ring.next = ring.next, (ring.next + 1) % len(ring.shm)
             view = ring.view(slot, (cap, *img.shape))
         if img.shape != view.shape[1:]:  # resolution change mid-stream: fit to the chunk's first
-            img = _fit(np.ascontiguousarray(img), view.shape[1], view.shape[2])
+            img = _fit(img, view.shape[1], view.shape[2])
         view[n] = img
         ts.append(t)
         n += 1
