@@ -126,17 +126,21 @@ def _grid_rows(df: pd.DataFrame, manifest: Path, features: Path, out_dir: Path, 
     grid = {"name": spec["name"], "base": base_config(manifest, epochs, classes), "axes": axes,
             "cv": {**spec["cv"], "k": k}, "report": spec.get("report") or {},
             "labels": spec.get("labels") or {}}
-    res = run_grid(grid, out_dir=out_dir, quiet=False)
+    return run_rows(run_grid(grid, out_dir=out_dir, quiet=False)["table"], seeded=seeds is not None)
+
+
+def run_rows(table: pd.DataFrame, seeded: bool = True) -> list[dict[str, Any]]:
+    """One row per run of a finished EmoDB grid (test accuracy / UAR, its speakers); a cell that
+    did not finish, or whose train and test speakers overlap, stops the experiment."""
     rows = []
-    for _, r in res["table"].iterrows():
+    for _, r in table.iterrows():
         if r.get("status") != "done":
             raise RuntimeError(f"EmoDB cell {r['cell_id']} did not finish: {r.get('error')}")
         sp = json.loads((Path(r["run_dir"]) / "splits.json").read_text())
         tr, te = set(sp["subjects"]["train"]), set(sp["subjects"]["test"])
         if tr & te:
             raise RuntimeError(f"{r['cell_id']}: speakers {sorted(tr & te)} in train and test")
-        rows.append({"method": r["method"], "fold": int(r["fold"]),
-                     "seed": int(r["seed"]) if seeds is not None else 0,
+        rows.append({"method": r["method"], "fold": int(r["fold"]), "seed": int(r["seed"]) if seeded else 0,
                      "accuracy": r["test/accuracy"], "uar": r["test/uar"], "test_speakers": " ".join(sorted(te)),
                      "train_speakers": " ".join(sorted(tr)), "run_dir": str(r["run_dir"])})
     return rows

@@ -30,7 +30,6 @@ need the stage-two trainer (being refactored) and are not used.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -104,26 +103,14 @@ def grid_rows(df: pd.DataFrame, manifest: Path, features: Path, out_dir: Path, w
               seeds: Sequence[int]) -> pd.DataFrame:
     """model x seed x fold as one ablation grid -> one row per run (speaker disjointness checked)."""
     from avemo.workflows.ablate import run_grid
-    from avemo.workflows.emodb import base_config
+    from avemo.workflows.emodb import base_config, run_rows
 
     k = int(df["fold"].max()) + 1
     grid = {"name": "emodb_descriptors",
             "base": base_config(manifest, int(TRAIN["trainer.max_epochs"]), sorted(df["label"].unique())),
             "axes": {"method": bundles(features, which), "seed": list(seeds)},
             "cv": {"method": "manifest", "k": k, "val": "test"}, "report": {"top": 2, "examples": 3}}
-    res = run_grid(grid, out_dir=out_dir, quiet=False)
-    rows = []
-    for _, r in res["table"].iterrows():
-        if r.get("status") != "done":
-            raise RuntimeError(f"cell {r['cell_id']} did not finish: {r.get('error')}")
-        sp = json.loads((Path(r["run_dir"]) / "splits.json").read_text())
-        tr, te = set(sp["subjects"]["train"]), set(sp["subjects"]["test"])
-        if tr & te:
-            raise RuntimeError(f"{r['cell_id']}: speakers {sorted(tr & te)} in train and test")
-        rows.append({"method": r["method"], "fold": int(r["fold"]), "seed": int(r["seed"]),
-                     "accuracy": r["test/accuracy"], "uar": r["test/uar"], "test_speakers": " ".join(sorted(te)),
-                     "train_speakers": " ".join(sorted(tr)), "run_dir": str(r["run_dir"])})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(run_rows(run_grid(grid, out_dir=out_dir, quiet=False)["table"]))
 
 
 def with_ensembles(per_run: pd.DataFrame, n_seeds: int) -> pd.DataFrame:
