@@ -69,22 +69,23 @@ def _kind(default: Any) -> type | None:
     return None
 
 
-def _coerce(key: str, value: Any, kind: type | None, where: str) -> Any:
-    """``value`` as ``kind`` (ints accepted for floats, and stored as floats so 25 and 25.0 hash
-    the same), else FeatureConfigError."""
-    ok = {
-        None: True,
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, int | float) and not isinstance(value, bool),
-        str: isinstance(value, str),
-        list: isinstance(value, list | tuple),
-        dict: isinstance(value, Mapping),
-    }[kind]
-    if not ok:
-        raise FeatureConfigError(
-            f"{where}: {key} must be {_TYPE_WORDS[kind]}, got {value!r} ({type(value).__name__})"
-        )
+def _ok(value: Any, kind: type | None) -> bool:
+    """Whether ``value`` is accepted as ``kind`` (ints are numbers, bools are not)."""
+    if kind is None:
+        return True
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, int | float)
+    if kind is list:
+        return isinstance(value, list | tuple)
+    if kind is dict:
+        return isinstance(value, Mapping)
+    return isinstance(value, kind)
+
+
+def _coerce(value: Any, kind: type | None) -> Any:
+    """An accepted ``value`` stored as ``kind``: floats as float, so 25 and 25.0 hash the same."""
     if kind is float:
         return float(value)
     if kind is list:
@@ -147,13 +148,13 @@ class FeatureSet(ABC):
             kinds = p.types or ((_kind(default),) if _kind(default) else ())
             if kinds == (list,) and default and all(_ok(d, float) for d in default):
                 kinds = (list, float)  # e.g. detector thresholds: a list, or one value
-            if kinds and not any(_ok(value, k) for k in kinds):
+            kind = next((k for k in kinds if _ok(value, k)), None)
+            if kinds and kind is None:
                 words = " or ".join(_TYPE_WORDS[k] for k in kinds)
                 null = " (or null)" if default is None or p.nullable else ""
                 raise FeatureConfigError(
                     f"{where}: {key} must be {words}{null}, got {value!r} ({type(value).__name__})")
-            kind = next((k for k in kinds if _ok(value, k)), None)
-            value = _coerce(key, value, kind, where)
+            value = _coerce(value, kind)
             _check_range(key, value, p, where)
             out[key] = value
         return out
@@ -174,14 +175,6 @@ class FeatureSet(ABC):
     @abstractmethod
     def extract(self, clips: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
         """Yield one result per clip (any order)."""
-
-
-def _ok(value: Any, kind: type) -> bool:
-    try:
-        _coerce("", value, kind, "")
-    except FeatureConfigError:
-        return False
-    return True
 
 
 def _check_range(key: str, value: Any, p: Param, where: str) -> None:
