@@ -39,6 +39,24 @@ def extract_one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def extract_calls(monkeypatch):
+    """``extract_calls(cls)`` -> a list that gets ``len(clips)`` of every later ``cls.extract`` call."""
+
+    def spy(cls: type) -> list[int]:
+        calls: list[int] = []
+        orig = cls.extract
+
+        def extract(self, clips):  # noqa: ANN001, ANN202
+            calls.append(len(clips))
+            return orig(self, clips)
+
+        monkeypatch.setattr(cls, "extract", extract)
+        return calls
+
+    return spy
+
+
 @pytest.fixture(scope="module")
 def fer_inline(extract_one_thread):
     """The default face feature set with video decoded inline (no decode worker processes)."""

@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 
 from avemo.data.store import FeatureFile
-from avemo.extract.registry import FEATURE_SETS, load_all
+from avemo.extract.registry import FEATURE_SETS
 from avemo.extract.runner import run_features
 from avemo.extract.video.decode import write_video
 
 
-def test_face_sets_stream_every_clip_in_one_call_and_store_mmappable_crops(tmp_path, monkeypatch, media):
+def test_face_sets_stream_every_clip_in_one_call_and_store_mmappable_crops(
+    tmp_path, monkeypatch, media, extract_one_thread, extract_calls
+):
     import skimage.data
 
-    torch.set_num_threads(1)
-    load_all()
     face = skimage.data.astronaut()[0:300, 100:380][::2, ::2]
     rows = []
     for i in range(3):
@@ -29,14 +28,7 @@ def test_face_sets_stream_every_clip_in_one_call_and_store_mmappable_crops(tmp_p
     cls = FEATURE_SETS.get("face_crops")
     assert all(getattr(FEATURE_SETS.get(n), "streams_clips", False) for n in FEATURE_SETS.names()
                if n.startswith("face_"))
-    calls: list[int] = []
-    orig = cls.extract
-
-    def extract(self, clips):
-        calls.append(len(clips))
-        return orig(self, clips)
-
-    monkeypatch.setattr(cls, "extract", extract)
+    calls = extract_calls(cls)
     monkeypatch.setenv("AVEMO_DECODE_WORKERS", "1")
     path = run_features(pd.DataFrame(rows), ["face_crops"], tmp_path / "out", batch_clips=1,
                         progress=False, overrides={"face_crops": {"crop_size": 32}})["face_crops"]

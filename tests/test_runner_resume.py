@@ -160,19 +160,13 @@ def test_compressed_storage_on_request(corpus, reference, tmp_path) -> None:
     assert_same_file(path, reference)
 
 
-def test_streaming_feature_set_gets_all_clips_at_once(corpus, reference, tmp_path, monkeypatch) -> None:
+def test_streaming_feature_set_gets_all_clips_at_once(corpus, reference, tmp_path, monkeypatch,
+                                                      extract_calls) -> None:
     """``streams_clips`` sets get one call; a raise mid-stream is retried in batches, then alone."""
     from avemo.extract.registry import FEATURE_SETS
 
     cls = FEATURE_SETS.get(SET)
-    calls: list[int] = []
-    orig = cls.extract
-
-    def extract(self, clips):
-        calls.append(len(clips))
-        return orig(self, clips)
-
-    monkeypatch.setattr(cls, "extract", extract)
+    calls = extract_calls(cls)
     monkeypatch.setattr(cls, "streams_clips", True, raising=False)
     path = run_features(corpus, [SET], tmp_path, batch_clips=4, progress=False)[SET]
     # one call for all 24; it raised at c007, so the 17 clips left were retried in batches of
