@@ -26,6 +26,24 @@ def _val_metrics(module: L.LightningModule) -> dict[str, float]:
     return dict(getattr(module, "last_val", {}) or {})
 
 
+def improved(best: float | None, value: float, mode: str) -> bool:
+    """Whether ``value`` beats ``best`` (``mode`` max or min); a NaN never does, anything beats
+    none or NaN (also the stacked trainer's rule, so its best epoch is the one a separate run keeps)."""
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value > best if mode == "max" else value < best
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``rows`` as one CSV (columns in first-seen order), rewritten whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+
+
 class BestCheckpoint(L.Callback):
     """Keep the model weights of the best epoch (by ``monitor``/``mode``) and of the last one."""
 
@@ -35,14 +53,9 @@ class BestCheckpoint(L.Callback):
         self.best: float | None = None
         self.best_epoch: int | None = None
 
-    def _improved(self, value: float) -> bool:
-        if self.best is None or math.isnan(self.best):
-            return not math.isnan(value)
-        return value > self.best if self.mode == "max" else value < self.best
-
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         value = _val_metrics(module).get(self.monitor)
-        if value is None or trainer.sanity_checking or not self._improved(value):
+        if value is None or trainer.sanity_checking or not improved(self.best, value, self.mode):
             return
         self.best, self.best_epoch = value, trainer.current_epoch
         self._save(module, "best.pt")
@@ -81,11 +94,7 @@ class MetricsHistory(L.Callback):
         row.update(_val_metrics(module))
         self.rows.append(row)
         if self.path is not None:
-            cols = list(dict.fromkeys(k for r in self.rows for k in r))
-            with open(self.path, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=cols)
-                w.writeheader()
-                w.writerows(self.rows)
+            write_rows(self.path, self.rows)
 
 
 def _clock(seconds: float) -> str:

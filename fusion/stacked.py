@@ -26,7 +26,6 @@ dropout it equals it within float tolerance (test).
 from __future__ import annotations
 
 import copy
-import csv
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -36,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from avemo.fusion.callbacks import improved, write_rows
 from avemo.fusion.evaluate import _is_input, score
 
 #: Config keys that may differ between cells trained together (everything else must match).
@@ -108,9 +108,7 @@ class _Cell:
         self.fit_s = (0.0, 0.0)
 
     def improved(self, value: float) -> bool:  # BestCheckpoint's rule
-        if self.best is None or math.isnan(self.best):
-            return not math.isnan(value)
-        return value > self.best if self.mode == "max" else value < self.best
+        return improved(self.best, value, self.mode)
 
     def should_stop(self, value: float) -> bool:  # Lightning EarlyStopping's rule
         if self.patience is None:
@@ -133,19 +131,10 @@ def _order(seqs: Tensor, seed: int, epoch: int) -> Tensor:
     return seqs[torch.randperm(len(seqs), generator=g).to(seqs.device)]
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-
-
 def _write_history(cell: _Cell, steps: int) -> None:
     """``metrics.csv`` (MetricsHistory's rows) and, when the run logs csv, the CSVLogger's
     ``logs/csv/metrics.csv`` (a validation row and a train row per epoch, global step)."""
-    _write_csv(cell.run_dir / "metrics.csv", cell.rows)
+    write_rows(cell.run_dir / "metrics.csv", cell.rows)
     if "csv" in (cell.cfg["trainer"].get("loggers") or []):
         log: list[dict[str, Any]] = []
         for r, w in zip(cell.rows, cell.logged_loss, strict=True):
@@ -153,7 +142,7 @@ def _write_history(cell: _Cell, steps: int) -> None:
             log.append({"epoch": r["epoch"], "step": step,
                         **{k: v for k, v in r.items() if k.startswith("val/")}})
             log.append({"epoch": r["epoch"], "step": step, "train/loss": w})
-        _write_csv(cell.run_dir / "logs" / "csv" / "metrics.csv", log)
+        write_rows(cell.run_dir / "logs" / "csv" / "metrics.csv", log)
 
 
 def _save(cell: _Cell, params: Mapping[str, Tensor], name: str) -> None:
