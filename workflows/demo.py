@@ -23,8 +23,6 @@ from typing import Any
 
 import yaml
 
-from avemo.errors import UserError
-
 FEATURE_SETS = ("face_fer2013", "logmel")
 DEFAULT_MODALITIES = {"face": "face_fer2013", "audio": "logmel"}
 CONFIG = Path(__file__).resolve().parent / "configs" / "demo_fbp.yaml"
@@ -194,13 +192,9 @@ def run(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m avemo.workflows.demo", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    try:
-        return run(p.parse_args(argv))
-    except UserError as e:  # the user's to fix: one message, no traceback
-        print(f"avemo demo: error: {e}", file=sys.stderr)
-        return 2
+    from avemo.workflows.entry import module_main
+
+    return module_main("demo", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

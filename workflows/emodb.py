@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from avemo.errors import UsageError, UserError
+from avemo.errors import UsageError
 from avemo.workflows.emodb_baseline import (  # noqa: F401 - the baseline, re-exported
     BASELINES,
     C_GRID,
@@ -383,13 +383,9 @@ def run(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m avemo.workflows.emodb", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    try:
-        return run(p.parse_args(argv))
-    except UserError as e:  # the user's to fix: one message, no traceback
-        print(f"avemo emodb: error: {e}", file=sys.stderr)
-        return 2
+    from avemo.workflows.entry import module_main
+
+    return module_main("emodb", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

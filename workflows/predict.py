@@ -270,13 +270,9 @@ def run(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m avemo.workflows.predict", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    try:
-        return run(p.parse_args(argv))
-    except UserError as e:
-        print(f"avemo predict: error: {e}", file=sys.stderr)
-        return 2
+    from avemo.workflows.entry import module_main
+
+    return module_main("predict", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
