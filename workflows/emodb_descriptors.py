@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from avemo.errors import UsageError, UserError
+from avemo.errors import UsageError
 
 DEFAULT_FEATURES = Path(os.environ.get("AVEMO_CACHE", Path.home() / ".cache" / "avemo")) / "emodb" / "features"
 SMILE = {"compare": "{features}/compare_lld.h5", "egemaps": "{features}/egemaps_lld.h5"}
@@ -236,28 +236,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baselines", nargs="*", default=["compare", "egemaps"], choices=["compare", "egemaps"])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m avemo.workflows.emodb_descriptors",
-                                description=__doc__.split("\n")[0])
-    add_arguments(p)
-    a = p.parse_args(argv)
-    try:
-        if not Path(a.root).exists():
-            raise UsageError(f"EmoDB not found at {a.root} (see ../shared/data/README.md; --root PATH)")
-        if a.seeds < 1:
-            raise UsageError(f"--seeds must be >= 1, got {a.seeds}")
-        from avemo.extract.audio.opensmile_lld import require_opensmile
+def run(a: argparse.Namespace) -> int:
+    if not Path(a.root).exists():
+        raise UsageError(f"EmoDB not found at {a.root} (see ../shared/data/README.md; --root PATH)")
+    if a.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {a.seeds}")
+    from avemo.extract.audio.opensmile_lld import require_opensmile
 
-        if a.baselines or any("compare" in MODELS[m]["data.features"] for m in a.models):
-            require_opensmile("compare_lld / the SVM baselines")
-        out = Path(a.out or f"runs/emodb_descriptors_{'loso' if a.folds == 0 else a.folds}")
-        res = run_experiment(Path(a.root), out, Path(a.features), a.folds, a.seeds, a.models, a.baselines)
-    except UserError as e:
-        print(f"avemo emodb_descriptors: error: {e}", file=sys.stderr)
-        return 2
+    if a.baselines or any("compare" in MODELS[m]["data.features"] for m in a.models):
+        require_opensmile("compare_lld / the SVM baselines")
+    out = Path(a.out or f"runs/emodb_descriptors_{'loso' if a.folds == 0 else a.folds}")
+    res = run_experiment(Path(a.root), out, Path(a.features), a.folds, a.seeds, a.models, a.baselines)
     print(res["markdown"])
     print(f"outputs: {out} ({res['wall_s']:.0f}s)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from avemo.workflows.entry import module_main
+
+    return module_main("emodb_descriptors", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
