@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from avemo.errors import UsageError, UserError
+from avemo.errors import UsageError
 
 STREAMS = {"compare": "compare_lld", "egemaps": "egemaps_lld", "pitch": "pitch_swiftf0",
            "logmel": "logmel", "speech": "speech_embedding"}
@@ -261,11 +261,10 @@ def deploy_choice(root: Path, out: Path, features: Path) -> tuple[tuple[bool, fl
     return best, tab
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     from avemo.workflows.emodb import DEFAULT_ROOT
     from avemo.workflows.emodb_descriptors import DEFAULT_FEATURES
 
-    p = argparse.ArgumentParser(prog="python -m avemo.workflows.emodb_nested", description=__doc__.split("\n")[0])
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="EmoDB folder (wav/ + labels.csv)")
     p.add_argument("-o", "--out", default=None, help="results folder (default: runs/emodb_nested_<folds>)")
     p.add_argument("--features", default=str(DEFAULT_FEATURES),
@@ -274,29 +273,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3, help="outer training seeds (0..N-1)")
     p.add_argument("--no-ablation", action="store_true", help="score only the nested choice on the outer folds")
     p.add_argument("--deploy", action="store_true", help="only the inner choice over all speakers")
-    a = p.parse_args(argv)
-    try:
-        if not Path(a.root).exists():
-            raise UsageError(f"EmoDB not found at {a.root} (see ../shared/data/README.md; --root PATH)")
-        missing = [fs for fs in STREAMS.values() if not (Path(a.features) / f"{fs}.h5").exists()]
-        if missing:
-            raise UsageError(f"--features {a.features} lacks {missing}: run "
-                             "`python -m avemo.workflows.emodb_descriptors` first (it extracts them)")
-        if a.seeds < 1:
-            raise UsageError(f"--seeds must be >= 1, got {a.seeds}")
-        out = Path(a.out or f"runs/emodb_nested_{'loso' if a.folds == 0 else a.folds}")
-        if a.deploy:
-            best, tab = deploy_choice(Path(a.root), out, Path(a.features))
-            print(tab.to_string(index=False))
-            print(f"deploy: {variant_name(*best)}")
-            return 0
-        res = run_nested(Path(a.root), out, Path(a.features), a.folds, a.seeds, not a.no_ablation)
-    except UserError as e:
-        print(f"avemo emodb_nested: error: {e}", file=sys.stderr)
-        return 2
+
+
+def run(a: argparse.Namespace) -> int:
+    if not Path(a.root).exists():
+        raise UsageError(f"EmoDB not found at {a.root} (see ../shared/data/README.md; --root PATH)")
+    missing = [fs for fs in STREAMS.values() if not (Path(a.features) / f"{fs}.h5").exists()]
+    if missing:
+        raise UsageError(f"--features {a.features} lacks {missing}: run "
+                         "`python -m avemo.workflows.emodb_descriptors` first (it extracts them)")
+    if a.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {a.seeds}")
+    out = Path(a.out or f"runs/emodb_nested_{'loso' if a.folds == 0 else a.folds}")
+    if a.deploy:
+        best, tab = deploy_choice(Path(a.root), out, Path(a.features))
+        print(tab.to_string(index=False))
+        print(f"deploy: {variant_name(*best)}")
+        return 0
+    res = run_nested(Path(a.root), out, Path(a.features), a.folds, a.seeds, not a.no_ablation)
     print(res["markdown"])
     print(f"outputs: {out} ({res['wall_s']:.0f}s)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from avemo.workflows.entry import module_main
+
+    return module_main("emodb_nested", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
