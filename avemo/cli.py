@@ -110,47 +110,11 @@ def _ablate(a: argparse.Namespace) -> int:
     return 0
 
 
-@command("report")
-def _report(a: argparse.Namespace) -> int:
-    from avemo.workflows import report
-
-    return report.run(a)
-
-
-@command("merge")
-def _merge(a: argparse.Namespace) -> int:
-    from avemo.workflows import merge
-
-    return merge.run(a)
-
-
-@command("demo")
-def _demo(a: argparse.Namespace) -> int:
-    from avemo.workflows import demo
-
-    return demo.run(a)
-
-
-@command("predict")
-def _predict(a: argparse.Namespace) -> int:
-    from avemo.workflows import predict
-
-    return predict.run(a)
-
-
-@command("emodb")
-def _emodb(a: argparse.Namespace) -> int:
-    from avemo.workflows import emodb
-
-    return emodb.run(a)
-
-
 @command("inspect")
 def _inspect(a: argparse.Namespace) -> int:
     from avemo.data.store import describe
 
     if a.montage is not None or a.out is not None:
-        from avemo.errors import UsageError
         from avemo.extract.video.montage import write_montage
 
         if a.montage is None or a.out is None or len(a.files) != 1:
@@ -319,6 +283,14 @@ WORKFLOWS = {
     "predict": "apply a trained run to new media files, folders or manifests",
     "emodb": "the EmoDB real labelled check (speaker-independent CV)",
 }
+
+
+def _workflow(name: str) -> Callable[[argparse.Namespace], int]:
+    """A workflow command: its module's ``run(args)``, imported only when it runs."""
+    return lambda a: importlib.import_module(f"avemo.workflows.{name}").run(a)
+
+
+COMMANDS.update({name: _workflow(name) for name in WORKFLOWS})
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
