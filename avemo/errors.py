@@ -34,7 +34,3 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
     return f", did you mean {close[0]}?" if close else ""
 
-
-# Existing names (kept importable from their modules) are all subclasses of UserError now;
-# USER_ERRORS stays for callers written against the old tuple.
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError,)
