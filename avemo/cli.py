@@ -47,7 +47,7 @@ def _features(a: argparse.Namespace) -> int:
 
     overrides: dict = {}
     if a.config:
-        overrides = _read_overrides(a.config, yaml)
+        overrides = _read_overrides(a.config)
     for item in a.set or []:
         fs, colon, kv = item.partition(":")
         k, eq, v = kv.partition("=")
@@ -69,8 +69,10 @@ def _features(a: argparse.Namespace) -> int:
     return 0
 
 
-def _read_overrides(path: str, yaml) -> dict:
+def _read_overrides(path: str) -> dict:
     """``-c`` of ``features``: a YAML mapping feature_set -> {key: value}."""
+    import yaml
+
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"feature config {p} does not exist (a YAML mapping feature_set: {{key: value}})")
