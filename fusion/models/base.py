@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from avemo.fusion.models.dropout import Dropout
+
 TASK_TYPES = ("clip", "frame")
 
 
@@ -50,7 +52,7 @@ def get_mask(batch: Mapping[str, Tensor], modality: str) -> Tensor:
 def zero_invalid(x: Tensor, mask: Tensor) -> Tensor:
     """Set rows with mask False to 0 (``where``, so NaN/inf there cannot leak)."""
     m = mask.reshape(mask.shape + (1,) * (x.dim() - mask.dim()))
-    return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return torch.where(m, x, 0.0)  # a Python scalar: 3x faster on CPU than a 0-dim tensor
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -131,6 +133,9 @@ class TemporalModule(nn.Module):
     """Base for TEMPORAL modules: ``forward(x [B,T,in_dim], mask [B,T]) -> TemporalOutput``."""
 
     out_dim: int
+    #: Set by a model that reads only ``pooled`` (clip tasks): a module may then skip work
+    #: that only ``seq`` needs (dropout on ``seq``); ``seq`` stays valid without it.
+    pooled_only: bool = False
 
     def __init__(self, in_dim: int) -> None:
         super().__init__()
@@ -160,10 +165,10 @@ class Head(nn.Module):
         layers: list[nn.Module] = []
         d = int(in_dim)
         for h in hidden:
-            layers += [nn.Linear(d, int(h)), acts[activation](), nn.Dropout(dropout)]
+            layers += [nn.Linear(d, int(h)), acts[activation](), Dropout(dropout)]
             d = int(h)
         if not hidden and dropout:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
         layers.append(nn.Linear(d, int(n_out)))
         self.net = nn.Sequential(*layers)
 

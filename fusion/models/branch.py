@@ -20,12 +20,13 @@ class Branch(nn.Module):
     """Encoder + temporal module for one modality."""
 
     def __init__(self, row_shape: tuple[int, ...], encoder: Mapping[str, Any] | str | None,
-                 temporal: Mapping[str, Any] | str | None) -> None:
+                 temporal: Mapping[str, Any] | str | None, pooled_only: bool = False) -> None:
         super().__init__()
         enc_name, enc_kw = sub_cfg(encoder, "identity")
         self.encoder = ENCODERS.build(enc_name, tuple(row_shape), **enc_kw)
         tmp_name, tmp_kw = sub_cfg(temporal, "mean")
         self.temporal = TEMPORAL.build(tmp_name, self.encoder.out_dim, **tmp_kw)
+        self.temporal.pooled_only = bool(pooled_only)  # the caller reads ``pooled`` only
         self.out_dim = self.temporal.out_dim
 
     def encode(self, x: Tensor, mask: Tensor, length: int | None = None) -> EncoderOutput:

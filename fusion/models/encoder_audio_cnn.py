@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from avemo.fusion.models.base import Encoder, EncoderOutput, last_valid_length
+from avemo.fusion.models.dropout import Dropout
 from avemo.fusion.registry import ENCODERS
 
 FREQ_REDUCE = ("mean", "flatten")
@@ -104,7 +105,7 @@ class AudioCNN(Encoder):
             c, f = int(co), -(-f // int(pf))
         self.blocks = nn.ModuleList(blocks)
         self.freq_reduce = freq_reduce
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.cell_dim = c
         self.out_dim = c if freq_reduce == "mean" else c * f
 

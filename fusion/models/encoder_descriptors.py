@@ -40,6 +40,7 @@ from avemo.fusion.models.base import (
     zero_invalid,
 )
 from avemo.fusion.models.branch import Branch
+from avemo.fusion.models.dropout import Dropout
 from avemo.fusion.registry import MODELS, TEMPORAL
 
 DEFAULT_STATS = ("mean", "std", "p10", "p50", "p90")
@@ -160,10 +161,11 @@ class DescriptorModel(FusionModel):
             m: StandardisedStats(self.need(m, "descriptors.descriptors"), over.get(m, stats), clip)
             for m in names})
         self.branches = nn.ModuleDict({
-            m: Branch(self.need(m, "descriptors.deep"), spec.get("encoder"), spec.get("temporal", "mean"))
+            m: Branch(self.need(m, "descriptors.deep"), spec.get("encoder"), spec.get("temporal", "mean"),
+                      pooled_only=True)
             for m, spec in deep.items()})
         dim = sum(s.out_dim for s in self.streams.values()) + sum(b.out_dim for b in self.branches.values())
-        self.dropout = nn.Dropout(float(dropout))
+        self.dropout = Dropout(float(dropout))
         self.head = Head(dim, self.task["n_out"], **(head or {}))
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:

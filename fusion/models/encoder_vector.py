@@ -11,6 +11,7 @@ import math
 from torch import Tensor, nn
 
 from avemo.fusion.models.base import Encoder, EncoderOutput, zero_invalid
+from avemo.fusion.models.dropout import Dropout
 from avemo.fusion.registry import ENCODERS
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "none": nn.Identity}
@@ -28,9 +29,9 @@ class _VectorEncoder(Encoder):
             raise ValueError(f"encoder activation must be one of {sorted(ACTIVATIONS)}, "
                              f"got {activation!r}")
         d = _flat_dim(tuple(row_shape))
-        mods: list[nn.Module] = [nn.Dropout(input_dropout)] if input_dropout else []
+        mods: list[nn.Module] = [Dropout(input_dropout)] if input_dropout else []
         for h in layers:
-            mods += [nn.Linear(d, int(h)), ACTIVATIONS[activation](), nn.Dropout(dropout)]
+            mods += [nn.Linear(d, int(h)), ACTIVATIONS[activation](), Dropout(dropout)]
             d = int(h)
         self.net = nn.Sequential(*mods)
         self.out_dim = self.cell_dim = d

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from avemo.fusion.models.dropout import Dropout
 from avemo.fusion.registry import FUSION
 
 
@@ -38,7 +39,7 @@ class FBP(nn.Module):
         self.k, self.o = int(k), int(o)
         self.proj_a = nn.Linear(int(dims[0]), self.k * self.o)
         self.proj_b = nn.Linear(int(dims[1]), self.k * self.o)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.power, self.l2 = power, l2
         self.out_dim = self.o
 

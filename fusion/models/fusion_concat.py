@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from avemo.fusion.models.dropout import Dropout
 from avemo.fusion.registry import FUSION
 
 
@@ -15,7 +16,7 @@ class ConcatFusion(nn.Module):
     def __init__(self, dims: list[int], dropout: float = 0.0) -> None:
         super().__init__()
         self.out_dim = int(sum(dims))
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, xs: list[Tensor]) -> Tensor:
         return self.drop(torch.cat(xs, dim=-1))

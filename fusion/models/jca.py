@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from avemo.fusion.models.base import FusionModel, fit_length, get_mask, zero_invalid
+from avemo.fusion.models.dropout import Dropout
 from avemo.fusion.registry import MODELS
 
 HEADS = ("default", "reference")
@@ -75,7 +76,7 @@ class JointCrossAttention(nn.Module):
 
 
 def _regressor(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.Dropout(dropout), nn.Linear(hidden, 1))
+    return nn.Sequential(nn.Linear(in_dim, hidden), Dropout(dropout), nn.Linear(hidden, 1))
 
 
 @MODELS.register("jca")

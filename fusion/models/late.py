@@ -37,7 +37,8 @@ class LateFusion(FusionModel):
             raise ValueError("late: on='probs' is for classification (clip tasks)")
         self.modalities = as_list(modalities) or list(self.inputs)
         self.branches = nn.ModuleDict({
-            m: Branch(self.need(m, "late"), per_modality(encoder, m), per_modality(temporal, m))
+            m: Branch(self.need(m, "late"), per_modality(encoder, m), per_modality(temporal, m),
+                      pooled_only=not self.frame_task)
             for m in self.modalities
         })
         self.heads = nn.ModuleDict({

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from avemo.fusion.models.base import TemporalModule, TemporalOutput, zero_invalid
+from avemo.fusion.models.dropout import Dropout
 from avemo.fusion.registry import TEMPORAL
 
 
@@ -27,7 +28,7 @@ def _weighted_pool(x: Tensor, w: Tensor, eps: float) -> tuple[Tensor, Tensor]:
 class _SelfAttention(nn.Module):
     def __init__(self, dim: int, dropout: float) -> None:
         super().__init__()
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.score = nn.Linear(dim, 1)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
@@ -61,9 +62,9 @@ class FANRelationAttention(TemporalModule):
         super().__init__(in_dim)
         self.out_dim = 2 * self.in_dim
         self.att = _SelfAttention(self.in_dim, dropout)
-        self.rel_drop = nn.Dropout(dropout)
+        self.rel_drop = Dropout(dropout)
         self.rel = nn.Linear(2 * self.in_dim, 1)
-        self.out_drop = nn.Dropout(out_dropout)
+        self.out_drop = Dropout(out_dropout)
         self.eps = eps
 
     def forward(self, x: Tensor, mask: Tensor) -> TemporalOutput:
@@ -73,5 +74,7 @@ class FANRelationAttention(TemporalModule):
         pair = torch.cat([x, clip.unsqueeze(1).expand_as(x)], dim=-1)
         beta = torch.sigmoid(self.rel(self.rel_drop(pair))).squeeze(-1)
         pooled, weights = _weighted_pool(pair, alpha * beta, self.eps)
-        seq = zero_invalid(self.out_drop((alpha * beta).unsqueeze(-1) * pair), mask)
+        seq = (alpha * beta).unsqueeze(-1) * pair  # zero at invalid rows: alpha is masked, pair finite
+        if not self.pooled_only:  # a clip model reads pooled only: skip dropout on [B, T, 2d]
+            seq = self.out_drop(seq)
         return TemporalOutput(seq, self.out_drop(pooled), weights)

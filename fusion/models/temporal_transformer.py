@@ -18,6 +18,7 @@ from avemo.fusion.models.base import (
     masked_softmax,
     zero_invalid,
 )
+from avemo.fusion.models.dropout import Dropout
 from avemo.fusion.registry import TEMPORAL
 
 
@@ -35,7 +36,7 @@ class TransformerAttention(TemporalModule):
         self.q = nn.Linear(self.in_dim, self.in_dim)
         self.k = nn.Linear(self.in_dim, self.in_dim)
         self.v = nn.Linear(self.in_dim, self.in_dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.out_dim = self.in_dim
 
     def forward(self, x: Tensor, mask: Tensor) -> TemporalOutput:

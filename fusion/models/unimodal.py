@@ -26,7 +26,8 @@ class Unimodal(FusionModel):
             modality = next(iter(self.inputs))
         self.modality = modality
         self.branch = Branch(self.need(modality, "unimodal.modality"),
-                             per_modality(encoder, modality), per_modality(temporal, modality))
+                             per_modality(encoder, modality), per_modality(temporal, modality),
+                             pooled_only=not self.frame_task)
         self.head = Head(self.branch.out_dim, self.task["n_out"], **(head or {}))
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:

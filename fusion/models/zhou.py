@@ -44,7 +44,8 @@ class ZhouFusion(FusionModel):
             raise ValueError("zhou: needs at least one audio modality besides the visual one")
         self.modalities = [self.visual, *self.audio]
         self.branches = nn.ModuleDict({
-            m: Branch(self.need(m, "zhou"), per_modality(encoder, m), per_modality(temporal, m))
+            m: Branch(self.need(m, "zhou"), per_modality(encoder, m), per_modality(temporal, m),
+                     pooled_only=not self.frame_task)
             for m in self.modalities
         })
         audio_dim = sum(self.branches[m].out_dim for m in self.audio)

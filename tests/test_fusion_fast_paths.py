@@ -1,0 +1,113 @@
+"""The CPU fast paths of stage two: bulk-uniform dropout, pooled-only temporal modules, and the
+allocator setting training processes apply. Each keeps the semantics of the slow path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.func import vmap
+
+from avemo import allocator
+from avemo.fusion.models.dropout import Dropout, dropout
+from avemo.fusion.registry import MODELS, TEMPORAL, load_all
+
+load_all()
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.6])
+def test_dropout_keeps_one_minus_p_and_scales_the_kept(p) -> None:
+    torch.manual_seed(0)
+    x = torch.ones(400_000)
+    y = dropout(x, p)
+    kept = y != 0
+    # 400k Bernoulli draws: the kept share is within 5 standard errors of 1 - p
+    se = (p * (1 - p) / x.numel()) ** 0.5
+    assert abs(kept.float().mean().item() - (1 - p)) < 5 * se
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+    assert abs(y.mean().item() - 1.0) < 5 * se / (1 - p)  # unbiased: E[y] = x
+
+
+def test_dropout_gradient_is_the_mask_and_draws_follow_the_seed() -> None:
+    x = torch.randn(64, 33, requires_grad=True)
+    torch.manual_seed(3)
+    y = dropout(x, 0.4)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y.detach() != 0).float() / 0.6)  # d(x * mask)/dx
+    torch.manual_seed(3)
+    torch.testing.assert_close(dropout(x.detach(), 0.4), y.detach())
+    assert not torch.equal(dropout(x.detach(), 0.4), y.detach())  # the next draw differs
+
+
+def test_dropout_identity_in_eval_and_edges() -> None:
+    x = torch.randn(5, 7)
+    assert dropout(x, 0.5, training=False) is x and dropout(x, 0.0) is x
+    assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
+    with pytest.raises(ValueError, match="probability"):
+        dropout(x, 1.5)
+    m = Dropout(0.5).eval()
+    assert m(x) is x and isinstance(m, nn.Dropout) and not m.state_dict()
+
+
+def test_dropout_under_vmap_draws_per_cell_masks() -> None:
+    """Stacked grid cells (``randomness="different"``) each get their own mask."""
+    torch.manual_seed(0)
+    y = vmap(lambda t: dropout(t, 0.5), randomness="different")(torch.ones(4, 1000))
+    assert y.shape == (4, 1000)
+    assert len({tuple((row != 0).tolist()) for row in y}) == 4
+
+
+def _dropouts(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.Dropout)]
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_registered_model_uses_the_fast_dropout(name) -> None:
+    """A new model built with ``nn.Dropout`` would pay the slow CPU sampler again."""
+    from tests.test_fusion_models_zoo import CLIP7, FRAME2, _default_model
+
+    for task in (CLIP7, FRAME2):
+        model, _ = _default_model(name, task)
+        if model is None:
+            continue
+        slow = [type(m).__name__ for m in _dropouts(model) if not isinstance(m, Dropout)]
+        assert not slow, f"{name}: {slow} (use avemo.fusion.models.dropout.Dropout)"
+
+
+def test_fan_relation_pooled_only_skips_seq_dropout_and_keeps_pooled() -> None:
+    torch.manual_seed(0)
+    full = TEMPORAL.build("fan_relation", 16)
+    x, mask = torch.randn(4, 9, 16), torch.ones(4, 9, dtype=torch.bool)
+    mask[1, 5:] = False
+    full.eval()
+    with torch.no_grad():
+        ref = full(x, mask)
+        full.pooled_only = True
+        fast = full(x, mask)
+    torch.testing.assert_close(fast.pooled, ref.pooled)
+    torch.testing.assert_close(fast.seq, ref.seq)  # eval: nothing to skip
+    assert (fast.seq[1, 5:] == 0).all()  # invalid rows stay zero without the final where
+    full.train()
+    out = full(x, mask)  # training: seq is the weighted pair, not dropped out
+    nz = (out.seq[mask] != 0).float().mean()
+    assert nz > 0.95, f"pooled-only seq should not be dropped out ({nz:.2f} non-zero)"
+
+
+@pytest.mark.parametrize("task,pooled_only", [({"type": "clip", "n_out": 3}, True),
+                                              ({"type": "frame", "n_out": 2}, False)])
+def test_zhou_marks_temporal_modules_pooled_only_for_clip_tasks(task, pooled_only) -> None:
+    model = MODELS.build("zhou", inputs={"face": (8,), "audio": (6,)}, task=task, temporal="fan_relation")
+    assert {b.temporal.pooled_only for b in model.branches.values()} == {pooled_only}
+
+
+def test_tune_allocator_applies_once_and_can_be_turned_off(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setattr(allocator, "_done", None)
+    monkeypatch.setenv("AVEMO_MALLOC", "system")
+    assert allocator.tune_allocator() is False
+    monkeypatch.setattr(allocator, "_done", None)
+    monkeypatch.delenv("AVEMO_MALLOC")
+    want = sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver())
+    assert allocator.tune_allocator() is bool(want)
+    assert allocator.tune_allocator() is bool(want)  # cached: mallopt is called once
