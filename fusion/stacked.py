@@ -158,10 +158,12 @@ def fit_stacked(cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[P
     import lightning as L
     from torch.func import functional_call, vmap
 
+    from avemo.allocator import tune_allocator
     from avemo.fusion.config import dump_config
     from avemo.fusion.registry import OPTIMIZERS, SCHEDULES
     from avemo.fusion.train import _final_outputs, _write_data_side, build_model, determinism
 
+    tune_allocator()  # [cells, batch, ...] activations: reuse them, no fresh kernel pages
     keys = {stack_key(c) for c in cfgs}
     if len(keys) != 1:
         raise ValueError("fit_stacked: the configs differ beyond " + ", ".join(STACKABLE_KEYS))

@@ -159,6 +159,9 @@ def fit_and_evaluate(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, run_di
     model / loss / optimiser / trainer sections of ``cfg`` should differ between them.
     ``run_dir`` gets the full set of outputs (config, data report, splits included).
     """
+    from avemo.allocator import tune_allocator
+
+    tune_allocator()  # reuse freed activations instead of fresh kernel pages (avemo/allocator.py)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.yaml").exists():
