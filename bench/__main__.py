@@ -29,6 +29,7 @@ SECTIONS = {
     "audio": "avemo.bench.audio",
     "fusion": "avemo.bench.fusion",
     "grid": "avemo.bench.grid",
+    "layers": "avemo.bench.layers",
 }
 
 
