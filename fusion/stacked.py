@@ -179,6 +179,9 @@ def fit_stacked(cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[P
     if why:
         raise ValueError(f"fit_stacked: cannot stack: {why}")
     base = copy.deepcopy(cells[0].model)
+    for mod in base.modules():  # vmap needs fixed shapes: no valid-rows-only projections
+        if hasattr(mod, "pack_rows"):
+            mod.pack_rows = False
     names = [n for n, _ in base.named_parameters()]
     buffers = {n: torch.stack([dict(c.model.named_buffers())[n] for c in cells])
                for n, _ in base.named_buffers()}

@@ -111,3 +111,25 @@ def test_tune_allocator_applies_once_and_can_be_turned_off(monkeypatch) -> None:
     want = sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver())
     assert allocator.tune_allocator() is bool(want)
     assert allocator.tune_allocator() is bool(want)  # cached: mallopt is called once
+
+
+def test_transformer_valid_rows_only_projection_equals_the_padded_one() -> None:
+    """Packing Q/K/V to the valid rows changes nothing at valid rows, forward or backward."""
+    torch.manual_seed(0)
+    mod = TEMPORAL.build("transformer", 16, heads=2).eval()
+    x, mask = torch.randn(3, 11, 16), torch.ones(3, 11, dtype=torch.bool)
+    mask[1, 4:], mask[2, 1:], mask[0, 3] = False, False, False
+    outs, grads = [], []
+    for pack in (True, False):
+        mod.pack_rows = pack
+        xi = x.clone().requires_grad_(True)
+        out = mod(xi, mask)
+        (out.pooled.pow(2).sum() + out.seq[mask].sum()).backward()
+        outs.append(out)
+        grads.append((xi.grad.clone(), mod.q.weight.grad.clone(), mod.v.bias.grad.clone()))
+        mod.zero_grad()
+    torch.testing.assert_close(outs[0].pooled, outs[1].pooled, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(outs[0].seq, outs[1].seq, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(outs[0].attention, outs[1].attention, rtol=1e-5, atol=1e-6)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -29,12 +29,12 @@ def corpus(tmp_path_factory):
     return root
 
 
-def _cfg(root, seed=0, lr=0.01, **trainer):
+def _cfg(root, seed=0, lr=0.01, temporal=None, **trainer):
     return {
         "name": "st", "seed": seed,
         "data": {"manifest": str(root / "manifest.csv"), "batch_size": 8,
                  "features": {"face": str(root / "features/face.h5"), "audio": str(root / "features/audio.h5")}},
-        "model": {"name": "zhou", "temporal": {"name": "fan_self", "dropout": 0.0}, "fusion": "concat"},
+        "model": {"name": "zhou", "temporal": temporal or {"name": "fan_self", "dropout": 0.0}, "fusion": "concat"},
         "optim": {"name": "adam", "lr": lr},
         "trainer": {"max_epochs": 5, "progress": "none", "monitor": "val/accuracy",
                     "early_stopping": {"patience": 1}, **trainer},
@@ -47,8 +47,12 @@ def _files(d):
     return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
 
 
-def test_stacked_run_equals_separate_runs(corpus, tmp_path):
-    cfgs = [load_config(_cfg(corpus, 0)), load_config(_cfg(corpus, 1, early_stopping={"patience": 4})), load_config(_cfg(corpus, 2, lr=0.2))]
+# transformer: separate runs project valid rows only (pack_rows), the stacked model all rows
+@pytest.mark.parametrize("temporal", [None, "transformer"], ids=["fan_self", "transformer"])
+def test_stacked_run_equals_separate_runs(corpus, tmp_path, temporal):
+    cfgs = [load_config(_cfg(corpus, 0, temporal=temporal)),
+            load_config(_cfg(corpus, 1, temporal=temporal, early_stopping={"patience": 4})),
+            load_config(_cfg(corpus, 2, lr=0.2, temporal=temporal))]
     assert len({stack_key(c) for c in cfgs}) == 1
     dm = build_datamodule(cfgs[0], "cpu", feature_cache={})
     sep = []
@@ -71,7 +75,12 @@ def test_stacked_run_equals_separate_runs(corpus, tmp_path):
             wb = torch.load(tmp_path / f"st{i}/checkpoints/{name}", weights_only=True)
             assert wa.keys() == wb.keys()
             for k in wa:
-                torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
+                if k.endswith("temporal.k.bias"):
+                    # softmax ignores a shift shared by a query's scores: K's bias has zero gradient
+                    # in exact arithmetic; Adam scales the rounding noise up to lr-sized steps, so
+                    # it differs between any two summation orders and changes no output (checked above)
+                    continue
+                torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
         pa = pd.read_csv(tmp_path / f"sep{i}/predictions.csv")
         pb = pd.read_csv(tmp_path / f"st{i}/predictions.csv")
         assert list(pa.columns) == list(pb.columns) and len(pa) == len(pb)

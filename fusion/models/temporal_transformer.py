@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from avemo.fusion.models.base import (
     TemporalModule,
@@ -38,6 +40,24 @@ class TransformerAttention(TemporalModule):
         self.v = nn.Linear(self.in_dim, self.in_dim)
         self.drop = Dropout(dropout)
         self.out_dim = self.in_dim
+        #: project valid rows only on a CPU; ``fit_stacked`` turns it off (vmap needs fixed shapes)
+        self.pack_rows = True
+
+    def _qkv(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Q, K and V in one GEMM; on a CPU, of the valid rows only (padding is a third of an
+        AFEW batch's rows, and these GEMMs are most of the layer's time). Padded rows then hold
+        0 instead of the bias: they are masked as keys and zeroed as queries either way."""
+        b, t, d = x.shape
+        w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
+        bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])
+        if self.pack_rows and x.device.type == "cpu" and not bool(mask.all()):
+            idx = mask.reshape(-1).nonzero().squeeze(1)
+            rows = F.linear(x.reshape(b * t, d).index_select(0, idx), w, bias)
+            y = rows.new_zeros(b * t, 3 * d).index_copy(0, idx, rows).view(b, t, 3 * d)
+        else:
+            y = F.linear(x, w, bias)
+        q, k, v = y.split(d, dim=-1)
+        return q, k, v
 
     def forward(self, x: Tensor, mask: Tensor) -> TemporalOutput:
         b, t, d = x.shape
@@ -47,7 +67,7 @@ class TransformerAttention(TemporalModule):
         def split(y: Tensor) -> Tensor:
             return y.view(b, t, h, dh).transpose(1, 2)  # [B, h, T, dh]
 
-        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        q, k, v = (split(y) for y in self._qkv(x, mask))
         scores = q @ k.transpose(-1, -2) / math.sqrt(dh)  # [B, h, T, T]
         key_mask = mask[:, None, None, :].expand_as(scores)
         att = self.drop(masked_softmax(scores, key_mask))
