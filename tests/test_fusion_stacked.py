@@ -99,23 +99,23 @@ def test_what_cannot_be_stacked_is_named():
 
 def test_grid_stacks_seeds_and_writes_what_separate_cells_write(corpus, tmp_path):
     tables = {}
-    for mode in ("auto", "off"):
+    for mode in ("on", "off"):
         g = {"name": "s", "base": _cfg(corpus), "out_dir": str(tmp_path / mode), "stack": mode,
              "axes": {"optim.lr": [0.01, 0.05], "seed": [0, 1]}}
         grid = load_grid(g)
         units = plan_units(grid, grid.cells(), mode)
-        assert [len(u) for u in units] == ([4] if mode == "auto" else [1, 1, 1, 1])
+        assert [len(u) for u in units] == ([4] if mode == "on" else [1, 1, 1, 1])
         res = run_grid(g, quiet=True, report=False)
         tables[mode] = res["table"].set_index("cell_id")
         for d in (tmp_path / mode / "runs").iterdir():
             rec = json.loads((d / "DONE.json").read_text())
-            assert rec["status"] == "done" and (rec.get("stacked") == 4) == (mode == "auto")
-    a, b = tables["auto"], tables["off"]
+            assert rec["status"] == "done" and (rec.get("stacked") == 4) == (mode == "on")
+    a, b = tables["on"], tables["off"]
     assert list(a.columns) == list(b.columns) and sorted(a.index) == sorted(b.index)
     cols = [c for c in a.columns if c.startswith("val/")]
     np.testing.assert_allclose(a.loc[b.index, cols].to_numpy(float), b[cols].to_numpy(float),
                                rtol=1e-4, atol=1e-5)
-    assert _files(tmp_path / "auto" / "runs" / a.index[0]) == _files(tmp_path / "off" / "runs" / a.index[0])
+    assert _files(tmp_path / "on" / "runs" / a.index[0]) == _files(tmp_path / "off" / "runs" / a.index[0])
 
 
 def test_claims_are_exclusive_and_dead_claims_are_reclaimed(tmp_path):
@@ -162,3 +162,19 @@ def test_resumed_grid_worker_takes_cells_a_first_worker_left(corpus, tmp_path):
         holder.wait()
     res = run_grid(g, quiet=True, report=False)  # the holder is gone: its claim is reclaimed
     assert res["ran"] == 1 and (res["table"]["status"] == "done").all()
+
+
+def test_auto_stacks_on_a_gpu_only_and_bad_modes_are_refused(corpus, monkeypatch):
+    """``auto``: one unit per cell on a CPU (measured faster there), stacked units on CUDA."""
+    from avemo.errors import UserError
+
+    g = {"name": "s", "base": _cfg(corpus), "axes": {"optim.lr": [0.01, 0.05], "seed": [0, 1]}}
+    grid = load_grid(g)
+    assert [len(u) for u in plan_units(grid, grid.cells(), "auto")] == [1, 1, 1, 1]
+    monkeypatch.setattr("avemo.fusion.train.resolve_device", lambda acc: ("cuda", "gpu"))
+    assert [len(u) for u in plan_units(grid, grid.cells(), "auto")] == [4]
+    with pytest.raises(UserError, match="stack must be one of auto, on, off"):
+        load_grid({**g, "stack": "yes"})
+    monkeypatch.setenv("AVEMO_GRID_STACK", "sometimes")
+    with pytest.raises(UserError, match="AVEMO_GRID_STACK must be one of"):
+        run_grid(g, dry_run=True, quiet=True)
