@@ -197,6 +197,24 @@ def test_frame_run_writes_one_row_per_frame(corpus, tmp_path):
                                own[["valence_pred", "arousal_pred"]].to_numpy(), atol=1e-4)
 
 
+def test_frame_run_with_eval_smooth_adds_the_smoothed_columns(corpus, tmp_path):
+    """``eval.smooth`` (as the run's ``*_smoothed`` metrics were scored) is applied per clip."""
+    import yaml
+    from scipy.ndimage import uniform_filter1d
+
+    run = _bare_copy(corpus["frame"], tmp_path / "run")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["eval"] = {**(cfg.get("eval") or {}), "smooth": {"valence": 3}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    out = tmp_path / "out"
+    assert cli(["predict", str(run), str(corpus["new"]), "-o", str(out), "-q"]) == 0
+    table = pd.read_csv(out / "predictions.csv")
+    assert "valence_smoothed" in table and "arousal_smoothed" not in table
+    np.testing.assert_allclose(table["valence_smoothed"],
+                               uniform_filter1d(table["valence"].to_numpy(), 3, mode="nearest"), rtol=1e-6)
+    assert not np.allclose(table["valence_smoothed"], table["valence"])
+
+
 def test_clip_regression_run_gives_one_row_per_clip_in_the_scored_range(corpus, tmp_path):
     out = tmp_path / "out"
     assert cli(["predict", str(corpus["reg"]), str(corpus["new"]), str(corpus["tmp"] / "clips"),
