@@ -248,3 +248,19 @@ def test_report_on_a_folder_that_is_not_a_grid(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "not a grid results folder" in err and "Traceback" not in err
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("module,args", [
+    ("report", ["{tmp}/no-grid"]),
+    ("merge", ["{tmp}/no-grid"]),
+    ("ablate", ["{tmp}/no-grid.yaml"]),
+])
+def test_python_m_workflow_mains_turn_user_errors_into_one_line(module, args, tmp_path, capsys):
+    """``python -m avemo.workflows.X`` (torchrun/srun run these) answers like ``avemo X``."""
+    import importlib
+
+    main = importlib.import_module(f"avemo.workflows.{module}").main
+    assert main([a.format(tmp=tmp_path) for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"avemo {module}: error: "), err
+    assert not any(tmp_path.iterdir()), "nothing written"

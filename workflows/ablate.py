@@ -870,18 +870,25 @@ def write_tables(out: Path, table: pd.DataFrame, agg: pd.DataFrame) -> None:
             print(f"[ablate] {name}.parquet not written: {e}", file=sys.stderr)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m avemo.workflows.ablate GRID [-o OUT] [--dry-run]`` (same as ``avemo ablate``)."""
-    import argparse
+def add_arguments(p: Any) -> None:
+    """The options of ``python -m avemo.workflows.ablate`` (workers, torchrun and srun use it)."""
+    p.add_argument("grid", help="grid YAML")
+    p.add_argument("-o", "--output", help="results folder (default: the grid's out_dir)")
+    p.add_argument("--dry-run", action="store_true", help="plan and check the cells, train nothing")
 
-    p = argparse.ArgumentParser(prog="python -m avemo.workflows.ablate")
-    p.add_argument("grid")
-    p.add_argument("-o", "--output")
-    p.add_argument("--dry-run", action="store_true")
-    a = p.parse_args(argv)
+
+def run(a: Any) -> int:
     res = run_grid(a.grid, out_dir=a.output, dry_run=a.dry_run)
     print(f"results: {res['out_dir']}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m avemo.workflows.ablate GRID [-o OUT] [--dry-run]`` (same as ``avemo ablate``;
+    a mistake in the grid is one line and exit 2 in every worker, not a traceback)."""
+    from avemo.workflows.entry import module_main
+
+    return module_main("ablate", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -113,10 +113,10 @@ def run(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m avemo.workflows.merge GRID_OUT [--method mean]``."""
-    p = argparse.ArgumentParser(prog="python -m avemo.workflows.merge")
-    add_arguments(p)
-    return run(p.parse_args(argv))
+    """``python -m avemo.workflows.merge``: the options and exit codes of ``avemo merge``."""
+    from avemo.workflows.entry import module_main
+
+    return module_main("merge", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

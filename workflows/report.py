@@ -362,10 +362,10 @@ def run(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Redraw the report of a grid results folder."""
-    p = argparse.ArgumentParser(prog="python -m avemo.workflows.report")
-    add_arguments(p)
-    return run(p.parse_args(argv))
+    """``python -m avemo.workflows.report``: the options and exit codes of ``avemo report``."""
+    from avemo.workflows.entry import module_main
+
+    return module_main("report", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
