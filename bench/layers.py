@@ -1,7 +1,8 @@
 """Layer costs (``python -m avemo.bench --only layers``): what one stage-two training step costs
 on the CPU with PyTorch's dropout vs ``fusion.models.dropout``, and with glibc's default heap
-vs ``avemo.allocator.tune_allocator`` -- the two changes that made AFEW-scale epochs 1.5-3x
-cheaper. Zhou models at AFEW scale (batch 32, face 512-d x 35..105 rows, audio 96-d x 17..52).
+vs ``avemo.allocator.tune_allocator``, and for the transformer Q/K/V over every row vs the
+valid rows only. Zhou models at AFEW scale (batch 32, face 512-d x 35..105 rows, audio 96-d x
+17..52).
 
 Dropout variants alternate in one process (round-robin, best of N). The allocator cannot be
 switched back inside a process, so each heap setting is a child process of its own, twice,
@@ -35,7 +36,7 @@ def _batch(seed: int = 0, b: int = 32) -> tuple[dict[str, torch.Tensor], torch.T
     return out, torch.randint(0, 7, (b,), generator=g)
 
 
-def _step_ms(temporal: str, steps: int, native: bool) -> float:
+def _step_ms(temporal: str, steps: int, native: bool, pack: bool = True) -> float:
     """Mean ms per training step (forward, cross-entropy, backward, Adam) of one Zhou model."""
     from avemo.fusion.models import dropout as fast
     from avemo.fusion.registry import MODELS, load_all
@@ -44,6 +45,9 @@ def _step_ms(temporal: str, steps: int, native: bool) -> float:
     torch.manual_seed(0)
     model = MODELS.build("zhou", inputs={"face": (512,), "audio": (96,)}, task={"type": "clip", "n_out": 7},
                          temporal=temporal, fusion={"name": "fbp", "k": 5, "o": 256, "dropout": 0.1})
+    for mod in model.modules():  # the transformer's valid-rows-only Q/K/V
+        if hasattr(mod, "pack_rows"):
+            mod.pack_rows = pack
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     batches = [_batch(i) for i in range(4)]
     keep = fast.dropout
@@ -79,6 +83,11 @@ def run_bench(steps: int = 20, repeats: int = 3, threads: int = 1, write: bool =
         for _ in range(repeats):
             for how in ("native", "fast"):
                 best[how] = min(best[how], _step_ms(temporal, steps, how == "native"))
+        rows_ms = {True: best["fast"], False: float("inf")}
+        if temporal == "transformer":
+            for _ in range(repeats):
+                for pack in (False, True):
+                    rows_ms[pack] = min(rows_ms[pack], _step_ms(temporal, steps, False, pack))
         heap = {"system": float("inf"), "tuned": float("inf")}
         for _ in range(2):
             for how in ("system", "tuned"):
@@ -90,12 +99,15 @@ def run_bench(steps: int = 20, repeats: int = 3, threads: int = 1, write: bool =
                      "torch dropout ms/step": best["native"], "avemo dropout ms/step": best["fast"],
                      "dropout speed-up": best["native"] / best["fast"],
                      "system heap ms/step": heap["system"], "tuned heap ms/step": heap["tuned"],
-                     "heap speed-up": heap["system"] / heap["tuned"]})
+                     "heap speed-up": heap["system"] / heap["tuned"],
+                     "Q/K/V all rows ms/step": rows_ms[False] if temporal == "transformer" else None,
+                     "Q/K/V valid rows ms/step": rows_ms[True] if temporal == "transformer" else None})
         print(rows[-1], flush=True)
     notes = (f"One Zhou model (FBP k=5 o=256, dropout 0.1; FAN dropout 0.5 / 0.6 as the spec), batch 32, "
              f"face 512-d x 35..105 rows, audio 96-d x 17..52 rows, {steps} training steps after a "
              f"warm-up step, torch threads {threads}. Dropout: both variants in one process, alternating, "
-             f"best of {repeats}; the heap columns use the avemo dropout, one child process per setting, "
+             f"best of {repeats}; Q/K/V: the transformer projecting every padded row vs the valid "
+             f"rows only (one GEMM either way), alternating, best of {repeats}; the heap columns use the avemo dropout, one child process per setting, "
              "alternating, best of 2 (`AVEMO_MALLOC=system` vs the default). Reproduce: "
              "`python -m avemo.bench --only layers`.")
     if write:
