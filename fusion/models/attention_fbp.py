@@ -17,7 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from avemo.fusion.models.base import FusionModel, Head, get_mask, masked_softmax, sub_cfg
+from avemo.fusion.models.base import (
+    FusionModel,
+    Head,
+    get_mask,
+    masked_softmax,
+    sub_cfg,
+    zero_invalid,
+)
 from avemo.fusion.registry import ENCODERS, FUSION, MODELS
 
 
@@ -33,7 +40,7 @@ class AdditiveAttentionPool(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         e = self.u(torch.tanh(self.proj(x))).squeeze(-1)
         alpha = masked_softmax(self.lam * e, mask)
-        x = torch.where(mask.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
+        x = zero_invalid(x, mask)
         return (alpha.unsqueeze(-1) * x).sum(1), alpha
 
 

@@ -49,10 +49,53 @@ def get_mask(batch: Mapping[str, Tensor], modality: str) -> Tensor:
     return m.to(device=x.device, dtype=torch.bool)
 
 
-def zero_invalid(x: Tensor, mask: Tensor) -> Tensor:
-    """Set rows with mask False to 0 (``where``, so NaN/inf there cannot leak)."""
+#: integer dtype of each float width: AND with all-ones / all-zeros words keeps / zeroes a value
+_BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _and_bits(x: Tensor, keep: Tensor) -> Tensor:
+    return (x.view(keep.dtype) & keep).view(x.dtype)
+
+
+class _ZeroRows(torch.autograd.Function):
+    """``where(mask, x, 0)`` as a bitwise AND: NaN/inf at masked rows become +0.0 bit for bit,
+    at the cost of a multiply (CPU ``where`` with a broadcast bool mask is ~6x slower: it is
+    most of a mean-pooling model's step). The gradient is masked the same way."""
+
+    generate_vmap_rule = True  # stacked grid cells run models under torch.func.vmap
+
+    @staticmethod
+    def forward(x: Tensor, keep: Tensor) -> Tensor:
+        return _and_bits(x, keep)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(inputs[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (keep,) = ctx.saved_tensors
+        return _and_bits(grad.contiguous(), keep), None
+
+
+def keep_bits(mask: Tensor, x: Tensor) -> Tensor | None:
+    """``mask`` as all-ones / all-zeros integer words of ``x``'s width, broadcastable to ``x``
+    (None where the bitwise path does not apply: other devices, non-float ``x``)."""
+    bits = _BITS.get(x.element_size()) if x.is_floating_point() else None
+    if bits is None or x.device.type != "cpu":
+        return None
     m = mask.reshape(mask.shape + (1,) * (x.dim() - mask.dim()))
-    return torch.where(m, x, 0.0)  # a Python scalar: 3x faster on CPU than a 0-dim tensor
+    return -(m.to(bits))  # True -> -1 (every bit set), False -> 0
+
+
+def zero_invalid(x: Tensor, mask: Tensor) -> Tensor:
+    """Set rows with mask False to 0 such that NaN/inf there cannot leak (on a CPU a bitwise
+    AND, elsewhere ``where``; the same values and gradients)."""
+    keep = keep_bits(mask, x)
+    if keep is not None:
+        return _ZeroRows.apply(x, keep)
+    m = mask.reshape(mask.shape + (1,) * (x.dim() - mask.dim()))
+    return torch.where(m, x, 0.0)
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:

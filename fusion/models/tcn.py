@@ -126,6 +126,6 @@ class TCN(TemporalModule):
         m = mask.unsqueeze(1)  # [B, 1, T]
         y = zero_invalid(x, mask).transpose(1, 2)
         for block in self.blocks:
-            y = torch.where(m, block(y), torch.zeros((), dtype=y.dtype, device=y.device))
+            y = zero_invalid(block(y), m)  # m [B, 1, T] broadcasts over channels
         seq = y.transpose(1, 2)
         return TemporalOutput(seq, masked_mean(seq, mask))
