@@ -160,6 +160,7 @@ def fit_stacked(cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[P
 
     from avemo.allocator import tune_allocator
     from avemo.fusion.config import dump_config
+    from avemo.fusion.models.dropout import per_cell_masks
     from avemo.fusion.registry import OPTIMIZERS, SCHEDULES
     from avemo.fusion.train import _final_outputs, _write_data_side, build_model, determinism
 
@@ -216,7 +217,7 @@ def fit_stacked(cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[P
                    for b in dm.batches("val")] if len(dm.part_seqs["val"]) else []
     val_full = list(dm.batches("val")) if val_batches else []
     t0, cpu0 = time.perf_counter(), time.process_time()
-    with determinism(bool(c0["trainer"].get("deterministic", True))):
+    with determinism(bool(c0["trainer"].get("deterministic", True))), per_cell_masks():
         for epoch in range(max_epochs):
             active = [i for i, c in enumerate(cells) if c.active]
             if not active:

@@ -50,11 +50,27 @@ def test_dropout_identity_in_eval_and_edges() -> None:
 
 
 def test_dropout_under_vmap_draws_per_cell_masks() -> None:
-    """Stacked grid cells (``randomness="different"``) each get their own mask."""
+    """Stacked grid cells (``randomness="different"``) each get their own mask; the word
+    path inside vmap is refused by vmap, not silently shared between cells."""
+    from avemo.fusion.models.dropout import per_cell_masks
+
     torch.manual_seed(0)
-    y = vmap(lambda t: dropout(t, 0.5), randomness="different")(torch.ones(4, 1000))
+    with per_cell_masks():
+        y = vmap(lambda t: dropout(t, 0.5), randomness="different")(torch.ones(4, 1000))
     assert y.shape == (4, 1000)
     assert len({tuple((row != 0).tolist()) for row in y}) == 4
+    with pytest.raises(RuntimeError, match="randomness"):
+        vmap(lambda t: dropout(t, 0.5), randomness="different")(torch.ones(4, 1000))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.6])
+def test_dropout_masks_are_independent_across_lanes_and_positions(p) -> None:
+    """Four mask elements share one 64-bit word: neighbours must still be independent."""
+    torch.manual_seed(1)
+    keep = (dropout(torch.ones(1_000_000), p) != 0).float()
+    for lag in (1, 2, 3, 4, 5):
+        both = (keep[:-lag] * keep[lag:]).mean().item()
+        assert abs(both - (1 - p) ** 2) < 0.004, (lag, both)
 
 
 def _dropouts(model: nn.Module) -> list[nn.Module]:

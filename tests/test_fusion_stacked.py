@@ -178,3 +178,15 @@ def test_auto_stacks_on_a_gpu_only_and_bad_modes_are_refused(corpus, monkeypatch
     monkeypatch.setenv("AVEMO_GRID_STACK", "sometimes")
     with pytest.raises(UserError, match="AVEMO_GRID_STACK must be one of"):
         run_grid(g, dry_run=True, quiet=True)
+
+
+def test_stacked_cells_with_dropout_draw_their_own_masks(corpus, tmp_path):
+    """With dropout the stacked model draws per-cell masks (vmap refuses shared ones)."""
+    cfgs = [load_config(_cfg(corpus, s, temporal={"name": "fan_self", "dropout": 0.5}, max_epochs=1))
+            for s in (0, 0)]  # the same seed twice: only the dropout masks can tell them apart
+    dm = build_datamodule(cfgs[0], "cpu", feature_cache={})
+    res = fit_stacked(cfgs, dm, [tmp_path / "a", tmp_path / "b"], verbose=False)
+    assert len(res) == 2
+    wa = torch.load(tmp_path / "a/checkpoints/last.pt", weights_only=True)
+    wb = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa), "two cells drew the same masks"
