@@ -284,19 +284,31 @@ def plain_fit(cfg: dict[str, Any], dm: Any, epochs: int) -> tuple[float, float]:
     return out
 
 
+#: the models timed against a plain loop: a tiny one (Lightning's per-step cost shows most) and
+#: the AFEW-scale grid's FAN-relation model (the compute a real run has)
+OVERHEAD_MODELS = {
+    "zhou mean+concat, 128-d": ({"name": "zhou", "temporal": "mean", "fusion": {"name": "concat"}}, 128),
+    "zhou fan_relation+fbp, 512-d": ({"name": "zhou", "temporal": "fan_relation",
+                                      "fusion": {"name": "fbp", "k": 5, "o": 256, "dropout": 0.1}}, 512),
+}
+
+
 def bench_overhead(tmp: Path, n_clips: int = 411, epochs: int = 5, repeats: int = 3,
-                   batch_size: int = 16, label: str = "") -> list[dict[str, Any]]:
+                   batch_size: int = 16, label: str = "", model: str = "zhou mean+concat, 128-d"
+                   ) -> list[dict[str, Any]]:
     """``fit_and_evaluate`` (Lightning, callbacks, checkpoints, metrics.csv) vs ``plain_fit``,
     alternated A/B in one process, best of ``repeats``; fit time only (``fit_seconds``)."""
     from avemo.fusion.train import fit_and_evaluate
 
-    data = afew_like(tmp, n_clips=n_clips, dim=128)
+    model_cfg, dim = OVERHEAD_MODELS[model]
+    (tmp / f"data{dim}").mkdir(exist_ok=True)
+    data = afew_like(tmp / f"data{dim}", n_clips=n_clips, dim=dim)
     cfg = load_config({
         "name": "bench_overhead", "seed": 0,
         "data": {"manifest": str(data["manifest"]),
                  "features": {k: str(v) for k, v in data["features"].items()}, "batch_size": batch_size},
         "task": {"type": "clip"},
-        "model": {"name": "zhou", "temporal": "mean", "fusion": {"name": "concat"}},
+        "model": model_cfg,
         "trainer": {"accelerator": "cpu", "max_epochs": epochs, "early_stopping": None,
                     "progress": "none"},
         "output": {"plots": False, "verbose": False},
@@ -320,7 +332,7 @@ def bench_overhead(tmp: Path, n_clips: int = 411, epochs: int = 5, repeats: int 
     lw, lc = min(x[0] for x in lit), min(x[1] for x in lit)
     pw, pc = min(x[0] for x in plain), min(x[1] for x in plain)
     return [{
-        "code": label or "current", "clips": n_clips, "batch": batch_size, "epochs": epochs,
+        "code": label or "current", "model": model, "clips": n_clips, "batch": batch_size, "epochs": epochs,
         "steps": steps, "plain loop s": round(pw, 2), "fuse-train fit s": round(lw, 2),
         "ratio (wall)": f"{lw / pw:.2f}x", "plain CPU s": round(pc, 2), "fuse-train CPU s": round(lc, 2),
         "ratio (CPU s)": f"{lc / pc:.2f}x" if lc == lc else "n/a",
@@ -360,7 +372,8 @@ def overhead_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
 
         subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(tree.parent)}, check=True, cwd=tmp)
         rows += json.loads(out.read_text())
-    rows += bench_overhead(tmp, label=args.overhead_label, **kw)
+    for model in OVERHEAD_MODELS:
+        rows += bench_overhead(tmp, label=args.overhead_label, model=model, **kw)
     return rows
 
 
@@ -369,10 +382,10 @@ OVERHEAD_NOTES = (
     "checkpoints, metrics.csv, CSV logger) and `plain_fit` (same model init, loss, Adam, "
     "device batches and steps; one validation pass scored per epoch) alternate A/B, round 0 "
     "is a warm-up, best of N. Fit time only (the run's `fit_seconds` / `fit_cpu_seconds`). "
-    "torch threads = 1 (this small model: more threads only add contention on a shared "
-    "machine). Generated AFEW-like features, 128-d face + audio, zhou mean + concat. The "
-    "machine was shared with other engineers (load 4-10 on 2 cores): CPU seconds are the "
-    "steadier column. Reproduce: `python -m avemo.bench --only fusion --overhead --overhead-ref REV`."
+    "torch threads = 1. Generated AFEW-like features (face + audio of the row's width). "
+    "Lightning's cost is per step (its hooks), so it weighs most on the tiny model; the "
+    "FAN-relation row is the compute of the grid bench's models. CPU seconds are the steadier "
+    "column on a shared machine. Reproduce: `python -m avemo.bench --only fusion --overhead --overhead-ref REV`."
 )
 
 
