@@ -59,6 +59,8 @@ class BestCheckpoint(L.Callback):
             return
         self.best, self.best_epoch = value, trainer.current_epoch
         self._save(module, "best.pt")
+        if hasattr(module, "best_val_res"):  # the final val predictions of these weights
+            module.best_val_res = getattr(module, "last_val_res", None)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._save(module, "last.pt")

@@ -54,6 +54,8 @@ class FusionModule(L.LightningModule):
         self._train_loss: list[Tensor] = []
         self._train_n = 0
         self.last_val: dict[str, float] = {}
+        self.last_val_res: dict[str, Any] | None = None  # the last validation pass, assembled
+        self.best_val_res: dict[str, Any] | None = None  # ... of the epoch best.pt holds
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         return self.model({k: v for k, v in batch.items() if _is_input(k, self.dm.modalities)})
@@ -87,6 +89,7 @@ class FusionModule(L.LightningModule):
         seq = torch.cat([s for s, _ in self._val])
         out = torch.cat([o for _, o in self._val])
         res = self.dm.assemble(seq, out)
+        self.last_val_res = res
         metrics = {k: v for k, v in score(res, self.dm, self.cfg.get("eval")).items()
                    if isinstance(v, float)}
         metrics["loss"] = float(torch.stack(self._val_loss).mean())

@@ -216,8 +216,12 @@ def fit_and_evaluate(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, run_di
     if best_pt.exists():
         model.load_state_dict(torch.load(best_pt, map_location=dm.device, weights_only=True))
     model.to(dm.device)
+    # The validation pass of the epoch whose weights are now loaded is the final val prediction
+    # (same batches, eval mode, same weights): reuse it instead of a second pass, unless the fit
+    # saw only part of the partition (fast_dev_run).
+    known = None if tc.get("fast_dev_run") else (module.best_val_res if best_pt.exists() else module.last_val_res)
     return _final_outputs(cfg, dm, model, module, run_dir, (fit_s, fit_cpu_s), history.rows,
-                          best.best_epoch)
+                          best.best_epoch, known={"val": known} if known else None)
 
 
 def train_from_config(config: str | os.PathLike[str] | Mapping[str, Any],
@@ -279,14 +283,16 @@ def _write_data_side(dm: CachedFeatureDataModule, run_dir: Path) -> None:
 def _final_outputs(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, model: torch.nn.Module,
                    module: FusionModule, run_dir: Path, fit_s: tuple[float, float],
                    history: list[dict[str, Any]],
-                   best_epoch: int | None) -> dict[str, Any]:
+                   best_epoch: int | None, known: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Score the loaded model on val and test, write predictions and final metrics; ``known``:
+    partitions whose predictions by these weights are already assembled (the fit's own pass)."""
     parts = [p for p in ("val", "test") if len(dm.part_seqs[p])]
     missing = list(cfg["data"].get("eval_missing") or [])
     metrics: dict[str, float] = {}
     extra: dict[str, Any] = {}
     pred_frames = []
     for p in parts:
-        res = predict(model, dm, p)
+        res = (known or {}).get(p) or predict(model, dm, p)
         sc = score(res, dm, cfg.get("eval"))
         for k, v in sc.items():
             if isinstance(v, float):

@@ -3,6 +3,8 @@ allocator setting training processes apply. Each keeps the semantics of the slow
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -149,3 +151,46 @@ def test_transformer_valid_rows_only_projection_equals_the_padded_one() -> None:
     torch.testing.assert_close(outs[0].attention, outs[1].attention, rtol=1e-5, atol=1e-6)
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("monitor", ["val/accuracy", "none"])
+def test_final_val_predictions_reuse_the_fit_pass_and_equal_a_fresh_pass(tmp_path, monitor) -> None:
+    """The final val scores come from the validation pass of the loaded weights' epoch; a
+    fresh pass of those weights gives the same outputs (the assumption the reuse rests on)."""
+    from workflows_helpers import make_corpus
+
+    from avemo.fusion import train as T
+    from avemo.fusion.config import load_config
+    from avemo.fusion.evaluate import predict
+
+    make_corpus(tmp_path / "c")
+    cfg = load_config({
+        "name": "reuse", "seed": 0,
+        "data": {"manifest": str(tmp_path / "c/manifest.csv"), "batch_size": 8,
+                 "features": {"face": str(tmp_path / "c/features/face.h5"),
+                              "audio": str(tmp_path / "c/features/audio.h5")}},
+        "model": {"name": "zhou", "temporal": "fan_relation", "fusion": "fbp"},
+        "optim": {"name": "adam", "lr": 0.05},
+        "trainer": {"max_epochs": 4, "progress": "none", "monitor": monitor, "early_stopping": None},
+        "split": {"method": "official"}, "output": {"plots": False, "verbose": False}})
+    dm = T.build_datamodule(cfg, "cpu", feature_cache={})
+    calls = []
+    real = T.predict
+    T.predict = lambda *a, **k: calls.append(a[2]) or real(*a, **k)
+    try:
+        res = T.fit_and_evaluate(cfg, dm, tmp_path / "run", progress=False)
+    finally:
+        T.predict = real
+    assert "val" not in calls, "the final val scores must reuse the fit's own pass"
+    model = T.build_model(cfg, dm)
+    ckpt = "best.pt" if monitor != "none" else "last.pt"
+    model.load_state_dict(torch.load(tmp_path / "run/checkpoints" / ckpt, weights_only=True))
+    fresh = predict(model, dm, "val")
+    path = str(res["predictions"])
+    table = pd.read_csv(path) if path.endswith(".csv") else pd.read_parquet(path)
+    val = table[table["partition"] == "val"] if "partition" in table else table
+    probs = [c for c in val.columns if c.startswith("p_")]
+    want = torch.from_numpy(np.asarray(fresh["scores"])).softmax(-1).numpy()
+    assert probs and len(val) == len(want)
+    got = val.set_index("clip_id").loc[fresh["clip_ids"], probs].to_numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
