@@ -290,6 +290,15 @@ OVERHEAD_MODELS = {
     "zhou mean+concat, 128-d": ({"name": "zhou", "temporal": "mean", "fusion": {"name": "concat"}}, 128),
     "zhou fan_relation+fbp, 512-d": ({"name": "zhou", "temporal": "fan_relation",
                                       "fusion": {"name": "fbp", "k": 5, "o": 256, "dropout": 0.1}}, 512),
+    # the EmoDB model the issue measured: 64-bin rows -> 2-D CNN + SpecAugment, other stream ->
+    # MLP, FAN self-attention each, concat (workflows/grids/emodb.yaml logmel_aug_speech_concat)
+    "EmoDB-like CNN+MLP, 64-d": ({"name": "zhou", "visual": "face", "audio": ["audio"], "fusion": "concat",
+                                  "temporal": "fan_self",
+                                  "encoder": {"name": "mlp", "per_modality": {"face": {
+                                      "name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
+                                      "pool_freq": [2, 2, 2], "dropout": 0.2, "time_masks": 2,
+                                      "time_mask_width": 10, "freq_masks": 2, "freq_mask_width": 8,
+                                      "time_shift": 30}}}}, 64),
 }
 
 
