@@ -101,3 +101,19 @@ def test_fill_follows_timestamps_for_variable_frame_rate():
     times = [0.0, 0.25, 1.0]  # frame 1 is a quarter of the way in time, not half
     np.testing.assert_allclose(tr.fill(0, 3, times)[1][0].box, [3, 0, 43, 40])
     np.testing.assert_allclose(tr.fill(0, 3)[1][0].box, [6, 0, 46, 40])
+
+
+def test_key_frame_queries_name_each_track_detection():
+    """``is_key`` / ``detections_at``: what the pipeline asks the tracker (identity chips, the
+    last key frame), without reaching into its private tables."""
+    tr = Tracker()
+    tr.update(0, _faces(([10, 10, 50, 50], 0.99), ([200, 100, 300, 200], 0.95)))
+    tr.update(5, _faces(([12, 10, 52, 50], 0.99)))
+    tr.update(10, _faces())
+    assert tr.is_key(5) and not tr.is_key(3)
+    at0, at5 = tr.detections_at(0), tr.detections_at(5)
+    assert len(at0) == 2 and len(at5) == 1 and tr.detections_at(10) == {} == tr.detections_at(3)
+    (tid, i), = at5.items()
+    assert tid in at0 and tr.tracks[tid].frames[i] == 5  # the same face, its second detection
+    at5[tid] = 99
+    assert tr.detections_at(5)[tid] == i, "a copy: callers cannot change the tracker"

@@ -366,7 +366,7 @@ class FacePipeline:
         for st in states.values():
             last = st.n - 1
             new_keys = [i for i in st.new if i % self.detect_every == 0]
-            if st.ended and last >= 0 and last not in st.tracker._at and (not new_keys or new_keys[-1] != last):
+            if st.ended and last >= 0 and not st.tracker.is_key(last) and (not new_keys or new_keys[-1] != last):
                 new_keys.append(last)  # the last frame is always a key frame: nothing after it
             for i in new_keys:
                 keys.append((st, i))
@@ -429,7 +429,7 @@ class FacePipeline:
     def _identity_chips(self, st: _Clip, f: int) -> None:
         """Keep identity chips of the faces detected on key frame ``f``: at most
         ``4 * identity_chips`` per track, spread over the track (the stride doubles when full)."""
-        at = st.tracker._at.get(f)
+        at = st.tracker.detections_at(f)
         if not at:
             return
         cap = 4 * self.identity_chips

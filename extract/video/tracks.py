@@ -155,6 +155,15 @@ class Tracker:
     def key_frames(self) -> list[int]:
         return list(self._keys)
 
+    def is_key(self, frame: int) -> bool:
+        """Whether ``frame`` was given to ``update`` (a key frame of this clip)."""
+        return frame in self._at
+
+    def detections_at(self, frame: int) -> dict[int, int]:
+        """Key frame ``frame``'s kept detections: track id -> index in that track's lists
+        (empty for a frame that is not a key frame or kept no face)."""
+        return dict(self._at.get(frame, {}))
+
     def _obs(self, key: int, tid: int) -> Observation | None:
         i = self._at.get(key, {}).get(tid)
         if i is None:
