@@ -111,7 +111,7 @@ class Grid:
     cv: dict[str, Any] | None = None
     train_fn: str | None = None  # "module:function" with train_from_config's signature
     workers: int = 1  # local processes sharing the cells (RANK/WORLD_SIZE sharding)
-    stack: str = "auto"  # auto: cells differing only by seed/lr/weight decay/loss train together
+    stack: str = "auto"  # auto: stacked on a GPU; on: stacked anywhere; off: one by one
     source: Path | None = None
     labels: dict[str, dict[str, str]] = field(default_factory=dict)  # axis -> value -> description
 
