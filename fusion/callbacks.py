@@ -52,6 +52,7 @@ class BestCheckpoint(L.Callback):
         self.monitor, self.mode = monitor, mode
         self.best: float | None = None
         self.best_epoch: int | None = None
+        self.best_val_res: dict[str, Any] | None = None  # the assembled val pass of best.pt's epoch
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         value = _val_metrics(module).get(self.monitor)
@@ -59,8 +60,7 @@ class BestCheckpoint(L.Callback):
             return
         self.best, self.best_epoch = value, trainer.current_epoch
         self._save(module, "best.pt")
-        if hasattr(module, "best_val_res"):  # the final val predictions of these weights
-            module.best_val_res = getattr(module, "last_val_res", None)
+        self.best_val_res = getattr(module, "last_val_res", None)  # these weights' val predictions
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._save(module, "last.pt")

@@ -33,7 +33,7 @@ from avemo.fusion.features import (  # noqa: F401 - re-exported
     load_features,
 )
 from avemo.fusion.index import overlap_average, window_starts  # noqa: F401 - re-exported
-from avemo.fusion.models.base import keep_bits
+from avemo.fusion.models.base import zero_invalid_
 from avemo.fusion.splits import make_splits
 from avemo.fusion.tasks import Task, build_task
 from avemo.fusion.tasks.frame_regression import read_frame_labels  # noqa: F401 - re-exported
@@ -187,12 +187,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
                 gone = (drop & (which == i)).to(self.device)
                 batch[f"{m}_mask"] = batch[f"{m}_mask"] & ~gone[:, None]
         for m in self.modalities:  # masked rows are zero (models must not rely on it)
-            mk, x = batch[f"{m}_mask"], batch[m]
-            keep = keep_bits(mk, x)
-            if keep is not None:  # CPU: a bitwise AND, ~6x faster than masked_fill_'s bool path
-                x.view(keep.dtype).bitwise_and_(keep)
-            else:
-                x.masked_fill_(~mk.reshape(*mk.shape, *([1] * (x.dim() - 2))), 0.0)
+            zero_invalid_(batch[m], batch[f"{m}_mask"])
         batch.update(t.labels(seq))
         return batch
 

@@ -55,7 +55,6 @@ class FusionModule(L.LightningModule):
         self._train_n = 0
         self.last_val: dict[str, float] = {}
         self.last_val_res: dict[str, Any] | None = None  # the last validation pass, assembled
-        self.best_val_res: dict[str, Any] | None = None  # ... of the epoch best.pt holds
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         return self.model({k: v for k, v in batch.items() if _is_input(k, self.dm.modalities)})

@@ -274,21 +274,6 @@ def _frame_presence(dm: Any, res: Mapping[str, Any]) -> pd.DataFrame:
     return df
 
 
-def _smoothed(run: PredictionRun, pred: np.ndarray, clip_pos: np.ndarray) -> dict[str, np.ndarray]:
-    """The run's ``eval.smooth`` (uniform filter per clip, frames) applied to its frame
-    predictions, as its ``*_smoothed`` metrics were scored; empty when it smooths nothing."""
-    task = run.task
-    widths = {t: int(w) for t, w in ((run.cfg.get("eval") or {}).get("smooth") or {}).items()
-              if t in getattr(task, "targets", ()) and int(w) > 1}
-    if not widths or not getattr(task, "smooths", False):
-        return {}
-    from avemo.fusion.evaluate import smooth_per_clip
-
-    cols = {task.targets.index(t): w for t, w in widths.items()}  # type: ignore[attr-defined]
-    sm = smooth_per_clip(pred, clip_pos, cols)
-    return {t: sm[:, task.targets.index(t)] for t in widths}  # type: ignore[attr-defined]
-
-
 def _table(run: PredictionRun, pres: pd.DataFrame, res: Mapping[str, Any] | None,
            dm: Any) -> pd.DataFrame:
     """The output table; ``missing`` names absent modalities, ``flagged`` marks predictions
@@ -309,8 +294,9 @@ def _table(run: PredictionRun, pres: pd.DataFrame, res: Mapping[str, Any] | None
         body = pd.DataFrame({"clip_id": res["clip_ids"], "time": np.asarray(res["time"])})
         for j, t in enumerate(task.targets):  # type: ignore[attr-defined]
             body[t] = pred[:, j]
-        for t, col in _smoothed(run, pred, np.asarray(res["clip_pos"])).items():
-            body[f"{t}_smoothed"] = col
+        smoothed = task.smoothed(pred, np.asarray(res["clip_pos"]), run.cfg.get("eval"))  # type: ignore[attr-defined]
+        for t in smoothed[1] if smoothed is not None else []:
+            body[f"{t}_smoothed"] = smoothed[0][:, task.targets.index(t)]  # type: ignore[attr-defined]
         fp = _frame_presence(dm, res)
         body = body.merge(fp, on=["clip_id", "time"], how="left", validate="one_to_one")
     elif hasattr(task, "classes"):

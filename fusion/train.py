@@ -219,7 +219,7 @@ def fit_and_evaluate(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, run_di
     # The validation pass of the epoch whose weights are now loaded is the final val prediction
     # (same batches, eval mode, same weights): reuse it instead of a second pass, unless the fit
     # saw only part of the partition (fast_dev_run).
-    known = None if tc.get("fast_dev_run") else (module.best_val_res if best_pt.exists() else module.last_val_res)
+    known = None if tc.get("fast_dev_run") else (best.best_val_res if best_pt.exists() else module.last_val_res)
     return _final_outputs(cfg, dm, model, module, run_dir, (fit_s, fit_cpu_s), history.rows,
                           best.best_epoch, known={"val": known} if known else None)
 

@@ -42,6 +42,7 @@ Grid YAML::
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import itertools
 import json
@@ -870,14 +871,14 @@ def write_tables(out: Path, table: pd.DataFrame, agg: pd.DataFrame) -> None:
             print(f"[ablate] {name}.parquet not written: {e}", file=sys.stderr)
 
 
-def add_arguments(p: Any) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``python -m avemo.workflows.ablate`` (workers, torchrun and srun use it)."""
     p.add_argument("grid", help="grid YAML")
     p.add_argument("-o", "--output", help="results folder (default: the grid's out_dir)")
     p.add_argument("--dry-run", action="store_true", help="plan and check the cells, train nothing")
 
 
-def run(a: Any) -> int:
+def run(a: argparse.Namespace) -> int:
     res = run_grid(a.grid, out_dir=a.output, dry_run=a.dry_run)
     print(f"results: {res['out_dir']}")
     return 0

@@ -88,6 +88,15 @@ def keep_bits(mask: Tensor, x: Tensor) -> Tensor | None:
     return -(m.to(bits))  # True -> -1 (every bit set), False -> 0
 
 
+def zero_invalid_(x: Tensor, mask: Tensor) -> Tensor:
+    """``zero_invalid`` in place, for tensors outside autograd (a batch being built)."""
+    keep = keep_bits(mask, x)
+    if keep is not None:
+        x.view(keep.dtype).bitwise_and_(keep)
+        return x
+    return x.masked_fill_(~mask.reshape(mask.shape + (1,) * (x.dim() - mask.dim())), 0.0)
+
+
 def zero_invalid(x: Tensor, mask: Tensor) -> Tensor:
     """Set rows with mask False to 0 such that NaN/inf there cannot leak (on a CPU a bitwise
     AND, elsewhere ``where``; the same values and gradients)."""

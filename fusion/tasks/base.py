@@ -160,7 +160,7 @@ class RegressionTask(Task):
     def score(self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if not res:
             return {}
-        from avemo.fusion.evaluate import regression_metrics, smooth_per_clip
+        from avemo.fusion.evaluate import regression_metrics
 
         eval_cfg = eval_cfg or {}
         pred = np.asarray(res["pred"])
@@ -168,14 +168,26 @@ class RegressionTask(Task):
         if rng:
             pred = np.clip(pred, float(rng[0]), float(rng[1]))
         out = regression_metrics(pred, np.asarray(res["y"]), self.targets)
-        widths = {self.targets.index(k): int(v) for k, v in (eval_cfg.get("smooth") or {}).items()
-                  if k in self.targets}
-        if widths and self.smooths:
-            sm = regression_metrics(smooth_per_clip(pred, res["clip_pos"], widths), res["y"], self.targets)
-            names = {self.targets[j] for j in widths}
+        smoothed = self.smoothed(pred, res["clip_pos"], eval_cfg)
+        if smoothed is not None:
+            sm = regression_metrics(smoothed[0], res["y"], self.targets)
+            names = set(smoothed[1])
             out.update({f"{k}_smoothed": v for k, v in sm.items()
                         if k == "ccc" or k.rsplit("_", 1)[-1] in names})
         return out
+
+    def smoothed(self, pred: np.ndarray, clip_pos: np.ndarray, eval_cfg: Mapping[str, Any] | None
+                 ) -> tuple[np.ndarray, list[str]] | None:
+        """``eval.smooth`` (uniform filter per clip, in frames) applied to ``pred``: the smoothed
+        array and the targets it smooths; None when the task or the config smooths nothing.
+        ``score`` reports metrics of it, ``avemo predict`` writes it."""
+        widths = {self.targets.index(k): int(v) for k, v in ((eval_cfg or {}).get("smooth") or {}).items()
+                  if k in self.targets}
+        if not widths or not self.smooths:
+            return None
+        from avemo.fusion.evaluate import smooth_per_clip
+
+        return smooth_per_clip(pred, clip_pos, widths), [self.targets[j] for j in widths]
 
     def prediction_table(self, res: Mapping[str, Any], partition: str) -> pd.DataFrame:
         if not res:
