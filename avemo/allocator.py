@@ -4,9 +4,10 @@ glibc serves every allocation above its mmap threshold (dynamic, at most 32 MiB)
 pages that the kernel zeroes on first touch and unmaps on free. A training step that makes and
 frees activations of tens of MiB (a stacked grid's ``[cells, batch, frames, dim]`` tensors, a
 FAN relation layer's ``[batch, frames, 2 x 512]`` pairs) then spends much of its time in the
-kernel: 9.3 s of system time in a 22 s stacked transformer group, 0.94 s vs 0.57 s for one
-FAN-relation epoch (``workflows/bench_results``). Raising the mmap and trim thresholds to
-1 GiB keeps such blocks in the heap for the next step. The cost is that a process keeps up to
+kernel (a stacked transformer group of the grid bench: 9.3 s of its 22 s were system time).
+Raising the mmap and trim thresholds to 1 GiB keeps such blocks in the heap for the next step:
+1.16x / 1.35x per FAN-self / FAN-relation training step (``python -m avemo.bench --only
+layers``, heap columns). The cost is that a process keeps up to
 its peak heap until it exits, which training processes do anyway.
 
 Linux/glibc only (elsewhere a no-op); ``AVEMO_MALLOC=system`` keeps the C library's defaults.
