@@ -31,7 +31,10 @@ import numpy as np
 from avemo.errors import UserError
 
 FORMAT_VERSION = 1
-STATUSES = ("ok", "no_face", "no_audio", "error")
+STATUSES = ("ok", "no_face", "no_audio", "no_video", "error")
+# The clip has no media for this modality at all (no path in the manifest, no audio stream):
+# a missing modality, which stage two masks, unlike ``error`` (a fault) or ``no_face``.
+MISSING_MODALITY = ("no_audio", "no_video")
 PROVENANCE_KEYS = ("feature_set", "config", "weights")  # what must match to mix shards
 ROW_ARRAYS = ("values", "timestamps", "mask")
 CLIP_ARRAYS = ("offsets", "clip_ids", "status", "message")
@@ -456,6 +459,12 @@ class FeatureFile:
     def n_rows(self) -> int:
         return int(self._f["values"].shape[0])
 
+    @property
+    def logit_classes(self) -> list[str] | None:
+        """Class names of the logits that end each row (in logit order), when the set wrote them."""
+        classes = self.provenance.get("logit_classes")
+        return [str(c) for c in classes] if isinstance(classes, list) and classes else None
+
     def check(self, expected: Mapping[str, Any]) -> None:
         """Refuse a file made with another config; the message names the differing keys."""
         check_provenance(self.provenance, expected, str(self.path))
@@ -522,8 +531,11 @@ def describe(path: str | os.PathLike[str]) -> str:
             f"clips        {len(ff)}",
             f"rows         {ff.n_rows}   row shape {list(ff.row_shape)}   dtype {ff.dtype}",
             f"rate (Hz)    {p.get('rate_hz')}",
-            "status       " + ", ".join(f"{k}={v}" for k, v in sorted(ff.status_counts().items())),
         ]
+        if ff.logit_classes:
+            n = len(ff.logit_classes)
+            lines.append(f"logits       last {n} columns, classes in order: {', '.join(ff.logit_classes)}")
+        lines.append("status       " + ", ".join(f"{k}={v}" for k, v in sorted(ff.status_counts().items())))
         if ff.n_rows:
             lines.append(f"valid rows   {int(ff._f['mask'][()].sum())} / {ff.n_rows}")
         subj = [json.loads(i) for i in ff.info]

@@ -13,7 +13,7 @@ Config keys
                     recorded) at construction (mtcnn: P, R, O-Net; blazeface / scrfd: one value)
   min_face_size     smallest face side in pixels (also bounds mtcnn's image pyramid: its main cost)
   backbone          BACKBONES name; backbone_weights: a user file (None = registry default)
-  logits            (face_fer2013) append the 7 class logits to the pooled features
+  logits            (face_fer2013, face_faceapi) append the 7 class logits to the pooled features
   fps               None = every frame, else a sampling rate (timestamp-based, VFR-safe)
   detect_every      run the detector on every k-th frame, interpolate boxes/landmarks between
   full_detect_every every n-th key frame searches all face sizes; the others only sizes near the
@@ -160,7 +160,22 @@ class FaceFeatureSet(FeatureSet):
     def provenance(self) -> dict[str, Any]:
         """As the base class, with ``crop`` resolved: a new measured default changes the hash."""
         config = {**self.config, "crop": self.crop().as_config()}
-        return make_provenance(self.name, config, self.weights(), self.rate_hz, _versions(self.modality))
+        prov = make_provenance(self.name, config, self.weights(), self.rate_hz, _versions(self.modality))
+        classes = self.logit_classes()
+        if classes:
+            prov["logit_classes"] = classes
+        return prov
+
+    def logit_classes(self) -> list[str] | None:
+        """Class names of the logits appended to each row (last ``len`` columns), in logit order.
+
+        Written into the file (attribute ``logit_classes``) so that stage two, ``predict`` and
+        users read the order instead of guessing it. ``None`` when rows carry no logits.
+        """
+        if not self.backbone_options().get("with_logits"):
+            return None
+        classes = getattr(self.backbone(), "classes", None)
+        return [str(c) for c in classes] if classes else None
 
     def backbone(self) -> Any:
         if self._backbone is None:
@@ -228,6 +243,13 @@ class FaceFer2013(FaceFeatureSet):
 
     def backbone_options(self) -> dict[str, Any]:
         return {"with_logits": True} if self.config.get("logits") else {}
+
+
+@FEATURE_SETS.register("face_faceapi")
+class FaceFaceApi(FaceFer2013):
+    """BlazeFace(+MTCNN) + face-api FaceExpressionNet, 256-d pooled (+7 logits with logits: true)."""
+
+    default_config = {**FaceFer2013.default_config, "backbone": "faceapi_expression"}
 
 
 _backbone_set("resnet50", "resnet50_imagenet", "torchvision ResNet-50 (ImageNet), pooled 2048-d.")

@@ -265,6 +265,7 @@ class Fer2013MiniXception(TorchBackbone):
         net = load_keras_hdf5(self.weights_path)
         self.num_classes = net.classifier.out_channels
         self.with_logits = bool(with_logits)
+        self.classes = CLASSES  # logit order (Keras class index), stored with logits in the file
         self.out_dim = net.classifier.in_channels + (self.num_classes if self.with_logits else 0)
         self.tap = "last residual module (add_4), global average pooled" + (
             " + class logits (pre-softmax)" if self.with_logits else ""
