@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from avemo.data.store import FeatureFile
+from avemo.data.store import MISSING_MODALITY, FeatureFile
 from avemo.fusion.config import ConfigError
 
 _STATS_CHUNK = 1 << 18  # rows per chunk when computing normalisation statistics
@@ -128,8 +128,8 @@ class FeatureSet:
         return {m: self.arrays[m].row_shape for m in self.modalities}
 
     def usable(self, modality: str, clip_id: str) -> bool:
-        """Whether the clip's rows of ``modality`` may be used (ok, or non-ok clips skipped)."""
-        return not self.keep_non_ok or self.arrays[modality].status_of(clip_id) == "ok"
+        """Whether the clip's rows of ``modality`` may be used (its status there is ok)."""
+        return self.arrays[modality].status_of(clip_id) == "ok"
 
     def provenance(self) -> dict[str, Any]:
         return {m: {"path": str(a.path), "provenance": a.provenance} for m, a in self.arrays.items()}
@@ -152,25 +152,40 @@ class FeatureSet:
         return df[keep]
 
     def status_filter(self, df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-        """Drop (or, with ``non_ok: keep``, note) clips whose status is not ok in some file."""
+        """Drop (or, with ``non_ok: keep``, note) clips whose status is not ok in some file.
+
+        A missing modality (``no_video`` / ``no_audio``: the clip has no such media) is not a
+        fault: the clip stays with that modality's rows masked, as long as some modality of it
+        is present; a clip with none is dropped.
+        """
         ids = df["clip_id"].astype(str).tolist()
         bad = np.zeros(len(ids), bool)
+        absent = np.zeros(len(ids), int)
         counts: dict[str, int] = {}
+        missing: dict[str, int] = {}
         for m in self.modalities:
             a = self.arrays[m]
             st = np.array([a.status_of(c) for c in ids], dtype=object)
+            gone = np.isin(st, MISSING_MODALITY)
             for s in set(st) - {"ok"}:
-                counts[f"{m}:{s}"] = int((st == s).sum())
-            bad |= st != "ok"
-        self.status_counts = counts
+                (missing if s in MISSING_MODALITY else counts)[f"{m}:{s}"] = int((st == s).sum())
+            bad |= (st != "ok") & ~gone
+            absent += gone
+        empty = absent == len(self.modalities)  # no modality at all: nothing to learn from
+        self.status_counts = {**counts, **missing}
+        if missing:
+            what = ", ".join(f"{k}={v}" for k, v in sorted(missing.items()))
+            n_kept = int(((absent > 0) & ~empty & ~bad).sum())
+            notes.append(f"{int((absent > 0).sum())} clip(s) lack a modality ({what}): {n_kept} kept "
+                         f"with that modality masked, {int(empty.sum())} with no modality skipped")
         if bad.any():
             what = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
             if not self.keep_non_ok:
                 notes.append(f"skipped {int(bad.sum())} clip(s) whose status is not ok ({what})")
-                return df[~bad]
+                return df[~bad & ~empty]
             notes.append(f"kept {int(bad.sum())} clip(s) whose status is not ok with their "
                          f"rows masked ({what})")
-        return df
+        return df[~empty]
 
     def stats(self, train_ids: Sequence[str], notes: list[str]) -> dict[str, tuple[Tensor, Tensor]]:
         """Per-element ``(mean, 1/std)`` over valid rows of training clips only (float64 sums)."""

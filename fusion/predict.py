@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from avemo.data.store import MISSING_MODALITY
 from avemo.errors import UsageError, UserError
 from avemo.fusion.features import STATS_FILE, FeatureSet, load_stats
 from avemo.fusion.index import build_clip_index, build_window_index
@@ -132,8 +133,10 @@ def open_run(run_dir: str | os.PathLike[str], checkpoint: str = "best",
     model.to(dev).eval()
     data = cfg["data"]
     without = set(mods) if float(data.get("modality_dropout") or 0) > 0 and len(mods) > 1 else set()
-    if data.get("non_ok") == "keep":
-        without |= {k.split(":")[0] for k, v in (report.get("status_counts") or {}).items() if v}
+    for key, n in (report.get("status_counts") or {}).items():  # "face:no_video" -> 12
+        modality, status = key.split(":", 1)
+        if n and (data.get("non_ok") == "keep" or status in MISSING_MODALITY):
+            without.add(modality)  # trained with this modality's rows masked in some clips
     return PredictionRun(run_dir, cfg, {m: feats[m]["provenance"] for m in mods}, task, inputs,
                          stats, model, ckpt, dev, without)
 

@@ -37,11 +37,14 @@ def clip_corpus(tmp: Path, n_clips: int = 30, n_subjects: int = 6, seed: int = 0
         av = rng.normal(size=(ta, 6)).astype(np.float32) - 1.5 * y
         fmask = np.ones(tf, bool)
         fmask[rng.random(tf) < 0.2] = False
-        if bad.get(cid) == "no_face":
-            face.append(ClipFeatures.empty(cid, (8,), "no_face", "no face found"))
+        if bad.get(cid) in ("no_face", "no_video"):
+            face.append(ClipFeatures.empty(cid, (8,), bad[cid], f"{bad[cid]} (test corpus)"))
         else:
             face.append(ClipFeatures(cid, fv, np.arange(tf) / 25.0, fmask))
-        audio.append(ClipFeatures(cid, av, np.arange(ta) / 10.0, np.ones(ta, bool)))
+        if bad.get(cid) == "no_audio":
+            audio.append(ClipFeatures.empty(cid, (6,), "no_audio", "no audio stream (test corpus)"))
+        else:
+            audio.append(ClipFeatures(cid, av, np.arange(ta) / 10.0, np.ones(ta, bool)))
         rows.append({"clip_id": cid, "video": f"{cid}.mp4", "audio": f"{cid}.wav", "split": split,
                      "subject": subj, "label": CLASSES[y]})
     man = tmp / "manifest.csv"

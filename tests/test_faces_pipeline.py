@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from avemo.data.store import FeatureFile
+from avemo.data.store import FeatureFile, describe
 from avemo.extract.base import ClipInput
 from avemo.extract.registry import DETECTORS, FEATURE_SETS
 from avemo.extract.video.align import align_faces
@@ -61,7 +64,8 @@ def test_bad_inputs_give_error_status_not_exceptions(fer, tmp_path, media):
              ClipInput("novideo", None), ClipInput("good", str(media("single_face.mp4")))]
     out = {r.clip_id: r for r in fer.extract(clips)}
     assert set(out) == {"missing", "junk", "novideo", "good"}
-    assert out["missing"].status == out["junk"].status == out["novideo"].status == "error"
+    assert out["missing"].status == out["junk"].status == "error"
+    assert out["novideo"].status == "no_video"  # no video in the manifest: a missing modality
     assert "does not exist" in out["missing"].message and "junk.mp4" in out["junk"].message
     assert out["good"].status == "ok" and out["good"].mask.all()
 
@@ -86,6 +90,16 @@ def test_runner_with_decode_workers_writes_a_checked_file(tmp_path, media, monke
         assert clip.mask.all() and np.all(np.diff(clip.timestamps) > 0.09)
         probs = torch.softmax(torch.from_numpy(clip.values[:, 128:]), 1)
         assert torch.allclose(probs.sum(1), torch.ones(len(probs)))
+        # the class order travels with the logits: the fer package's own label order
+        ref = json.loads((Path(__file__).parent / "fixtures" / "fer_reference.json").read_text())
+        assert ff.logit_classes == ref["classes"]
+    described = describe(paths["face_fer2013"])
+    assert "classes in order: " + ", ".join(ref["classes"]) in described
+    plain = run_features(df.iloc[:1], ["face_fer2013"], tmp_path / "plain",
+                         overrides={"face_fer2013": {"fps": 10, "detect_every": 2}}, progress=False)
+    with FeatureFile(plain["face_fer2013"]) as ff:  # no logits in the rows: no class names either
+        assert ff.row_shape == (128,) and ff.logit_classes is None
+    assert "classes in order" not in describe(plain["face_fer2013"])
 
 
 def test_multi_face_video_keeps_one_consistent_track(tmp_path, media):

@@ -70,6 +70,27 @@ def test_non_ok_clips_skipped_or_kept_masked(tmp_path):
     assert torch.all(b["face"][0] == 0)
 
 
+def test_a_missing_modality_is_masked_not_skipped(tmp_path):
+    """no_video / no_audio mean the clip has no such media: the clip trains on what it has."""
+    c = clip_corpus(tmp_path, bad={"c000": "no_video", "c001": "no_audio", "c002": "no_face"})
+    dm = _dm(clip_config(c, tmp_path))
+    assert "c000" in dm.pos and "c001" in dm.pos and "c002" not in dm.pos  # no_face: still skipped
+    assert dm.status_counts == {"face:no_video": 1, "audio:no_audio": 1, "face:no_face": 1}
+    assert any("2 clip(s) lack a modality" in n and "face:no_video=1" in n for n in dm.notes)
+    assert any("skipped 1 clip(s) whose status is not ok (face:no_face=1)" in n for n in dm.notes)
+    b = dm.gather(torch.tensor([dm.pos["c000"], dm.pos["c001"], dm.pos["c003"]]))
+    assert not b["face_mask"][0].any() and b["audio_mask"][0].any()
+    assert b["face_mask"][1].any() and not b["audio_mask"][1].any()
+    assert b["face_mask"][2].any() and b["audio_mask"][2].any()
+    assert torch.all(b["face"][0] == 0) and torch.all(b["audio"][1] == 0)
+    # a face-only run has nothing for the clip without video: that clip alone is dropped
+    face_only = clip_config(c, tmp_path)
+    face_only["data"]["features"] = {"face": str(c["face"])}
+    dm = _dm(face_only)
+    assert "c000" not in dm.pos and "c001" in dm.pos
+    assert any("1 with no modality skipped" in n for n in dm.notes)
+
+
 def test_normalisation_uses_training_rows_only(corpus):
     tmp, c = corpus
     dm = _dm(clip_config(c, tmp))

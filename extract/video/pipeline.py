@@ -301,13 +301,14 @@ class FacePipeline:
         return self._pool.run(jobs)
 
     def run(self, clips: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
-        """One ``ClipFeatures`` per clip, in completion order; a bad clip gets status ``error``."""
+        """One ``ClipFeatures`` per clip, in completion order; a bad clip gets status ``error``,
+        one without a video path ``no_video``."""
         states: dict[int, _Clip] = {}
         jobs = []
         base, self._keys = self._keys, self._keys + len(clips)  # keys unique across runs
         for key, c in enumerate(clips, start=base):
             if not c.video:
-                yield self._empty(c, "error", "no video path in the manifest")
+                yield self._empty(c, "no_video", "no video path in the manifest")
                 continue
             states[key] = _Clip(key, c, Tracker(self.link_iou, max_faces=self.max_faces,
                                                 min_face_size=self.min_face_size))
