@@ -96,7 +96,10 @@ class SplitConfig(_Section):
     val: Literal["next_fold", "test"] = "next_fold"
     pool: Literal["all", "trainval"] = "all"
     shuffle: bool = False
-    use_manifest_folds: bool = True
+    # the manifest's fold column: auto = used when it gives k folds, else folds made here
+    use_manifest_folds: bool | Literal["auto"] = "auto"
+    stratify: bool = True  # classification: folds keep each class's share (scikit-learn semantics)
+    label_coverage: Literal["error", "warn"] = "error"  # val/test label absent from train
 
 
 class ModelConfig(_Open):

@@ -84,7 +84,8 @@ class CachedFeatureDataModule(L.LightningDataModule):
             who = dict(zip(self.manifest["clip_id"].astype(str), self.manifest["subject"].astype(str), strict=True))
             self.features.arrays = {m: speaker_normalised(a, who) for m, a in self.features.arrays.items()}
             self.notes.append("features z-normalised per speaker (data.speaker_norm)")
-        self.splits = make_splits(self.manifest, self.cfg["split"], self.seed)
+        self.splits = make_splits(self.manifest, self.cfg["split"], self.seed,
+                                  self.task_obj.split_labels(self.manifest), self.notes)
         parts = self.splits["partitions"]
         if not parts["val"]:
             self.notes.append("no validation or test clips: validating on the training clips")

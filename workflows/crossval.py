@@ -56,18 +56,28 @@ def fold_axis(cv: Mapping[str, Any]) -> Any:
 def fold_lists(config: Mapping[str, Any] | str | os.PathLike[str], cv: Mapping[str, Any],
                overrides: list[str] | None = None) -> list[dict[str, Any]]:
     """``make_splits`` for every fold of ``cv`` on the config's manifest."""
-    from avemo.data.manifest import load_manifest
     from avemo.fusion.config import load_config
     from avemo.fusion.splits import make_splits
 
     cfg = load_config(config, overrides)
-    df = load_manifest(_manifest_path(cfg), check_files=False)
+    df, labels = _labelled_manifest(cfg)
     out = []
     for f in range(int(cv["k"])):
         split_cfg = dict(cfg["split"])
         split_cfg.update({k.split(".", 1)[1]: v for k, v in split_overrides(cv, f).items()})
-        out.append(make_splits(df, split_cfg, seed=int(cfg.get("seed", 0))))
+        out.append(make_splits(df, split_cfg, int(cfg.get("seed", 0)), labels))
     return out
+
+
+def _labelled_manifest(cfg: Mapping[str, Any]) -> tuple[pd.DataFrame, list[str] | None]:
+    """The config's manifest rows that carry the task's labels, and the labels that stratify
+    folds: the same rows and labels a run splits (before its feature-status filter)."""
+    from avemo.data.manifest import load_manifest
+    from avemo.fusion.tasks import build_task
+
+    task = build_task(cfg)
+    df = task.select(load_manifest(_manifest_path(cfg), check_files=False), []).reset_index(drop=True)
+    return df, task.split_labels(df)
 
 
 def _manifest_path(cfg: Mapping[str, Any]) -> Path:
@@ -82,12 +92,11 @@ def _manifest_path(cfg: Mapping[str, Any]) -> Path:
 def save_fold_lists(config: Mapping[str, Any] | str | os.PathLike[str], cv: Mapping[str, Any],
                     out_dir: str | os.PathLike[str], overrides: list[str] | None = None) -> Path:
     """Write ``out_dir/folds/folds.csv`` (clip, subject, fold) and ``fold<i>/splits.json``."""
-    from avemo.data.manifest import load_manifest
     from avemo.fusion.config import load_config
     from avemo.fusion.splits import write_splits
 
     cfg = load_config(config, overrides)
-    df = load_manifest(_manifest_path(cfg), check_files=False)
+    df, _ = _labelled_manifest(cfg)
     root = Path(out_dir) / "folds"
     splits = fold_lists(config, cv, overrides)
     for f, sp in enumerate(splits):

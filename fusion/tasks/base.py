@@ -59,6 +59,11 @@ class Task:
             notes.append(f"{int((~keep).sum())} manifest clips have no {col} and are not used")
         return df[keep].copy()
 
+    def split_labels(self, manifest: pd.DataFrame) -> list[str] | None:
+        """One class label per manifest row for stratified folds and the coverage check, or
+        None when the task has no classes (regression: folds are not stratified)."""
+        return None
+
     def build_index(self, manifest: pd.DataFrame, features: FeatureSet, cache: dict | None) -> Any:
         """The run's ``fusion.index`` object (sequences, positions, labels, assembly)."""
         raise NotImplementedError

@@ -39,6 +39,9 @@ class ClipClassification(Task):
         self.n_out = len(self.classes)
         return df
 
+    def split_labels(self, manifest: pd.DataFrame) -> list[str] | None:
+        return manifest["label"].astype(str).tolist()
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "classes": self.classes}
 
