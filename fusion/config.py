@@ -228,9 +228,9 @@ def set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
                               f"{type(nxt).__name__}, not a section")
         node = nxt
     last = parts[-1]
-    if last == "name" and "name" in node and node["name"] != value:
-        node.clear()
-    node[last] = value
+    if last == "name" and len(parts) > 1 and "name" in node and node["name"] != value:
+        node.clear()  # a named section (model.fusion, optim ...): another thing, other options
+    node[last] = value  # the top-level ``name`` is the run's name: it renames, never replaces
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -248,7 +248,7 @@ def _override_order(items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """Section replacements first (a ``.name`` or a whole mapping, shallow before deep), then
     the rest in the given order: ``model.fusion.k=3 model.fusion.name=fbp`` keeps k."""
     def whole(kv: tuple[str, Any]) -> bool:
-        return kv[0].endswith(".name") or kv[0] == "name" or isinstance(kv[1], Mapping)
+        return kv[0].endswith(".name") or isinstance(kv[1], Mapping)
 
     first = sorted((kv for kv in items if whole(kv)), key=lambda kv: kv[0].count("."))
     return first + [kv for kv in items if not whole(kv)]

@@ -89,6 +89,42 @@ def test_a_new_name_replaces_the_section_for_dotted_overrides_too(capsys):
     assert rel["model"]["temporal"] == {"name": "fan_relation", "dropout": 0.2}
 
 
+def _printed(capsys, *argv: str) -> dict:
+    assert main(["fuse-train", "-c", *argv, "--print-config"]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("config", ["speech_emotion", str(ZHOU)])
+def test_each_override_form_changes_only_what_it_names(capsys, config):
+    """One test per form: the printed config equals the file's own plus exactly that change."""
+    plain = _printed(capsys, config)
+
+    def changed(*overrides: str) -> dict:
+        got = _printed(capsys, config, *overrides)
+        return {k: got[k] for k in got if got[k] != plain.get(k)}
+
+    # top-level scalar: `name=` renames the run and keeps everything else (it used to wipe it)
+    assert changed("name=my_run") == {"name": "my_run"}
+    assert changed("seed=7") == {"seed": 7}
+    # nested scalar: only that key of the section
+    assert changed("trainer.max_epochs=3") == {"trainer": {**plain["trainer"], "max_epochs": 3}}
+    # list: replaced whole, as YAML reads it
+    assert changed("data.classes=[sad, angry]")["data"] == {**plain["data"], "classes": ["sad", "angry"]}
+    # a named section given another name: that section alone is replaced
+    got = changed("optim.name=sgd")
+    assert set(got) == {"optim"} and got["optim"]["name"] == "sgd"
+    assert got["optim"]["lr"] == load_config({"optim": {"name": "sgd"}, **_minimal()})["optim"]["lr"]
+
+
+def _minimal() -> dict:
+    return {"data": {"manifest": "m.csv", "features": {"audio": "a.h5"}}, "model": {"name": "unimodal"}}
+
+
+def test_an_unknown_override_key_is_named_with_a_suggestion(capsys, tmp_path):
+    _refused(capsys, tmp_path, ["fuse-train", "-c", "speech_emotion", "name=my_run", "trainer.max_epoch=5"],
+             "trainer.max_epoch", "did you mean max_epochs")
+
+
 def test_print_config_is_the_resolved_config_and_writes_nothing(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["fuse-train", "-c", str(DEMO), "--print-config", "optim.lr=3e-4",
