@@ -5,6 +5,7 @@
 
 from avemo.extract.video.backbones import (  # noqa: F401 - registers
     arcface_onnx,
+    faceapi_expression,
     fer2013_minixception,
     hsemotion_enet_b0,
     ir50,
