@@ -1,14 +1,20 @@
 """The batched face pipeline: decode workers -> detect -> track -> align -> face CNN.
 
 Worker processes decode clips and stream frame chunks through a bounded queue. The main process
-gathers frames from many clips into batches, runs the detector on the batch's key frames (every
-``detect_every``-th frame of each clip, plus its last), links detections into tracks, fills the
-frames between key frames, aligns every tracked face and runs the embedder on all crops at once.
-Only the frames since a clip's last key frame are held, so memory stays bounded; per-track rows
-are kept until the clip ends, when the clip's subject is chained from its tracks (by identity,
-else continuity: ``tracks.chain_subject``) and the clip's ``ClipFeatures`` is yielded (the
-runner's writer thread writes it) with the subject's statistics in ``info``. Shot cuts (a jump
-in a tiny grey thumbnail between consecutive frames) end every track.
+cuts each clip into fixed blocks of ``batch_frames`` consecutive frames and handles a block as
+soon as all its frames are there: the detector runs on the block's key frames (every
+``detect_every``-th frame of the clip, plus its last), detections are linked into tracks, the
+frames between key frames are filled, and every tracked face is aligned and embedded in one CNN
+call per block. Every network therefore sees the same inputs in the same batches whatever order
+the decoders deliver frames in, and a clip's values are a function of the clip alone (resumed,
+distributed and uninterrupted runs write the same bytes): MTCNN's R/O-Net and the CNNs pick
+kernels by batch size, so a frame batched with other clips' frames moved boxes by ~5e-5 px and
+features by ~4e-4 (tests/test_faces_determinism.py). Only a clip's unfinished block is held, so
+memory stays bounded; per-track rows are kept until the clip ends, when the clip's subject is
+chained from its tracks (by identity, else continuity: ``tracks.chain_subject``) and the clip's
+``ClipFeatures`` is yielded (the runner's writer thread writes it) with the subject's statistics
+in ``info``. Shot cuts (a jump in a tiny grey thumbnail between consecutive frames) end every
+track.
 """
 
 from __future__ import annotations
@@ -86,9 +92,10 @@ class _Clip:
     tracker: Tracker
     times: list[float] = field(default_factory=list)
     buffer: dict[int, np.ndarray] = field(default_factory=dict)  # frames not yet resolved
-    new: list[int] = field(default_factory=list)  # frames not yet seen by the detector
+    block: int = 0  # the next block to detect: frames [block * B, (block + 1) * B)
     resolved: int = 0  # frames < resolved have their observations
     n_keys: int = 0
+    face_before: bool = False  # the detector found a face on the previous block's last key frame
     ended: bool = False
     stats: DecodeStats | None = None
     rows: dict[int, tuple[list[int], list[np.ndarray]]] = field(default_factory=dict)
@@ -263,8 +270,6 @@ class FacePipeline:
         self.identity = identity
         self.max_gap_s, self.cut_threshold = float(max_gap_s), float(cut_threshold)
         self.identity_chips = max(1, int(identity_chips))
-        # when the decoders fall behind, work on what is there, but not on tiny batches
-        self.min_flush = max(1, self.batch_frames // 4)
         self.times = StageTimes()
         self._pool: DecodePool | None = None
         self._keys = 0
@@ -293,6 +298,8 @@ class FacePipeline:
         return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - max(self.workers, 0)))
 
     def _events(self, jobs: list[tuple[int, str, float | None]]) -> Iterator[tuple | None]:
+        """The decoders' events (``chunk``/``end``/``error``; ``None``: nothing ready yet), in
+        whatever order they come: the results must not depend on it (tests feed other orders)."""
         if self.workers <= 0 or not jobs:
             return _inline(jobs)
         if self._pool is None:
@@ -313,33 +320,36 @@ class FacePipeline:
             states[key] = _Clip(key, c, Tracker(self.link_iou, max_faces=self.max_faces,
                                                 min_face_size=self.min_face_size))
             jobs.append((key, str(c.video), self.fps))
-        pending = 0
         finished = False
         threads = torch.get_num_threads()
         torch.set_num_threads(self.torch_threads())
         try:
             t_wait = time.perf_counter()
             for ev in self._events(jobs):
-                if ev is not None:
-                    self.times.wait += time.perf_counter() - t_wait
-                    kind, key = ev[0], ev[1]
-                    st = states[key]
-                    if kind == "chunk":
-                        pending += self._take(st, ev[2])
-                    elif kind == "end":
-                        st.ended, st.stats = True, ev[2]
-                        self.times.decode += ev[2].seconds
-                    else:  # error
-                        del states[key]
-                        self.times.decode += ev[3].seconds
-                        yield self._empty(st.clip, "error", ev[2])
-                if pending >= self.batch_frames or (ev is None and pending >= self.min_flush) or (
-                    ev is not None and ev[0] == "end" and pending == 0
-                ):
-                    yield from self._step(states)
-                    pending = 0
+                if ev is None:
+                    continue
+                self.times.wait += time.perf_counter() - t_wait
+                kind, key = ev[0], ev[1]
+                st = states[key]
+                if kind == "chunk":
+                    self._take(st, ev[2])
+                elif kind == "end":
+                    st.ended, st.stats = True, ev[2]
+                    self.times.decode += ev[2].seconds
+                else:  # error
+                    del states[key]
+                    self.times.decode += ev[3].seconds
+                    yield self._empty(st.clip, "error", ev[2])
+                    t_wait = time.perf_counter()
+                    continue
+                self._advance(st)
+                if st.ended:
+                    del states[key]
+                    yield self._finish(st)
                 t_wait = time.perf_counter()
-            yield from self._step(states)
+            for key in list(states):  # a decoder that ended without an end event: never expected
+                st = states.pop(key)
+                yield self._empty(st.clip, "error", "decoding stopped without an end of stream")
             finished = True
         finally:
             torch.set_num_threads(threads)
@@ -348,84 +358,92 @@ class FacePipeline:
 
     # ------------------------------------------------------------------ batch processing
 
-    def _take(self, st: _Clip, ch: FrameChunk) -> int:
+    def _take(self, st: _Clip, ch: FrameChunk) -> None:
         for i, t, img in zip(ch.index, ch.times, ch.frames, strict=True):
             st.times.append(float(t))
             st.buffer[int(i)] = img
-            st.new.append(int(i))
             if self.cut_threshold > 0:
                 thumb = thumbnail(img)
                 if st.thumb is not None and float(np.abs(thumb - st.thumb).mean()) > self.cut_threshold:
                     st.tracker.mark_cut(int(i))
                 st.thumb = thumb
-        return len(ch)
 
-    def _step(self, states: dict[int, _Clip]) -> Iterator[ClipFeatures]:
-        """Detect key frames of all new frames, resolve tracks, align + embed, emit ended clips."""
-        keys: list[tuple[_Clip, int]] = []
-        hints: list[tuple[float, float] | None] = []
-        for st in states.values():
-            last = st.n - 1
-            new_keys = [i for i in st.new if i % self.detect_every == 0]
-            if st.ended and last >= 0 and not st.tracker.is_key(last) and (not new_keys or new_keys[-1] != last):
-                new_keys.append(last)  # the last frame is always a key frame: nothing after it
-            for i in new_keys:
-                keys.append((st, i))
-                hints.append(self._size_hint(st))
-            st.new = []
-        if keys:
-            t0 = time.perf_counter()
-            found = self.detector.detect([st.buffer[i] for st, i in keys], sizes=hints)
-            self.times.detect += time.perf_counter() - t0
-            self.times.key_frames += len(keys)
-            t0 = time.perf_counter()
-            for (st, i), faces in zip(keys, found, strict=True):
-                st.tracker.update(i, faces)
-            self.times.track += time.perf_counter() - t0
-        jobs: list[tuple[_Clip, int, int]] = []  # (clip, frame, track)
+    def _ready_blocks(self, st: _Clip) -> Iterator[list[int]]:
+        """Key frames of each block whose frames have all arrived, in order. A block is complete
+        when a later frame has arrived (so the clip's last frame is not in it) or the clip ended;
+        its key frames are the multiples of ``detect_every`` in it, plus the clip's last frame."""
+        size, every = self.batch_frames, self.detect_every
+        while st.block * size < st.n and (st.n > (st.block + 1) * size or st.ended):
+            lo, hi = st.block * size, min((st.block + 1) * size, st.n)
+            keys = list(range(-(-lo // every) * every, hi, every))
+            if st.ended and hi == st.n and (not keys or keys[-1] != hi - 1):
+                keys.append(hi - 1)  # the last frame is always a key frame: nothing after it
+            st.block += 1
+            yield keys
+
+    def _advance(self, st: _Clip) -> None:
+        """Detect, track, align and embed every complete block of ``st`` (see module doc)."""
+        for keys in self._ready_blocks(st):
+            if keys:
+                self._detect(st, keys)
+            self._embed_resolved(st)
+        for f in [f for f in st.buffer if f < st.resolved]:
+            del st.buffer[f]
+
+    def _detect(self, st: _Clip, keys: list[int]) -> None:
+        first = st.n_keys
+        hints = [self._size_hint(st) for _ in keys]
+        frames = [st.buffer[i] for i in keys]
+        t0 = time.perf_counter()
+        clip_aware = getattr(self.detector, "detect_clip", None)
+        if clip_aware is not None:
+            found = clip_aware(frames, sizes=hints, first=first, face_before=st.face_before)
+        else:  # a plugin detector without the base class
+            found = self.detector.detect(frames, sizes=hints)
+        self.times.detect += time.perf_counter() - t0
+        self.times.key_frames += len(keys)
+        t0 = time.perf_counter()
+        for i, faces in zip(keys, found, strict=True):
+            st.tracker.update(i, faces)
+        st.face_before = bool(len(found[-1]))
+        self.times.track += time.perf_counter() - t0
+
+    def _embed_resolved(self, st: _Clip) -> None:
+        """Observations of the frames up to the last key frame, aligned and embedded together."""
+        jobs: list[tuple[int, int]] = []  # (frame, track)
         frames: list[np.ndarray] = []
         lmks: list[np.ndarray] = []
         boxes: list[np.ndarray] = []
         t0 = time.perf_counter()
-        for st in states.values():
-            kf = st.tracker.key_frames
-            if not kf:
-                continue
-            upto = kf[-1] + 1
-            if upto <= st.resolved:
-                continue
-            for f, obs in st.tracker.fill(st.resolved, upto, st.times).items():
-                for o in obs:
-                    jobs.append((st, f, o.track))
-                    frames.append(st.buffer[f])
-                    lmks.append(o.landmarks)
-                    boxes.append(o.box)
-                if self.identity is not None:
-                    self._identity_chips(st, f)
-            st.resolved = upto
+        kf = st.tracker.key_frames
+        upto = kf[-1] + 1 if kf else 0
+        if upto <= st.resolved:
+            return
+        for f, obs in st.tracker.fill(st.resolved, upto, st.times).items():
+            for o in obs:
+                jobs.append((f, o.track))
+                frames.append(st.buffer[f])
+                lmks.append(o.landmarks)
+                boxes.append(o.box)
+            if self.identity is not None:
+                self._identity_chips(st, f)
+        st.resolved = upto
         self.times.track += time.perf_counter() - t0
-        if jobs:
-            t0 = time.perf_counter()
-            crops = crop_faces(frames, np.arange(len(frames)), np.stack(boxes), np.stack(lmks),
-                               self.embedder.size, self.embedder.crop_spec)
-            self.times.align += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            rows = np.concatenate([self.embedder.fn(crops[i : i + self.embed_batch])
-                                   for i in range(0, len(crops), self.embed_batch)])
-            self.times.embed += time.perf_counter() - t0
-            self.times.crops += len(crops)
-            for (st, f, tid), row in zip(jobs, rows, strict=True):
-                idx, vals = st.rows.setdefault(tid, ([], []))
-                idx.append(f)
-                vals.append(row)
-        frames.clear()
-        for key in list(states):
-            st = states[key]
-            for f in [f for f in st.buffer if f < st.resolved]:
-                del st.buffer[f]
-            if st.ended and st.resolved >= st.n and not st.new:
-                del states[key]
-                yield self._finish(st)
+        if not jobs:
+            return
+        t0 = time.perf_counter()
+        crops = crop_faces(frames, np.arange(len(frames)), np.stack(boxes), np.stack(lmks),
+                           self.embedder.size, self.embedder.crop_spec)
+        self.times.align += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rows = np.concatenate([self.embedder.fn(crops[i : i + self.embed_batch])
+                               for i in range(0, len(crops), self.embed_batch)])
+        self.times.embed += time.perf_counter() - t0
+        self.times.crops += len(crops)
+        for (f, tid), row in zip(jobs, rows, strict=True):
+            idx, vals = st.rows.setdefault(tid, ([], []))
+            idx.append(f)
+            vals.append(row)
 
     def _identity_chips(self, st: _Clip, f: int) -> None:
         """Keep identity chips of the faces detected on key frame ``f``: at most

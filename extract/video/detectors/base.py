@@ -61,6 +61,16 @@ class Detector:
         that can use it search only those scales, others ignore it."""
         raise NotImplementedError
 
+    def detect_clip(
+        self, frames: list[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None = None,
+        first: int = 0, face_before: bool = False,
+    ) -> list[Faces]:
+        """``frames``: consecutive key frames of one clip (the pipeline's fixed blocks), ``first``
+        the clip's count of key frames before them, ``face_before`` whether the key frame just
+        before them held a face. Detectors that use this temporal context override it (they
+        must stay a function of these arguments alone); the default is ``detect``."""
+        return self.detect(frames, sizes=sizes)
+
     def weights_info(self) -> dict[str, str]:
         return {}
 
