@@ -14,12 +14,13 @@ from avemo.extract.audio.panns import PannsCnn14, build_cnn14
 from avemo.extract.audio.pitch import PitchSwiftF0
 from avemo.extract.audio.spectral import LogMel, Mfcc, Spectrogram
 from avemo.extract.audio.speech_embedding import SpeechEmbedding, SpeechEmbeddingModel
+from avemo.extract.audio.ssl_encoders import SSL_SETS
 from avemo.extract.audio.vggish import Vggish, build_vggish
 from avemo.extract.audio.windowed import LogMelResNet18, build_audio_resnet18
 from avemo.extract.registry import AUDIO
 
 FEATURE_SET_CLASSES = (Spectrogram, LogMel, Mfcc, SpeechEmbedding, Vggish, PannsCnn14, EgemapsLld,
-                       CompareLld, PitchSwiftF0, LogMelResNet18)  # registered by their decorators
+                       CompareLld, PitchSwiftF0, LogMelResNet18, *SSL_SETS)  # registered by their decorators
 
 AUDIO.register("speech_embedding", help="Google speech_embedding ONNX pair (openwakeword 0.4.0)")(
     SpeechEmbeddingModel)
