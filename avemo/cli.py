@@ -14,7 +14,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from avemo.errors import UsageError, UserError, did_you_mean
+from avemo.errors import (
+    DamagedFileError,
+    DiskFullError,
+    Fault,
+    UsageError,
+    UserError,
+    did_you_mean,
+    is_disk_full,
+)
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -114,7 +122,7 @@ def _ablate(a: argparse.Namespace) -> int:
 
 @command("inspect")
 def _inspect(a: argparse.Namespace) -> int:
-    from avemo.data.store import describe
+    from avemo.data.store import describe, verify_file
 
     if a.montage is not None or a.out is not None:
         from avemo.extract.video.montage import write_montage
@@ -124,8 +132,22 @@ def _inspect(a: argparse.Namespace) -> int:
                              "avemo inspect face_crops.h5 --montage clip01 -o clip01.png")
         print(f"montage of {a.montage}: {write_montage(a.files[0], a.montage, a.out)}")
         return 0
+    damaged = []
     for p in a.files:
         print(describe(p))
+        if a.verify:
+            bad = verify_file(p)
+            if bad is None:
+                print("checksums    none stored (written before avemo kept them): cannot verify")
+            elif bad:
+                damaged.append(p)
+                print(f"checksums    DAMAGED: {len(bad)} clip(s) no longer match: "
+                      f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}")
+            else:
+                print("checksums    every clip matches")
+    if damaged:
+        raise DamagedFileError(f"{len(damaged)} damaged file(s): {', '.join(map(str, damaged))}; rerun "
+                               "`avemo features` with the same options to extract the damaged clips again")
     return 0
 
 
@@ -362,6 +384,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     i.add_argument("--montage", metavar="CLIP_ID", help="draw this clip's aligned face crops over time, with "
                    "mask and track (a face_crops file), into -o")
     i.add_argument("-o", "--out", metavar="PNG", help="where --montage writes its picture (.png)")
+    i.add_argument("--verify", action="store_true", help="read every clip and check it against its "
+                   f"stored checksum (damaged: exit {DamagedFileError.exit_code})")
 
     ls = _sub(sub, "list", "what is registered, and the packaged configs and grids", common)
     ls.add_argument("what", choices=sorted([*LISTS, *PACKAGED_FILES]), metavar="WHAT",
@@ -386,6 +410,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:  # the user's to fix: one message, no traceback
         print(f"avemo {args.cmd}: error: {e}", file=sys.stderr)
         return 2
+    except Fault as e:  # a full disk, a damaged file: one message, exit code by kind
+        print(f"avemo {args.cmd}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except (OSError, RuntimeError) as e:  # h5py reports some failed writes as RuntimeError
+        if not is_disk_full(e):
+            raise
+        where = e.filename or str(e).splitlines()[0]
+        print(f"avemo {args.cmd}: error: disk full writing {where}: no space left on device; free "
+              "space or write elsewhere, then rerun the same command: finished work is kept",
+              file=sys.stderr)
+        return DiskFullError.exit_code
 
 
 if __name__ == "__main__":

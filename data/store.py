@@ -16,10 +16,14 @@ cannot be memory-mapped.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
+import shutil
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +32,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from avemo.errors import UserError
+from avemo.errors import DamagedFileError, DiskFullError, UserError, is_disk_full
 
 FORMAT_VERSION = 1
-STATUSES = ("ok", "no_face", "no_audio", "no_video", "error")
+STATUSES = ("ok", "no_face", "no_audio", "no_video", "missing", "error")
+# ``missing``: the media file the manifest names is not there (moved or deleted after the
+# manifest was written); a rerun extracts the clip again once the file is back.
 # The clip has no media for this modality at all (no path in the manifest, no audio stream):
 # a missing modality, which stage two masks, unlike ``error`` (a fault) or ``no_face``.
 MISSING_MODALITY = ("no_audio", "no_video")
@@ -142,6 +148,19 @@ class RaggedArrays:
 
 def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def clip_digest(values: np.ndarray, timestamps: np.ndarray, mask: np.ndarray, status: str) -> int:
+    """CRC-32 of one clip as stored (value bytes, float64 times, uint8 mask, status).
+
+    Kept per clip in the ``crc32`` array, so damage on disk (a block of zeros, a bad sector) is
+    found clip by clip and only those clips are rebuilt; CRC-32 runs at memory speed, so a
+    whole file is checked for about the cost of reading it.
+    """
+    crc = zlib.crc32(np.ascontiguousarray(values).view(np.uint8).reshape(-1))
+    crc = zlib.crc32(np.ascontiguousarray(timestamps, np.float64).view(np.uint8), crc)
+    crc = zlib.crc32(np.ascontiguousarray(mask).astype(np.uint8, copy=False), crc)
+    return zlib.crc32(status.encode(), crc)
 
 
 def config_hash(provenance: Mapping[str, Any]) -> str:
@@ -307,7 +326,8 @@ def _storable(message: str) -> str:
 
 
 def _write_clip_arrays(f: h5py.File, ids: list[str], offsets: np.ndarray, status: list[str],
-                       message: list[str], info: list[str] | None = None) -> None:
+                       message: list[str], info: list[str] | None, digests: list[int]) -> None:
+    f.create_dataset("crc32", data=np.asarray(digests, np.uint32))
     f.create_dataset("offsets", data=offsets)
     f.create_dataset("clip_ids", data=ids, dtype=_STR)
     f.create_dataset("status", data=status, dtype=_STR)
@@ -321,7 +341,7 @@ def _info(h: h5py.File, n: int) -> list[str]:
     return _decode(h["info"]) if "info" in h else ["{}"] * n
 
 
-def _write_ragged(path: Path, clips: Iterable[ClipFeatures], provenance: Mapping[str, Any],
+def _write_ragged(path: Path | io.BytesIO, clips: Iterable[ClipFeatures], provenance: Mapping[str, Any],
                   compression: str | None = None) -> int:
     """Write clips as one CSR file at ``path`` (not atomic by itself), one write per array."""
     clips = list(clips)
@@ -330,7 +350,7 @@ def _write_ragged(path: Path, clips: Iterable[ClipFeatures], provenance: Mapping
     np.cumsum([len(c.values) for c in clips], out=offsets[1:])
     rows = int(offsets[-1])
     full = [c for c in clips if len(c.values)]
-    with h5py.File(path, "w", locking=_LOCKING) as f:
+    with h5py.File(path, "w", **({} if isinstance(path, io.BytesIO) else {"locking": _LOCKING})) as f:
         _write_attrs(f, provenance, row_shape)
         vals = _create(f, "values", (rows, *row_shape), dtype, compression)
         ts = _create(f, "timestamps", (rows,), np.float64, compression)
@@ -347,9 +367,12 @@ def _write_ragged(path: Path, clips: Iterable[ClipFeatures], provenance: Mapping
                     ts[a:b] = c.timestamps
                     mk[a:b] = np.asarray(c.mask, bool).view(np.uint8)
         f.flush()
-        _stall()
+        if not isinstance(path, io.BytesIO):  # (a shard stalls in _write_shard)
+            _stall()
+        digests = [clip_digest(np.asarray(c.values, dtype).reshape(-1, *row_shape), c.timestamps,
+                               c.mask, c.status) for c in clips]
         _write_clip_arrays(f, [c.clip_id for c in clips], offsets, [c.status for c in clips],
-                           [c.message for c in clips], [_canonical(c.info) for c in clips])
+                           [c.message for c in clips], [_canonical(c.info) for c in clips], digests)
     return len(clips)
 
 
@@ -459,6 +482,27 @@ class FeatureFile:
     def n_rows(self) -> int:
         return int(self._f["values"].shape[0])
 
+    def verify(self) -> list[str] | None:
+        """Clip ids whose rows no longer match their stored CRC-32 (damage on disk); None for
+        a file written before checksums were kept. Reads every row once."""
+        if "crc32" not in self._f:
+            return None
+        want = self._f["crc32"][()]
+        if len(want) != len(self.clip_ids):
+            raise DamagedFileError(f"{self.path} is damaged: {len(want)} checksums for "
+                                   f"{len(self.clip_ids)} clips; delete it and rerun the extraction")
+        bad = []
+        for i, cid in enumerate(self.clip_ids):
+            a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+            if not 0 <= a <= b <= self.n_rows:
+                bad.append(cid)
+                continue
+            got = clip_digest(self._rows("values", a, b), self._rows("timestamps", a, b),
+                              self._rows("mask", a, b), self.status[i])
+            if got != int(want[i]):
+                bad.append(cid)
+        return bad
+
     @property
     def logit_classes(self) -> list[str] | None:
         """Class names of the logits that end each row (in logit order), when the set wrote them."""
@@ -517,6 +561,17 @@ class FeatureFile:
         return counts
 
 
+def verify_file(path: str | os.PathLike[str]) -> list[str] | None:
+    """Damaged clip ids of a feature file (``FeatureFile.verify``); unreadable: DamagedFileError."""
+    try:
+        with FeatureFile(path) as ff:
+            return ff.verify()
+    except (DamagedFileError, FileNotFoundError, MissingFeatureFileError):
+        raise
+    except (OSError, KeyError, ValueError, UserError) as e:
+        raise DamagedFileError(f"{path} cannot be read ({e}); delete it and rerun the extraction") from None
+
+
 def describe(path: str | os.PathLike[str]) -> str:
     """What ``avemo inspect`` prints: provenance, shapes, per-status clip counts."""
     with FeatureFile(path) as ff:
@@ -559,6 +614,40 @@ def describe(path: str | os.PathLike[str]) -> str:
 
 
 # ----------------------------------------------------------------------------- writer
+
+
+def _write_shard(path: Path, clips: list[ClipFeatures], provenance: Mapping[str, Any],
+                 compression: str | None) -> None:
+    """A shard is built in memory (at most ``_SHARD_BYTES``), then written with plain file I/O:
+    a full disk is then a clean ``OSError`` here, never HDF5 failing mid-file (which leaves the
+    library in a state that can crash the interpreter at exit)."""
+    image = io.BytesIO()
+    _write_ragged(image, clips, provenance, compression)
+    data = image.getbuffer()
+    with open(path, "wb") as fh:
+        half = len(data) // 2
+        fh.write(data[:half])
+        fh.flush()
+        _stall()  # the half-written shard the kill tests aim at
+        fh.write(data[half:])
+    data.release()
+
+
+def _check_room(path: Path, need_bytes: int, what: str) -> None:
+    """Refuse before writing when the filesystem plainly lacks the room."""
+    if shutil.disk_usage(path.parent).free < need_bytes:
+        raise disk_full(path, need_bytes, what)
+
+
+def disk_full(path: Path, need_bytes: int, what: str) -> DiskFullError:
+    """The one message for ENOSPC: where, how much is free, about how much this step needs."""
+    free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+    e = DiskFullError(
+        f"disk full writing {path}: {free / 1e6:.1f} MB free on its filesystem, {what} needs about "
+        f"{need_bytes / 1e6:.1f} MB; free space or write elsewhere (-o), then rerun the same "
+        "command: committed clips are kept and it resumes after them")
+    e.errno, e.filename = errno.ENOSPC, str(path)
+    return e
 
 
 class FeatureWriter:
@@ -683,12 +772,18 @@ class FeatureWriter:
         """Commit the buffered clips as one shard (atomic)."""
         if not self._buffer:
             return
-        self._ensure_shard_dir()
         final = self.shard_dir / f"shard-r{self.rank}-{self._next:06d}.h5"
         tmp = final.with_name(final.name + ".tmp")
         prov = {**self.provenance, "row_shape": list(self._row_shape or ())}
-        _write_ragged(tmp, self._buffer, prov, self.compression)
-        _atomic_replace(tmp, final)
+        try:
+            self._ensure_shard_dir()
+            _write_shard(tmp, self._buffer, prov, self.compression)
+            _atomic_replace(tmp, final)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            if is_disk_full(e):
+                raise disk_full(tmp, self._buffer_bytes, f"a shard of {len(self._buffer)} clip(s)") from None
+            raise
         self._next += 1
         self._buffer = []
         self._buffer_bytes = 0
@@ -713,12 +808,49 @@ class FeatureWriter:
         ids = sorted(where, key=lambda c: (pos.get(c, len(pos)), c))
         unchanged = self.path.exists() and not shards and self._ids(self.path) == ids
         if not unchanged:
-            self._consolidate(ids, where)
-            _atomic_replace(self.tmp_path, self.path)
+            # about the sources' size (an upper bound): checked first, as HDF5 failing mid-file
+            # on a full disk cannot be recovered from cleanly in the same process
+            need = sum(p.stat().st_size for p in dict.fromkeys(p for p, _ in where.values()))
+            _check_room(self.tmp_path, need, "the consolidated file")
+            try:
+                self._consolidate(ids, where)
+                _atomic_replace(self.tmp_path, self.path)
+            except (OSError, RuntimeError) as e:  # HDF5 reports a failed write as either
+                self.tmp_path.unlink(missing_ok=True)
+                if is_disk_full(e):
+                    raise disk_full(self.tmp_path, need, "the consolidated file") from None
+                raise
         if not unchanged:
             _stall()  # final file in place, shards not yet deleted (test hook)
         self._drop_shards()
         return self.path
+
+    def repair(self) -> list[str]:
+        """Check the final file's clips against their checksums and rewrite it (atomically)
+        without the damaged ones, so this run extracts them again. Returns their ids."""
+        if not self.path.exists():
+            return []
+        bad = verify_file(self.path) or []
+        self.discard(bad)
+        return bad
+
+    def discard(self, clip_ids: Iterable[str]) -> None:
+        """Rewrite the final file (atomically) without these clips, so a run extracts them again."""
+        drop = set(clip_ids)
+        if not drop or not self.path.exists():
+            return
+        ids = self._ids(self.path)
+        self._consolidate([c for c in ids if c not in drop],
+                          {c: (self.path, i) for i, c in enumerate(ids) if c not in drop})
+        _atomic_replace(self.tmp_path, self.path)
+        self._ids_cache.pop(self.path, None)
+
+    def final_status(self) -> dict[str, str]:
+        """Clip id -> status in the final file (empty when there is none yet)."""
+        if not self.path.exists():
+            return {}
+        with _open(self.path) as f:
+            return dict(zip(_decode(f["clip_ids"]), _decode(f["status"]), strict=True))
 
     def _drop_shards(self) -> None:
         if not self.shard_dir.exists():
@@ -744,6 +876,7 @@ class FeatureWriter:
                 if have.get("config_hash") != self.provenance.get("config_hash"):
                     check_provenance(have, self.provenance, str(p))
             offs = {p: h["offsets"][()] for p, h in handles.items()}
+            src_crc = {p: h["crc32"][()] if "crc32" in h else None for p, h in handles.items()}
             status = {p: _decode(h["status"]) for p, h in handles.items()}
             message = {p: _decode(h["message"]) for p, h in handles.items()}
             info = {p: _info(h, len(status[p])) for p, h in handles.items()}
@@ -791,22 +924,44 @@ class FeatureWriter:
                 out_status: list[str] = []
                 out_message: list[str] = []
                 out_info: list[str] = []
+                out_crc: list[int] = []
+                damaged: dict[Path, list[str]] = {}
+                empty = {k: np.zeros((0, *(row_shape if k == "values" else ())), d.dtype) for k, d in dst.items()}
                 for p, i0, i1 in runs:
                     a, b = int(offs[p][i0]), int(offs[p][i1])
                     out_status.extend(status[p][i0:i1])
                     out_message.extend(message[p][i0:i1])
                     out_info.extend(info[p][i0:i1])
+                    chunk = {k: handles[p][k][a:b] for k in dst} if b > a else empty
+                    for i in range(i0, i1):  # every clip is checked as it is copied
+                        lo, hi = int(offs[p][i]) - a, int(offs[p][i + 1]) - a
+                        v, t, m = (chunk[k][lo:hi] for k in ("values", "timestamps", "mask"))
+                        crc = clip_digest(v, t, m, status[p][i])
+                        if src_crc[p] is not None and crc != int(src_crc[p][i]):
+                            damaged.setdefault(p, []).append(self._ids(p)[i])
+                        if v.dtype != dtype:
+                            crc = clip_digest(v.astype(dtype), t, m, status[p][i])
+                        out_crc.append(crc)
                     if b == a:
                         continue
                     for k in dst:
-                        buf[k].append(handles[p][k][a:b])
+                        buf[k].append(chunk[k])
                     cursor += b - a
                     if (cursor - start) * row_bytes >= _COPY_BUFFER_BYTES:
                         spill()
+                if damaged:
+                    raise DamagedFileError("; ".join(
+                        f"{p} is damaged: {len(c)} clip(s) no longer match their checksums "
+                        f"({', '.join(c[:5])}{' ...' if len(c) > 5 else ''})" for p, c in damaged.items())
+                        + ". Delete the damaged file(s) and rerun the same command: those clips are "
+                        "extracted again")
                 spill()
                 out.flush()
                 _stall()
-                _write_clip_arrays(out, ids, offsets, out_status, out_message, out_info)
+                _write_clip_arrays(out, ids, offsets, out_status, out_message, out_info, out_crc)
+        except BaseException:
+            self.tmp_path.unlink(missing_ok=True)  # never leave a half file (or hold the space)
+            raise
         finally:
             for h in handles.values():
                 h.close()

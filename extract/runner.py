@@ -67,6 +67,19 @@ def clip_inputs(df: pd.DataFrame) -> list[ClipInput]:
     return [ClipInput(str(r.clip_id), get(r, "video"), get(r, "audio")) for r in df.itertuples()]
 
 
+def media_path(fs: FeatureSet, clip: ClipInput) -> str | None:
+    """The file this set reads for the clip: video sets the video, audio sets the audio (else
+    the video's own track), others whichever is named."""
+    if getattr(fs, "modality", None) == "video":
+        return clip.video
+    return clip.audio or clip.video
+
+
+def _missing(clip: ClipInput, path: str) -> ClipFeatures:
+    return ClipFeatures.empty(clip.clip_id, (), "missing", f"media file {path} does not exist (moved or "
+                              "deleted after the manifest was written?); rerun once it is back")
+
+
 def _error(clip: ClipInput, e: BaseException | str) -> ClipFeatures:
     msg = e if isinstance(e, str) else f"{type(e).__name__}: {e}"
     return ClipFeatures.empty(clip.clip_id, (), "error", msg)
@@ -200,9 +213,25 @@ def _wait_for_clips(writer: FeatureWriter, expected: Iterable[str], since: float
 
 def _extract_into(writer: FeatureWriter, fs: FeatureSet, share: Sequence[ClipInput],
                   batch_clips: int, label: str, progress: bool) -> None:
-    """Extract this rank's uncommitted clips and commit them (Ctrl-C keeps what is finished)."""
+    """Extract this rank's uncommitted clips and commit them (Ctrl-C keeps what is finished).
+
+    A clip whose media file is not there gets status ``missing`` without reaching the feature
+    set; one committed as ``missing`` whose file is back is extracted again.
+    """
+    if writer.rank == 0:  # only rank 0 ever rewrites the final file
+        earlier = writer.final_status()
+        writer.discard([c.clip_id for c in share if earlier.get(c.clip_id) == "missing"
+                        and (p := media_path(fs, c)) is not None and os.path.exists(p)])
     done = writer.done()
     todo = [c for c in share if c.clip_id not in done]
+    gone = {c.clip_id: p for c in todo if (p := media_path(fs, c)) is not None and not os.path.exists(p)}
+    if gone:
+        log.warning(f"[{label}] {len(gone)} clip(s) name media files that do not exist (e.g. "
+                    f"{next(iter(gone.values()))}): status missing; the rest is extracted")
+        for c in todo:
+            if c.clip_id in gone:
+                writer.add(_missing(c, gone[c.clip_id]))
+        todo = [c for c in todo if c.clip_id not in gone]
     video = getattr(fs, "modality", "") == "video"
     prog = Progress(label, len(todo), "clips", "frames" if video else "audio-s", enabled=progress)
     wt = _WriterThread(writer, depth=4 * batch_clips)
@@ -356,9 +385,12 @@ def run_features(
     sets = _build_sets([n for n in feature_sets if n not in built],
                        {k: v for k, v in (overrides or {}).items() if k not in built}, device)
     sets = [built[n] if n in built else sets.pop(0) for n in feature_sets]
-    df = manifest if isinstance(manifest, pd.DataFrame) else load_manifest(manifest)
+    # media files are looked for per clip (a missing one is that clip's status, not the run's
+    # end); a manifest none of whose files exist is refused as the mistake it is
+    df = manifest if isinstance(manifest, pd.DataFrame) else load_manifest(manifest, check_files=False)
     if len(df) == 0:
         raise UsageError("the manifest has no rows: nothing to extract")
+    _refuse_if_no_media(df)
     clips = clip_inputs(df)
     order = [c.clip_id for c in clips]
     rank, world = _dist()
@@ -381,6 +413,13 @@ def run_features(
     return written
 
 
+def _refuse_if_no_media(df: pd.DataFrame) -> None:
+    named = [str(p) for col in ("video", "audio") if col in df.columns for p in df[col].dropna()]
+    if named and not any(os.path.exists(p) for p in named):
+        raise UsageError(f"none of the manifest's {len(named)} media files exist (e.g. {named[0]}); "
+                         "are its paths relative to the manifest's own folder?")
+
+
 def _extract_set(fs: FeatureSet, name: str, path: Path, clips: Sequence[ClipInput],
                  order: Sequence[str], rank: int, world: int, started: float, timeout_s: float,
                  batch_clips: int, shard_clips: int, on_mismatch: str, compression: str | None,
@@ -388,6 +427,12 @@ def _extract_set(fs: FeatureSet, name: str, path: Path, clips: Sequence[ClipInpu
     writer: FeatureWriter | None = None
     try:
         writer = _open_writer(path, fs, shard_clips, rank, on_mismatch, compression)
+        if world == 1:  # (with several ranks, `avemo inspect --verify` checks a finished file)
+            damaged = writer.repair()
+            if damaged:
+                log.warning(f"[{name}] {len(damaged)} clip(s) of {writer.path} no longer match their "
+                            f"checksums (damaged on disk: {', '.join(damaged[:5])}"
+                            f"{' ...' if len(damaged) > 5 else ''}): extracting them again")
         _extract_into(writer, fs, clips[rank::world], batch_clips,
                       name if world == 1 else f"{name} rank {rank}", progress)
     except BaseException as e:
