@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -188,3 +191,47 @@ def test_training_finds_the_informative_layer(tmp_path) -> None:
     (logits,) = [v for k, v in state.items() if k.endswith("encoder.logits")]
     w = torch.softmax(logits.float(), 0)
     assert int(w.argmax()) == 2 and w[2] > 0.4, w  # from 0.25 each
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "workflows" / "configs"
+
+
+def documented_ssl_runs() -> list[tuple[Path, list[str]]]:
+    """``# SSL: avemo fuse-train -c NAME OVERRIDES...`` lines of the packaged configs."""
+    out = []
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        for line in path.read_text().splitlines():
+            if line.startswith("# SSL: avemo fuse-train -c "):
+                argv = shlex.split(line.removeprefix("# SSL: "))
+                assert argv[2:4] == ["-c", path.stem], line
+                out.append((path, argv[4:]))
+    return out
+
+
+def test_speech_emotion_documents_an_ssl_run() -> None:
+    assert "speech_emotion" in {p.stem for p, _ in documented_ssl_runs()}
+
+
+@pytest.mark.parametrize(
+    "path,overrides", documented_ssl_runs(), ids=lambda v: getattr(v, "stem", "")
+)
+def test_documented_ssl_override_builds_and_trains_the_weights(path, overrides) -> None:
+    """The command a config's comment gives resolves, and its model weights the cached layers."""
+    from avemo.fusion.config import check_registered, load_config
+
+    cfg = load_config(path, overrides)
+    check_registered(cfg)
+    feats = cfg["data"]["features"]
+    inputs = {
+        m: (5, 16) if "speech_w" in str(p) or "speech_h" in str(p) else (8,)
+        for m, p in feats.items()
+    }
+    frame = cfg["task"]["type"] == "frame"
+    task = {"type": cfg["task"]["type"], "n_out": 2 if frame else 4}
+    kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
+    net = registry.MODELS.build(cfg["model"]["name"], inputs=inputs, task=task, **kwargs)
+    torch.manual_seed(0)
+    b = {m: torch.randn(2, 32, *s) for m, s in inputs.items()}
+    net(b).sum().backward()
+    enc = [m for m in net.modules() if isinstance(m, LayerWeightsEncoder)]
+    assert enc and all(e.logits.grad.abs().sum() > 0 for e in enc)
