@@ -1,4 +1,4 @@
-"""The crop each face backbone gets: measured for the FER2013 mini-Xception, the ArcFace template
+"""The crop each face backbone gets: measured for the emotion networks (FER2013 mini-Xception, face-api), the ArcFace template
 for identity networks; zero-shot accuracy of the default crop on CREMA-D's real labelled clips."""
 
 from __future__ import annotations
@@ -28,14 +28,19 @@ def recorded():
     return row
 
 
-def test_fer2013_default_crop_is_the_measured_best(recorded):
-    fs = FEATURE_SETS.build("face_fer2013", {}, "cpu")
-    assert BACKBONES.get("fer2013_minixception").crop_spec().label == recorded["crop"], recorded["file"]
+@pytest.mark.parametrize(("backbone", "face_set"), [("fer2013_minixception", "face_fer2013"),
+                                                     ("faceapi_expression", "face_faceapi")])
+def test_default_crop_is_the_measured_best_pooled(backbone, face_set):
+    row = crop_bench.recorded_best(backbone)
+    if row is None:
+        pytest.fail("no crop benchmark table in workflows/bench_results: run python -m avemo.bench --only crops")
+    fs = FEATURE_SETS.build(face_set, {}, "cpu")
+    assert BACKBONES.get(backbone).crop_spec().label == row["crop"], row["file"]
     # box crops follow the detector's box convention: the table must be for today's default
-    assert recorded["detector"] == fs.config["detector"], (
-        f"{recorded['file']} measured crops on {recorded['detector']} boxes, the default detector is now "
+    assert row["detector"] == fs.config["detector"], (
+        f"{row['file']} measured crops on {row['detector']} boxes, the default detector is now "
         f"{fs.config['detector']}: rerun python -m avemo.bench --only crops")
-    assert fs.crop() == BACKBONES.get("fer2013_minixception").crop_spec()
+    assert fs.crop() == BACKBONES.get(backbone).crop_spec()
 
 
 @pytest.mark.parametrize("name", ["arcface_r50", "ir50"])
