@@ -115,7 +115,7 @@ def _fuse_train(a: argparse.Namespace) -> int:
 def _ablate(a: argparse.Namespace) -> int:
     from avemo.workflows.ablate import run_grid
 
-    result = run_grid(a.grid, out_dir=a.output, dry_run=a.dry_run)
+    result = run_grid(a.grid, out_dir=a.output, dry_run=a.dry_run, overrides=a.overrides)
     print(f"results: {result['out_dir']}")
     return 0
 
@@ -373,6 +373,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="grid: a YAML path or a packaged NAME (`avemo list grids`)")
     g.add_argument("-o", "--output", help="results folder (default: from the grid)")
     g.add_argument("--dry-run", action="store_true", help="list cells and missing features only")
+    g.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides for every cell (e.g. data.features_dir=features/ravdess)")
 
     for name, what in WORKFLOWS.items():  # their options live with them (``python -m`` too)
         sp = _sub(sub, name, what, common)

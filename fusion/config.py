@@ -60,7 +60,8 @@ class TimelineConfig(_Section):
 
 class DataConfig(_Section):
     manifest: str
-    features: dict[str, str | None]  # modality -> HDF5 path (null drops a base's modality)
+    features: dict[str, str | None]  # modality -> HDF5 path, or a set name in features_dir (null drops it)
+    features_dir: str | None = None  # where bare set names live (`avemo features -o` folder)
     expect: dict[str, dict[str, Any]] = {}  # modality -> provenance keys and/or config_hash
     classes: list[str] | None = None  # clip classification: class order (default: sorted labels)
     missing_clips: Literal["error", "skip"] = "error"
@@ -168,7 +169,8 @@ class RunConfig(_Section):
 
 
 #: Path-valued keys, as (section, key); ``None`` key = every value of the mapping.
-PATH_KEYS: tuple[tuple[str, str | None], ...] = (("data", "manifest"), ("output", "dir"))
+PATH_KEYS: tuple[tuple[str, str | None], ...] = (("data", "manifest"), ("data", "features_dir"),
+                                                 ("output", "dir"))
 FEATURE_PATHS = ("data", "features")
 
 
@@ -288,8 +290,26 @@ def resolve_paths(cfg: dict[str, Any], root: str | os.PathLike[str]) -> dict[str
         cfg.get(FEATURE_PATHS[0]), dict) else None
     if isinstance(feats, dict):
         for m, p in feats.items():
-            feats[m] = _absolute(p, root)
+            feats[m] = p if is_set_name(p) else _absolute(p, root)
     return cfg
+
+
+def is_set_name(value: Any) -> bool:
+    """A bare feature-set name (``logmel``), which ``data.features_dir`` turns into a file path."""
+    return (isinstance(value, str) and bool(value) and "/" not in value and os.sep not in value
+            and not value.endswith((".h5", ".hdf5")))
+
+
+def _expand_set_names(data: dict[str, Any]) -> None:
+    """``data.features.audio: logmel`` -> ``<data.features_dir>/logmel.h5``: a config names its
+    sets once and a corpus is one override (``data.features_dir=features/ravdess``)."""
+    named = {m: p for m, p in data["features"].items() if is_set_name(p)}
+    if named and not data.get("features_dir"):
+        m, p = next(iter(named.items()))
+        raise ConfigError(f"data.features.{m}={p} names a feature set, not a file: set data.features_dir "
+                          "to the folder `avemo features -o` wrote (or give the .h5 path)")
+    for m, p in named.items():
+        data["features"][m] = os.path.join(data["features_dir"], f"{p}.h5")
 
 
 def absolute_override(key: str, value: Any, root: str | os.PathLike[str]) -> Any:
@@ -341,6 +361,7 @@ def load_config(
     if isinstance(feats, dict):  # `face: null` drops a modality of a base
         user["data"]["features"] = {m: p for m, p in feats.items() if p is not None}
     cfg = validate_schema(user)
+    _expand_set_names(cfg["data"])
     if cfg.get("name") is None:
         cfg["name"] = source.stem if source else "run"
     cfg["output"]["dir"] = _absolute(cfg["output"]["dir"], Path.cwd())

@@ -117,6 +117,41 @@ def test_missing_and_mismatched_features_reported_before_any_run(corpus, tmp_pat
     assert st == {"inputs=both": "done", "inputs=gone": "missing_features", "inputs=wrong": "missing_features"}
 
 
+def test_command_line_overrides_reach_every_cell_and_axis_keys_are_refused(corpus, tmp_path):
+    """`avemo ablate -g GRID key=value`: a corpus is one override (the features folder and set
+    names), not an edit of the grid; a key an axis varies is refused, not silently lost."""
+    from avemo.workflows.ablate import resolve_cell_config
+
+    g = _grid(corpus, tmp_path / "grid")
+    base = yaml.safe_load(Path(g["base"]).read_text())
+    base["data"]["features"] = {"face": "face", "audio": "audio"}  # set names, no folder yet
+    base["data"]["features_dir"] = str(tmp_path / "elsewhere")
+    g["base"] = str(tmp_path / "base.yaml")
+    Path(g["base"]).write_text(yaml.safe_dump(base))
+    grid = load_grid(g)
+    plan = run_grid(grid, dry_run=True, quiet=True, overrides=[f"data.features_dir={corpus / 'features'}",
+                                                               "trainer.max_epochs=1"])
+    assert all(p == [] for p in plan["problems"].values()), plan["problems"]  # the corpus's files
+    for cell in grid.cells():
+        cfg = resolve_cell_config(grid, cell)
+        assert cfg["data"]["features"] == {"face": str(corpus / "features/face.h5"),
+                                           "audio": str(corpus / "features/audio.h5")}
+        assert cfg["trainer"]["max_epochs"] == 1
+    with pytest.raises(GridError, match="model.fusion, which a grid axis varies"):
+        run_grid(load_grid(g), dry_run=True, quiet=True, overrides=["model.fusion.k=3"])
+
+
+def test_a_set_name_needs_a_features_folder():
+    from avemo.fusion.config import ConfigError, load_config
+
+    cfg = {"data": {"manifest": "m.csv", "features": {"audio": "logmel", "face": "/abs/face.h5"}},
+           "model": {"name": "unimodal"}}
+    with pytest.raises(ConfigError, match="data.features.audio=logmel names a feature set.*data.features_dir"):
+        load_config(cfg)
+    got = load_config({**cfg, "data": {**cfg["data"], "features_dir": "/feats/ravdess"}})["data"]["features"]
+    assert got == {"audio": "/feats/ravdess/logmel.h5", "face": "/abs/face.h5"}
+
+
 def test_grid_yaml_axes_forms(corpus, tmp_path):
     gpath = tmp_path / "g.yaml"
     gpath.write_text(yaml.safe_dump({

@@ -652,11 +652,16 @@ def run_grid(
     report: bool = True,
     feature_cache: dict | None = None,
     quiet: bool = False,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run (or, with ``dry_run``, plan) every cell of a grid; returns out_dir, table, aggregate,
     per-cell states and feature problems. Rerunning continues where a killed run stopped.
+    ``overrides`` (``key=value``, as for ``fuse-train``) apply to every cell, after the grid's
+    own ``overrides``; a key that an axis varies is refused (the axis would win silently).
     """
     g = grid if isinstance(grid, Grid) else load_grid(grid)
+    if overrides:
+        g.overrides = [*g.overrides, *_cell_overrides(g, overrides)]
     out = Path(out_dir) if out_dir else g.out_dir
     env_rank, env_world = dist_env()
     rank = env_rank if rank is None else rank
@@ -789,6 +794,22 @@ def _brief(metrics: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" for k, v in items[:4])
 
 
+def _cell_overrides(g: Grid, overrides: Sequence[str]) -> list[str]:
+    """Command-line overrides for every cell, checked against the keys the axes set."""
+    from avemo.fusion.config import parse_override
+
+    varied = {k for a in g.axes for _, o in a.values for k in o}
+    out = []
+    for item in overrides:
+        key, _ = parse_override(item)
+        clash = sorted(k for k in varied if k == key or k.startswith(key + ".") or key.startswith(k + "."))
+        if clash:
+            raise GridError(f"override {item!r} sets {clash[0]}, which a grid axis varies; change the "
+                            "axis in the grid file instead")
+        out.append(item)
+    return out
+
+
 def _grid_record(g: Grid) -> dict[str, Any]:
     """The expanded grid (axes as named bundles, folds included): loadable by ``load_grid``,
     so worker processes and later reruns see exactly these cells."""
@@ -876,10 +897,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("grid", help="grid YAML")
     p.add_argument("-o", "--output", help="results folder (default: the grid's out_dir)")
     p.add_argument("--dry-run", action="store_true", help="plan and check the cells, train nothing")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides for every cell (e.g. data.features_dir=features/ravdess)")
 
 
 def run(a: argparse.Namespace) -> int:
-    res = run_grid(a.grid, out_dir=a.output, dry_run=a.dry_run)
+    res = run_grid(a.grid, out_dir=a.output, dry_run=a.dry_run, overrides=a.overrides)
     print(f"results: {res['out_dir']}")
     return 0
 
