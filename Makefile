@@ -20,6 +20,12 @@ GRID ?= workflows/grids/demo.yaml
 ARGS ?=
 PYTEST_ARGS ?=
 
+RUNS ?= runs
+# DATASET=NAME given: fuse-train and ablate read that corpus (its manifest and feature folder;
+# configs name feature sets, data.features_dir says where), so no path needs editing
+CORPUS_ARGS = $(if $(filter command line environment,$(origin DATASET)),data.manifest=$(MANIFEST) data.features_dir=$(FEATURES))
+GRID_OUT = $(if $(CORPUS_ARGS),-o $(RUNS)/ablate/$(basename $(notdir $(GRID)))-$(DATASET))
+
 OUT ?= runs/ablate/demo
 
 .PHONY: help setup dev smile lock demo manifest features fuse-train ablate report merge emodb bench gpu-check test lint clean
@@ -29,8 +35,8 @@ help:
 	@echo "make test        set up, then run the test suite"
 	@echo "make manifest    DATASET=ravdess ROOT=/data/RAVDESS [MANIFEST=...]"
 	@echo "make features    MANIFEST=... SETS='face_fer2013 logmel' FEATURES=... DEVICE=cuda"
-	@echo "make fuse-train  CONFIG=workflows/configs/zhou_self_fbp.yaml ARGS='trainer.max_epochs=5'"
-	@echo "make ablate      GRID=workflows/grids/zhou.yaml"
+	@echo "make fuse-train  CONFIG=workflows/configs/zhou_self_fbp.yaml [DATASET=ravdess] ARGS='trainer.max_epochs=5'"
+	@echo "make ablate      GRID=workflows/grids/zhou.yaml [DATASET=ravdess]  (-> runs/ablate/zhou-ravdess)"
 	@echo "make report      OUT=<grid results folder>  (redraw the Markdown/PNG report)"
 	@echo "make merge       OUT=<grid results folder>  (merge fold models: CCC centering)"
 	@echo "make emodb       the EmoDB real labelled check (../shared/data; ~25 min cold on CPU)"
@@ -75,10 +81,10 @@ features: setup
 	$(AVEMO) features -m $(MANIFEST) $(foreach s,$(SETS),-s $(s)) -o $(FEATURES) --device $(DEVICE) $(ARGS)
 
 fuse-train: setup
-	$(AVEMO) fuse-train -c $(CONFIG) $(ARGS)
+	$(AVEMO) fuse-train -c $(CONFIG) $(CORPUS_ARGS) $(if $(CORPUS_ARGS),output.dir=$(RUNS)) $(ARGS)
 
 ablate: setup
-	$(AVEMO) ablate -g $(GRID) $(ARGS)
+	$(AVEMO) ablate -g $(GRID) $(GRID_OUT) $(CORPUS_ARGS) $(ARGS)
 
 report: setup
 	$(AVEMO) report $(OUT) $(ARGS)

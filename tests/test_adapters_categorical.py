@@ -218,3 +218,15 @@ def test_symlinked_folders_are_followed_once(tmp_path):
     (data / "wav" / "loop").symlink_to(root, target_is_directory=True)  # a cycle back to the root
     df = build_manifest("emodb", root)
     assert df["clip_id"].tolist() == ["03a01Fa", "08b02Wb"]
+
+
+def test_every_adapter_has_a_row_in_the_fold_semantics_table():
+    """docs/adapters.md says, per adapter, what a subject, a split and a fold are."""
+    import re
+    from pathlib import Path
+
+    from avemo.data.adapters import DATASETS
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "adapters.md").read_text()
+    rows = set(re.findall(r"^\| `([a-z0-9_]+)` \|", doc, re.M))
+    assert rows == set(DATASETS.names())
