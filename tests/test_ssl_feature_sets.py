@@ -222,6 +222,7 @@ def test_provenance_names_the_weights(folders, tmp_path) -> None:
         and prov["config"]["layers"] == "all"
     )
     assert prov["rate_hz"] == 50.0
+    assert prov["versions"]["transformers"] == transformers.__version__
     (folder / "avemo_source.json").write_text(
         json.dumps(
             {"repository": "facebook/hubert-base-ls960", "revision": None, "commit": "abc123"}

@@ -209,7 +209,7 @@ class SslSpeechSet(AudioFeatureSet):
                 key = "backbone_weights" if self.config["backbone_weights"] else self.env_var
                 raise MissingWeightsError(
                     f"{self.name}: {key} {p} is not a model folder (no config.json): give the folder "
-                    f"that `save_pretrained` or `huggingface-cli download {self.config['model']} "
+                    f"that `save_pretrained` or `hf download {self.config['model']} "
                     "--local-dir DIR` wrote"
                 )
             self._folder = p
@@ -219,7 +219,7 @@ class SslSpeechSet(AudioFeatureSet):
             if os.environ.get("AVEMO_ALLOW_DOWNLOAD") != "1":
                 raise MissingWeightsError(
                     f"{self.name}: weights of {self.config['model']} are not available offline. "
-                    f"Run `huggingface-cli download {self.config['model']} --local-dir DIR` where the "
+                    f"Run `hf download {self.config['model']} --local-dir DIR` where the "
                     f"hub is reachable and point {self.env_var} (or backbone_weights) at DIR, or set "
                     f"AVEMO_ALLOW_DOWNLOAD=1 when online (cached in {cached})."
                 )
@@ -233,6 +233,7 @@ class SslSpeechSet(AudioFeatureSet):
         model, rev = str(self.config["model"]), self.config["revision"]
         commit = HfApi().model_info(model, revision=rev).sha
         tmp = folder.with_name(folder.name + ".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
         snapshot_download(
             model,
             revision=commit,
@@ -253,6 +254,18 @@ class SslSpeechSet(AudioFeatureSet):
             s = json.loads(src.read_text())
             out[f"{self.name}/source"] = f"{s['repository']}@{s['commit']}"
         return out
+
+    def provenance(self) -> dict[str, Any]:
+        """As every set's, plus the versions of the library that runs the model."""
+        import importlib.metadata as md
+
+        prov = super().provenance()
+        for pkg in ("transformers", "safetensors"):
+            try:
+                prov["versions"][pkg] = md.version(pkg)
+            except md.PackageNotFoundError:
+                pass
+        return prov
 
     def meta(self) -> dict[str, Any]:
         """The model's config.json (layer count, width, CNN) without loading the network."""
