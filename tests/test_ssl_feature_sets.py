@@ -313,3 +313,15 @@ def test_without_the_extra_the_sets_refuse_with_the_install_hint(monkeypatch) ->
     monkeypatch.setattr(ssl_encoders, "find_spec", lambda name: None)  # as if not installed
     with pytest.raises(FeatureConfigError, match=r"optional extra: pip install avemo\[ssl\]"):
         FEATURE_SETS.build("speech_hubert")
+
+
+def test_reduced_precision_runs_under_autocast(folders, speech) -> None:
+    """``precision`` (float16 on a GPU by default) takes the autocast path; here bfloat16 on the
+    CPU: close to float32 within bfloat16's 8-bit mantissa, and not the float32 numbers."""
+    x = speech[: 16000 * 2]
+    ((ref, _),) = build("wavlm", folders["wavlm"], store_dtype="float32").compute([x])
+    ((low, _),) = build(
+        "wavlm", folders["wavlm"], store_dtype="float32", precision="bfloat16"
+    ).compute([x])
+    scale = np.abs(ref).max()
+    assert np.abs(low - ref).max() < 0.05 * scale and np.abs(low - ref).max() > 1e-4 * scale
