@@ -144,8 +144,8 @@ def test_training_overrides_redirect_the_configs_feature_files(tmp_path):
         f"data.features.face={tmp_path / 'features' / 'face_fer2013.h5'}",
         f"data.features.audio={tmp_path / 'f' / 'logmel.h5'}",
     ]
-    cfg.write_text("model: {name: zhou}\n")
+    cfg.write_text("model: {name: zhou}\n")  # no features named: the demo's defaults (face_faceapi)
     assert training_overrides(cfg, tmp_path / "m.csv", {}, tmp_path)[2:] == [
-        f"data.features.face={tmp_path / 'features' / 'face_fer2013.h5'}",
+        f"data.features.face={tmp_path / 'features' / 'face_faceapi.h5'}",
         f"data.features.audio={tmp_path / 'features' / 'logmel.h5'}",
     ]

@@ -1,9 +1,11 @@
 """``make demo``: the whole pipeline on the built-in demo corpus, then a short report.
 
-corpus + manifest (``avemo.data.demo``) -> stage one features (``face_fer2013``, ``logmel``) ->
+corpus + manifest (``avemo.data.demo``) -> stage one features (``face_faceapi``, ``logmel``) ->
 stage two training (``workflows/configs/demo_fbp.yaml``) -> prediction on the real CREMA-D
-actor-1001 takes (footage the model never saw, ``avemo predict``) -> report. Everything goes under
-``demo/`` in the current folder (the repo root under ``make``) or ``$AVEMO_DEMO_DIR``.
+actor-1001 takes (footage the model never saw, ``avemo predict``), each beside what the default
+face set's own network reads in it zero-shot (its class logits, no training) -> report.
+Everything goes under ``demo/`` in the current folder (the repo root under ``make``) or
+``$AVEMO_DEMO_DIR``.
 
 This orchestrator is the one workflow allowed to call stage one (it is the user's single
 command); it imports the extraction runner inside the function. A step whose code is not
@@ -23,8 +25,8 @@ from typing import Any
 
 import yaml
 
-FEATURE_SETS = ("face_fer2013", "logmel")
-DEFAULT_MODALITIES = {"face": "face_fer2013", "audio": "logmel"}
+FEATURE_SETS = ("face_faceapi", "logmel")
+DEFAULT_MODALITIES = {"face": "face_faceapi", "audio": "logmel"}
 CONFIG = Path(__file__).resolve().parent / "configs" / "demo_fbp.yaml"
 
 
@@ -149,7 +151,48 @@ def predict_real_clips(run_dir: Path, out: Path, device: str, skipped: list[str]
                    "label": f"{CREMAD_WORDS.get(e, e)} ({e})"} for p, e in clips]).to_csv(manifest, index=False)
     res = predict(run_dir, [manifest], folder, device=device)
     print(f"      predictions: {res['path']}", flush=True)
-    return res["table"]
+    table = res["table"]
+    face_set = DEFAULT_MODALITIES["face"]
+    print(f"      zero-shot: what {face_set}'s own network reads in each take (its logits, no training)",
+          flush=True)
+    try:
+        reads = zero_shot_readings(clips, face_set, device)
+    except Exception as e:  # noqa: BLE001 - the trained run's table is still worth showing
+        skipped.append(f"zero-shot reading of {face_set}: {type(e).__name__}: {e}")
+        print(f"      not available: {skipped[-1]}", flush=True)
+        return table
+    return table.merge(reads, on="clip_id", how="left")
+
+
+def zero_shot_readings(clips: Sequence[tuple[Path, str]], face_set: str, device: str) -> Any:
+    """Per take, the face set's network read zero-shot: the mean over the take's frames of the
+    softmax of the class logits the set appends with ``logits: true``; the top class (named by
+    the set's ``logit_classes``) and its probability. Columns clip_id, zero_shot, zero_shot_p."""
+    import numpy as np
+    import pandas as pd
+
+    from avemo.extract.base import ClipInput
+    from avemo.extract.registry import FEATURE_SETS, load_for
+
+    load_for([face_set])
+    fs = FEATURE_SETS.build(face_set, {"logits": True}, device)
+    classes = fs.logit_classes()
+    if not classes:
+        raise ValueError(f"{face_set} names no logit classes")
+    rows = []
+    try:
+        for r in fs.extract([ClipInput(p.stem, str(p)) for p, _ in clips]):
+            valid = r.values[r.mask][:, -len(classes):].astype(np.float64) if r.status == "ok" else None
+            if valid is None or not len(valid):
+                rows.append({"clip_id": r.clip_id, "zero_shot": f"({r.status})", "zero_shot_p": float("nan")})
+                continue
+            e = np.exp(valid - valid.max(1, keepdims=True))
+            probs = (e / e.sum(1, keepdims=True)).mean(0)
+            top = int(probs.argmax())
+            rows.append({"clip_id": r.clip_id, "zero_shot": classes[top], "zero_shot_p": float(probs[top])})
+    finally:
+        fs.close()
+    return pd.DataFrame(rows, columns=["clip_id", "zero_shot", "zero_shot_p"])
 
 
 def _report(result: dict[str, Any]) -> None:
@@ -169,9 +212,13 @@ def _report(result: dict[str, Any]) -> None:
     real = result.get("real")
     if real is not None:
         print("\n-- the trained run on real CREMA-D takes it never saw (demo classes: "
-              "happy / neutral / sad; the other emotions have no demo class):")
-        show = real[["clip_id", "label", "pred", "top_p"]].rename(columns={
-            "clip_id": "clip", "label": "true label", "pred": "predicted", "top_p": "top probability"})
+              "happy / neutral / sad; the other emotions have no demo class)")
+        names = {"clip_id": "clip", "label": "true label", "pred": "predicted", "top_p": "top probability"}
+        if "zero_shot" in real:
+            print(f"   beside what {DEFAULT_MODALITIES['face']}'s own network reads zero-shot (mean class "
+                  "probability over the take's frames; its 7 classes, no training):")
+            names |= {"zero_shot": "face net zero-shot", "zero_shot_p": "its probability"}
+        show = real[[c for c in names if c in real]].rename(columns=names)
         print(show.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if result["skipped"]:
         print("\nnot run (not available yet):")
