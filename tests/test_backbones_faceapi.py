@@ -131,3 +131,19 @@ def test_feature_set_rows_and_class_names() -> None:
     assert set(with_logits.weights()) >= {WEIGHT.name, MANIFEST.name}
     if hasattr(with_logits, "logit_classes"):  # class names travel with the logits (issue 19.4)
         assert with_logits.logit_classes() == list(CLASSES)
+
+
+def test_face_set_logits_follow_neutral_to_smile(media) -> None:
+    """single_face.mp4 goes from a neutral face to a smile: face_faceapi's logits, read by the class
+    names the set records, must say so (the pipeline, its crop and the class order together)."""
+    from avemo.extract.base import ClipInput
+
+    load_all()
+    fs = FEATURE_SETS.build("face_faceapi", {"logits": True}, "cpu")
+    fs.workers = 0
+    (r,) = list(fs.extract([ClipInput("c", str(media("single_face.mp4")))]))
+    fs.close()
+    assert r.status == "ok" and r.mask.all() and r.values.shape[1] == 256 + 7
+    names = np.array(fs.logit_classes() if hasattr(fs, "logit_classes") else CLASSES)
+    top = names[r.values[:, 256:].argmax(1)]
+    assert np.mean(top[:10] == "neutral") >= 0.8 and np.mean(top[30:60] == "happy") >= 0.8
