@@ -170,9 +170,11 @@ def test_the_grid_dry_run_refuses_a_misspelled_axis_key(capsys, tmp_path):
 def test_the_packaged_grids_resolve_paths_relative_to_the_grid_file():
     from avemo.workflows.ablate import load_grid
 
+    from avemo.workflows.ablate import resolve_cell_config
+
     g = load_grid(REPO / "workflows" / "grids" / "zhou.yaml")
-    audio = {c.overrides["data.features.audio"] for c in g.cells()}
-    assert audio == {str(REPO / "features" / "afew" / f"{n}.h5")
+    audio = {resolve_cell_config(g, c)["data"]["features"]["audio"] for c in g.cells()}
+    assert audio == {str(REPO / "features" / "afew" / f"{n}.h5")  # set names in the base's folder
                      for n in ("logmel", "spectrogram", "speech_embedding")}
     assert g.out_dir == Path("runs/ablate/zhou")
 
