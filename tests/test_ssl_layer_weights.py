@@ -235,3 +235,21 @@ def test_documented_ssl_override_builds_and_trains_the_weights(path, overrides) 
     net(b).sum().backward()
     enc = [m for m in net.modules() if isinstance(m, LayerWeightsEncoder)]
     assert enc and all(e.logits.grad.abs().sum() > 0 for e in enc)
+
+
+@pytest.mark.parametrize("model,kw", [("jca", {}), ("lfan", {"audio": ["audio"]})])
+def test_jca_and_lfan_audio_encoder_one_hot_equals_that_layer_alone(model, kw) -> None:
+    """``audio_encoder: layer_weights`` with one-hot weights is the model fed that one layer."""
+    torch.manual_seed(0)
+    x, face, k = torch.randn(2, 40, 5, 16), torch.randn(2, 40, 8), 3
+    logits = [float("-inf")] * 5
+    logits[k] = 0.0
+    task = {"type": "frame", "n_out": 2}
+    enc = {"name": "layer_weights", "init": logits}
+    a = registry.MODELS.build(
+        model, inputs={"face": (8,), "audio": (5, 16)}, task=task, audio_encoder=enc, **kw
+    ).eval()
+    b = registry.MODELS.build(model, inputs={"face": (8,), "audio": (16,)}, task=task, **kw).eval()
+    b.load_state_dict({n: v for n, v in a.state_dict().items() if "logits" not in n})
+    ya, yb = a({"face": face, "audio": x}), b({"face": face, "audio": x[:, :, k]})
+    torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-6)

@@ -13,7 +13,9 @@ attended audio output (and W_ja, W_ca, W_a, W_ha) then receives no gradient.
 Because W_ja is L x L, longer timelines are cut into chunks of L rows (the last chunk padded);
 invalid rows are zeroed after the input projections so they add nothing to the cross terms.
 Clip tasks average the per-row outputs over valid rows; the audio stream is first mapped onto
-the visual timeline when their lengths differ.
+the visual timeline when their lengths differ. ``audio_encoder`` (optional, any ENCODERS entry,
+e.g. ``layer_weights`` over a ``speech_*`` set's cached layers) turns the audio rows into the
+vectors ``X_a`` before the projection; without it the rows are flattened, as the reference.
 
 With ``head="reference"`` the outputs equal the released ``CAM`` (vregressor = target 0,
 aregressor = target 1) within 1e-5, and the core's X_att_a / X_att_v equal the released
@@ -30,9 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from avemo.fusion.models.base import FusionModel, fit_length, get_mask, zero_invalid
+from avemo.fusion.models.base import FusionModel, fit_length, get_mask, sub_cfg, zero_invalid
 from avemo.fusion.models.dropout import Dropout
-from avemo.fusion.registry import MODELS
+from avemo.fusion.registry import ENCODERS, MODELS
 
 HEADS = ("default", "reference")
 _REF_CORE = {"encoder1": "enc_a", "encoder2": "enc_v", "affine_a": "w_ja", "affine_v": "w_jv",
@@ -86,12 +88,17 @@ class JCA(FusionModel):
     def __init__(self, inputs: Mapping[str, tuple[int, ...]], task: Mapping[str, Any],
                  audio: str = "audio", visual: str = "face", seq_len: int = 16,
                  proj_dim: int = 128, hidden: int = 32, head: str = "default",
-                 head_hidden: int = 128, head_dropout: float = 0.6) -> None:
+                 head_hidden: int = 128, head_dropout: float = 0.6, audio_encoder: Any = None) -> None:
         super().__init__(inputs, task)
         if head not in HEADS:
             raise ValueError(f"jca head must be one of {HEADS}, got {head!r}")
         self.audio, self.visual, self.head_kind = audio, visual, head
         a_dim = math.prod(self.need(audio, "jca.audio"))
+        self.audio_encoder = None  # e.g. layer_weights over cached speech-encoder layers
+        if audio_encoder is not None:
+            name, kw = sub_cfg(audio_encoder, "identity")
+            self.audio_encoder = ENCODERS.build(name, self.inputs[audio], **kw)
+            a_dim = self.audio_encoder.out_dim
         v_dim = math.prod(self.need(visual, "jca.visual"))
         self.core = JointCrossAttention(a_dim, v_dim, seq_len, proj_dim, hidden)
         in_dim = 2 * proj_dim if head == "default" else v_dim + proj_dim
@@ -123,7 +130,8 @@ class JCA(FusionModel):
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         self.check_batch(batch, [self.audio, self.visual])
         xv, mv = batch[self.visual].flatten(2), get_mask(batch, self.visual)
-        xa, ma = batch[self.audio].flatten(2), get_mask(batch, self.audio)
+        xa, ma = batch[self.audio], get_mask(batch, self.audio)
+        xa = xa.flatten(2) if self.audio_encoder is None else self.audio_encoder(xa, ma).seq
         b, t = mv.shape
         xa, ma = fit_length(xa, ma, t)
         mask = mv & ma

@@ -17,7 +17,9 @@ numbers (test CCC valence 0.463 / arousal 0.492) were produced by that released 
 ``workflows/configs/lfan.yaml`` uses ``attention: reference``; outputs equal the released
 module's within 1e-5 (``tests/test_fusion_reference_numerics.py``, fixtures made from the
 reference code by ``tests/fixtures/make_reference_fusion.py``). Released checkpoints load
-with ``model.load_state_dict(model.state_from_reference(sd))``.
+with ``model.load_state_dict(model.state_from_reference(sd))``. ``audio_encoder`` (optional; a
+name or ``{name, ..., per_modality: {...}}``) maps a follower's rows first, e.g. ``layer_weights``
+over a ``speech_*`` set's cached layers; without it rows are flattened, as the reference.
 """
 
 from __future__ import annotations
@@ -29,9 +31,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from avemo.fusion.models.base import FusionModel, as_list, fit_length, get_mask
+from avemo.fusion.models.base import (
+    FusionModel,
+    as_list,
+    fit_length,
+    get_mask,
+    per_modality,
+    sub_cfg,
+)
 from avemo.fusion.models.tcn import TCN, tcn_state_from_reference
-from avemo.fusion.registry import MODELS
+from avemo.fusion.registry import ENCODERS, MODELS
 
 ATTENTIONS = ("paper", "reference")
 
@@ -45,7 +54,7 @@ class LFAN(FusionModel):
                  visual_channels: list[int] | tuple[int, ...] = (128, 128, 128, 128),
                  audio_channels: list[int] | tuple[int, ...] = (32, 32, 32, 32),
                  kernel: int = 5, dropout: float = 0.1, att_dim: int = 32,
-                 tcn_init: str = "xavier", attention: str = "paper") -> None:
+                 tcn_init: str = "xavier", attention: str = "paper", audio_encoder: Any = None) -> None:
         super().__init__(inputs, task)
         if attention not in ATTENTIONS:
             raise ValueError(f"lfan attention must be one of {ATTENTIONS}, got {attention!r}")
@@ -57,9 +66,17 @@ class LFAN(FusionModel):
             raise ValueError("lfan: needs at least one audio (follower) modality")
         self.modalities = [visual, *self.audio]
         self.tcns = nn.ModuleDict()
+        self.audio_encoders = nn.ModuleDict()  # optional, per follower (e.g. layer_weights)
+        for m in self.audio:
+            spec = per_modality(audio_encoder, m)
+            if spec is not None:
+                name, kw = sub_cfg(spec, "identity")
+                self.audio_encoders[m] = ENCODERS.build(name, self.need(m, "lfan"), **kw)
         for m in self.modalities:
             ch = visual_channels if m == visual else audio_channels
-            self.tcns[m] = TCN(math.prod(self.need(m, "lfan")), ch, kernel, dropout, True, tcn_init)
+            enc = self.audio_encoders[m] if m in self.audio_encoders else None
+            d = enc.out_dim if enc is not None else math.prod(self.need(m, "lfan"))
+            self.tcns[m] = TCN(d, ch, kernel, dropout, True, tcn_init)
         self.key = nn.ModuleDict({m: nn.Linear(self.tcns[m].out_dim, att_dim) for m in self.modalities})
         qv_in = {m: att_dim if self._qv_from_key(m) else self.tcns[m].out_dim for m in self.modalities}
         self.query = nn.ModuleDict({m: nn.Linear(qv_in[m], att_dim) for m in self.modalities})
@@ -98,7 +115,9 @@ class LFAN(FusionModel):
         t = vmask.shape[1]
         h = {}
         for m in self.modalities:
-            x, mask = fit_length(batch[m].flatten(2), get_mask(batch, m), t)
+            x, mask = batch[m], get_mask(batch, m)
+            x = self.audio_encoders[m](x, mask).seq if m in self.audio_encoders else x.flatten(2)
+            x, mask = fit_length(x, mask, t)
             h[m] = self.tcns[m](x, mask).seq
         keys = {m: self.key[m](h[m]) for m in self.modalities}
         src = {m: keys[m] if self._qv_from_key(m) else h[m] for m in self.modalities}
