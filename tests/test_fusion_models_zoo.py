@@ -327,8 +327,9 @@ def test_every_registered_temporal_module_with_defaults(name) -> None:
 
 @pytest.mark.parametrize("name", ENCODERS.names())
 def test_every_registered_encoder_with_defaults(name) -> None:
-    enc = ENCODERS.build(name, (16,)).eval()
-    x, m = torch.randn(B, 9, 16), _mask(9, [9, 4, 1])
+    rows = tuple(getattr(ENCODERS.get(name), "example_rows", (16,)))  # e.g. [layers, dim] rows
+    enc = ENCODERS.build(name, rows).eval()
+    x, m = torch.randn(B, 9, *rows), _mask(9, [9, 4, 1])
     out = enc(x, m)
     assert out.seq.shape[0] == B and out.seq.shape[-1] == enc.out_dim and out.mask.shape == out.seq.shape[:2]
     assert torch.isfinite(out.seq).all()
