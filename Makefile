@@ -22,8 +22,8 @@ PYTEST_ARGS ?=
 
 RUNS ?= runs
 # DATASET=NAME given: fuse-train and ablate read that corpus (its manifest and feature folder;
-# configs name feature sets, data.features_dir says where), so no path needs editing
-CORPUS_ARGS = $(if $(filter command line environment,$(origin DATASET)),data.manifest=$(MANIFEST) data.features_dir=$(FEATURES))
+# configs name feature sets, data.features_dir says where; its classes are its labels)
+CORPUS_ARGS = $(if $(filter command line environment,$(origin DATASET)),data.manifest=$(MANIFEST) data.features_dir=$(FEATURES) data.classes=null)
 GRID_OUT = $(if $(CORPUS_ARGS),-o $(RUNS)/ablate/$(basename $(notdir $(GRID)))-$(DATASET))
 
 OUT ?= runs/ablate/demo

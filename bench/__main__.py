@@ -30,6 +30,7 @@ SECTIONS = {
     "fusion": "avemo.bench.fusion",
     "grid": "avemo.bench.grid",
     "layers": "avemo.bench.layers",
+    "ssl": "avemo.bench.ssl",
 }
 
 
