@@ -256,13 +256,13 @@ EXAMPLES = {
   avemo manifest ravdess /data/RAVDESS -o manifests/ravdess.csv
   avemo manifest csv my_clips.csv -o manifests/mine.csv --option base=/data/mine""",
     "features": """examples:
-  avemo features -m manifests/ravdess.csv -s face_fer2013 -s logmel -o features/ravdess
+  avemo features -m manifests/ravdess.csv -s face_faceapi -s logmel -o features/ravdess
   avemo features -m manifests/ravdess.csv -s logmel -o features/ravdess --set logmel:n_mels=40
-  avemo features -m manifests/ravdess.csv -s face_fer2013 -o features/ravdess --device cuda
-  torchrun --nproc-per-node 4 -m avemo.cli features -m M.csv -s face_fer2013 -o features/x""",
+  avemo features -m manifests/ravdess.csv -s face_faceapi -o features/ravdess --device cuda
+  torchrun --nproc-per-node 4 -m avemo.cli features -m M.csv -s face_faceapi -o features/x""",
     "fuse-train": """examples:
   avemo fuse-train -c zhou_self_fbp trainer.max_epochs=5
-  avemo fuse-train -c my_run.yaml data.features.face=features/x/face_fer2013.h5
+  avemo fuse-train -c my_run.yaml data.features.face=features/x/face_faceapi.h5
   avemo fuse-train -c demo_fbp --print-config""",
     "ablate": """examples:
   avemo ablate -g zhou --dry-run
@@ -284,7 +284,7 @@ EXAMPLES = {
   avemo emodb                                 # the full check (~25 min cold on CPU)
   avemo emodb --speakers 03 08 --limit 10 --epochs 2 --no-bench   # a quick look""",
     "inspect": """examples:
-  avemo inspect features/ravdess/face_fer2013.h5
+  avemo inspect features/ravdess/face_faceapi.h5
   avemo inspect features/ravdess/*.h5 | less
   avemo inspect features/ravdess/face_crops.h5 --montage 01-01-03-01-01-02-05 -o crops.png""",
     "list": """examples:
