@@ -68,7 +68,10 @@ class DataConfig(_Section):
     non_ok: Literal["skip", "keep"] = "skip"  # keep: kept with their rows masked
     dtype: Literal["float32", "float16"] = "float32"
     normalize: bool = True  # z-score with training-split statistics
-    speaker_norm: bool = False  # z-score per speaker first, its own clips (fusion.speaker_norm)
+    # z-score per speaker first, its own clips: off/false, speaker/true, shrink (toward the pooled
+    # statistics by clip count), auto (chosen on the training speakers) -- fusion.speaker_norm
+    speaker_norm: bool | Literal["off", "speaker", "shrink", "auto"] = False
+    speaker_norm_prior: float = Field(10.0, ge=0.0)  # shrink: clips at which a speaker's own statistics weigh half
     max_rows: int | None = Field(None, ge=1)  # clip tasks: cap rows per clip (uniform subsample)
     window: WindowConfig = WindowConfig()  # frame tasks
     timeline: TimelineConfig = TimelineConfig()  # frame tasks: modality rows -> label times

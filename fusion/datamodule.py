@@ -78,15 +78,12 @@ class CachedFeatureDataModule(L.LightningDataModule):
             raise ConfigError("no clips left to train on (see the notes above: "
                               + "; ".join(self.notes) + ")")
         self.manifest = df.reset_index(drop=True)
-        if d.get("speaker_norm"):  # per speaker, its own unlabelled clips (fusion.speaker_norm)
-            from avemo.fusion.speaker_norm import speaker_normalised
-
-            who = dict(zip(self.manifest["clip_id"].astype(str), self.manifest["subject"].astype(str), strict=True))
-            self.features.arrays = {m: speaker_normalised(a, who) for m, a in self.features.arrays.items()}
-            self.notes.append("features z-normalised per speaker (data.speaker_norm)")
         self.splits = make_splits(self.manifest, self.cfg["split"], self.seed,
                                   self.task_obj.split_labels(self.manifest), self.notes)
         parts = self.splits["partitions"]
+        self.speaker_norm: dict[str, Any] | None = None
+        if d.get("speaker_norm"):  # per speaker, its own unlabelled clips (fusion.speaker_norm)
+            self._speaker_norm(parts["train"])
         if not parts["val"]:
             self.notes.append("no validation or test clips: validating on the training clips")
             parts["val"] = list(parts["train"])
@@ -97,6 +94,24 @@ class CachedFeatureDataModule(L.LightningDataModule):
         for n in self.notes:
             log.info(n)
         self._ready = True
+
+    def _speaker_norm(self, train: Sequence[str]) -> None:
+        """Normalise every stream per speaker in the configured mode; ``auto`` chooses it on the
+        training clips' speakers only. The record goes to the run folder (``speaker_norm.save``)."""
+        from avemo.fusion import speaker_norm as sn
+
+        ids = self.manifest["clip_id"].astype(str)
+        who = dict(zip(ids, self.manifest["subject"].astype(str), strict=True))
+        labels = self.task_obj.split_labels(self.manifest)
+        try:
+            arrays, self.speaker_norm = sn.apply(
+                self.features.arrays, who, self.data_cfg["speaker_norm"], list(train),
+                None if labels is None else dict(zip(ids, labels, strict=True)),
+                float(self.data_cfg.get("speaker_norm_prior", sn.DEFAULT_PRIOR)))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        self.features.arrays = arrays
+        self.notes.append(sn.describe(self.speaker_norm["record"]))
 
     def add_partition(self, name: str, clip_ids: Sequence[str]) -> None:
         """Register extra clips (e.g. a held-out test set for fold merging) as partition ``name``,

@@ -1,67 +1,293 @@
-"""Per-speaker feature normalisation (``data.speaker_norm: true``): speaker-independent emotion
-recognition's standard remedy for voices that differ more between speakers than between emotions.
+"""Per-speaker feature normalisation (``data.speaker_norm``): speaker-independent emotion
+recognition's standard remedy for voices that differ more between speakers than between emotions
+-- and its failure mode: a speaker whose clips are nearly all one emotion loses that emotion when
+z-normalised by their own statistics. So the option has four values:
 
-Every column of a feature stream is z-normalised per speaker with the mean and standard deviation
-of that speaker's OWN valid rows (all of the speaker's clips the run uses, training and test
-alike). It uses no labels and no other speaker's data, so it is transductive per speaker: at test
-time it needs a batch of the test speaker's unlabelled clips (the manifest's ``subject`` column
-says whose clip is whose), not a single clip. Clip-level features (one row per clip, e.g.
-functionals) are thereby normalised over the speaker's clips; frame-level descriptors over the
-speaker's frames. Normalisation with training statistics (``data.normalize``) still follows.
+* ``false`` / ``off``: none;
+* ``true`` / ``speaker``: every column of a stream z-normalised per speaker with the mean and
+  standard deviation of that speaker's OWN valid rows (all of the speaker's clips the run uses);
+* ``shrink``: the same with the speaker's mean and variance shrunk toward the training
+  speakers' pooled ones by the speaker's number of clips ``n``: weight ``w = n / (n + prior)``
+  (``data.speaker_norm_prior`` clips, default 10), ``mean = w * mean_s + (1 - w) * mean_g``,
+  ``var = w * var_s + (1 - w) * var_g``. A speaker with few clips stays near the global
+  standardisation instead of being normalised into noise, and a column constant within one
+  speaker keeps the pooled scale;
+* ``auto``: one of the three chosen from the TRAINING speakers only, by inner leave-speakers-out
+  CV (``choose``): a balanced logistic regression on each clip's masked per-stream mean and
+  standard deviation (a linear model on clip statistics, like the ``descriptors`` recipe), scored
+  by mean inner UAR; ties go to the earlier of off, shrink, speaker (normalising must earn its
+  place). Corpora where every speaker acts every emotion pick it; corpora where speakers show one
+  or two emotions do not.
+
+No mode reads a label to normalise, and a speaker's statistics are its own unlabelled clips
+(transductive per speaker: at test time a test speaker's clips, ``subject`` column of the
+manifest, are normalised together). What a run chose is written to ``speaker_norm.json`` (and the
+pooled statistics shrinkage needs to ``speaker_norm.npz``) in its folder; ``avemo predict``
+normalises new clips the same way, per speaker. Normalisation with training statistics
+(``data.normalize``) still follows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from avemo.fusion.features import FeatureArrays
 
+log = logging.getLogger(__name__)
+
 EPS = 1e-6
+MODES = ("off", "shrink", "speaker")  # auto's candidates, in tie-break order
+DEFAULT_PRIOR = 10.0  # clips: a speaker with this many clips gets half its own statistics
+MIN_CLIPS = 10  # fewer clips than this: per-speaker statistics are noisy (predict warns)
+INNER_FOLDS = 5
+RECORD_FILE = "speaker_norm.json"
+REFERENCE_FILE = "speaker_norm.npz"
 
 
-def normalise_groups(x: np.ndarray, valid: np.ndarray, group: np.ndarray) -> np.ndarray:
+def mode_of(value: Any) -> str:
+    """``data.speaker_norm`` as one of off / speaker / shrink / auto (booleans: off / speaker)."""
+    if value is None or value is False:
+        return "off"
+    if value is True:
+        return "speaker"
+    return str(value)
+
+
+def normalise_groups(x: np.ndarray, valid: np.ndarray, group: np.ndarray,
+                     counts: Mapping[Any, int] | None = None, prior: float = 0.0,
+                     reference: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """``x [N, D]`` with each column z-normalised within each group over the group's valid rows
     (``valid [N]`` bool, ``group [N]`` any labels; invalid rows are normalised with their
-    group's statistics too). A column constant within the group (up to rounding noise) becomes
+    group's statistics too). With ``prior > 0`` and ``reference = (mean, var)`` the group's mean
+    and variance are shrunk toward the reference by ``w = counts[g] / (counts[g] + prior)``
+    (``counts``: clips per group). A column whose (shrunk) scale is rounding noise becomes
     exactly 0 there: left as noise, a later standardisation over speakers where it is constant
     would blow that noise up (seen on ComParE functionals); float64 sums."""
     x = np.asarray(x, np.float64)
     out = np.empty_like(x)
+    shrink = prior > 0 and reference is not None
     for g in np.unique(group):
         rows = group == g
         ref = x[rows & valid]
-        if len(ref) == 0:
+        if len(ref) == 0 and not shrink:
             out[rows] = x[rows]
             continue
-        mean = ref.mean(0)
-        std = ref.std(0)
+        if len(ref) == 0:
+            mean, var = reference[0], reference[1]  # type: ignore[index]
+        else:
+            mean, var = ref.mean(0), ref.var(0)
+            if shrink:
+                n = float(counts[g]) if counts is not None else float(len(ref))
+                w = n / (n + float(prior))
+                mean = w * mean + (1.0 - w) * reference[0]  # type: ignore[index]
+                var = w * var + (1.0 - w) * reference[1]  # type: ignore[index]
+        std = np.sqrt(var)
         keep = std > EPS * np.maximum(1.0, np.abs(mean))  # constant up to rounding noise -> 0
         out[rows] = np.where(keep, (x[rows] - mean) / np.where(keep, std, 1.0), 0.0)
     return out
 
 
-def speaker_normalised(arr: FeatureArrays, clip_subject: Mapping[str, str],
-                       clips: Sequence[str] | None = None) -> FeatureArrays:
-    """A copy of ``arr`` whose rows of each speaker's clips are z-normalised per speaker
-    (``clip_subject``: clip id -> speaker; only ``clips`` -- default: every clip the mapping
-    names -- are used and changed). The input (possibly shared through the feature cache) is
-    left untouched."""
-    clips = list(clip_subject) if clips is None else list(clips)
-    idx, grp = [], []
+def _rows(arr: FeatureArrays, clips: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+    idx, n = [], []
     for c in clips:
         lo, hi = arr.rows_of(c)
         idx.append(np.arange(lo, hi))
-        grp += [str(clip_subject[c])] * (hi - lo)
-    rows = np.concatenate(idx) if idx else np.zeros(0, np.int64)
+        n.append(hi - lo)
+    return (np.concatenate(idx) if idx else np.zeros(0, np.int64)), n
+
+
+def _flat(arr: FeatureArrays, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     flat = arr.values.reshape(arr.values.shape[0], -1)
     x = flat[torch.from_numpy(rows).to(flat.device)].double().cpu().numpy()
-    valid = arr.row_mask.cpu().numpy()[rows]
-    z = normalise_groups(x, valid, np.asarray(grp, dtype=object))
+    return x, arr.row_mask.cpu().numpy()[rows]
+
+
+def reference_statistics(arr: FeatureArrays, clips: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled per-column mean and variance over the valid rows of ``clips`` (the training
+    speakers' clips: what ``shrink`` pulls each speaker toward)."""
+    rows, _ = _rows(arr, clips)
+    x, valid = _flat(arr, rows)
+    ref = x[valid]
+    if len(ref) == 0:
+        return np.zeros(x.shape[1]), np.ones(x.shape[1])
+    return ref.mean(0), ref.var(0)
+
+
+def speaker_normalised(arr: FeatureArrays, clip_subject: Mapping[str, str],
+                       clips: Sequence[str] | None = None, prior: float = 0.0,
+                       reference: tuple[np.ndarray, np.ndarray] | None = None) -> FeatureArrays:
+    """A copy of ``arr`` whose rows of each speaker's clips are z-normalised per speaker
+    (``clip_subject``: clip id -> speaker; only ``clips`` -- default: every clip the mapping
+    names -- are used and changed); ``prior`` / ``reference``: shrinkage by the speaker's clip
+    count (``normalise_groups``). The input (possibly shared through the feature cache) is left
+    untouched."""
+    clips = list(clip_subject) if clips is None else list(clips)
+    rows, n = _rows(arr, clips)
+    grp = np.asarray([str(clip_subject[c]) for c, k in zip(clips, n, strict=True) for _ in range(k)],
+                     dtype=object)
+    counts: dict[str, int] = {}
+    for c in clips:
+        counts[str(clip_subject[c])] = counts.get(str(clip_subject[c]), 0) + 1
+    x, valid = _flat(arr, rows)
+    z = normalise_groups(x, valid, grp, counts, prior, reference)
     values = arr.values.clone()
     vflat = values.view(values.shape[0], -1)
     vflat[torch.from_numpy(rows).to(values.device)] = torch.from_numpy(z).to(values.device, values.dtype)
     return dataclasses.replace(arr, values=values)
+
+
+def normalised_arrays(arrays: Mapping[str, FeatureArrays], clip_subject: Mapping[str, str], mode: str,
+                      prior: float = DEFAULT_PRIOR,
+                      reference: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+                      ) -> dict[str, FeatureArrays]:
+    """Every stream normalised per speaker in ``mode`` (off / speaker / shrink); ``reference``
+    per stream is needed for shrink."""
+    if mode == "off":
+        return dict(arrays)
+    if mode == "speaker":
+        return {m: speaker_normalised(a, clip_subject) for m, a in arrays.items()}
+    if mode == "shrink":
+        if reference is None:
+            raise ValueError("speaker_norm shrink needs the pooled reference statistics")
+        return {m: speaker_normalised(a, clip_subject, prior=prior, reference=reference[m])
+                for m, a in arrays.items()}
+    raise ValueError(f"unknown speaker_norm mode {mode!r}")
+
+
+def clip_statistics(arrays: Mapping[str, FeatureArrays], clips: Sequence[str]) -> np.ndarray:
+    """``[n_clips, D]``: each stream's masked per-column mean and standard deviation per clip
+    (what ``choose`` scores; one row per clip in ``clips`` order)."""
+    parts = []
+    for a in arrays.values():
+        rows, n = _rows(a, clips)
+        x, valid = _flat(a, rows)
+        out = np.zeros((len(clips), 2 * x.shape[1]))
+        start = 0
+        for i, k in enumerate(n):
+            v = x[start:start + k][valid[start:start + k]]
+            start += k
+            if len(v):
+                out[i] = np.concatenate([v.mean(0), v.std(0)])
+        parts.append(out)
+    return np.nan_to_num(np.concatenate(parts, 1))
+
+
+def inner_uar(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_folds: int = INNER_FOLDS) -> list[float]:
+    """UAR per inner fold: GroupKFold over speakers (at most ``n_folds``), standardise on the inner
+    training clips, clip at ±5, balanced logistic regression (C = 0.1: a fixed prior for a few
+    hundred clips, not tuned)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import GroupKFold
+
+    k = min(n_folds, len(set(groups)))
+    scores = []
+    for tr, te in GroupKFold(n_splits=k).split(x, y, groups):
+        mean, std = x[tr].mean(0), x[tr].std(0)
+        std = np.where(std > EPS, std, 1.0)
+        xt, xe = (np.clip((x[i] - mean) / std, -5, 5) for i in (tr, te))
+        if len(set(y[tr])) < 2:
+            pred = np.full(len(te), y[tr][0])
+        else:
+            clf = LogisticRegression(C=0.1, class_weight="balanced", max_iter=300)
+            clf.fit(xt, y[tr])
+            pred = clf.predict(xe)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a predicted class absent from the inner test fold
+            scores.append(float(balanced_accuracy_score(y[te], pred)))
+    return scores
+
+
+def choose(arrays: Mapping[str, FeatureArrays], clip_subject: Mapping[str, str], labels: Mapping[str, str],
+           train: Sequence[str], prior: float = DEFAULT_PRIOR, modes: Sequence[str] = MODES,
+           n_folds: int = INNER_FOLDS) -> tuple[str, list[dict[str, Any]]]:
+    """``auto``: the mode with the best mean inner UAR over leave-speakers-out folds of the
+    ``train`` clips (their speakers only; no other clip is read); ties to the earlier mode. Also
+    the per-mode table. Fewer than 2 training speakers: ``off``."""
+    train = list(train)
+    groups = np.asarray([str(clip_subject[c]) for c in train])
+    if len(set(groups)) < 2:
+        return "off", []
+    sub = {c: clip_subject[c] for c in train}
+    ref = {m: reference_statistics(a, train) for m, a in arrays.items()}
+    y = np.asarray([str(labels[c]) for c in train])
+    table = []
+    for mode in modes:
+        normed = normalised_arrays(arrays, sub, mode, prior, ref)
+        sc = inner_uar(clip_statistics(normed, train), y, groups, n_folds)
+        table.append({"mode": mode, "inner_uar": float(np.mean(sc)), "inner_folds": len(sc),
+                      "fold_uar": [round(s, 4) for s in sc]})
+    best = max(range(len(table)), key=lambda i: (table[i]["inner_uar"], -i))
+    return str(table[best]["mode"]), table
+
+
+def apply(arrays: Mapping[str, FeatureArrays], clip_subject: Mapping[str, str], requested: Any,
+          train: Sequence[str], labels: Mapping[str, str] | None, prior: float = DEFAULT_PRIOR
+          ) -> tuple[dict[str, FeatureArrays], dict[str, Any]]:
+    """What the datamodule does: the mode (``auto`` chosen on ``train`` clips only), every clip
+    of ``clip_subject`` normalised per speaker in it, and the record written to the run folder
+    (``record`` keys: requested, mode, prior, inner, speakers' clip counts; ``reference``: the
+    pooled training statistics per stream)."""
+    req = mode_of(requested)
+    mode, table = req, []
+    if req == "auto":
+        if labels is None:
+            raise ValueError("data.speaker_norm: auto needs class labels (a classification task)")
+        mode, table = choose(arrays, clip_subject, labels, train, prior)
+    ref = {m: reference_statistics(a, train) for m, a in arrays.items()}
+    counts: dict[str, int] = {}
+    for s in clip_subject.values():
+        counts[str(s)] = counts.get(str(s), 0) + 1
+    out = normalised_arrays(arrays, clip_subject, mode, prior, ref)
+    record = {"requested": req, "mode": mode, "prior": float(prior), "inner": table,
+              "chosen_on": "training speakers only" if req == "auto" else "fixed by the config",
+              "speaker_clips": dict(sorted(counts.items())), "few_clips": MIN_CLIPS}
+    return out, {"record": record, "reference": ref}
+
+
+def describe(record: Mapping[str, Any]) -> str:
+    """One line for the run's notes."""
+    if record["requested"] == "auto":
+        scores = ", ".join(f"{r['mode']} {r['inner_uar']:.3f}" for r in record["inner"])
+        return (f"data.speaker_norm auto chose {record['mode']} on the training speakers "
+                f"(inner leave-speakers-out UAR: {scores or 'fewer than 2 speakers'})")
+    return f"features normalised per speaker (data.speaker_norm: {record['mode']})"
+
+
+def save(result: Mapping[str, Any] | None, run_dir: str | Path) -> None:
+    """``speaker_norm.json`` (the record) and ``speaker_norm.npz`` (pooled reference per stream)."""
+    if not result:
+        return
+    run_dir = Path(run_dir)
+    (run_dir / RECORD_FILE).write_text(json.dumps(result["record"], indent=1))
+    arrays = {}
+    for m, (mean, var) in result["reference"].items():
+        arrays[f"{m}/mean"], arrays[f"{m}/var"] = np.asarray(mean), np.asarray(var)
+    np.savez(run_dir / REFERENCE_FILE, **arrays)
+
+
+def load(run_dir: str | Path, cfg: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """A run's record and reference; a run from before the record (``speaker_norm: true``)
+    normalised every speaker by its own statistics."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RECORD_FILE).is_file():
+        mode = mode_of(cfg["data"].get("speaker_norm"))
+        return {"requested": mode, "mode": "speaker" if mode != "off" else "off",
+                "prior": DEFAULT_PRIOR, "inner": []}, {}
+    record = json.loads((run_dir / RECORD_FILE).read_text())
+    ref: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if (run_dir / REFERENCE_FILE).is_file():
+        with np.load(run_dir / REFERENCE_FILE, allow_pickle=False) as z:
+            for key in z.files:
+                m = key.rsplit("/", 1)[0]
+                ref[m] = (z[f"{m}/mean"], z[f"{m}/var"])
+    return record, ref

@@ -277,6 +277,9 @@ def _write_data_side(dm: CachedFeatureDataModule, run_dir: Path) -> None:
     }
     (run_dir / "data_report.json").write_text(json.dumps(report, indent=1))
     save_stats(dm.stats, run_dir / STATS_FILE)  # `avemo predict` normalises new clips with these
+    from avemo.fusion.speaker_norm import save as save_speaker_norm
+
+    save_speaker_norm(getattr(dm, "speaker_norm", None), run_dir)  # the mode chosen, for predict
     write_splits(dm.splits, dm.manifest, run_dir)
 
 
