@@ -317,21 +317,6 @@ def test_tf_same_padding_is_asymmetric() -> None:
     torch.testing.assert_close(conv(x), want)
 
 
-def test_enet_b0_matches_timm_when_installed(tmp_path) -> None:
-    timm = pytest.importorskip(
-        "timm", reason="timm not installed (optional cross-check of the key layout)"
-    )
-    ref = _randomised(timm.create_model("tf_efficientnet_b0", pretrained=False, num_classes=8))
-    torch.save(ref.state_dict(), tmp_path / "timm.pth")
-    bb = BACKBONES.build("hsemotion_enet_b0", weights=tmp_path / "timm.pth")
-    crops = face_crops(224)
-    with torch.no_grad():
-        want = ref.forward_head(
-            ref.forward_features(normalise(crops, bb.mean, bb.std)), pre_logits=True
-        )
-    torch.testing.assert_close(bb.embed(crops), want, atol=1e-4, rtol=1e-3)
-
-
 def test_registry_lists_every_backbone() -> None:
     for name in (
         "fer2013_minixception",
