@@ -40,15 +40,25 @@ def clean(corpus, tmp_path_factory) -> Path:
 
 
 def _cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "avemo.cli", *argv], cwd=REPO, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "avemo.cli", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
 
 
 # ----------------------------------------------------------------------------- disk full
 
 
-@pytest.mark.parametrize("size, phase", [("160k", "a shard of 2 clip(s)"), ("900k", "the consolidated file")])
-def test_disk_full_is_one_message_and_the_rerun_with_room_resumes(corpus, clean, tmp_path, size, phase):
+@pytest.mark.parametrize(
+    "size, phase", [("160k", "a shard of 2 clip(s)"), ("900k", "the consolidated file")]
+)
+def test_disk_full_is_one_message_and_the_rerun_with_room_resumes(
+    corpus, clean, tmp_path, size, phase
+):
     """The disk fills while shards are written (160 KB) or while they are consolidated (900 KB)."""
     if shutil.which("unshare") is None:
         pytest.skip("needs util-linux `unshare` to mount a small tmpfs in a private namespace")
@@ -66,17 +76,27 @@ cp "{small}/out/{SET}.h5" "{res}/{SET}.h5"
 find "{small}" -type f | sort > "{res}/files2"
 """
     env = {**os.environ, "AVEMO_SHARD_CLIPS": "2", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["unshare", "-rm", "bash", "-c", script], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["unshare", "-rm", "bash", "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode == 99 or not (res / "rc1").exists():
-        pytest.skip(f"cannot mount a tmpfs in a private namespace here: {proc.stderr.strip()[:200]}")
+        pytest.skip(
+            f"cannot mount a tmpfs in a private namespace here: {proc.stderr.strip()[:200]}"
+        )
     err1 = (res / "err1").read_text().strip()
     assert (res / "rc1").read_text().strip() == str(DiskFullError.exit_code), err1
     assert len(err1.splitlines()) == 1 and "Traceback" not in err1, err1
     assert "disk full writing" in err1 and "MB free" in err1 and "rerun the same command" in err1
     assert f"{phase} needs about" in err1
     files1 = (res / "files1").read_text().split()
-    assert any("shard-r0-" in f for f in files1), files1  # some clips were committed before it filled
+    assert any("shard-r0-" in f for f in files1), (
+        files1
+    )  # some clips were committed before it filled
     assert not any(f.endswith(".tmp") for f in files1), files1  # no half-written file left behind
     assert (res / "rc2").read_text().strip() == "0", (res / "err2").read_text()
     assert (res / "files2").read_text().split() == [f"{small}/out/{SET}.h5"]
@@ -113,7 +133,9 @@ def _touched(clean: Path, lo: int, hi: int) -> list[str]:
         return out
 
 
-def test_a_damaged_file_is_found_and_only_its_damaged_clips_are_rebuilt(corpus, clean, tmp_path, capsys):
+def test_a_damaged_file_is_found_and_only_its_damaged_clips_are_rebuilt(
+    corpus, clean, tmp_path, capsys
+):
     out = tmp_path / "feat"
     out.mkdir()
     path = out / f"{SET}.h5"
@@ -140,10 +162,14 @@ def test_a_damaged_shard_is_refused_with_its_name(corpus, clean, tmp_path):
     df = pd.read_csv(corpus)
     half = tmp_path / "half.csv"
     df.iloc[:12].to_csv(half, index=False)
-    assert _cli("features", "-m", str(half), "-s", SET, "-o", str(out), "-q", env=env).returncode == 0
+    assert (
+        _cli("features", "-m", str(half), "-s", SET, "-o", str(out), "-q", env=env).returncode == 0
+    )
     # the state a later run killed before consolidating leaves: more clips in a committed shard
     with FeatureFile(clean) as ff:
-        prov = {k: ff.provenance[k] for k in ff.provenance if k not in ("format_version", "row_shape")}
+        prov = {
+            k: ff.provenance[k] for k in ff.provenance if k not in ("format_version", "row_shape")
+        }
         rest = [ff.clip(c) for c in ff.clip_ids[12:16]]
     w = FeatureWriter(out / f"{SET}.h5", prov, shard_clips=100)
     for c in rest:
@@ -192,8 +218,15 @@ def test_media_deleted_after_the_manifest_get_status_missing_then_come_back(corp
 
 def test_a_manifest_none_of_whose_media_exist_is_refused(tmp_path):
     manifest = tmp_path / "m.csv"
-    pd.DataFrame({"clip_id": ["a", "b"], "audio": ["nope/a.wav", "nope/b.wav"], "label": ["x", "y"],
-                  "split": "train", "subject": "s"}).to_csv(manifest, index=False)
+    pd.DataFrame(
+        {
+            "clip_id": ["a", "b"],
+            "audio": ["nope/a.wav", "nope/b.wav"],
+            "label": ["x", "y"],
+            "split": "train",
+            "subject": "s",
+        }
+    ).to_csv(manifest, index=False)
     r = _cli("features", "-m", str(manifest), "-s", SET, "-o", str(tmp_path / "out"))
     assert r.returncode == 2 and "none of the manifest's 2 media files exist" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
