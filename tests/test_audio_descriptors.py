@@ -145,8 +145,12 @@ def test_speech_emotion_config_trains_on_these_files(written, sample, tmp_path):
             f"data.features.compare={written['compare_lld']}", f"data.features.egemaps={written['egemaps_lld']}",
             f"data.features.pitch={written['pitch_swiftf0']}", "data.features.logmel=null",
             "data.features.speech=null", "trainer.max_epochs=3", f"output.dir={tmp_path / 'runs'}", "-q"]
-    assert main(args) == 0
+    # 24 clips: a label held by one speaker only cannot be in training when that speaker is tested
+    assert main(args) == 2
+    assert main([*args[:-1], "split.label_coverage=warn", "-q"]) == 0
     run = next((tmp_path / "runs" / "speech_emotion").iterdir())
+    notes = json.loads((run / "data_report.json").read_text())["notes"]
+    assert any("which the training partition lacks" in n and "label_coverage=warn" in n for n in notes)
     split = json.loads((run / "splits.json").read_text())
     assert not set(split["subjects"]["train"]) & set(split["subjects"]["test"])
     assert (run / "predictions.csv").exists()

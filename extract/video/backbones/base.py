@@ -192,6 +192,37 @@ class TorchBackbone(FaceBackbone):
         return torch.cat(outs)
 
 
+class ExpressionBackbone(TorchBackbone):
+    """An emotion network whose module returns ``(pooled features, class logits)``.
+
+    Rows are the features, followed by the logits in ``classes`` order with ``with_logits``
+    (the feature set then stores ``classes`` in the file, so nobody guesses the order).
+    """
+
+    classes: ClassVar[tuple[str, ...]] = ()
+
+    def _finish_head(self, net: nn.Module, feat_dim: int, n_classes: int, with_logits: bool,
+                     tap: str) -> None:
+        if n_classes != len(self.classes):
+            raise ValueError(f"{type(self).__name__}: the network has {n_classes} classes, "
+                             f"the port names {len(self.classes)}")
+        self.num_classes = n_classes
+        self.with_logits = bool(with_logits)
+        self.out_dim = feat_dim + (n_classes if self.with_logits else 0)
+        self.tap = tap + (" + class logits (pre-softmax)" if self.with_logits else "")
+        self._finish(net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats, logits = self.net(x)
+        return torch.cat([feats, logits], 1) if self.with_logits else feats
+
+    @torch.inference_mode()
+    def predict_proba(self, crops: torch.Tensor) -> torch.Tensor:
+        """Softmax over the classes (``classes`` order): what the reference network outputs."""
+        crops = self.check_crops(crops)
+        return torch.softmax(self.net(self.preprocess(crops))[1].float(), 1).cpu()
+
+
 def load_state_dict_file(path: str | os.PathLike[str], who: str) -> Mapping[str, torch.Tensor]:
     """A plain state dict from ``path`` (weights_only), unwrapping common checkpoint nesting."""
     try:

@@ -26,7 +26,7 @@ from torch import nn
 
 from avemo.extract.registry import BACKBONES
 from avemo.extract.video.align import CropSpec
-from avemo.extract.video.backbones.base import TorchBackbone, file_sha256
+from avemo.extract.video.backbones.base import ExpressionBackbone, file_sha256
 from avemo.extract.weights import WeightSpec, register_weight, resolve
 
 _NPM = {"package": "@vladmandic/face-api", "version": "1.7.15", "source": "npm", "licence": "MIT"}
@@ -209,7 +209,7 @@ def load_faceapi(
 
 
 @BACKBONES.register("faceapi_expression")
-class FaceApiExpression(TorchBackbone):
+class FaceApiExpression(ExpressionBackbone):
     """face-api FaceExpressionNet, 7 emotions, 112x112 RGB; 256-d pooled features (+7 logits)."""
 
     input_size = 112
@@ -234,13 +234,8 @@ class FaceApiExpression(TorchBackbone):
         self.weights_path = Path(resolve(WEIGHT.name, weights))
         self.manifest_path = Path(resolve(MANIFEST.name, manifest))
         net = load_faceapi(self.manifest_path, self.weights_path)
-        self.num_classes = net.fc.out_features
-        self.with_logits = bool(with_logits)
-        self.out_dim = net.fc.in_features + (self.num_classes if self.with_logits else 0)
-        self.tap = "dense3 output, 7x7 mean pooled (the classifier's input)" + (
-            " + class logits (pre-softmax)" if self.with_logits else ""
-        )
-        self._finish(net)
+        self._finish_head(net, net.fc.in_features, net.fc.out_features, with_logits,
+                          "dense3 output, 7x7 mean pooled (the classifier's input)")
 
     def weights_info(self) -> dict[str, str]:
         return {
@@ -248,12 +243,3 @@ class FaceApiExpression(TorchBackbone):
             MANIFEST.name: file_sha256(self.manifest_path),
         }
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats, logits = self.net(x)
-        return torch.cat([feats, logits], 1) if self.with_logits else feats
-
-    @torch.inference_mode()
-    def predict_proba(self, crops: torch.Tensor) -> torch.Tensor:
-        """Softmax over the 7 classes (``CLASSES`` order): what face-api's net outputs."""
-        crops = self.check_crops(crops)
-        return torch.softmax(self.net(self.preprocess(crops))[1].float(), 1).cpu()

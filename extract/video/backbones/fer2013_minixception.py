@@ -25,7 +25,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from avemo.extract.registry import BACKBONES
 from avemo.extract.video.align import CropSpec
-from avemo.extract.video.backbones.base import TorchBackbone, file_sha256
+from avemo.extract.video.backbones.base import ExpressionBackbone, file_sha256
 from avemo.extract.weights import WeightSpec, register_weight, resolve
 
 WEIGHT = register_weight(
@@ -239,10 +239,11 @@ def load_keras_hdf5(path: str | os.PathLike[str]) -> MiniXception:
 
 
 @BACKBONES.register("fer2013_minixception")
-class Fer2013MiniXception(TorchBackbone):
+class Fer2013MiniXception(ExpressionBackbone):
     """mini-Xception, FER2013 7 emotions, 64x64 grey; 128-d pooled features (+7 logits)."""
 
     input_size = 64
+    classes = CLASSES  # logit order (Keras class index)
     grayscale = True
     # Measured, not reasoned (``avemo.bench.crops``; README "Face crops"): a square of the detector box's
     # longer side, 30 % tighter (eyebrows to chin, as FER2013's faces), no rotation, area-averaged
@@ -263,25 +264,9 @@ class Fer2013MiniXception(TorchBackbone):
         super().__init__(device=device, batch_size=batch_size)
         self.weights_path = Path(resolve(WEIGHT.name, weights))
         net = load_keras_hdf5(self.weights_path)
-        self.num_classes = net.classifier.out_channels
-        self.with_logits = bool(with_logits)
-        self.classes = CLASSES  # logit order (Keras class index), stored with logits in the file
-        self.out_dim = net.classifier.in_channels + (self.num_classes if self.with_logits else 0)
-        self.tap = "last residual module (add_4), global average pooled" + (
-            " + class logits (pre-softmax)" if self.with_logits else ""
-        )
-        self._finish(net.fuse_bn())
+        self._finish_head(net.fuse_bn(), net.classifier.in_channels, net.classifier.out_channels,
+                          with_logits, "last residual module (add_4), global average pooled")
 
     def weights_info(self) -> dict[str, str]:
         return {WEIGHT.name: file_sha256(self.weights_path)}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats, logits = self.net(x)
-        return torch.cat([feats, logits], 1) if self.with_logits else feats
-
-    @torch.inference_mode()
-    def predict_proba(self, crops: torch.Tensor) -> torch.Tensor:
-        """Softmax over the 7 classes (``CLASSES`` order): what the Keras model outputs."""
-        crops = self.check_crops(crops)
-        x = self.preprocess(crops)
-        return torch.softmax(self.net(x)[1].float(), 1).cpu()
