@@ -81,7 +81,7 @@ def build_cnn14(classes: int = 527):
             for i in range(6):
                 x = getattr(self, f"conv_block{i + 1}")(x)
             x = x.mean(dim=3)  # over frequency -> [B, C, T]
-            x = Fn.max_pool1d(x, 3, 1, 1) + Fn.avg_pool1d(x, 3, 1, 1)
+            # max + mean over time, unsmoothed: the 3-frame pooling belongs to the SED variants
             x = x.max(dim=2).values + x.mean(dim=2)
             emb = Fn.relu(self.fc1(x))
             return emb, self.fc_audioset(emb)
