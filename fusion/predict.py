@@ -10,6 +10,10 @@ machine with no training data can predict:
 * ``data_report.json`` -- the task's classes / targets and each modality's row shape;
 * ``normalisation.npz`` -- the training statistics (runs older than it fall back to
   ``load_run``, which needs the training features);
+* ``speaker_norm.json`` / ``.npz`` -- the per-speaker normalisation the run used (``data.
+  speaker_norm``; ``auto``: the mode it chose): new clips are normalised the same way, per
+  speaker (``subjects``: the input manifest's ``subject`` column or ``--speaker``; clips with
+  none are one speaker), with a warning for a speaker with fewer clips than the statistics need;
 * ``checkpoints/{best,last}.pt``.
 
 Inputs are built the way the run's task builds them (``task.level``): one sequence per
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +46,10 @@ from avemo.errors import UsageError, UserError
 from avemo.fusion.features import STATS_FILE, FeatureSet, load_stats
 from avemo.fusion.index import build_clip_index, build_window_index
 from avemo.fusion.tasks import Task, build_task
+
+
+class SpeakerNormWarning(UserWarning):
+    """A speaker's clips are too few for reliable per-speaker statistics."""
 
 
 class RunFolderError(UserError, ValueError):
@@ -61,6 +70,8 @@ class PredictionRun:
     checkpoint: Path
     device: torch.device
     trained_without: set[str] = field(default_factory=set)  # modalities it learnt to miss
+    speaker_norm: dict[str, Any] = field(default_factory=dict)  # fusion.speaker_norm record
+    speaker_ref: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def modalities(self) -> list[str]:
@@ -137,8 +148,13 @@ def open_run(run_dir: str | os.PathLike[str], checkpoint: str = "best",
         modality, status = key.split(":", 1)
         if n and (data.get("non_ok") == "keep" or status in MISSING_MODALITY):
             without.add(modality)  # trained with this modality's rows masked in some clips
+    record, ref = ({}, {})
+    if data.get("speaker_norm"):
+        from avemo.fusion.speaker_norm import load as load_speaker_norm
+
+        record, ref = load_speaker_norm(run_dir, cfg)
     return PredictionRun(run_dir, cfg, {m: feats[m]["provenance"] for m in mods}, task, inputs,
-                         stats, model, ckpt, dev, without)
+                         stats, model, ckpt, dev, without, record, ref)
 
 
 def _stats(run_dir: Path, cfg: Mapping[str, Any], report: Mapping[str, Any],
@@ -175,17 +191,52 @@ def _timelines(run: PredictionRun, fs: FeatureSet, ids: Sequence[str]) -> list[n
     return out
 
 
-def _datamodule(run: PredictionRun, fs: FeatureSet, ids: list[str]) -> Any:
+def speaker_normalise(run: PredictionRun, fs: FeatureSet, ids: Sequence[str],
+                      subjects: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The new clips normalised per speaker the way the run was trained (its recorded mode);
+    ``subjects``: clip -> speaker (clips it does not name are one speaker, ``predict``). Warns
+    (``SpeakerNormWarning``) for a speaker with fewer clips than ``speaker_norm.MIN_CLIPS``.
+    Returns clip -> speaker used ({} when the run does not normalise per speaker)."""
+    from avemo.fusion import speaker_norm as sn
+
+    record = getattr(run, "speaker_norm", None)
+    if not record:  # no record read: a run from before it normalised every speaker by its own
+        record = {"mode": "off" if sn.mode_of(run.cfg["data"].get("speaker_norm")) == "off" else "speaker"}
+    mode = record["mode"]
+    if mode == "off":
+        return {}
+    subjects = subjects or {}
+    who = {c: "predict" if pd.isna(subjects.get(c)) or not str(subjects.get(c)).strip() else str(subjects[c])
+           for c in ids}
+    counts: dict[str, int] = {}
+    for s in who.values():
+        counts[s] = counts.get(s, 0) + 1
+    few = {s: n for s, n in counts.items() if n < sn.MIN_CLIPS}
+    if few:
+        warnings.warn(
+            f"the run normalises features per speaker ({mode}), from each speaker's own clips; "
+            + ", ".join(f"{s}: {n} clip(s)" for s, n in sorted(few.items()))
+            + f" -- fewer than {sn.MIN_CLIPS}: their statistics are noisy. Give more clips per speaker "
+            "(a manifest's subject column, or --speaker for files of one speaker)", SpeakerNormWarning,
+            stacklevel=2)
+    ref = getattr(run, "speaker_ref", None) or {}
+    if mode == "shrink" and not all(m in ref for m in fs.arrays):
+        raise RunFolderError(f"{run.run_dir} normalised per speaker with shrinkage but has no "
+                             f"{sn.REFERENCE_FILE} (the pooled statistics); retrain the run")
+    fs.arrays = sn.normalised_arrays(fs.arrays, who, mode, float(record.get("prior", sn.DEFAULT_PRIOR)), ref)
+    return who
+
+
+def _datamodule(run: PredictionRun, fs: FeatureSet, ids: list[str],
+                subjects: Mapping[str, str] | None = None) -> Any:
     """A datamodule over the new clips: the run's task, statistics and batching, partition
-    ``predict`` (no manifest, no split: nothing here reads training data)."""
+    ``predict`` (no manifest, no split: nothing here reads training data); features normalised
+    per speaker first when the run was (``speaker_normalise``)."""
     from avemo.fusion.datamodule import CachedFeatureDataModule
 
     dm = CachedFeatureDataModule(run.cfg, run.device)
     dm.task_obj = run.task
-    if run.cfg["data"].get("speaker_norm"):  # trained per speaker: the given clips are ONE speaker's
-        from avemo.fusion.speaker_norm import speaker_normalised
-
-        fs.arrays = {m: speaker_normalised(a, dict.fromkeys(ids, "predict")) for m, a in fs.arrays.items()}
+    dm.speakers = speaker_normalise(run, fs, ids, subjects)
     dm.features, dm.stats = fs, run.stats
     dm.manifest = pd.DataFrame({"clip_id": ids})
     dm.pos = {c: i for i, c in enumerate(ids)}
@@ -220,12 +271,14 @@ def presence(fs: FeatureSet, ids: Sequence[str]) -> pd.DataFrame:
 @torch.no_grad()
 def predict_files(run: PredictionRun, files: Mapping[str, str | os.PathLike[str]],
                   clip_ids: Sequence[str] | None = None, batch_size: int | None = None,
-                  progress: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
+                  progress: bool = True, subjects: Mapping[str, str] | None = None
+                  ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Run the model on the clips of freshly extracted feature ``files`` (modality -> path).
 
     Returns ``(table, extra)``: one row per clip (clip tasks) or per timeline frame (frame
     tasks, with each modality's per-frame presence), and ``extra["presence"]``: per clip and
-    modality the feature status and whether any usable row exists.
+    modality the feature status and whether any usable row exists. ``subjects`` (clip ->
+    speaker) matters for runs trained with per-speaker normalisation (``speaker_normalise``).
     """
     from avemo.progress import Progress
 
@@ -244,7 +297,8 @@ def predict_files(run: PredictionRun, files: Mapping[str, str | os.PathLike[str]
     extra: dict[str, Any] = {"presence": pres}
     if not usable:
         return _table(run, pres, None, None), extra
-    dm = _datamodule(run, fs, usable)
+    dm = _datamodule(run, fs, usable, subjects)
+    extra["speakers"] = dm.speakers
     bs = int(batch_size or run.cfg["data"].get("eval_batch_size") or 256)
     batches = dm.batches("predict", batch_size=bs)
     prog = Progress("predict", len(batches), "batches", enabled=progress)

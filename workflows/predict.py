@@ -11,6 +11,10 @@ with ``--plot``, ``OUT/plots/<clip>.png``.
 
 INPUT is media files, folders (searched recursively for media) or manifests (.csv /
 .parquet with clip_id and video and/or audio; a ``label`` column is carried into the table).
+A run trained with per-speaker normalisation (``data.speaker_norm``) normalises the new clips
+per speaker: a manifest's ``subject`` column says whose clip is whose; media files given
+directly are one speaker, ``--speaker NAME`` (one speaker per call); a speaker with few clips
+gets a warning (its statistics are noisy).
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ def _media_row(path: Path, used: dict[str, int]) -> dict[str, Any]:
 
 def read_manifest(path: Path) -> pd.DataFrame:
     """A prediction manifest: clip_id and video and/or audio (relative paths: from its folder);
-    no split / subject / label needed (a ``label`` is carried into the table)."""
+    no split / subject / label needed (``label`` is carried into the table, ``subject`` says
+    the speaker for per-speaker normalisation)."""
     try:
         df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype=str)
     except Exception as e:  # noqa: BLE001 - any unreadable table is the user's to fix
@@ -58,7 +63,7 @@ def read_manifest(path: Path) -> pd.DataFrame:
     if "clip_id" not in df.columns or not media:
         raise UsageError(f"manifest {path} needs a clip_id column and a video and/or audio column; "
                          f"it has {list(df.columns)}")
-    df = df[[c for c in ("clip_id", *media, "label") if c in df.columns]].copy()
+    df = df[[c for c in ("clip_id", *media, "label", "subject") if c in df.columns]].copy()
     for c in media:
         df[c] = [None if pd.isna(v) or not str(v).strip() else str((path.parent / str(v)).resolve())
                  for v in df[c]]
@@ -68,8 +73,9 @@ def read_manifest(path: Path) -> pd.DataFrame:
     return df
 
 
-def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
-    """One manifest (clip_id, video, audio[, label]) from files, folders and manifests."""
+def collect_inputs(inputs: Sequence[str | os.PathLike[str]], speaker: str | None = None) -> pd.DataFrame:
+    """One manifest (clip_id, video, audio[, label][, subject]) from files, folders and manifests;
+    ``speaker``: the subject of every clip no manifest names one for."""
     if not inputs:
         raise UsageError("no INPUT given: name media files, a folder of them, or a manifest")
     tables: list[pd.DataFrame] = []  # in the order the inputs were given
@@ -95,6 +101,11 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     if df.empty:
         raise UsageError("no clips found in " + ", ".join(map(str, inputs)))
     df["clip_id"] = df["clip_id"].astype(str)
+    if speaker is not None:
+        if not str(speaker).strip():
+            raise UsageError("--speaker needs a name (the speaker of the media files given)")
+        have = df["subject"] if "subject" in df.columns else pd.Series([None] * len(df), index=df.index)
+        df["subject"] = [str(speaker) if pd.isna(v) or not str(v).strip() else str(v) for v in have]
     dup = df["clip_id"][df["clip_id"].duplicated()].tolist()
     if dup:
         raise UsageError(f"clip id {dup[0]!r} comes twice from the inputs; give each clip one id "
@@ -192,14 +203,15 @@ def extract(manifest: pd.DataFrame, requests: Mapping[str, Mapping[str, Any]], o
 def predict(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
             out: str | os.PathLike[str] | None = None, checkpoint: str = "best",
             device: str | None = None, fmt: str = "csv", plot: bool = False,
-            progress: bool = True, batch_size: int | None = None) -> dict[str, Any]:
+            progress: bool = True, batch_size: int | None = None,
+            speaker: str | None = None) -> dict[str, Any]:
     """Everything ``avemo predict`` does; returns ``{"table", "path", "plots", "out"}``."""
     from avemo.data.manifest import save_manifest
     from avemo.fusion.predict import open_run, plot_clip, resolve_device
 
     if fmt not in ("csv", "parquet"):
         raise UsageError(f"--format must be csv or parquet, got {fmt!r}")
-    manifest = collect_inputs(inputs)
+    manifest = collect_inputs(inputs, speaker)
     dev = resolve_device(device)
     run = open_run(run_dir, checkpoint, dev)
     requests = run.feature_requests()
@@ -211,7 +223,11 @@ def predict(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[
     files.update(extract(manifest, todo, out_dir, dev.type, progress, built))
     from avemo.fusion.predict import predict_files
 
-    table, _ = predict_files(run, files, ids, batch_size, progress)
+    subjects = (dict(zip(manifest["clip_id"], manifest["subject"], strict=True))
+                if "subject" in manifest.columns else None)
+    table, extra = predict_files(run, files, ids, batch_size, progress, subjects)
+    if extra.get("speakers"):  # the speaker each clip was normalised with
+        table.insert(1, "speaker", table["clip_id"].map(extra["speakers"]))
     if "label" in manifest.columns:
         table.insert(1, "label", table["clip_id"].map(dict(zip(manifest["clip_id"], manifest["label"],
                                                                strict=True))))
@@ -257,11 +273,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="OUT/predictions.csv (default) or .parquet")
     p.add_argument("--plot", action="store_true", help="one PNG per clip under OUT/plots")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per model batch")
+    p.add_argument("--speaker", default=None, metavar="NAME",
+                   help="runs trained with per-speaker normalisation: the speaker of the media files "
+                        "given (clips a manifest's subject column names keep theirs); without it they "
+                        "are normalised together as one speaker")
 
 
 def run(a: argparse.Namespace) -> int:
     res = predict(a.run_dir, a.inputs, a.out, a.checkpoint, a.device, a.fmt, a.plot,
-                  progress=getattr(a, "verbosity", 0) >= 0, batch_size=a.batch_size)
+                  progress=getattr(a, "verbosity", 0) >= 0, batch_size=a.batch_size, speaker=a.speaker)
     print(summary(res["table"]))
     print(f"predictions: {res['path']}")
     if res["plots"]:

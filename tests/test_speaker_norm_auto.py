@@ -1,0 +1,278 @@
+"""``data.speaker_norm`` shrink / auto (issue 23): the shrinkage formula by hand, the auto choice
+against an independent scikit-learn inner CV, its behaviour on the two kinds of corpus, the
+choice recorded in the run folder, and prediction normalising per speaker from the manifest's
+``subject`` column (with a warning for speakers with few clips). Real HDF5 files throughout."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from _fusion_data import clip_config, clip_corpus
+
+from avemo.data.store import ClipFeatures
+from avemo.fusion import speaker_norm as sn
+from avemo.fusion.features import load_features
+
+
+def test_shrinkage_is_the_hand_computed_formula():
+    # speaker a: 3 clips, values 1, 2, 3 -> mean 2, var 2/3; reference mean 0, var 4; prior 2
+    # w = 3 / (3 + 2) = 0.6; mean' = 0.6 * 2 = 1.2; var' = 0.6 * 2/3 + 0.4 * 4 = 2.0
+    x = np.array([[1.0], [2.0], [3.0], [10.0], [10.0]])
+    group = np.array(["a", "a", "a", "b", "b"], dtype=object)
+    ref = (np.array([0.0]), np.array([4.0]))
+    z = sn.normalise_groups(x, np.ones(5, bool), group, {"a": 3, "b": 2}, prior=2.0, reference=ref)
+    np.testing.assert_allclose(
+        z[:3, 0], (np.array([1.0, 2.0, 3.0]) - 1.2) / np.sqrt(2.0), rtol=1e-12
+    )
+    # speaker b: constant column, 2 clips -> w = 0.5, mean' = 5, var' = 0 + 0.5 * 4 = 2: kept, not zeroed
+    np.testing.assert_allclose(z[3:, 0], (10.0 - 5.0) / np.sqrt(2.0), rtol=1e-12)
+    # the weight counts clips, not rows: a with 6 clips -> w = 0.75, mean' = 1.5, var' = 0.5 + 1 = 1.5
+    z6 = sn.normalise_groups(x, np.ones(5, bool), group, {"a": 6, "b": 2}, prior=2.0, reference=ref)
+    np.testing.assert_allclose(
+        z6[:3, 0], (np.array([1.0, 2.0, 3.0]) - 1.5) / np.sqrt(1.5), rtol=1e-12
+    )
+    # prior 0: the plain per-speaker z-score
+    z0 = sn.normalise_groups(x, np.ones(5, bool), group, {"a": 3, "b": 2}, prior=0.0, reference=ref)
+    np.testing.assert_allclose(
+        z0[:3, 0], (np.array([1.0, 2.0, 3.0]) - 2.0) / np.sqrt(2 / 3), rtol=1e-12
+    )
+
+
+def test_speaker_normalised_shrinks_by_each_speakers_clip_count(tmp_path):
+    c = clip_corpus(tmp_path)
+    man = pd.read_csv(c["manifest"], dtype=str)
+    who = dict(zip(man["clip_id"], man["subject"], strict=True))
+    a = load_features(c["face"])
+    ref = sn.reference_statistics(a, list(who))
+    z = sn.speaker_normalised(a, who, prior=4.0, reference=ref)
+    vals, mask = a.values.double().numpy(), a.row_mask.numpy()
+    allrows = np.concatenate([np.arange(*a.rows_of(k)) for k in who])
+    allrows = allrows[mask[allrows]]
+    np.testing.assert_allclose(ref[0], vals[allrows].mean(0), rtol=1e-9)
+    for s in sorted(set(who.values())):
+        clips = [k for k, w in who.items() if w == s]
+        rows = np.concatenate([np.arange(*a.rows_of(k)) for k in clips])
+        v = vals[rows[mask[rows]]]
+        w = len(clips) / (len(clips) + 4.0)
+        mean = w * v.mean(0) + (1 - w) * vals[allrows].mean(0)
+        var = w * v.var(0) + (1 - w) * vals[allrows].var(0)
+        np.testing.assert_allclose(
+            z.values[rows].double().numpy(), (vals[rows] - mean) / np.sqrt(var), atol=1e-5
+        )
+
+
+def _write(path, clips, name="syn"):
+    from _fusion_data import write_set
+
+    return write_set(path, name, clips, 10.0, dim=clips[0].values.shape[1])
+
+
+def _synthetic(tmp_path, balanced: bool, seed: int = 0):
+    """8 speakers x 3 classes, 5 frames x 6 dims per clip; class shifts dims 0-2. Balanced: every
+    speaker 4 clips of every class and a large speaker offset (normalising pays). Unbalanced:
+    every speaker one class, a small offset (normalising removes the class)."""
+    rng = np.random.default_rng(seed)
+    clips, rows = [], []
+    for s in range(8):
+        offset = rng.normal(0, 3.0 if balanced else 0.3, 6)
+        scale = rng.uniform(0.5, 2.0, 6) if balanced else np.ones(6)
+        for i in range(12):
+            y = i % 3 if balanced else s % 3
+            cid = f"s{s}_{i:02d}"
+            v = (
+                rng.normal(size=(5, 6)) * 0.7 + np.r_[np.full(3, 1.5 * y), np.zeros(3)]
+            ) * scale + offset
+            clips.append(
+                ClipFeatures(cid, v.astype(np.float32), np.arange(5) / 10.0, np.ones(5, bool))
+            )
+            rows.append({"clip_id": cid, "subject": f"s{s}", "label": "abc"[y]})
+    df = pd.DataFrame(rows)
+    return {"x": load_features(_write(tmp_path / f"syn_{balanced}.h5", clips))}, df
+
+
+def _independent_inner(arrays, who, labels, train, mode, prior):
+    """The inner CV recomputed with scikit-learn's own pipeline and cross_val_score."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    sub = {k: who[k] for k in train}
+    ref = {m: sn.reference_statistics(a, train) for m, a in arrays.items()}
+    x = sn.clip_statistics(sn.normalised_arrays(arrays, sub, mode, prior, ref), train)
+    groups = np.array([who[k] for k in train])
+    pipe = make_pipeline(
+        StandardScaler(),
+        FunctionTransformer(lambda v: np.clip(v, -5, 5)),
+        LogisticRegression(C=0.1, class_weight="balanced", max_iter=300),
+    )
+    cv = GroupKFold(n_splits=min(5, len(set(groups))))
+    return cross_val_score(
+        pipe,
+        x,
+        np.array([labels[k] for k in train]),
+        groups=groups,
+        cv=cv,
+        scoring="balanced_accuracy",
+    )
+
+
+@pytest.mark.parametrize("balanced", [True, False])
+def test_auto_choice_is_an_inner_cv_on_training_speakers(tmp_path, balanced):
+    arrays, df = _synthetic(tmp_path, balanced)
+    who = dict(zip(df["clip_id"], df["subject"], strict=True))
+    labels = dict(zip(df["clip_id"], df["label"], strict=True))
+    train = df.loc[df["subject"] != "s7", "clip_id"].tolist()  # s7: an outer test speaker
+    a = arrays["x"]
+    poisoned = a.values.clone()
+    for k in df.loc[df["subject"] == "s7", "clip_id"]:
+        poisoned[slice(*a.rows_of(k))] = float("nan")  # any read of s7 would make scores NaN
+    arrays = {"x": dataclasses.replace(a, values=poisoned)}
+    mode, table = sn.choose(arrays, who, labels, train, prior=10.0)
+    got = {r["mode"]: r["inner_uar"] for r in table}
+    for r in table:
+        ref = _independent_inner(arrays, who, labels, train, r["mode"], 10.0)
+        assert r["inner_folds"] == len(ref) == 5
+        np.testing.assert_allclose(r["fold_uar"], ref, atol=1e-4)
+        np.testing.assert_allclose(r["inner_uar"], ref.mean(), atol=1e-9)
+    best = max(sn.MODES, key=lambda m: (got[m], -sn.MODES.index(m)))
+    assert mode == best
+    if balanced:  # speakers act every class: normalising pays
+        assert mode != "off" and got[mode] > got["off"] + 0.1
+    else:  # one class per speaker: per-speaker statistics remove it
+        assert mode != "speaker" and got["speaker"] < got["off"] - 0.3 and got[mode] >= got["off"]
+
+
+def test_run_folder_records_the_auto_choice(tmp_path):
+    from avemo.fusion.train import train_from_config
+
+    c = clip_corpus(tmp_path, n_clips=48)
+    cfg = clip_config(
+        c,
+        tmp_path,
+        data={"speaker_norm": "auto"},
+        trainer={"max_epochs": 1, "accelerator": "cpu"},
+        split={"method": "subjects", "k": 3, "fold": 0, "val": "test"},
+    )
+    res = train_from_config(cfg)
+    run = res["run_dir"]
+    rec = json.loads((run / "speaker_norm.json").read_text())
+    assert rec["requested"] == "auto" and rec["mode"] in sn.MODES
+    report = json.loads((run / "data_report.json").read_text())
+    assert any(f"auto chose {rec['mode']}" in n for n in report["notes"])
+    folds = pd.read_csv(run / "folds.csv", dtype=str)
+    train = folds.loc[folds["partition"] == "train", "clip_id"].tolist()
+    man = pd.read_csv(c["manifest"], dtype=str)
+    who = dict(zip(man["clip_id"], man["subject"], strict=True))
+    labels = dict(zip(man["clip_id"], man["label"], strict=True))
+    arrays = {m: load_features(c[m]) for m in ("face", "audio")}
+    mode, table = sn.choose(
+        arrays, who, labels, train, prior=10.0
+    )  # recomputed from the training clips
+    assert rec["mode"] == mode
+    assert [r["inner_uar"] for r in rec["inner"]] == pytest.approx(
+        [r["inner_uar"] for r in table], abs=1e-12
+    )
+    with np.load(run / "speaker_norm.npz") as z:
+        np.testing.assert_allclose(
+            z["face/mean"], sn.reference_statistics(arrays["face"], train)[0], rtol=1e-12
+        )
+
+
+@pytest.fixture(scope="module")
+def speaker_run(tmp_path_factory):
+    from avemo.fusion.train import train_from_config
+
+    tmp = tmp_path_factory.mktemp("spk_run")
+    c = clip_corpus(tmp, n_clips=48)
+    cfg = clip_config(
+        c,
+        tmp,
+        data={"speaker_norm": "speaker", "normalize": False},
+        trainer={"max_epochs": 1, "accelerator": "cpu"},
+    )
+    return c, train_from_config(cfg)["run_dir"]
+
+
+def test_predict_normalises_per_speaker_from_the_subject_column(speaker_run):
+    from avemo.fusion.features import FeatureSet
+    from avemo.fusion.predict import SpeakerNormWarning, _datamodule, open_run
+
+    c, run_dir = speaker_run
+    run = open_run(run_dir, "last")
+    assert run.speaker_norm["mode"] == "speaker"
+    man = pd.read_csv(c["manifest"], dtype=str)
+    ids = man["clip_id"].tolist()[:24]
+    subjects = dict(zip(man["clip_id"], man["subject"], strict=True))
+    with pytest.warns(SpeakerNormWarning, match="fewer than 10"):  # 4 clips per speaker here
+        dm = _datamodule(
+            run,
+            FeatureSet(
+                {**run.cfg["data"], "features": {"face": str(c["face"]), "audio": str(c["audio"])}},
+                "cpu",
+            ),
+            ids,
+            subjects,
+        )
+    b = dm.gather(dm.part_seqs["predict"])
+    subj = np.array([subjects[k] for k in ids])
+    for s in set(subj):  # each speaker's valid rows: mean 0 over that speaker only
+        v = b["face"][np.flatnonzero(subj == s)][b["face_mask"][np.flatnonzero(subj == s)]].double()
+        assert torch.allclose(v.mean(0), torch.zeros(8, dtype=torch.float64), atol=1e-5)
+    assert dm.speakers == {k: subjects[k] for k in ids}
+
+
+def test_predict_without_subjects_is_one_speaker_and_many_clips_do_not_warn(speaker_run):
+    import warnings
+
+    from avemo.fusion.features import FeatureSet
+    from avemo.fusion.predict import predict_files
+
+    c, run_dir = speaker_run
+    from avemo.fusion.predict import open_run
+
+    run = open_run(run_dir, "last")
+    ids = pd.read_csv(c["manifest"], dtype=str)["clip_id"].tolist()[:12]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 12 clips of one speaker: enough, no warning
+        table, extra = predict_files(
+            run, {"face": c["face"], "audio": c["audio"]}, ids, progress=False
+        )
+    assert set(extra["speakers"].values()) == {"predict"} and len(table) == 12
+    fs = FeatureSet(
+        {**run.cfg["data"], "features": {"face": str(c["face"]), "audio": str(c["audio"])}}, "cpu"
+    )
+    from avemo.fusion.predict import _datamodule
+
+    dm = _datamodule(run, fs, ids)
+    v = dm.gather(dm.part_seqs["predict"])
+    pooled = v["face"][v["face_mask"]].double()
+    assert torch.allclose(pooled.mean(0), torch.zeros(8, dtype=torch.float64), atol=1e-5)
+
+
+def test_cli_inputs_keep_the_manifest_subject_and_speaker_names_bare_files(tmp_path):
+    import soundfile as sf
+
+    from avemo.workflows.predict import collect_inputs
+
+    tone = (0.1 * np.sin(np.arange(1600) / 5)).astype(np.float32)
+    for n in ("a1", "a2", "b1"):
+        sf.write(tmp_path / f"{n}.wav", tone, 16000)
+    pd.DataFrame(
+        {"clip_id": ["a1", "a2"], "audio": ["a1.wav", "a2.wav"], "subject": ["anna", "anna"]}
+    ).to_csv(tmp_path / "m.csv", index=False)
+    df = collect_inputs([tmp_path / "m.csv", tmp_path / "b1.wav"], speaker="bert")
+    assert dict(zip(df["clip_id"], df["subject"], strict=True)) == {
+        "a1": "anna",
+        "a2": "anna",
+        "b1": "bert",
+    }
+    plain = collect_inputs([tmp_path / "m.csv", tmp_path / "b1.wav"])
+    assert plain["subject"].iloc[:2].tolist() == ["anna", "anna"] and pd.isna(
+        plain["subject"].iloc[2]
+    )
