@@ -72,7 +72,17 @@ def _png_ok(path: Path) -> None:
     assert float(np.ptp(img[..., :3])) > 0.1, f"{path} is a blank image"
 
 
-def test_grid_table_aggregate_report(corpus, tmp_path):
+def test_grid_table_aggregate_report(corpus, tmp_path, monkeypatch):
+    from avemo.data.store import FeatureFile
+
+    reads: list[str] = []  # every full read of a feature file's rows, by path
+    load_all = FeatureFile.load_all
+
+    def counting_load_all(self, *a, **k):
+        reads.append(self.path.resolve().name)
+        return load_all(self, *a, **k)
+
+    monkeypatch.setattr(FeatureFile, "load_all", counting_load_all)
     out = tmp_path / "grid"
     res = run_grid(_grid(corpus, out), quiet=True)
     table, agg = res["table"], res["aggregate"]
@@ -95,8 +105,9 @@ def test_grid_table_aggregate_report(corpus, tmp_path):
     for p in pngs:
         _png_ok(p)
         assert f"plots/{p.name}" in md
-    # the features were read once for the whole grid (shared cache), not once per run
-    assert (out / "runs" / table["cell_id"][0] / "DONE.json").exists()
+    # the features were read once for the whole grid (shared cache), not once per run: 8 cells,
+    # each HDF5 file's rows read exactly once
+    assert sorted(reads) == ["audio.h5", "face.h5"], reads
 
 
 def test_missing_and_mismatched_features_reported_before_any_run(corpus, tmp_path):

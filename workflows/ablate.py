@@ -773,7 +773,7 @@ def run_grid(
         from avemo.workflows.report import write_report
 
         try:
-            result["report"] = write_report(out, table, agg, grid=g, **g.report)
+            result["report"] = write_report(out, table, agg, grid=g, feature_cache=cache, **g.report)
         except Exception as e:  # noqa: BLE001 - a plotting problem must not lose the table
             print(f"[ablate] report failed: {type(e).__name__}: {e}", file=sys.stderr)
             traceback.print_exc()

@@ -218,8 +218,10 @@ def write_report(
     top: int = 2,
     examples: int = 3,
     html: bool = False,
+    feature_cache: dict | None = None,
 ) -> Path:
-    """``report.md`` + ``plots/*.png`` for a finished (or partly finished) grid."""
+    """``report.md`` + ``plots/*.png`` for a finished (or partly finished) grid; ``feature_cache``:
+    the grid's, so the attention plots re-read no feature file."""
     out = Path(out_dir)
     if table is None:  # axis labels are strings (a seed "0" is a label, not a metric)
         import yaml
@@ -264,7 +266,7 @@ def write_report(
             md += [_md_table(pivot.reset_index()), ""]
             p = fold_chart(table, prim, plots / f"folds_{_safe(prim)}.png")
             md += [f"![per fold](plots/{p.name})", ""]
-        md += _attention_section(table, ranked, top, examples, plots)
+        md += _attention_section(table, ranked, top, examples, plots, feature_cache)
     failed = table[table["status"].isin(["failed", "missing_features"])] if "status" in table else table[:0]
     if len(failed):
         md += ["## Cells not finished", "", _md_table(failed[["cell_id", "status", "error"]].fillna("")), ""]
@@ -307,12 +309,13 @@ def _confusion_section(table: pd.DataFrame, ranked: pd.DataFrame, top: int, plot
 
 
 def _attention_section(table: pd.DataFrame, ranked: pd.DataFrame, top: int, examples: int,
-                       plots: Path) -> list[str]:
+                       plots: Path, feature_cache: dict | None = None) -> list[str]:
     md: list[str] = []
+    cache = {} if feature_cache is None else feature_cache  # the runs share their feature files
     for cid, dirs in _best_runs(table, ranked, top):
         for d in dirs[:1]:
             try:
-                att = attention_from_run(d, examples)
+                att = attention_from_run(d, examples, cache)
             except Exception as e:  # noqa: BLE001 - a model without attention is not an error
                 print(f"[report] attention of {d.name} unavailable: {e}", file=sys.stderr)
                 att = {}
