@@ -31,8 +31,9 @@ def reference(corpus, tmp_path_factory) -> Path:
     return run_features(corpus, [SET], tmp_path_factory.mktemp("ref"), progress=False)[SET]
 
 
-def launch(manifest: Path, out: Path, rank: int, *extra: str) -> subprocess.Popen:
-    env = plugin_env(RANK=str(rank), WORLD_SIZE="2", AVEMO_SHARD_CLIPS="3", AVEMO_RANK_TIMEOUT_S="120")
+def launch(manifest: Path, out: Path, rank: int, *extra: str, timeout_s: float = 600) -> subprocess.Popen:
+    env = plugin_env(RANK=str(rank), WORLD_SIZE="2", AVEMO_SHARD_CLIPS="3",
+                     AVEMO_RANK_TIMEOUT_S=str(timeout_s))
     cmd = [sys.executable, "-m", "avemo.cli", "features", "-m", str(manifest), "-s", SET,
            "-o", str(out), "--batch-clips", "2", "-q", *extra]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -47,7 +48,7 @@ def rank_ids(shards: Path, rank: int) -> set[str]:
     return ids
 
 
-def wait(cond, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+def wait(cond, proc: subprocess.Popen, timeout: float = 600.0) -> None:
     t0 = time.monotonic()
     while not cond():
         assert proc.poll() is None, proc.communicate()
@@ -64,16 +65,21 @@ def test_two_ranks_equal_one_process_and_ignore_stale_markers(corpus, reference,
     old.write_text("RuntimeError: from yesterday")
     os.utime(old, (time.time() - 3600,) * 2)
 
-    r0 = launch(corpus, out, 0)
-    share0 = {f"c{i:03d}" for i in range(0, N, 2)}
-    wait(lambda: rank_ids(shards, 0) == share0, r0)
-    time.sleep(1.5)
-    assert r0.poll() is None and not final.exists(), "rank 0 consolidated before rank 1 ran"
+    # rank 0 alone, told to give up 3 s after its own share: it must end by that timeout (the
+    # stale done marker did not count as rank 1's clips, the stale failed marker did not abort
+    # it), never by consolidating. An event (its exit), not a sleep, ends this phase.
+    r0 = launch(corpus, out, 0, timeout_s=3)
+    _, e0 = r0.communicate(timeout=600)
+    assert r0.returncode != 0 and "TimeoutError" in e0 and "still not committed" in e0, e0[-2000:]
+    assert f"{N // 2} clips of other ranks" in e0 and "from yesterday" not in e0, e0[-2000:]
+    assert not final.exists(), "rank 0 consolidated before rank 1 ran"
+    assert rank_ids(shards, 0) == {f"c{i:03d}" for i in range(0, N, 2)}
     assert rank_ids(shards, 1) == set()
 
+    r0 = launch(corpus, out, 0)  # the same command again, now with rank 1
     r1 = launch(corpus, out, 1)
-    o1, e1 = r1.communicate(timeout=120)
-    o0, e0 = r0.communicate(timeout=120)
+    o1, e1 = r1.communicate(timeout=600)
+    o0, e0 = r0.communicate(timeout=600)
     assert r1.returncode == 0 and r0.returncode == 0, (e0, e1)
     assert f"{SET}: {final}" in o0 and o1 == ""  # only rank 0 reports (and writes) the file
     assert_same_file(final, reference)
@@ -86,15 +92,15 @@ def test_failing_rank_stops_rank_0_then_rerun_completes(corpus, reference, tmp_p
     r0 = launch(corpus, out, 0)
     wait(lambda: (shards / "provenance.json").exists(), r0)
     r1 = launch(corpus, out, 1, "--set", f"{SET}:hop_s=0.02")  # another config: refused
-    o1, e1 = r1.communicate(timeout=120)
+    o1, e1 = r1.communicate(timeout=600)
     assert r1.returncode == 2 and "config.hop_s: cached 0.01 != requested 0.02" in e1, e1
-    o0, e0 = r0.communicate(timeout=120)
+    o0, e0 = r0.communicate(timeout=600)
     assert r0.returncode != 0
     assert "rank-1: ConfigMismatchError" in e0 and "not consolidating" in e0, e0[-2000:]
     assert not (out / f"{SET}.h5").exists()
 
     r0, r1 = launch(corpus, out, 0), launch(corpus, out, 1)  # same command again: resumes
-    (_, e1), (_, e0) = r1.communicate(timeout=120), r0.communicate(timeout=120)
+    (_, e1), (_, e0) = r1.communicate(timeout=600), r0.communicate(timeout=600)
     assert r0.returncode == r1.returncode == 0, (e0, e1)
     assert_same_file(out / f"{SET}.h5", reference)
     assert sorted(p.name for p in out.iterdir()) == [f"{SET}.h5"]
