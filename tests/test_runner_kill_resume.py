@@ -2,7 +2,8 @@
 completion: the result must equal an uninterrupted run clip for clip, no temp file may remain,
 and at every kill moment the final path must be absent or a complete, valid file.
 
-Kill moments: random delays mid-extraction, while a shard is being written (its ``.tmp`` exists,
+Kill moments: after a seeded number of further shard commits (``AVEMO_KILL_SEED``, default 0, so
+a run is reproducible and never depends on the clock), while a shard is being written (its ``.tmp`` exists,
 half written), while consolidation writes the final ``.tmp``, and after the final file was
 renamed into place while the shards are still there. Those windows last microseconds, far less
 than a busy machine's scheduling delay, so killed runs set ``AVEMO_TEST_SLOW_WRITE`` (the store
@@ -63,7 +64,7 @@ def _same(a: Path, b: Path) -> None:
         assert fa.provenance["config_hash"] == fb.provenance["config_hash"]
 
 
-def _wait_for(proc: subprocess.Popen, cond, timeout: float = 120.0) -> bool:
+def _wait_for(proc: subprocess.Popen, cond, timeout: float = 600.0) -> bool:
     """Spin until ``cond()`` holds (True) or the process exits (False)."""
     t0 = time.monotonic()
     while proc.poll() is None:
@@ -82,10 +83,7 @@ def corpus(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(corpus, tmp_path) -> None:
-    if SET not in subprocess.run([sys.executable, "-m", "avemo.cli", "list", "feature-sets"],
-                                 cwd=REPO, capture_output=True, text=True, check=True).stdout:
-        pytest.skip("logmel feature set not registered")
-    seed = int(os.environ.get("AVEMO_KILL_SEED", time.time_ns() % 2**31))
+    seed = int(os.environ.get("AVEMO_KILL_SEED", "0"))
     rng = random.Random(seed)
     why = f"(AVEMO_KILL_SEED={seed} reproduces the kill schedule)"
     log = tmp_path / "runs.log"
@@ -114,10 +112,9 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(corpus, 
     for moment in schedule:
         proc = _start(corpus, out, log)
         before = committed()
-        if moment == "random":  # once this run committed something, a random delay more
-            ok = _wait_for(proc, lambda b=before: committed() > b)
-            if ok:
-                time.sleep(rng.uniform(0.0, 1.2))
+        if moment == "random":  # after 1-3 more shards (seeded): an event, not a delay
+            k = rng.randint(1, 3)
+            ok = _wait_for(proc, lambda b=before, k=k: committed() >= b + k)
         elif moment == "shard_tmp":
             ok = _wait_for(proc, shard_tmp)
         elif moment == "final_tmp":
@@ -137,7 +134,9 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(corpus, 
         if hit[-1].endswith("(completed first)") and not shards.exists():
             break  # nothing left to interrupt
     print("kill moments:", hit, why)
-    assert sum("(" not in h for h in hit) >= 3, (hit, why)
+    # each moment is an event held open >= 0.2 s by the store's stall (200 polls of 1 ms): all
+    # five land here; one miss is tolerated for a poller descheduled on a loaded machine
+    assert sum("(" not in h for h in hit) >= 4, (hit, why)
 
     done = subprocess.run(_cmd(corpus, out), cwd=REPO, env=_env(), capture_output=True, text=True)
     assert done.returncode == 0, (done.stderr[-3000:], why)
