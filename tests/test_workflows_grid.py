@@ -185,7 +185,7 @@ def test_grid_yaml_axes_forms(corpus, tmp_path):
         load_grid({"base": str(_base(corpus)), "axes": {"bad": 3}})
 
 
-def _wait_done(runs: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+def _wait_done(runs: Path, n: int, proc: subprocess.Popen, timeout: float = 600) -> None:
     t0 = time.monotonic()
     while len(list(runs.glob("*/DONE.json"))) < n:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "exited"
