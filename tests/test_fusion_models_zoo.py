@@ -257,14 +257,31 @@ def test_errors_are_clear() -> None:
         model({"audio": torch.zeros(1, 2, 4)})
 
 
-def test_missing_modality_gives_finite_outputs() -> None:
+@pytest.mark.parametrize("name,cfg", [("zhou", {"temporal": "fan_relation"}), ("late", {}),
+                                      ("lfan", {"visual_channels": [8], "audio_channels": [4]}),
+                                      ("jca", {"audio": "mfcc", "seq_len": 4, "proj_dim": 6, "hidden": 4}),
+                                      ("zhou", {"temporal": "mean", "fusion": "fbp"})])
+def test_missing_modality_is_ignored_not_read(name, cfg) -> None:
+    """A modality masked out for a whole clip (no audio track): the output is finite, does not
+    depend on that modality's values at all (1e3 or NaN give the same logits), still depends on
+    the present one, and differs from the output with the modality present."""
     inputs = {"face": (10,), "mfcc": (6,)}
-    batch = _batch(inputs, 8)
-    batch["mfcc_mask"] = torch.zeros(B, 8, dtype=torch.bool)
-    for name, cfg in [("zhou", {"temporal": "fan_relation"}), ("late", {}),
-                      ("lfan", {"visual_channels": [8], "audio_channels": [4]})]:
-        model = _build(name, inputs, CLIP7, cfg).eval()
-        assert torch.isfinite(model(batch)).all(), name
+    full = _batch(inputs, 8)
+    batch = {**full, "mfcc_mask": torch.zeros(B, 8, dtype=torch.bool)}
+    model = _build(name, inputs, CLIP7, cfg).eval()
+    with torch.no_grad():
+        out = model(batch)
+        assert torch.isfinite(out).all()
+        for value in (1e3, float("nan")):
+            other = {**batch, "mfcc": torch.full_like(batch["mfcc"], value)}
+            torch.testing.assert_close(model(other), out, rtol=0, atol=0)
+        moved = {**batch, "face": _batch(inputs, 8, seed=1)["face"]}  # other face rows
+        if name == "jca":  # joint attention: a row is valid only where both modalities are, so
+            # a clip without audio has no valid row and its logits are exactly 0 (uniform)
+            assert torch.equal(out, torch.zeros_like(out)) and torch.equal(model(moved), out)
+        else:
+            assert not torch.allclose(model(moved), out), "the present modality is not read"
+        assert not torch.allclose(model(full), out), "the missing modality changes nothing"
 
 
 def test_all_registered_models_are_listed() -> None:
