@@ -24,6 +24,15 @@ import av  # imported here, not lazily: forked decode workers then never import 
 import cv2
 import numpy as np
 
+CHUNK_FRAMES = 16  # frames per chunk at most ...
+CHUNK_BYTES = 8 << 20  # ... and about this many bytes of pixels
+RING_SLOTS = 4  # chunks a decode worker can run ahead of the main process (shared-memory slots)
+
+
+def lookahead_frames(frame_bytes: int) -> int:
+    """Frames a decode worker can run ahead of the main process for frames of this size."""
+    return RING_SLOTS * max(1, min(CHUNK_FRAMES, -(-CHUNK_BYTES // max(1, int(frame_bytes)))))
+
 
 class DecodeError(RuntimeError):
     """The file cannot be opened or holds no decodable video stream."""
@@ -136,10 +145,10 @@ def _frames(
 def iter_frames(
     path: str | os.PathLike[str],
     fps: float | None = None,
-    chunk: int = 16,
+    chunk: int = CHUNK_FRAMES,
     stats: DecodeStats | None = None,
     threads: bool = True,
-    chunk_bytes: int = 8 << 20,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Iterator[FrameChunk]:
     """Decode ``path`` into chunks of upright RGB frames.
 
@@ -246,7 +255,7 @@ class FrameRing:
     slot is free whenever it acquires one.
     """
 
-    def __init__(self, ctx: Any, slots: int = 4, slot_bytes: int = 32 << 20) -> None:
+    def __init__(self, ctx: Any, slots: int = RING_SLOTS, slot_bytes: int = 32 << 20) -> None:
         self.id = next(_ring_ids)
         self.slot_bytes = int(slot_bytes)
         self.shm: list[shared_memory.SharedMemory] = []
@@ -353,7 +362,7 @@ def _shm_chunks(path: str, fps: float | None, stats: DecodeStats, ring: FrameRin
         yield flush()
 
 
-def decode_worker(tasks, events, chunk: int = 16, chunk_bytes: int = 8 << 20,  # noqa: ANN001
+def decode_worker(tasks, events, chunk: int = CHUNK_FRAMES, chunk_bytes: int = CHUNK_BYTES,  # noqa: ANN001
                   ring: FrameRing | None = None, threads: bool = True, height: int | None = None) -> None:
     """Worker-process loop: ``(key, path, fps)`` jobs in, ``start``/``chunk``/``end``/``error`` events out.
 

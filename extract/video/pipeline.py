@@ -1,20 +1,20 @@
 """The batched face pipeline: decode workers -> detect -> track -> align -> face CNN.
 
 Worker processes decode clips and stream frame chunks through a bounded queue. The main process
-cuts each clip into fixed blocks of ``batch_frames`` consecutive frames and handles a block as
-soon as all its frames are there: the detector runs on the block's key frames (every
-``detect_every``-th frame of the clip, plus its last), detections are linked into tracks, the
-frames between key frames are filled, and every tracked face is aligned and embedded in one CNN
-call per block. Every network therefore sees the same inputs in the same batches whatever order
-the decoders deliver frames in, and a clip's values are a function of the clip alone (resumed,
-distributed and uninterrupted runs write the same bytes): MTCNN's R/O-Net and the CNNs pick
-kernels by batch size, so a frame batched with other clips' frames moved boxes by ~5e-5 px and
-features by ~4e-4 (tests/test_faces_determinism.py). Only a clip's unfinished block is held, so
-memory stays bounded; per-track rows are kept until the clip ends, when the clip's subject is
-chained from its tracks (by identity, else continuity: ``tracks.chain_subject``) and the clip's
-``ClipFeatures`` is yielded (the runner's writer thread writes it) with the subject's statistics
-in ``info``. Shot cuts (a jump in a tiny grey thumbnail between consecutive frames) end every
-track.
+cuts each clip into fixed blocks of consecutive frames (``batch_frames``, fewer for big frames:
+``block_frames``) and handles a block as soon as all its frames are there: the detector runs on
+the block's key frames (every ``detect_every``-th frame of the clip, plus its last), detections
+are linked into tracks, the frames between key frames are filled, and every tracked face is
+aligned and embedded in one CNN call per block. Every network therefore sees the same inputs in
+the same batches whatever order the decoders deliver frames in, and a clip's values are a
+function of the clip alone (resumed, distributed and uninterrupted runs write the same bytes):
+MTCNN's R/O-Net and the CNNs pick kernels by batch size, so a frame batched with other clips'
+frames moved boxes by ~5e-5 px and features by ~4e-4 (tests/test_faces_determinism.py). Only a
+clip's unfinished block is held, so memory stays bounded; per-track rows are kept until the clip
+ends, when the clip's subject is chained from its tracks (by identity, else continuity:
+``tracks.chain_subject``) and the clip's ``ClipFeatures`` is yielded (the runner's writer thread
+writes it) with the subject's statistics in ``info``. Shot cuts (a jump in a tiny grey thumbnail
+between consecutive frames) end every track.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from avemo.extract.video.decode import (
     SlotChunk,
     decode_worker,
     iter_frames,
+    lookahead_frames,
 )
 from avemo.extract.video.detectors.base import Detector
 from avemo.extract.video.tracks import Tracker, TrackSummary, chain_subject, longest_gap_s
@@ -92,7 +93,8 @@ class _Clip:
     tracker: Tracker
     times: list[float] = field(default_factory=list)
     buffer: dict[int, np.ndarray] = field(default_factory=dict)  # frames not yet resolved
-    block: int = 0  # the next block to detect: frames [block * B, (block + 1) * B)
+    size: int = 0  # frames per block (set by the first frame: ``FacePipeline.block_frames``)
+    block: int = 0  # the next block to detect: frames [block * size, (block + 1) * size)
     resolved: int = 0  # frames < resolved have their observations
     n_keys: int = 0
     face_before: bool = False  # the detector found a face on the previous block's last key frame
@@ -279,6 +281,7 @@ class FacePipeline:
         # the CNN (transport bench, quiet 2-core machine: 62-71 % vs 55-65 % of decode-only in 4 paired rounds)
         self.decode_threads = False
         self.decode_height: int | None = None  # experiment (transport bench): frames converted at this height
+        self.fit_blocks = True  # blocks no longer than the decode worker's look-ahead (False: batch_frames)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -358,7 +361,20 @@ class FacePipeline:
 
     # ------------------------------------------------------------------ batch processing
 
+    def block_frames(self, frame: np.ndarray) -> int:
+        """Frames per block of a clip with such frames: ``batch_frames``, but no more than a decode
+        worker runs ahead (4 chunks: 16 frames at 720p, 52 at 360p). A longer block stalls the worker
+        while the main process works on it, then the main process waits for the rest (RAVDESS 720p:
+        40 / 29 % of decode-only with 64-frame blocks, 40 / 40 % with 16; short 360p clips are
+        faster with long blocks: fewer, bigger detector and CNN calls). A function of the clip's
+        frame size alone, so values stay a function of the clip."""
+        if not self.fit_blocks:
+            return self.batch_frames
+        return max(1, min(self.batch_frames, lookahead_frames(frame.nbytes)))
+
     def _take(self, st: _Clip, ch: FrameChunk) -> None:
+        if not st.size and len(ch):
+            st.size = self.block_frames(ch.frames[0])
         for i, t, img in zip(ch.index, ch.times, ch.frames, strict=True):
             st.times.append(float(t))
             st.buffer[int(i)] = img
@@ -372,7 +388,7 @@ class FacePipeline:
         """Key frames of each block whose frames have all arrived, in order. A block is complete
         when a later frame has arrived (so the clip's last frame is not in it) or the clip ended;
         its key frames are the multiples of ``detect_every`` in it, plus the clip's last frame."""
-        size, every = self.batch_frames, self.detect_every
+        size, every = st.size, self.detect_every
         while st.block * size < st.n and (st.n > (st.block + 1) * size or st.ended):
             lo, hi = st.block * size, min((st.block + 1) * size, st.n)
             keys = list(range(-(-lo // every) * every, hi, every))
