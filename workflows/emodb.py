@@ -73,8 +73,11 @@ def build_manifest(root: Path, folds: int, speakers: Sequence[str] | None = None
     from avemo.data.adapters import build_manifest as adapter_manifest
 
     df = adapter_manifest("emodb", root, folds=folds)
-    if limit:
-        df = df.sort_values("clip_id").groupby("subject", sort=True).head(int(limit)).reset_index(drop=True)
+    if limit:  # each speaker's clips taken round-robin over emotions: a subset keeps every class
+        df = df.sort_values("clip_id")
+        df = df.assign(_turn=df.groupby(["subject", "label"]).cumcount())
+        df = (df.sort_values(["_turn", "label", "clip_id"]).groupby("subject", sort=True).head(int(limit))
+              .sort_values("clip_id").drop(columns="_turn").reset_index(drop=True))
     if speakers:
         keep = {str(s).zfill(2) for s in speakers}
         df = df[df["subject"].astype(str).isin(keep)].reset_index(drop=True)
