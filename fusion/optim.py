@@ -66,8 +66,10 @@ def cosine(opt: torch.optim.Optimizer, max_epochs: int, eta_min: float = 0.0, **
 
 def jca_reference_lr(epoch: int, lr_start: float = 1e-4, lr_jump: float = 1e-3, gamma: float = 0.8,
                      step: int = 2, jump_epoch: int = 5) -> float:
-    """JCA's released schedule: lr_start, then lr_jump * gamma^floor((epoch - 5) / 2) from epoch 5."""
-    if epoch < jump_epoch:
+    """JCA's released schedule (its train.py, epochs counted from 0): lr_start (the optimiser's
+    config lr) up to and including epoch ``jump_epoch``, then lr_jump * gamma^floor((epoch - 5) / 2)
+    -- the released code decays only ``if epoch > learning_rate_decay_start``."""
+    if epoch <= jump_epoch:
         return lr_start
     return lr_jump * gamma ** math.floor((epoch - jump_epoch) / step)
 
@@ -76,7 +78,7 @@ def jca_reference_lr(epoch: int, lr_start: float = 1e-4, lr_jump: float = 1e-3, 
 def jca_reference(opt: torch.optim.Optimizer, base_lr: float, lr_start: float = 1e-4,
                   lr_jump: float = 1e-3, gamma: float = 0.8, step: int = 2, jump_epoch: int = 5,
                   **_: Any) -> dict[str, Any]:
-    """JCA: 1e-4, then 1e-3 * 0.8^floor((epoch-5)/2) after epoch 5."""
+    """JCA: 1e-4 for epochs 0-5, then 1e-3 * 0.8^floor((epoch-5)/2) after epoch 5."""
     def factor(epoch: int) -> float:
         return jca_reference_lr(epoch, lr_start, lr_jump, gamma, step, jump_epoch) / base_lr
 

@@ -117,9 +117,10 @@ def test_config_overrides_and_errors(clip_data):
 
 
 def test_jca_reference_schedule_values():
-    lrs = [jca_reference_lr(e) for e in range(10)]
-    assert lrs[:5] == [1e-4] * 5
-    np.testing.assert_allclose(lrs[5:], [1e-3, 1e-3, 8e-4, 8e-4, 6.4e-4])
+    # the released train.py (JCA f1f0a0c): config lr 1e-4 until `epoch > 5`, then 1e-3 * 0.8^((e-5)//2)
+    lrs = [jca_reference_lr(e) for e in range(11)]
+    assert lrs[:6] == [1e-4] * 6
+    np.testing.assert_allclose(lrs[6:], [1e-3, 8e-4, 8e-4, 6.4e-4, 6.4e-4])
 
 
 def test_grid_style_reuse_of_one_datamodule(clip_data, tmp_path):
