@@ -72,6 +72,7 @@ class DataConfig(_Section):
     # statistics by clip count), auto (chosen on the training speakers) -- fusion.speaker_norm
     speaker_norm: bool | Literal["off", "speaker", "shrink", "auto"] = False
     speaker_norm_prior: float = Field(10.0, ge=0.0)  # shrink: clips at which a speaker's own statistics weigh half
+    speaker_norm_rule: Literal["1se", "best"] = "1se"  # auto: simplest mode within 1 s.e. of the best, or the best
     max_rows: int | None = Field(None, ge=1)  # clip tasks: cap rows per clip (uniform subsample)
     window: WindowConfig = WindowConfig()  # frame tasks
     timeline: TimelineConfig = TimelineConfig()  # frame tasks: modality rows -> label times

@@ -107,7 +107,8 @@ class CachedFeatureDataModule(L.LightningDataModule):
             arrays, self.speaker_norm = sn.apply(
                 self.features.arrays, who, self.data_cfg["speaker_norm"], list(train),
                 None if labels is None else dict(zip(ids, labels, strict=True)),
-                float(self.data_cfg.get("speaker_norm_prior", sn.DEFAULT_PRIOR)))
+                float(self.data_cfg.get("speaker_norm_prior", sn.DEFAULT_PRIOR)),
+                str(self.data_cfg.get("speaker_norm_rule", sn.DEFAULT_RULE)))
         except ValueError as e:
             raise ConfigError(str(e)) from None
         self.features.arrays = arrays

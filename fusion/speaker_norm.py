@@ -15,9 +15,11 @@ z-normalised by their own statistics. So the option has four values:
 * ``auto``: one of the three chosen from the TRAINING speakers only, by inner leave-speakers-out
   CV (``choose``): a balanced logistic regression on each clip's masked per-stream mean and
   standard deviation (a linear model on clip statistics, like the ``descriptors`` recipe), scored
-  by mean inner UAR; ties go to the earlier of off, shrink, speaker (normalising must earn its
-  place). Corpora where every speaker acts every emotion pick it; corpora where speakers show one
-  or two emotions do not.
+  by mean inner UAR. ``data.speaker_norm_rule`` says how: ``1se`` (default) takes the earliest of
+  off, shrink, speaker whose mean inner UAR is within one standard error (of the paired per-fold
+  differences) of the best -- normalising must earn its place beyond the inner folds' noise;
+  ``best`` takes the best mean (ties to the earlier). Corpora where every speaker acts every
+  emotion pick normalisation; corpora where speakers show one or two emotions do not.
 
 No mode reads a label to normalise, and a speaker's statistics are its own unlabelled clips
 (transductive per speaker: at test time a test speaker's clips, ``subject`` column of the
@@ -49,6 +51,8 @@ MODES = ("off", "shrink", "speaker")  # auto's candidates, in tie-break order
 DEFAULT_PRIOR = 10.0  # clips: a speaker with this many clips gets half its own statistics
 MIN_CLIPS = 10  # fewer clips than this: per-speaker statistics are noisy (predict warns)
 INNER_FOLDS = 5
+RULES = ("1se", "best")
+DEFAULT_RULE = "1se"
 RECORD_FILE = "speaker_norm.json"
 REFERENCE_FILE = "speaker_norm.npz"
 
@@ -207,12 +211,31 @@ def inner_uar(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_folds: int = I
     return scores
 
 
+def pick(table: Sequence[Mapping[str, Any]], rule: str = DEFAULT_RULE) -> str:
+    """The mode a ``choose`` table gives under ``rule``: ``best`` -- the highest mean inner UAR,
+    ties to the earlier row; ``1se`` -- the earliest row whose mean is at most one standard error
+    below the best's, the standard error of the per-fold differences to the best
+    (``std(d, ddof=1) / sqrt(k)``)."""
+    if rule not in RULES:
+        raise ValueError(f"speaker_norm rule must be one of {RULES}, got {rule!r}")
+    best = max(range(len(table)), key=lambda i: (table[i]["inner_uar"], -i))
+    if rule == "best":
+        return str(table[best]["mode"])
+    top = np.asarray(table[best]["fold_uar"], np.float64)
+    for r in table:
+        d = top - np.asarray(r["fold_uar"], np.float64)
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        if d.mean() <= se + 1e-12:
+            return str(r["mode"])
+    return str(table[best]["mode"])
+
+
 def choose(arrays: Mapping[str, FeatureArrays], clip_subject: Mapping[str, str], labels: Mapping[str, str],
            train: Sequence[str], prior: float = DEFAULT_PRIOR, modes: Sequence[str] = MODES,
-           n_folds: int = INNER_FOLDS) -> tuple[str, list[dict[str, Any]]]:
-    """``auto``: the mode with the best mean inner UAR over leave-speakers-out folds of the
-    ``train`` clips (their speakers only; no other clip is read); ties to the earlier mode. Also
-    the per-mode table. Fewer than 2 training speakers: ``off``."""
+           n_folds: int = INNER_FOLDS, rule: str = DEFAULT_RULE) -> tuple[str, list[dict[str, Any]]]:
+    """``auto``: the mode the inner leave-speakers-out CV over the ``train`` clips (their speakers
+    only; no other clip is read) gives under ``rule`` (``pick``); also the per-mode table.
+    Fewer than 2 training speakers: ``off``."""
     train = list(train)
     groups = np.asarray([str(clip_subject[c]) for c in train])
     if len(set(groups)) < 2:
@@ -225,14 +248,13 @@ def choose(arrays: Mapping[str, FeatureArrays], clip_subject: Mapping[str, str],
         normed = normalised_arrays(arrays, sub, mode, prior, ref)
         sc = inner_uar(clip_statistics(normed, train), y, groups, n_folds)
         table.append({"mode": mode, "inner_uar": float(np.mean(sc)), "inner_folds": len(sc),
-                      "fold_uar": [round(s, 4) for s in sc]})
-    best = max(range(len(table)), key=lambda i: (table[i]["inner_uar"], -i))
-    return str(table[best]["mode"]), table
+                      "fold_uar": [float(s) for s in sc]})
+    return pick(table, rule), table
 
 
 def apply(arrays: Mapping[str, FeatureArrays], clip_subject: Mapping[str, str], requested: Any,
-          train: Sequence[str], labels: Mapping[str, str] | None, prior: float = DEFAULT_PRIOR
-          ) -> tuple[dict[str, FeatureArrays], dict[str, Any]]:
+          train: Sequence[str], labels: Mapping[str, str] | None, prior: float = DEFAULT_PRIOR,
+          rule: str = DEFAULT_RULE) -> tuple[dict[str, FeatureArrays], dict[str, Any]]:
     """What the datamodule does: the mode (``auto`` chosen on ``train`` clips only), every clip
     of ``clip_subject`` normalised per speaker in it, and the record written to the run folder
     (``record`` keys: requested, mode, prior, inner, speakers' clip counts; ``reference``: the
@@ -242,13 +264,14 @@ def apply(arrays: Mapping[str, FeatureArrays], clip_subject: Mapping[str, str], 
     if req == "auto":
         if labels is None:
             raise ValueError("data.speaker_norm: auto needs class labels (a classification task)")
-        mode, table = choose(arrays, clip_subject, labels, train, prior)
+        mode, table = choose(arrays, clip_subject, labels, train, prior, rule=rule)
     ref = {m: reference_statistics(a, train) for m, a in arrays.items()}
     counts: dict[str, int] = {}
     for s in clip_subject.values():
         counts[str(s)] = counts.get(str(s), 0) + 1
     out = normalised_arrays(arrays, clip_subject, mode, prior, ref)
     record = {"requested": req, "mode": mode, "prior": float(prior), "inner": table,
+              "rule": rule if req == "auto" else None,
               "chosen_on": "training speakers only" if req == "auto" else "fixed by the config",
               "speaker_clips": dict(sorted(counts.items())), "few_clips": MIN_CLIPS}
     return out, {"record": record, "reference": ref}
@@ -259,7 +282,7 @@ def describe(record: Mapping[str, Any]) -> str:
     if record["requested"] == "auto":
         scores = ", ".join(f"{r['mode']} {r['inner_uar']:.3f}" for r in record["inner"])
         return (f"data.speaker_norm auto chose {record['mode']} on the training speakers "
-                f"(inner leave-speakers-out UAR: {scores or 'fewer than 2 speakers'})")
+                f"(rule {record.get('rule')}; inner leave-speakers-out UAR: {scores or 'fewer than 2 speakers'})")
     return f"features normalised per speaker (data.speaker_norm: {record['mode']})"
 
 
