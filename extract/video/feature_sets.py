@@ -26,7 +26,8 @@ Config keys
                     (real shots here peak at 6.1, cuts between speakers ~86)
   crop              None: the backbone's measured crop (``backbone.crop_spec()``, recorded in
                     provenance); or {method: template|box, margin, square, interpolation}
-  batch_frames      frames per batch across clips (detector + CNN)
+  batch_frames      frames per block of one clip (detector + CNN); at most a decode worker's
+                    look-ahead (16 at 720p): never batched with other clips, so values are the clip's
 """
 
 from __future__ import annotations
