@@ -43,6 +43,24 @@ def test_shrinkage_is_the_hand_computed_formula():
     )
 
 
+def test_one_standard_error_rule_by_hand():
+    # speaker best (0.58); gaps to it of a flat 0.54: 0.02, 0.06, 0.00, 0.08 -> mean 0.04,
+    # std (ddof 1) 0.0365, standard error 0.0183: 0.04 is outside one standard error
+    best = [0.56, 0.60, 0.54, 0.62]
+    table = [
+        {"mode": "off", "inner_uar": 0.5, "fold_uar": [0.5] * 4},
+        {"mode": "shrink", "inner_uar": 0.54, "fold_uar": [0.54] * 4},
+        {"mode": "speaker", "inner_uar": 0.58, "fold_uar": best},
+    ]
+    assert sn.pick(table, "best") == "speaker" and sn.pick(table, "1se") == "speaker"
+    table[1].update(inner_uar=0.57, fold_uar=[0.57] * 4)  # gap 0.01 <= 0.0183: the simpler shrink
+    assert sn.pick(table, "best") == "speaker" and sn.pick(table, "1se") == "shrink"
+    table[0].update(inner_uar=0.565, fold_uar=[0.565] * 4)  # gap 0.015 <= 0.0183: the simplest, off
+    assert sn.pick(table, "1se") == "off"
+    table[0].update(inner_uar=0.56, fold_uar=[0.56] * 4)  # gap 0.02 > 0.0183: back to shrink
+    assert sn.pick(table, "1se") == "shrink"
+
+
 def test_speaker_normalised_shrinks_by_each_speakers_clip_count(tmp_path):
     c = clip_corpus(tmp_path)
     man = pd.read_csv(c["manifest"], dtype=str)
@@ -141,7 +159,14 @@ def test_auto_choice_is_an_inner_cv_on_training_speakers(tmp_path, balanced):
         np.testing.assert_allclose(r["fold_uar"], ref, atol=1e-4)
         np.testing.assert_allclose(r["inner_uar"], ref.mean(), atol=1e-9)
     best = max(sn.MODES, key=lambda m: (got[m], -sn.MODES.index(m)))
-    assert mode == best
+    folds = {r["mode"]: np.array(r["fold_uar"]) for r in table}
+    within = [
+        m
+        for m in sn.MODES  # one-standard-error rule, recomputed here
+        if (folds[best] - folds[m]).mean()
+        <= (folds[best] - folds[m]).std(ddof=1) / np.sqrt(5) + 1e-12
+    ]
+    assert mode == within[0] and sn.pick(table, "best") == best
     if balanced:  # speakers act every class: normalising pays
         assert mode != "off" and got[mode] > got["off"] + 0.1
     else:  # one class per speaker: per-speaker statistics remove it
