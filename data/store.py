@@ -47,6 +47,9 @@ CLIP_ARRAYS = ("offsets", "clip_ids", "status", "message")
 _STR = h5py.string_dtype("utf-8")
 _COPY_BUFFER_BYTES = 64 << 20  # consolidation streams through buffers of about this size
 _SHARD_BYTES = 256 << 20  # a shard is committed at this size even before shard_clips clips
+# Shards go straight to disk while it has twice their size plus this; nearer full they are built
+# in memory first (0.3 s more per 241 MB shard here), so ENOSPC never hits HDF5 mid-file
+_ROOM_MARGIN = 64 << 20
 # Every file is written once under a temporary name and never opened for writing by two
 # processes, so HDF5's own file locks add nothing; "best-effort" keeps them where the
 # filesystem has them and avoids "unable to lock file" on NFS / Lustre cluster scratch.
@@ -618,9 +621,9 @@ def describe(path: str | os.PathLike[str]) -> str:
 
 def _write_shard(path: Path, clips: list[ClipFeatures], provenance: Mapping[str, Any],
                  compression: str | None) -> None:
-    """A shard is built in memory (at most ``_SHARD_BYTES``), then written with plain file I/O:
-    a full disk is then a clean ``OSError`` here, never HDF5 failing mid-file (which leaves the
-    library in a state that can crash the interpreter at exit)."""
+    """A shard built in memory (at most ``_SHARD_BYTES``), then written with plain file I/O:
+    on a nearly full disk ENOSPC is then a clean ``OSError`` here, never HDF5 failing mid-file
+    (which leaves the library in a state that can crash the interpreter at exit)."""
     image = io.BytesIO()
     _write_ragged(image, clips, provenance, compression)
     data = image.getbuffer()
@@ -777,9 +780,12 @@ class FeatureWriter:
         prov = {**self.provenance, "row_shape": list(self._row_shape or ())}
         try:
             self._ensure_shard_dir()
-            _write_shard(tmp, self._buffer, prov, self.compression)
+            if shutil.disk_usage(self.shard_dir).free > 2 * self._buffer_bytes + _ROOM_MARGIN:
+                _write_ragged(tmp, self._buffer, prov, self.compression)  # plenty of room: direct
+            else:  # near full: built in memory, so a full disk is a clean OSError
+                _write_shard(tmp, self._buffer, prov, self.compression)
             _atomic_replace(tmp, final)
-        except OSError as e:
+        except (OSError, RuntimeError) as e:  # HDF5 reports a failed write as either
             tmp.unlink(missing_ok=True)
             if is_disk_full(e):
                 raise disk_full(tmp, self._buffer_bytes, f"a shard of {len(self._buffer)} clip(s)") from None
