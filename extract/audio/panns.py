@@ -108,8 +108,12 @@ class PannsCnn14(AudioFeatureSet):
 
     default_config: dict[str, Any] = {
         "sample_rate": 32000, "window_s": 1.0, "hop_s": 0.5, "pad_short": True, "batch_size": 16,
+        # the released Cnn14's pooling (max + mean over time, unsmoothed); recorded so a cache made
+        # before 2026-12-06 (which smoothed first, ~2x off the reference) is refused, not mixed
+        "pooling": "max_mean",
     }
-    config_params = {"window_s": Param(types=(float,), min=0.35, nullable=True), "hop_s": Param(above=0)}
+    config_params = {"window_s": Param(types=(float,), min=0.35, nullable=True), "hop_s": Param(above=0),
+                     "pooling": Param(choices=("max_mean",))}
 
     def validate(self) -> None:
         super().validate()
