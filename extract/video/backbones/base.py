@@ -192,6 +192,14 @@ class TorchBackbone(FaceBackbone):
         return torch.cat(outs)
 
 
+def put_param(param: torch.Tensor, value: np.ndarray, where: str, error: type[Exception] = ValueError,
+              source: str = "file") -> None:
+    """Copy a weight read from a foreign format into a port's tensor, refusing a shape mismatch."""
+    if tuple(param.shape) != value.shape:
+        raise error(f"{where}: {source} shape {value.shape} != port shape {tuple(param.shape)}")
+    param.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+
+
 class ExpressionBackbone(TorchBackbone):
     """An emotion network whose module returns ``(pooled features, class logits)``.
 

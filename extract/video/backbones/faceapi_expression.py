@@ -26,7 +26,7 @@ from torch import nn
 
 from avemo.extract.registry import BACKBONES
 from avemo.extract.video.align import CropSpec
-from avemo.extract.video.backbones.base import ExpressionBackbone, file_sha256
+from avemo.extract.video.backbones.base import ExpressionBackbone, file_sha256, put_param
 from avemo.extract.weights import WeightSpec, register_weight, resolve
 
 _NPM = {"package": "@vladmandic/face-api", "version": "1.7.15", "source": "npm", "licence": "MIT"}
@@ -156,11 +156,7 @@ def read_tfjs_weights(
 
 
 def _put(param: torch.Tensor, value: np.ndarray, where: str) -> None:
-    if tuple(param.shape) != value.shape:
-        raise FaceApiPortError(
-            f"{where}: file shape {value.shape} != port shape {tuple(param.shape)}"
-        )
-    param.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+    put_param(param, value, where, FaceApiPortError, "file")
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from avemo.extract.registry import BACKBONES
 from avemo.extract.video.align import CropSpec
-from avemo.extract.video.backbones.base import ExpressionBackbone, file_sha256
+from avemo.extract.video.backbones.base import ExpressionBackbone, file_sha256, put_param
 from avemo.extract.weights import WeightSpec, register_weight, resolve
 
 WEIGHT = register_weight(
@@ -184,11 +184,7 @@ def _layer_weights(group: h5py.Group) -> dict[str, np.ndarray]:
 
 
 def _put(param: torch.Tensor, value: np.ndarray, where: str) -> None:
-    if tuple(param.shape) != value.shape:
-        raise KerasPortError(
-            f"{where}: HDF5 shape {value.shape} != port shape {tuple(param.shape)}"
-        )
-    param.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+    put_param(param, value, where, KerasPortError, "HDF5")
 
 
 @torch.no_grad()
