@@ -216,7 +216,7 @@ def test_resumed_and_two_rank_runs_write_the_same_bytes(clips, tmp_path, monkeyp
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with FeatureFile(next(shards.glob("shard-*.h5"))) as ff:
-        assert 1 <= len(ff.clip_ids) < len(clips)  # the rerun has clips left to extract
+        assert 0 < len(ff.clip_ids) < len(clips)  # the rerun has clips left to extract
     env.pop("AVEMO_TEST_SLOW_WRITE")
     done = subprocess.run(_cli(manifest, out), cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
