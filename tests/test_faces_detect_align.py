@@ -22,16 +22,7 @@ from avemo.extract.video.align import (
 from avemo.extract.video.tracks import iou
 from avemo.extract.weights import MissingWeightsError
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small convs on a shared 2-core box run faster (and steadier) on one thread."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("extract_one_thread")  # conftest: one thread, plugins loaded
 
 
 @pytest.fixture(scope="module")

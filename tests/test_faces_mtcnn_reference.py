@@ -25,14 +25,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 REF = json.loads((FIXTURES / "mtcnn_reference.json").read_text())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("extract_one_thread")  # conftest: one thread, plugins loaded
 
 
 @pytest.fixture(scope="module")
