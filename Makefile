@@ -41,7 +41,7 @@ help:
 	@echo "make report      OUT=<grid results folder>  (redraw the Markdown/PNG report)"
 	@echo "make merge       OUT=<grid results folder>  (merge fold models: CCC centering)"
 	@echo "make emodb       the EmoDB real labelled check (../shared/data; ~25 min cold on CPU)"
-	@echo "make bench       benchmarks -> workflows/bench_results/<date>.md (ARGS=\"--only S -o FILE\")"
+	@echo "make bench       benchmarks -> benchmarks/results/<date>.md (ARGS=\"--only S -o FILE\")"
 	@echo "make gpu-check   every GPU path once vs the CPU (<= 8 min on one H100) -> bench rows"
 	@echo "make test-slow   the slow tests (kill/resume, README's real-dataset path on ../shared, live references)"
 	@echo "make reference-venvs  TensorFlow / face-api runtimes for the live reference re-checks (~1.6 GB)"

@@ -1,6 +1,6 @@
 """``python -m avemo.bench [--only SECTION ...] [-o FILE]``: the benchmarks -> one markdown file.
 
-``-o FILE`` is where every section goes (default ``workflows/bench_results/<date>.md`` relative
+``-o FILE`` is where every section goes (default ``benchmarks/results/<date>.md`` relative
 to the working directory, or ``$AVEMO_BENCH_DIR/<date>.md``); a section already in the file is
 replaced. Options a section does not know are passed to the sections that take an ``argv``
 (e.g. ``--only fusion --overhead``).
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-h", "--help", action="store_true", help="show this help message and exit")
     p.add_argument("--only", choices=list(SECTIONS), action="append", help="repeatable; default: all")
     p.add_argument("-o", "--output", default=None,
-                   help="markdown file for every section (default workflows/bench_results/<date>.md)")
+                   help="markdown file for every section (default benchmarks/results/<date>.md)")
     p.add_argument("--quick", action="store_true", help="smaller inputs (smoke run)")
     p.add_argument("--device", default=None,
                    help="cpu (default) or cuda; sections taking argv get it as --device")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from avemo.bench.inputs import RAVDESS_A05
-from avemo.bench.table import RESULTS_DIR, write_section
+from avemo.bench.table import write_section
 from avemo.extract.video.align import CropSpec, crop_faces, crop_mats
 from avemo.extract.video.decode import iter_frames
 
@@ -241,24 +241,6 @@ def table(res: dict[str, Any], defaults: dict[str, str]) -> list[dict[str, Any]]
         row["default"] = "default" if defaults.get(r["backbone"]) == r["crop"] else ""
         out.append(row)
     return out
-
-
-def recorded_best(backbone: str = "fer2013_minixception", results_dir: str | Path = RESULTS_DIR) -> dict[str, str] | None:
-    """The row marked best for ``backbone`` (column -> cell) in the newest bench file with this
-    section; None if the benchmark never ran."""
-    for path in sorted(Path(results_dir).glob("*.md"), reverse=True):
-        text = path.read_text()
-        start = text.find(f"## {SECTION}\n")
-        if start < 0:
-            continue
-        end = text.find("\n## ", start + 1)
-        lines = [ln for ln in text[start : end if end > 0 else None].splitlines() if ln.startswith("|")]
-        head = [c.strip() for c in lines[0].strip().strip("|").split("|")]
-        for line in lines[2:]:
-            row = dict(zip(head, [c.strip() for c in line.strip().strip("|").split("|")], strict=False))
-            if row.get("backbone") == backbone and row.get("best") == "best":
-                return {**row, "file": str(path)}
-    return None
 
 
 def main(quick: bool = False, device: str = "cpu", step: int = 3, argv: Sequence[str] = ()) -> Path:

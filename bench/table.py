@@ -2,7 +2,7 @@
 
 Where tables go is explicit: ``python -m avemo.bench -o FILE`` sets the file for every section
 (``set_output``); without it, ``$AVEMO_BENCH_DIR/<date>.md``, else
-``workflows/bench_results/<date>.md`` relative to the working directory (the repository root
+``benchmarks/results/<date>.md`` relative to the working directory (the repository root
 under ``make bench``). Nothing here is computed from ``__file__``.
 """
 
@@ -14,9 +14,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-#: the folder of the dated files (read by tests and benches that look up recorded results)
-RESULTS_DIR = Path(os.environ.get("AVEMO_BENCH_DIR", "workflows/bench_results"))
 
 _output: Path | None = None
 
@@ -33,7 +30,7 @@ def output_file(out: str | os.PathLike[str] | None = None) -> Path:
         return Path(out)
     if _output is not None:
         return _output
-    folder = Path(os.environ.get("AVEMO_BENCH_DIR", "workflows/bench_results"))
+    folder = Path(os.environ.get("AVEMO_BENCH_DIR", "benchmarks/results"))
     return folder / f"{time.strftime('%Y-%m-%d')}.md"
 
 

@@ -34,7 +34,7 @@ def test_explicit_output_file(tmp_path) -> None:
     _bench(["--only", "store", "--quick", "-o", str(out)], tmp_path)
     text = out.read_text()
     assert "## Feature store (HDF5 ragged)" in text and "| write shards" in text
-    assert not (tmp_path / "workflows").exists()
+    assert not (tmp_path / "benchmarks").exists()
     # a second run replaces the section instead of appending another
     _bench(["--only", "store", "--quick", "-o", str(out)], tmp_path)
     assert out.read_text().count("## Feature store (HDF5 ragged)") == 1
@@ -42,7 +42,7 @@ def test_explicit_output_file(tmp_path) -> None:
 
 def test_default_output_is_relative_to_the_working_directory(tmp_path) -> None:
     stdout = _bench(["--only", "store", "--quick"], tmp_path)
-    want = tmp_path / "workflows" / "bench_results" / f"{time.strftime('%Y-%m-%d')}.md"
+    want = tmp_path / "benchmarks" / "results" / f"{time.strftime('%Y-%m-%d')}.md"
     assert want.is_file() and "## Feature store" in want.read_text()
     assert str(want.relative_to(tmp_path)) in stdout
 
@@ -51,10 +51,10 @@ def test_unknown_section_is_refused(tmp_path) -> None:
     r = subprocess.run([sys.executable, "-m", "avemo.bench", "--only", "stor"], cwd=tmp_path,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice: 'stor'" in r.stderr
-    assert not (tmp_path / "workflows").exists()
+    assert not (tmp_path / "benchmarks").exists()
 
 
 def test_section_options_in_help(tmp_path) -> None:
     out = _bench(["--only", "grid", "--only", "fusion", "-h"], tmp_path)
     assert "--crop-step" in out and "--epochs" in out and "--overhead-ref" in out
-    assert not (tmp_path / "workflows").exists()
+    assert not (tmp_path / "benchmarks").exists()
