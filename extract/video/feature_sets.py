@@ -18,6 +18,13 @@ Config keys
   detect_every      run the detector on every k-th frame, interpolate boxes/landmarks between
   full_detect_every every n-th key frame searches all face sizes; the others only sizes near the
                     tracked faces (x0.5 .. x2), which skips mtcnn's costly fine pyramid levels
+  stable_every      track and verify: the detector runs on every n-th key frame (and a block's
+                    last); a key frame between two of them only where their detections disagree
+                    (face count, a box moved: IoU < stable_iou, a shot cut), else its frames are
+                    interpolated like the frames between key frames (1: every key frame)
+  stable_iou        the box overlap two detected key frames need to count as agreeing
+  fallback_every    (blazeface_mtcnn) MTCNN on every n-th key frame where BlazeFace finds no face,
+                    away from faces (1: on all of them)
   max_faces         faces tracked per frame (the subject's tracks are chosen among them)
   identity          IDENTITIES name chaining the subject's tracks across gaps and cuts by who
                     the face is (``dlib_resnet``); None: by position/size continuity only
@@ -32,6 +39,7 @@ Config keys
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -74,6 +82,7 @@ class FaceFeatureSet(FeatureSet):
         "thresholds": Param(types=(list, float), min=0, max=1), "min_face_size": Param(min=0),
         "fps": Param(types=(float,), above=0), "detect_every": Param(min=1),
         "full_detect_every": Param(min=1), "max_faces": Param(min=1), "batch_frames": Param(min=1),
+        "stable_every": Param(min=1), "stable_iou": Param(min=0, max=1), "fallback_every": Param(min=1),
     }
     common_config: ClassVar[dict[str, Any]] = {
         "detector": "blazeface_mtcnn",
@@ -83,6 +92,9 @@ class FaceFeatureSet(FeatureSet):
         "fps": None,
         "detect_every": 5,
         "full_detect_every": 4,
+        "stable_every": 2,
+        "stable_iou": 0.5,
+        "fallback_every": 4,
         "max_faces": 3,
         "batch_frames": 64,
         "identity": "dlib_resnet",
@@ -129,6 +141,9 @@ class FaceFeatureSet(FeatureSet):
                 kwargs["thresholds"] = c["thresholds"]
             if c.get("detector_weights") is not None:
                 kwargs["weights"] = c["detector_weights"]
+            cls = DETECTORS.get(c["detector"])
+            if "fallback_every" in inspect.signature(cls.__init__).parameters:
+                kwargs["fallback_every"] = c["fallback_every"]
             try:
                 self._detector = DETECTORS.build(c["detector"], **kwargs)
             except ValueError as e:  # a detector's own check of its options
@@ -211,6 +226,7 @@ class FaceFeatureSet(FeatureSet):
                 self.detector(), self.embedder(), fps=c["fps"], detect_every=c["detect_every"],
                 batch_frames=c["batch_frames"], min_face_size=c["min_face_size"],
                 max_faces=c["max_faces"], full_detect_every=c["full_detect_every"], workers=self.workers,
+                stable_every=c["stable_every"], stable_iou=c["stable_iou"],
                 identity=self.identity(), max_gap_s=c["max_gap_s"], cut_threshold=c["cut_threshold"],
             )
         return self._pipeline
@@ -238,7 +254,7 @@ def _backbone_set(name: str, backbone: str, doc: str, **extra: Any) -> type[Face
 
 @FEATURE_SETS.register("face_fer2013")
 class FaceFer2013(FaceFeatureSet):
-    """Default: BlazeFace(+MTCNN) + FER2013 mini-Xception, 128-d pooled (+7 logits with logits: true)."""
+    """BlazeFace(+MTCNN) + FER2013 mini-Xception (the default before face_faceapi), 128-d pooled (+7 logits with logits: true)."""
 
     default_config = {**FaceFeatureSet.default_config, "logits": False}
 
