@@ -7,6 +7,7 @@ AVEMO := $(VENV)/bin/avemo
 STAMP := $(VENV)/.avemo-setup
 DEV_STAMP := $(VENV)/.avemo-dev
 SMILE_STAMP := $(VENV)/.avemo-smile
+DOCS_STAMP := $(VENV)/.avemo-docs
 export AVEMO_CACHE ?= $(HOME)/.cache/avemo
 
 # pass-through variables for the user-facing targets
@@ -29,7 +30,7 @@ GRID_OUT = $(if $(CORPUS_ARGS),-o $(RUNS)/ablate/$(basename $(notdir $(GRID)))-$
 
 OUT ?= runs/ablate/demo
 
-.PHONY: help setup dev smile lock demo manifest features fuse-train ablate report merge emodb bench gpu-check test test-slow reference-venvs lint clean
+.PHONY: help setup dev smile lock docs demo manifest features fuse-train ablate report merge emodb bench gpu-check test test-slow reference-venvs lint clean
 
 help:
 	@echo "make demo        set up, then run the whole pipeline on the built-in demo corpus"
@@ -45,6 +46,7 @@ help:
 	@echo "make gpu-check   every GPU path once vs the CPU (<= 8 min on one H100) -> bench rows"
 	@echo "make test-slow   the slow tests (kill/resume, README's real-dataset path on ../shared, live references)"
 	@echo "make reference-venvs  TensorFlow / face-api runtimes for the live reference re-checks (~1.6 GB)"
+	@echo "make docs        the docs site -> site/ (strict: any warning fails; draws its figures from a demo run)"
 	@echo "make lint        ruff"
 	@echo "make smile       add opensmile (research-only licence) for the EmoDB baselines"
 	@echo "make lock        rewrite requirements*.lock from the installed venv"
@@ -76,6 +78,15 @@ $(SMILE_STAMP): requirements-smile.lock $(STAMP)
 	touch $(SMILE_STAMP)
 
 smile: $(SMILE_STAMP)
+
+# the docs site: figures drawn from a real demo run (docs/figures.py), then a strict build
+$(DOCS_STAMP): requirements-docs.lock $(STAMP)
+	$(PY) -m pip install -q -r requirements-docs.lock
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(PY) docs/figures.py docs/figures
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 lock: setup
 	$(PY) -m avemo.lockfile
