@@ -1,0 +1,1 @@
+"""Experiments built on avemo's public API (not installed with the package)."""
