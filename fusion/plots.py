@@ -1,4 +1,5 @@
-"""Run plots (matplotlib Agg): learning curves, confusion matrix, predicted-vs-true traces."""
+"""Run plots (matplotlib Agg): learning curves, confusion matrix, predicted-vs-true traces,
+temporal attention over time (in seconds, each modality at its own rate)."""
 
 from __future__ import annotations
 
@@ -108,5 +109,94 @@ def scatter(table: pd.DataFrame, targets: Sequence[str], path: Path) -> Path:
         ax.set_ylabel(f"{t} predicted")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- attention over time
+
+
+def attention_positions(row_times: Any, row_mask: Any, n_positions: int,
+                        stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds and validity of each temporal attention position of one clip.
+
+    ``row_times [T]`` / ``row_mask [T]``: the modality's input rows as the model saw them (the
+    feature file's own timestamps, padding and masked rows False). An encoder that pools time
+    by ``stride`` (ceil mode, windows from row 0: ``Encoder.time_stride``) gives
+    ``ceil(T / stride)`` positions; position j covers rows ``[j*stride, (j+1)*stride)``, so its
+    time is the mean time of the valid rows it covers and it is valid when any of them is.
+    Raises ``ValueError`` when ``n_positions`` does not fit that (attention that cannot be
+    placed in time is refused rather than drawn at guessed times).
+    """
+    t = np.asarray(row_times, np.float64).reshape(-1)
+    m = np.asarray(row_mask, bool).reshape(-1)
+    s = int(stride)
+    if len(t) != len(m) or s < 1:
+        raise ValueError(f"row times ({len(t)}) and mask ({len(m)}) differ, or stride {s} < 1")
+    if n_positions != -(-len(t) // s):
+        raise ValueError(f"{n_positions} attention positions do not cover {len(t)} rows at "
+                         f"stride {s} (expected {-(-len(t) // s)})")
+    pad = n_positions * s - len(t)
+    tw = np.concatenate([t, np.zeros(pad)]).reshape(n_positions, s)
+    mw = np.concatenate([m, np.zeros(pad, bool)]).reshape(n_positions, s)
+    n = mw.sum(1)
+    times = np.where(n > 0, (tw * mw).sum(1) / np.maximum(n, 1), np.nan)
+    return times, n > 0
+
+
+def _runs(valid: np.ndarray) -> list[tuple[int, int]]:
+    """``[lo, hi)`` of each stretch of consecutive valid positions."""
+    edges = np.diff(np.concatenate([[0], valid.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
+
+
+def attention_figure(attention: Mapping[str, Any], timing: Mapping[str, tuple[Any, Any]],
+                     strides: Mapping[str, int] | None = None, title: str = "") -> Any:
+    """One clip's temporal attention against time in seconds, one panel per modality (shared
+    time axis, each modality at its own rate); the figure, for ``plot_attention`` to save.
+
+    ``attention``: modality -> weights ``[T'_m]`` (``model.attention[m][b]``); ``timing``:
+    modality -> ``(row_times [T_m], row_mask [T_m])`` of the same clip; ``strides``: the
+    encoder's ``time_stride`` per modality (default 1). Only valid positions are drawn (padding
+    and masked rows leave gaps, never zeros): each stretch of consecutive valid positions is one
+    line whose ``gid`` is the modality. The dashed line is uniform attention (1 / valid steps).
+    """
+    plt = pyplot()
+    names = [m for m in attention if m in timing]
+    if not names:
+        raise ValueError(f"no modality has both attention and timing ({sorted(attention)} / {sorted(timing)})")
+    fig, axes = plt.subplots(len(names), 1, figsize=(7, 1.2 + 1.5 * len(names)), sharex=True, squeeze=False)
+    for i, (ax, m) in enumerate(zip(axes[:, 0], names, strict=True)):
+        w = np.asarray(attention[m], np.float64).reshape(-1)
+        times, valid = attention_positions(*timing[m], len(w), (strides or {}).get(m, 1))
+        color = f"C{i}"
+        for lo, hi in _runs(valid):
+            ax.plot(times[lo:hi], w[lo:hi], color=color, marker="." if hi - lo < 40 else None,
+                    ms=4, lw=1.2, gid=m)
+        n = int(valid.sum())
+        step = float(np.median(np.diff(times[valid]))) if n > 1 else float("nan")
+        if n:
+            ax.axhline(1.0 / n, color="0.6", lw=0.8, ls="--")
+        what = (f"{n} steps, a step every {step * 1000:.0f} ms" if n > 1
+                else "1 step" if n else "no valid rows (nothing to draw)")
+        ax.set_title(f"{m}: {what}", fontsize=8, loc="left")
+        ax.set_ylabel("weight", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.set_ylim(bottom=0)
+    axes[-1, 0].set_xlabel("time in the clip (s)")
+    if title:
+        fig.suptitle(title[:80], fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_attention(attention: Mapping[str, Any], timing: Mapping[str, tuple[Any, Any]], path: Path,
+                   strides: Mapping[str, int] | None = None, title: str = "") -> Path:
+    """``attention_figure`` written to ``path`` (PNG); returns the path."""
+    plt = pyplot()
+    fig = attention_figure(attention, timing, strides, title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -271,14 +271,16 @@ def presence(fs: FeatureSet, ids: Sequence[str]) -> pd.DataFrame:
 @torch.no_grad()
 def predict_files(run: PredictionRun, files: Mapping[str, str | os.PathLike[str]],
                   clip_ids: Sequence[str] | None = None, batch_size: int | None = None,
-                  progress: bool = True, subjects: Mapping[str, str] | None = None
-                  ) -> tuple[pd.DataFrame, dict[str, Any]]:
+                  progress: bool = True, subjects: Mapping[str, str] | None = None,
+                  attention: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Run the model on the clips of freshly extracted feature ``files`` (modality -> path).
 
     Returns ``(table, extra)``: one row per clip (clip tasks) or per timeline frame (frame
     tasks, with each modality's per-frame presence), and ``extra["presence"]``: per clip and
     modality the feature status and whether any usable row exists. ``subjects`` (clip ->
     speaker) matters for runs trained with per-speaker normalisation (``speaker_normalise``).
+    ``attention``: also ``extra["attention"]``, per clip what ``fusion.plots.plot_attention``
+    draws (``clip_attention``; clip tasks of models with temporal attention).
     """
     from avemo.progress import Progress
 
@@ -303,17 +305,71 @@ def predict_files(run: PredictionRun, files: Mapping[str, str | os.PathLike[str]
     batches = dm.batches("predict", batch_size=bs)
     prog = Progress("predict", len(batches), "batches", enabled=progress)
     seqs, outs = [], []
+    att: dict[str, dict[str, Any]] = {}
     try:
         for batch in batches:
             inp = {k: v for k, v in batch.items()
                    if k in run.modalities or (k.endswith("_mask") and k[:-5] in run.modalities)}
             outs.append(run.model(inp).float())
             seqs.append(batch["index"])
+            if attention:
+                att.update(clip_attention(run, dm, batch))
             prog.update(1)
     finally:
         prog.close()
     res = dm.assemble(torch.cat(seqs), torch.cat(outs))
+    if attention:
+        extra["attention"] = att
     return _table(run, pres, res, dm), extra
+
+
+def time_stride(model: torch.nn.Module, modality: str) -> int:
+    """Input rows per attention step of ``modality``: the ``time_stride`` of its encoder (a
+    branch of ``branches`` / ``branch``, or the ``audio_`` / ``visual_encoder``), else 1."""
+    enc = None
+    branches = getattr(model, "branches", None)
+    if isinstance(branches, torch.nn.ModuleDict) and modality in branches:
+        enc = getattr(branches[modality], "encoder", None)
+    elif getattr(model, "modality", None) == modality and hasattr(model, "branch"):
+        enc = getattr(model.branch, "encoder", None)
+    else:
+        for role in ("audio", "visual"):
+            if getattr(model, role, None) == modality:
+                enc = getattr(model, f"{role}_encoder", None)
+    return int(getattr(enc, "time_stride", 1))
+
+
+def clip_attention(run: PredictionRun, dm: Any, batch: Mapping[str, Tensor]) -> dict[str, dict[str, Any]]:
+    """Per clip of the batch just predicted: ``{"attention": {m: weights [T'_m]}, "timing":
+    {m: (row_times [T_m] s, row_mask [T_m])}, "strides": {m: int}}``, the arguments of
+    ``fusion.plots.plot_attention``. Row times are the feature file's own timestamps of the rows
+    the model saw (padding and masked rows: mask False). Frame tasks give {} (their attention is
+    per window of one shared timeline); a modality whose attention length does not match its
+    rows and encoder stride is left out with a warning rather than drawn at guessed times."""
+    weights = getattr(run.model, "attention", None) or {}
+    if not weights or run.task.level == "frame":
+        return {}
+    seq = batch["index"]
+    where = dm.index.positions(seq)
+    ids = [dm.index.clip_ids[i] for i in seq.cpu().numpy()]
+    out: dict[str, dict[str, Any]] = {c: {"attention": {}, "timing": {}, "strides": {}} for c in ids}
+    for m, w in weights.items():
+        if m not in where or f"{m}_mask" not in batch:
+            continue
+        rows = dm.index.idx[m][where[m][0]].cpu().numpy()
+        times = dm.arrays[m].timestamps[rows]
+        mask = batch[f"{m}_mask"].cpu().numpy().astype(bool)
+        stride = time_stride(run.model, m)
+        w = w.detach().float().cpu().numpy()
+        if w.ndim != 2 or w.shape[1] != -(-rows.shape[1] // stride):
+            warnings.warn(f"attention of {m} has {w.shape[-1]} steps for {rows.shape[1]} rows at stride "
+                          f"{stride}: it cannot be placed in time and is not drawn", stacklevel=2)
+            continue
+        for b, c in enumerate(ids):
+            out[c]["attention"][m] = w[b]
+            out[c]["timing"][m] = (times[b], mask[b])
+            out[c]["strides"][m] = stride
+    return {c: v for c, v in out.items() if v["attention"]}
 
 
 def _frame_presence(dm: Any, res: Mapping[str, Any]) -> pd.DataFrame:

@@ -120,8 +120,8 @@ def test_clip_run_predicts_new_and_real_clips_without_training_data(corpus, tmp_
     assert table["flagged"].tolist() == [False, False, False, False, True]
     printed = capsys.readouterr().out
     assert "new_clip" in printed and real.stem in printed
-    assert sorted(p.name for p in (out / "plots").glob("*.png")) == sorted(
-        f"{c}.png" for c in table["clip_id"])
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == sorted(  # zhou: FAN attention too
+        f"{c}{s}.png" for c in table["clip_id"] for s in ("", "_attention"))
     face_h5 = out / "features" / "face" / "face_fer2013.h5"
     stamp = face_h5.stat().st_mtime_ns
     assert cli(["predict", str(run), *inputs, "-o", str(out), "-q"]) == 0
@@ -185,6 +185,8 @@ def test_frame_run_writes_one_row_per_frame(corpus, tmp_path):
     assert np.isfinite(table[["valence", "arousal"]].to_numpy()).all()
     assert table["face_present"].all() and table["audio_present"].all()
     assert (out / "plots" / "new_clip.png").exists()
+    # lfan's attention is per window of one shared timeline, not per clip: no attention figure
+    assert not list((out / "plots").glob("*_attention.png"))
     # a val clip of the run: its own per-frame predictions, reproduced from the media alone
     assert cli(["predict", str(corpus["frame"]), str(corpus["tmp"] / "clips" / "g6.mp4"), "-o",
                 str(out), "-q"]) == 0

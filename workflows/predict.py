@@ -225,7 +225,7 @@ def predict(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[
 
     subjects = (dict(zip(manifest["clip_id"], manifest["subject"], strict=True))
                 if "subject" in manifest.columns else None)
-    table, extra = predict_files(run, files, ids, batch_size, progress, subjects)
+    table, extra = predict_files(run, files, ids, batch_size, progress, subjects, attention=plot)
     if extra.get("speakers"):  # the speaker each clip was normalised with
         table.insert(1, "speaker", table["clip_id"].map(extra["speakers"]))
     if "label" in manifest.columns:
@@ -234,6 +234,12 @@ def predict(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[
     path = save_manifest(table, out_dir / f"predictions.{fmt}")
     plots = [plot_clip(run, table, c, out_dir / "plots" / f"{c}.png")
              for c in dict.fromkeys(table["clip_id"])] if plot else []
+    if plot:  # models with temporal attention: where in each clip it looked, in seconds
+        from avemo.fusion.plots import plot_attention
+
+        for c, a in (extra.get("attention") or {}).items():
+            plots.append(plot_attention(a["attention"], a["timing"], out_dir / "plots" / f"{c}_attention.png",
+                                        a["strides"], f"{c}: temporal attention"))
     return {"table": table, "path": path, "plots": plots, "out": out_dir, "run": run}
 
 
@@ -271,7 +277,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: the GPU when there is one")
     p.add_argument("--format", dest="fmt", choices=["csv", "parquet"], default="csv",
                    help="OUT/predictions.csv (default) or .parquet")
-    p.add_argument("--plot", action="store_true", help="one PNG per clip under OUT/plots")
+    p.add_argument("--plot", action="store_true",
+                   help="one PNG per clip under OUT/plots, and for models with temporal attention "
+                        "CLIP_attention.png: each modality's weights over the clip in seconds")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per model batch")
     p.add_argument("--speaker", default=None, metavar="NAME",
                    help="runs trained with per-speaker normalisation: the speaker of the media files "

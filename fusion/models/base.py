@@ -199,6 +199,9 @@ class Encoder(nn.Module):
 
     out_dim: int
     cell_dim: int
+    #: input rows per output step: output step j covers rows [j*s, (j+1)*s) (ceil mode), so
+    #: attention over the output can be placed in time (``fusion.plots.attention_positions``)
+    time_stride: int = 1
 
 
 class Head(nn.Module):

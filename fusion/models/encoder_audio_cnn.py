@@ -21,6 +21,8 @@ overfit a CNN trained from scratch quickly; these are the cheap standard regular
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -108,6 +110,7 @@ class AudioCNN(Encoder):
         self.drop = Dropout(dropout)
         self.cell_dim = c
         self.out_dim = c if freq_reduce == "mean" else c * f
+        self.time_stride = math.prod(int(k) for k in pool_time)  # ceil-mode pools from row 0
 
     def forward(self, x: Tensor, mask: Tensor) -> EncoderOutput:
         x = x.unsqueeze(2) if self.row_ndim == 1 else x  # [B, T, C, F]
