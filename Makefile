@@ -41,7 +41,7 @@ help:
 	@echo "make ablate      GRID=workflows/grids/zhou.yaml [DATASET=ravdess]  (-> runs/ablate/zhou-ravdess)"
 	@echo "make report      OUT=<grid results folder>  (redraw the Markdown/PNG report)"
 	@echo "make merge       OUT=<grid results folder>  (merge fold models: CCC centering)"
-	@echo "make emodb       the EmoDB real labelled check (../shared/data; ~25 min cold on CPU)"
+	@echo "make emodb       the EmoDB check: packaged grid + SVM baseline (experiments/; [ROOT=DIR] ARGS=...)"
 	@echo "make bench       benchmarks -> benchmarks/results/<date>.md (ARGS=\"--only S -o FILE\")"
 	@echo "make gpu-check   every GPU path once vs the CPU (<= 8 min on one H100) -> bench rows"
 	@echo "make test-slow   the slow tests (kill/resume, README's real-dataset path on ../shared, live references)"
@@ -112,8 +112,9 @@ report: setup
 merge: setup
 	$(AVEMO) merge $(OUT) $(ARGS)
 
+# EmoDB: ROOT=DIR, else AVEMO_EMODB, else ../shared/data/emodb-8spk (experiments/README.md)
 emodb: setup
-	$(AVEMO) emodb $(ARGS)
+	$(PY) experiments/emodb/run.py models $(if $(ROOT),--root $(ROOT)) $(ARGS)
 
 # one entry, one file: make bench ARGS="--only store --quick -o /tmp/b.md"
 bench: setup

@@ -280,9 +280,6 @@ EXAMPLES = {
   avemo predict runs/demo_fbp/20261127-101500 my_video.mp4
   avemo predict RUN_DIR videos/ -o out/predict --plot --format parquet
   avemo predict RUN_DIR manifests/new.csv --checkpoint last --device cuda""",
-    "emodb": """examples:
-  avemo emodb                                 # the full check (~25 min cold on CPU)
-  avemo emodb --speakers 03 08 --limit 10 --epochs 2 --no-bench   # a quick look""",
     "inspect": """examples:
   avemo inspect features/ravdess/face_faceapi.h5
   avemo inspect features/ravdess/*.h5 | less
@@ -305,7 +302,6 @@ WORKFLOWS = {
     "merge": "merge a grid's fold models (CCC centering) and score them",
     "demo": "the whole pipeline on the built-in demo corpus",
     "predict": "apply a trained run to new media files, folders or manifests",
-    "emodb": "the EmoDB real labelled check (speaker-independent CV)",
 }
 
 
