@@ -1,4 +1,4 @@
-"""README's "Using it on a real dataset" commands, as printed, on real footage (RAVDESS actor 05).
+"""README's "A five-minute tour" commands, as printed, on real footage (RAVDESS actor 05).
 
 The commands are read from README.md itself. What the test changes, and only that: ROOT points
 at ``../shared/data/ravdess-a05``, ``DEVICE=cpu``, the outputs (manifests/, features/, runs/,
@@ -38,9 +38,10 @@ pytestmark = [
 
 def readme_commands() -> list[str]:
     text = (REPO / "README.md").read_text()
-    section = text[text.index("## Using it on a real dataset") :]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
-    return [re.sub(r"\s+#.*$", "", line).strip() for line in block.splitlines() if line.strip()]
+    start = text.index("## A five-minute tour")
+    section = text[start : text.index("\n## ", start + 1)]
+    lines = [ln for block in re.findall(r"```bash\n(.*?)```", section, re.S) for ln in block.splitlines()]
+    return [re.sub(r"\s+#.*$", "", line).strip() for line in lines if line.strip()]
 
 
 def _adapt(tokens: list[str], tmp: Path, run_dir: Path | None) -> list[str]:
