@@ -194,3 +194,19 @@ def test_attention_that_cannot_be_placed_in_time_is_refused():
     # steps cover rows 0-2 (all masked), 3-5, 6-8, 9: the mean time of their valid rows
     np.testing.assert_allclose(t[1:], [0.04, 0.07, 0.09])
     assert ok.tolist() == [False, True, True, True]
+
+
+def test_grid_report_draws_attention_in_seconds(trained, tmp_path):
+    """The ablation report's attention figures are the same drawing: the example clip's lines
+    at the feature file's own times, padding absent."""
+    from avemo.workflows.report import attention_chart, attention_from_run
+
+    att = attention_from_run(trained["run"], n_clips=3)
+    assert sorted(att) == ["a3"]  # the run's one validation clip (it has no test partition)
+    entry = att["a3"]
+    for m, stride in {"face": 1, "audio": math.prod(POOL_TIME)}.items():
+        times, valid = attention_positions(*entry["timing"][m], len(entry["attention"][m]), entry["strides"][m])
+        want, _ = _expected(trained["files"][m], "a3", stride)
+        np.testing.assert_allclose(times[valid], want, atol=2e-3)
+    path = attention_chart(entry, "a3", tmp_path / "attention_a3.png")
+    assert path.is_file() and path.stat().st_size > 1000

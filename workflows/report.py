@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from avemo.errors import UsageError
-from avemo.fusion.plots import confusion, pyplot
+from avemo.fusion.plots import confusion, plot_attention, pyplot
 
 LOWER_IS_BETTER = re.compile(r"(loss|rmse|mse|mae|error|wall_s)", re.I)
 
@@ -135,15 +135,18 @@ def confusion_chart(cm: np.ndarray, names: Sequence[str], title: str, path: Path
 
 
 def attention_from_run(run_dir: Path, n_clips: int = 3, feature_cache: dict | None = None
-                       ) -> dict[str, dict[str, np.ndarray]]:
-    """``{clip_id: {modality: weights [T_valid]}}`` for the first ``n_clips`` test clips.
+                       ) -> dict[str, dict[str, Any]]:
+    """``{clip_id: fusion.predict.clip_attention entry}`` for the first ``n_clips`` test clips
+    (validation clips where the run has no test partition): each modality's weights with its
+    rows' own times in seconds and mask, the arguments of ``fusion.plots.plot_attention``.
 
     Rebuilds the run from its folder (resolved ``config.yaml`` + ``checkpoints/best.pt``, a
-    state dict), runs the model on one test batch and reads ``model.attention``; models without
-    temporal attention give ``{}``.
+    state dict) and runs the model on one batch; models without temporal attention, and frame
+    tasks, give ``{}``.
     """
     import torch
 
+    from avemo.fusion.predict import clip_attention
     from avemo.fusion.run import load_run
 
     if not (run_dir / "config.yaml").exists() or not (run_dir / "checkpoints" / "best.pt").exists():
@@ -154,39 +157,13 @@ def attention_from_run(run_dir: Path, n_clips: int = 3, feature_cache: dict | No
     batch = next(iter(dm.batches(part, batch_size=n_clips)))
     with torch.no_grad():
         model({k: v for k, v in batch.items() if k in dm.modalities or k[:-5] in dm.modalities})
-    att = getattr(model, "attention", None) or {}
-    if not att:
-        return {}
-    seq = batch["index"].cpu().numpy()
-    ids = run.task.sample_names(dm.index, seq)
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for b, cid in enumerate(ids):
-        for name, w in att.items():
-            w = w[b].detach().float().cpu().numpy().reshape(-1)
-            m = batch.get(f"{name}_mask")
-            if m is not None and m.shape[-1] == w.shape[0]:
-                w = w[m[b].cpu().numpy().astype(bool)]
-            out.setdefault(cid, {})[name] = w
-    return out
+    return clip_attention(run, dm, batch)
 
 
-def attention_chart(att: Mapping[str, Mapping[str, np.ndarray]], title: str, path: Path) -> Path:
-    plt = pyplot()
-    n = len(att)
-    fig, axes = plt.subplots(n, 1, figsize=(6.5, 1.9 * n), squeeze=False)
-    for ax, (clip, weights) in zip(axes[:, 0], att.items(), strict=True):
-        for name, w in weights.items():
-            w = np.asarray(w, float).reshape(-1)
-            ax.plot(np.arange(len(w)), w, label=name)
-        ax.set_title(str(clip), fontsize=8)
-        ax.set_ylabel("weight", fontsize=7)
-        ax.legend(fontsize=6, loc="upper right")
-    axes[-1, 0].set_xlabel("frame (row of the feature sequence)")
-    fig.suptitle(title[:70], fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def attention_chart(entry: Mapping[str, Any], title: str, path: Path) -> Path:
+    """One clip's attention over time in seconds, each modality at its own rate, padding and
+    masked rows not drawn (``fusion.plots.plot_attention``)."""
+    return plot_attention(entry["attention"], entry["timing"], path, entry["strides"], title)
 
 
 # ----------------------------------------------------------------------------- the report
@@ -319,9 +296,9 @@ def _attention_section(table: pd.DataFrame, ranked: pd.DataFrame, top: int, exam
             except Exception as e:  # noqa: BLE001 - a model without attention is not an error
                 print(f"[report] attention of {d.name} unavailable: {e}", file=sys.stderr)
                 att = {}
-            if att:
-                p = attention_chart(att, f"attention over time: {cid}", plots / f"attention_{_safe(cid)}.png")
-                md += [f"![attention {cid}](plots/{p.name})", ""]
+            for clip, entry in att.items():
+                p = attention_chart(entry, f"{cid}: {clip}", plots / f"attention_{_safe(cid)}_{_safe(clip)}.png")
+                md += [f"![attention {cid} {clip}](plots/{p.name})", ""]
     return (["## Attention weights over time (example test clips)", "", *md]) if md else []
 
 
