@@ -41,6 +41,9 @@ def refused(capsys, manifest: Path, out: Path, setting: str, *needles: str) -> N
     ("face_fer2013:min_face_size=-1", ("min_face_size", ">= 0")),
     ("face_fer2013:fps=0", ("fps", "> 0")),
     ("face_fer2013:thresholds=1.5", ("thresholds", "<= 1")),
+    ("face_fer2013:stable_every=0", ("stable_every", ">= 1")),
+    ("face_fer2013:stable_iou=1.5", ("stable_iou", "<= 1")),
+    ("face_fer2013:fallback_every=0", ("fallback_every", ">= 1")),
 ])
 def test_face_config_out_of_range_is_refused(manifest, tmp_path, capsys, setting, needles) -> None:
     refused(capsys, manifest, tmp_path / "f", setting, "feature set face_fer2013", *needles)
@@ -66,6 +69,21 @@ def test_face_provenance_records_the_video_libraries_only() -> None:
     load_all()
     versions = FEATURE_SETS.build("face_fer2013", {}, "cpu").provenance()["versions"]
     assert "cv2_build" in versions and "libsndfile" not in versions
+
+
+def test_detection_schedule_is_in_the_provenance_and_reaches_the_pipeline() -> None:
+    """Every key that changes which frames the detectors see is in the config hash."""
+    load_all()
+    over = {"stable_every": 3, "stable_iou": 0.7, "fallback_every": 2}
+    fs = FEATURE_SETS.build("face_fer2013", over, "cpu")
+    assert {k: fs.provenance()["config"][k] for k in over} == over
+    pipe = fs.pipeline()
+    assert (pipe.stable_every, pipe.stable_iou, fs.detector().fallback_every) == (3, 0.7, 2)
+    default = FEATURE_SETS.build("face_fer2013", {}, "cpu").provenance()
+    for k, v in over.items():
+        assert FEATURE_SETS.build("face_fer2013", {k: v}, "cpu").provenance()["config_hash"] != default["config_hash"], k
+    mtcnn = FEATURE_SETS.build("face_fer2013", {"detector": "mtcnn"}, "cpu")
+    assert not hasattr(mtcnn.detector(), "fallback_every")  # a detector without the key still builds
 
 
 def test_list_shows_identity_embeddings_and_clip_backbones(capsys) -> None:

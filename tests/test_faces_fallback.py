@@ -113,9 +113,10 @@ def test_pipeline_counts_and_masks_against_the_old_path(media, frames, tmp_path)
     ]
     out = {}
     for every in (1, 4):
-        fs = FEATURE_SETS.build("face_fer2013", {}, "cpu")
+        # the detector on every key frame: the fallback schedule alone
+        fs = FEATURE_SETS.build("face_fer2013", {"fallback_every": every, "stable_every": 1}, "cpu")
         fs.workers = 0
-        fs.detector().fallback_every = every
+        assert fs.detector().fallback_every == every  # the config key reaches the detector
         out[every] = (
             {r.clip_id: r.mask for r in fs.extract(clips)},
             fs.detector().fallback_frames,

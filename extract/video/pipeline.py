@@ -46,8 +46,8 @@ from avemo.extract.video.decode import (
     iter_frames,
     lookahead_frames,
 )
-from avemo.extract.video.detectors.base import Detector
-from avemo.extract.video.tracks import Tracker, TrackSummary, chain_subject, longest_gap_s
+from avemo.extract.video.detectors.base import Detector, Faces
+from avemo.extract.video.tracks import Tracker, TrackSummary, chain_subject, iou, longest_gap_s
 
 
 @dataclass
@@ -78,7 +78,8 @@ class StageTimes:
     embed: float = 0.0
     identity: float = 0.0
     frames: int = 0
-    key_frames: int = 0
+    key_frames: int = 0  # key frames the detector ran on
+    schedule_keys: int = 0  # key frames of the schedule (``detect_every``), detected or skipped as stable
     crops: int = 0
     clips: int = 0
 
@@ -96,8 +97,11 @@ class _Clip:
     size: int = 0  # frames per block (set by the first frame: ``FacePipeline.block_frames``)
     block: int = 0  # the next block to detect: frames [block * size, (block + 1) * size)
     resolved: int = 0  # frames < resolved have their observations
-    n_keys: int = 0
-    face_before: bool = False  # the detector found a face on the previous block's last key frame
+    n_keys: int = 0  # key frames the detector ran on
+    n_sched: int = 0  # key frames of the schedule so far, detected or skipped as stable
+    face_before: bool = False  # the detector found a face on the last scheduled key frame
+    last_found: tuple[int, Faces] | None = None  # the last scheduled key frame and its faces
+    pending: list[int] = field(default_factory=list)  # skipped key frames after it (next block decides)
     ended: bool = False
     stats: DecodeStats | None = None
     rows: dict[int, tuple[list[int], list[np.ndarray]]] = field(default_factory=dict)
@@ -255,9 +259,13 @@ class FacePipeline:
         max_gap_s: float = 1.0,
         cut_threshold: float = 15.0,
         identity_chips: int = 3,
+        stable_every: int = 1,
+        stable_iou: float = 0.5,
     ) -> None:
         if int(detect_every) < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        if int(stable_every) < 1:
+            raise ValueError(f"stable_every must be >= 1, got {stable_every}")
         self.detector, self.embedder = detector, embedder
         self.fps = float(fps) if fps else None
         self.detect_every = int(detect_every)
@@ -266,6 +274,9 @@ class FacePipeline:
         self.workers = default_workers() if workers is None else int(workers)
         self.embed_batch = int(embed_batch)
         self.full_detect_every = max(1, int(full_detect_every))
+        # track and verify: the detector runs on every stable_every-th key frame (and a block's
+        # last); the key frames between only where the two around disagree (``_stable``)
+        self.stable_every, self.stable_iou = int(stable_every), float(stable_iou)
         # the subject across gaps and cuts: identity embedder (None: continuity only), the
         # longest gap continuity may bridge, the thumbnail jump that counts as a cut (grey
         # levels, mean |difference| of 32x18 thumbnails; 0 disables), chips embedded per track
@@ -407,22 +418,60 @@ class FacePipeline:
             del st.buffer[f]
 
     def _detect(self, st: _Clip, keys: list[int]) -> None:
+        """Detect the block's scheduled key frames, then the skipped ones between two scheduled
+        ones that disagree (skipped ones after the block's last scheduled one wait for the next
+        block's first), and link them all in frame order. A skipped key frame is none for the
+        tracker: its frames are filled between the detected ones like any other frame."""
+        t0 = time.perf_counter()
+        sched = [k for j, k in enumerate(keys)
+                 if (st.n_sched + j) % self.stable_every == 0 or (st.ended and k == st.n - 1)]
+        st.n_sched += len(keys)
+        self.times.schedule_keys += len(keys)
+        found = dict(zip(sched, self._run_detector(st, sched), strict=True))
+        verify: list[int] = []
+        between: list[int] = []  # skipped key frames since the last scheduled one
+        prev = st.last_found
+        for k in sorted(st.pending + keys):
+            if k not in found:
+                between.append(k)
+                continue
+            if between and (prev is None or st.tracker.cut_between(prev[0], k) or not self._stable(prev[1], found[k])):
+                verify += between
+            between, prev = [], (k, found[k])
+        st.pending = between
+        if verify:  # plain ``detect``: with blazeface_mtcnn, MTCNN on every empty one (next to faces)
+            hints = [self._size_hint(st) for _ in verify]
+            found.update(zip(verify, self.detector.detect([st.buffer[i] for i in verify], sizes=hints),
+                             strict=True))
+        self.times.detect += time.perf_counter() - t0
+        self.times.key_frames += len(found)
+        t0 = time.perf_counter()
+        for i in sorted(found):
+            st.tracker.update(i, found[i])
+        if sched:
+            st.last_found = (sched[-1], found[sched[-1]])
+            st.face_before = bool(len(found[sched[-1]]))
+        self.times.track += time.perf_counter() - t0
+
+    def _run_detector(self, st: _Clip, keys: list[int]) -> list[Faces]:
+        """The detector on consecutive scheduled key frames of one clip (its temporal context)."""
         first = st.n_keys
         hints = [self._size_hint(st) for _ in keys]
         frames = [st.buffer[i] for i in keys]
-        t0 = time.perf_counter()
         clip_aware = getattr(self.detector, "detect_clip", None)
         if clip_aware is not None:
-            found = clip_aware(frames, sizes=hints, first=first, face_before=st.face_before)
-        else:  # a plugin detector without the base class
-            found = self.detector.detect(frames, sizes=hints)
-        self.times.detect += time.perf_counter() - t0
-        self.times.key_frames += len(keys)
-        t0 = time.perf_counter()
-        for i, faces in zip(keys, found, strict=True):
-            st.tracker.update(i, faces)
-        st.face_before = bool(len(found[-1]))
-        self.times.track += time.perf_counter() - t0
+            return clip_aware(frames, sizes=hints, first=first, face_before=st.face_before)
+        return self.detector.detect(frames, sizes=hints)  # a plugin detector without the base class
+
+    def _stable(self, a: Faces, b: Faces) -> bool:
+        """Two key frames' detections agree: as many faces, each overlapping one of the other's
+        by IoU >= ``stable_iou`` (no faces in either also agrees)."""
+        if len(a) != len(b):
+            return False
+        if not len(a):
+            return True
+        ov = iou(a.boxes, b.boxes)
+        return bool((ov.max(1) >= self.stable_iou).all() and (ov.max(0) >= self.stable_iou).all())
 
     def _embed_resolved(self, st: _Clip) -> None:
         """Observations of the frames up to the last key frame, aligned and embedded together."""

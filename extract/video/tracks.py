@@ -91,7 +91,7 @@ class Tracker:
         if not self.cuts or frame > self.cuts[-1]:
             self.cuts.append(int(frame))
 
-    def _cut_between(self, a: int, b: int) -> bool:
+    def cut_between(self, a: int, b: int) -> bool:
         """A cut at some frame ``c`` with ``a < c <= b``."""
         i = int(np.searchsorted(self.cuts, a, side="right"))
         return i < len(self.cuts) and self.cuts[i] <= b
@@ -110,7 +110,7 @@ class Tracker:
                 w = faces.scores[keep] * np.sqrt(np.clip(side[keep], 0, None))
                 keep = keep[np.argsort(-w)[: self.max_faces]]
             faces = faces.filter(keep)
-        if self._keys[:-1] and self._cut_between(self._keys[-2], frame):
+        if self._keys[:-1] and self.cut_between(self._keys[-2], frame):
             self._last.clear()  # a new shot: every track ended
         live = [t for t, last in self._last.items() if k - last <= self.max_gap]
         pairs: list[tuple[int, int]] = []
