@@ -38,6 +38,24 @@ def test_empty_or_wrong_root_is_a_clear_error(tmp_path, name):
     assert "found no clips" in str(e.value) or name in ("csv", "demo")  # these read one table
 
 
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_an_option_the_adapter_does_not_take_is_one_clear_error(tmp_path, name):
+    """``--option KEY=VALUE`` with a key that is not a named constructor argument: a UsageError
+    (exit 2) naming the key and the adapter's options, before the root is read."""
+    import inspect
+
+    from avemo.errors import UsageError
+
+    params = inspect.signature(DATASETS.get(name)).parameters
+    options = [p for p in params if p not in ("self", "args", "kwargs")]
+    with pytest.raises(UsageError, match=f"the {name} adapter has no option 'no_such_option'") as e:
+        build_manifest(name, tmp_path / "not-read", no_such_option="1")
+    assert all(o in str(e.value) for o in options)
+    if "folds" in options:  # a near miss is named
+        with pytest.raises(UsageError, match="did you mean folds"):
+            build_manifest(name, tmp_path, fold="3")
+
+
 # --- RAVDESS ---------------------------------------------------------------------------------
 
 def _ravdess_tree(root: Path) -> None:
