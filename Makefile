@@ -12,6 +12,8 @@ export AVEMO_CACHE ?= $(HOME)/.cache/avemo
 
 # pass-through variables for the user-facing targets
 DATASET ?= demo
+# the adapter that reads ROOT (avemo list datasets); DATASET names the outputs
+ADAPTER ?= $(DATASET)
 ROOT ?=
 MANIFEST ?= manifests/$(DATASET).csv
 FEATURES ?= features/$(DATASET)
@@ -35,7 +37,7 @@ OUT ?= runs/ablate/demo
 help:
 	@echo "make demo        set up, then run the whole pipeline on the built-in demo corpus"
 	@echo "make test        set up, then run the test suite"
-	@echo "make manifest    DATASET=ravdess ROOT=/data/RAVDESS [MANIFEST=...]"
+	@echo "make manifest    DATASET=ravdess ROOT=/data/RAVDESS [ADAPTER=csv] [ARGS='--option folds=6']"
 	@echo "make features    MANIFEST=... SETS='face_fer2013 logmel' FEATURES=... DEVICE=cuda"
 	@echo "make fuse-train  CONFIG=workflows/configs/zhou_self_fbp.yaml [DATASET=ravdess] ARGS='trainer.max_epochs=5'"
 	@echo "make ablate      GRID=workflows/grids/zhou.yaml [DATASET=ravdess]  (-> runs/ablate/zhou-ravdess)"
@@ -95,7 +97,7 @@ demo: setup
 	$(AVEMO) demo $(ARGS)
 
 manifest: setup
-	$(AVEMO) manifest $(DATASET) $(ROOT) -o $(MANIFEST)
+	$(AVEMO) manifest $(ADAPTER) $(ROOT) -o $(MANIFEST) $(ARGS)
 
 features: setup
 	$(AVEMO) features -m $(MANIFEST) $(foreach s,$(SETS),-s $(s)) -o $(FEATURES) --device $(DEVICE) $(ARGS)
