@@ -3,7 +3,8 @@
 Worker processes decode clips and stream frame chunks through a bounded queue. The main process
 cuts each clip into fixed blocks of consecutive frames (``batch_frames``, fewer for big frames:
 ``block_frames``) and handles a block as soon as all its frames are there: the detector runs on
-the block's key frames (every ``detect_every``-th frame of the clip, plus its last), detections
+the block's key frames (every ``detect_every``-th frame of the clip, plus its last; with
+``stable_every`` > 1 only on every n-th of them and on those between two that disagree), detections
 are linked into tracks, the frames between key frames are filled, and every tracked face is
 aligned and embedded in one CNN call per block. Every network therefore sees the same inputs in
 the same batches whatever order the decoders deliver frames in, and a clip's values are a
