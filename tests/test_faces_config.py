@@ -74,11 +74,11 @@ def test_face_provenance_records_the_video_libraries_only() -> None:
 def test_detection_schedule_is_in_the_provenance_and_reaches_the_pipeline() -> None:
     """Every key that changes which frames the detectors see is in the config hash."""
     load_all()
-    over = {"stable_every": 3, "stable_iou": 0.7, "fallback_every": 2}
+    over = {"stable_every": 2, "stable_iou": 0.7, "fallback_every": 2}
     fs = FEATURE_SETS.build("face_fer2013", over, "cpu")
     assert {k: fs.provenance()["config"][k] for k in over} == over
     pipe = fs.pipeline()
-    assert (pipe.stable_every, pipe.stable_iou, fs.detector().fallback_every) == (3, 0.7, 2)
+    assert (pipe.stable_every, pipe.stable_iou, fs.detector().fallback_every) == (2, 0.7, 2)
     default = FEATURE_SETS.build("face_fer2013", {}, "cpu").provenance()
     for k, v in over.items():
         assert FEATURE_SETS.build("face_fer2013", {k: v}, "cpu").provenance()["config_hash"] != default["config_hash"], k
