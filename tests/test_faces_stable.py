@@ -28,7 +28,7 @@ DEFAULT = FaceFeatureSet.default_config["stable_every"]
 
 
 def run(
-    clips: list[ClipInput], stable_every: int, monkeypatch: pytest.MonkeyPatch
+    clips: list[ClipInput], stable_every: int, monkeypatch: pytest.MonkeyPatch, **config: object
 ) -> tuple[dict[str, np.ndarray], dict[str, dict[int, np.ndarray]], int, int]:
     """Subject masks, every tracked face's box in every frame with one, detected and scheduled
     key frames."""
@@ -42,7 +42,7 @@ def run(
 
     fill = tracks.Tracker.fill
     monkeypatch.setattr(tracks.Tracker, "fill", spy)
-    fs = FEATURE_SETS.build("face_crops", {"stable_every": stable_every}, "cpu")
+    fs = FEATURE_SETS.build("face_crops", {"stable_every": stable_every, **config}, "cpu")
     fs.workers = 0  # inline decoding: clips one after the other, trackers in clip order
     results = list(fs.extract(clips))
     times = fs.pipeline().times
@@ -67,10 +67,10 @@ def spliced(media, tmp_path_factory) -> Path:
 
 
 def check_same_faces(
-    clips: list[ClipInput], monkeypatch: pytest.MonkeyPatch
+    clips: list[ClipInput], monkeypatch: pytest.MonkeyPatch, **config: object
 ) -> tuple[int, int, int]:
-    dense_m, dense_b, dense_n, keys = run(clips, 1, monkeypatch)
-    sparse_m, sparse_b, sparse_n, keys2 = run(clips, DEFAULT, monkeypatch)
+    dense_m, dense_b, dense_n, keys = run(clips, 1, monkeypatch, **config)
+    sparse_m, sparse_b, sparse_n, keys2 = run(clips, DEFAULT, monkeypatch, **config)
     assert (
         keys == keys2 == dense_n
     )  # the same schedule of key frames; every one detected when dense
@@ -101,6 +101,14 @@ def test_pyfeat_videos_and_cuts_same_faces_as_every_key_frame(media, spliced, mo
     sparse, dense, faces = check_same_faces(clips, monkeypatch)
     assert faces > 0
     assert DEFAULT > 1 and sparse < 0.65 * dense, (sparse, dense)  # the saving
+
+
+def test_blocks_shorter_than_the_schedule_wait_for_the_next(media, monkeypatch) -> None:
+    """4-frame blocks, a key frame every 5th frame: most blocks hold no scheduled key frame and
+    their key frames are decided by a later block's detection."""
+    clips = [ClipInput("noface_face", str(media("noface_face.mov")))]
+    sparse, dense, faces = check_same_faces(clips, monkeypatch, batch_frames=4)
+    assert faces > 0 and sparse < 0.65 * dense, (sparse, dense)
 
 
 def test_ravdess_same_faces_as_every_key_frame(shared_data, monkeypatch) -> None:

@@ -456,6 +456,8 @@ class FacePipeline:
 
     def _run_detector(self, st: _Clip, keys: list[int]) -> list[Faces]:
         """The detector on consecutive scheduled key frames of one clip (its temporal context)."""
+        if not keys:  # a short block with no scheduled key frame: its key frames wait
+            return []
         first = st.n_keys
         hints = [self._size_hint(st) for _ in keys]
         frames = [st.buffer[i] for i in keys]
