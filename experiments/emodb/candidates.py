@@ -1,0 +1,143 @@
+"""Issue 23.3 candidates on the EmoDB test beds: ``python experiments/emodb/candidates.py``.
+
+Runs ``grids/candidates.yaml`` (the packaged recipe with several seeds and the same head on each
+stream alone) on one bed and protocol per call, scores every candidate of the grid's
+``definitions.ensembles`` (the named runs' test-clip probabilities averaged per clip) and
+ComParE-2016 + linear SVM plain / per-speaker normalised on the SAME folds, and writes
+``per_fold.csv`` under ``-o``. ``--summary DIR...`` pools finished calls into the paired table.
+Beds as ``run.py testbeds``: ``balanced`` or ``dK`` (each speaker keeps 1-2 emotions, draw K).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+if __package__ in (None, ""):  # run as a script: the repository root holds the experiments package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from experiments.emodb import baseline as bl  # noqa: E402
+from experiments.emodb import study as st  # noqa: E402
+from experiments.emodb.run import DEFAULT_FEATURES, unbalanced  # noqa: E402
+
+GRID = st.GRIDS / "candidates.yaml"
+GAPS = ["compare_svm", "compare_svm_spk"]
+
+
+def score(bed: str, protocol: str, a: argparse.Namespace) -> pd.DataFrame:
+    """Every run the candidates need, the candidates and both SVM rows on one bed / protocol."""
+    spec = st.load_spec(GRID)
+    ens: dict[str, dict[str, list[int]]] = spec["definitions"]["ensembles"]
+    need: dict[str, set[int]] = {}
+    for members in ens.values():
+        for m, seeds in members.items():
+            need.setdefault(m, set()).update(seeds)
+    df = st.build_manifest(Path(a.root), 4)
+    if bed != "balanced":
+        df = unbalanced(df, int(bed.removeprefix("d")))
+    d = st.loso(df) if protocol == "loso" else df
+    out = Path(a.out) / bed / protocol
+    manifest = st.save(d, out / "manifest.csv")
+    features = Path(a.features)
+    runs = []
+    for seeds in sorted({tuple(sorted(s)) for s in need.values()}):  # one grid per seed set
+        methods = [m for m, s in need.items() if tuple(sorted(s)) == seeds]
+        runs.append(
+            st.run_study_grid(
+                spec,
+                out / ("grid_" + "-".join(map(str, seeds))),
+                manifest,
+                features,
+                int(d["fold"].max()) + 1,
+                classes=sorted(d["label"].unique()),
+                methods=methods,
+                seeds=list(seeds),
+                quiet=True,
+            )
+        )
+    r = pd.concat(runs, ignore_index=True)
+    rows = [r[r["method"] == "recipe"].drop(columns="run_dir")]
+    for name, members in ens.items():
+        for f, g in r.groupby("fold"):
+            pick = g[[s in members.get(m, []) for m, s in zip(g["method"], g["seed"], strict=True)]]
+            rows.append(
+                pd.DataFrame(
+                    [
+                        {
+                            "method": name,
+                            "fold": int(f),
+                            "seed": -1,
+                            "members": len(pick),
+                            **st.ensemble_scores(pick["run_dir"].tolist()),
+                        }
+                    ]
+                )
+            )
+    func = bl.opensmile_functionals(
+        st.build_manifest(Path(a.root), 4),
+        "compare",
+        features.parent / "opensmile" / "compare.parquet",
+    )
+    x = func.loc[d["clip_id"]].to_numpy(np.float64)
+    rows += [pd.DataFrame(bl.svm_rows(d, x, "compare", sn)) for sn in (False, True)]
+    per_fold = pd.concat(rows, ignore_index=True).assign(bed=bed, protocol=protocol)
+    per_fold.to_csv(out / "per_fold.csv", index=False)
+    r.drop(columns="run_dir").to_csv(out / "runs.csv", index=False)
+    return per_fold
+
+
+def summary(dirs: list[str]) -> str:
+    """Paired table over finished ``per_fold.csv`` files: per bed group and protocol."""
+    pf = pd.concat([pd.read_csv(p) for d in dirs for p in Path(d).rglob("per_fold.csv")])
+    spec = st.load_spec(GRID)
+    labels = {**bl.LABELS, **spec["labels"]["method"]}
+    parts = []
+    grp = np.where(pf["bed"] == "balanced", "balanced", "unbalanced")
+    for (g, proto), x in pf.assign(group=grp).groupby(["group", "protocol"], sort=False):
+        s = st.summarise(x.assign(fold=x["bed"] + ":" + x["fold"].astype(str)), labels, GAPS)
+        beds = ", ".join(sorted(x["bed"].unique()))
+        parts.append(s.assign(bed=f"{g} ({beds})", protocol=proto))
+    s = pd.concat(parts, ignore_index=True)
+    lines = st.markdown_table(s, GAPS, first=["bed", "protocol"])
+    f = pf.groupby(["bed", "protocol", "fold", "method"])["uar"].mean().unstack("method") * 100
+    cols = ["compare_svm", "compare_svm_spk", "recipe", *spec["definitions"]["ensembles"]]
+    lines += [
+        "",
+        "| bed | protocol | fold | " + " | ".join(cols) + " |",
+        "|---" * (3 + len(cols)) + "|",
+    ]
+    for (b, p, fo), row in f.iterrows():
+        lines.append(f"| {b} | {p} | {fo} | " + " | ".join(f"{row[c]:.1f}" for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python experiments/emodb/candidates.py", description=__doc__)
+    p.add_argument("--root", default=str(st.DEFAULT_ROOT), help="EmoDB folder")
+    p.add_argument("--features", default=str(DEFAULT_FEATURES), help="feature cache folder")
+    p.add_argument("-o", "--out", default="runs/emodb_candidates", help="output folder")
+    p.add_argument("--bed", default="balanced", help="balanced or dK (unbalanced draw K)")
+    p.add_argument("--protocol", default="4folds", choices=["4folds", "loso"])
+    p.add_argument("--summary", nargs="*", help="only pool finished output folders")
+    a = p.parse_args(argv)
+    if a.summary:
+        print(summary(a.summary))
+        return 0
+    if not Path(a.root).exists():
+        print(f"candidates.py: error: EmoDB not found at {a.root}", file=sys.stderr)
+        return 2
+    if a.bed != "balanced" and not (a.bed.startswith("d") and a.bed[1:].isdigit()):
+        print(f"candidates.py: error: --bed {a.bed!r}: use balanced or dK", file=sys.stderr)
+        return 2
+    pf: Any = score(a.bed, a.protocol, a)
+    print(pf.groupby("method")["uar"].mean().round(3).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
