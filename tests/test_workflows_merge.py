@@ -107,3 +107,32 @@ def test_cross_validated_lfan_folds_merged_on_the_held_out_test_clips(tmp_path):
     merged = pd.read_parquet(next((tmp_path / "grid" / "merged").glob("*/predictions.parquet")))
     assert sorted(merged["clip_id"].unique()) == ["vid08", "vid09", "vid10", "vid11"]
     assert len(merged) == 4 * 40 and merged["valence_pred"].between(-1, 1).all()
+
+
+def test_merge_without_an_official_test_split_says_how_to_hold_one_out(tmp_path):
+    """Aff-Wild2's manifests have train / val only (its test labels are not public): after CV over
+    every clip there is nothing held out in common, which is a user's choice to fix, not a crash."""
+    from workflows_helpers import make_frame_corpus
+
+    from avemo.errors import UsageError
+    from avemo.workflows.ablate import run_grid
+    from avemo.workflows.merge import merge_grid
+
+    make_frame_corpus(tmp_path / "c")
+    man = pd.read_csv(tmp_path / "c/manifest.csv")
+    man["split"] = man["split"].replace({"test": "val"})
+    man.to_csv(tmp_path / "c/manifest.csv", index=False)
+    base = {
+        "data": {"manifest": str(tmp_path / "c/manifest.csv"), "targets": ["valence", "arousal"],
+                 "features": {"face": str(tmp_path / "c/features/face.h5"), "audio": str(tmp_path / "c/features/audio.h5")},
+                 "window": {"length": 20, "hop": 10}, "batch_size": 4},
+        "task": {"type": "frame"},
+        "model": {"name": "late"},
+        "loss": {"name": "ccc"},
+        "trainer": {"max_epochs": 1, "early_stopping": None},
+        "output": {"plots": False},
+    }
+    grid = {"name": "va", "base": base, "axes": {}, "cv": {"method": "kfold", "k": 3, "val": "test", "pool": "trainval"}}
+    assert (run_grid(grid, out_dir=tmp_path / "grid", quiet=True, report=False)["table"]["status"] == "done").all()
+    with pytest.raises(UsageError, match="no clips with split=test.*mark those clips split=test"):
+        merge_grid(tmp_path / "grid")

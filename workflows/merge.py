@@ -49,7 +49,11 @@ def predict_run_on(run_dir: Path, clip_ids: Sequence[str] | None = None, feature
     run = load_run(run_dir, feature_cache, checkpoint=checkpoint)
     ids = list(clip_ids) if clip_ids is not None else holdout_ids(run.dm.manifest)
     if not ids:
-        raise ValueError(f"{run_dir}: no held-out clips to predict (manifest has no official test split)")
+        raise UsageError(
+            f"{run_dir}: the manifest has no clips with split=test, so the fold models have nothing "
+            "held out in common to predict and merge. Keep a set out of the folds: mark those clips "
+            "split=test in the manifest (e.g. Aff-Wild2's validation videos; its test labels are not "
+            "public) and rerun the grid, whose `cv: pool: trainval` keeps them out of every fold")
     return run.predict(clip_ids=ids), run.dm
 
 
