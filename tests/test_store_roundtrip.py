@@ -199,10 +199,10 @@ def test_nul_and_surrogates_in_messages_are_stored_visibly(tmp_path: Path) -> No
 def test_big_buffers_commit_by_size_and_write_clip_by_clip(tmp_path: Path, monkeypatch) -> None:
     """Shards close at the byte limit too (bounded memory for e.g. face crops), and big shards
     and consolidations copy clip by clip / in bounded buffers: same bytes either way."""
-    import avemo.data.store as store
+    from avemo.data.store import writer
 
-    monkeypatch.setattr(store, "_SHARD_BYTES", 1500)
-    monkeypatch.setattr(store, "_COPY_BUFFER_BYTES", 1000)
+    monkeypatch.setattr(writer, "_SHARD_BYTES", 1500)
+    monkeypatch.setattr(writer, "_COPY_BUFFER_BYTES", 1000)
     rng = np.random.default_rng(3)
     clips = [ClipFeatures(f"c{i}", rng.integers(0, 255, (n, 4, 5), np.uint8), np.arange(n) / 30.0,
                           rng.random(n) > 0.5) for i, n in enumerate([30, 0, 50, 7, 90, 11, 40])]
