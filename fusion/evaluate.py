@@ -38,8 +38,8 @@ def regression_metrics(pred: np.ndarray, y: np.ndarray, targets: Sequence[str]) 
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, dm: CachedFeatureDataModule, partition: str,
-            missing: Sequence[str] = ()) -> dict[str, Any]:
+def predict_partition(model: torch.nn.Module, dm: CachedFeatureDataModule, partition: str,
+                      missing: Sequence[str] = ()) -> dict[str, Any]:
     """Run ``model`` over a partition and assemble per-clip / per-frame outputs (numpy)."""
     was_training = model.training
     model.eval()
@@ -51,6 +51,9 @@ def predict(model: torch.nn.Module, dm: CachedFeatureDataModule, partition: str,
     if not seqs:
         return {}
     return dm.assemble(torch.cat(seqs), torch.cat(outs))
+
+
+predict = predict_partition  # alias kept for bench/fusion.py (the lead's to update)
 
 
 def _is_input(key: str, modalities: Sequence[str]) -> bool:
@@ -72,5 +75,5 @@ def smooth_per_clip(pred: np.ndarray, clip_pos: np.ndarray, widths: Mapping[int,
 
 def score(res: Mapping[str, Any], dm: CachedFeatureDataModule, eval_cfg: Mapping[str, Any] | None = None
           ) -> dict[str, Any]:
-    """Metrics of one assembled partition (see ``predict``), by the run's task."""
+    """Metrics of one assembled partition (see ``predict_partition``), by the run's task."""
     return dm.task_obj.score(res, eval_cfg)

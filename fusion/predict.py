@@ -8,13 +8,15 @@ machine with no training data can predict:
 * ``features.json`` -- per modality the feature set, its full extractor config and the
   sha256 of every weight file (what the new clips must be extracted with);
 * ``data_report.json`` -- the task's classes / targets and each modality's row shape;
-* ``normalisation.npz`` -- the training statistics (runs older than it fall back to
-  ``load_run``, which needs the training features);
+* ``normalisation.npz`` -- the training statistics (runs older than it recompute them from
+  their training features: ``Run.stats``);
 * ``speaker_norm.json`` / ``.npz`` -- the per-speaker normalisation the run used (``data.
   speaker_norm``; ``auto``: the mode it chose): new clips are normalised the same way, per
   speaker (``subjects``: the input manifest's ``subject`` column or ``--speaker``; clips with
   none are one speaker), with a warning for a speaker with fewer clips than the statistics need;
-* ``checkpoints/{best,last}.pt``.
+* ``checkpoints/{best,last}.pt`` (which one: ``fusion.run.checkpoint_path``).
+
+The run itself is ``fusion.run.Run`` (``Run.from_dir``).
 
 Inputs are built the way the run's task builds them (``task.level``): one sequence per
 clip (``build_clip_index``, the run's ``max_rows``), or windows over a per-frame timeline
@@ -27,13 +29,10 @@ non-ok clips kept with ``data.non_ok: keep``).
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -41,143 +40,25 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from avemo.data.store import MISSING_MODALITY
-from avemo.errors import UsageError, UserError
-from avemo.fusion.features import STATS_FILE, FeatureSet, load_stats
+from avemo.fusion.features import FeatureSet
 from avemo.fusion.index import build_clip_index, build_window_index
-from avemo.fusion.tasks import Task, build_task
+from avemo.fusion.run import Run, RunFolderError
 
 
 class SpeakerNormWarning(UserWarning):
     """A speaker's clips are too few for reliable per-speaker statistics."""
 
 
-class RunFolderError(UserError, ValueError):
-    """A run folder that cannot be used for prediction: the message says what is missing."""
-
-
-@dataclass
-class PredictionRun:
-    """A finished run as prediction needs it: no manifest, no training features."""
-
-    run_dir: Path
-    cfg: dict[str, Any]
-    features: dict[str, dict[str, Any]]  # modality -> recorded provenance
-    task: Task
-    inputs: dict[str, tuple[int, ...]]
-    stats: dict[str, tuple[Tensor, Tensor]]
-    model: torch.nn.Module
-    checkpoint: Path
-    device: torch.device
-    trained_without: set[str] = field(default_factory=set)  # modalities it learnt to miss
-    speaker_norm: dict[str, Any] = field(default_factory=dict)  # fusion.speaker_norm record
-    speaker_ref: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-
-    @property
-    def modalities(self) -> list[str]:
-        return list(self.cfg["data"]["features"])
-
-    def feature_requests(self) -> dict[str, dict[str, Any]]:
-        """Modality -> ``{feature_set, config, weights}``: exactly what stage one must make."""
-        return {m: {k: p.get(k) for k in ("feature_set", "config", "weights", "config_hash")}
-                for m, p in self.features.items()}
-
-
-def _read_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise RunFolderError(f"{path.parent} has no {path.name} ({what}); is it a finished run "
-                             "folder from `avemo fuse-train`?")
-    return json.loads(path.read_text())
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``auto`` (default): the GPU when there is one; ``cuda`` without one is refused."""
-    d = (device or "auto").lower()
-    if d == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if d in ("cuda", "gpu"):
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA GPU is visible here; use --device cpu (or auto)")
-        return torch.device("cuda")
-    if d != "cpu":
-        raise UsageError(f"--device must be cpu, cuda or auto, got {device!r}")
-    return torch.device("cpu")
-
-
 def open_run(run_dir: str | os.PathLike[str], checkpoint: str = "best",
-             device: str | torch.device = "cpu") -> PredictionRun:
-    """Rebuild a run's model, task and statistics from its folder alone."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunFolderError(f"run folder {run_dir} does not exist")
-    if checkpoint not in ("best", "last"):
-        raise UsageError(f"--checkpoint must be best or last, got {checkpoint!r}")
-    if not (run_dir / "config.yaml").is_file():
-        raise RunFolderError(f"{run_dir} is not a run folder (no config.yaml)")
-    ckpt = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    if not ckpt.is_file():
-        raise RunFolderError(f"{run_dir} has no checkpoints/{checkpoint}.pt (did the run finish? "
-                             f"try --checkpoint {'last' if checkpoint == 'best' else 'best'})")
-    from avemo.fusion.config import load_config
-    from avemo.fusion.train import build_model  # Lightning: imported once the folder looks right
-
-    dev = torch.device(device)
-    cfg = load_config(run_dir / "config.yaml")
-    feats = _read_json(run_dir / "features.json", "the feature provenance")
-    report = _read_json(run_dir / "data_report.json", "the data report")
-    mods = list(cfg["data"]["features"])
-    lost = [m for m in mods if m not in feats]
-    if lost:
-        raise RunFolderError(f"{run_dir}/features.json lacks modality {lost[0]} of config.yaml")
-    task = build_task(cfg)
-    described = report.get("task") or {}
-    if "classes" in described:
-        task.classes = [str(c) for c in described["classes"]]  # type: ignore[attr-defined]
-    if "targets" in described:
-        task.targets = list(described["targets"])  # type: ignore[attr-defined]
-    task.n_out = int(described.get("n_out") or task.n_out)
-    inputs = {m: tuple(report["inputs"][m]) for m in mods}
-    stats = _stats(run_dir, cfg, report, dev)
-    shapes = SimpleNamespace(inputs=inputs, task=task.model_task)  # what build_model reads
-    model = build_model(cfg, shapes)  # type: ignore[arg-type]
-    model.load_state_dict(torch.load(ckpt, map_location=dev, weights_only=True))
-    model.to(dev).eval()
-    data = cfg["data"]
-    without = set(mods) if float(data.get("modality_dropout") or 0) > 0 and len(mods) > 1 else set()
-    for key, n in (report.get("status_counts") or {}).items():  # "face:no_video" -> 12
-        modality, status = key.split(":", 1)
-        if n and (data.get("non_ok") == "keep" or status in MISSING_MODALITY):
-            without.add(modality)  # trained with this modality's rows masked in some clips
-    record, ref = ({}, {})
-    if data.get("speaker_norm"):
-        from avemo.fusion.speaker_norm import load as load_speaker_norm
-
-        record, ref = load_speaker_norm(run_dir, cfg)
-    return PredictionRun(run_dir, cfg, {m: feats[m]["provenance"] for m in mods}, task, inputs,
-                         stats, model, ckpt, dev, without, record, ref)
-
-
-def _stats(run_dir: Path, cfg: Mapping[str, Any], report: Mapping[str, Any],
-           device: torch.device) -> dict[str, tuple[Tensor, Tensor]]:
-    if not cfg["data"].get("normalize", True) or not report.get("normalised"):
-        return {}
-    if (run_dir / STATS_FILE).is_file():
-        return load_stats(run_dir / STATS_FILE, device)
-    from avemo.fusion.run import load_run
-
-    try:  # a run written before the statistics were saved: recompute from its training data
-        return load_run(run_dir, device=str(device)).dm.stats
-    except (OSError, UserError) as e:
-        raise RunFolderError(
-            f"{run_dir} has no {STATS_FILE} (a run from before avemo saved its normalisation "
-            f"statistics) and its training data cannot be read to recompute them ({e}); "
-            "predict on the machine that holds the training features, or retrain") from None
+             device: str | torch.device = "cpu") -> Run:
+    """Alias of ``Run.from_dir`` kept for docs/figures.py (the lead's to update)."""
+    return Run.from_dir(run_dir, checkpoint, device)
 
 
 # ----------------------------------------------------------------------------- inputs
 
 
-def _timelines(run: PredictionRun, fs: FeatureSet, ids: Sequence[str]) -> list[np.ndarray]:
+def _timelines(run: Run, fs: FeatureSet, ids: Sequence[str]) -> list[np.ndarray]:
     """Per clip, the times of the run's first modality that has rows (else an empty timeline)."""
     out = []
     for c in ids:
@@ -191,7 +72,7 @@ def _timelines(run: PredictionRun, fs: FeatureSet, ids: Sequence[str]) -> list[n
     return out
 
 
-def speaker_normalise(run: PredictionRun, fs: FeatureSet, ids: Sequence[str],
+def speaker_normalise(run: Run, fs: FeatureSet, ids: Sequence[str],
                       subjects: Mapping[str, str] | None = None) -> dict[str, str]:
     """The new clips normalised per speaker the way the run was trained (its recorded mode);
     ``subjects``: clip -> speaker (clips it does not name are one speaker, ``predict``). Warns
@@ -227,7 +108,7 @@ def speaker_normalise(run: PredictionRun, fs: FeatureSet, ids: Sequence[str],
     return who
 
 
-def _datamodule(run: PredictionRun, fs: FeatureSet, ids: list[str],
+def _datamodule(run: Run, fs: FeatureSet, ids: list[str],
                 subjects: Mapping[str, str] | None = None) -> Any:
     """A datamodule over the new clips: the run's task, statistics and batching, partition
     ``predict`` (no manifest, no split: nothing here reads training data); features normalised
@@ -269,7 +150,7 @@ def presence(fs: FeatureSet, ids: Sequence[str]) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def predict_files(run: PredictionRun, files: Mapping[str, str | os.PathLike[str]],
+def predict_files(run: Run, files: Mapping[str, str | os.PathLike[str]],
                   clip_ids: Sequence[str] | None = None, batch_size: int | None = None,
                   progress: bool = True, subjects: Mapping[str, str] | None = None,
                   attention: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -339,7 +220,7 @@ def time_stride(model: torch.nn.Module, modality: str) -> int:
     return int(getattr(enc, "time_stride", 1))
 
 
-def clip_attention(run: PredictionRun, dm: Any, batch: Mapping[str, Tensor]) -> dict[str, dict[str, Any]]:
+def clip_attention(run: Run, dm: Any, batch: Mapping[str, Tensor]) -> dict[str, dict[str, Any]]:
     """Per clip of the batch just predicted: ``{"attention": {m: weights [T'_m]}, "timing":
     {m: (row_times [T_m] s, row_mask [T_m])}, "strides": {m: int}}``, the arguments of
     ``fusion.plots.plot_attention``. Row times are the feature file's own timestamps of the rows
@@ -387,7 +268,7 @@ def _frame_presence(dm: Any, res: Mapping[str, Any]) -> pd.DataFrame:
     return df
 
 
-def _table(run: PredictionRun, pres: pd.DataFrame, res: Mapping[str, Any] | None,
+def _table(run: Run, pres: pd.DataFrame, res: Mapping[str, Any] | None,
            dm: Any) -> pd.DataFrame:
     """The output table; ``missing`` names absent modalities, ``flagged`` marks predictions
     from fewer modalities than the run was trained to work without."""
@@ -437,7 +318,7 @@ def _table(run: PredictionRun, pres: pd.DataFrame, res: Mapping[str, Any] | None
 # ----------------------------------------------------------------------------- outputs
 
 
-def plot_clip(run: PredictionRun, table: pd.DataFrame, clip_id: str, path: Path) -> Path:
+def plot_clip(run: Run, table: pd.DataFrame, clip_id: str, path: Path) -> Path:
     """One PNG: the class probabilities (clip tasks), or the predicted trace over time with
     each modality's presence underneath (frame tasks)."""
     from avemo.fusion.plots import pyplot

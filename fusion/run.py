@@ -1,70 +1,271 @@
-"""Finished runs: ``load_run(run_dir)`` rebuilds config, data and model from a run folder.
+"""A finished run as one object: ``Run.from_dir(run_dir, checkpoint, device)``.
 
-The run folder's resolved ``config.yaml`` (absolute paths) gives the same manifest filtering,
-split and normalisation statistics as training had; the weights come from
-``checkpoints/best.pt`` (else ``last.pt``), plain state dicts read with ``weights_only=True``.
-Used by ``avemo report`` (attention plots), ``avemo merge`` (fold models on held-out clips)
-and prediction on new clips.
+Everything comes from the run folder, so a machine without the training data can predict:
+``config.yaml`` (resolved, absolute paths), ``features.json`` (per modality the feature set,
+extractor config and weight checksums new clips must be extracted with), ``data_report.json``
+(classes / targets, row shapes), ``normalisation.npz`` (training statistics), the per-speaker
+normalisation record, and one state dict under ``checkpoints/`` read with ``weights_only=True``.
+The training datamodule (same manifest filtering, split and statistics as training had) is
+built only when asked for (``run.dm``, ``run.predictions``), since it reads the training features.
+
+Two rules every caller shares:
+
+* which checkpoint (``checkpoint_path``): ``"best"`` / ``"last"`` is that file or a one-line
+  error naming what the folder holds -- never another file in its place; ``None`` means the
+  weights the run's final metrics were scored with, which is ``best.pt`` when the run wrote
+  one and ``last.pt`` when no epoch ever improved (exactly what ``fit_and_evaluate`` loads);
+* which device (``resolve_device``), for ``avemo predict --device`` and ``trainer.accelerator``.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import torch
+from torch import Tensor
 
-from avemo.errors import UsageError
-from avemo.fusion.datamodule import CachedFeatureDataModule
-from avemo.fusion.tasks import Task
+from avemo.errors import UsageError, UserError
+from avemo.fusion.tasks import Task, build_task
+
+CHECKPOINTS = ("best", "last")
 
 
-@dataclass
+class RunFolderError(UserError, ValueError):
+    """A run folder that cannot be used: the message says what is missing."""
+
+
+class DeviceFallbackWarning(UserWarning):
+    """A GPU was asked for where none is visible: the work runs on the CPU instead."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The one device rule of stage two (``avemo predict --device``, ``trainer.accelerator``).
+
+    ``auto`` / None: the first GPU when there is one, else the CPU; ``cpu``; ``cuda`` / ``gpu``
+    / ``cuda:N``: that GPU, or -- when no CUDA GPU is visible -- the CPU with a
+    ``DeviceFallbackWarning`` (as stage one's ``--device`` does: a run config written on a GPU
+    machine still runs on a laptop, and says so). An index past the visible GPUs, or any other
+    word, is the user's to fix (``UsageError``)."""
+    d = str(device or "auto").strip().lower()  # a torch.device too: "cuda:1"
+    if d == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if d == "cpu":
+        return torch.device("cpu")
+    if d == "gpu":
+        d = "cuda"
+    try:
+        dev = torch.device(d)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type != "cuda":
+        raise UsageError(f"device must be auto, cpu, cuda, cuda:N or gpu, got {device!r}")
+    if not torch.cuda.is_available():
+        warnings.warn(
+            f"device {device!r} asks for a GPU but no CUDA GPU is visible here: running on the CPU",
+            DeviceFallbackWarning,
+            stacklevel=2,
+        )
+        return torch.device("cpu")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(
+            f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA "
+            f"GPU(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
+        )
+    return dev
+
+
+def checkpoint_path(run_dir: Path, checkpoint: str | None = None) -> Path:
+    """``checkpoints/<checkpoint>.pt`` of a run folder (``best`` / ``last``; ``None``: the
+    final weights, ``best.pt`` if the run wrote one, else ``last.pt``); a missing file is a
+    ``RunFolderError`` naming the checkpoints the folder does hold."""
+    if checkpoint is not None and checkpoint.removesuffix(".pt") not in CHECKPOINTS:
+        raise UsageError(f"--checkpoint must be best or last, got {checkpoint!r}")
+    folder = run_dir / "checkpoints"
+    want = [checkpoint.removesuffix(".pt")] if checkpoint is not None else list(CHECKPOINTS)
+    for name in want:
+        if (folder / f"{name}.pt").is_file():
+            return folder / f"{name}.pt"
+    have = sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
+    asked = (
+        f"checkpoints/{want[0]}.pt" if checkpoint is not None else "checkpoints/best.pt or last.pt"
+    )
+    hint = (
+        f"; it has {', '.join(f'{h}.pt' for h in have)}: use --checkpoint {have[0]}"
+        if have
+        else " nor any other checkpoint (did the run finish?)"
+    )
+    raise RunFolderError(f"{run_dir} has no {asked}{hint}")
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise RunFolderError(
+            f"{path.parent} has no {path.name} ({what}); is it a finished run "
+            "folder from `avemo fuse-train`?"
+        )
+    return json.loads(path.read_text())
+
+
+@dataclass(eq=False)
 class Run:
-    """A finished run, ready to predict: its config, datamodule (set up), model (eval mode)."""
+    """A finished run, ready to predict: config, task, input shapes, training statistics and
+    model (eval mode) read from its folder; ``dm`` (the training datamodule) on first use."""
 
     run_dir: Path
     cfg: dict[str, Any]
-    dm: CachedFeatureDataModule
+    features: dict[str, dict[str, Any]]  # modality -> recorded provenance
+    task: Task
+    inputs: dict[str, tuple[int, ...]]
     model: torch.nn.Module
     checkpoint: Path
+    device: torch.device
+    trained_without: set[str] = field(default_factory=set)  # modalities it learnt to miss
+    speaker_norm: dict[str, Any] = field(default_factory=dict)  # fusion.speaker_norm record
+    speaker_ref: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    feature_cache: dict | None = None  # shared with other runs when ``dm`` reads training features
+    normalised: bool = False  # the run normalised its inputs (data_report's ``normalised``)
+
+    @classmethod
+    def from_dir(
+        cls,
+        run_dir: str | os.PathLike[str],
+        checkpoint: str | None = None,
+        device: str | torch.device | None = "cpu",
+        feature_cache: dict | None = None,
+    ) -> Run:
+        """Rebuild a run from its folder alone; ``checkpoint``: see ``checkpoint_path``;
+        ``device``: see ``resolve_device``; ``feature_cache``: for ``dm``, as ``build_datamodule``."""
+        from avemo.data.store import MISSING_MODALITY
+
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise RunFolderError(f"run folder {run_dir} does not exist")
+        if not (run_dir / "config.yaml").is_file():
+            raise RunFolderError(f"{run_dir} is not a run folder (no config.yaml)")
+        ckpt = checkpoint_path(run_dir, checkpoint)
+        # Lightning (build_model): imported once the folder looks right
+        from avemo.fusion.config import load_config
+        from avemo.fusion.train import build_model
+
+        dev = resolve_device(device)
+        cfg = load_config(run_dir / "config.yaml")
+        feats = _read_json(run_dir / "features.json", "the feature provenance")
+        report = _read_json(run_dir / "data_report.json", "the data report")
+        mods = list(cfg["data"]["features"])
+        lost = [m for m in mods if m not in feats]
+        if lost:
+            raise RunFolderError(f"{run_dir}/features.json lacks modality {lost[0]} of config.yaml")
+        task = build_task(cfg)
+        described = report.get("task") or {}
+        if "classes" in described:
+            task.classes = [str(c) for c in described["classes"]]  # type: ignore[attr-defined]
+        if "targets" in described:
+            task.targets = list(described["targets"])  # type: ignore[attr-defined]
+        task.n_out = int(described.get("n_out") or task.n_out)
+        inputs = {m: tuple(report["inputs"][m]) for m in mods}
+        shapes = SimpleNamespace(inputs=inputs, task=task.model_task)  # what build_model reads
+        model = build_model(cfg, shapes)  # type: ignore[arg-type]
+        model.load_state_dict(torch.load(ckpt, map_location=dev, weights_only=True))
+        model.to(dev).eval()
+        data = cfg["data"]
+        without = (
+            set(mods) if float(data.get("modality_dropout") or 0) > 0 and len(mods) > 1 else set()
+        )
+        for key, n in (report.get("status_counts") or {}).items():  # "face:no_video" -> 12
+            modality, status = key.split(":", 1)
+            if n and (data.get("non_ok") == "keep" or status in MISSING_MODALITY):
+                without.add(modality)  # trained with this modality's rows masked in some clips
+        record, ref = ({}, {})
+        if data.get("speaker_norm"):
+            from avemo.fusion.speaker_norm import load as load_speaker_norm
+
+            record, ref = load_speaker_norm(run_dir, cfg)
+        normalised = bool(data.get("normalize", True) and report.get("normalised"))
+        return cls(
+            run_dir,
+            cfg,
+            {m: feats[m]["provenance"] for m in mods},
+            task,
+            inputs,
+            model,
+            ckpt,
+            dev,
+            without,
+            record,
+            ref,
+            feature_cache,
+            normalised,
+        )
 
     @property
-    def task(self) -> Task:
-        return self.dm.task_obj
+    def modalities(self) -> list[str]:
+        return list(self.cfg["data"]["features"])
 
-    def predict(self, partition: str | None = None, clip_ids: Sequence[str] | None = None,
-                missing: Sequence[str] = ()) -> dict[str, Any]:
-        """Assembled outputs of a partition, or of ``clip_ids`` (registered as partition
+    def feature_requests(self) -> dict[str, dict[str, Any]]:
+        """Modality -> ``{feature_set, config, weights}``: exactly what stage one must make."""
+        return {
+            m: {k: p.get(k) for k in ("feature_set", "config", "weights", "config_hash")}
+            for m, p in self.features.items()
+        }
+
+    @cached_property
+    def dm(self) -> Any:
+        """The training datamodule (``setup`` done: same split and statistics as training);
+        reads the training features, so only callers that predict on the run's own clips use it."""
+        from avemo.fusion.train import build_datamodule
+
+        return build_datamodule(self.cfg, str(self.device), self.feature_cache)
+
+    @cached_property
+    def stats(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """The training normalisation statistics: ``normalisation.npz``, or for a run written
+        before it existed, recomputed from its training data (``dm``)."""
+        from avemo.fusion.features import STATS_FILE, load_stats
+
+        if not self.normalised:
+            return {}
+        if (self.run_dir / STATS_FILE).is_file():
+            return load_stats(self.run_dir / STATS_FILE, self.device)
+        try:  # a run written before the statistics were saved: recompute from its training data
+            return self.dm.stats
+        except (OSError, UserError) as e:
+            raise RunFolderError(
+                f"{self.run_dir} has no {STATS_FILE} (a run from before avemo saved its normalisation "
+                f"statistics) and its training data cannot be read to recompute them ({e}); "
+                "predict on the machine that holds the training features, or retrain"
+            ) from None
+
+    def predictions(
+        self,
+        partition: str | None = None,
+        clip_ids: Sequence[str] | None = None,
+        missing: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Assembled outputs (``evaluate.predict_partition``) of one of the run's partitions
+        (default ``test``), or of ``clip_ids`` of its manifest (registered as partition
         ``"predict"`` with the run's own normalisation and windows)."""
-        from avemo.fusion.evaluate import predict
+        from avemo.fusion.evaluate import predict_partition
 
         if clip_ids is not None:
             self.dm.add_partition("predict", list(clip_ids))
             partition = "predict"
-        return predict(self.model, self.dm, partition or "test", missing=missing)
+        return predict_partition(self.model, self.dm, partition or "test", missing=missing)
 
 
-def load_run(run_dir: str | os.PathLike[str], feature_cache: dict | None = None, device: str = "cpu",
-             checkpoint: str = "best.pt") -> Run:
-    """Rebuild a finished run from its folder (``checkpoint``, else ``last.pt``)."""
-    from avemo.fusion.config import load_config
-    from avemo.fusion.train import build_datamodule, build_model
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UsageError(f"{run_dir} is not a run folder (no config.yaml)")
-    ckpt = run_dir / "checkpoints" / checkpoint
-    if not ckpt.exists():
-        ckpt = run_dir / "checkpoints" / "last.pt"
-    if not ckpt.exists():
-        raise UsageError(f"{run_dir} has no checkpoints/{checkpoint} or last.pt (did it finish?)")
-    cfg = load_config(run_dir / "config.yaml")
-    dm = build_datamodule(cfg, device, feature_cache)
-    model = build_model(cfg, dm)
-    model.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
-    model.to(device).eval()
-    return Run(run_dir, cfg, dm, model, ckpt)
+def load_run(
+    run_dir: str | os.PathLike[str],
+    feature_cache: dict | None = None,
+    device: str = "cpu",
+    checkpoint: str | None = None,
+) -> Run:
+    """Alias of ``Run.from_dir`` kept for docs/guide/stage-two.md (the lead's to update)."""
+    return Run.from_dir(run_dir, checkpoint, device, feature_cache)

@@ -37,9 +37,9 @@ import pandas as pd
 import torch
 
 from avemo.fusion.callbacks import BestCheckpoint, EpochLines, EpochProgressBar, MetricsHistory
-from avemo.fusion.config import ConfigError, dump_config, load_config
+from avemo.fusion.config import dump_config, load_config
 from avemo.fusion.datamodule import CachedFeatureDataModule
-from avemo.fusion.evaluate import predict, score
+from avemo.fusion.evaluate import predict_partition, score
 from avemo.fusion.features import STATS_FILE, save_stats
 from avemo.fusion.module import FusionModule
 from avemo.fusion.splits import write_splits
@@ -47,18 +47,17 @@ from avemo.fusion.splits import write_splits
 log = logging.getLogger(__name__)
 
 
-def resolve_device(accelerator: str | None) -> tuple[str, str]:
-    """(torch device, Lightning accelerator) from ``trainer.accelerator`` (auto|cpu|gpu|cuda)."""
-    acc = (accelerator or "auto").lower()
-    if acc in ("gpu", "cuda") and not torch.cuda.is_available():
-        warnings.warn("trainer.accelerator asks for a GPU but none is available: using CPU",
-                      stacklevel=2)
-        acc = "cpu"
-    if acc == "auto":
-        acc = "gpu" if torch.cuda.is_available() else "cpu"
-    if acc in ("gpu", "cuda"):
-        return "cuda", "gpu"
-    return "cpu", "cpu"
+def trainer_device(accelerator: str | None) -> tuple[str, str]:
+    """(torch device, Lightning accelerator) for ``trainer.accelerator`` (auto|cpu|gpu|cuda):
+    the device is ``fusion.run.resolve_device``'s (a GPU asked for where none is: the CPU, with
+    a ``DeviceFallbackWarning``)."""
+    from avemo.fusion.run import resolve_device as device_of
+
+    dev = device_of(accelerator)
+    return str(dev), "gpu" if dev.type == "cuda" else "cpu"
+
+
+resolve_device = trainer_device  # alias kept for workflows/ablate.py (the lead's to update)
 
 
 @contextmanager
@@ -173,7 +172,7 @@ def fit_and_evaluate(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, run_di
     if model is None:
         model = build_model(cfg, dm)
     tc = cfg["trainer"]
-    _, accelerator = resolve_device(tc.get("accelerator"))
+    _, accelerator = trainer_device(tc.get("accelerator"))
     if accelerator == "gpu":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     module = FusionModule(model, cfg, dm, run_dir)
@@ -233,7 +232,7 @@ def train_from_config(config: str | os.PathLike[str] | Mapping[str, Any],
     (plus ``...@missing-<modality>`` when ``data.eval_missing`` is set).
     """
     cfg = load_config(config, overrides)
-    device, _ = resolve_device(cfg["trainer"].get("accelerator"))
+    device, _ = trainer_device(cfg["trainer"].get("accelerator"))
     dm = build_datamodule(cfg, device, feature_cache)  # data mistakes fail before any folder exists
     fresh = run_dir is None or not Path(run_dir).exists()
     target = Path(run_dir) if run_dir is not None else Path(cfg["output"]["dir"]) / str(cfg["name"])
@@ -295,7 +294,7 @@ def _final_outputs(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, model: t
     extra: dict[str, Any] = {}
     pred_frames = []
     for p in parts:
-        res = (known or {}).get(p) or predict(model, dm, p)
+        res = (known or {}).get(p) or predict_partition(model, dm, p)
         sc = score(res, dm, cfg.get("eval"))
         for k, v in sc.items():
             if isinstance(v, float):
@@ -304,7 +303,7 @@ def _final_outputs(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, model: t
                 extra[f"{p}/{k}"] = np.asarray(v).tolist()
         pred_frames.append(dm.task_obj.prediction_table(res, p))
         if missing:
-            sc = score(predict(model, dm, p, missing=missing), dm, cfg.get("eval"))
+            sc = score(predict_partition(model, dm, p, missing=missing), dm, cfg.get("eval"))
             tag = "@missing-" + "+".join(missing)
             metrics.update({f"{p}/{k}{tag}": v for k, v in sc.items() if isinstance(v, float)})
     table = pd.concat(pred_frames, ignore_index=True) if pred_frames else pd.DataFrame()
@@ -326,22 +325,16 @@ def _final_outputs(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, model: t
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m avemo.fusion.train CONFIG [key=value ...]`` (same as ``avemo fuse-train``)."""
+    """``python -m avemo.fusion.train CONFIG [key=value ...]``: ``avemo fuse-train -c CONFIG
+    [key=value ...]`` itself (the one entry point: same options, output and exit codes)."""
     import sys
 
+    from avemo.cli import main as cli
+
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
-        print("usage: python -m avemo.fusion.train CONFIG [key=value ...]")
-        return 2
-    try:
-        res = train_from_config(args[0], args[1:], progress=True)
-    except ConfigError as e:
-        print(f"error: {e}")
-        return 2
-    print(f"run folder: {res['run_dir']}")
-    for k, v in sorted(res["metrics"].items()):
-        print(f"  {k}: {v:.4f}")
-    return 0
+    if not args or args[0].startswith("-"):
+        return cli(["fuse-train", *args])  # its usage / -h / --print-config without a CONFIG
+    return cli(["fuse-train", "-c", args[0], *args[1:]])
 
 
 if __name__ == "__main__":
@@ -349,4 +342,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["build_datamodule", "build_model", "fit_and_evaluate", "train_from_config",
-           "make_run_dir", "resolve_device"]
+           "make_run_dir", "resolve_device", "trainer_device"]

@@ -161,7 +161,7 @@ def test_final_val_predictions_reuse_the_fit_pass_and_equal_a_fresh_pass(tmp_pat
 
     from avemo.fusion import train as T
     from avemo.fusion.config import load_config
-    from avemo.fusion.evaluate import predict
+    from avemo.fusion.evaluate import predict_partition
 
     make_corpus(tmp_path / "c")
     cfg = load_config({
@@ -185,7 +185,7 @@ def test_final_val_predictions_reuse_the_fit_pass_and_equal_a_fresh_pass(tmp_pat
     model = T.build_model(cfg, dm)
     ckpt = "best.pt" if monitor != "none" else "last.pt"
     model.load_state_dict(torch.load(tmp_path / "run/checkpoints" / ckpt, weights_only=True))
-    fresh = predict(model, dm, "val")
+    fresh = predict_partition(model, dm, "val")
     path = str(res["predictions"])
     table = pd.read_csv(path) if path.endswith(".csv") else pd.read_parquet(path)
     val = table[table["partition"] == "val"] if "partition" in table else table

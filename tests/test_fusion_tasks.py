@@ -1,5 +1,5 @@
 """Every registered task trains end to end through the real trainer, writes its own prediction
-table, and a finished run rebuilt by ``load_run`` reproduces the run's final scores."""
+table, and a finished run rebuilt by ``Run.from_dir`` reproduces the run's final scores."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from _fusion_data import clip_config, clip_corpus, frame_corpus
 
 from avemo.fusion.registry import TASKS, load_all
-from avemo.fusion.run import load_run
+from avemo.fusion.run import Run
 from avemo.fusion.train import train_from_config
 
 load_all()
@@ -40,7 +40,7 @@ CORPORA = {  # task name -> (corpus builder, config overrides)
 
 
 @pytest.mark.parametrize("name", TASKS.names())
-def test_task_trains_writes_its_predictions_and_load_run_reproduces_them(tmp_path, name):
+def test_task_trains_writes_its_predictions_and_the_rebuilt_run_reproduces_them(tmp_path, name):
     assert name in CORPORA, f"task {name!r} is registered but has no test corpus here"
     build, over = CORPORA[name]
     c = build(tmp_path)
@@ -54,9 +54,9 @@ def test_task_trains_writes_its_predictions_and_load_run_reproduces_them(tmp_pat
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
     assert report["task"]["type"] == name
 
-    run = load_run(tmp_path / "run")
+    run = Run.from_dir(tmp_path / "run")
     assert run.task.name == name
-    again = {f"test/{k}": v for k, v in run.task.score(run.predict("test"), cfg.get("eval")).items()
+    again = {f"test/{k}": v for k, v in run.task.score(run.predictions("test"), cfg.get("eval")).items()
              if isinstance(v, float)}
     for k, v in again.items():
         assert v == pytest.approx(res["metrics"][k], abs=1e-6), k
@@ -71,8 +71,8 @@ def test_clip_regression_merges_fold_tables_per_clip(tmp_path):
     for seed in (0, 1):
         cfg["seed"] = seed
         train_from_config(cfg, run_dir=tmp_path / f"s{seed}")
-        run = load_run(tmp_path / f"s{seed}")
-        tables.append(run.task.prediction_table(run.predict("test"), "test").drop(columns="partition"))
+        run = Run.from_dir(tmp_path / f"s{seed}")
+        tables.append(run.task.prediction_table(run.predictions("test"), "test").drop(columns="partition"))
     merged, scores = run.task.merge(tables, "mean")
     assert len(merged) == len(tables[0]) and set(scores["what"]) >= {"fold 0", "fold 1", "mean raw"}
     want = (tables[0].set_index("clip_id")["valence_pred"] + tables[1].set_index("clip_id")["valence_pred"]) / 2

@@ -115,9 +115,10 @@ def _expected(path, clip_id: str, stride: int) -> tuple[np.ndarray, int]:
 
 
 def test_each_line_is_drawn_at_its_modalitys_own_times_without_padding(trained):
-    from avemo.fusion.predict import open_run, predict_files
+    from avemo.fusion.predict import predict_files
+    from avemo.fusion.run import Run
 
-    run = open_run(trained["run"])
+    run = Run.from_dir(trained["run"], "best")
     ids = [c[0] for c in CLIPS]
     _, extra = predict_files(run, trained["files"], ids, progress=False, attention=True)
     att = extra["attention"]

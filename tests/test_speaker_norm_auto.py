@@ -226,10 +226,11 @@ def speaker_run(tmp_path_factory):
 
 def test_predict_normalises_per_speaker_from_the_subject_column(speaker_run):
     from avemo.fusion.features import FeatureSet
-    from avemo.fusion.predict import SpeakerNormWarning, _datamodule, open_run
+    from avemo.fusion.predict import SpeakerNormWarning, _datamodule
+    from avemo.fusion.run import Run
 
     c, run_dir = speaker_run
-    run = open_run(run_dir, "last")
+    run = Run.from_dir(run_dir, "last")
     assert run.speaker_norm["mode"] == "speaker"
     man = pd.read_csv(c["manifest"], dtype=str)
     ids = man["clip_id"].tolist()[:24]
@@ -259,9 +260,9 @@ def test_predict_without_subjects_is_one_speaker_and_many_clips_do_not_warn(spea
     from avemo.fusion.predict import predict_files
 
     c, run_dir = speaker_run
-    from avemo.fusion.predict import open_run
+    from avemo.fusion.run import Run
 
-    run = open_run(run_dir, "last")
+    run = Run.from_dir(run_dir, "last")
     ids = pd.read_csv(c["manifest"], dtype=str)["clip_id"].tolist()[:12]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # 12 clips of one speaker: enough, no warning

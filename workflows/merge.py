@@ -41,12 +41,13 @@ def holdout_ids(manifest: pd.DataFrame) -> list[str]:
 
 
 def predict_run_on(run_dir: Path, clip_ids: Sequence[str] | None = None, feature_cache: dict | None = None,
-                   checkpoint: str = "best.pt") -> tuple[dict, Any]:
-    """Rebuild a finished run (``load_run``: same split, hence the same normalisation
-    statistics) and predict ``clip_ids`` (default: the official test clips) with its weights."""
-    from avemo.fusion.run import load_run
+                   checkpoint: str | None = None) -> tuple[dict, Any]:
+    """Rebuild a finished run (``Run.from_dir``: its ``dm`` has the same split, hence the same
+    normalisation statistics) and predict ``clip_ids`` (default: the official test clips) with
+    its weights (``checkpoint``: ``best`` / ``last``; None: those its final metrics came from)."""
+    from avemo.fusion.run import Run
 
-    run = load_run(run_dir, feature_cache, checkpoint=checkpoint)
+    run = Run.from_dir(run_dir, checkpoint, feature_cache=feature_cache)
     ids = list(clip_ids) if clip_ids is not None else holdout_ids(run.dm.manifest)
     if not ids:
         raise UsageError(
@@ -54,7 +55,7 @@ def predict_run_on(run_dir: Path, clip_ids: Sequence[str] | None = None, feature
             "held out in common to predict and merge. Keep a set out of the folds: mark those clips "
             "split=test in the manifest (e.g. Aff-Wild2's validation videos; its test labels are not "
             "public) and rerun the grid, whose `cv: pool: trainval` keeps them out of every fold")
-    return run.predict(clip_ids=ids), run.dm
+    return run.predictions(clip_ids=ids), run.dm
 
 
 def merge_fold_runs(run_dirs: Sequence[Path], method: str = "ccc_centering",

@@ -200,20 +200,22 @@ def extract(manifest: pd.DataFrame, requests: Mapping[str, Mapping[str, Any]], o
 # ----------------------------------------------------------------------------- whole command
 
 
-def predict(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
-            out: str | os.PathLike[str] | None = None, checkpoint: str = "best",
-            device: str | None = None, fmt: str = "csv", plot: bool = False,
-            progress: bool = True, batch_size: int | None = None,
-            speaker: str | None = None) -> dict[str, Any]:
-    """Everything ``avemo predict`` does; returns ``{"table", "path", "plots", "out"}``."""
+def predict_inputs(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
+                   out: str | os.PathLike[str] | None = None, checkpoint: str = "best",
+                   device: str | None = None, fmt: str = "csv", plot: bool = False,
+                   progress: bool = True, batch_size: int | None = None,
+                   speaker: str | None = None) -> dict[str, Any]:
+    """Everything ``avemo predict`` does: writes ``OUT/predictions.*`` (and plots), returns
+    ``{"table", "path", "plots", "out", "run"}``."""
     from avemo.data.manifest import save_manifest
-    from avemo.fusion.predict import open_run, plot_clip, resolve_device
+    from avemo.fusion.predict import plot_clip
+    from avemo.fusion.run import Run, resolve_device
 
     if fmt not in ("csv", "parquet"):
         raise UsageError(f"--format must be csv or parquet, got {fmt!r}")
     manifest = collect_inputs(inputs, speaker)
     dev = resolve_device(device)
-    run = open_run(run_dir, checkpoint, dev)
+    run = Run.from_dir(run_dir, checkpoint, dev)
     requests = run.feature_requests()
     out_dir = Path(out) if out is not None else Path.cwd() / "predict" / Path(run_dir).resolve().name
     ids = manifest["clip_id"].tolist()
@@ -241,6 +243,9 @@ def predict(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[
             plots.append(plot_attention(a["attention"], a["timing"], out_dir / "plots" / f"{c}_attention.png",
                                         a["strides"], f"{c}: temporal attention"))
     return {"table": table, "path": path, "plots": plots, "out": out_dir, "run": run}
+
+
+predict = predict_inputs  # alias kept for workflows/demo.py (the lead's to update)
 
 
 def summary(table: pd.DataFrame, max_rows: int = 40) -> str:
@@ -272,9 +277,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output folder (default ./predict/<run folder name>); features are cached "
                         "under OUT/features so a rerun extracts nothing")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best",
-                   help="which of the run's checkpoints to apply (default best)")
+                   help="which of the run's checkpoints to apply (default best; a run without "
+                        "it is refused, naming the one it has)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto: the GPU when there is one")
+                   help="auto: the GPU when there is one; cuda without one: the CPU, with a notice")
     p.add_argument("--format", dest="fmt", choices=["csv", "parquet"], default="csv",
                    help="OUT/predictions.csv (default) or .parquet")
     p.add_argument("--plot", action="store_true",
@@ -288,7 +294,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    res = predict(a.run_dir, a.inputs, a.out, a.checkpoint, a.device, a.fmt, a.plot,
+    res = predict_inputs(a.run_dir, a.inputs, a.out, a.checkpoint, a.device, a.fmt, a.plot,
                   progress=getattr(a, "verbosity", 0) >= 0, batch_size=a.batch_size, speaker=a.speaker)
     print(summary(res["table"]))
     print(f"predictions: {res['path']}")

@@ -147,11 +147,11 @@ def attention_from_run(run_dir: Path, n_clips: int = 3, feature_cache: dict | No
     import torch
 
     from avemo.fusion.predict import clip_attention
-    from avemo.fusion.run import load_run
+    from avemo.fusion.run import Run
 
     if not (run_dir / "config.yaml").exists() or not (run_dir / "checkpoints" / "best.pt").exists():
         return {}
-    run = load_run(run_dir, feature_cache)
+    run = Run.from_dir(run_dir, "best", feature_cache=feature_cache)
     dm, model = run.dm, run.model
     part = "test" if len(dm.part_seqs["test"]) else "val"
     batch = next(iter(dm.batches(part, batch_size=n_clips)))
