@@ -114,13 +114,23 @@ class RegisteredName:
         return self.registry.key_of_class(owner if owner is not None else type(obj))
 
 
-def _import_builtin(name: str) -> None:
-    """Import a plugin module, or every module of a plugin package (sorted, recursive)."""
+def _raise(name: str) -> None:
+    raise  # noqa: PLE0704 - pkgutil calls this inside its ``except ImportError``
+
+
+def import_modules(name: str) -> None:
+    """Import a plugin module, or every module of a plugin package (sorted, recursive).
+
+    A package's ``__init__`` may call it on itself (``import_modules(__name__)``) so that
+    importing the package registers every module in it, with no list of names to keep.
+    A subpackage that fails to import raises (``pkgutil`` would skip it silently).
+    """
     mod = importlib.import_module(name)
     path = getattr(mod, "__path__", None)
     if path is None:
         return
-    for info in sorted(pkgutil.walk_packages(path, prefix=f"{name}."), key=lambda i: i.name):
+    infos = pkgutil.walk_packages(path, prefix=f"{name}.", onerror=_raise)
+    for info in sorted(infos, key=lambda i: i.name):
         importlib.import_module(info.name)
 
 
@@ -152,5 +162,5 @@ def load_plugins(builtins: Sequence[str], registries: Iterable[Registry]) -> Non
     without editing any list.
     """
     for name in [*builtins, *env_plugins()]:
-        _import_builtin(name)
+        import_modules(name)
     load_entry_points(registries)

@@ -24,6 +24,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from avemo.extract.registry import AUDIO
+
 # ----------------------------------------------------------------------------- shared pieces
 
 
@@ -70,6 +72,7 @@ def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- numpy (CPU)
 
 
+@AUDIO.register("stft_magnitude", help="|STFT|, centred frames (numpy)")
 def stft_magnitude_np(x: np.ndarray, n_fft: int, hop: int, win_length: int,
                       chunk: int = 8192) -> np.ndarray:
     """``|STFT|`` of a mono signal, ``[T, n_fft // 2 + 1]`` (float64), centred frames."""
@@ -109,6 +112,7 @@ def mel_power_np(x: np.ndarray, sr: int, n_fft: int, hop: int, win_length: int, 
     return power @ mel_filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm).T
 
 
+@AUDIO.register("log_mel", help="natural-log mel power (numpy)")
 def log_mel_np(x: np.ndarray, sr: int, n_fft: int, hop: int, win_length: int, n_mels: int,
                fmin: float, fmax: float | None, htk: bool, norm: str | None,
                eps: float) -> np.ndarray:
@@ -116,6 +120,7 @@ def log_mel_np(x: np.ndarray, sr: int, n_fft: int, hop: int, win_length: int, n_
     return np.log(mel + eps).astype(np.float32)
 
 
+@AUDIO.register("mfcc", help="DCT-II of dB mel power (numpy)")
 def mfcc_np(x: np.ndarray, sr: int, n_fft: int, hop: int, win_length: int, n_mels: int,
             fmin: float, fmax: float | None, htk: bool, norm: str | None, n_mfcc: int,
             amin: float) -> np.ndarray:
@@ -153,6 +158,7 @@ def pad_batch(signals: Sequence[np.ndarray], device: str = "cpu", dtype=None):
     return out.to(device), lengths
 
 
+@AUDIO.register("stft_magnitude_torch", help="|STFT| of a padded batch (torch)")
 def stft_magnitude_torch(x, n_fft: int, hop: int, win_length: int):
     """``|STFT|`` of a batch ``[B, N]`` -> ``[B, T, n_fft // 2 + 1]`` (centred, zero padding).
 
@@ -183,6 +189,7 @@ def deltas_torch(feat, width: int = 9):
     return out / (2 * sum(k * k for k in range(1, n + 1)))
 
 
+@AUDIO.register("mel_power_torch", help="mel power of a padded batch (torch)")
 def mel_power_torch(x, sr: int, n_fft: int, hop: int, win_length: int, n_mels: int,
                     fmin: float, fmax: float | None, htk: bool, norm: str | None):
     torch = _torch()

@@ -31,7 +31,7 @@ from avemo.extract.audio import frontends as F
 from avemo.extract.audio.cnn_common import load_into, load_state_dict, window_starts
 from avemo.extract.audio.common import AudioFeatureSet, Result
 from avemo.extract.base import Param
-from avemo.extract.registry import FEATURE_SETS
+from avemo.extract.registry import AUDIO, FEATURE_SETS
 from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
 
 CNN14_WEIGHTS = register_weight(WeightSpec(
@@ -46,6 +46,7 @@ EMB_DIM = 2048
 _FRONTEND_KEYS = ("spectrogram_extractor.", "logmel_extractor.")
 
 
+@AUDIO.register("panns_cnn14", help="PANNs CNN14 network, [B, 1, T, 64] -> [B, 2048]")
 def build_cnn14(classes: int = 527):
     """CNN14 on log-mel input ``[B, 1, T, 64]`` -> ``(embedding [B, 2048], logits [B, classes])``."""
     import torch

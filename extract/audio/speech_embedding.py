@@ -31,7 +31,7 @@ import numpy as np
 from avemo.errors import FeatureConfigError
 from avemo.extract.audio.common import AudioFeatureSet, Result
 from avemo.extract.base import Param
-from avemo.extract.registry import FEATURE_SETS
+from avemo.extract.registry import AUDIO, FEATURE_SETS
 from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
 
 _MEMBER = "openwakeword/resources/models/"
@@ -67,6 +67,7 @@ def _session(path: str, device: str, threads: int):
     return ort.InferenceSession(path, sess_options=opts, providers=providers)
 
 
+@AUDIO.register("speech_embedding", help="Google speech_embedding ONNX pair (openwakeword 0.4.0)")
 class SpeechEmbeddingModel:
     """The two ONNX sessions; ``mel(x)`` per clip, ``embed(windows)`` batched."""
 

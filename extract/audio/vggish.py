@@ -31,7 +31,7 @@ from avemo.errors import FeatureConfigError
 from avemo.extract.audio.cnn_common import load_into, load_state_dict, window_starts
 from avemo.extract.audio.common import AudioFeatureSet, Result
 from avemo.extract.base import Param
-from avemo.extract.registry import FEATURE_SETS
+from avemo.extract.registry import AUDIO, FEATURE_SETS
 from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
 
 _REL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
@@ -77,6 +77,7 @@ def vggish_log_mel(x: np.ndarray) -> np.ndarray:
     return np.log(mag @ vggish_mel_matrix() + LOG_OFFSET).astype(np.float32)
 
 
+@AUDIO.register("vggish", help="VGGish network, [B, 1, 96, 64] -> [B, 128]")
 def build_vggish():
     """The VGGish network (torch); input ``[B, 1, 96, 64]`` -> ``[B, 128]``."""
     import torch

@@ -35,12 +35,13 @@ from avemo.errors import FeatureConfigError
 from avemo.extract.audio import frontends as F
 from avemo.extract.audio.common import AudioFeatureSet, Result, ms_to_samples
 from avemo.extract.base import ClipInput, Param
-from avemo.extract.registry import FEATURE_SETS
+from avemo.extract.registry import AUDIO, FEATURE_SETS
 from avemo.extract.window_grid import window_ends
 
 HOP_MS, WIN_MS, N_FFT, N_MELS = 10.0, 25.0, 512, 64
 
 
+@AUDIO.register("audio_resnet18", help="one-channel ResNet-18, [B, 1, T, 64] -> [B, 512]")
 def build_audio_resnet18(weights: str | os.PathLike[str] | None = None, device: str = "cpu") -> Any:
     """torchvision ResNet-18 with a one-channel ``conv1`` and no classifier: ``[B, 1, T, F] ->
     [B, 512]``; weights as the module doc says. Returns (network in eval mode, weights file)."""

@@ -52,16 +52,12 @@ import torch
 from avemo.data.store import ClipFeatures, make_provenance
 from avemo.errors import FeatureConfigError
 from avemo.extract.base import ClipInput, FeatureSet, Param, _versions
-from avemo.extract.registry import BACKBONES, DETECTORS, FEATURE_SETS, IDENTITIES
+from avemo.extract.registry import BACKBONES, DERIVED, DETECTORS, FEATURE_SETS, IDENTITIES
+from avemo.extract.video import backbones as _backbones  # noqa: F401 - registers BACKBONES
 from avemo.extract.video import detectors as _detectors  # noqa: F401 - registers DETECTORS
 from avemo.extract.video import identity as _identity  # noqa: F401 - registers IDENTITIES
 from avemo.extract.video.align import CropSpec
 from avemo.extract.video.pipeline import Embedder, FacePipeline
-
-try:  # the backbones package registers BACKBONES (written alongside this module)
-    from avemo.extract.video import backbones as _backbones  # noqa: F401
-except ImportError as _e:  # pragma: no cover - only while the package is incomplete
-    print(f"avemo: face backbones unavailable ({_e})", file=sys.stderr)
 
 
 def resolve_device(device: str, who: str) -> str:
@@ -242,18 +238,6 @@ class FaceFeatureSet(FeatureSet):
             self._pipeline.close()
 
 
-def _backbone_set(name: str, backbone: str, doc: str, **extra: Any) -> type[FaceFeatureSet]:
-    cls = type(
-        f"Face_{name}",
-        (FaceFeatureSet,),
-        {"__doc__": doc,
-         "default_config": {**FaceFeatureSet.common_config, "backbone": backbone,
-                            "backbone_weights": None, **extra}},
-    )
-    FEATURE_SETS.register(f"face_{name}")(cls)
-    return cls
-
-
 @FEATURE_SETS.register("face_fer2013")
 class FaceFer2013(FaceFeatureSet):
     """BlazeFace(+MTCNN) + FER2013 mini-Xception (the default before face_faceapi), 128-d pooled (+7 logits with logits: true)."""
@@ -269,13 +253,6 @@ class FaceFaceApi(FaceFer2013):
     """BlazeFace(+MTCNN) + face-api FaceExpressionNet, 256-d pooled (+7 logits with logits: true)."""
 
     default_config = {**FaceFer2013.default_config, "backbone": "faceapi_expression"}
-
-
-_backbone_set("resnet50", "resnet50_imagenet", "torchvision ResNet-50 (ImageNet), pooled 2048-d.")
-_backbone_set("arcface", "arcface_r50", "insightface ArcFace R50 ONNX (user model pack), 512-d.")
-_backbone_set("ir50", "ir50", "ArcFace IR-50 (user weights, e.g. FER+-tuned), 512-d.")
-_backbone_set("vggface2", "vggface2_resnet50", "VGGFace2 ResNet-50 (user weights), 2048-d.")
-_backbone_set("hsemotion", "hsemotion_enet_b0", "HSEmotion EfficientNet-B0 (AffectNet, user weights).")
 
 
 @FEATURE_SETS.register("face_crops")
@@ -294,3 +271,40 @@ class FaceCrops(FaceFeatureSet):
 
     def _embedder_weights(self) -> dict[str, str]:
         return {}
+
+
+def backbone_set_name(backbone: str) -> str | None:
+    """The feature set derived for a registered face backbone: ``face_<its face_set>``
+    (``face_<backbone>`` when that is ""), None for one that sets ``face_set = None`` or is not
+    a class (the ``torchvision:MODEL`` entries: ``torchvision`` with an option)."""
+    cls = BACKBONES.get(backbone)
+    if not isinstance(cls, type):
+        return None
+    short = getattr(cls, "face_set", "")
+    return None if short is None else f"face_{short or backbone}"
+
+
+def register_backbone_sets() -> None:
+    """Register ``face_<name>`` for every face backbone that has no such set yet, so that a new
+    backbone (one file: built in, ``AVEMO_PLUGINS`` or an entry point) is extractable as is.
+
+    Each is the default face pipeline with that backbone (``common_config`` + ``backbone``,
+    ``backbone_weights``): the same config, so the same config hash, as the sets written out
+    here before. A set registered under the name (``face_fer2013``: + logits) is kept.
+    """
+    for backbone in BACKBONES.names():
+        name = backbone_set_name(backbone)
+        if name is None or name in FEATURE_SETS:
+            continue
+        help_ = dict(BACKBONES.describe()).get(backbone, "")
+        cls = type(f"Face_{backbone}", (FaceFeatureSet,), {
+            "__doc__": f"BlazeFace(+MTCNN) + {backbone}: {help_}",
+            "__module__": BACKBONES.get(backbone).__module__,  # the set is the backbone's plugin's
+            "default_config": {**FaceFeatureSet.common_config, "backbone": backbone,
+                               "backbone_weights": None},
+        })
+        FEATURE_SETS.register(name)(cls)
+
+
+DERIVED.append(register_backbone_sets)  # again after plugins load (extract.registry.load_all)
+register_backbone_sets()

@@ -72,6 +72,8 @@ def loud(msg: str) -> None:
 class ArcFaceR50(FaceBackbone):
     """insightface ArcFace ResNet-50 (WebFace600K) ONNX, 112x112 RGB -> 512-d; user model pack."""
 
+    face_set = "arcface"  # its feature set is face_arcface (the name existing files carry)
+
     grayscale = False
     align_margin = 0.0  # trained on the 112 ArcFace template crops exactly
     tap = "ONNX graph output (fc1 + BN embedding, before L2 normalisation)"

@@ -93,6 +93,9 @@ class FaceBackbone(ABC):
     crop: ClassVar[CropSpec | None] = None
     out_dim: int
     tap: str
+    #: its feature set, registered for it (``feature_sets.register_backbone_sets``):
+    #: ``face_<face_set>``; "" names it ``face_<registry key>``; None: none (needs an option)
+    face_set: ClassVar[str | None] = ""
 
     @classmethod
     def crop_spec(cls) -> CropSpec:

@@ -208,6 +208,8 @@ def load_faceapi(
 class FaceApiExpression(ExpressionBackbone):
     """face-api FaceExpressionNet, 7 emotions, 112x112 RGB; 256-d pooled features (+7 logits)."""
 
+    face_set = "faceapi"  # its feature set is face_faceapi (the name existing files carry)
+
     input_size = 112
     classes = CLASSES
     # Measured across sources, not reasoned (``avemo.bench.crops``; README "Face crops"): a square

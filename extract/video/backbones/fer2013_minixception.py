@@ -238,6 +238,8 @@ def load_keras_hdf5(path: str | os.PathLike[str]) -> MiniXception:
 class Fer2013MiniXception(ExpressionBackbone):
     """mini-Xception, FER2013 7 emotions, 64x64 grey; 128-d pooled features (+7 logits)."""
 
+    face_set = "fer2013"  # its feature set is face_fer2013 (the name existing files carry)
+
     input_size = 64
     classes = CLASSES  # logit order (Keras class index)
     grayscale = True

@@ -155,6 +155,8 @@ class EfficientNetB0(nn.Module):
 class HSEmotionENetB0(StateDictBackbone):
     """HSEmotion EfficientNet-B0 (AffectNet), 224x224 RGB -> 1280-d pooled features; user weights."""
 
+    face_set = "hsemotion"  # its feature set is face_hsemotion (the name existing files carry)
+
     weight = WEIGHT
     input_size = 224
     out_dim = 1280

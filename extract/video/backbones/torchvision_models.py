@@ -86,6 +86,8 @@ def replace_last_linear(net: nn.Module) -> tuple[str, int]:
 class TorchvisionBackbone(TorchBackbone):
     """torchvision classification model by name (option ``model``); penultimate features."""
 
+    face_set = None  # no face_* set of its own: it needs the option ``model``
+
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
     # ImageNet models never saw aligned faces; a little context keeps the whole head in view.
@@ -149,6 +151,8 @@ BACKBONES.register("torchvision")(TorchvisionBackbone)
 @BACKBONES.register("resnet50_imagenet")
 class ResNet50ImageNet(TorchvisionBackbone):
     """torchvision ResNet-50, ImageNet (IMAGENET1K_V2): 224 RGB -> 2048-d avgpool features."""
+
+    face_set = "resnet50"  # its feature set is face_resnet50 (the name existing files carry)
 
     def __init__(
         self, weights: str | os.PathLike[str] | None = None, device: str = "cpu", **options

@@ -55,6 +55,8 @@ def caffe_resnet50() -> nn.Module:
 class VGGFace2ResNet50(StateDictBackbone):
     """VGGFace2 ResNet-50 (Caffe layout), 224x224 BGR -> 2048-d avgpool features; user weights."""
 
+    face_set = "vggface2"  # its feature set is face_vggface2 (the name existing files carry)
+
     weight = WEIGHT
     input_size = 224
     out_dim = 2048
