@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"real labelled data not found at {SHARED_DATA} (see ../shared/data/README.md)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def slow_writes() -> Callable[[float], dict[str, str]]:
+    """``slow_writes(seconds)`` -> environment entries that make the store stall that long inside
+    every file write, while its ``.tmp`` is half written, so a kill test can hit that window in a
+    child process; outputs are unchanged. (The store reads them at each write, not at import.)"""
+    from avemo.data.store.files import SLOW_WRITE_ENV
+
+    def env(seconds: float) -> dict[str, str]:
+        return {SLOW_WRITE_ENV: str(seconds)}
+
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -187,7 +187,9 @@ def _same_file(a: Path, b: Path) -> None:
 
 
 @pytest.mark.slow
-def test_resumed_and_two_rank_runs_write_the_same_bytes(clips, tmp_path, monkeypatch) -> None:
+def test_resumed_and_two_rank_runs_write_the_same_bytes(
+    clips, tmp_path, monkeypatch, slow_writes
+) -> None:
     from avemo.extract.runner import run_features
 
     manifest = _manifest(clips, tmp_path / "manifest.csv")
@@ -200,10 +202,13 @@ def test_resumed_and_two_rank_runs_write_the_same_bytes(clips, tmp_path, monkeyp
         **os.environ,
         "AVEMO_SHARD_CLIPS": "1",
         "AVEMO_DECODE_WORKERS": "1",
-        "AVEMO_TEST_SLOW_WRITE": "0.5",
     }
     proc = subprocess.Popen(
-        _cli(manifest, out), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        _cli(manifest, out),
+        cwd=REPO,
+        env={**env, **slow_writes(0.5)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     shards = out / f"{SET}.h5.shards"
     t0 = time.monotonic()
@@ -217,7 +222,6 @@ def test_resumed_and_two_rank_runs_write_the_same_bytes(clips, tmp_path, monkeyp
     proc.wait()
     with FeatureFile(next(shards.glob("shard-*.h5"))) as ff:
         assert 0 < len(ff.clip_ids) < len(clips)  # the rerun has clips left to extract
-    env.pop("AVEMO_TEST_SLOW_WRITE")
     done = subprocess.run(_cli(manifest, out), cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     _same_file(out / f"{SET}.h5", ref)

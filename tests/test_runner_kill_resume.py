@@ -6,9 +6,9 @@ Kill moments: after a seeded number of further shard commits (``AVEMO_KILL_SEED`
 a run is reproducible and never depends on the clock), while a shard is being written (its ``.tmp`` exists,
 half written), while consolidation writes the final ``.tmp``, and after the final file was
 renamed into place while the shards are still there. Those windows last microseconds, far less
-than a busy machine's scheduling delay, so killed runs set ``AVEMO_TEST_SLOW_WRITE`` (the store
-stalls inside each write; the output is unchanged). Uses the real ``logmel`` feature set on
-generated wav files (two of them junk -> status ``error``).
+than a busy machine's scheduling delay, so killed runs get the ``slow_writes`` fixture's
+environment (the store stalls inside each write; the output is unchanged). Uses the real
+``logmel`` feature set on generated wav files (two of them junk -> status ``error``).
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def _env() -> dict[str, str]:
     return {**os.environ, "AVEMO_SHARD_CLIPS": "2", "OMP_NUM_THREADS": "1"}
 
 
-def _start(manifest: Path, out: Path, log: Path) -> subprocess.Popen:
-    env = {**_env(), "AVEMO_TEST_SLOW_WRITE": "0.2"}
+def _start(manifest: Path, out: Path, log: Path, slow: dict[str, str]) -> subprocess.Popen:
+    env = {**_env(), **slow}
     return subprocess.Popen(_cmd(manifest, out), cwd=REPO, env=env, stdout=log.open("ab"),
                             stderr=subprocess.STDOUT)
 
@@ -82,7 +82,7 @@ def corpus(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(corpus, tmp_path) -> None:
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(corpus, tmp_path, slow_writes) -> None:
     seed = int(os.environ.get("AVEMO_KILL_SEED", "0"))
     rng = random.Random(seed)
     why = f"(AVEMO_KILL_SEED={seed} reproduces the kill schedule)"
@@ -110,7 +110,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(corpus, 
     schedule = ["random", "shard_tmp", "random", "final_tmp", "final_before_cleanup"]
     hit: list[str] = []
     for moment in schedule:
-        proc = _start(corpus, out, log)
+        proc = _start(corpus, out, log, slow_writes(0.2))
         before = committed()
         if moment == "random":  # after 1-3 more shards (seeded): an event, not a delay
             k = rng.randint(1, 3)

@@ -11,14 +11,18 @@ from pathlib import Path
 from avemo.errors import DiskFullError
 
 # Test hook: seconds to stall inside every shard / final-file write, while the ``.tmp`` file is
-# half written, so the kill-and-resume test can SIGKILL a real run exactly there on a busy
+# half written, so the kill-and-resume tests can SIGKILL a real run exactly there on a busy
 # machine (those windows last microseconds otherwise). Changes no output; unset in real runs.
-_SLOW_WRITE_S = float(os.environ.get("AVEMO_TEST_SLOW_WRITE", 0) or 0)
+# Read at each write, not at import: the tests set it in a child process's environment
+# (tests/conftest.py: the ``slow_writes`` fixture); in-process, ``monkeypatch.setenv`` reaches it.
+SLOW_WRITE_ENV = "AVEMO_TEST_SLOW_WRITE"
 
 
 def stall() -> None:
-    if _SLOW_WRITE_S > 0:
-        time.sleep(_SLOW_WRITE_S)
+    """Sleep ``$AVEMO_TEST_SLOW_WRITE`` seconds where a write is half done (test hook)."""
+    seconds = float(os.environ.get(SLOW_WRITE_ENV, 0) or 0)
+    if seconds > 0:
+        time.sleep(seconds)
 
 
 def fsync_path(path: Path) -> None:
