@@ -175,12 +175,12 @@ def test_final_val_predictions_reuse_the_fit_pass_and_equal_a_fresh_pass(tmp_pat
         "split": {"method": "official"}, "output": {"plots": False, "verbose": False}})
     dm = T.build_datamodule(cfg, "cpu", feature_cache={})
     calls = []
-    real = T.predict
-    T.predict = lambda *a, **k: calls.append(a[2]) or real(*a, **k)
+    real = T.predict_partition
+    T.predict_partition = lambda *a, **k: calls.append(a[2]) or real(*a, **k)
     try:
         res = T.fit_and_evaluate(cfg, dm, tmp_path / "run", progress=False)
     finally:
-        T.predict = real
+        T.predict_partition = real
     assert "val" not in calls, "the final val scores must reuse the fit's own pass"
     model = T.build_model(cfg, dm)
     ckpt = "best.pt" if monitor != "none" else "last.pt"
