@@ -11,6 +11,7 @@ Beds as ``run.py testbeds``: ``balanced`` or ``dK`` (each speaker keeps 1-2 emot
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,10 @@ def score(bed: str, protocol: str, a: argparse.Namespace) -> pd.DataFrame:
     out = Path(a.out) / bed / protocol
     manifest = st.save(d, out / "manifest.csv")
     features = Path(a.features)
-    runs = []
-    for seeds in sorted({tuple(sorted(s)) for s in need.values()}):  # one grid per seed set
+    runs = [] if not a.finished else [finished_runs(out)]
+    for seeds in (
+        [] if a.finished else sorted({tuple(sorted(s)) for s in need.values()})
+    ):  # one grid per seed set
         methods = [m for m, s in need.items() if tuple(sorted(s)) == seeds]
         runs.append(
             st.run_study_grid(
@@ -65,6 +68,8 @@ def score(bed: str, protocol: str, a: argparse.Namespace) -> pd.DataFrame:
     for name, members in ens.items():
         for f, g in r.groupby("fold"):
             pick = g[[s in members.get(m, []) for m, s in zip(g["method"], g["seed"], strict=True)]]
+            if pick.empty:  # a stopped grid (--finished) may not have reached this fold
+                continue
             rows.append(
                 pd.DataFrame(
                     [
@@ -91,6 +96,28 @@ def score(bed: str, protocol: str, a: argparse.Namespace) -> pd.DataFrame:
     return per_fold
 
 
+def finished_runs(out: Path) -> pd.DataFrame:
+    """The runs already finished under ``out`` (their ``DONE.json``), none trained: the rows
+    ``run_study_grid`` would give, for scoring a bed whose grid was stopped early."""
+    table = []
+    for done in sorted(out.glob("grid_*/runs/*/DONE.json")):
+        rec = json.loads(done.read_text())
+        lab = rec["labels"]
+        table.append(
+            {
+                "cell_id": rec["cell_id"],
+                "status": rec["status"],
+                "method": lab["method"],
+                "seed": int(lab.get("seed", 0)),
+                "fold": int(lab["fold"]),
+                "test/accuracy": rec["metrics"]["test/accuracy"],
+                "test/uar": rec["metrics"]["test/uar"],
+                "run_dir": str(done.parent),
+            }
+        )
+    return st.run_rows(pd.DataFrame(table))
+
+
 def summary(dirs: list[str]) -> str:
     """Paired table over finished ``per_fold.csv`` files: per bed group and protocol."""
     pf = pd.concat([pd.read_csv(p) for d in dirs for p in Path(d).rglob("per_fold.csv")])
@@ -100,8 +127,8 @@ def summary(dirs: list[str]) -> str:
     grp = np.where(pf["bed"] == "balanced", "balanced", "unbalanced")
     for (g, proto), x in pf.assign(group=grp).groupby(["group", "protocol"], sort=False):
         s = st.summarise(x.assign(fold=x["bed"] + ":" + x["fold"].astype(str)), labels, GAPS)
-        beds = ", ".join(sorted(x["bed"].unique()))
-        parts.append(s.assign(bed=f"{g} ({beds})", protocol=proto))
+        beds = "" if g == "balanced" else f" ({', '.join(sorted(x['bed'].unique()))})"
+        parts.append(s.assign(bed=g + beds, protocol=proto))
     s = pd.concat(parts, ignore_index=True)
     lines = st.markdown_table(s, GAPS, first=["bed", "protocol"])
     f = pf.groupby(["bed", "protocol", "fold", "method"])["uar"].mean().unstack("method") * 100
@@ -124,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bed", default="balanced", help="balanced or dK (unbalanced draw K)")
     p.add_argument("--protocol", default="4folds", choices=["4folds", "loso"])
     p.add_argument("--summary", nargs="*", help="only pool finished output folders")
+    p.add_argument(
+        "--finished",
+        action="store_true",
+        help="score the runs already finished under -o (a stopped grid; nothing trained)",
+    )
     a = p.parse_args(argv)
     if a.summary:
         print(summary(a.summary))
