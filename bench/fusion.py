@@ -255,7 +255,7 @@ def plain_fit(cfg: dict[str, Any], dm: Any, epochs: int) -> tuple[float, float]:
     ``epochs`` x (train steps over ``dm.train_dataloader()`` + one validation pass scored by
     the task). Returns (wall s, process CPU s) of the loop, what ``fit_seconds`` /
     ``fit_cpu_seconds`` time in a run."""
-    from avemo.fusion.evaluate import predict, score
+    from avemo.fusion.evaluate import predict_partition, score
     from avemo.fusion.module import build_loss
     from avemo.fusion.registry import OPTIMIZERS
 
@@ -278,7 +278,7 @@ def plain_fit(cfg: dict[str, Any], dm: Any, epochs: int) -> tuple[float, float]:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        score(predict(model, dm, "val"), dm, cfg.get("eval"))
+        score(predict_partition(model, dm, "val"), dm, cfg.get("eval"))
     out = time.perf_counter() - t0, time.process_time() - c0
     torch.use_deterministic_algorithms(det)
     return out

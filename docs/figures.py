@@ -67,10 +67,10 @@ def _stale(run_dir: Path) -> str | None:
     """Why the cached demo cannot be reused (its feature files would be made differently by
     this avemo, or are gone), or None."""
     from avemo.data.store import FeatureFile, diff_provenance
-    from avemo.fusion.predict import open_run
+    from avemo.fusion.run import Run
     from avemo.workflows.predict import FeatureMismatchError, check_feature_sets
 
-    run = open_run(run_dir)
+    run = Run.from_dir(run_dir, "best")
     requests = run.feature_requests()
     try:
         check_feature_sets(requests, "cpu")
@@ -171,9 +171,10 @@ def montage_figure(demo: Path, out: Path, clip: str = CLIP) -> Path:
 def attention_figure(run_dir: Path, out: Path, clip: str = CLIP) -> Path:
     """The run applied to its own feature files of ``clip``; its attention drawn in seconds."""
     from avemo.fusion.plots import plot_attention
-    from avemo.fusion.predict import open_run, predict_files
+    from avemo.fusion.predict import predict_files
+    from avemo.fusion.run import Run
 
-    run = open_run(run_dir)
+    run = Run.from_dir(run_dir, "best")
     table, extra = predict_files(
         run, _feature_files(run_dir), [clip], progress=False, attention=True
     )

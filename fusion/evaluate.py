@@ -53,7 +53,6 @@ def predict_partition(model: torch.nn.Module, dm: CachedFeatureDataModule, parti
     return dm.assemble(torch.cat(seqs), torch.cat(outs))
 
 
-predict = predict_partition  # alias kept for bench/fusion.py (the lead's to update)
 
 
 def _is_input(key: str, modalities: Sequence[str]) -> bool:

@@ -49,12 +49,6 @@ class SpeakerNormWarning(UserWarning):
     """A speaker's clips are too few for reliable per-speaker statistics."""
 
 
-def open_run(run_dir: str | os.PathLike[str], checkpoint: str = "best",
-             device: str | torch.device = "cpu") -> Run:
-    """Alias of ``Run.from_dir`` kept for docs/figures.py (the lead's to update)."""
-    return Run.from_dir(run_dir, checkpoint, device)
-
-
 # ----------------------------------------------------------------------------- inputs
 
 

@@ -259,13 +259,3 @@ class Run:
             self.dm.add_partition("predict", list(clip_ids))
             partition = "predict"
         return predict_partition(self.model, self.dm, partition or "test", missing=missing)
-
-
-def load_run(
-    run_dir: str | os.PathLike[str],
-    feature_cache: dict | None = None,
-    device: str = "cpu",
-    checkpoint: str | None = None,
-) -> Run:
-    """Alias of ``Run.from_dir`` kept for docs/guide/stage-two.md (the lead's to update)."""
-    return Run.from_dir(run_dir, checkpoint, device, feature_cache)

@@ -57,7 +57,6 @@ def trainer_device(accelerator: str | None) -> tuple[str, str]:
     return str(dev), "gpu" if dev.type == "cuda" else "cpu"
 
 
-resolve_device = trainer_device  # alias kept for workflows/ablate.py (the lead's to update)
 
 
 @contextmanager
@@ -342,4 +341,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["build_datamodule", "build_model", "fit_and_evaluate", "train_from_config",
-           "make_run_dir", "resolve_device", "trainer_device"]
+           "make_run_dir", "trainer_device"]

@@ -171,7 +171,7 @@ def test_auto_stacks_on_a_gpu_only_and_bad_modes_are_refused(corpus, monkeypatch
     g = {"name": "s", "base": _cfg(corpus), "axes": {"optim.lr": [0.01, 0.05], "seed": [0, 1]}}
     grid = load_grid(g)
     assert [len(u) for u in plan_units(grid, grid.cells(), "auto")] == [1, 1, 1, 1]
-    monkeypatch.setattr("avemo.fusion.train.resolve_device", lambda acc: ("cuda", "gpu"))
+    monkeypatch.setattr("avemo.fusion.train.trainer_device", lambda acc: ("cuda", "gpu"))
     assert [len(u) for u in plan_units(grid, grid.cells(), "auto")] == [4]
     with pytest.raises(UserError, match="stack must be one of auto, on, off"):
         load_grid({**g, "stack": "yes"})

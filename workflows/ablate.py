@@ -388,7 +388,7 @@ class SharedDataTrainer:
         """The prepared datamodule of ``cfg``'s data side (built once, kept for ``keep`` keys)."""
         from avemo.fusion import train as T
 
-        device, _ = T.resolve_device(cfg["trainer"].get("accelerator"))
+        device, _ = T.trainer_device(cfg["trainer"].get("accelerator"))
         key = self.data_key(cfg, device)
         dm = self._dms.pop(key, None)
         if dm is None:
@@ -459,12 +459,12 @@ def plan_units(grid: Grid, cells: Sequence[Cell], stack: str = "auto") -> list[l
     if stack == "off":
         return [[c] for c in cells]
     from avemo.fusion.stacked import stack_key
-    from avemo.fusion.train import resolve_device
+    from avemo.fusion.train import trainer_device
 
     groups: dict[str, list[Cell]] = {}
     for c in cells:
         cfg = resolve_cell_config(grid, c)
-        device, _ = resolve_device(cfg["trainer"].get("accelerator"))
+        device, _ = trainer_device(cfg["trainer"].get("accelerator"))
         if stack == "auto" and not str(device).startswith("cuda"):
             groups[c.cell_id] = [c]  # a unit of its own (cell ids are unique, JSON keys never equal one)
             continue

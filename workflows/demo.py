@@ -136,7 +136,7 @@ def predict_real_clips(run_dir: Path, out: Path, device: str, skipped: list[str]
     import pandas as pd
 
     from avemo.data.assets import cremad_1001
-    from avemo.workflows.predict import predict
+    from avemo.workflows.predict import predict_inputs
 
     try:
         clips = cremad_1001()
@@ -149,7 +149,7 @@ def predict_real_clips(run_dir: Path, out: Path, device: str, skipped: list[str]
     manifest = folder / "cremad_1001.csv"
     pd.DataFrame([{"clip_id": p.stem, "video": str(p), "audio": str(p),
                    "label": f"{CREMAD_WORDS.get(e, e)} ({e})"} for p, e in clips]).to_csv(manifest, index=False)
-    res = predict(run_dir, [manifest], folder, device=device)
+    res = predict_inputs(run_dir, [manifest], folder, device=device)
     print(f"      predictions: {res['path']}", flush=True)
     table = res["table"]
     face_set = DEFAULT_MODALITIES["face"]

@@ -245,7 +245,6 @@ def predict_inputs(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.Pa
     return {"table": table, "path": path, "plots": plots, "out": out_dir, "run": run}
 
 
-predict = predict_inputs  # alias kept for workflows/demo.py (the lead's to update)
 
 
 def summary(table: pd.DataFrame, max_rows: int = 40) -> str:
