@@ -7,12 +7,20 @@ avemo's subpackages live in top-level folders (``data/`` is ``avemo.data``: setu
 
 from __future__ import annotations
 
+import ast
 import os
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-ROOTS = {"data": "data", "extract": "extract", "fusion": "fusion", "workflows": "workflows", "bench": "bench"}
+
+
+def package_roots() -> dict[str, str]:
+    """setup.py's ``ROOTS`` (package -> folder), read, not re-typed here."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                and getattr(n.targets[0], "id", "") == "ROOTS")
+    return ast.literal_eval(node.value)
 
 
 def source_tree() -> Path:
@@ -21,7 +29,8 @@ def source_tree() -> Path:
     pkg = top / "avemo"
     pkg.mkdir(parents=True, exist_ok=True)
     links = {p.name: p for p in (ROOT / "avemo").iterdir() if p.suffix == ".py"}
-    links.update({sub: ROOT / folder for sub, folder in ROOTS.items()})
+    links.update({pkg_name.split(".", 1)[1]: ROOT / folder
+                  for pkg_name, folder in package_roots().items() if "." in pkg_name})
     for name, target in links.items():
         link = pkg / name
         if link.is_symlink() and Path(os.readlink(link)) == target:

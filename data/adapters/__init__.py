@@ -29,19 +29,14 @@ def build_manifest(dataset: str, root: str | os.PathLike[str], **options: Any) -
     return validate(df, classes=getattr(adapter, "classes", None), check_files=True)
 
 
-def adapter_options(dataset: str) -> list[str]:
-    """The options (``--option KEY=VALUE``) an adapter takes: its constructor's named arguments."""
-    params = inspect.signature(DATASETS.get(dataset)).parameters.values()
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-
-
 def check_options(dataset: str, options: dict[str, Any]) -> None:
-    """An option the adapter does not take is a user mistake: one message naming it and the
-    options there are, before the root is scanned (not a TypeError from the constructor)."""
+    """An option the adapter does not take (not a named constructor argument) is a user mistake:
+    one message naming it and the options there are, before the root is scanned (not a
+    TypeError from the constructor)."""
     params = inspect.signature(DATASETS.get(dataset)).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return
-    known = adapter_options(dataset)
+    known = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     for key in options:
         if key not in known:
             takes = ", ".join(known) if known else "none"
