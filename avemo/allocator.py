@@ -32,7 +32,9 @@ def tune_allocator() -> bool:
     if _done is not None:
         return _done
     _done = False
-    if os.environ.get("AVEMO_MALLOC", "tuned").lower() == "system" or not sys.platform.startswith("linux"):
+    if os.environ.get("AVEMO_MALLOC", "tuned").lower() == "system" or not sys.platform.startswith(
+        "linux"
+    ):
         return _done
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -40,7 +42,9 @@ def tune_allocator() -> bool:
     except (OSError, AttributeError):  # musl and others: no mallopt, nothing to tune
         return _done
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    _done = bool(mallopt(_M_MMAP_THRESHOLD, THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, THRESHOLD))
+    _done = bool(mallopt(_M_MMAP_THRESHOLD, THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, THRESHOLD)
+    )
     return _done
 
 

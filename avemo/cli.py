@@ -27,7 +27,9 @@ from avemo.errors import (
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
-def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+def command(
+    name: str,
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
     def deco(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
         COMMANDS[name] = fn
         return fn
@@ -60,16 +62,25 @@ def _features(a: argparse.Namespace) -> int:
         fs, colon, kv = item.partition(":")
         k, eq, v = kv.partition("=")
         if not (colon and eq and fs and k):
-            raise UsageError(f"--set {item!r} is not FEATURE_SET:KEY=VALUE (e.g. --set logmel:n_mels=40)")
+            raise UsageError(
+                f"--set {item!r} is not FEATURE_SET:KEY=VALUE (e.g. --set logmel:n_mels=40)"
+            )
         try:
             value = yaml.safe_load(v)
         except yaml.YAMLError:
             raise UsageError(f"--set {item!r}: {v!r} is not a YAML value") from None
         overrides.setdefault(fs, {})[k] = value
     files = run_features(
-        a.manifest, a.feature_set, a.output, device=a.device, overrides=overrides,
-        batch_clips=a.batch_clips, on_mismatch="new" if a.new_on_mismatch else "error",
-        progress=a.verbosity >= 0, shard_clips=a.shard_clips, compression=a.compression,
+        a.manifest,
+        a.feature_set,
+        a.output,
+        device=a.device,
+        overrides=overrides,
+        batch_clips=a.batch_clips,
+        on_mismatch="new" if a.new_on_mismatch else "error",
+        progress=a.verbosity >= 0,
+        shard_clips=a.shard_clips,
+        compression=a.compression,
         lock_wait_s=0.0 if a.no_wait else None,
     )
     for name, path in files.items():
@@ -83,14 +94,18 @@ def _read_overrides(path: str) -> dict:
 
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"feature config {p} does not exist (a YAML mapping feature_set: {{key: value}})")
+        raise UsageError(
+            f"feature config {p} does not exist (a YAML mapping feature_set: {{key: value}})"
+        )
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UsageError(f"feature config {p} is not YAML: {e}") from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise UsageError(f"feature config {p} must map feature_set: {{key: value}}, e.g. "
-                         "'logmel: {n_mels: 40}'")
+        raise UsageError(
+            f"feature config {p} must map feature_set: {{key: value}}, e.g. "
+            "'logmel: {n_mels: 40}'"
+        )
     return data
 
 
@@ -128,8 +143,10 @@ def _inspect(a: argparse.Namespace) -> int:
         from avemo.extract.video.montage import write_montage
 
         if a.montage is None or a.out is None or len(a.files) != 1:
-            raise UsageError("a montage needs one FILE, --montage CLIP_ID and -o OUT.png, e.g. "
-                             "avemo inspect face_crops.h5 --montage clip01 -o clip01.png")
+            raise UsageError(
+                "a montage needs one FILE, --montage CLIP_ID and -o OUT.png, e.g. "
+                "avemo inspect face_crops.h5 --montage clip01 -o clip01.png"
+            )
         print(f"montage of {a.montage}: {write_montage(a.files[0], a.montage, a.out)}")
         return 0
     damaged = []
@@ -141,13 +158,17 @@ def _inspect(a: argparse.Namespace) -> int:
                 print("checksums    none stored (written before avemo kept them): cannot verify")
             elif bad:
                 damaged.append(p)
-                print(f"checksums    DAMAGED: {len(bad)} clip(s) no longer match: "
-                      f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}")
+                print(
+                    f"checksums    DAMAGED: {len(bad)} clip(s) no longer match: "
+                    f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}"
+                )
             else:
                 print("checksums    every clip matches")
     if damaged:
-        raise DamagedFileError(f"{len(damaged)} damaged file(s): {', '.join(map(str, damaged))}; rerun "
-                               "`avemo features` with the same options to extract the damaged clips again")
+        raise DamagedFileError(
+            f"{len(damaged)} damaged file(s): {', '.join(map(str, damaged))}; rerun "
+            "`avemo features` with the same options to extract the damaged clips again"
+        )
     return 0
 
 
@@ -171,7 +192,10 @@ LISTS = {
 }
 
 
-PACKAGED_FILES = {"configs": "run configs (fuse-train -c NAME)", "grids": "ablation grids (ablate -g NAME)"}
+PACKAGED_FILES = {
+    "configs": "run configs (fuse-train -c NAME)",
+    "grids": "ablation grids (ablate -g NAME)",
+}
 
 
 def packaged_dir(kind: str) -> Path:
@@ -194,7 +218,8 @@ def packaged(kind: str) -> Callable[[str], str]:
         names = sorted(p.stem for p in folder.glob("*.yaml"))
         raise argparse.ArgumentTypeError(
             f"{value!r} is neither a file nor a packaged {kind[:-1]}{did_you_mean(value, names)} "
-            f"Packaged: {', '.join(names)} (see `avemo list {kind}`)")
+            f"Packaged: {', '.join(names)} (see `avemo list {kind}`)"
+        )
 
     return resolve
 
@@ -292,9 +317,14 @@ EXAMPLES = {
 
 
 def _sub(sub, name: str, help: str, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".",
-                          epilog=EXAMPLES[name], parents=[common],
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help[:1].upper() + help[1:] + ".",
+        epilog=EXAMPLES[name],
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 WORKFLOWS = {
@@ -320,13 +350,24 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     talk = common.add_mutually_exclusive_group()
-    talk.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=0,
-                      help="warnings and errors only (no progress)")
-    talk.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1,
-                      help="also debug notes")
-    p = argparse.ArgumentParser(prog="avemo", description=__doc__,
-                                epilog="`avemo COMMAND --help` shows each command's options and examples.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    talk.add_argument(
+        "-q",
+        "--quiet",
+        dest="verbosity",
+        action="store_const",
+        const=-1,
+        default=0,
+        help="warnings and errors only (no progress)",
+    )
+    talk.add_argument(
+        "-v", "--verbose", dest="verbosity", action="store_const", const=1, help="also debug notes"
+    )
+    p = argparse.ArgumentParser(
+        prog="avemo",
+        description=__doc__,
+        epilog="`avemo COMMAND --help` shows each command's options and examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"avemo {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
@@ -334,43 +375,85 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     m.add_argument("dataset", help="adapter name (see `avemo list datasets`)")
     m.add_argument("root", help="dataset root folder (or CSV for the csv adapter)")
     m.add_argument("-o", "--output", required=True, help="manifest path (.csv or .parquet)")
-    m.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="adapter option (repeatable)")
+    m.add_argument(
+        "--option", action="append", metavar="KEY=VALUE", help="adapter option (repeatable)"
+    )
 
     f = _sub(sub, "features", "extract feature sets into OUT/<feature_set>.h5 (resumes)", common)
-    f.add_argument("-m", "--manifest", required=True,
-                   help="manifest .csv or .parquet (from `avemo manifest`)")
-    f.add_argument("-s", "--feature-set", action="append", required=True,
-                   help="feature set name (repeatable; see `avemo list feature-sets`)")
+    f.add_argument(
+        "-m", "--manifest", required=True, help="manifest .csv or .parquet (from `avemo manifest`)"
+    )
+    f.add_argument(
+        "-s",
+        "--feature-set",
+        action="append",
+        required=True,
+        help="feature set name (repeatable; see `avemo list feature-sets`)",
+    )
     f.add_argument("-o", "--output", required=True, help="output folder")
     f.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu with a notice)")
     f.add_argument("-c", "--config", help="YAML mapping feature_set -> config overrides")
-    f.add_argument("--set", action="append", metavar="FS:KEY=VALUE",
-                   help="one config override, value in YAML (repeatable), e.g. logmel:n_mels=40")
+    f.add_argument(
+        "--set",
+        action="append",
+        metavar="FS:KEY=VALUE",
+        help="one config override, value in YAML (repeatable), e.g. logmel:n_mels=40",
+    )
     f.add_argument("--batch-clips", type=int, default=8, help="clips per extraction batch")
-    f.add_argument("--shard-clips", type=int, default=None,
-                   help="clips per committed shard (default $AVEMO_SHARD_CLIPS or 32)")
-    f.add_argument("--compression", choices=["gzip", "lzf"], default=None,
-                   help="compress the final file (smaller, not memory-mappable)")
-    f.add_argument("--new-on-mismatch", action="store_true",
-                   help="when OUT holds the set made with another config, write <set>-<hash>.h5")
-    f.add_argument("--no-wait", action="store_true",
-                   help="when another process writes the same output, stop (exit 2) instead of waiting")
+    f.add_argument(
+        "--shard-clips",
+        type=int,
+        default=None,
+        help="clips per committed shard (default $AVEMO_SHARD_CLIPS or 32)",
+    )
+    f.add_argument(
+        "--compression",
+        choices=["gzip", "lzf"],
+        default=None,
+        help="compress the final file (smaller, not memory-mappable)",
+    )
+    f.add_argument(
+        "--new-on-mismatch",
+        action="store_true",
+        help="when OUT holds the set made with another config, write <set>-<hash>.h5",
+    )
+    f.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="when another process writes the same output, stop (exit 2) instead of waiting",
+    )
 
     t = _sub(sub, "fuse-train", "train a fusion model on cached features", common)
-    t.add_argument("-c", "--config", required=True, type=packaged("configs"),
-                   help="run config: a YAML path or a packaged NAME (`avemo list configs`)")
+    t.add_argument(
+        "-c",
+        "--config",
+        required=True,
+        type=packaged("configs"),
+        help="run config: a YAML path or a packaged NAME (`avemo list configs`)",
+    )
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
-    t.add_argument("--print-config", action="store_true",
-                   help="print the resolved, validated config and exit (nothing is trained)")
+    t.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved, validated config and exit (nothing is trained)",
+    )
 
     g = _sub(sub, "ablate", "run an ablation grid from the cache (resumable)", common)
-    g.add_argument("-g", "--grid", required=True, type=packaged("grids"),
-                   help="grid: a YAML path or a packaged NAME (`avemo list grids`)")
+    g.add_argument(
+        "-g",
+        "--grid",
+        required=True,
+        type=packaged("grids"),
+        help="grid: a YAML path or a packaged NAME (`avemo list grids`)",
+    )
     g.add_argument("-o", "--output", help="results folder (default: from the grid)")
     g.add_argument("--dry-run", action="store_true", help="list cells and missing features only")
-    g.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides for every cell (e.g. data.features_dir=features/ravdess)")
+    g.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides for every cell (e.g. data.features_dir=features/ravdess)",
+    )
 
     for name, what in WORKFLOWS.items():  # their options live with them (``python -m`` too)
         sp = _sub(sub, name, what, common)
@@ -378,16 +461,30 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             importlib.import_module(f"avemo.workflows.{name}").add_arguments(sp)
 
     i = _sub(sub, "inspect", "provenance, shapes and per-status counts of feature files", common)
-    i.add_argument("files", nargs="+", metavar="FILE", help="feature files (.h5) written by `avemo features`")
-    i.add_argument("--montage", metavar="CLIP_ID", help="draw this clip's aligned face crops over time, with "
-                   "mask and track (a face_crops file), into -o")
+    i.add_argument(
+        "files", nargs="+", metavar="FILE", help="feature files (.h5) written by `avemo features`"
+    )
+    i.add_argument(
+        "--montage",
+        metavar="CLIP_ID",
+        help="draw this clip's aligned face crops over time, with "
+        "mask and track (a face_crops file), into -o",
+    )
     i.add_argument("-o", "--out", metavar="PNG", help="where --montage writes its picture (.png)")
-    i.add_argument("--verify", action="store_true", help="read every clip and check it against its "
-                   f"stored checksum (damaged: exit {DamagedFileError.exit_code})")
+    i.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every clip and check it against its "
+        f"stored checksum (damaged: exit {DamagedFileError.exit_code})",
+    )
 
     ls = _sub(sub, "list", "what is registered, and the packaged configs and grids", common)
-    ls.add_argument("what", choices=sorted([*LISTS, *PACKAGED_FILES]), metavar="WHAT",
-                    help="one of: " + ", ".join(sorted([*LISTS, *PACKAGED_FILES])))
+    ls.add_argument(
+        "what",
+        choices=sorted([*LISTS, *PACKAGED_FILES]),
+        metavar="WHAT",
+        help="one of: " + ", ".join(sorted([*LISTS, *PACKAGED_FILES])),
+    )
     return p
 
 
@@ -415,9 +512,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not is_disk_full(e):
             raise
         where = e.filename or str(e).splitlines()[0]
-        print(f"avemo {args.cmd}: error: disk full writing {where}: no space left on device; free "
-              "space or write elsewhere, then rerun the same command: finished work is kept",
-              file=sys.stderr)
+        print(
+            f"avemo {args.cmd}: error: disk full writing {where}: no space left on device; free "
+            "space or write elsewhere, then rerun the same command: finished work is kept",
+            file=sys.stderr,
+        )
         return DiskFullError.exit_code
 
 

@@ -56,15 +56,20 @@ def is_disk_full(e: BaseException) -> bool:
     text = str(e)
     if isinstance(e, OSError) and e.errno == 28:
         return True
-    return isinstance(e, OSError | RuntimeError) and ("No space left on device" in text or "errno = 28," in text)
+    return isinstance(e, OSError | RuntimeError) and (
+        "No space left on device" in text or "errno = 28," in text
+    )
 
 
-EXIT_CODES = {"user error": 2, "damaged file": DamagedFileError.exit_code,
-              "disk full": DiskFullError.exit_code, "interrupted (Ctrl-C)": 130}
+EXIT_CODES = {
+    "user error": 2,
+    "damaged file": DamagedFileError.exit_code,
+    "disk full": DiskFullError.exit_code,
+    "interrupted (Ctrl-C)": 130,
+}
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """``", did you mean X?"`` for a close match among ``known``, else ``""``."""
     close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
     return f", did you mean {close[0]}?" if close else ""
-

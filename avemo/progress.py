@@ -30,15 +30,23 @@ class Progress:
     ``amount_unit`` (e.g. ``frames``, ``audio-s``) adds a second rate: ``amount`` per second.
     """
 
-    def __init__(self, desc: str, total: int, unit: str = "clips", amount_unit: str | None = None,
-                 enabled: bool = True, stream: TextIO | None = None,
-                 every_s: float | None = None) -> None:
+    def __init__(
+        self,
+        desc: str,
+        total: int,
+        unit: str = "clips",
+        amount_unit: str | None = None,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        every_s: float | None = None,
+    ) -> None:
         self.desc, self.total, self.unit, self.amount_unit = desc, int(total), unit, amount_unit
         self.stream = stream or sys.stderr
         # off with -q (the CLI sets the "avemo" logger to WARNING); on when nobody configured it
         self.enabled = enabled and total > 0 and logging.getLogger("avemo").level <= logging.INFO
-        self.every_s = float(every_s if every_s is not None
-                             else os.environ.get("AVEMO_PROGRESS_EVERY_S", 30))
+        self.every_s = float(
+            every_s if every_s is not None else os.environ.get("AVEMO_PROGRESS_EVERY_S", 30)
+        )
         self.done = self.bad = 0
         self.amount = 0.0
         self.t0 = self._last = time.perf_counter()
@@ -46,10 +54,18 @@ class Progress:
         if self.enabled and _isatty(self.stream):
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, desc=desc, unit=unit.rstrip("s"), file=self.stream,
-                             bar_format="{desc}: {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} "
-                                        + unit + " [{elapsed}{postfix}]",
-                             mininterval=0.5, dynamic_ncols=True, leave=True)
+            self._bar = tqdm(
+                total=self.total,
+                desc=desc,
+                unit=unit.rstrip("s"),
+                file=self.stream,
+                bar_format="{desc}: {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} "
+                + unit
+                + " [{elapsed}{postfix}]",
+                mininterval=0.5,
+                dynamic_ncols=True,
+                leave=True,
+            )
 
     # -- numbers ---------------------------------------------------------------------------
     def _elapsed(self) -> float:

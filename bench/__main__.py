@@ -35,15 +35,28 @@ SECTIONS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m avemo.bench", description=__doc__.split("\n")[0],
-                                add_help=False, epilog="--only SECTION -h: also that section's options")
+    p = argparse.ArgumentParser(
+        prog="python -m avemo.bench",
+        description=__doc__.split("\n")[0],
+        add_help=False,
+        epilog="--only SECTION -h: also that section's options",
+    )
     p.add_argument("-h", "--help", action="store_true", help="show this help message and exit")
-    p.add_argument("--only", choices=list(SECTIONS), action="append", help="repeatable; default: all")
-    p.add_argument("-o", "--output", default=None,
-                   help="markdown file for every section (default benchmarks/results/<date>.md)")
+    p.add_argument(
+        "--only", choices=list(SECTIONS), action="append", help="repeatable; default: all"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="markdown file for every section (default benchmarks/results/<date>.md)",
+    )
     p.add_argument("--quick", action="store_true", help="smaller inputs (smoke run)")
-    p.add_argument("--device", default=None,
-                   help="cpu (default) or cuda; sections taking argv get it as --device")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu (default) or cuda; sections taking argv get it as --device",
+    )
     p.add_argument("--crop-step", type=int, default=3, help="crops: every STEP-th RAVDESS frame")
     a, rest = p.parse_known_args(argv)
     if a.help:

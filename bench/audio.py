@@ -34,7 +34,9 @@ def _clips(quick: bool) -> tuple[list[ClipInput], str]:
     from avemo.data.assets import media
 
     n = 4 if quick else 20
-    return [ClipInput(f"s{i}", audio=str(media("sample.wav"))) for i in range(n)], f"sample.wav x{n}"
+    return [
+        ClipInput(f"s{i}", audio=str(media("sample.wav"))) for i in range(n)
+    ], f"sample.wav x{n}"
 
 
 def _generated_weights(tmp: Path) -> None:
@@ -44,15 +46,23 @@ def _generated_weights(tmp: Path) -> None:
     from avemo.extract.audio.panns import build_cnn14
     from avemo.extract.audio.vggish import build_vggish
 
-    for env, build, name in (("AVEMO_WEIGHTS_VGGISH", build_vggish, "vggish.pth"),
-                             ("AVEMO_WEIGHTS_PANNS_CNN14", build_cnn14, "cnn14.pth")):
+    for env, build, name in (
+        ("AVEMO_WEIGHTS_VGGISH", build_vggish, "vggish.pth"),
+        ("AVEMO_WEIGHTS_PANNS_CNN14", build_cnn14, "cnn14.pth"),
+    ):
         if not os.environ.get(env):
             torch.save(build().state_dict(), tmp / name)
             os.environ[env] = str(tmp / name)
 
 
-def run_one(name: str, clips: list[ClipInput], device: str = "cpu", backend: str | None = None,
-            config: dict | None = None, batch: int = 8) -> dict[str, Any]:
+def run_one(
+    name: str,
+    clips: list[ClipInput],
+    device: str = "cpu",
+    backend: str | None = None,
+    config: dict | None = None,
+    batch: int = 8,
+) -> dict[str, Any]:
     from avemo.extract.registry import FEATURE_SETS, load_all
 
     load_all()
@@ -67,16 +77,25 @@ def run_one(name: str, clips: list[ClipInput], device: str = "cpu", backend: str
     wall = time.perf_counter() - t0
     durations = _durations(clips)
     ok = [c for c in out if c.status == "ok"]
-    clean = all(np.isfinite(c.values).all() and c.values.shape[1:] == fs.row_shape() and len(c.values)
-                for c in ok)
+    clean = all(
+        np.isfinite(c.values).all() and c.values.shape[1:] == fs.row_shape() and len(c.values)
+        for c in ok
+    )
     rows = np.array([len(c.values) for c in ok])
     return {
-        "feature set": name, "device": device, "path": fs.backend if name in
-        ("spectrogram", "logmel", "mfcc") else ("onnxruntime" if name == "speech_embedding" else "torch"),
-        "clips": len(clips), "audio s": round(sum(durations), 1), "wall s": round(wall, 2),
+        "feature set": name,
+        "device": device,
+        "path": fs.backend
+        if name in ("spectrogram", "logmel", "mfcc")
+        else ("onnxruntime" if name == "speech_embedding" else "torch"),
+        "clips": len(clips),
+        "audio s": round(sum(durations), 1),
+        "wall s": round(wall, 2),
         "audio s / wall s": sum(durations) / wall,
-        "status ok": f"{len(ok)}/{len(out)}", "finite+shape": "yes" if clean else "NO",
-        "row shape": str(fs.row_shape()), "rows/clip": f"{rows.min()}-{rows.max()}" if len(rows) else "-",
+        "status ok": f"{len(ok)}/{len(out)}",
+        "finite+shape": "yes" if clean else "NO",
+        "row shape": str(fs.row_shape()),
+        "rows/clip": f"{rows.min()}-{rows.max()}" if len(rows) else "-",
     }
 
 
@@ -99,19 +118,27 @@ def main(quick: bool = False) -> Path:
             rows.append(run_one(name, clips, backend="torch"))
         rows.append(run_one("speech_embedding", clips))
         rows.append(run_one("vggish", sub) | {"feature set": "vggish (generated weights)"})
-        rows.append(run_one("panns_cnn14", sub) | {"feature set": "panns_cnn14 (generated weights)"})
+        rows.append(
+            run_one("panns_cnn14", sub) | {"feature set": "panns_cnn14 (generated weights)"}
+        )
         if torch.cuda.is_available():
             for name in ("spectrogram", "logmel", "mfcc"):
                 rows.append(run_one(name, clips, device="cuda", batch=64))
             rows.append(run_one("speech_embedding", clips, device="cuda"))
-            rows.append(run_one("vggish", clips, device="cuda", batch=64)
-                        | {"feature set": "vggish (generated weights)"})
-            rows.append(run_one("panns_cnn14", clips, device="cuda", batch=64)
-                        | {"feature set": "panns_cnn14 (generated weights)"})
-    notes = (f"Input: {source}; batches of 8 clips (64 on GPU) through `FeatureSet.extract` "
-             "(decode + soxr resample + compute; HDF5 writes not timed). `status ok` and "
-             "`finite+shape` are the real-data check (every clip ok, no NaN/inf, documented row "
-             f"shape). CNN rows with generated weights run on {len(sub)} clips on CPU. "
-             f"torch threads: {torch.get_num_threads()}. "
-             "Reproduce: `.venv/bin/python -m avemo.bench --only audio`.")
+            rows.append(
+                run_one("vggish", clips, device="cuda", batch=64)
+                | {"feature set": "vggish (generated weights)"}
+            )
+            rows.append(
+                run_one("panns_cnn14", clips, device="cuda", batch=64)
+                | {"feature set": "panns_cnn14 (generated weights)"}
+            )
+    notes = (
+        f"Input: {source}; batches of 8 clips (64 on GPU) through `FeatureSet.extract` "
+        "(decode + soxr resample + compute; HDF5 writes not timed). `status ok` and "
+        "`finite+shape` are the real-data check (every clip ok, no NaN/inf, documented row "
+        f"shape). CNN rows with generated weights run on {len(sub)} clips on CPU. "
+        f"torch threads: {torch.get_num_threads()}. "
+        "Reproduce: `.venv/bin/python -m avemo.bench --only audio`."
+    )
     return write_section("Audio features (stage one)", rows, notes)

@@ -71,7 +71,9 @@ def main(quick: bool = False, device: str = "cpu") -> Path:
     out = rows(n=256 if quick else 2048, device=device)
     for r in out:
         print(r)
-    notes = ("Backbone alone on random uint8 crops at its input size, best of the repeats; "
-             "`skipped` rows: weights not on this machine. Shared machine: compare rows of one run. "
-             "Reproduce: `python -m avemo.bench --only backbones`.")
+    notes = (
+        "Backbone alone on random uint8 crops at its input size, best of the repeats; "
+        "`skipped` rows: weights not on this machine. Shared machine: compare rows of one run. "
+        "Reproduce: `python -m avemo.bench --only backbones`."
+    )
     return write_section("Face backbones: crops/s", out, notes)

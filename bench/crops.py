@@ -47,19 +47,53 @@ COMBINED = "combined"  # mean of the two networks' class probabilities
 EMOTIONS = ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 #: each network's class name -> EMOTIONS (both have exactly these 7 classes)
 NET_CLASSES = {
-    "fer2013_minixception": {"angry": "angry", "disgust": "disgust", "fear": "fearful", "happy": "happy",
-                             "sad": "sad", "surprise": "surprised", "neutral": "neutral"},
-    "faceapi_expression": {"neutral": "neutral", "happy": "happy", "sad": "sad", "angry": "angry",
-                           "fearful": "fearful", "disgusted": "disgust", "surprised": "surprised"},
+    "fer2013_minixception": {
+        "angry": "angry",
+        "disgust": "disgust",
+        "fear": "fearful",
+        "happy": "happy",
+        "sad": "sad",
+        "surprise": "surprised",
+        "neutral": "neutral",
+    },
+    "faceapi_expression": {
+        "neutral": "neutral",
+        "happy": "happy",
+        "sad": "sad",
+        "angry": "angry",
+        "fearful": "fearful",
+        "disgusted": "disgust",
+        "surprised": "surprised",
+    },
 }
 #: dataset label -> EMOTIONS; labels absent here (RAVDESS calm, MAFW contempt ...) exclude the clip
 LABELS = {
-    "neutral": "neutral", "happy": "happy", "sad": "sad", "angry": "angry", "anger": "angry",
-    "fearful": "fearful", "fear": "fearful", "disgust": "disgust", "surprised": "surprised", "surprise": "surprised",
-    "ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad",
+    "neutral": "neutral",
+    "happy": "happy",
+    "sad": "sad",
+    "angry": "angry",
+    "anger": "angry",
+    "fearful": "fearful",
+    "fear": "fearful",
+    "disgust": "disgust",
+    "surprised": "surprised",
+    "surprise": "surprised",
+    "ANG": "angry",
+    "DIS": "disgust",
+    "FEA": "fearful",
+    "HAP": "happy",
+    "NEU": "neutral",
+    "SAD": "sad",
 }
 # CREMA-D code -> FER2013 class (the face_fer2013 logits test reads it)
-CREMAD_TO_FER = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+CREMAD_TO_FER = {
+    "ANG": "angry",
+    "DIS": "disgust",
+    "FEA": "fear",
+    "HAP": "happy",
+    "NEU": "neutral",
+    "SAD": "sad",
+}
 
 
 @dataclass(frozen=True)
@@ -75,12 +109,17 @@ class Variant:
         return "box padded black (face-api's own)" if self.pad_black else self.spec.label
 
 
-FER_VARIANTS: tuple[Variant, ...] = tuple(Variant(s) for s in (
-    CropSpec("template", 0.0), CropSpec("template", 0.25),
-    *(CropSpec("box", m) for m in (0.2, 0.1, 0.0, -0.1, -0.2, -0.3, -0.4)),
-    *(CropSpec("box", m, interpolation="area") for m in (0.0, -0.2, -0.3, -0.4)),
-    CropSpec("box", 0.0, square=False), CropSpec("box", -0.3, square=False),
-))
+FER_VARIANTS: tuple[Variant, ...] = tuple(
+    Variant(s)
+    for s in (
+        CropSpec("template", 0.0),
+        CropSpec("template", 0.25),
+        *(CropSpec("box", m) for m in (0.2, 0.1, 0.0, -0.1, -0.2, -0.3, -0.4)),
+        *(CropSpec("box", m, interpolation="area") for m in (0.0, -0.2, -0.3, -0.4)),
+        CropSpec("box", 0.0, square=False),
+        CropSpec("box", -0.3, square=False),
+    )
+)
 FACEAPI_VARIANTS: tuple[Variant, ...] = (
     *(Variant(CropSpec("template", m)) for m in (0.0, 0.25, 0.5)),
     *(Variant(CropSpec("box", m)) for m in (0.3, 0.2, 0.1, 0.0, -0.1, -0.2, -0.3)),
@@ -109,8 +148,14 @@ def ravdess_clips(root: Path = SHARED, step: int = 3) -> list[Clip]:
     with labels.open() as f:
         for row in csv.DictReader(f):
             if row["modality"] in ("audio-video", "video-only") and row["emotion"] in LABELS:
-                group = "RAVDESS a05 AV" if row["modality"] == "audio-video" else "RAVDESS a05 video-only"
-                out.append(Clip(row["clip_id"], group, LABELS[row["emotion"]], root / row["file"], step))
+                group = (
+                    "RAVDESS a05 AV"
+                    if row["modality"] == "audio-video"
+                    else "RAVDESS a05 video-only"
+                )
+                out.append(
+                    Clip(row["clip_id"], group, LABELS[row["emotion"]], root / row["file"], step)
+                )
     return out
 
 
@@ -125,11 +170,22 @@ def extra_clips(folder: Path, step: int = 3) -> list[Clip]:
     """Clips listed in ``folder/labels.csv`` whose label maps to EMOTIONS."""
     with (folder / "labels.csv").open() as f:
         rows = list(csv.DictReader(f))
-    return [Clip(r["clip_id"], r["source"], LABELS[r["emotion"]], folder / r["file"],
-                 1 if r["file"].endswith(".gif") else step) for r in rows if r["emotion"] in LABELS]
+    return [
+        Clip(
+            r["clip_id"],
+            r["source"],
+            LABELS[r["emotion"]],
+            folder / r["file"],
+            1 if r["file"].endswith(".gif") else step,
+        )
+        for r in rows
+        if r["emotion"] in LABELS
+    ]
 
 
-def detect_subject(detector: Any, frames: list[np.ndarray], batch: int = 16) -> tuple[list[int], np.ndarray, np.ndarray]:
+def detect_subject(
+    detector: Any, frames: list[np.ndarray], batch: int = 16
+) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Frames with a face, and that face's box and landmarks (largest ``score * sqrt(area)``)."""
     keep, boxes, lmks = [], [], []
     for a in range(0, len(frames), batch):
@@ -141,11 +197,21 @@ def detect_subject(detector: Any, frames: list[np.ndarray], batch: int = 16) -> 
             keep.append(i)
             boxes.append(faces.boxes[j])
             lmks.append(faces.landmarks[j])
-    return keep, np.array(boxes, np.float32).reshape(-1, 4), np.array(lmks, np.float32).reshape(-1, 5, 2)
+    return (
+        keep,
+        np.array(boxes, np.float32).reshape(-1, 4),
+        np.array(lmks, np.float32).reshape(-1, 5, 2),
+    )
 
 
-def cut(frames: list[np.ndarray], idx: list[int], boxes: np.ndarray, lmks: np.ndarray, size: int,
-        v: Variant) -> np.ndarray:
+def cut(
+    frames: list[np.ndarray],
+    idx: list[int],
+    boxes: np.ndarray,
+    lmks: np.ndarray,
+    size: int,
+    v: Variant,
+) -> np.ndarray:
     """The variant's crops; ``pad_black`` blanks what lies outside the detector box."""
     crops = crop_faces(frames, idx, boxes, lmks, size, v.spec)
     if v.pad_black:
@@ -159,10 +225,16 @@ def cut(frames: list[np.ndarray], idx: list[int], boxes: np.ndarray, lmks: np.nd
     return crops
 
 
-def clip_probs(nets: dict[str, Any], clip: Clip, detector: Any) -> tuple[dict[tuple[str, str], np.ndarray], int, int]:
+def clip_probs(
+    nets: dict[str, Any], clip: Clip, detector: Any
+) -> tuple[dict[tuple[str, str], np.ndarray], int, int]:
     """Mean softmax (EMOTIONS order) per (backbone, variant) over the clip's sampled frames with a face."""
-    frames = [f for ch in iter_frames(clip.path) for i, f in zip(ch.index, ch.frames, strict=True)
-              if i % clip.step == 0]
+    frames = [
+        f
+        for ch in iter_frames(clip.path)
+        for i, f in zip(ch.index, ch.frames, strict=True)
+        if i % clip.step == 0
+    ]
     idx, boxes, lmks = detect_subject(detector, frames)
     out = {}
     for name, net in nets.items():
@@ -194,10 +266,20 @@ def evaluate(clips: Sequence[Clip], device: str = "cpu", log: bool = True) -> di
         for k, v in p.items():
             probs.setdefault(k, []).append(v)
         if log:
-            print(f"{clip.clip_id}: {nd}/{nf} frames with a face ({time.perf_counter() - t0:.0f} s)", flush=True)
-    return {"probs": {k: np.stack(v) for k, v in probs.items()}, "clips": list(clips), "frames": n_frames,
-            "faces": n_faces, "seconds": time.perf_counter() - t0, "detector": fs.config["detector"],
-            "thresholds": fs.config["thresholds"], "min_face_size": fs.config["min_face_size"]}
+            print(
+                f"{clip.clip_id}: {nd}/{nf} frames with a face ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
+    return {
+        "probs": {k: np.stack(v) for k, v in probs.items()},
+        "clips": list(clips),
+        "frames": n_frames,
+        "faces": n_faces,
+        "seconds": time.perf_counter() - t0,
+        "detector": fs.config["detector"],
+        "thresholds": fs.config["thresholds"],
+        "min_face_size": fs.config["min_face_size"],
+    }
 
 
 def score(probs: np.ndarray, clips: Sequence[Clip]) -> dict[str, Any]:
@@ -205,9 +287,16 @@ def score(probs: np.ndarray, clips: Sequence[Clip]) -> dict[str, Any]:
     truth = np.array([EMOTIONS.index(c.label) for c in clips])
     right = probs.argmax(1) == truth
     groups = list(dict.fromkeys(c.group for c in clips))
-    per = {g: (int(right[[c.group == g for c in clips]].sum()), sum(c.group == g for c in clips)) for g in groups}
-    return {"per": per, "pooled": float(right.mean()), "source_mean": float(np.mean([k / n for k, n in per.values()])),
-            "p_true": float(probs[np.arange(len(truth)), truth].mean())}
+    per = {
+        g: (int(right[[c.group == g for c in clips]].sum()), sum(c.group == g for c in clips))
+        for g in groups
+    }
+    return {
+        "per": per,
+        "pooled": float(right.mean()),
+        "source_mean": float(np.mean([k / n for k, n in per.values()])),
+        "p_true": float(probs[np.arange(len(truth)), truth].mean()),
+    }
 
 
 def rows_of(res: dict[str, Any]) -> list[dict[str, Any]]:
@@ -220,7 +309,9 @@ def rows_of(res: dict[str, Any]) -> list[dict[str, Any]]:
     for name, label, p, _ in list(scored):
         if name == "faceapi_expression":
             mean = (p + fer_best[2]) / 2
-            scored.append((COMBINED, f"fer2013: {fer_best[1]}; faceapi: {label}", mean, score(mean, clips)))
+            scored.append(
+                (COMBINED, f"fer2013: {fer_best[1]}; faceapi: {label}", mean, score(mean, clips))
+            )
     return [{"backbone": n, "crop": lab, **s} for n, lab, _, s in sorted(scored, key=key)]
 
 
@@ -231,7 +322,11 @@ def table(res: dict[str, Any], defaults: dict[str, str]) -> list[dict[str, Any]]
     out = []
     for i, r in enumerate(rows):
         best_of.setdefault(r["backbone"], i)
-        row: dict[str, Any] = {"backbone": r["backbone"], "crop": r["crop"], "detector": res["detector"]}
+        row: dict[str, Any] = {
+            "backbone": r["backbone"],
+            "crop": r["crop"],
+            "detector": res["detector"],
+        }
         for g, (k, n) in r["per"].items():
             row[f"{g} ({n})"] = f"{k}/{n}"
         row[f"pooled ({total}) %"] = 100.0 * r["pooled"]
@@ -248,8 +343,13 @@ def main(quick: bool = False, device: str = "cpu", step: int = 3, argv: Sequence
     from avemo.extract.registry import BACKBONES, load_all
 
     p = argparse.ArgumentParser(prog="python -m avemo.bench --only crops")
-    p.add_argument("--extra", type=Path, action="append", default=[],
-                   help="folder with labels.csv (clip_id, file, source, emotion[, commit]); repeatable")
+    p.add_argument(
+        "--extra",
+        type=Path,
+        action="append",
+        default=[],
+        help="folder with labels.csv (clip_id, file, source, emotion[, commit]); repeatable",
+    )
     a, _ = p.parse_known_args(list(argv))
     torch.set_num_threads(1)
     clips = cremad_clips() + ([] if quick else ravdess_clips(step=step))
@@ -259,9 +359,17 @@ def main(quick: bool = False, device: str = "cpu", step: int = 3, argv: Sequence
     load_all()
     defaults = {n: BACKBONES.get(n).crop_spec().label for n in VARIANTS}
     rows = table(res, defaults)
-    groups = ", ".join(f"{g} {sum(c.group == g for c in clips)}" for g in dict.fromkeys(c.group for c in clips))
-    commits = sorted({f"{r['source']} @ {r['commit'][:12]}" for f in a.extra
-                      for r in csv.DictReader((f / "labels.csv").open()) if r.get("commit")})
+    groups = ", ".join(
+        f"{g} {sum(c.group == g for c in clips)}" for g in dict.fromkeys(c.group for c in clips)
+    )
+    commits = sorted(
+        {
+            f"{r['source']} @ {r['commit'][:12]}"
+            for f in a.extra
+            for r in csv.DictReader((f / "labels.csv").open())
+            if r.get("commit")
+        }
+    )
     notes = (
         f"Zero-shot clip accuracy of each network's own 7 classes: mean softmax over a clip's sampled frames, "
         f"argmax vs the clip's label, in one vocabulary ({', '.join(EMOTIONS)}; FER2013's fear/surprise and "
@@ -280,14 +388,20 @@ def main(quick: bool = False, device: str = "cpu", step: int = 3, argv: Sequence
         f"mean probability of the true class. {res['seconds']:.0f} s on a shared 2-core CPU (other agents "
         f"running). Sources are one actor each (RAVDESS, CREMA-D) or a handful of web clips: small, noisy "
         f"samples. "
-        + (f"Extra clips fetched by hand from public repositories (research licences; measured, never shipped): "
-           f"{'; '.join(commits)}. " if commits else "")
+        + (
+            f"Extra clips fetched by hand from public repositories (research licences; measured, never shipped): "
+            f"{'; '.join(commits)}. "
+            if commits
+            else ""
+        )
         + "Reproduce: `python -m avemo.bench --only crops -o FILE [--extra DIR]`."
     )
     path = write_section(SECTION, rows, notes)
     for name in (*VARIANTS, COMBINED):
         best = next((r for r in rows if r["backbone"] == name), None)
         if best is not None:
-            print(f"{name}: best crop {best['crop']} (pooled {best[f'pooled ({len(clips)}) %']:.1f} %); "
-                  f"default now {defaults.get(name, '-')}")
+            print(
+                f"{name}: best crop {best['crop']} (pooled {best[f'pooled ({len(clips)}) %']:.1f} %); "
+                f"default now {defaults.get(name, '-')}"
+            )
     return path

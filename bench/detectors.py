@@ -79,8 +79,11 @@ def generated_frames(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.n
     import skimage.data
 
     mt = DETECTORS.build("mtcnn", thresholds=[0.6, 0.7, 0.8], min_face_size=20)
-    sources = [skimage.data.astronaut(), cv2.imread(str(media("single_face.jpg")))[..., ::-1],
-               cv2.imread(str(media("multi_face.jpg")))[..., ::-1]]
+    sources = [
+        skimage.data.astronaut(),
+        cv2.imread(str(media("single_face.jpg")))[..., ::-1],
+        cv2.imread(str(media("multi_face.jpg")))[..., ::-1],
+    ]
     faces = []  # (patch, face box inside the patch)
     for img in sources:
         img = np.ascontiguousarray(img)
@@ -105,9 +108,14 @@ def generated_frames(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.n
             if p.shape[0] >= 720 or p.shape[1] >= 1280:
                 continue
             for _try in range(20):  # a place that does not overlap earlier faces
-                x, y = int(rng.integers(0, 1280 - p.shape[1])), int(rng.integers(0, 720 - p.shape[0]))
+                x, y = (
+                    int(rng.integers(0, 1280 - p.shape[1])),
+                    int(rng.integers(0, 720 - p.shape[0])),
+                )
                 box = np.array([x, y, x + p.shape[1], y + p.shape[0]], np.float32)
-                if all(box[2] < o[0] or box[0] > o[2] or box[3] < o[1] or box[1] > o[3] for o in boxes):
+                if all(
+                    box[2] < o[0] or box[0] > o[2] or box[3] < o[1] or box[1] > o[3] for o in boxes
+                ):
                     break
             else:
                 continue
@@ -120,7 +128,9 @@ def generated_frames(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.n
     return frames, truth
 
 
-def detector_rows(videos: Sequence[Path], n_generated: int, every: int = EVERY) -> list[dict[str, Any]]:
+def detector_rows(
+    videos: Sequence[Path], n_generated: int, every: int = EVERY
+) -> list[dict[str, Any]]:
     """Recall / false positives / detector frames/s of every detector on the same frames."""
     import torch
 
@@ -128,7 +138,9 @@ def detector_rows(videos: Sequence[Path], n_generated: int, every: int = EVERY) 
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - default_workers()))  # as the pipeline does
     dets = {label: DETECTORS.build(name, **opts) for label, name, opts in DETECTOR_ROWS}
-    stats = {label: {"real": 0, "real_fp": 0, "gen": 0, "gen_fp": 0, "t": 0.0, "n": 0} for label in dets}
+    stats = {
+        label: {"real": 0, "real_fp": 0, "gen": 0, "gen_fp": 0, "t": 0.0, "n": 0} for label in dets
+    }
     n_real = 0
     for path in videos:
         frames = [f for ch in iter_frames(path) for f in ch.frames][::every]
@@ -159,28 +171,38 @@ def detector_rows(videos: Sequence[Path], n_generated: int, every: int = EVERY) 
         hits_all = np.concatenate(hits)
         stats[label]["gen"] = int(hits_all.sum())
         stats[label]["gen_small"] = 100.0 * hits_all[small].mean() if small.any() else float("nan")
-        stats[label]["gen_large"] = 100.0 * hits_all[~small].mean() if (~small).any() else float("nan")
+        stats[label]["gen_large"] = (
+            100.0 * hits_all[~small].mean() if (~small).any() else float("nan")
+        )
     rows = []
     for label, s in stats.items():
         fb = getattr(dets[label], "fallback_frames", None)
-        rows.append({
-            "detector": label,
-            "RAVDESS recall %": 100.0 * s["real"] / max(n_real, 1),
-            "RAVDESS false pos.": s["real_fp"],
-            "generated recall %": 100.0 * s["gen"] / max(n_gen, 1),
-            f"faces < {SMALL} px %": s["gen_small"],
-            f"faces >= {SMALL} px %": s["gen_large"],
-            "generated false pos.": s["gen_fp"],
-            "720p frames/s": s["n"] / max(s["t"], 1e-9),
-            "ms/frame": 1000.0 * s["t"] / max(s["n"], 1),
-            "fallback frames": "" if fb is None else fb,
-        })
-    rows.append({"detector": f"(frames: RAVDESS {n_real}, generated {len(frames)} with {n_gen} faces, "
-                             f"{int(small.sum())} under {SMALL} px)"})
+        rows.append(
+            {
+                "detector": label,
+                "RAVDESS recall %": 100.0 * s["real"] / max(n_real, 1),
+                "RAVDESS false pos.": s["real_fp"],
+                "generated recall %": 100.0 * s["gen"] / max(n_gen, 1),
+                f"faces < {SMALL} px %": s["gen_small"],
+                f"faces >= {SMALL} px %": s["gen_large"],
+                "generated false pos.": s["gen_fp"],
+                "720p frames/s": s["n"] / max(s["t"], 1e-9),
+                "ms/frame": 1000.0 * s["t"] / max(s["n"], 1),
+                "fallback frames": "" if fb is None else fb,
+            }
+        )
+    rows.append(
+        {
+            "detector": f"(frames: RAVDESS {n_real}, generated {len(frames)} with {n_gen} faces, "
+            f"{int(small.sum())} under {SMALL} px)"
+        }
+    )
     return rows
 
 
-def pipeline_rows(videos: Sequence[Path], device: str = "cpu", repeats: int = 2) -> list[dict[str, Any]]:
+def pipeline_rows(
+    videos: Sequence[Path], device: str = "cpu", repeats: int = 2
+) -> list[dict[str, Any]]:
     """``face_fer2013`` with each detector on ``videos``, beside decode-only frames/s."""
     n_dec, t_dec = decode_only(list(videos), repeats=1)
     best: dict[str, dict[str, Any]] = {}
@@ -198,17 +220,28 @@ def pipeline_rows(videos: Sequence[Path], device: str = "cpu", repeats: int = 2)
             wall = time.perf_counter() - t0
             fs.close()
             t = pipe.times
-            row = {"pipeline": f"face_fer2013 + {label}", "frames/s": total / wall,
-                   "frames with the subject %": 100.0 * have / max(total, 1),
-                   "detect s": t.detect, "wait s": t.wait, "align s": t.align, "CNN s": t.embed,
-                   "key frames": t.key_frames}
+            row = {
+                "pipeline": f"face_fer2013 + {label}",
+                "frames/s": total / wall,
+                "frames with the subject %": 100.0 * have / max(total, 1),
+                "detect s": t.detect,
+                "wait s": t.wait,
+                "align s": t.align,
+                "CNN s": t.embed,
+                "key frames": t.key_frames,
+            }
             print(row)
             if label not in best or row["frames/s"] > best[label]["frames/s"]:
                 best[label] = row
     n_dec, t_dec2 = decode_only(list(videos), repeats=1)
     dec_fps = n_dec / min(t_dec, t_dec2)
-    rows: list[dict[str, Any]] = [{"pipeline": "decode only (PyAV -> RGB), best of 2", "frames/s": dec_fps,
-                                   "% of decode-only": 100.0}]
+    rows: list[dict[str, Any]] = [
+        {
+            "pipeline": "decode only (PyAV -> RGB), best of 2",
+            "frames/s": dec_fps,
+            "% of decode-only": 100.0,
+        }
+    ]
     for r in best.values():
         rows.append({**r, "% of decode-only": 100.0 * r["frames/s"] / dec_fps})
     return rows
@@ -218,7 +251,9 @@ def main(quick: bool = False, device: str = "cpu") -> Path:
     load_all()
     videos = ravdess_videos()
     if not videos:
-        raise SystemExit("detector bench: ../shared/data/ravdess-a05/video not found (real footage needed)")
+        raise SystemExit(
+            "detector bench: ../shared/data/ravdess-a05/video not found (real footage needed)"
+        )
     if quick:
         videos = videos[:: max(1, len(videos) // 4)][:4]
     rows = detector_rows(videos, n_generated=12 if quick else 60)

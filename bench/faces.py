@@ -53,7 +53,12 @@ QUICK_VIDEOS = ["single_face.mp4", "noface_face.mov"]
 
 # (label, feature set, config overrides, detector / pipeline attributes); the first two: recall
 PATHS: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
-    ("before: detector on every key frame (stable_every 1)", "face_fer2013", {"stable_every": 1}, {}),
+    (
+        "before: detector on every key frame (stable_every 1)",
+        "face_fer2013",
+        {"stable_every": 1},
+        {},
+    ),
     ("after: track and verify, stable_every 3 (default)", "face_fer2013", {}, {}),
     ("track and verify, stable_every 2", "face_fer2013", {"stable_every": 2}, {}),
 ]
@@ -65,6 +70,7 @@ EXTRA: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
     ("face_fer2013 detect_every=1", "face_fer2013", {"detect_every": 1}, {}),
     ("face_crops default (112 px crops)", "face_crops", {}, {}),
 ]
+
 
 def decode_only(paths: list[Path], repeats: int = 2) -> tuple[int, float]:
     """Frames and best wall seconds of decoding every video to RGB (PyAV, threaded)."""

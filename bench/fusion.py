@@ -48,26 +48,43 @@ def _write_set(path: Path, name: str, lengths: list[int], dim: int, rate: float,
     for i, n in enumerate(lengths):
         v = rng.standard_normal((n, dim), dtype=np.float32)
         clips.append(ClipFeatures(f"clip{i:05d}", v, np.arange(n) / rate, np.ones(n, bool)))
-    write_clips(path, clips, make_provenance(name, {"generated": True, "dim": dim}, {}, rate_hz=rate))
+    write_clips(
+        path, clips, make_provenance(name, {"generated": True, "dim": dim}, {}, rate_hz=rate)
+    )
     del clips
     return path
 
 
 def afew_like(tmp: Path, n_clips: int = 773, mean_len: int = 70, dim: int = 512) -> dict[str, Any]:
     rng = np.random.default_rng(0)
-    lengths = np.clip(rng.normal(mean_len, 25, n_clips).round(), 10, 3 * mean_len).astype(int).tolist()
+    lengths = (
+        np.clip(rng.normal(mean_len, 25, n_clips).round(), 10, 3 * mean_len).astype(int).tolist()
+    )
     classes = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
-    man = pd.DataFrame({"clip_id": [f"clip{i:05d}" for i in range(n_clips)],
-                        "video": "x.avi", "split": "train", "subject": "s",
-                        "label": [classes[i % 7] for i in range(n_clips)]})
+    man = pd.DataFrame(
+        {
+            "clip_id": [f"clip{i:05d}" for i in range(n_clips)],
+            "video": "x.avi",
+            "split": "train",
+            "subject": "s",
+            "label": [classes[i % 7] for i in range(n_clips)],
+        }
+    )
     man.loc[man.index % 10 == 0, "split"] = "val"
     man.to_csv(tmp / "afew.csv", index=False)
-    return {"manifest": tmp / "afew.csv", "lengths": lengths, "features": {
-        "face": _write_set(tmp / "face.h5", "face_gen", lengths, dim, 25.0, 1),
-        "audio": _write_set(tmp / "audio.h5", "audio_gen", lengths, dim, 25.0, 2)}}
+    return {
+        "manifest": tmp / "afew.csv",
+        "lengths": lengths,
+        "features": {
+            "face": _write_set(tmp / "face.h5", "face_gen", lengths, dim, 25.0, 1),
+            "audio": _write_set(tmp / "audio.h5", "audio_gen", lengths, dim, 25.0, 2),
+        },
+    }
 
 
-def affwild_like(tmp: Path, n_frames: int = 2_800_000, n_videos: int = 564, dim: int = 512) -> dict[str, Any]:
+def affwild_like(
+    tmp: Path, n_frames: int = 2_800_000, n_videos: int = 564, dim: int = 512
+) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     w = rng.gamma(2.0, 1.0, n_videos)
     lengths = np.maximum(100, (w / w.sum() * n_frames).astype(int))
@@ -78,14 +95,26 @@ def affwild_like(tmp: Path, n_frames: int = 2_800_000, n_videos: int = 564, dim:
     for i, n in enumerate(lengths):
         t = np.arange(n) / 30.0
         ann = tmp / "ann" / f"clip{i:05d}.csv"
-        pd.DataFrame({"time": t, "valence": np.sin(t), "arousal": np.cos(t)}).to_csv(ann, index=False)
-        rows.append({"clip_id": f"clip{i:05d}", "video": "x.mp4", "split": "train", "subject": f"s{i}",
-                     "annotation": str(ann)})
+        pd.DataFrame({"time": t, "valence": np.sin(t), "arousal": np.cos(t)}).to_csv(
+            ann, index=False
+        )
+        rows.append(
+            {
+                "clip_id": f"clip{i:05d}",
+                "video": "x.mp4",
+                "split": "train",
+                "subject": f"s{i}",
+                "annotation": str(ann),
+            }
+        )
     man = pd.DataFrame(rows)
     man.loc[man.index % 10 == 0, "split"] = "val"
     man.to_csv(tmp / "affwild.csv", index=False)
-    return {"manifest": tmp / "affwild.csv", "lengths": lengths,
-            "features": {"face": _write_set(tmp / "face_aw.h5", "face_gen", lengths, dim, 30.0, 3)}}
+    return {
+        "manifest": tmp / "affwild.csv",
+        "lengths": lengths,
+        "features": {"face": _write_set(tmp / "face_aw.h5", "face_gen", lengths, dim, 30.0, 3)},
+    }
 
 
 # ----------------------------------------------------------------------------- per-sample path
@@ -94,8 +123,9 @@ def affwild_like(tmp: Path, n_frames: int = 2_800_000, n_videos: int = 564, dim:
 class PerSampleHDF5(torch.utils.data.Dataset):
     """Reference-style loading: one h5py read per modality per item (file kept open)."""
 
-    def __init__(self, files: dict[str, Path], items: list[tuple[str, int, int]], labels: Any,
-                 frame: bool) -> None:
+    def __init__(
+        self, files: dict[str, Path], items: list[tuple[str, int, int]], labels: Any, frame: bool
+    ) -> None:
         self.files, self.items, self.labels, self.frame = files, items, labels, frame
         self._h: dict[str, Any] = {}
         self._index: dict[str, dict[str, int]] = {}
@@ -106,8 +136,10 @@ class PerSampleHDF5(torch.utils.data.Dataset):
             f = h5py.File(self.files[m], "r")
             self._h[m] = f
             self._off[m] = f["offsets"][()]
-            self._index[m] = {c.decode() if isinstance(c, bytes) else c: i
-                              for i, c in enumerate(f["clip_ids"][()])}
+            self._index[m] = {
+                c.decode() if isinstance(c, bytes) else c: i
+                for i, c in enumerate(f["clip_ids"][()])
+            }
         return self._h[m]
 
     def __len__(self) -> int:
@@ -136,8 +168,10 @@ def _collate(window: int | None) -> Callable[[list[dict[str, Any]]], dict[str, t
                 batch[key] = torch.stack(vals)
                 continue
             if window is not None:  # fixed-length windows: pad to the window
-                vals = [torch.nn.functional.pad(v, (*([0, 0] * (v.dim() - 1)), 0, window - len(v)))
-                        for v in vals]
+                vals = [
+                    torch.nn.functional.pad(v, (*([0, 0] * (v.dim() - 1)), 0, window - len(v)))
+                    for v in vals
+                ]
             batch[key] = pad_sequence(vals, batch_first=True)
         if "y" in batch and batch["y"].dim() == 3:
             batch["y_mask"] = ~torch.isnan(batch["y"])
@@ -155,8 +189,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _train_steps(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]], device: torch.device,
-                 mods: list[str], frame: bool, max_batches: int | None, train: bool) -> tuple[float, float, int]:
+def _train_steps(
+    model: torch.nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    device: torch.device,
+    mods: list[str],
+    frame: bool,
+    max_batches: int | None,
+    train: bool,
+) -> tuple[float, float, int]:
     """(wall s, process CPU s, batches) for ``max_batches`` (or all) steps.
 
     ``train=False`` only materialises the batches on the device (the data path alone).
@@ -184,8 +225,14 @@ def _train_steps(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tenso
     return time.perf_counter() - t0, time.process_time() - c0, n
 
 
-def bench_scale(name: str, data: dict[str, Any], cfg: dict[str, Any], device: torch.device,
-                per_sample_batches: int | None, repeats: int = 3) -> list[dict[str, Any]]:
+def bench_scale(
+    name: str,
+    data: dict[str, Any],
+    cfg: dict[str, Any],
+    device: torch.device,
+    per_sample_batches: int | None,
+    repeats: int = 3,
+) -> list[dict[str, Any]]:
     cfg = load_config(cfg)
     t0 = time.perf_counter()
     dm = build_datamodule(cfg, str(device), feature_cache={})
@@ -201,21 +248,30 @@ def bench_scale(name: str, data: dict[str, Any], cfg: dict[str, Any], device: to
     if frame:
         starts = (t.win_start.cpu().numpy() - t.lab_off[t.win_clip])[seqs]
         lens = t.win_len.cpu().numpy()[seqs]
-        items = [(t.clip_ids[t.win_clip[s]], int(st), int(ln)) for s, st, ln in zip(seqs, starts, lens, strict=True)]
+        items = [
+            (t.clip_ids[t.win_clip[s]], int(st), int(ln))
+            for s, st, ln in zip(seqs, starts, lens, strict=True)
+        ]
         y_all = t.y.cpu().numpy()
 
         def labels(cid: str, start: int, length: int) -> torch.Tensor:
             a = int(t.lab_off[dm.pos[cid]]) + start
-            return torch.from_numpy(y_all[a:a + length])
+            return torch.from_numpy(y_all[a : a + length])
     else:
         items = [(t.clip_ids[s], 0, 0) for s in seqs]
         y_all = t.y.cpu().numpy()
 
         def labels(cid: str, start: int, length: int) -> torch.Tensor:
             return torch.tensor(int(y_all[dm.pos[cid]]))
+
     ds = PerSampleHDF5({m: Path(data["features"][m]) for m in mods}, items, labels, frame)
-    loader = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, num_workers=0,
-                                         collate_fn=_collate(t.window if frame else None))
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=bs,
+        shuffle=True,
+        num_workers=0,
+        collate_fn=_collate(t.window if frame else None),
+    )
     n_batches = len(loader)
     # warm-up both paths (allocator, kernels, page cache)
     _train_steps(model, dm.batches("train", bs, shuffle=True), device, mods, frame, 3, True)
@@ -225,22 +281,30 @@ def bench_scale(name: str, data: dict[str, Any], cfg: dict[str, Any], device: to
         what = "train epoch" if train else "batches only"
         dev, ps = [], []
         for _ in range(repeats):  # interleaved, best of N: the machine may be shared
-            dev.append(_train_steps(model, dm.batches("train", bs, shuffle=True), device, mods, frame,
-                                    None, train))
+            dev.append(
+                _train_steps(
+                    model, dm.batches("train", bs, shuffle=True), device, mods, frame, None, train
+                )
+            )
             ps.append(_train_steps(model, loader, device, mods, frame, per_sample_batches, train))
         dev_w, dev_c = min(d[0] for d in dev), min(d[1] for d in dev)
         ps_n = ps[0][2]
         ps_w, ps_c = (min(p[i] for p in ps) * n_batches / ps_n for i in (0, 1))
-        rows.append({
-            "scale": name, "measure": what, "device": device.type,
-            "batches/epoch": n_batches, "batch": bs,
-            "device-resident s/epoch": round(dev_w, 3),
-            "per-sample s/epoch": round(ps_w, 3),
-            "speed-up (wall)": f"{ps_w / dev_w:.1f}x",
-            "speed-up (CPU s)": f"{ps_c / max(dev_c, 1e-9):.1f}x",
-            "per-sample timed": "all" if ps_n >= n_batches else f"{ps_n} batches, extrapolated",
-            "load to device s (once)": round(load_s, 2),
-        })
+        rows.append(
+            {
+                "scale": name,
+                "measure": what,
+                "device": device.type,
+                "batches/epoch": n_batches,
+                "batch": bs,
+                "device-resident s/epoch": round(dev_w, 3),
+                "per-sample s/epoch": round(ps_w, 3),
+                "speed-up (wall)": f"{ps_w / dev_w:.1f}x",
+                "speed-up (CPU s)": f"{ps_c / max(dev_c, 1e-9):.1f}x",
+                "per-sample timed": "all" if ps_n >= n_batches else f"{ps_n} batches, extrapolated",
+                "load to device s (once)": round(load_s, 2),
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -287,24 +351,59 @@ def plain_fit(cfg: dict[str, Any], dm: Any, epochs: int) -> tuple[float, float]:
 #: the models timed against a plain loop: a tiny one (Lightning's per-step cost shows most) and
 #: the AFEW-scale grid's FAN-relation model (the compute a real run has)
 OVERHEAD_MODELS = {
-    "zhou mean+concat, 128-d": ({"name": "zhou", "temporal": "mean", "fusion": {"name": "concat"}}, 128),
-    "zhou fan_relation+fbp, 512-d": ({"name": "zhou", "temporal": "fan_relation",
-                                      "fusion": {"name": "fbp", "k": 5, "o": 256, "dropout": 0.1}}, 512),
+    "zhou mean+concat, 128-d": (
+        {"name": "zhou", "temporal": "mean", "fusion": {"name": "concat"}},
+        128,
+    ),
+    "zhou fan_relation+fbp, 512-d": (
+        {
+            "name": "zhou",
+            "temporal": "fan_relation",
+            "fusion": {"name": "fbp", "k": 5, "o": 256, "dropout": 0.1},
+        },
+        512,
+    ),
     # the EmoDB model the issue measured: 64-bin rows -> 2-D CNN + SpecAugment, other stream ->
     # MLP, FAN self-attention each, concat (workflows/grids/emodb.yaml logmel_aug_speech_concat)
-    "EmoDB-like CNN+MLP, 64-d": ({"name": "zhou", "visual": "face", "audio": ["audio"], "fusion": "concat",
-                                  "temporal": "fan_self",
-                                  "encoder": {"name": "mlp", "per_modality": {"face": {
-                                      "name": "audio_cnn", "channels": [16, 32, 64], "pool_time": [2, 2, 2],
-                                      "pool_freq": [2, 2, 2], "dropout": 0.2, "time_masks": 2,
-                                      "time_mask_width": 10, "freq_masks": 2, "freq_mask_width": 8,
-                                      "time_shift": 30}}}}, 64),
+    "EmoDB-like CNN+MLP, 64-d": (
+        {
+            "name": "zhou",
+            "visual": "face",
+            "audio": ["audio"],
+            "fusion": "concat",
+            "temporal": "fan_self",
+            "encoder": {
+                "name": "mlp",
+                "per_modality": {
+                    "face": {
+                        "name": "audio_cnn",
+                        "channels": [16, 32, 64],
+                        "pool_time": [2, 2, 2],
+                        "pool_freq": [2, 2, 2],
+                        "dropout": 0.2,
+                        "time_masks": 2,
+                        "time_mask_width": 10,
+                        "freq_masks": 2,
+                        "freq_mask_width": 8,
+                        "time_shift": 30,
+                    }
+                },
+            },
+        },
+        64,
+    ),
 }
 
 
-def bench_overhead(tmp: Path, n_clips: int = 411, epochs: int = 5, repeats: int = 3,
-                   batch_size: int = 16, label: str = "", model: str = "zhou mean+concat, 128-d"
-                   ) -> list[dict[str, Any]]:
+def bench_overhead(
+    tmp: Path,
+    n_clips: int = 411,
+    epochs: int = 5,
+    repeats: int = 3,
+    batch_size: int = 16,
+    label: str = "",
+    model: str = "zhou mean+concat, 128-d",
+) -> list[dict[str, Any]]:
     """``fit_and_evaluate`` (Lightning, callbacks, checkpoints, metrics.csv) vs ``plain_fit``,
     alternated A/B in one process, best of ``repeats``; fit time only (``fit_seconds``)."""
     from avemo.fusion.train import fit_and_evaluate
@@ -312,16 +411,26 @@ def bench_overhead(tmp: Path, n_clips: int = 411, epochs: int = 5, repeats: int 
     model_cfg, dim = OVERHEAD_MODELS[model]
     (tmp / f"data{dim}").mkdir(exist_ok=True)
     data = afew_like(tmp / f"data{dim}", n_clips=n_clips, dim=dim)
-    cfg = load_config({
-        "name": "bench_overhead", "seed": 0,
-        "data": {"manifest": str(data["manifest"]),
-                 "features": {k: str(v) for k, v in data["features"].items()}, "batch_size": batch_size},
-        "task": {"type": "clip"},
-        "model": model_cfg,
-        "trainer": {"accelerator": "cpu", "max_epochs": epochs, "early_stopping": None,
-                    "progress": "none"},
-        "output": {"plots": False, "verbose": False},
-    })
+    cfg = load_config(
+        {
+            "name": "bench_overhead",
+            "seed": 0,
+            "data": {
+                "manifest": str(data["manifest"]),
+                "features": {k: str(v) for k, v in data["features"].items()},
+                "batch_size": batch_size,
+            },
+            "task": {"type": "clip"},
+            "model": model_cfg,
+            "trainer": {
+                "accelerator": "cpu",
+                "max_epochs": epochs,
+                "early_stopping": None,
+                "progress": "none",
+            },
+            "output": {"plots": False, "verbose": False},
+        }
+    )
     dm = build_datamodule(cfg, "cpu", feature_cache={})
     lit, plain = [], []
     for r in range(repeats + 1):  # round 0 warms both paths up and is not counted
@@ -335,18 +444,31 @@ def bench_overhead(tmp: Path, n_clips: int = 411, epochs: int = 5, repeats: int 
         if r:
             lit.append(a)
             plain.append(b)
-        print(f"overhead round {r}: fuse-train fit {a[0]:.2f}s ({a[1]:.2f} CPU s), "
-              f"plain loop {b[0]:.2f}s ({b[1]:.2f} CPU s)", flush=True)
+        print(
+            f"overhead round {r}: fuse-train fit {a[0]:.2f}s ({a[1]:.2f} CPU s), "
+            f"plain loop {b[0]:.2f}s ({b[1]:.2f} CPU s)",
+            flush=True,
+        )
     steps = len(dm.train_dataloader()) * epochs
     lw, lc = min(x[0] for x in lit), min(x[1] for x in lit)
     pw, pc = min(x[0] for x in plain), min(x[1] for x in plain)
-    return [{
-        "code": label or "current", "model": model, "clips": n_clips, "batch": batch_size, "epochs": epochs,
-        "steps": steps, "plain loop s": round(pw, 2), "fuse-train fit s": round(lw, 2),
-        "ratio (wall)": f"{lw / pw:.2f}x", "plain CPU s": round(pc, 2), "fuse-train CPU s": round(lc, 2),
-        "ratio (CPU s)": f"{lc / pc:.2f}x" if lc == lc else "n/a",
-        "overhead ms/step (wall)": round((lw - pw) / steps * 1e3, 1),
-    }]
+    return [
+        {
+            "code": label or "current",
+            "model": model,
+            "clips": n_clips,
+            "batch": batch_size,
+            "epochs": epochs,
+            "steps": steps,
+            "plain loop s": round(pw, 2),
+            "fuse-train fit s": round(lw, 2),
+            "ratio (wall)": f"{lw / pw:.2f}x",
+            "plain CPU s": round(pc, 2),
+            "fuse-train CPU s": round(lc, 2),
+            "ratio (CPU s)": f"{lc / pc:.2f}x" if lc == lc else "n/a",
+            "overhead ms/step (wall)": round((lw - pw) / steps * 1e3, 1),
+        }
+    ]
 
 
 def overhead_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
@@ -359,24 +481,48 @@ def overhead_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     kw = {"n_clips": args.overhead_clips, "epochs": args.overhead_epochs, "repeats": args.repeats}
     rows: list[dict[str, Any]] = []
     if args.overhead_ref:
-        root = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
-                                   text=True, check=True).stdout.strip())
+        root = Path(
+            subprocess.run(
+                ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
         src, tree = tmp / "ref" / "src", tmp / "ref" / "pkg" / "avemo"
         src.mkdir(parents=True)
-        arch = subprocess.run(["git", "-C", str(root), "archive", args.overhead_ref],
-                              capture_output=True, check=True).stdout
+        arch = subprocess.run(
+            ["git", "-C", str(root), "archive", args.overhead_ref], capture_output=True, check=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(src)], input=arch, check=True)
         (src / "avemo").rename(tree.parent.mkdir() or tree)  # the layout setup.py installs
         for sub in ("data", "extract", "fusion", "workflows", "bench"):
             if (src / sub).is_dir():
                 (src / sub).rename(tree / sub)
         (tree / "bench").mkdir(exist_ok=True)
-        for name in ("__init__.py", "__main__.py", "table.py", "fusion.py"):  # this checkout's entry
+        for name in (
+            "__init__.py",
+            "__main__.py",
+            "table.py",
+            "fusion.py",
+        ):  # this checkout's entry
             (tree / "bench" / name).write_text((root / "bench" / name).read_text())
         out = tmp / "ref.json"
-        cmd = [sys.executable, "-m", "avemo.bench", "--only", "fusion", "--overhead", "--json-out", str(out),
-               "--overhead-label", f"{args.overhead_ref} (before)", "--repeats", str(args.repeats),
-               "--overhead-clips", str(args.overhead_clips), "--overhead-epochs", str(args.overhead_epochs)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "avemo.bench",
+            "--only",
+            "fusion",
+            "--overhead",
+            "--json-out",
+            str(out),
+            "--overhead-label",
+            f"{args.overhead_ref} (before)",
+            "--repeats",
+            str(args.repeats),
+            "--overhead-clips",
+            str(args.overhead_clips),
+            "--overhead-epochs",
+            str(args.overhead_epochs),
+        ]
         import os
 
         subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(tree.parent)}, check=True, cwd=tmp)
@@ -404,13 +550,22 @@ def main(argv: list[str] | None = None, quick: bool = False) -> Path:
     p.add_argument("--affwild-frames", type=int, default=2_800_000)
     p.add_argument("--skip-affwild", action="store_true")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; best is reported")
-    p.add_argument("--per-sample-batches", type=int, default=100,
-                   help="Aff-Wild2 scale: per-sample batches timed, then extrapolated")
+    p.add_argument(
+        "--per-sample-batches",
+        type=int,
+        default=100,
+        help="Aff-Wild2 scale: per-sample batches timed, then extrapolated",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--tmp", default=None, help="folder for the generated HDF5 files")
-    p.add_argument("--overhead", action="store_true",
-                   help="only the fit-vs-plain-loop rows (fuse-train overhead)")
-    p.add_argument("--overhead-ref", default=None, help="also measure this git revision (before row)")
+    p.add_argument(
+        "--overhead",
+        action="store_true",
+        help="only the fit-vs-plain-loop rows (fuse-train overhead)",
+    )
+    p.add_argument(
+        "--overhead-ref", default=None, help="also measure this git revision (before row)"
+    )
     p.add_argument("--overhead-label", default="this checkout")
     p.add_argument("--overhead-clips", type=int, default=411)
     p.add_argument("--overhead-epochs", type=int, default=5)
@@ -437,31 +592,60 @@ def main(argv: list[str] | None = None, quick: bool = False) -> Path:
         n_clips = 120 if quick else 773
         afew = afew_like(tmp, n_clips=n_clips)
         afew_cfg = {
-            "name": "bench_afew", "seed": 0,
-            "data": {"manifest": str(afew["manifest"]), "features": {k: str(v) for k, v in afew["features"].items()},
-                     "batch_size": 32},
+            "name": "bench_afew",
+            "seed": 0,
+            "data": {
+                "manifest": str(afew["manifest"]),
+                "features": {k: str(v) for k, v in afew["features"].items()},
+                "batch_size": 32,
+            },
             "task": {"type": "clip"},
-            "model": {"name": "zhou", "temporal": "fan_self", "fusion": {"name": "fbp", "k": 5, "o": 256}},
+            "model": {
+                "name": "zhou",
+                "temporal": "fan_self",
+                "fusion": {"name": "fbp", "k": 5, "o": 256},
+            },
             "trainer": {"accelerator": device.type.replace("cuda", "gpu")},
         }
-        rows += bench_scale(f"AFEW ({n_clips} clips x ~70 x 512, face+audio)", afew, afew_cfg, device, None,
-                            a.repeats)
+        rows += bench_scale(
+            f"AFEW ({n_clips} clips x ~70 x 512, face+audio)",
+            afew,
+            afew_cfg,
+            device,
+            None,
+            a.repeats,
+        )
         if not a.skip_affwild:
             frames = 200_000 if quick else a.affwild_frames
             t0 = time.perf_counter()
             aw = affwild_like(tmp, n_frames=frames, n_videos=60 if quick else 564)
             print(f"generated Aff-Wild2-scale file in {time.perf_counter() - t0:.0f} s", flush=True)
             aw_cfg = {
-                "name": "bench_affwild", "seed": 0,
-                "data": {"manifest": str(aw["manifest"]), "features": {"face": str(aw["features"]["face"])},
-                         "batch_size": 32, "window": {"length": 300, "hop": 200}},
+                "name": "bench_affwild",
+                "seed": 0,
+                "data": {
+                    "manifest": str(aw["manifest"]),
+                    "features": {"face": str(aw["features"]["face"])},
+                    "batch_size": 32,
+                    "window": {"length": 300, "hop": 200},
+                },
                 "task": {"type": "frame"},
-                "model": {"name": "unimodal", "modality": "face", "encoder": {"name": "linear", "dim": 64},
-                          "temporal": "mean"},
+                "model": {
+                    "name": "unimodal",
+                    "modality": "face",
+                    "encoder": {"name": "linear", "dim": 64},
+                    "temporal": "mean",
+                },
                 "trainer": {"accelerator": device.type.replace("cuda", "gpu")},
             }
-            rows += bench_scale(f"Aff-Wild2 ({frames / 1e6:.2g} M frames x 512, 300/200 windows)", aw, aw_cfg,
-                                device, a.per_sample_batches, max(1, a.repeats - 1))
+            rows += bench_scale(
+                f"Aff-Wild2 ({frames / 1e6:.2g} M frames x 512, 300/200 windows)",
+                aw,
+                aw_cfg,
+                device,
+                a.per_sample_batches,
+                max(1, a.repeats - 1),
+            )
     from avemo.bench.table import write_section
 
     notes = (

@@ -43,8 +43,13 @@ def _step_ms(temporal: str, steps: int, native: bool, pack: bool = True) -> floa
 
     load_all()
     torch.manual_seed(0)
-    model = MODELS.build("zhou", inputs={"face": (512,), "audio": (96,)}, task={"type": "clip", "n_out": 7},
-                         temporal=temporal, fusion={"name": "fbp", "k": 5, "o": 256, "dropout": 0.1})
+    model = MODELS.build(
+        "zhou",
+        inputs={"face": (512,), "audio": (96,)},
+        task={"type": "clip", "n_out": 7},
+        temporal=temporal,
+        fusion={"name": "fbp", "k": 5, "o": 256, "dropout": 0.1},
+    )
     for mod in model.modules():  # the transformer's valid-rows-only Q/K/V
         if hasattr(mod, "pack_rows"):
             mod.pack_rows = pack
@@ -75,7 +80,9 @@ def _child(temporal: str, steps: int) -> float:
     return _step_ms(temporal, steps, native=False)
 
 
-def run_bench(steps: int = 20, repeats: int = 3, threads: int = 1, write: bool = True) -> list[dict[str, Any]]:
+def run_bench(
+    steps: int = 20, repeats: int = 3, threads: int = 1, write: bool = True
+) -> list[dict[str, Any]]:
     torch.set_num_threads(threads)
     rows: list[dict[str, Any]] = []
     for temporal in TEMPORALS:
@@ -92,24 +99,45 @@ def run_bench(steps: int = 20, repeats: int = 3, threads: int = 1, write: bool =
         for _ in range(2):
             for how in ("system", "tuned"):
                 env = {**os.environ, "AVEMO_MALLOC": how, "OMP_NUM_THREADS": str(threads)}
-                r = subprocess.run([sys.executable, "-m", "avemo.bench.layers", "--child", temporal,
-                                    "--steps", str(steps)], env=env, capture_output=True, text=True, check=True)
+                r = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "avemo.bench.layers",
+                        "--child",
+                        temporal,
+                        "--steps",
+                        str(steps),
+                    ],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 heap[how] = min(heap[how], float(r.stdout.strip().splitlines()[-1]))
-        rows.append({"zhou temporal (fbp)": temporal,
-                     "torch dropout ms/step": best["native"], "avemo dropout ms/step": best["fast"],
-                     "dropout speed-up": best["native"] / best["fast"],
-                     "system heap ms/step": heap["system"], "tuned heap ms/step": heap["tuned"],
-                     "heap speed-up": heap["system"] / heap["tuned"],
-                     "Q/K/V all rows ms/step": rows_ms[False] if temporal == "transformer" else None,
-                     "Q/K/V valid rows ms/step": rows_ms[True] if temporal == "transformer" else None})
+        rows.append(
+            {
+                "zhou temporal (fbp)": temporal,
+                "torch dropout ms/step": best["native"],
+                "avemo dropout ms/step": best["fast"],
+                "dropout speed-up": best["native"] / best["fast"],
+                "system heap ms/step": heap["system"],
+                "tuned heap ms/step": heap["tuned"],
+                "heap speed-up": heap["system"] / heap["tuned"],
+                "Q/K/V all rows ms/step": rows_ms[False] if temporal == "transformer" else None,
+                "Q/K/V valid rows ms/step": rows_ms[True] if temporal == "transformer" else None,
+            }
+        )
         print(rows[-1], flush=True)
-    notes = (f"One Zhou model (FBP k=5 o=256, dropout 0.1; FAN dropout 0.5 / 0.6 as the spec), batch 32, "
-             f"face 512-d x 35..105 rows, audio 96-d x 17..52 rows, {steps} training steps after a "
-             f"warm-up step, torch threads {threads}. Dropout: both variants in one process, alternating, "
-             f"best of {repeats}; Q/K/V: the transformer projecting every padded row vs the valid "
-             f"rows only (one GEMM either way), alternating, best of {repeats}; the heap columns use the avemo dropout, one child process per setting, "
-             "alternating, best of 2 (`AVEMO_MALLOC=system` vs the default). Reproduce: "
-             "`python -m avemo.bench --only layers`.")
+    notes = (
+        f"One Zhou model (FBP k=5 o=256, dropout 0.1; FAN dropout 0.5 / 0.6 as the spec), batch 32, "
+        f"face 512-d x 35..105 rows, audio 96-d x 17..52 rows, {steps} training steps after a "
+        f"warm-up step, torch threads {threads}. Dropout: both variants in one process, alternating, "
+        f"best of {repeats}; Q/K/V: the transformer projecting every padded row vs the valid "
+        f"rows only (one GEMM either way), alternating, best of {repeats}; the heap columns use the avemo dropout, one child process per setting, "
+        "alternating, best of 2 (`AVEMO_MALLOC=system` vs the default). Reproduce: "
+        "`python -m avemo.bench --only layers`."
+    )
     if write:
         from avemo.bench.table import write_section
 
@@ -118,7 +146,9 @@ def run_bench(steps: int = 20, repeats: int = 3, threads: int = 1, write: bool =
 
 
 def main(argv: Sequence[str] | None = None, quick: bool = False) -> int:
-    p = argparse.ArgumentParser(prog="python -m avemo.bench --only layers", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m avemo.bench --only layers", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)

@@ -25,8 +25,13 @@ from avemo.extract.registry import FEATURE_SETS, load_all
 from avemo.extract.runner import run_features
 
 
-def _run(videos: list[Path], name: str, out: Path, streams: bool | None = None,
-         compression: str | None = None) -> dict[str, Any]:
+def _run(
+    videos: list[Path],
+    name: str,
+    out: Path,
+    streams: bool | None = None,
+    compression: str | None = None,
+) -> dict[str, Any]:
     cls = FEATURE_SETS.get(name)
     saved = cls.__dict__.get("streams_clips", None)
     if streams is not None:
@@ -34,7 +39,9 @@ def _run(videos: list[Path], name: str, out: Path, streams: bool | None = None,
     try:
         df = pd.DataFrame({"clip_id": [p.stem for p in videos], "video": [str(p) for p in videos]})
         t0 = time.perf_counter()
-        path = run_features(df, [name], out, progress=False, compression=compression, batch_clips=8)[name]
+        path = run_features(
+            df, [name], out, progress=False, compression=compression, batch_clips=8
+        )[name]
         wall = time.perf_counter() - t0
     finally:
         if streams is not None:
@@ -48,15 +55,22 @@ def _run(videos: list[Path], name: str, out: Path, streams: bool | None = None,
         for cid in ff.clip_ids:
             rows += len(ff.clip(cid).values)
     read = time.perf_counter() - t0
-    return {"wall s": wall, "frames": rows, "frames/s": rows / wall, "file MB": path.stat().st_size / 2**20,
-            "read all s": read}
+    return {
+        "wall s": wall,
+        "frames": rows,
+        "frames/s": rows / wall,
+        "file MB": path.stat().st_size / 2**20,
+        "read all s": read,
+    }
 
 
 def main(quick: bool = False, device: str = "cpu") -> Path:
     load_all()
     videos = ravdess_videos()
     if not videos:
-        raise SystemExit("runner bench: ../shared/data/ravdess-a05/video not found (real footage needed)")
+        raise SystemExit(
+            "runner bench: ../shared/data/ravdess-a05/video not found (real footage needed)"
+        )
     if quick:
         videos = videos[:10]
     rows: list[dict[str, Any]] = []

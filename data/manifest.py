@@ -41,9 +41,7 @@ def validate(
     if "label" not in df.columns and "annotation" not in df.columns:
         missing_cols.append("label or annotation")
     if missing_cols:
-        raise ManifestError(
-            f"manifest lacks column(s) {missing_cols}; it has {list(df.columns)}"
-        )
+        raise ManifestError(f"manifest lacks column(s) {missing_cols}; it has {list(df.columns)}")
     df = df.copy()
     for c in (*REQUIRED, *MEDIA, *OPTIONAL):
         if c in df.columns and c != "fold":
@@ -133,9 +131,15 @@ def load_manifest(
     df = validate(df, classes=classes, check_files=check_files, base=path.parent)
     for c in (*MEDIA, "annotation"):
         if c in df.columns:
-            df[c] = df[c].map(
-                lambda p: p if pd.isna(p) or os.path.isabs(p) else str((path.parent / p).resolve())
-            ).astype("string")
+            df[c] = (
+                df[c]
+                .map(
+                    lambda p: (
+                        p if pd.isna(p) or os.path.isabs(p) else str((path.parent / p).resolve())
+                    )
+                )
+                .astype("string")
+            )
     if "classes" not in df.attrs and "label" in df.columns:
         df.attrs["classes"] = sorted(df["label"].dropna().unique().tolist())
     return df

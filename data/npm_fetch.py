@@ -28,18 +28,35 @@ def _download_tarball(package: str, version: str) -> Path:
     if dest.exists():
         return dest
     if os.environ.get("AVEMO_OFFLINE") == "1":
-        raise FetchError(f"npm package {package}@{version} is not cached in {tarballs} and AVEMO_OFFLINE=1")
+        raise FetchError(
+            f"npm package {package}@{version} is not cached in {tarballs} and AVEMO_OFFLINE=1"
+        )
     npm = shutil.which("npm")
     if npm is None:
-        raise FetchError(f"npm is needed once to fetch {package}@{version} (apt-get install npm), "
-                         f"or put its tarball at {dest}")
+        raise FetchError(
+            f"npm is needed once to fetch {package}@{version} (apt-get install npm), "
+            f"or put its tarball at {dest}"
+        )
     with tempfile.TemporaryDirectory(dir=tarballs) as tmp:
-        proc = subprocess.run([npm, "pack", f"{package}@{version}", "--pack-destination", tmp,
-                               "--silent", "--ignore-scripts"],
-                              capture_output=True, text=True, cwd=tmp)
+        proc = subprocess.run(
+            [
+                npm,
+                "pack",
+                f"{package}@{version}",
+                "--pack-destination",
+                tmp,
+                "--silent",
+                "--ignore-scripts",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+        )
         got = list(Path(tmp).glob("*.tgz"))
         if proc.returncode != 0 or not got:
-            raise FetchError(f"could not download {package}@{version} with npm pack:\n{proc.stderr[-2000:]}")
+            raise FetchError(
+                f"could not download {package}@{version} with npm pack:\n{proc.stderr[-2000:]}"
+            )
         os.replace(got[0], dest)
     return dest
 

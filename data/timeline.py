@@ -48,12 +48,20 @@ def _check(method: str, n_values: int, n_times: int, n_mask: int | None) -> None
     if method not in METHODS:
         raise ValueError(f"unknown timeline method {method!r}; known: {', '.join(METHODS)}")
     if n_values != n_times or (n_mask is not None and n_mask != n_times):
-        raise ValueError(f"values ({n_values}), times ({n_times}) and mask ({n_mask}) differ in length")
+        raise ValueError(
+            f"values ({n_values}), times ({n_times}) and mask ({n_mask}) differ in length"
+        )
 
 
-def align(values: Any, times: Any, target_times: Any, method: str = "nearest",
-          mask: Any = None, window: float | None = None,
-          max_gap: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def align(
+    values: Any,
+    times: Any,
+    target_times: Any,
+    method: str = "nearest",
+    mask: Any = None,
+    window: float | None = None,
+    max_gap: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Resample ``values`` (rows at ``times``) at ``target_times``; see the module doc."""
     values = np.asarray(values)
     times = np.asarray(times, np.float64)
@@ -97,9 +105,15 @@ def align(values: Any, times: Any, target_times: Any, method: str = "nearest",
     return out, valid
 
 
-def align_torch(values: Any, times: Any, target_times: Any, method: str = "nearest",
-                mask: Any = None, window: float | None = None,
-                max_gap: float | None = None) -> tuple[Any, Any]:
+def align_torch(
+    values: Any,
+    times: Any,
+    target_times: Any,
+    method: str = "nearest",
+    mask: Any = None,
+    window: float | None = None,
+    max_gap: float | None = None,
+) -> tuple[Any, Any]:
     """``align`` on torch tensors (same semantics, stays on the tensors' device)."""
     import torch
 
@@ -108,16 +122,21 @@ def align_torch(values: Any, times: Any, target_times: Any, method: str = "neare
     times = torch.as_tensor(times, dtype=torch.float64, device=dev)
     q = torch.as_tensor(target_times, dtype=torch.float64, device=dev)
     _check(method, len(values), len(times), None if mask is None else len(mask))
-    keep = (torch.ones(len(times), dtype=torch.bool, device=dev) if mask is None
-            else torch.as_tensor(mask, dtype=torch.bool, device=dev))
+    keep = (
+        torch.ones(len(times), dtype=torch.bool, device=dev)
+        if mask is None
+        else torch.as_tensor(mask, dtype=torch.bool, device=dev)
+    )
     idx = torch.nonzero(keep).flatten()
     idx = idx[torch.argsort(times[idx], stable=True)]
     v, t = values[idx], times[idx].contiguous()
     tail = tuple(values.shape[1:])
     out_dtype = values.dtype if method == "nearest" or values.is_floating_point() else torch.float32
     if len(t) == 0 or len(q) == 0:
-        return (torch.zeros((len(q), *tail), dtype=out_dtype, device=dev),
-                torch.zeros(len(q), dtype=torch.bool, device=dev))
+        return (
+            torch.zeros((len(q), *tail), dtype=out_dtype, device=dev),
+            torch.zeros(len(q), dtype=torch.bool, device=dev),
+        )
     n = len(t)
     j = torch.searchsorted(t, q, side="left")
     lo, hi = (j - 1).clamp(0, n - 1), j.clamp(0, n - 1)
@@ -139,8 +158,12 @@ def align_torch(values: Any, times: Any, target_times: Any, method: str = "neare
         out = (vf[lo] * (1.0 - w) + vf[hi] * w).to(out_dtype)
     else:
         half = (default_window(q.cpu().numpy()) if window is None else float(window)) / 2
-        csum = torch.cat([torch.zeros((1, *tail), dtype=torch.float64, device=dev),
-                          torch.cumsum(v.to(torch.float64), dim=0)])
+        csum = torch.cat(
+            [
+                torch.zeros((1, *tail), dtype=torch.float64, device=dev),
+                torch.cumsum(v.to(torch.float64), dim=0),
+            ]
+        )
         a = torch.searchsorted(t, q - half - _EPS, side="left")
         b = torch.searchsorted(t, q + half - _EPS, side="left")
         count = (b - a).reshape(shape)

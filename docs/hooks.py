@@ -18,8 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def package_roots() -> dict[str, str]:
     """setup.py's ``ROOTS`` (package -> folder), read, not re-typed here."""
     tree = ast.parse((ROOT / "setup.py").read_text())
-    node = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign)
-                and getattr(n.targets[0], "id", "") == "ROOTS")
+    node = next(
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ROOTS"
+    )
     return ast.literal_eval(node.value)
 
 
@@ -29,8 +32,13 @@ def source_tree() -> Path:
     pkg = top / "avemo"
     pkg.mkdir(parents=True, exist_ok=True)
     links = {p.name: p for p in (ROOT / "avemo").iterdir() if p.suffix == ".py"}
-    links.update({pkg_name.split(".", 1)[1]: ROOT / folder
-                  for pkg_name, folder in package_roots().items() if "." in pkg_name})
+    links.update(
+        {
+            pkg_name.split(".", 1)[1]: ROOT / folder
+            for pkg_name, folder in package_roots().items()
+            if "." in pkg_name
+        }
+    )
     for name, target in links.items():
         link = pkg / name
         if link.is_symlink() and Path(os.readlink(link)) == target:

@@ -53,8 +53,14 @@ class Param:
         return " and ".join(parts)
 
 
-_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-               list: "a list", dict: "a mapping"}
+_TYPE_WORDS = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "a mapping",
+}
 
 
 def _kind(default: Any) -> type | None:
@@ -128,7 +134,8 @@ class FeatureSet(ABC):
         where = f"feature set {cls.name}"
         if config is not None and not isinstance(config, Mapping):
             raise FeatureConfigError(
-                f"{where}: config must be a mapping of key: value, got {config!r}")
+                f"{where}: config must be a mapping of key: value, got {config!r}"
+            )
         config = dict(config or {})
         unknown = sorted(set(config) - set(cls.default_config))
         if unknown:
@@ -153,7 +160,8 @@ class FeatureSet(ABC):
                 words = " or ".join(_TYPE_WORDS[k] for k in kinds)
                 null = " (or null)" if default is None or p.nullable else ""
                 raise FeatureConfigError(
-                    f"{where}: {key} must be {words}{null}, got {value!r} ({type(value).__name__})")
+                    f"{where}: {key} must be {words}{null}, got {value!r} ({type(value).__name__})"
+                )
             value = _coerce(value, kind)
             _check_range(key, value, p, where)
             out[key] = value
@@ -169,8 +177,9 @@ class FeatureSet(ABC):
         return None
 
     def provenance(self) -> dict[str, Any]:
-        return make_provenance(self.name, self.config, self.weights(), self.rate_hz,
-                               _versions(self.modality))
+        return make_provenance(
+            self.name, self.config, self.weights(), self.rate_hz, _versions(self.modality)
+        )
 
     @abstractmethod
     def extract(self, clips: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
@@ -189,8 +198,10 @@ def _check_range(key: str, value: Any, p: Param, where: str) -> None:
             if (p.min, p.max, p.above) != (None, None, None):
                 raise FeatureConfigError(f"{where}: {key} must hold numbers, got {value!r}")
             continue
-        if (p.min is not None and v < p.min) or (p.max is not None and v > p.max) or (
-            p.above is not None and v <= p.above
+        if (
+            (p.min is not None and v < p.min)
+            or (p.max is not None and v > p.max)
+            or (p.above is not None and v <= p.above)
         ):
             bad = True
     if bad:
@@ -242,8 +253,12 @@ def _cv2_build(cv2: Any) -> str:
     # two OpenCV wheels share the cv2/ folder: the owner is the one whose recorded hash of the
     # compiled module matches the file on disk (the last one installed)
     owner, also = "unknown wheel", []
-    for dist in ("opencv-python", "opencv-python-headless", "opencv-contrib-python",
-                 "opencv-contrib-python-headless"):
+    for dist in (
+        "opencv-python",
+        "opencv-python-headless",
+        "opencv-contrib-python",
+        "opencv-contrib-python-headless",
+    ):
         try:
             files = md.distribution(dist).files or []
         except md.PackageNotFoundError:

@@ -23,7 +23,9 @@ from avemo.data.registry import (
 FEATURE_SETS: Registry = Registry("feature set", group="avemo.feature_sets")
 DETECTORS: Registry = Registry("face detector", group="avemo.face_detectors")
 BACKBONES: Registry = Registry("face backbone", group="avemo.face_backbones")
-CLIP_BACKBONES: Registry = Registry("clip backbone", group="avemo.clip_backbones")  # video CNNs over a window of face crops
+CLIP_BACKBONES: Registry = Registry(
+    "clip backbone", group="avemo.clip_backbones"
+)  # video CNNs over a window of face crops
 AUDIO: Registry = Registry("audio front-end / audio CNN", group="avemo.audio")
 IDENTITIES: Registry = Registry("face identity embedding", group="avemo.face_identities")
 REGISTRIES = (FEATURE_SETS, DETECTORS, BACKBONES, CLIP_BACKBONES, AUDIO, IDENTITIES)

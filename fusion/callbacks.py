@@ -81,15 +81,23 @@ class MetricsHistory(L.Callback):
         self.rows: list[dict[str, Any]] = []
         self._losses: list[torch.Tensor] = []
 
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
             self._losses.append(loss.detach())
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        row: dict[str, Any] = {"epoch": trainer.current_epoch,
-                               "lr": trainer.optimizers[0].param_groups[0]["lr"]}
+        row: dict[str, Any] = {
+            "epoch": trainer.current_epoch,
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+        }
         if self._losses:
             row["train/loss"] = float(torch.stack(self._losses).mean())
         self._losses = []
@@ -101,7 +109,9 @@ class MetricsHistory(L.Callback):
 
 def _clock(seconds: float) -> str:
     s = int(round(max(seconds, 0.0)))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    return (
+        f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    )
 
 
 class _RunClock:
@@ -131,9 +141,12 @@ class EpochLines(L.Callback):
         k, n = trainer.current_epoch + 1, trainer.max_epochs
         elapsed, left = self.clock.eta(k, n)
         eta = f", ETA {_clock(left)}" if k < n else ""
-        print(f"[{self.name}] epoch {k:>{len(str(n))}}/{n}  "
-              + "  ".join(f"{key} {v:.4f}" for key, v in shown.items())
-              + f"  ({_clock(elapsed)}{eta})", flush=True)
+        print(
+            f"[{self.name}] epoch {k:>{len(str(n))}}/{n}  "
+            + "  ".join(f"{key} {v:.4f}" for key, v in shown.items())
+            + f"  ({_clock(elapsed)}{eta})",
+            flush=True,
+        )
 
 
 class EpochProgressBar(TQDMProgressBar):

@@ -60,7 +60,9 @@ class TimelineConfig(_Section):
 
 class DataConfig(_Section):
     manifest: str
-    features: dict[str, str | None]  # modality -> HDF5 path, or a set name in features_dir (null drops it)
+    features: dict[
+        str, str | None
+    ]  # modality -> HDF5 path, or a set name in features_dir (null drops it)
     features_dir: str | None = None  # where bare set names live (`avemo features -o` folder)
     expect: dict[str, dict[str, Any]] = {}  # modality -> provenance keys and/or config_hash
     classes: list[str] | None = None  # clip classification: class order (default: sorted labels)
@@ -71,8 +73,12 @@ class DataConfig(_Section):
     # z-score per speaker first, its own clips: off/false, speaker/true, shrink (toward the pooled
     # statistics by clip count), auto (chosen on the training speakers) -- fusion.speaker_norm
     speaker_norm: bool | Literal["off", "speaker", "shrink", "auto"] = False
-    speaker_norm_prior: float = Field(10.0, ge=0.0)  # shrink: clips at which a speaker's own statistics weigh half
-    speaker_norm_rule: Literal["1se", "best"] = "1se"  # auto: simplest mode within 1 s.e. of the best, or the best
+    speaker_norm_prior: float = Field(
+        10.0, ge=0.0
+    )  # shrink: clips at which a speaker's own statistics weigh half
+    speaker_norm_rule: Literal["1se", "best"] = (
+        "1se"  # auto: simplest mode within 1 s.e. of the best, or the best
+    )
     max_rows: int | None = Field(None, ge=1)  # clip tasks: cap rows per clip (uniform subsample)
     window: WindowConfig = WindowConfig()  # frame tasks
     timeline: TimelineConfig = TimelineConfig()  # frame tasks: modality rows -> label times
@@ -173,8 +179,11 @@ class RunConfig(_Section):
 
 
 #: Path-valued keys, as (section, key); ``None`` key = every value of the mapping.
-PATH_KEYS: tuple[tuple[str, str | None], ...] = (("data", "manifest"), ("data", "features_dir"),
-                                                 ("output", "dir"))
+PATH_KEYS: tuple[tuple[str, str | None], ...] = (
+    ("data", "manifest"),
+    ("data", "features_dir"),
+    ("output", "dir"),
+)
 FEATURE_PATHS = ("data", "features")
 
 
@@ -201,8 +210,13 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     out = copy.deepcopy(dict(base))
     for k, v in over.items():
         prev = out.get(k)
-        renamed = (isinstance(v, Mapping) and isinstance(prev, Mapping) and "name" in v
-                   and "name" in prev and v["name"] != prev["name"])
+        renamed = (
+            isinstance(v, Mapping)
+            and isinstance(prev, Mapping)
+            and "name" in v
+            and "name" in prev
+            and v["name"] != prev["name"]
+        )
         if isinstance(v, Mapping) and isinstance(prev, Mapping) and not renamed:
             out[k] = deep_merge(out[k], v)
         else:
@@ -230,8 +244,10 @@ def set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
         elif isinstance(nxt, str):
             nxt = node[p] = {}
         elif not isinstance(nxt, dict):
-            raise ConfigError(f"override {key!r}: {'.'.join(parts[:i + 1])} is a "
-                              f"{type(nxt).__name__}, not a section")
+            raise ConfigError(
+                f"override {key!r}: {'.'.join(parts[: i + 1])} is a "
+                f"{type(nxt).__name__}, not a section"
+            )
         node = nxt
     last = parts[-1]
     if last == "name" and len(parts) > 1 and "name" in node and node["name"] != value:
@@ -253,6 +269,7 @@ def parse_override(item: str) -> tuple[str, Any]:
 def _override_order(items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """Section replacements first (a ``.name`` or a whole mapping, shallow before deep), then
     the rest in the given order: ``model.fusion.k=3 model.fusion.name=fbp`` keeps k."""
+
     def whole(kv: tuple[str, Any]) -> bool:
         return kv[0].endswith(".name") or isinstance(kv[1], Mapping)
 
@@ -290,8 +307,11 @@ def resolve_paths(cfg: dict[str, Any], root: str | os.PathLike[str]) -> dict[str
         sec = cfg.get(section)
         if isinstance(sec, dict) and key in sec:
             sec[key] = _absolute(sec[key], root)
-    feats = (cfg.get(FEATURE_PATHS[0]) or {}).get(FEATURE_PATHS[1]) if isinstance(
-        cfg.get(FEATURE_PATHS[0]), dict) else None
+    feats = (
+        (cfg.get(FEATURE_PATHS[0]) or {}).get(FEATURE_PATHS[1])
+        if isinstance(cfg.get(FEATURE_PATHS[0]), dict)
+        else None
+    )
     if isinstance(feats, dict):
         for m, p in feats.items():
             feats[m] = p if is_set_name(p) else _absolute(p, root)
@@ -300,8 +320,13 @@ def resolve_paths(cfg: dict[str, Any], root: str | os.PathLike[str]) -> dict[str
 
 def is_set_name(value: Any) -> bool:
     """A bare feature-set name (``logmel``), which ``data.features_dir`` turns into a file path."""
-    return (isinstance(value, str) and bool(value) and "/" not in value and os.sep not in value
-            and not value.endswith((".h5", ".hdf5")))
+    return (
+        isinstance(value, str)
+        and bool(value)
+        and "/" not in value
+        and os.sep not in value
+        and not value.endswith((".h5", ".hdf5"))
+    )
 
 
 def _expand_set_names(data: dict[str, Any]) -> None:
@@ -310,8 +335,10 @@ def _expand_set_names(data: dict[str, Any]) -> None:
     named = {m: p for m, p in data["features"].items() if is_set_name(p)}
     if named and not data.get("features_dir"):
         m, p = next(iter(named.items()))
-        raise ConfigError(f"data.features.{m}={p} names a feature set, not a file: set data.features_dir "
-                          "to the folder `avemo features -o` wrote (or give the .h5 path)")
+        raise ConfigError(
+            f"data.features.{m}={p} names a feature set, not a file: set data.features_dir "
+            "to the folder `avemo features -o` wrote (or give the .h5 path)"
+        )
     for m, p in named.items():
         data["features"][m] = os.path.join(data["features_dir"], f"{p}.h5")
 
@@ -406,7 +433,11 @@ def _fields_of(loc: tuple[Any, ...]) -> list[str]:
             return []
         ann = f.annotation
         args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type)]
-        nxt = ann if isinstance(ann, type) else next((a for a in args if issubclass(a, BaseModel)), None)
+        nxt = (
+            ann
+            if isinstance(ann, type)
+            else next((a for a in args if issubclass(a, BaseModel)), None)
+        )
         if nxt is None or not issubclass(nxt, BaseModel):
             return []
         model = nxt
@@ -419,8 +450,9 @@ def _describe(err: Mapping[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         known = _fields_of(loc[:-1])
         hint = did_you_mean(str(loc[-1]), known)
-        return (f"{key}: unknown key{hint}" + (f" (known: {', '.join(known)})" if known and not hint
-                                               else ""))
+        return f"{key}: unknown key{hint}" + (
+            f" (known: {', '.join(known)})" if known and not hint else ""
+        )
     if err["type"] == "missing":
         return f"{key} is required"
     got = err.get("input")
@@ -434,8 +466,10 @@ def validate_schema(user: Mapping[str, Any]) -> dict[str, Any]:
         cfg = RunConfig.model_validate(user)
     except ValidationError as e:
         errs = e.errors(include_url=False)
-        raise ConfigError("; ".join(_describe(x) for x in errs[:5])
-                          + (f" (and {len(errs) - 5} more)" if len(errs) > 5 else "")) from None
+        raise ConfigError(
+            "; ".join(_describe(x) for x in errs[:5])
+            + (f" (and {len(errs) - 5} more)" if len(errs) > 5 else "")
+        ) from None
     return _plain(cfg.model_dump())
 
 
@@ -443,19 +477,24 @@ def validate(cfg: Mapping[str, Any]) -> None:
     """Checks across keys that the per-key schema cannot express."""
     data = cfg["data"]
     if not data["features"]:
-        raise ConfigError("data.features must map modality names to feature files, e.g. "
-                          "{face: features/afew/face_ir50.h5, audio: features/afew/logmel.h5}")
+        raise ConfigError(
+            "data.features must map modality names to feature files, e.g. "
+            "{face: features/afew/face_ir50.h5, audio: features/afew/logmel.h5}"
+        )
     import importlib.util
 
     for name in cfg["trainer"].get("loggers") or []:
         module = {"tensorboard": "tensorboard", "mlflow": "mlflow"}.get(name)
         if module and importlib.util.find_spec(module) is None:
-            raise ConfigError(f"trainer.loggers: {name} is not installed (`pip install {module}`), "
-                              "or leave it out (csv is the default)")
+            raise ConfigError(
+                f"trainer.loggers: {name} is not installed (`pip install {module}`), "
+                "or leave it out (csv is the default)"
+            )
     unknown = [m for m in data.get("eval_missing") or [] if m not in data["features"]]
     if unknown:
-        raise ConfigError(f"data.eval_missing names {unknown}, not in data.features "
-                          f"{list(data['features'])}")
+        raise ConfigError(
+            f"data.eval_missing names {unknown}, not in data.features {list(data['features'])}"
+        )
 
 
 # ----------------------------------------------------------------------------- constructor args
@@ -475,8 +514,9 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
         return {}
 
 
-def _check_value(fn: Callable[..., Any], hints: Mapping[str, Any], key: str, value: Any,
-                 where: str) -> None:
+def _check_value(
+    fn: Callable[..., Any], hints: Mapping[str, Any], key: str, value: Any, where: str
+) -> None:
     """The value of option ``key`` against its annotation (pydantic, lax) and, for probability
     options, the range [0, 1]."""
     from pydantic import TypeAdapter
@@ -499,8 +539,12 @@ def _check_value(fn: Callable[..., Any], hints: Mapping[str, Any], key: str, val
         raise ConfigError(f"{where}.{key}: {msg}, got {value!r}") from None
 
 
-def check_kwargs(fn: Callable[..., Any], given: Mapping[str, Any] | Iterable[str], where: str,
-                 injected: Iterable[str] = ()) -> None:
+def check_kwargs(
+    fn: Callable[..., Any],
+    given: Mapping[str, Any] | Iterable[str],
+    where: str,
+    injected: Iterable[str] = (),
+) -> None:
     """Every key of ``given`` must be a named parameter of ``fn`` (``injected`` ones are the
     trainer's to pass, not the config's), and every value must fit the parameter's annotation
     (probabilities: [0, 1]). ``**kwargs`` alone accepts nothing extra: options must be spelled
@@ -510,14 +554,19 @@ def check_kwargs(fn: Callable[..., Any], given: Mapping[str, Any] | Iterable[str
     except (TypeError, ValueError):
         return
     inj = set(injected)
-    named = [n for n, p in sig.parameters.items()
-             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in inj and n != "self"]
+    named = [
+        n
+        for n, p in sig.parameters.items()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in inj and n != "self"
+    ]
     for k in given:
         if k in inj:
             raise ConfigError(f"{where}.{k} is set by the trainer, not by the config")
         if k not in named:
-            raise ConfigError(f"{where}.{k}: unknown option{did_you_mean(k, named)} "
-                              f"(options: {', '.join(named) or 'none'})")
+            raise ConfigError(
+                f"{where}.{k}: unknown option{did_you_mean(k, named)} "
+                f"(options: {', '.join(named) or 'none'})"
+            )
     if isinstance(given, Mapping):
         hints = _hints(fn)
         for k, v in given.items():
@@ -528,16 +577,21 @@ def _get(registry: Any, name: Any, key: str) -> Any:
     if not isinstance(name, str):
         raise ConfigError(f"{key} must be a name (see `avemo list`), got {name!r}")
     if name not in registry:
-        raise ConfigError(f"{key}: unknown {registry.kind} {name!r}"
-                          f"{did_you_mean(name, registry.names())} (known: "
-                          f"{', '.join(registry.names())})")
+        raise ConfigError(
+            f"{key}: unknown {registry.kind} {name!r}"
+            f"{did_you_mean(name, registry.names())} (known: "
+            f"{', '.join(registry.names())})"
+        )
     return registry.get(name)
 
 
 def _first_param(fn: Any) -> set[str]:
     """The input size a sub-module is built with (row_shape / in_dim / dims): the model's."""
-    params = [n for n, p in inspect.signature(fn).parameters.items() if n != "self"
-              and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    params = [
+        n
+        for n, p in inspect.signature(fn).parameters.items()
+        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
     return set(params[:1])
 
 
@@ -588,7 +642,10 @@ def check_registered(cfg: Mapping[str, Any]) -> None:
     lc = dict(cfg["loss"])
     name = lc.pop("name", None) or task_cls.default_loss
     loss_cls = _get(R.LOSSES, R.LOSS_ALIASES.get(name, name), "loss.name")
-    if lc.get("class_weights") is not None and "class_weights" not in inspect.signature(loss_cls).parameters:
+    if (
+        lc.get("class_weights") is not None
+        and "class_weights" not in inspect.signature(loss_cls).parameters
+    ):
         raise ConfigError(f"loss.class_weights is for cross_entropy, not loss {name!r}")
     lc.pop("class_weights", None)
     check_kwargs(loss_cls, lc, "loss")

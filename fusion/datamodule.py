@@ -49,8 +49,13 @@ class CachedFeatureDataModule(L.LightningDataModule):
     ``task`` (a ``fusion.tasks.Task``) decides labels, index, loss and evaluation.
     """
 
-    def __init__(self, cfg: Mapping[str, Any], device: str | torch.device = "cpu",
-                 feature_cache: dict | None = None, manifest: pd.DataFrame | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Mapping[str, Any],
+        device: str | torch.device = "cpu",
+        feature_cache: dict | None = None,
+        manifest: pd.DataFrame | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.data_cfg = cfg["data"]
@@ -68,18 +73,27 @@ class CachedFeatureDataModule(L.LightningDataModule):
         if self._ready:
             return
         d = self.data_cfg
-        df = self._manifest if self._manifest is not None else load_manifest(
-            d["manifest"], classes=d.get("classes"), check_files=False)
+        df = (
+            self._manifest
+            if self._manifest is not None
+            else load_manifest(d["manifest"], classes=d.get("classes"), check_files=False)
+        )
         self.features = FeatureSet(d, self.device, self.feature_cache)
         df = self.task_obj.select(df, self.notes)
         df = self.features.present(df, self.notes)
         df = self.features.status_filter(df, self.notes)
         if df.empty:
-            raise ConfigError("no clips left to train on (see the notes above: "
-                              + "; ".join(self.notes) + ")")
+            raise ConfigError(
+                "no clips left to train on (see the notes above: " + "; ".join(self.notes) + ")"
+            )
         self.manifest = df.reset_index(drop=True)
-        self.splits = make_splits(self.manifest, self.cfg["split"], self.seed,
-                                  self.task_obj.split_labels(self.manifest), self.notes)
+        self.splits = make_splits(
+            self.manifest,
+            self.cfg["split"],
+            self.seed,
+            self.task_obj.split_labels(self.manifest),
+            self.notes,
+        )
         parts = self.splits["partitions"]
         self.speaker_norm: dict[str, Any] | None = None
         if d.get("speaker_norm"):  # per speaker, its own unlabelled clips (fusion.speaker_norm)
@@ -90,7 +104,9 @@ class CachedFeatureDataModule(L.LightningDataModule):
         self.pos = {c: i for i, c in enumerate(self.manifest["clip_id"].astype(str))}
         self.index = self.task_obj.build_index(self.manifest, self.features, self.feature_cache)
         self.part_seqs = {p: self._sequences(ids) for p, ids in parts.items()}
-        self.stats = self.features.stats(parts["train"], self.notes) if d.get("normalize", True) else {}
+        self.stats = (
+            self.features.stats(parts["train"], self.notes) if d.get("normalize", True) else {}
+        )
         for n in self.notes:
             log.info(n)
         self._ready = True
@@ -105,10 +121,14 @@ class CachedFeatureDataModule(L.LightningDataModule):
         labels = self.task_obj.split_labels(self.manifest)
         try:
             arrays, self.speaker_norm = sn.apply(
-                self.features.arrays, who, self.data_cfg["speaker_norm"], list(train),
+                self.features.arrays,
+                who,
+                self.data_cfg["speaker_norm"],
+                list(train),
                 None if labels is None else dict(zip(ids, labels, strict=True)),
                 float(self.data_cfg.get("speaker_norm_prior", sn.DEFAULT_PRIOR)),
-                str(self.data_cfg.get("speaker_norm_rule", sn.DEFAULT_RULE)))
+                str(self.data_cfg.get("speaker_norm_rule", sn.DEFAULT_RULE)),
+            )
         except ValueError as e:
             raise ConfigError(str(e)) from None
         self.features.arrays = arrays
@@ -174,8 +194,13 @@ class CachedFeatureDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ batches
 
-    def gather(self, seq: Tensor, dropout: float = 0.0, missing: Sequence[str] = (),
-               generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def gather(
+        self,
+        seq: Tensor,
+        dropout: float = 0.0,
+        missing: Sequence[str] = (),
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
         """Batch of sequences ``seq`` built on the device: padded values, masks, labels."""
         t = self.index
         batch: dict[str, Tensor] = {"index": seq}
@@ -199,7 +224,9 @@ class CachedFeatureDataModule(L.LightningDataModule):
             batch[f"{m}_mask"] = mask
         if dropout > 0 and len(self.modalities) > 1:
             drop = torch.rand(len(seq), generator=generator, device="cpu") < dropout
-            which = torch.randint(len(self.modalities), (len(seq),), generator=generator, device="cpu")
+            which = torch.randint(
+                len(self.modalities), (len(seq),), generator=generator, device="cpu"
+            )
             for i, m in enumerate(self.modalities):
                 gone = (drop & (which == i)).to(self.device)
                 batch[f"{m}_mask"] = batch[f"{m}_mask"] & ~gone[:, None]
@@ -208,15 +235,28 @@ class CachedFeatureDataModule(L.LightningDataModule):
         batch.update(t.labels(seq))
         return batch
 
-    def batches(self, partition: str, batch_size: int | None = None, shuffle: bool = False,
-                dropout: float = 0.0, missing: Sequence[str] = ()) -> DeviceBatches:
-        bs = int(batch_size or (self.data_cfg["batch_size"] if partition == "train"
-                                else self.data_cfg.get("eval_batch_size") or 256))
+    def batches(
+        self,
+        partition: str,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        dropout: float = 0.0,
+        missing: Sequence[str] = (),
+    ) -> DeviceBatches:
+        bs = int(
+            batch_size
+            or (
+                self.data_cfg["batch_size"]
+                if partition == "train"
+                else self.data_cfg.get("eval_batch_size") or 256
+            )
+        )
         return DeviceBatches(self, self.part_seqs[partition], bs, shuffle, dropout, missing)
 
     def train_dataloader(self) -> DeviceBatches:
-        return self.batches("train", shuffle=True,
-                            dropout=float(self.data_cfg.get("modality_dropout") or 0.0))
+        return self.batches(
+            "train", shuffle=True, dropout=float(self.data_cfg.get("modality_dropout") or 0.0)
+        )
 
     def val_dataloader(self) -> DeviceBatches:
         return self.batches("val")
@@ -232,8 +272,15 @@ class CachedFeatureDataModule(L.LightningDataModule):
 class DeviceBatches:
     """Iterable of device batches for one partition; a fresh seeded order every epoch."""
 
-    def __init__(self, dm: CachedFeatureDataModule, seqs: Tensor, batch_size: int, shuffle: bool,
-                 dropout: float = 0.0, missing: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        dm: CachedFeatureDataModule,
+        seqs: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        dropout: float = 0.0,
+        missing: Sequence[str] = (),
+    ) -> None:
         self.dm, self.seqs, self.batch_size = dm, seqs, max(1, batch_size)
         self.shuffle, self.dropout, self.missing = shuffle, dropout, tuple(missing)
         self._epoch = 0
@@ -248,4 +295,4 @@ class DeviceBatches:
         if self.shuffle:
             order = self.seqs[torch.randperm(len(self.seqs), generator=g).to(self.seqs.device)]
         for i in range(0, len(order), self.batch_size):
-            yield self.dm.gather(order[i:i + self.batch_size], self.dropout, self.missing, g)
+            yield self.dm.gather(order[i : i + self.batch_size], self.dropout, self.missing, g)

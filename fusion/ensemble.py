@@ -24,8 +24,9 @@ def ccc(x: np.ndarray, y: np.ndarray) -> float:
     return float(fusion_ccc(np.array(x, np.float64), np.array(y, np.float64)))
 
 
-def ccc_centering(preds: np.ndarray | Sequence[np.ndarray],
-                  clip: tuple[float, float] | None = (-1.0, 1.0)) -> np.ndarray:
+def ccc_centering(
+    preds: np.ndarray | Sequence[np.ndarray], clip: tuple[float, float] | None = (-1.0, 1.0)
+) -> np.ndarray:
     """Merge ``preds [R folds, N frames]``: g_r = mean CCC of fold r with the others,
     w = sum mu_r g_r / sum g_r, final = mean_r (x_r - mu_r + w), clipped.
 
@@ -41,8 +42,9 @@ def ccc_centering(preds: np.ndarray | Sequence[np.ndarray],
     return np.clip(out, *clip) if clip else out
 
 
-def plain_average(preds: np.ndarray | Sequence[np.ndarray],
-                  clip: tuple[float, float] | None = (-1.0, 1.0)) -> np.ndarray:
+def plain_average(
+    preds: np.ndarray | Sequence[np.ndarray], clip: tuple[float, float] | None = (-1.0, 1.0)
+) -> np.ndarray:
     out = np.asarray(preds, np.float64).mean(axis=0)
     return np.clip(out, *clip) if clip else out
 
@@ -89,7 +91,9 @@ def merge_frame_predictions(
         m = base.merge(df, on=key, how="left", validate="one_to_one")
         missing = m[[f"{t}_pred" for t in targets]].isna().any(axis=1)
         if missing.any():
-            raise ValueError(f"fold {r} lacks predictions for {int(missing.sum())} test frames of fold 0")
+            raise ValueError(
+                f"fold {r} lacks predictions for {int(missing.sum())} test frames of fold 0"
+            )
         aligned.append(m)
     out = base.copy()
     windows = {**DEFAULT_SMOOTH, **dict(smooth_frames or {})}
@@ -98,14 +102,22 @@ def merge_frame_predictions(
         stack = np.stack([m[f"{t}_pred"].to_numpy(np.float64) for m in aligned])
         merged = METHODS[method](stack)
         out[f"{t}_pred"] = merged
-        out[f"{t}_pred_smoothed"] = smooth(merged, out["clip_id"].to_numpy(), int(windows.get(t, 1)))
+        out[f"{t}_pred_smoothed"] = smooth(
+            merged, out["clip_id"].to_numpy(), int(windows.get(t, 1))
+        )
         truth_col = f"{t}_true"
         if truth_col in aligned[0]:
             y = aligned[0][truth_col].to_numpy(np.float64)
             out[truth_col] = y
             lab = ~np.isnan(y)  # unlabelled frames carry NaN
             for r in range(len(stack)):
-                rows.append({"target": t, "what": f"fold {r}", "ccc": ccc(np.clip(stack[r], -1, 1)[lab], y[lab])})
+                rows.append(
+                    {
+                        "target": t,
+                        "what": f"fold {r}",
+                        "ccc": ccc(np.clip(stack[r], -1, 1)[lab], y[lab]),
+                    }
+                )
             rows.append({"target": t, "what": f"{method} raw", "ccc": ccc(merged[lab], y[lab])})
             sm = out[f"{t}_pred_smoothed"].to_numpy()
             rows.append({"target": t, "what": f"{method} smoothed", "ccc": ccc(sm[lab], y[lab])})

@@ -38,8 +38,9 @@ def regression_metrics(pred: np.ndarray, y: np.ndarray, targets: Sequence[str]) 
 
 
 @torch.no_grad()
-def predict_partition(model: torch.nn.Module, dm: CachedFeatureDataModule, partition: str,
-                      missing: Sequence[str] = ()) -> dict[str, Any]:
+def predict_partition(
+    model: torch.nn.Module, dm: CachedFeatureDataModule, partition: str, missing: Sequence[str] = ()
+) -> dict[str, Any]:
     """Run ``model`` over a partition and assemble per-clip / per-frame outputs (numpy)."""
     was_training = model.training
     model.eval()
@@ -53,13 +54,13 @@ def predict_partition(model: torch.nn.Module, dm: CachedFeatureDataModule, parti
     return dm.assemble(torch.cat(seqs), torch.cat(outs))
 
 
-
-
 def _is_input(key: str, modalities: Sequence[str]) -> bool:
     return key in modalities or (key.endswith("_mask") and key[:-5] in modalities)
 
 
-def smooth_per_clip(pred: np.ndarray, clip_pos: np.ndarray, widths: Mapping[int, int]) -> np.ndarray:
+def smooth_per_clip(
+    pred: np.ndarray, clip_pos: np.ndarray, widths: Mapping[int, int]
+) -> np.ndarray:
     """Uniform filter per clip and target column (JCA's optional post-processing)."""
     from scipy.ndimage import uniform_filter1d
 
@@ -72,7 +73,8 @@ def smooth_per_clip(pred: np.ndarray, clip_pos: np.ndarray, widths: Mapping[int,
     return out
 
 
-def score(res: Mapping[str, Any], dm: CachedFeatureDataModule, eval_cfg: Mapping[str, Any] | None = None
-          ) -> dict[str, Any]:
+def score(
+    res: Mapping[str, Any], dm: CachedFeatureDataModule, eval_cfg: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Metrics of one assembled partition (see ``predict_partition``), by the run's task."""
     return dm.task_obj.score(res, eval_cfg)

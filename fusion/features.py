@@ -55,8 +55,12 @@ class FeatureArrays:
         return self.status[self.clip_index[clip_id]]
 
 
-def load_features(path: str | os.PathLike[str], device: str | torch.device = "cpu",
-                  cache: dict | None = None, dtype: str = "float32") -> FeatureArrays:
+def load_features(
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    cache: dict | None = None,
+    dtype: str = "float32",
+) -> FeatureArrays:
     """Read a feature file once per (path, device, dtype); ``cache`` lets runs share the tensors.
 
     A cached entry is reused only while the file's mtime and size are unchanged.
@@ -66,7 +70,12 @@ def load_features(path: str | os.PathLike[str], device: str | torch.device = "cp
     device = str(torch.device(device))
     st = p.stat() if p.exists() else None
     key = (str(p), device) if dtype == "float32" else (str(p), device, dtype)
-    if cache is not None and key in cache and st and cache[key].stamp == (st.st_mtime_ns, st.st_size):
+    if (
+        cache is not None
+        and key in cache
+        and st
+        and cache[key].stamp == (st.st_mtime_ns, st.st_size)
+    ):
         return cache[key]
     if dtype not in ("float32", "float16"):
         raise ConfigError(f"data.dtype must be float32 or float16, got {dtype!r}")
@@ -75,11 +84,17 @@ def load_features(path: str | os.PathLike[str], device: str | torch.device = "cp
         prov = dict(ff.provenance)
     values = torch.from_numpy(np.ascontiguousarray(ra.values, dtype=np.dtype(dtype))).to(device)
     arr = FeatureArrays(
-        path=p, device=device, provenance=prov, values=values,
+        path=p,
+        device=device,
+        provenance=prov,
+        values=values,
         row_mask=torch.from_numpy(ra.mask.astype(bool)).to(device),
-        offsets=ra.offsets.astype(np.int64), timestamps=ra.timestamps.astype(np.float64),
-        clip_index={c: i for i, c in enumerate(ra.clip_ids)}, status=list(ra.status),
-        message=list(ra.message), stamp=(st.st_mtime_ns, st.st_size) if st else (0, 0),
+        offsets=ra.offsets.astype(np.int64),
+        timestamps=ra.timestamps.astype(np.float64),
+        clip_index={c: i for i, c in enumerate(ra.clip_ids)},
+        status=list(ra.status),
+        message=list(ra.message),
+        stamp=(st.st_mtime_ns, st.st_size) if st else (0, 0),
     )
     if cache is not None:
         cache[key] = arr
@@ -100,7 +115,8 @@ def check_expectation(arr: FeatureArrays, expect: Mapping[str, Any] | None, moda
     if diffs:
         raise ConfigMismatchError(
             f"{arr.path} ({modality}) was made with another config; differing keys:\n  "
-            + "\n  ".join(diffs))
+            + "\n  ".join(diffs)
+        )
 
 
 class FeatureSet:
@@ -110,14 +126,20 @@ class FeatureSet:
     skipped (``data.non_ok``).
     """
 
-    def __init__(self, data_cfg: Mapping[str, Any], device: str | torch.device = "cpu",
-                 cache: dict | None = None) -> None:
+    def __init__(
+        self,
+        data_cfg: Mapping[str, Any],
+        device: str | torch.device = "cpu",
+        cache: dict | None = None,
+    ) -> None:
         self.device = torch.device(device)
         self.modalities: list[str] = list(data_cfg["features"])
         self.keep_non_ok = data_cfg.get("non_ok", "skip") == "keep"
         self.missing_clips = data_cfg.get("missing_clips", "error")
-        self.arrays = {m: load_features(p, self.device, cache, data_cfg.get("dtype") or "float32")
-                       for m, p in data_cfg["features"].items()}
+        self.arrays = {
+            m: load_features(p, self.device, cache, data_cfg.get("dtype") or "float32")
+            for m, p in data_cfg["features"].items()
+        }
         for m in self.modalities:
             check_expectation(self.arrays[m], (data_cfg.get("expect") or {}).get(m), m)
         self.status_counts: dict[str, int] = {}
@@ -132,7 +154,9 @@ class FeatureSet:
         return self.arrays[modality].status_of(clip_id) == "ok"
 
     def provenance(self) -> dict[str, Any]:
-        return {m: {"path": str(a.path), "provenance": a.provenance} for m, a in self.arrays.items()}
+        return {
+            m: {"path": str(a.path), "provenance": a.provenance} for m, a in self.arrays.items()
+        }
 
     def present(self, df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
         """Manifest rows whose clip is in every feature file (``data.missing_clips``)."""
@@ -142,11 +166,15 @@ class FeatureSet:
             absent = ~ids.isin(self.arrays[m].clip_index.keys())
             if absent.any():
                 miss = ids[absent].tolist()
-                msg = (f"{len(miss)} manifest clip(s) are missing from {self.arrays[m].path} "
-                       f"({m}): {miss[:10]}{' ...' if len(miss) > 10 else ''}")
+                msg = (
+                    f"{len(miss)} manifest clip(s) are missing from {self.arrays[m].path} "
+                    f"({m}): {miss[:10]}{' ...' if len(miss) > 10 else ''}"
+                )
                 if self.missing_clips == "error":
-                    raise ConfigError(msg + "\n(extract them with `avemo features`, or set "
-                                      "data.missing_clips=skip to train without them)")
+                    raise ConfigError(
+                        msg + "\n(extract them with `avemo features`, or set "
+                        "data.missing_clips=skip to train without them)"
+                    )
                 notes.append(msg + " - skipped")
                 keep &= ~absent
         return df[keep]
@@ -176,15 +204,19 @@ class FeatureSet:
         if missing:
             what = ", ".join(f"{k}={v}" for k, v in sorted(missing.items()))
             n_kept = int(((absent > 0) & ~empty & ~bad).sum())
-            notes.append(f"{int((absent > 0).sum())} clip(s) lack a modality ({what}): {n_kept} kept "
-                         f"with that modality masked, {int(empty.sum())} with no modality skipped")
+            notes.append(
+                f"{int((absent > 0).sum())} clip(s) lack a modality ({what}): {n_kept} kept "
+                f"with that modality masked, {int(empty.sum())} with no modality skipped"
+            )
         if bad.any():
             what = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
             if not self.keep_non_ok:
                 notes.append(f"skipped {int(bad.sum())} clip(s) whose status is not ok ({what})")
                 return df[~bad & ~empty]
-            notes.append(f"kept {int(bad.sum())} clip(s) whose status is not ok with their "
-                         f"rows masked ({what})")
+            notes.append(
+                f"kept {int(bad.sum())} clip(s) whose status is not ok with their "
+                f"rows masked ({what})"
+            )
         return df[~empty]
 
     def stats(self, train_ids: Sequence[str], notes: list[str]) -> dict[str, tuple[Tensor, Tensor]]:
@@ -202,10 +234,10 @@ class FeatureSet:
             s2 = torch.zeros_like(s1)
             n = 0.0
             for lo in range(0, a.values.shape[0], _STATS_CHUNK):
-                w = w_all[lo:lo + _STATS_CHUNK]
+                w = w_all[lo : lo + _STATS_CHUNK]
                 if not bool(w.any()):
                     continue
-                x = a.values[lo:lo + _STATS_CHUNK][w].double()
+                x = a.values[lo : lo + _STATS_CHUNK][w].double()
                 s1 += x.sum(0)
                 s2 += (x * x).sum(0)
                 n += x.shape[0]
@@ -236,13 +268,15 @@ def save_stats(stats: Mapping[str, tuple[Tensor, Tensor]], path: str | os.PathLi
     return p
 
 
-def load_stats(path: str | os.PathLike[str], device: str | torch.device = "cpu"
-               ) -> dict[str, tuple[Tensor, Tensor]]:
+def load_stats(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> dict[str, tuple[Tensor, Tensor]]:
     """The statistics ``save_stats`` wrote, on ``device`` (plain arrays: no pickle)."""
     out: dict[str, list[Tensor]] = {}
     with np.load(path, allow_pickle=False) as z:
         for key in z.files:
             m, what = key.rsplit("/", 1)
             out.setdefault(m, [torch.empty(0), torch.empty(0)])[what == "inv_std"] = (
-                torch.from_numpy(z[key]).float().to(device))
+                torch.from_numpy(z[key]).float().to(device)
+            )
     return {m: (v[0], v[1]) for m, v in out.items()}

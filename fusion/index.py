@@ -42,14 +42,16 @@ def window_starts(length: int, window: int, hop: int) -> list[int]:
     return starts
 
 
-def overlap_average(n_frames: int, starts: Sequence[int], preds: Sequence[np.ndarray]) -> np.ndarray:
+def overlap_average(
+    n_frames: int, starts: Sequence[int], preds: Sequence[np.ndarray]
+) -> np.ndarray:
     """Per-frame mean of overlapping window predictions (reference for ``WindowIndex.assemble``)."""
     acc = np.zeros((n_frames, *np.shape(preds[0])[1:]), np.float64)
     cnt = np.zeros(n_frames)
     for s, p in zip(starts, preds, strict=True):
         n = min(len(p), n_frames - s)
-        acc[s:s + n] += p[:n]
-        cnt[s:s + n] += 1
+        acc[s : s + n] += p[:n]
+        cnt[s : s + n] += 1
     return acc / np.maximum(cnt, 1).reshape(-1, *([1] * (acc.ndim - 1)))
 
 
@@ -86,12 +88,17 @@ class ClipIndex:
 
     def assemble(self, seq: Tensor, out: Tensor) -> dict[str, Any]:
         pos = seq.cpu().numpy()
-        return {"clip_ids": [self.clip_ids[i] for i in pos], "clip_pos": pos,
-                "out": out.detach().float(), "y": self.y[seq]}
+        return {
+            "clip_ids": [self.clip_ids[i] for i in pos],
+            "clip_pos": pos,
+            "out": out.detach().float(),
+            "y": self.y[seq],
+        }
 
 
-def build_clip_index(ids: Sequence[str], features: FeatureSet, y: Tensor,
-                     max_rows: int | None = None) -> ClipIndex:
+def build_clip_index(
+    ids: Sequence[str], features: FeatureSet, y: Tensor, max_rows: int | None = None
+) -> ClipIndex:
     """Row ranges of each clip in each modality (``max_rows``: uniform subsample of longer clips)."""
     dev = features.device
     t = ClipIndex(clip_ids=list(ids), idx={}, ok={}, start={}, length={}, y=y.to(dev))
@@ -108,9 +115,11 @@ def build_clip_index(ids: Sequence[str], features: FeatureSet, y: Tensor,
         starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
         flat = np.concatenate(pieces) if lens.sum() else np.zeros(1, np.int64)
         ok_rows = np.ones(len(flat), bool)
-        for i, c in enumerate(ids):  # a non-ok modality kept with `non_ok: keep` contributes nothing
+        for i, c in enumerate(
+            ids
+        ):  # a non-ok modality kept with `non_ok: keep` contributes nothing
             if not features.usable(m, c):
-                ok_rows[starts[i]:starts[i] + lens[i]] = False
+                ok_rows[starts[i] : starts[i] + lens[i]] = False
         t.idx[m] = torch.from_numpy(flat).to(dev)
         t.ok[m] = torch.from_numpy(ok_rows).to(dev)
         t.start[m] = torch.from_numpy(starts).to(dev)
@@ -176,8 +185,13 @@ class WindowIndex:
         }
 
 
-def build_window_index(ids: Sequence[str], times: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-                       features: FeatureSet, data_cfg: Mapping[str, Any]) -> WindowIndex:
+def build_window_index(
+    ids: Sequence[str],
+    times: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    features: FeatureSet,
+    data_cfg: Mapping[str, Any],
+) -> WindowIndex:
     """Align every modality onto the label timelines ``times`` and cut them into windows."""
     dev = features.device
     lens = np.array([len(x) for x in times], np.int64)
@@ -201,14 +215,26 @@ def build_window_index(ids: Sequence[str], times: Sequence[np.ndarray], labels: 
             if gap is None and hi - lo > 1:  # default: do not bridge more than ~1.5 rows
                 gap = 1.5 * float(np.median(np.diff(np.sort(a.timestamps[lo:hi]))))
             if method == "nearest":  # align row numbers: the device arrays stay shared
-                r, good = align_rows(np.arange(lo, hi), a.timestamps[lo:hi], times[i], "nearest",
-                                     mask=row_mask[lo:hi], max_gap=gap)
+                r, good = align_rows(
+                    np.arange(lo, hi),
+                    a.timestamps[lo:hi],
+                    times[i],
+                    "nearest",
+                    mask=row_mask[lo:hi],
+                    max_gap=gap,
+                )
                 idx[sl] = np.where(good, r, lo if hi > lo else 0)
             else:  # linear / mean: this run's own resampled copy on the label timeline
                 vals = a.values[lo:hi].cpu().numpy()
-                v, good = align_rows(vals, a.timestamps[lo:hi], times[i], method,
-                                     mask=a.row_mask[lo:hi].cpu().numpy(),
-                                     window=tl.get("window"), max_gap=gap)
+                v, good = align_rows(
+                    vals,
+                    a.timestamps[lo:hi],
+                    times[i],
+                    method,
+                    mask=a.row_mask[lo:hi].cpu().numpy(),
+                    window=tl.get("window"),
+                    max_gap=gap,
+                )
                 dense.append(v.astype(np.float32))
                 idx[sl] = np.arange(sl.start, sl.stop)
             ok[sl] = good & features.usable(m, c)
@@ -224,8 +250,16 @@ def build_window_index(ids: Sequence[str], times: Sequence[np.ndarray], labels: 
             ws.append(int(lab_off[i]) + s)
             wl.append(min(W, int(n) - s))
     return WindowIndex(
-        clip_ids=list(ids), idx=idx_t, ok=ok_t,
+        clip_ids=list(ids),
+        idx=idx_t,
+        ok=ok_t,
         y=torch.from_numpy(np.concatenate(labels).astype(np.float32)).to(dev),
-        lab_clip=np.repeat(np.arange(len(ids)), lens), lab_time=lab_time, lab_off=lab_off,
-        win_clip=np.array(wc, np.int64), win_start=torch.tensor(ws, dtype=torch.long, device=dev),
-        win_len=torch.tensor(wl, dtype=torch.long, device=dev), window=W, aligned=aligned)
+        lab_clip=np.repeat(np.arange(len(ids)), lens),
+        lab_time=lab_time,
+        lab_off=lab_off,
+        win_clip=np.array(wc, np.int64),
+        win_start=torch.tensor(ws, dtype=torch.long, device=dev),
+        win_len=torch.tensor(wl, dtype=torch.long, device=dev),
+        window=W,
+        aligned=aligned,
+    )

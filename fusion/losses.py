@@ -22,7 +22,9 @@ def _align(pred: Tensor, target: Tensor, mask: Tensor | None) -> tuple[Tensor, T
     if target.dim() == pred.dim() - 1:
         target = target.unsqueeze(-1)
     if pred.shape != target.shape:
-        raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+        raise ValueError(
+            f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}"
+        )
     if mask is None:
         mask = torch.ones(pred.shape[:-1], dtype=torch.bool, device=pred.device)
     k = pred.shape[-1]
@@ -54,10 +56,16 @@ def ccc_torch(x: Tensor, y: Tensor, w: Tensor) -> Tensor:
 class CrossEntropy(nn.Module):
     """Cross-entropy with optional label smoothing and per-class weights."""
 
-    def __init__(self, label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None
+    ) -> None:
         super().__init__()
         self.label_smoothing = float(label_smoothing)
-        w = torch.as_tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        w = (
+            torch.as_tensor(class_weights, dtype=torch.float32)
+            if class_weights is not None
+            else None
+        )
         self.register_buffer("class_weights", w)
 
     def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -66,10 +74,14 @@ class CrossEntropy(nn.Module):
             pred, target = pred.reshape(-1, pred.shape[-1])[keep], target.reshape(-1)[keep]
         elif mask is not None:
             pred, target = pred[mask], target[mask]
-        w = (self.class_weights.to(device=pred.device, dtype=pred.dtype)
-             if self.class_weights is not None else None)
-        return nn.functional.cross_entropy(pred, target.long(), weight=w,
-                                           label_smoothing=self.label_smoothing)
+        w = (
+            self.class_weights.to(device=pred.device, dtype=pred.dtype)
+            if self.class_weights is not None
+            else None
+        )
+        return nn.functional.cross_entropy(
+            pred, target.long(), weight=w, label_smoothing=self.label_smoothing
+        )
 
 
 @LOSSES.register("ccc")
@@ -89,9 +101,11 @@ class CCCLoss(nn.Module):
 
     def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         if self.per_sequence and pred.dim() == 3:
-            losses = [self._one(pred[i], target[i], None if mask is None else mask[i])
-                      for i in range(pred.shape[0])
-                      if mask is None or bool(mask[i].any())]
+            losses = [
+                self._one(pred[i], target[i], None if mask is None else mask[i])
+                for i in range(pred.shape[0])
+                if mask is None or bool(mask[i].any())
+            ]
             return torch.stack(losses).mean() if losses else pred.sum() * 0.0
         return self._one(pred, target, mask)
 

@@ -121,8 +121,9 @@ def classification_metrics(pred: Any, target: Any, n_classes: int) -> dict[str, 
     }
 
 
-def regression_metrics(pred: Any, target: Any, mask: Any | None = None,
-                       names: Sequence[str] | None = None) -> dict[str, float]:
+def regression_metrics(
+    pred: Any, target: Any, mask: Any | None = None, names: Sequence[str] | None = None
+) -> dict[str, float]:
     """ccc/pcc/rmse per target column of ``[..., K]`` arrays, keys like ``ccc_valence``."""
     p, y = _t(pred), _t(target)
     if p.dim() == 1:
@@ -145,8 +146,10 @@ def ccc_centering(preds: Sequence[Any], clip: bool = True) -> np.ndarray:
     If the agreements sum to <= 0 (folds disagree), w falls back to the plain mean of mu_r.
     One fold: its predictions (clipped). Inputs: R arrays of equal shape ``[N]``.
     """
-    xs = [np.asarray(p.detach().cpu() if isinstance(p, Tensor) else p, dtype=np.float64)
-          for p in preds]
+    xs = [
+        np.asarray(p.detach().cpu() if isinstance(p, Tensor) else p, dtype=np.float64)
+        for p in preds
+    ]
     if not xs:
         raise ValueError("ccc_centering needs at least one fold's predictions")
     if any(x.shape != xs[0].shape for x in xs):

@@ -25,7 +25,9 @@ def build_loss(cfg: Mapping[str, Any], dm: CachedFeatureDataModule) -> nn.Module
     """The run's loss: ``loss.name`` (default: the task's) with its options (class weights
     from the training targets)."""
     task = dm.task_obj
-    return task.build_loss(cfg.get("loss") or {}, task.train_targets(dm.index, dm.part_seqs["train"]))
+    return task.build_loss(
+        cfg.get("loss") or {}, task.train_targets(dm.index, dm.part_seqs["train"])
+    )
 
 
 # ----------------------------------------------------------------------------- module
@@ -39,8 +41,13 @@ class FusionModule(L.LightningModule):
     ``last_val`` holds the latest validation metrics for them.
     """
 
-    def __init__(self, model: nn.Module, cfg: Mapping[str, Any], dm: CachedFeatureDataModule,
-                 run_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: Mapping[str, Any],
+        dm: CachedFeatureDataModule,
+        run_dir: Path | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
@@ -73,7 +80,9 @@ class FusionModule(L.LightningModule):
             self._publish({"train/loss": float(mean)})
         self._train_loss, self._train_n = [], 0
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
         """Batches are built on the training device (``DeviceBatches``): no per-step walk."""
         return batch
 
@@ -89,8 +98,11 @@ class FusionModule(L.LightningModule):
         out = torch.cat([o for _, o in self._val])
         res = self.dm.assemble(seq, out)
         self.last_val_res = res
-        metrics = {k: v for k, v in score(res, self.dm, self.cfg.get("eval")).items()
-                   if isinstance(v, float)}
+        metrics = {
+            k: v
+            for k, v in score(res, self.dm, self.cfg.get("eval")).items()
+            if isinstance(v, float)
+        }
         metrics["loss"] = float(torch.stack(self._val_loss).mean())
         self._val, self._val_loss = [], []
         self.last_val = {f"val/{k}": v for k, v in metrics.items()}
@@ -117,9 +129,15 @@ class FusionModule(L.LightningModule):
         opt = OPTIMIZERS.build(oc.pop("name", "adam"), self.model.parameters(), **oc)
         sc = dict(self.cfg.get("schedule") or {})
         name = sc.pop("name", "none") or "none"
-        sch = SCHEDULES.build(name, opt, monitor=self.monitor, mode=self.mode,
-                              max_epochs=int(self.cfg["trainer"]["max_epochs"]),
-                              base_lr=float(oc.get("lr", 1e-3)), **sc)
+        sch = SCHEDULES.build(
+            name,
+            opt,
+            monitor=self.monitor,
+            mode=self.mode,
+            max_epochs=int(self.cfg["trainer"]["max_epochs"]),
+            base_lr=float(oc.get("lr", 1e-3)),
+            **sc,
+        )
         if sch is None:
             return opt
         return {"optimizer": opt, "lr_scheduler": sch}

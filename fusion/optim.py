@@ -19,27 +19,53 @@ Betas = tuple[float, float] | list[float]
 
 
 @OPTIMIZERS.register("adam")
-def adam(params: Any, lr: float = 1e-3, weight_decay: float = 0.0, betas: Betas = (0.9, 0.999),
-         eps: float = 1e-8, amsgrad: bool = False) -> torch.optim.Optimizer:
+def adam(
+    params: Any,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    betas: Betas = (0.9, 0.999),
+    eps: float = 1e-8,
+    amsgrad: bool = False,
+) -> torch.optim.Optimizer:
     """Adam (L2 penalty through weight_decay)."""
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps,
-                            amsgrad=amsgrad)
+    return torch.optim.Adam(
+        params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps, amsgrad=amsgrad
+    )
 
 
 @OPTIMIZERS.register("adamw")
-def adamw(params: Any, lr: float = 1e-3, weight_decay: float = 1e-2, betas: Betas = (0.9, 0.999),
-          eps: float = 1e-8, amsgrad: bool = False) -> torch.optim.Optimizer:
+def adamw(
+    params: Any,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-2,
+    betas: Betas = (0.9, 0.999),
+    eps: float = 1e-8,
+    amsgrad: bool = False,
+) -> torch.optim.Optimizer:
     """AdamW (decoupled weight decay)."""
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps,
-                             amsgrad=amsgrad)
+    return torch.optim.AdamW(
+        params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps, amsgrad=amsgrad
+    )
 
 
 @OPTIMIZERS.register("sgd")
-def sgd(params: Any, lr: float = 1e-2, weight_decay: float = 0.0, momentum: float = 0.9,
-        nesterov: bool = False, dampening: float = 0.0) -> torch.optim.Optimizer:
+def sgd(
+    params: Any,
+    lr: float = 1e-2,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    dampening: float = 0.0,
+) -> torch.optim.Optimizer:
     """SGD with momentum (0.9 by default)."""
-    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum,
-                           nesterov=nesterov, dampening=dampening)
+    return torch.optim.SGD(
+        params,
+        lr=lr,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        nesterov=nesterov,
+        dampening=dampening,
+    )
 
 
 @SCHEDULES.register("none")
@@ -49,23 +75,39 @@ def constant(opt: torch.optim.Optimizer, **_: Any) -> None:
 
 
 @SCHEDULES.register("plateau")
-def plateau(opt: torch.optim.Optimizer, monitor: str, mode: str, factor: float = 0.1,
-            patience: int = 5, min_lr: float = 0.0, **_: Any) -> dict[str, Any]:
+def plateau(
+    opt: torch.optim.Optimizer,
+    monitor: str,
+    mode: str,
+    factor: float = 0.1,
+    patience: int = 5,
+    min_lr: float = 0.0,
+    **_: Any,
+) -> dict[str, Any]:
     """Decay by ``factor`` when the monitored metric stalls for ``patience`` epochs."""
-    sch = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=factor,
-                                                     patience=patience, min_lr=min_lr)
+    sch = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode=mode, factor=factor, patience=patience, min_lr=min_lr
+    )
     return {"scheduler": sch, "monitor": monitor, "interval": "epoch"}
 
 
 @SCHEDULES.register("cosine")
-def cosine(opt: torch.optim.Optimizer, max_epochs: int, eta_min: float = 0.0, **_: Any) -> dict[str, Any]:
+def cosine(
+    opt: torch.optim.Optimizer, max_epochs: int, eta_min: float = 0.0, **_: Any
+) -> dict[str, Any]:
     """Cosine annealing over max_epochs."""
     sch = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, max_epochs), eta_min=eta_min)
     return {"scheduler": sch, "interval": "epoch"}
 
 
-def jca_reference_lr(epoch: int, lr_start: float = 1e-4, lr_jump: float = 1e-3, gamma: float = 0.8,
-                     step: int = 2, jump_epoch: int = 5) -> float:
+def jca_reference_lr(
+    epoch: int,
+    lr_start: float = 1e-4,
+    lr_jump: float = 1e-3,
+    gamma: float = 0.8,
+    step: int = 2,
+    jump_epoch: int = 5,
+) -> float:
     """JCA's released schedule (its train.py, epochs counted from 0): lr_start (the optimiser's
     config lr) up to and including epoch ``jump_epoch``, then lr_jump * gamma^floor((epoch - 5) / 2)
     -- the released code decays only ``if epoch > learning_rate_decay_start``."""
@@ -75,10 +117,18 @@ def jca_reference_lr(epoch: int, lr_start: float = 1e-4, lr_jump: float = 1e-3, 
 
 
 @SCHEDULES.register("jca_reference")
-def jca_reference(opt: torch.optim.Optimizer, base_lr: float, lr_start: float = 1e-4,
-                  lr_jump: float = 1e-3, gamma: float = 0.8, step: int = 2, jump_epoch: int = 5,
-                  **_: Any) -> dict[str, Any]:
+def jca_reference(
+    opt: torch.optim.Optimizer,
+    base_lr: float,
+    lr_start: float = 1e-4,
+    lr_jump: float = 1e-3,
+    gamma: float = 0.8,
+    step: int = 2,
+    jump_epoch: int = 5,
+    **_: Any,
+) -> dict[str, Any]:
     """JCA: 1e-4 for epochs 0-5, then 1e-3 * 0.8^floor((epoch-5)/2) after epoch 5."""
+
     def factor(epoch: int) -> float:
         return jca_reference_lr(epoch, lr_start, lr_jump, gamma, step, jump_epoch) / base_lr
 

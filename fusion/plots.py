@@ -50,8 +50,15 @@ def confusion(cm: np.ndarray, classes: Sequence[str], title: str, path: Path) ->
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(cm[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
     ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=7)
@@ -68,8 +75,9 @@ def confusion(cm: np.ndarray, classes: Sequence[str], title: str, path: Path) ->
 def traces(table: pd.DataFrame, targets: Sequence[str], path: Path, n_clips: int = 3) -> Path:
     plt = pyplot()
     clips = list(dict.fromkeys(table["clip_id"]))[:n_clips]
-    fig, axes = plt.subplots(len(clips), len(targets), figsize=(4.5 * len(targets), 2.4 * len(clips)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(clips), len(targets), figsize=(4.5 * len(targets), 2.4 * len(clips)), squeeze=False
+    )
     for r, c in enumerate(clips):
         sub = table[table["clip_id"] == c]
         for j, t in enumerate(targets):
@@ -85,8 +93,14 @@ def traces(table: pd.DataFrame, targets: Sequence[str], path: Path, n_clips: int
     return path
 
 
-def plot_run(run_dir: Path, history: Sequence[Mapping[str, Any]], task: Any, table: pd.DataFrame,
-             extra: Mapping[str, Any], monitor: str) -> list[Path]:
+def plot_run(
+    run_dir: Path,
+    history: Sequence[Mapping[str, Any]],
+    task: Any,
+    table: pd.DataFrame,
+    extra: Mapping[str, Any],
+    monitor: str,
+) -> list[Path]:
     """Learning curves, then the task's own plots (confusion matrices, traces, scatter)."""
     out = Path(run_dir) / "plots"
     out.mkdir(exist_ok=True)
@@ -116,8 +130,9 @@ def scatter(table: pd.DataFrame, targets: Sequence[str], path: Path) -> Path:
 # ----------------------------------------------------------------------------- attention over time
 
 
-def attention_positions(row_times: Any, row_mask: Any, n_positions: int,
-                        stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def attention_positions(
+    row_times: Any, row_mask: Any, n_positions: int, stride: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Seconds and validity of each temporal attention position of one clip.
 
     ``row_times [T]`` / ``row_mask [T]``: the modality's input rows as the model saw them (the
@@ -134,8 +149,10 @@ def attention_positions(row_times: Any, row_mask: Any, n_positions: int,
     if len(t) != len(m) or s < 1:
         raise ValueError(f"row times ({len(t)}) and mask ({len(m)}) differ, or stride {s} < 1")
     if n_positions != -(-len(t) // s):
-        raise ValueError(f"{n_positions} attention positions do not cover {len(t)} rows at "
-                         f"stride {s} (expected {-(-len(t) // s)})")
+        raise ValueError(
+            f"{n_positions} attention positions do not cover {len(t)} rows at "
+            f"stride {s} (expected {-(-len(t) // s)})"
+        )
     pad = n_positions * s - len(t)
     tw = np.concatenate([t, np.zeros(pad)]).reshape(n_positions, s)
     mw = np.concatenate([m, np.zeros(pad, bool)]).reshape(n_positions, s)
@@ -150,8 +167,12 @@ def _runs(valid: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
 
 
-def attention_figure(attention: Mapping[str, Any], timing: Mapping[str, tuple[Any, Any]],
-                     strides: Mapping[str, int] | None = None, title: str = "") -> Any:
+def attention_figure(
+    attention: Mapping[str, Any],
+    timing: Mapping[str, tuple[Any, Any]],
+    strides: Mapping[str, int] | None = None,
+    title: str = "",
+) -> Any:
     """One clip's temporal attention against time in seconds, one panel per modality (shared
     time axis, each modality at its own rate); the figure, for ``plot_attention`` to save.
 
@@ -164,21 +185,37 @@ def attention_figure(attention: Mapping[str, Any], timing: Mapping[str, tuple[An
     plt = pyplot()
     names = [m for m in attention if m in timing]
     if not names:
-        raise ValueError(f"no modality has both attention and timing ({sorted(attention)} / {sorted(timing)})")
-    fig, axes = plt.subplots(len(names), 1, figsize=(7, 1.2 + 1.5 * len(names)), sharex=True, squeeze=False)
+        raise ValueError(
+            f"no modality has both attention and timing ({sorted(attention)} / {sorted(timing)})"
+        )
+    fig, axes = plt.subplots(
+        len(names), 1, figsize=(7, 1.2 + 1.5 * len(names)), sharex=True, squeeze=False
+    )
     for i, (ax, m) in enumerate(zip(axes[:, 0], names, strict=True)):
         w = np.asarray(attention[m], np.float64).reshape(-1)
         times, valid = attention_positions(*timing[m], len(w), (strides or {}).get(m, 1))
         color = f"C{i}"
         for lo, hi in _runs(valid):
-            ax.plot(times[lo:hi], w[lo:hi], color=color, marker="." if hi - lo < 40 else None,
-                    ms=4, lw=1.2, gid=m)
+            ax.plot(
+                times[lo:hi],
+                w[lo:hi],
+                color=color,
+                marker="." if hi - lo < 40 else None,
+                ms=4,
+                lw=1.2,
+                gid=m,
+            )
         n = int(valid.sum())
         step = float(np.median(np.diff(times[valid]))) if n > 1 else float("nan")
         if n:
             ax.axhline(1.0 / n, color="0.6", lw=0.8, ls="--")
-        what = (f"{n} steps, a step every {step * 1000:.0f} ms" if n > 1
-                else "1 step" if n else "no valid rows (nothing to draw)")
+        what = (
+            f"{n} steps, a step every {step * 1000:.0f} ms"
+            if n > 1
+            else "1 step"
+            if n
+            else "no valid rows (nothing to draw)"
+        )
         ax.set_title(f"{m}: {what}", fontsize=8, loc="left")
         ax.set_ylabel("weight", fontsize=7)
         ax.tick_params(labelsize=7)
@@ -190,8 +227,13 @@ def attention_figure(attention: Mapping[str, Any], timing: Mapping[str, tuple[An
     return fig
 
 
-def plot_attention(attention: Mapping[str, Any], timing: Mapping[str, tuple[Any, Any]], path: Path,
-                   strides: Mapping[str, int] | None = None, title: str = "") -> Path:
+def plot_attention(
+    attention: Mapping[str, Any],
+    timing: Mapping[str, tuple[Any, Any]],
+    path: Path,
+    strides: Mapping[str, int] | None = None,
+    title: str = "",
+) -> Path:
     """``attention_figure`` written to ``path`` (PNG); returns the path."""
     plt = pyplot()
     fig = attention_figure(attention, timing, strides, title)

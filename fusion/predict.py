@@ -66,8 +66,9 @@ def _timelines(run: Run, fs: FeatureSet, ids: Sequence[str]) -> list[np.ndarray]
     return out
 
 
-def speaker_normalise(run: Run, fs: FeatureSet, ids: Sequence[str],
-                      subjects: Mapping[str, str] | None = None) -> dict[str, str]:
+def speaker_normalise(
+    run: Run, fs: FeatureSet, ids: Sequence[str], subjects: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The new clips normalised per speaker the way the run was trained (its recorded mode);
     ``subjects``: clip -> speaker (clips it does not name are one speaker, ``predict``). Warns
     (``SpeakerNormWarning``) for a speaker with fewer clips than ``speaker_norm.MIN_CLIPS``.
@@ -76,13 +77,19 @@ def speaker_normalise(run: Run, fs: FeatureSet, ids: Sequence[str],
 
     record = getattr(run, "speaker_norm", None)
     if not record:  # no record read: a run from before it normalised every speaker by its own
-        record = {"mode": "off" if sn.mode_of(run.cfg["data"].get("speaker_norm")) == "off" else "speaker"}
+        record = {
+            "mode": "off" if sn.mode_of(run.cfg["data"].get("speaker_norm")) == "off" else "speaker"
+        }
     mode = record["mode"]
     if mode == "off":
         return {}
     subjects = subjects or {}
-    who = {c: "predict" if pd.isna(subjects.get(c)) or not str(subjects.get(c)).strip() else str(subjects[c])
-           for c in ids}
+    who = {
+        c: "predict"
+        if pd.isna(subjects.get(c)) or not str(subjects.get(c)).strip()
+        else str(subjects[c])
+        for c in ids
+    }
     counts: dict[str, int] = {}
     for s in who.values():
         counts[s] = counts.get(s, 0) + 1
@@ -92,18 +99,25 @@ def speaker_normalise(run: Run, fs: FeatureSet, ids: Sequence[str],
             f"the run normalises features per speaker ({mode}), from each speaker's own clips; "
             + ", ".join(f"{s}: {n} clip(s)" for s, n in sorted(few.items()))
             + f" -- fewer than {sn.MIN_CLIPS}: their statistics are noisy. Give more clips per speaker "
-            "(a manifest's subject column, or --speaker for files of one speaker)", SpeakerNormWarning,
-            stacklevel=2)
+            "(a manifest's subject column, or --speaker for files of one speaker)",
+            SpeakerNormWarning,
+            stacklevel=2,
+        )
     ref = getattr(run, "speaker_ref", None) or {}
     if mode == "shrink" and not all(m in ref for m in fs.arrays):
-        raise RunFolderError(f"{run.run_dir} normalised per speaker with shrinkage but has no "
-                             f"{sn.REFERENCE_FILE} (the pooled statistics); retrain the run")
-    fs.arrays = sn.normalised_arrays(fs.arrays, who, mode, float(record.get("prior", sn.DEFAULT_PRIOR)), ref)
+        raise RunFolderError(
+            f"{run.run_dir} normalised per speaker with shrinkage but has no "
+            f"{sn.REFERENCE_FILE} (the pooled statistics); retrain the run"
+        )
+    fs.arrays = sn.normalised_arrays(
+        fs.arrays, who, mode, float(record.get("prior", sn.DEFAULT_PRIOR)), ref
+    )
     return who
 
 
-def _datamodule(run: Run, fs: FeatureSet, ids: list[str],
-                subjects: Mapping[str, str] | None = None) -> Any:
+def _datamodule(
+    run: Run, fs: FeatureSet, ids: list[str], subjects: Mapping[str, str] | None = None
+) -> Any:
     """A datamodule over the new clips: the run's task, statistics and batching, partition
     ``predict`` (no manifest, no split: nothing here reads training data); features normalised
     per speaker first when the run was (``speaker_normalise``)."""
@@ -121,8 +135,11 @@ def _datamodule(run: Run, fs: FeatureSet, ids: list[str],
         labels = [np.full((len(t), k), np.nan) for t in times]
         dm.index = build_window_index(ids, times, labels, fs, run.cfg["data"])
     else:
-        y = torch.zeros(len(ids), dtype=torch.long) if hasattr(run.task, "classes") else \
-            torch.zeros(len(ids), k)
+        y = (
+            torch.zeros(len(ids), dtype=torch.long)
+            if hasattr(run.task, "classes")
+            else torch.zeros(len(ids), k)
+        )
         dm.index = build_clip_index(ids, fs, y, run.cfg["data"].get("max_rows"))
     dm.part_seqs = {"predict": dm._sequences(ids)}
     dm._ready = True
@@ -144,10 +161,15 @@ def presence(fs: FeatureSet, ids: Sequence[str]) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def predict_files(run: Run, files: Mapping[str, str | os.PathLike[str]],
-                  clip_ids: Sequence[str] | None = None, batch_size: int | None = None,
-                  progress: bool = True, subjects: Mapping[str, str] | None = None,
-                  attention: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+def predict_files(
+    run: Run,
+    files: Mapping[str, str | os.PathLike[str]],
+    clip_ids: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+    subjects: Mapping[str, str] | None = None,
+    attention: bool = False,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Run the model on the clips of freshly extracted feature ``files`` (modality -> path).
 
     Returns ``(table, extra)``: one row per clip (clip tasks) or per timeline frame (frame
@@ -159,18 +181,29 @@ def predict_files(run: Run, files: Mapping[str, str | os.PathLike[str]],
     """
     from avemo.progress import Progress
 
-    data_cfg = {**run.cfg["data"], "features": {m: str(files[m]) for m in run.modalities},
-                "non_ok": "keep", "expect": {}}
+    data_cfg = {
+        **run.cfg["data"],
+        "features": {m: str(files[m]) for m in run.modalities},
+        "non_ok": "keep",
+        "expect": {},
+    }
     fs = FeatureSet(data_cfg, run.device)
     for m in run.modalities:
         have, want = fs.arrays[m].row_shape, run.inputs[m]
         if tuple(have) != tuple(want):
-            raise RunFolderError(f"{files[m]} ({m}) has rows of shape {tuple(have)}, the run was "
-                                 f"trained on {tuple(want)}")
+            raise RunFolderError(
+                f"{files[m]} ({m}) has rows of shape {tuple(have)}, the run was "
+                f"trained on {tuple(want)}"
+            )
     ids = list(clip_ids) if clip_ids is not None else list(fs.arrays[run.modalities[0]].clip_index)
     pres = presence(fs, ids)
-    usable = [c for c, *ok in pres[["clip_id", *(f"{m}_present" for m in run.modalities)]]
-              .itertuples(index=False) if any(ok)]
+    usable = [
+        c
+        for c, *ok in pres[["clip_id", *(f"{m}_present" for m in run.modalities)]].itertuples(
+            index=False
+        )
+        if any(ok)
+    ]
     extra: dict[str, Any] = {"presence": pres}
     if not usable:
         return _table(run, pres, None, None), extra
@@ -183,8 +216,11 @@ def predict_files(run: Run, files: Mapping[str, str | os.PathLike[str]],
     att: dict[str, dict[str, Any]] = {}
     try:
         for batch in batches:
-            inp = {k: v for k, v in batch.items()
-                   if k in run.modalities or (k.endswith("_mask") and k[:-5] in run.modalities)}
+            inp = {
+                k: v
+                for k, v in batch.items()
+                if k in run.modalities or (k.endswith("_mask") and k[:-5] in run.modalities)
+            }
             outs.append(run.model(inp).float())
             seqs.append(batch["index"])
             if attention:
@@ -227,7 +263,9 @@ def clip_attention(run: Run, dm: Any, batch: Mapping[str, Tensor]) -> dict[str, 
     seq = batch["index"]
     where = dm.index.positions(seq)
     ids = [dm.index.clip_ids[i] for i in seq.cpu().numpy()]
-    out: dict[str, dict[str, Any]] = {c: {"attention": {}, "timing": {}, "strides": {}} for c in ids}
+    out: dict[str, dict[str, Any]] = {
+        c: {"attention": {}, "timing": {}, "strides": {}} for c in ids
+    }
     for m, w in weights.items():
         if m not in where or f"{m}_mask" not in batch:
             continue
@@ -237,8 +275,11 @@ def clip_attention(run: Run, dm: Any, batch: Mapping[str, Tensor]) -> dict[str, 
         stride = time_stride(run.model, m)
         w = w.detach().float().cpu().numpy()
         if w.ndim != 2 or w.shape[1] != -(-rows.shape[1] // stride):
-            warnings.warn(f"attention of {m} has {w.shape[-1]} steps for {rows.shape[1]} rows at stride "
-                          f"{stride}: it cannot be placed in time and is not drawn", stacklevel=2)
+            warnings.warn(
+                f"attention of {m} has {w.shape[-1]} steps for {rows.shape[1]} rows at stride "
+                f"{stride}: it cannot be placed in time and is not drawn",
+                stacklevel=2,
+            )
             continue
         for b, c in enumerate(ids):
             out[c]["attention"][m] = w[b]
@@ -262,15 +303,16 @@ def _frame_presence(dm: Any, res: Mapping[str, Any]) -> pd.DataFrame:
     return df
 
 
-def _table(run: Run, pres: pd.DataFrame, res: Mapping[str, Any] | None,
-           dm: Any) -> pd.DataFrame:
+def _table(run: Run, pres: pd.DataFrame, res: Mapping[str, Any] | None, dm: Any) -> pd.DataFrame:
     """The output table; ``missing`` names absent modalities, ``flagged`` marks predictions
     from fewer modalities than the run was trained to work without."""
     mods = run.modalities
     info = pres.set_index("clip_id")
     missing = {c: [m for m in mods if not info.at[c, f"{m}_present"]] for c in info.index}
-    flagged = {c: bool(miss) and (len(miss) == len(mods) or not set(miss) <= run.trained_without)
-               for c, miss in missing.items()}
+    flagged = {
+        c: bool(miss) and (len(miss) == len(mods) or not set(miss) <= run.trained_without)
+        for c, miss in missing.items()
+    }
     task = run.task
     rng = (run.cfg.get("eval") or {}).get("clip_range")
     if res is not None and rng and "pred" in res:  # the range the run was scored in
@@ -289,9 +331,13 @@ def _table(run: Run, pres: pd.DataFrame, res: Mapping[str, Any] | None,
         body = body.merge(fp, on=["clip_id", "time"], how="left", validate="one_to_one")
     elif hasattr(task, "classes"):
         scores = torch.from_numpy(np.asarray(res["scores"], np.float32)).softmax(-1).numpy()
-        body = pd.DataFrame({"clip_id": res["clip_ids"],
-                             "pred": [task.classes[i] for i in scores.argmax(1)],
-                             "top_p": scores.max(1)})
+        body = pd.DataFrame(
+            {
+                "clip_id": res["clip_ids"],
+                "pred": [task.classes[i] for i in scores.argmax(1)],
+                "top_p": scores.max(1),
+            }
+        )
         for j, c in enumerate(task.classes):
             body[f"p_{c}"] = scores[:, j]
     else:
@@ -321,8 +367,9 @@ def plot_clip(run: Run, table: pd.DataFrame, clip_id: str, path: Path) -> Path:
     rows = table[table["clip_id"] == clip_id]
     task = run.task
     if task.level == "frame":
-        fig, (a1, a2) = plt.subplots(2, 1, figsize=(8, 4), sharex=True,
-                                     gridspec_kw={"height_ratios": [3, 1]})
+        fig, (a1, a2) = plt.subplots(
+            2, 1, figsize=(8, 4), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+        )
         for t in task.targets:  # type: ignore[attr-defined]
             a1.plot(rows["time"], rows[t], label=t)
         a1.axhline(0, color="0.8", lw=0.8)
@@ -334,8 +381,16 @@ def plot_clip(run: Run, table: pd.DataFrame, clip_id: str, path: Path) -> Path:
         if not np.isfinite(t).any():  # nothing usable in this clip: an empty figure says so
             img, t = np.zeros((len(mods), 1)), np.zeros(1)
         ext = (t[0], t[-1], -0.5, len(mods) - 0.5) if len(t) > 1 else None
-        a2.imshow(img, aspect="auto", cmap="Greens", vmin=0, vmax=1, extent=ext,
-                  interpolation="nearest", origin="lower")
+        a2.imshow(
+            img,
+            aspect="auto",
+            cmap="Greens",
+            vmin=0,
+            vmax=1,
+            extent=ext,
+            interpolation="nearest",
+            origin="lower",
+        )
         a2.set_yticks(range(len(mods)))
         a2.set_yticklabels(mods, fontsize=7)
         a2.set_xlabel("time (s)")

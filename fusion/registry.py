@@ -21,8 +21,11 @@ SCHEDULES: Registry = Registry("lr schedule", group="avemo.schedules")
 REGISTRIES = (MODELS, TEMPORAL, FUSION, ENCODERS, LOSSES, TASKS, OPTIMIZERS, SCHEDULES)
 
 #: Model constructor arguments that name a sub-module (``*encoder`` arguments: ENCODERS).
-SUBMODULE_REGISTRIES: dict[str, Registry] = {"fusion": FUSION, "temporal": TEMPORAL,
-                                             "encoder": ENCODERS}
+SUBMODULE_REGISTRIES: dict[str, Registry] = {
+    "fusion": FUSION,
+    "temporal": TEMPORAL,
+    "encoder": ENCODERS,
+}
 #: What the trainer passes every schedule (not settable from a config).
 SCHEDULE_INJECTED = ("opt", "monitor", "mode", "max_epochs", "base_lr")
 LOSS_ALIASES = {"ce": "cross_entropy"}

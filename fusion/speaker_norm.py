@@ -66,9 +66,14 @@ def mode_of(value: Any) -> str:
     return str(value)
 
 
-def normalise_groups(x: np.ndarray, valid: np.ndarray, group: np.ndarray,
-                     counts: Mapping[Any, int] | None = None, prior: float = 0.0,
-                     reference: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+def normalise_groups(
+    x: np.ndarray,
+    valid: np.ndarray,
+    group: np.ndarray,
+    counts: Mapping[Any, int] | None = None,
+    prior: float = 0.0,
+    reference: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """``x [N, D]`` with each column z-normalised within each group over the group's valid rows
     (``valid [N]`` bool, ``group [N]`` any labels; invalid rows are normalised with their
     group's statistics too). With ``prior > 0`` and ``reference = (mean, var)`` the group's mean
@@ -126,9 +131,13 @@ def reference_statistics(arr: FeatureArrays, clips: Sequence[str]) -> tuple[np.n
     return ref.mean(0), ref.var(0)
 
 
-def speaker_normalised(arr: FeatureArrays, clip_subject: Mapping[str, str],
-                       clips: Sequence[str] | None = None, prior: float = 0.0,
-                       reference: tuple[np.ndarray, np.ndarray] | None = None) -> FeatureArrays:
+def speaker_normalised(
+    arr: FeatureArrays,
+    clip_subject: Mapping[str, str],
+    clips: Sequence[str] | None = None,
+    prior: float = 0.0,
+    reference: tuple[np.ndarray, np.ndarray] | None = None,
+) -> FeatureArrays:
     """A copy of ``arr`` whose rows of each speaker's clips are z-normalised per speaker
     (``clip_subject``: clip id -> speaker; only ``clips`` -- default: every clip the mapping
     names -- are used and changed); ``prior`` / ``reference``: shrinkage by the speaker's clip
@@ -136,8 +145,10 @@ def speaker_normalised(arr: FeatureArrays, clip_subject: Mapping[str, str],
     untouched."""
     clips = list(clip_subject) if clips is None else list(clips)
     rows, n = _rows(arr, clips)
-    grp = np.asarray([str(clip_subject[c]) for c, k in zip(clips, n, strict=True) for _ in range(k)],
-                     dtype=object)
+    grp = np.asarray(
+        [str(clip_subject[c]) for c, k in zip(clips, n, strict=True) for _ in range(k)],
+        dtype=object,
+    )
     counts: dict[str, int] = {}
     for c in clips:
         counts[str(clip_subject[c])] = counts.get(str(clip_subject[c]), 0) + 1
@@ -145,14 +156,19 @@ def speaker_normalised(arr: FeatureArrays, clip_subject: Mapping[str, str],
     z = normalise_groups(x, valid, grp, counts, prior, reference)
     values = arr.values.clone()
     vflat = values.view(values.shape[0], -1)
-    vflat[torch.from_numpy(rows).to(values.device)] = torch.from_numpy(z).to(values.device, values.dtype)
+    vflat[torch.from_numpy(rows).to(values.device)] = torch.from_numpy(z).to(
+        values.device, values.dtype
+    )
     return dataclasses.replace(arr, values=values)
 
 
-def normalised_arrays(arrays: Mapping[str, FeatureArrays], clip_subject: Mapping[str, str], mode: str,
-                      prior: float = DEFAULT_PRIOR,
-                      reference: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
-                      ) -> dict[str, FeatureArrays]:
+def normalised_arrays(
+    arrays: Mapping[str, FeatureArrays],
+    clip_subject: Mapping[str, str],
+    mode: str,
+    prior: float = DEFAULT_PRIOR,
+    reference: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, FeatureArrays]:
     """Every stream normalised per speaker in ``mode`` (off / speaker / shrink); ``reference``
     per stream is needed for shrink."""
     if mode == "off":
@@ -162,8 +178,10 @@ def normalised_arrays(arrays: Mapping[str, FeatureArrays], clip_subject: Mapping
     if mode == "shrink":
         if reference is None:
             raise ValueError("speaker_norm shrink needs the pooled reference statistics")
-        return {m: speaker_normalised(a, clip_subject, prior=prior, reference=reference[m])
-                for m, a in arrays.items()}
+        return {
+            m: speaker_normalised(a, clip_subject, prior=prior, reference=reference[m])
+            for m, a in arrays.items()
+        }
     raise ValueError(f"unknown speaker_norm mode {mode!r}")
 
 
@@ -177,7 +195,7 @@ def clip_statistics(arrays: Mapping[str, FeatureArrays], clips: Sequence[str]) -
         out = np.zeros((len(clips), 2 * x.shape[1]))
         start = 0
         for i, k in enumerate(n):
-            v = x[start:start + k][valid[start:start + k]]
+            v = x[start : start + k][valid[start : start + k]]
             start += k
             if len(v):
                 out[i] = np.concatenate([v.mean(0), v.std(0)])
@@ -185,7 +203,9 @@ def clip_statistics(arrays: Mapping[str, FeatureArrays], clips: Sequence[str]) -
     return np.nan_to_num(np.concatenate(parts, 1))
 
 
-def inner_uar(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_folds: int = INNER_FOLDS) -> list[float]:
+def inner_uar(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_folds: int = INNER_FOLDS
+) -> list[float]:
     """UAR per inner fold: GroupKFold over speakers (at most ``n_folds``), standardise on the inner
     training clips, clip at ±5, balanced logistic regression (C = 0.1: a fixed prior for a few
     hundred clips, not tuned)."""
@@ -230,9 +250,16 @@ def pick(table: Sequence[Mapping[str, Any]], rule: str = DEFAULT_RULE) -> str:
     return str(table[best]["mode"])
 
 
-def choose(arrays: Mapping[str, FeatureArrays], clip_subject: Mapping[str, str], labels: Mapping[str, str],
-           train: Sequence[str], prior: float = DEFAULT_PRIOR, modes: Sequence[str] = MODES,
-           n_folds: int = INNER_FOLDS, rule: str = DEFAULT_RULE) -> tuple[str, list[dict[str, Any]]]:
+def choose(
+    arrays: Mapping[str, FeatureArrays],
+    clip_subject: Mapping[str, str],
+    labels: Mapping[str, str],
+    train: Sequence[str],
+    prior: float = DEFAULT_PRIOR,
+    modes: Sequence[str] = MODES,
+    n_folds: int = INNER_FOLDS,
+    rule: str = DEFAULT_RULE,
+) -> tuple[str, list[dict[str, Any]]]:
     """``auto``: the mode the inner leave-speakers-out CV over the ``train`` clips (their speakers
     only; no other clip is read) gives under ``rule`` (``pick``); also the per-mode table.
     Fewer than 2 training speakers: ``off``."""
@@ -247,14 +274,26 @@ def choose(arrays: Mapping[str, FeatureArrays], clip_subject: Mapping[str, str],
     for mode in modes:
         normed = normalised_arrays(arrays, sub, mode, prior, ref)
         sc = inner_uar(clip_statistics(normed, train), y, groups, n_folds)
-        table.append({"mode": mode, "inner_uar": float(np.mean(sc)), "inner_folds": len(sc),
-                      "fold_uar": [float(s) for s in sc]})
+        table.append(
+            {
+                "mode": mode,
+                "inner_uar": float(np.mean(sc)),
+                "inner_folds": len(sc),
+                "fold_uar": [float(s) for s in sc],
+            }
+        )
     return pick(table, rule), table
 
 
-def apply(arrays: Mapping[str, FeatureArrays], clip_subject: Mapping[str, str], requested: Any,
-          train: Sequence[str], labels: Mapping[str, str] | None, prior: float = DEFAULT_PRIOR,
-          rule: str = DEFAULT_RULE) -> tuple[dict[str, FeatureArrays], dict[str, Any]]:
+def apply(
+    arrays: Mapping[str, FeatureArrays],
+    clip_subject: Mapping[str, str],
+    requested: Any,
+    train: Sequence[str],
+    labels: Mapping[str, str] | None,
+    prior: float = DEFAULT_PRIOR,
+    rule: str = DEFAULT_RULE,
+) -> tuple[dict[str, FeatureArrays], dict[str, Any]]:
     """What the datamodule does: the mode (``auto`` chosen on ``train`` clips only), every clip
     of ``clip_subject`` normalised per speaker in it, and the record written to the run folder
     (``record`` keys: requested, mode, prior, inner, speakers' clip counts; ``reference``: the
@@ -270,10 +309,16 @@ def apply(arrays: Mapping[str, FeatureArrays], clip_subject: Mapping[str, str], 
     for s in clip_subject.values():
         counts[str(s)] = counts.get(str(s), 0) + 1
     out = normalised_arrays(arrays, clip_subject, mode, prior, ref)
-    record = {"requested": req, "mode": mode, "prior": float(prior), "inner": table,
-              "rule": rule if req == "auto" else None,
-              "chosen_on": "training speakers only" if req == "auto" else "fixed by the config",
-              "speaker_clips": dict(sorted(counts.items())), "few_clips": MIN_CLIPS}
+    record = {
+        "requested": req,
+        "mode": mode,
+        "prior": float(prior),
+        "inner": table,
+        "rule": rule if req == "auto" else None,
+        "chosen_on": "training speakers only" if req == "auto" else "fixed by the config",
+        "speaker_clips": dict(sorted(counts.items())),
+        "few_clips": MIN_CLIPS,
+    }
     return out, {"record": record, "reference": ref}
 
 
@@ -281,8 +326,10 @@ def describe(record: Mapping[str, Any]) -> str:
     """One line for the run's notes."""
     if record["requested"] == "auto":
         scores = ", ".join(f"{r['mode']} {r['inner_uar']:.3f}" for r in record["inner"])
-        return (f"data.speaker_norm auto chose {record['mode']} on the training speakers "
-                f"(rule {record.get('rule')}; inner leave-speakers-out UAR: {scores or 'fewer than 2 speakers'})")
+        return (
+            f"data.speaker_norm auto chose {record['mode']} on the training speakers "
+            f"(rule {record.get('rule')}; inner leave-speakers-out UAR: {scores or 'fewer than 2 speakers'})"
+        )
     return f"features normalised per speaker (data.speaker_norm: {record['mode']})"
 
 
@@ -298,14 +345,20 @@ def save(result: Mapping[str, Any] | None, run_dir: str | Path) -> None:
     np.savez(run_dir / REFERENCE_FILE, **arrays)
 
 
-def load(run_dir: str | Path, cfg: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
+def load(
+    run_dir: str | Path, cfg: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """A run's record and reference; a run from before the record (``speaker_norm: true``)
     normalised every speaker by its own statistics."""
     run_dir = Path(run_dir)
     if not (run_dir / RECORD_FILE).is_file():
         mode = mode_of(cfg["data"].get("speaker_norm"))
-        return {"requested": mode, "mode": "speaker" if mode != "off" else "off",
-                "prior": DEFAULT_PRIOR, "inner": []}, {}
+        return {
+            "requested": mode,
+            "mode": "speaker" if mode != "off" else "off",
+            "prior": DEFAULT_PRIOR,
+            "inner": [],
+        }, {}
     record = json.loads((run_dir / RECORD_FILE).read_text())
     ref: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if (run_dir / REFERENCE_FILE).is_file():

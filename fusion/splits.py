@@ -26,10 +26,19 @@ from avemo.fusion.config import ConfigError
 
 PARTITIONS = ("train", "val", "test")
 _ALIASES = {
-    "train": "train", "training": "train", "trn": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val", "devel": "val",
+    "train": "train",
+    "training": "train",
+    "trn": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "devel": "val",
     "development": "val",
-    "test": "test", "tst": "test", "eval": "test", "evaluation": "test",
+    "test": "test",
+    "tst": "test",
+    "eval": "test",
+    "evaluation": "test",
 }
 
 
@@ -40,8 +49,13 @@ def official_partition(split: object) -> str | None:
     return _ALIASES.get(str(split).strip().lower())
 
 
-def kfold_assign(clip_ids: list[str], k: int, shuffle: bool = False, seed: int = 0,
-                 labels: Mapping[str, str] | None = None) -> dict[str, int]:
+def kfold_assign(
+    clip_ids: list[str],
+    k: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, int]:
     """Fold of each clip. With ``labels``: stratified (``StratifiedKFold`` over the sorted ids,
     shuffled with ``seed`` when asked), so every fold holds each class in proportion; without:
     sort ids (optionally shuffle with ``seed``), then cut into k chunks."""
@@ -53,19 +67,30 @@ def kfold_assign(clip_ids: list[str], k: int, shuffle: bool = False, seed: int =
 
         y = [labels[c] for c in ids]
         if k > max(pd.Series(y).value_counts()):
-            raise ConfigError(f"split.k={k} is more folds than the largest class has clips; "
-                              "lower split.k or set split.stratify=false")
+            raise ConfigError(
+                f"split.k={k} is more folds than the largest class has clips; "
+                "lower split.k or set split.stratify=false"
+            )
         skf = StratifiedKFold(k, shuffle=shuffle, random_state=seed if shuffle else None)
         with warnings.catch_warnings():  # "least populated class has only n members": expected
             warnings.simplefilter("ignore", UserWarning)
             return {ids[i]: f for f, (_, test) in enumerate(skf.split(ids, y)) for i in test}
     if shuffle:
         ids = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
-    return {cid: f for f, chunk in enumerate(np.array_split(np.array(ids, dtype=object), k)) for cid in chunk}
+    return {
+        cid: f
+        for f, chunk in enumerate(np.array_split(np.array(ids, dtype=object), k))
+        for cid in chunk
+    }
 
 
-def stratified_subject_assign(subjects: Mapping[str, str], labels: Mapping[str, str], k: int,
-                              shuffle: bool = False, seed: int = 0) -> dict[str, int]:
+def stratified_subject_assign(
+    subjects: Mapping[str, str],
+    labels: Mapping[str, str],
+    k: int,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> dict[str, int]:
     """Fold of each subject, keeping each fold's class mix close to the corpus's
     (``StratifiedGroupKFold``: every clip of a subject in one fold)."""
     from sklearn.model_selection import StratifiedGroupKFold
@@ -84,7 +109,9 @@ def stratified_subject_assign(subjects: Mapping[str, str], labels: Mapping[str, 
     return fold_of
 
 
-def subject_assign(subjects: Mapping[str, str], k: int, shuffle: bool = False, seed: int = 0) -> dict[str, int]:
+def subject_assign(
+    subjects: Mapping[str, str], k: int, shuffle: bool = False, seed: int = 0
+) -> dict[str, int]:
     """Fold of each subject, balancing clip counts (largest subject first into the emptiest fold)."""
     counts = pd.Series(list(subjects.values())).value_counts()
     names = sorted(counts.index, key=lambda s: (-counts[s], str(s)))
@@ -102,8 +129,13 @@ def subject_assign(subjects: Mapping[str, str], k: int, shuffle: bool = False, s
     return fold_of
 
 
-def make_splits(df: pd.DataFrame, split_cfg: Mapping[str, Any], seed: int = 0,
-                labels: Sequence[str] | None = None, notes: list[str] | None = None) -> dict[str, Any]:
+def make_splits(
+    df: pd.DataFrame,
+    split_cfg: Mapping[str, Any],
+    seed: int = 0,
+    labels: Sequence[str] | None = None,
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
     """Partition the manifest's clips.
 
     ``official``: the manifest's split column. ``kfold`` / ``subjects``: fold ``split.fold`` is
@@ -141,10 +173,15 @@ def make_splits(df: pd.DataFrame, split_cfg: Mapping[str, Any], seed: int = 0,
         raise ConfigError(f"split.fold={fold} must be in [0, {k})")
     shuffle = bool(split_cfg.get("shuffle", False))
     pool_ids = pool_df["clip_id"].astype(str).tolist()
-    strat = ({c: label_of[c] for c in pool_ids}
-             if label_of is not None and split_cfg.get("stratify", True) else None)
+    strat = (
+        {c: label_of[c] for c in pool_ids}
+        if label_of is not None and split_cfg.get("stratify", True)
+        else None
+    )
     if method == "kfold":
-        manifest_folds = _manifest_folds(pool_df, k, split_cfg.get("use_manifest_folds", "auto"), notes)
+        manifest_folds = _manifest_folds(
+            pool_df, k, split_cfg.get("use_manifest_folds", "auto"), notes
+        )
         if manifest_folds is not None:
             fold_of = manifest_folds
         else:
@@ -170,7 +207,9 @@ def make_splits(df: pd.DataFrame, split_cfg: Mapping[str, Any], seed: int = 0,
     return _result(method, split_cfg, parts, fold_of, df, label_of, notes)
 
 
-def _manifest_folds(df: pd.DataFrame, k: int, use: bool | str, notes: list[str]) -> dict[str, int] | None:
+def _manifest_folds(
+    df: pd.DataFrame, k: int, use: bool | str, notes: list[str]
+) -> dict[str, int] | None:
     """The manifest's ``fold`` column as folds (value mod k), or None to make folds here.
 
     ``use_manifest_folds: auto`` takes the column when it is complete and gives k distinct
@@ -185,26 +224,44 @@ def _manifest_folds(df: pd.DataFrame, k: int, use: bool | str, notes: list[str])
     if have and len(values) == k:
         return {str(c): int(f) % k for c, f in zip(df["clip_id"], df["fold"], strict=True)}
     if not have:
-        why = ("the manifest has no fold column" if "fold" not in df.columns
-               else "the manifest's fold column has empty cells")
+        why = (
+            "the manifest has no fold column"
+            if "fold" not in df.columns
+            else "the manifest's fold column has empty cells"
+        )
     else:
         raw = sorted({int(f) for f in df["fold"]})
-        why = (f"the manifest's fold column holds {len(raw)} distinct value(s) {raw[:10]}, "
-               f"giving {len(values)} of the {k} folds split.k asks for")
+        why = (
+            f"the manifest's fold column holds {len(raw)} distinct value(s) {raw[:10]}, "
+            f"giving {len(values)} of the {k} folds split.k asks for"
+        )
     if use is True or use == "true":
-        raise ConfigError(f"split.use_manifest_folds=true but {why}; fill the manifest's fold column "
-                          "(e.g. one value per subject group), lower split.k, or set "
-                          "split.use_manifest_folds=false to make folds from the clips")
+        raise ConfigError(
+            f"split.use_manifest_folds=true but {why}; fill the manifest's fold column "
+            "(e.g. one value per subject group), lower split.k, or set "
+            "split.use_manifest_folds=false to make folds from the clips"
+        )
     if "fold" in df.columns:
-        notes.append(f"split: {why}; made {k} folds from the clips instead "
-                     "(split.use_manifest_folds=true makes this an error)")
+        notes.append(
+            f"split: {why}; made {k} folds from the clips instead "
+            "(split.use_manifest_folds=true makes this an error)"
+        )
     return None
 
 
-def _result(method: str, cfg: Mapping[str, Any], parts: dict[str, list[str]], fold_of: dict[str, int],
-            df: pd.DataFrame, label_of: Mapping[str, str] | None, notes: list[str]) -> dict[str, Any]:
+def _result(
+    method: str,
+    cfg: Mapping[str, Any],
+    parts: dict[str, list[str]],
+    fold_of: dict[str, int],
+    df: pd.DataFrame,
+    label_of: Mapping[str, str] | None,
+    notes: list[str],
+) -> dict[str, Any]:
     if not parts["train"]:
-        raise ConfigError(f"split {method}: the training partition is empty (with split.val=next_fold, k must be >= 3)")
+        raise ConfigError(
+            f"split {method}: the training partition is empty (with split.val=next_fold, k must be >= 3)"
+        )
     subj = dict(zip(df["clip_id"].astype(str), df["subject"].astype(str), strict=True))
     out = {
         "method": method,
@@ -216,28 +273,38 @@ def _result(method: str, cfg: Mapping[str, Any], parts: dict[str, list[str]], fo
         "subjects": {p: sorted({subj[c] for c in ids}) for p, ids in parts.items()},
     }
     if label_of is not None:
-        counts = {p: dict(sorted(pd.Series([label_of[c] for c in ids], dtype=object).value_counts().items()))
-                  for p, ids in parts.items()}
+        counts = {
+            p: dict(
+                sorted(pd.Series([label_of[c] for c in ids], dtype=object).value_counts().items())
+            )
+            for p, ids in parts.items()
+        }
         out["label_counts"] = counts
         check_label_coverage(counts, cfg.get("label_coverage", "error"), notes)
     return out
 
 
-def check_label_coverage(counts: Mapping[str, Mapping[str, int]], mode: str, notes: list[str]) -> None:
+def check_label_coverage(
+    counts: Mapping[str, Mapping[str, int]], mode: str, notes: list[str]
+) -> None:
     """Refuse (``error``) or note (``warn``) a val/test label that the training partition lacks:
     the model can never predict it, so the scores would measure the split, not the model."""
     train = set(counts["train"])
     unseen = {p: sorted(set(counts[p]) - train) for p in ("val", "test") if set(counts[p]) - train}
     if not unseen:
         return
-    table = "; ".join(f"{p}: " + ", ".join(f"{lab}={n}" for lab, n in counts[p].items()) for p in PARTITIONS)
+    table = "; ".join(
+        f"{p}: " + ", ".join(f"{lab}={n}" for lab, n in counts[p].items()) for p in PARTITIONS
+    )
     what = "; ".join(f"{p} holds {', '.join(labs)}" for p, labs in unseen.items())
     msg = f"split: {what}, which the training partition lacks (clips per label: {table})"
     if mode == "warn":
         notes.append(msg + " - kept (split.label_coverage=warn)")
         return
-    raise ConfigError(msg + ". Use a stratified split (split.stratify=true, the default), other "
-                      "folds, or split.label_coverage=warn to train anyway")
+    raise ConfigError(
+        msg + ". Use a stratified split (split.stratify=true, the default), other "
+        "folds, or split.label_coverage=warn to train anyway"
+    )
 
 
 def subject_leaks(splits: Mapping[str, Any], df: pd.DataFrame) -> dict[str, list[str]]:
@@ -247,20 +314,25 @@ def subject_leaks(splits: Mapping[str, Any], df: pd.DataFrame) -> dict[str, list
     return {p: sorted(train & {subj[c] for c in splits["partitions"][p]}) for p in ("val", "test")}
 
 
-def write_splits(splits: Mapping[str, Any], df: pd.DataFrame, out_dir: str | os.PathLike[str]) -> Path:
+def write_splits(
+    splits: Mapping[str, Any], df: pd.DataFrame, out_dir: str | os.PathLike[str]
+) -> Path:
     """``splits.json`` (partitions, subjects, method) and ``folds.csv`` (clip, subject, fold, partition)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "splits.json").write_text(json.dumps(
-        {k: v for k, v in splits.items() if k != "fold_of"}, indent=1))
+    (out / "splits.json").write_text(
+        json.dumps({k: v for k, v in splits.items() if k != "fold_of"}, indent=1)
+    )
     part_of = {c: p for p in PARTITIONS for c in splits["partitions"][p] if c not in ()}
     for c in splits["partitions"]["val"]:  # val may equal test; report it as test
         part_of.setdefault(c, "val")
-    rows = pd.DataFrame({
-        "clip_id": df["clip_id"].astype(str),
-        "subject": df["subject"].astype(str),
-        "fold": [splits["fold_of"].get(str(c), pd.NA) for c in df["clip_id"]],
-        "partition": [part_of.get(str(c), "") for c in df["clip_id"]],
-    })
+    rows = pd.DataFrame(
+        {
+            "clip_id": df["clip_id"].astype(str),
+            "subject": df["subject"].astype(str),
+            "fold": [splits["fold_of"].get(str(c), pd.NA) for c in df["clip_id"]],
+            "partition": [part_of.get(str(c), "") for c in df["clip_id"]],
+        }
+    )
     rows.to_csv(out / "folds.csv", index=False)
     return out / "splits.json"

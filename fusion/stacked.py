@@ -39,8 +39,15 @@ from avemo.fusion.callbacks import improved, write_rows
 from avemo.fusion.evaluate import _is_input, score
 
 #: Config keys that may differ between cells trained together (everything else must match).
-STACKABLE_KEYS = ("seed", "optim.lr", "optim.weight_decay", "loss", "trainer.early_stopping", "name",
-                  "output")
+STACKABLE_KEYS = (
+    "seed",
+    "optim.lr",
+    "optim.weight_decay",
+    "loss",
+    "trainer.early_stopping",
+    "name",
+    "output",
+)
 SCHEDULES_OK = ("none", "cosine")
 
 
@@ -59,8 +66,11 @@ def stack_key(cfg: Mapping[str, Any]) -> str:
     """Cells with equal keys can train together (the config without ``STACKABLE_KEYS``)."""
     import json
 
-    flat = {k: v for k, v in _flat(cfg).items()
-            if not any(k == s or k.startswith(s + ".") for s in STACKABLE_KEYS)}
+    flat = {
+        k: v
+        for k, v in _flat(cfg).items()
+        if not any(k == s or k.startswith(s + ".") for s in STACKABLE_KEYS)
+    }
     return json.dumps(flat, sort_keys=True, default=str)
 
 
@@ -102,7 +112,9 @@ class _Cell:
         self.wait = 0
         self.active = True
         self.rows: list[dict[str, Any]] = []
-        self.logged_loss: list[float] = []  # batch-size weighted epoch mean, as FusionModule logs it
+        self.logged_loss: list[
+            float
+        ] = []  # batch-size weighted epoch mean, as FusionModule logs it
         self.seed = int(cfg.get("seed") or 0)
         self.t0 = time.perf_counter()
         self.fit_s = (0.0, 0.0)
@@ -115,8 +127,11 @@ class _Cell:
             return False
         if math.isnan(value):
             self.wait += 1
-        elif self.es_best is None or (value - self.es_best > self.min_delta if self.mode == "max"
-                                      else self.es_best - value > self.min_delta):
+        elif self.es_best is None or (
+            value - self.es_best > self.min_delta
+            if self.mode == "max"
+            else self.es_best - value > self.min_delta
+        ):
             self.es_best, self.wait = value, 0
             return False
         else:
@@ -139,8 +154,13 @@ def _write_history(cell: _Cell, steps: int) -> None:
         log: list[dict[str, Any]] = []
         for r, w in zip(cell.rows, cell.logged_loss, strict=True):
             step = (r["epoch"] + 1) * steps - 1
-            log.append({"epoch": r["epoch"], "step": step,
-                        **{k: v for k, v in r.items() if k.startswith("val/")}})
+            log.append(
+                {
+                    "epoch": r["epoch"],
+                    "step": step,
+                    **{k: v for k, v in r.items() if k.startswith("val/")},
+                }
+            )
             log.append({"epoch": r["epoch"], "step": step, "train/loss": w})
         write_rows(cell.run_dir / "logs" / "csv" / "metrics.csv", log)
 
@@ -151,8 +171,9 @@ def _save(cell: _Cell, params: Mapping[str, Tensor], name: str) -> None:
     torch.save({k: v.detach().cpu().clone() for k, v in params.items()}, d / name)
 
 
-def fit_stacked(cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[Path],
-                verbose: bool = True) -> list[dict[str, Any]]:
+def fit_stacked(
+    cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[Path], verbose: bool = True
+) -> list[dict[str, Any]]:
     """Train ``cfgs`` (equal ``stack_key``, one shared datamodule) together; returns one
     result per cell, as ``fit_and_evaluate`` returns it, after writing the same run folders."""
     import lightning as L
@@ -184,27 +205,42 @@ def fit_stacked(cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[P
         if hasattr(mod, "pack_rows"):
             mod.pack_rows = False
     names = [n for n, _ in base.named_parameters()]
-    buffers = {n: torch.stack([dict(c.model.named_buffers())[n] for c in cells])
-               for n, _ in base.named_buffers()}
+    buffers = {
+        n: torch.stack([dict(c.model.named_buffers())[n] for c in cells])
+        for n, _ in base.named_buffers()
+    }
     leaves = [{n: p for n, p in c.model.named_parameters()} for c in cells]
     c0 = cfgs[0]
     oc = dict(c0.get("optim") or {})
     opt_name = oc.pop("name", "adam")
-    groups = [{"params": list(leaves[i].values()),
-               **{k: v for k, v in (c.cfg.get("optim") or {}).items() if k in ("lr", "weight_decay")}}
-              for i, c in enumerate(cells)]
+    groups = [
+        {
+            "params": list(leaves[i].values()),
+            **{k: v for k, v in (c.cfg.get("optim") or {}).items() if k in ("lr", "weight_decay")},
+        }
+        for i, c in enumerate(cells)
+    ]
     opt = OPTIMIZERS.build(opt_name, groups, **oc)  # one group per cell: its lr, weight decay
     sc = dict(c0.get("schedule") or {})
     sname = sc.pop("name", "none") or "none"
     max_epochs = int(c0["trainer"]["max_epochs"])
-    sch = SCHEDULES.build(sname, opt, monitor=cells[0].monitor, mode=cells[0].mode,
-                          max_epochs=max_epochs, base_lr=float(oc.get("lr", 1e-3)), **sc)
+    sch = SCHEDULES.build(
+        sname,
+        opt,
+        monitor=cells[0].monitor,
+        mode=cells[0].mode,
+        max_epochs=max_epochs,
+        base_lr=float(oc.get("lr", 1e-3)),
+        **sc,
+    )
     sch = sch["scheduler"] if isinstance(sch, dict) else sch
     clip = c0["trainer"].get("gradient_clip_val")
     mods = dm.modalities
     task = dm.task_obj
 
-    def forward(params: dict[str, Tensor], bufs: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
+    def forward(
+        params: dict[str, Tensor], bufs: dict[str, Tensor], batch: dict[str, Tensor]
+    ) -> Tensor:
         return functional_call(base, {**params, **bufs}, (batch,))
 
     train_fwd = vmap(forward, in_dims=(0, 0, 0), randomness="different")
@@ -213,8 +249,14 @@ def fit_stacked(cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[P
     bs = int(c0["data"]["batch_size"])
     steps = (len(train_seqs) + bs - 1) // bs
     mdrop = float(c0["data"].get("modality_dropout") or 0.0)
-    val_batches = [{k: v for k, v in b.items() if _is_input(k, mods) or k == "index"}
-                   for b in dm.batches("val")] if len(dm.part_seqs["val"]) else []
+    val_batches = (
+        [
+            {k: v for k, v in b.items() if _is_input(k, mods) or k == "index"}
+            for b in dm.batches("val")
+        ]
+        if len(dm.part_seqs["val"])
+        else []
+    )
     val_full = list(dm.batches("val")) if val_batches else []
     t0, cpu0 = time.perf_counter(), time.process_time()
     with determinism(bool(c0["trainer"].get("deterministic", True))), per_cell_masks():
@@ -232,11 +274,13 @@ def fit_stacked(cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[P
                 params = {n: torch.stack([leaves[i][n] for i in active]) for n in names}
                 bufs = {n: b[active] for n, b in buffers.items()}
                 # one gather for every cell's batch: [C*B] rows padded together, viewed [C, B, ...]
-                seq = torch.cat([o[step * bs:(step + 1) * bs] for o in orders])
+                seq = torch.cat([o[step * bs : (step + 1) * bs] for o in orders])
                 flat = dm.gather(seq, mdrop, (), g)
                 batch = {k: v.view(len(active), -1, *v.shape[1:]) for k, v in flat.items()}
                 per_cell = [{k: v[j] for k, v in batch.items()} for j in range(len(active))]
-                out = train_fwd(params, bufs, {k: v for k, v in batch.items() if _is_input(k, mods)})
+                out = train_fwd(
+                    params, bufs, {k: v for k, v in batch.items() if _is_input(k, mods)}
+                )
                 total = out.new_zeros(())
                 for j, i in enumerate(active):
                     li = task.batch_loss(cells[i].loss_fn, out[j], per_cell[j])
@@ -259,7 +303,9 @@ def fit_stacked(cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[P
                 params = {n: torch.stack([leaves[i][n] for i in active]) for n in names}
                 bufs = {n: b[active] for n, b in buffers.items()}
                 for vb, full in zip(val_batches, val_full, strict=True):
-                    o = eval_fwd(params, bufs, {k: v for k, v in vb.items() if k != "index"}).float()
+                    o = eval_fwd(
+                        params, bufs, {k: v for k, v in vb.items() if k != "index"}
+                    ).float()
                     outs.append(o)
                     seqs.append(vb["index"])
                     for j, i in enumerate(active):
@@ -272,8 +318,11 @@ def fit_stacked(cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[P
                     c.logged_loss.append(float(torch.stack(weighted[i]).sum() / seen))
                 if outs:
                     res = dm.assemble(torch.cat(seqs), torch.cat([o[j] for o in outs]))
-                    val = {f"val/{k}": v for k, v in score(res, dm, c.cfg.get("eval")).items()
-                           if isinstance(v, float)}
+                    val = {
+                        f"val/{k}": v
+                        for k, v in score(res, dm, c.cfg.get("eval")).items()
+                        if isinstance(v, float)
+                    }
                     val["val/loss"] = float(torch.stack(vlosses[i]).mean())
                     row.update(val)
                     value = val.get(c.monitor)
@@ -285,10 +334,15 @@ def fit_stacked(cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[P
                 c.rows.append(row)
                 _write_history(c, steps)
                 if verbose:
-                    shown = {k: v for k, v in row.items() if k in ("train/loss", "val/loss", c.monitor)}
-                    print(f"[{c.cfg.get('name')}] epoch {epoch + 1}/{max_epochs}  "
-                          + "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
-                          + ("  (stopped early)" if not c.active else ""), flush=True)
+                    shown = {
+                        k: v for k, v in row.items() if k in ("train/loss", "val/loss", c.monitor)
+                    }
+                    print(
+                        f"[{c.cfg.get('name')}] epoch {epoch + 1}/{max_epochs}  "
+                        + "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
+                        + ("  (stopped early)" if not c.active else ""),
+                        flush=True,
+                    )
                 if not c.active or epoch == max_epochs - 1:
                     c.fit_s = (time.perf_counter() - t0, time.process_time() - cpu0)
                     for p in leaves[i].values():
@@ -312,7 +366,9 @@ def fit_stacked(cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[P
             monitor = c.monitor
 
         dm.seed = c.seed
-        results.append(_final_outputs(c.cfg, dm, model, _M(), c.run_dir, c.fit_s, c.rows, c.best_epoch))
+        results.append(
+            _final_outputs(c.cfg, dm, model, _M(), c.run_dir, c.fit_s, c.rows, c.best_epoch)
+        )
     return results
 
 

@@ -57,8 +57,6 @@ def trainer_device(accelerator: str | None) -> tuple[str, str]:
     return str(dev), "gpu" if dev.type == "cuda" else "cpu"
 
 
-
-
 @contextmanager
 def determinism(on: bool) -> Iterator[None]:
     """``trainer.deterministic``: deterministic kernels (warn where an op has none) for the fit,
@@ -68,9 +66,13 @@ def determinism(on: bool) -> Iterator[None]:
     batch does (fusion bench, fit overhead rows); no kernel here reads uninitialised memory."""
     import torch.utils.deterministic as D
 
-    prev = (torch.are_deterministic_algorithms_enabled(),
-            torch.is_deterministic_algorithms_warn_only_enabled(), D.fill_uninitialized_memory,
-            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    prev = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        D.fill_uninitialized_memory,
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
     if on:
         torch.use_deterministic_algorithms(True, warn_only=True)
         D.fill_uninitialized_memory = False
@@ -96,8 +98,12 @@ def make_run_dir(cfg: Mapping[str, Any], run_dir: str | os.PathLike[str] | None 
     return p
 
 
-def build_datamodule(cfg: Mapping[str, Any], device: str = "cpu", feature_cache: dict | None = None,
-                     manifest: pd.DataFrame | None = None) -> CachedFeatureDataModule:
+def build_datamodule(
+    cfg: Mapping[str, Any],
+    device: str = "cpu",
+    feature_cache: dict | None = None,
+    manifest: pd.DataFrame | None = None,
+) -> CachedFeatureDataModule:
     """A ready (``setup`` done) datamodule: files loaded/shared, split made, statistics computed."""
     dm = CachedFeatureDataModule(cfg, device, feature_cache=feature_cache, manifest=manifest)
     dm.setup("fit")
@@ -127,11 +133,19 @@ def build_loggers(cfg: Mapping[str, Any], run_dir: Path) -> list[Any]:
         if name == "csv":
             out.append(LL.CSVLogger(str(run_dir), name="logs", version="csv"))
         elif name == "tensorboard":
-            out.append(LL.TensorBoardLogger(str(run_dir), name="logs", version="tensorboard",
-                                            default_hp_metric=False))
+            out.append(
+                LL.TensorBoardLogger(
+                    str(run_dir), name="logs", version="tensorboard", default_hp_metric=False
+                )
+            )
         elif name == "mlflow":
-            out.append(LL.MLFlowLogger(experiment_name=str(cfg["name"]), run_name=run_dir.name,
-                                       tracking_uri=(run_dir / "logs" / "mlflow").resolve().as_uri()))
+            out.append(
+                LL.MLFlowLogger(
+                    experiment_name=str(cfg["name"]),
+                    run_name=run_dir.name,
+                    tracking_uri=(run_dir / "logs" / "mlflow").resolve().as_uri(),
+                )
+            )
     return out
 
 
@@ -149,8 +163,13 @@ def progress_mode(cfg: Mapping[str, Any], progress: bool | None = None) -> str:
     return mode
 
 
-def fit_and_evaluate(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, run_dir: Path,
-                     model: torch.nn.Module | None = None, progress: bool | None = None) -> dict[str, Any]:
+def fit_and_evaluate(
+    cfg: Mapping[str, Any],
+    dm: CachedFeatureDataModule,
+    run_dir: Path,
+    model: torch.nn.Module | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
     """Seed, build the model (unless given), fit with Lightning, evaluate, write outputs.
 
     ``dm`` may be shared by several calls (same data, split and normalisation); only the
@@ -185,18 +204,31 @@ def fit_and_evaluate(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, run_di
         callbacks.append(EpochLines(str(cfg.get("name")), module.monitor, history))
     es = tc.get("early_stopping")
     if es:
-        callbacks.append(L.pytorch.callbacks.EarlyStopping(
-            monitor=module.monitor, mode=module.mode, patience=int(es.get("patience", 10)),
-            min_delta=float(es.get("min_delta", 0.0)), check_finite=False))
+        callbacks.append(
+            L.pytorch.callbacks.EarlyStopping(
+                monitor=module.monitor,
+                mode=module.mode,
+                patience=int(es.get("patience", 10)),
+                min_delta=float(es.get("min_delta", 0.0)),
+                check_finite=False,
+            )
+        )
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)  # no "GPU available"/tips banners
     trainer = L.Trainer(
-        accelerator=accelerator, devices=1, max_epochs=int(tc["max_epochs"]),
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=int(tc["max_epochs"]),
         deterministic=False,  # set by `determinism` below, without the NaN fill, and undone after
-        fast_dev_run=bool(tc.get("fast_dev_run")), logger=build_loggers(cfg, run_dir) or False,
+        fast_dev_run=bool(tc.get("fast_dev_run")),
+        logger=build_loggers(cfg, run_dir) or False,
         enable_checkpointing=False,  # BestCheckpoint writes plain state dicts instead
-        enable_progress_bar=mode == "bar", enable_model_summary=False, num_sanity_val_steps=0,
-        callbacks=callbacks, default_root_dir=str(run_dir), gradient_clip_val=tc.get("gradient_clip_val"),
+        enable_progress_bar=mode == "bar",
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        gradient_clip_val=tc.get("gradient_clip_val"),
         limit_train_batches=tc.get("limit_train_batches"),
         log_every_n_steps=1 << 30,  # epoch metrics only: no per-step logger bookkeeping
     )
@@ -208,7 +240,9 @@ def fit_and_evaluate(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, run_di
         warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
         warnings.filterwarnings("ignore", ".*Starting from v1.9.0, `tensorboardX`.*")
         with determinism(bool(tc.get("deterministic", True))):
-            trainer.fit(module, train_dataloaders=dm.train_dataloader(), val_dataloaders=dm.val_dataloader())
+            trainer.fit(
+                module, train_dataloaders=dm.train_dataloader(), val_dataloaders=dm.val_dataloader()
+            )
     fit_s, fit_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     best_pt = run_dir / "checkpoints" / "best.pt"
     if best_pt.exists():
@@ -217,14 +251,32 @@ def fit_and_evaluate(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, run_di
     # The validation pass of the epoch whose weights are now loaded is the final val prediction
     # (same batches, eval mode, same weights): reuse it instead of a second pass, unless the fit
     # saw only part of the partition (fast_dev_run).
-    known = None if tc.get("fast_dev_run") else (best.best_val_res if best_pt.exists() else module.last_val_res)
-    return _final_outputs(cfg, dm, model, module, run_dir, (fit_s, fit_cpu_s), history.rows,
-                          best.best_epoch, known={"val": known} if known else None)
+    known = (
+        None
+        if tc.get("fast_dev_run")
+        else (best.best_val_res if best_pt.exists() else module.last_val_res)
+    )
+    return _final_outputs(
+        cfg,
+        dm,
+        model,
+        module,
+        run_dir,
+        (fit_s, fit_cpu_s),
+        history.rows,
+        best.best_epoch,
+        known={"val": known} if known else None,
+    )
 
 
-def train_from_config(config: str | os.PathLike[str] | Mapping[str, Any],
-                      overrides: list[str] | None = None, *, feature_cache: dict | None = None,
-                      run_dir: Path | None = None, progress: bool | None = None) -> dict[str, Any]:
+def train_from_config(
+    config: str | os.PathLike[str] | Mapping[str, Any],
+    overrides: list[str] | None = None,
+    *,
+    feature_cache: dict | None = None,
+    run_dir: Path | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
     """Train one run. Returns ``{"run_dir", "metrics", "predictions", "history", ...}``.
 
     ``metrics`` holds the final ``val/...`` and ``test/...`` scores of the best checkpoint
@@ -241,7 +293,9 @@ def train_from_config(config: str | os.PathLike[str] | Mapping[str, Any],
         dump_config(cfg, run_dir / "config.yaml")
         if cfg["output"].get("verbose", True):
             parts = ", ".join(f"{p} {len(v)}" for p, v in dm.splits["partitions"].items())
-            print(f"[{cfg['name']}] {len(dm.manifest)} clips ({parts}) on {device}; run folder {run_dir}")
+            print(
+                f"[{cfg['name']}] {len(dm.manifest)} clips ({parts}) on {device}; run folder {run_dir}"
+            )
             for note in dm.notes:
                 print(f"[{cfg['name']}] note: {note}")
         if progress is None and os.environ.get("AVEMO_PROGRESS"):
@@ -281,10 +335,17 @@ def _write_data_side(dm: CachedFeatureDataModule, run_dir: Path) -> None:
     write_splits(dm.splits, dm.manifest, run_dir)
 
 
-def _final_outputs(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, model: torch.nn.Module,
-                   module: FusionModule, run_dir: Path, fit_s: tuple[float, float],
-                   history: list[dict[str, Any]],
-                   best_epoch: int | None, known: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _final_outputs(
+    cfg: Mapping[str, Any],
+    dm: CachedFeatureDataModule,
+    model: torch.nn.Module,
+    module: FusionModule,
+    run_dir: Path,
+    fit_s: tuple[float, float],
+    history: list[dict[str, Any]],
+    best_epoch: int | None,
+    known: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Score the loaded model on val and test, write predictions and final metrics; ``known``:
     partitions whose predictions by these weights are already assembled (the fit's own pass)."""
     parts = [p for p in ("val", "test") if len(dm.part_seqs[p])]
@@ -307,9 +368,15 @@ def _final_outputs(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, model: t
             metrics.update({f"{p}/{k}{tag}": v for k, v in sc.items() if isinstance(v, float)})
     table = pd.concat(pred_frames, ignore_index=True) if pred_frames else pd.DataFrame()
     pred_path = dm.task_obj.write_predictions(table, run_dir)
-    final = {"metrics": metrics, **extra, "best_epoch": best_epoch,
-             "monitor": module.monitor, "epochs": len(history), "fit_seconds": fit_s[0],
-             "fit_cpu_seconds": fit_s[1]}
+    final = {
+        "metrics": metrics,
+        **extra,
+        "best_epoch": best_epoch,
+        "monitor": module.monitor,
+        "epochs": len(history),
+        "fit_seconds": fit_s[0],
+        "fit_cpu_seconds": fit_s[1],
+    }
     (run_dir / "final_metrics.json").write_text(json.dumps(final, indent=1))
     if cfg["output"].get("plots", True):
         try:
@@ -318,9 +385,16 @@ def _final_outputs(cfg: Mapping[str, Any], dm: CachedFeatureDataModule, model: t
             plot_run(run_dir, history, dm.task_obj, table, extra, module.monitor)
         except Exception as e:  # noqa: BLE001 - a plot must never lose a finished run
             log.warning("plots failed: %s", e)
-    return {"run_dir": run_dir, "metrics": metrics, "predictions": pred_path,
-            "history": history, "best_epoch": best_epoch, **extra,
-            "checkpoint": run_dir / "checkpoints" / "best.pt", "notes": list(dm.notes)}
+    return {
+        "run_dir": run_dir,
+        "metrics": metrics,
+        "predictions": pred_path,
+        "history": history,
+        "best_epoch": best_epoch,
+        **extra,
+        "checkpoint": run_dir / "checkpoints" / "best.pt",
+        "notes": list(dm.notes),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,5 +414,11 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["build_datamodule", "build_model", "fit_and_evaluate", "train_from_config",
-           "make_run_dir", "trainer_device"]
+__all__ = [
+    "build_datamodule",
+    "build_model",
+    "fit_and_evaluate",
+    "train_from_config",
+    "make_run_dir",
+    "trainer_device",
+]

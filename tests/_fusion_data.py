@@ -20,8 +20,13 @@ def write_set(path: Path, name: str, clips: list[ClipFeatures], rate: float, **c
     return path
 
 
-def clip_corpus(tmp: Path, n_clips: int = 30, n_subjects: int = 6, seed: int = 0,
-                bad: dict[str, str] | None = None) -> dict:
+def clip_corpus(
+    tmp: Path,
+    n_clips: int = 30,
+    n_subjects: int = 6,
+    seed: int = 0,
+    bad: dict[str, str] | None = None,
+) -> dict:
     """Clip-level 3-class corpus: class shifts the mean of both modalities (learnable)."""
     rng = np.random.default_rng(seed)
     face, audio, rows = [], [], []
@@ -45,8 +50,16 @@ def clip_corpus(tmp: Path, n_clips: int = 30, n_subjects: int = 6, seed: int = 0
             audio.append(ClipFeatures.empty(cid, (6,), "no_audio", "no audio stream (test corpus)"))
         else:
             audio.append(ClipFeatures(cid, av, np.arange(ta) / 10.0, np.ones(ta, bool)))
-        rows.append({"clip_id": cid, "video": f"{cid}.mp4", "audio": f"{cid}.wav", "split": split,
-                     "subject": subj, "label": CLASSES[y]})
+        rows.append(
+            {
+                "clip_id": cid,
+                "video": f"{cid}.mp4",
+                "audio": f"{cid}.wav",
+                "split": split,
+                "subject": subj,
+                "label": CLASSES[y],
+            }
+        )
     man = tmp / "manifest.csv"
     pd.DataFrame(rows).to_csv(man, index=False)
     return {
@@ -77,8 +90,15 @@ def frame_corpus(tmp: Path, n_clips: int = 8, seed: int = 0) -> dict:
         val[:3] = np.nan  # unlabelled frames
         ann = tmp / "ann" / f"{cid}.csv"
         pd.DataFrame({"time": t, "valence": val, "arousal": aro}).to_csv(ann, index=False)
-        rows.append({"clip_id": cid, "video": f"{cid}.mp4", "split": ["train", "train", "val", "test"][i % 4]
-                     if i < 4 else "train", "subject": f"s{i}", "annotation": f"ann/{cid}.csv"})
+        rows.append(
+            {
+                "clip_id": cid,
+                "video": f"{cid}.mp4",
+                "split": ["train", "train", "val", "test"][i % 4] if i < 4 else "train",
+                "subject": f"s{i}",
+                "annotation": f"ann/{cid}.csv",
+            }
+        )
     man = tmp / "manifest.csv"
     pd.DataFrame(rows).to_csv(man, index=False)
     return {
@@ -121,9 +141,13 @@ def register_tiny() -> str:
 
 def clip_config(c: dict, tmp: Path, **over) -> dict:
     cfg = {
-        "name": "t_clip", "seed": 1,
-        "data": {"manifest": str(c["manifest"]), "features": {"face": str(c["face"]), "audio": str(c["audio"])},
-                 "batch_size": 8},
+        "name": "t_clip",
+        "seed": 1,
+        "data": {
+            "manifest": str(c["manifest"]),
+            "features": {"face": str(c["face"]), "audio": str(c["audio"])},
+            "batch_size": 8,
+        },
         "task": {"type": "clip"},
         "model": {"name": register_tiny()},
         "optim": {"name": "adam", "lr": 0.01},

@@ -21,7 +21,15 @@ def touch(root: Path, *rels: str) -> None:
 def test_registry_lists_every_adapter():
     load_all()
     assert set(DATASETS.names()) >= {
-        "csv", "folder", "ravdess", "cremad", "afew", "emodb", "affwild2", "recola", "demo"
+        "csv",
+        "folder",
+        "ravdess",
+        "cremad",
+        "afew",
+        "emodb",
+        "affwild2",
+        "recola",
+        "demo",
     }
 
 
@@ -58,6 +66,7 @@ def test_an_option_the_adapter_does_not_take_is_one_clear_error(tmp_path, name):
 
 # --- RAVDESS ---------------------------------------------------------------------------------
 
+
 def _ravdess_tree(root: Path) -> None:
     files = []
     for actor in range(1, 13):
@@ -69,8 +78,11 @@ def _ravdess_tree(root: Path) -> None:
     # song (VC=02) and a stray file: not speech clips
     files += ["Video_Song_Actor_01/Actor_01/01-02-03-01-01-01-01.mp4", "Actor_01/notes.txt"]
     # actor 13: video-only download (02 + 03) and one recording with a full-AV file only
-    files += ["Actor_13/02-01-04-02-01-01-13.mp4", "Actor_13/03-01-04-02-01-01-13.wav",
-              "Actor_13/01-01-08-02-02-02-13.mp4"]
+    files += [
+        "Actor_13/02-01-04-02-01-01-13.mp4",
+        "Actor_13/03-01-04-02-01-01-13.wav",
+        "Actor_13/01-01-08-02-02-02-13.mp4",
+    ]
     touch(root, *files)
 
 
@@ -102,10 +114,13 @@ def test_ravdess_clip_ids_are_stable(tmp_path):
     touch(tmp_path, "Actor_99/01-01-02-01-01-01-99.mp4")
     b = build_manifest("ravdess", tmp_path)
     assert set(a["clip_id"]) < set(b["clip_id"])
-    pd.testing.assert_series_equal(a["label"], b.set_index("clip_id").loc[a["clip_id"], "label"].reset_index(drop=True))
+    pd.testing.assert_series_equal(
+        a["label"], b.set_index("clip_id").loc[a["clip_id"], "label"].reset_index(drop=True)
+    )
 
 
 # --- CREMA-D ---------------------------------------------------------------------------------
+
 
 def test_cremad(tmp_path):
     emos = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
@@ -113,7 +128,10 @@ def test_cremad(tmp_path):
     for actor in range(1001, 1011):
         for i, e in enumerate(emos):
             lvl = ["LO", "MD", "HI", "XX"][i % 4]
-            files += [f"VideoFlash/{actor}_IEO_{e}_{lvl}.flv", f"AudioWAV/{actor}_IEO_{e}_{lvl}.wav"]
+            files += [
+                f"VideoFlash/{actor}_IEO_{e}_{lvl}.flv",
+                f"AudioWAV/{actor}_IEO_{e}_{lvl}.wav",
+            ]
     files += ["AudioWAV/1011_DFA_NEU_XX.wav", "AudioWAV/readme.wav", "VideoDemographics.csv"]
     touch(tmp_path, *files)
     df = build_manifest("cremad", tmp_path)
@@ -130,6 +148,7 @@ def test_cremad(tmp_path):
 
 
 # --- AFEW ------------------------------------------------------------------------------------
+
 
 def test_afew(tmp_path):
     emos = ["Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"]
@@ -153,18 +172,46 @@ def test_afew_plain_folder_names(tmp_path):
     touch(tmp_path, "Train/Happy/1.avi", "Val/Sad/2.avi")
     df = build_manifest("afew", tmp_path)
     assert df[["clip_id", "split", "label"]].values.tolist() == [
-        ["train/1", "train", "happy"], ["val/2", "val", "sad"]
+        ["train/1", "train", "happy"],
+        ["val/2", "val", "sad"],
     ]
 
 
 # --- EmoDB -----------------------------------------------------------------------------------
 
+
 def test_emodb_fake_tree(tmp_path):
-    touch(tmp_path, "wav/03a01Fa.wav", "wav/03a01Wa.wav", "wav/10b09Lb.wav", "wav/16a05Tc.wav",
-          "wav/11a02Ea.wav", "wav/12b01Ab.wav", "wav/13a04Nd.wav", "silb/03a01Fa.silb", "wav/other.wav")
+    touch(
+        tmp_path,
+        "wav/03a01Fa.wav",
+        "wav/03a01Wa.wav",
+        "wav/10b09Lb.wav",
+        "wav/16a05Tc.wav",
+        "wav/11a02Ea.wav",
+        "wav/12b01Ab.wav",
+        "wav/13a04Nd.wav",
+        "silb/03a01Fa.silb",
+        "wav/other.wav",
+    )
     df = build_manifest("emodb", tmp_path, folds=3)
-    assert df["clip_id"].tolist() == ["03a01Fa", "03a01Wa", "10b09Lb", "11a02Ea", "12b01Ab", "13a04Nd", "16a05Tc"]
-    assert df["label"].tolist() == ["happiness", "anger", "boredom", "disgust", "fear", "neutral", "sadness"]
+    assert df["clip_id"].tolist() == [
+        "03a01Fa",
+        "03a01Wa",
+        "10b09Lb",
+        "11a02Ea",
+        "12b01Ab",
+        "13a04Nd",
+        "16a05Tc",
+    ]
+    assert df["label"].tolist() == [
+        "happiness",
+        "anger",
+        "boredom",
+        "disgust",
+        "fear",
+        "neutral",
+        "sadness",
+    ]
     assert df["subject"].tolist() == ["03", "03", "10", "11", "12", "13", "16"]
     assert df.groupby("subject")["fold"].nunique().max() == 1 and df["fold"].nunique() == 3
     assert "video" not in df.columns
@@ -176,15 +223,24 @@ def test_emodb_shared_copy(shared_data):
     ref = pd.read_csv(root / "labels.csv", dtype=str)
     assert len(df) == 411 and df["subject"].nunique() == 8
     assert df["label"].value_counts().to_dict() == {
-        "anger": 100, "boredom": 65, "neutral": 63, "happiness": 55, "fear": 47, "sadness": 45, "disgust": 36
+        "anger": 100,
+        "boredom": 65,
+        "neutral": 63,
+        "happiness": 55,
+        "fear": 47,
+        "sadness": 45,
+        "disgust": 36,
     }
     merged = df.merge(ref, on="clip_id")
     assert len(merged) == 411
-    assert (merged["label"] == merged["emotion"]).all() and (merged["subject"] == merged["speaker"]).all()
+    assert (merged["label"] == merged["emotion"]).all() and (
+        merged["subject"] == merged["speaker"]
+    ).all()
     assert df.groupby("subject")["fold"].nunique().max() == 1
 
 
 # --- folder-per-class and csv ----------------------------------------------------------------
+
 
 def test_folder_with_and_without_splits(tmp_path):
     a = tmp_path / "flat"
@@ -197,7 +253,11 @@ def test_folder_with_and_without_splits(tmp_path):
     b = tmp_path / "split"
     touch(b, "train/happy/1.mp4", "Validation/happy/2.mp4", "test/sad/3.avi")
     df = build_manifest("folder", b)
-    assert df[["split", "label"]].values.tolist() == [["val", "happy"], ["test", "sad"], ["train", "happy"]]
+    assert df[["split", "label"]].values.tolist() == [
+        ["val", "happy"],
+        ["test", "sad"],
+        ["train", "happy"],
+    ]
     with pytest.raises(ManifestError, match="outside"):
         build_manifest("folder", b, classes="happy")
 
@@ -205,13 +265,21 @@ def test_folder_with_and_without_splits(tmp_path):
 def test_csv_adapter_renames_and_resolves(tmp_path):
     touch(tmp_path, "media/a.mp4", "media/b.mp4")
     table = tmp_path / "my.csv"
-    table.write_text("id,path,emotion,speaker,part\nA,media/a.mp4,joy,x,train\nB,media/b.mp4,anger,y,test\n")
-    df = build_manifest("csv", table, rename="id:clip_id,path:video,emotion:label,speaker:subject,part:split")
+    table.write_text(
+        "id,path,emotion,speaker,part\nA,media/a.mp4,joy,x,train\nB,media/b.mp4,anger,y,test\n"
+    )
+    df = build_manifest(
+        "csv", table, rename="id:clip_id,path:video,emotion:label,speaker:subject,part:split"
+    )
     assert df["clip_id"].tolist() == ["A", "B"]
     assert Path(df["video"].iloc[0]) == (tmp_path / "media/a.mp4").resolve()
     with pytest.raises(ManifestError, match="outside"):
-        build_manifest("csv", table, rename="id:clip_id,path:video,emotion:label,speaker:subject,part:split",
-                       classes="joy")
+        build_manifest(
+            "csv",
+            table,
+            rename="id:clip_id,path:video,emotion:label,speaker:subject,part:split",
+            classes="joy",
+        )
     with pytest.raises(ManifestError, match="lacks column"):
         build_manifest("csv", table)
     with pytest.raises(ManifestError, match="lacks"):

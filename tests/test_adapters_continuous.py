@@ -38,6 +38,7 @@ VA = "valence,arousal\n0.1,0.2\n-5,-5\n0.3,-0.4\n-0.5,0.6\n"
 
 # --- Aff-Wild2 -------------------------------------------------------------------------------
 
+
 @pytest.fixture()
 def affwild2_tree(tmp_path):
     root = tmp_path / "affwild2"
@@ -50,18 +51,27 @@ def affwild2_tree(tmp_path):
     write(va / "Train_Set/video10_1_right.txt", VA)
     write(va / "Validation_Set/118-30-640x480.txt", VA)
     # the expression set beside it uses the same folder names: not V/A, must be ignored
-    write(root / "annotations/EXPR_Classification_Challenge/Train_Set/1-30-1280x720.txt",
-          "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other\n0\n")
+    write(
+        root / "annotations/EXPR_Classification_Challenge/Train_Set/1-30-1280x720.txt",
+        "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other\n0\n",
+    )
     return root
 
 
 def test_affwild2_manifest(affwild2_tree):
     df = build_manifest("affwild2", affwild2_tree)
-    assert df["clip_id"].tolist() == ["1-30-1280x720", "118-30-640x480", "video10_1_left", "video10_1_right"]
+    assert df["clip_id"].tolist() == [
+        "1-30-1280x720",
+        "118-30-640x480",
+        "video10_1_left",
+        "video10_1_right",
+    ]
     by = df.set_index("clip_id")
     assert by.loc["video10_1_left", "video"] == by.loc["video10_1_right", "video"]
     assert by.loc["video10_1_left", "video"].endswith("video10_1.avi")
-    assert by.loc["118-30-640x480", "split"] == "val" and by.loc["1-30-1280x720", "split"] == "train"
+    assert (
+        by.loc["118-30-640x480", "split"] == "val" and by.loc["1-30-1280x720", "split"] == "train"
+    )
     assert by["annotation"].str.contains("VA_Estimation_Challenge").all()
     assert "label" not in df.columns
     folds = build_manifest("affwild2", affwild2_tree, folds=2)
@@ -94,23 +104,51 @@ def test_affwild2_annotation_frames_to_seconds(affwild2_tree):
 
 # --- RECOLA ----------------------------------------------------------------------------------
 
+
 def _recola_tree(root: Path, ids: list[str]) -> None:
     for i, pid in enumerate(ids):
         write(root / f"recordings_audio/{pid}.wav", "")
         write(root / f"recordings_video/{pid}.mp4", "")
         n = 5 + i % 2
         t = np.arange(n) * 0.04
-        write(root / f"ratings_gold_standard/arousal/{pid}.csv",
-              "".join(f"{x:.2f},{0.1 * k:.3f}\n" for k, x in enumerate(t)))
-        write(root / f"ratings_gold_standard/valence/{pid}.csv",
-              "".join(f"{x:.2f},{-0.1 * k:.3f}\n" for k, x in enumerate(t)))
+        write(
+            root / f"ratings_gold_standard/arousal/{pid}.csv",
+            "".join(f"{x:.2f},{0.1 * k:.3f}\n" for k, x in enumerate(t)),
+        )
+        write(
+            root / f"ratings_gold_standard/valence/{pid}.csv",
+            "".join(f"{x:.2f},{-0.1 * k:.3f}\n" for k, x in enumerate(t)),
+        )
         # the individual raters, which the gold standard must win over
         write(root / f"ratings_individual/arousal/{pid}.csv", "time;FM1;FM2;\n0.00;0.1;0.3;\n")
         write(root / f"ratings_individual/valence/{pid}.csv", "time;FM1;FM2;\n0.00;0.1;0.3;\n")
 
 
-RECOLA_IDS = ["P16", "P17", "P19", "P21", "P23", "P25", "P26", "P28", "P30", "P34", "P37",
-              "P39", "P41", "P42", "P43", "P45", "P46", "P48", "P56", "P58", "P62", "P64", "P65"]
+RECOLA_IDS = [
+    "P16",
+    "P17",
+    "P19",
+    "P21",
+    "P23",
+    "P25",
+    "P26",
+    "P28",
+    "P30",
+    "P34",
+    "P37",
+    "P39",
+    "P41",
+    "P42",
+    "P43",
+    "P45",
+    "P46",
+    "P48",
+    "P56",
+    "P58",
+    "P62",
+    "P64",
+    "P65",
+]
 
 
 def test_recola_manifest_and_split(tmp_path):
@@ -122,7 +160,9 @@ def test_recola_manifest_and_split(tmp_path):
     assert by.loc["P16", "audio"].endswith("recordings_audio/P16.wav")
     assert df["split"].value_counts().to_dict() == {"train": 9, "val": 9, "test": 5}
     assert by.loc["P30", "split"] == "train" and by.loc["P34", "split"] == "val"
-    table = write(tmp_path / "avec.csv", "subject,split\n" + "".join(f"{p},dev\n" for p in RECOLA_IDS))
+    table = write(
+        tmp_path / "avec.csv", "subject,split\n" + "".join(f"{p},dev\n" for p in RECOLA_IDS)
+    )
     assert set(build_manifest("recola", tmp_path, splits=str(table))["split"]) == {"val"}
 
 

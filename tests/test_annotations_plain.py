@@ -11,8 +11,12 @@ from avemo.data.annotations import AnnotationError, read_annotation
 @pytest.mark.parametrize("sep", [",", ";", "\t"])
 def test_plain_annotation_any_separator(tmp_path, sep):
     p = tmp_path / "clip.csv"
-    p.write_text(sep.join(["time", "valence", "arousal"]) + "\n"
-                 + "\n".join(sep.join(r) for r in [("0.0", "0.5", "-0.25"), ("0.04", "", "0.1")]) + "\n")
+    p.write_text(
+        sep.join(["time", "valence", "arousal"])
+        + "\n"
+        + "\n".join(sep.join(r) for r in [("0.0", "0.5", "-0.25"), ("0.04", "", "0.1")])
+        + "\n"
+    )
     df = read_annotation(p)
     assert df["time"].tolist() == [0.0, 0.04]
     assert df["valence"].iloc[0] == 0.5 and np.isnan(df["valence"].iloc[1])

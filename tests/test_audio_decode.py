@@ -72,9 +72,16 @@ def test_sample_wav_decodes_as_16k_mono(media, speech):
     assert np.abs(speech).max() <= 1.0 and speech.std() > 1e-3
 
 
-@pytest.mark.parametrize("codec,suffix", [("libmp3lame", ".mp3"), ("aac", ".m4a"),
-                                          ("pcm_s16le", ".wav"), ("pcm_s16le", ".mkv"),
-                                          ("flac", ".flac")])
+@pytest.mark.parametrize(
+    "codec,suffix",
+    [
+        ("libmp3lame", ".mp3"),
+        ("aac", ".m4a"),
+        ("pcm_s16le", ".wav"),
+        ("pcm_s16le", ".mkv"),
+        ("flac", ".flac"),
+    ],
+)
 def test_codecs_decode_to_the_same_speech(tmp_path, speech, codec, suffix):
     x = speech[16000 * 2 : 16000 * 7]  # 5 s of speech
     sr = 44100 if codec in ("libmp3lame", "aac") else 16000

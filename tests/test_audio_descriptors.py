@@ -32,9 +32,14 @@ def _manifest(shared_data: Path, n: int | None) -> pd.DataFrame:
     assert len(labels) == 411
     if n:
         labels = labels.iloc[np.linspace(0, len(labels) - 1, n).astype(int)]  # every speaker
-    return pd.DataFrame({"clip_id": labels["clip_id"].to_numpy(),
-                         "audio": [str(shared_data / "emodb-8spk" / f) for f in labels["file"]],
-                         "label": labels["emotion"].to_numpy(), "subject": labels["clip_id"].str[:2].to_numpy()})
+    return pd.DataFrame(
+        {
+            "clip_id": labels["clip_id"].to_numpy(),
+            "audio": [str(shared_data / "emodb-8spk" / f) for f in labels["file"]],
+            "label": labels["emotion"].to_numpy(),
+            "subject": labels["clip_id"].str[:2].to_numpy(),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +67,7 @@ def test_emodb_sample_extracts_clean(written, sample, name):
     # compare_lld: openSMILE's last frames leave the 10 ms grid in one of its two tables; cut there
     assert (counts <= rows).all() and (counts >= rows - 3).all()
     for i in range(n):
-        ts = data.timestamps[data.offsets[i]:data.offsets[i + 1]]
+        ts = data.timestamps[data.offsets[i] : data.offsets[i + 1]]
         np.testing.assert_allclose(ts[0], first, atol=1e-6)
         np.testing.assert_allclose(np.diff(ts), 1.0 / rate, atol=1e-6)
         assert ts[-1] <= 2.0
@@ -121,12 +126,35 @@ def test_missing_opensmile_is_one_message_exit_2(tmp_path):
     block = tmp_path / "block"
     block.mkdir()
     (block / "opensmile.py").write_text("raise ImportError('opensmile blocked for this test')\n")
-    wav = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb-8spk" / "wav" / "03a01Fa.wav"
+    wav = (
+        Path(__file__).resolve().parents[2]
+        / "shared"
+        / "data"
+        / "emodb-8spk"
+        / "wav"
+        / "03a01Fa.wav"
+    )
     manifest = tmp_path / "m.csv"
     pd.DataFrame({"clip_id": ["a"], "audio": [str(wav)]}).to_csv(manifest, index=False)
     env = {**os.environ, "PYTHONPATH": f"{block}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    res = subprocess.run([sys.executable, "-m", "avemo", "features", "-m", str(manifest), "-s", "compare_lld",
-                          "-o", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "avemo",
+            "features",
+            "-m",
+            str(manifest),
+            "-s",
+            "compare_lld",
+            "-o",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert res.returncode == 2, res.stderr
     assert "pip install avemo[smile]" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out" / "compare_lld.h5").exists()
@@ -141,16 +169,28 @@ def test_speech_emotion_config_trains_on_these_files(written, sample, tmp_path):
 
     manifest = tmp_path / "m.csv"
     sample.assign(split="train").to_csv(manifest, index=False)  # split: the manifest contract
-    args = ["fuse-train", "-c", "speech_emotion", f"data.manifest={manifest}",
-            f"data.features.compare={written['compare_lld']}", f"data.features.egemaps={written['egemaps_lld']}",
-            f"data.features.pitch={written['pitch_swiftf0']}", "data.features.logmel=null",
-            "data.features.speech=null", "trainer.max_epochs=3", f"output.dir={tmp_path / 'runs'}", "-q"]
+    args = [
+        "fuse-train",
+        "-c",
+        "speech_emotion",
+        f"data.manifest={manifest}",
+        f"data.features.compare={written['compare_lld']}",
+        f"data.features.egemaps={written['egemaps_lld']}",
+        f"data.features.pitch={written['pitch_swiftf0']}",
+        "data.features.logmel=null",
+        "data.features.speech=null",
+        "trainer.max_epochs=3",
+        f"output.dir={tmp_path / 'runs'}",
+        "-q",
+    ]
     # 24 clips: a label held by one speaker only cannot be in training when that speaker is tested
     assert main(args) == 2
     assert main([*args[:-1], "split.label_coverage=warn", "-q"]) == 0
     run = next((tmp_path / "runs" / "speech_emotion").iterdir())
     notes = json.loads((run / "data_report.json").read_text())["notes"]
-    assert any("which the training partition lacks" in n and "label_coverage=warn" in n for n in notes)
+    assert any(
+        "which the training partition lacks" in n and "label_coverage=warn" in n for n in notes
+    )
     split = json.loads((run / "splits.json").read_text())
     assert not set(split["subjects"]["train"]) & set(split["subjects"]["test"])
     assert (run / "predictions.csv").exists()

@@ -50,8 +50,14 @@ def test_speech_embedding_equals_openwakeword_reference(se, speech, tmp_path):
     if not wheel.exists():
         pytest.skip(f"reference wheel not cached at {wheel}")
     with zipfile.ZipFile(wheel) as z:
-        z.extractall(tmp_path, [m for m in z.namelist() if m.endswith(".py") or m.endswith(
-            ("melspectrogram.onnx", "embedding_model.onnx"))])
+        z.extractall(
+            tmp_path,
+            [
+                m
+                for m in z.namelist()
+                if m.endswith(".py") or m.endswith(("melspectrogram.onnx", "embedding_model.onnx"))
+            ],
+        )
     sys.path.insert(0, str(tmp_path))
     try:
         from openwakeword.utils import AudioFeatures
@@ -61,7 +67,7 @@ def test_speech_embedding_equals_openwakeword_reference(se, speech, tmp_path):
     ref = AudioFeatures()._get_embeddings(pcm)
     for mod in [m for m in sys.modules if m.startswith("openwakeword")]:
         del sys.modules[mod]
-    (ours, _), = se.compute([pcm.astype(np.float32) / 32767])
+    ((ours, _),) = se.compute([pcm.astype(np.float32) / 32767])
     assert ours.shape == ref.shape == (41, 96)
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-3)
 
@@ -69,8 +75,8 @@ def test_speech_embedding_equals_openwakeword_reference(se, speech, tmp_path):
 def test_speech_embedding_deterministic_and_batch_independent(se, speech):
     clip = speech[16000 * 6 : 16000 * 10]
     loud = np.clip(speech[16000 * 10 : 16000 * 12] * 20, -1, 1)
-    (a, ta), = se.compute([clip])
-    (b, tb), = SpeechEmbedding().compute([clip])  # a fresh instance and sessions
+    ((a, ta),) = se.compute([clip])
+    ((b, tb),) = SpeechEmbedding().compute([clip])  # a fresh instance and sessions
     (c, tc), _ = se.compute([clip, loud])  # batched with a louder clip
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(c, a, rtol=1e-5, atol=1e-4)
@@ -79,7 +85,7 @@ def test_speech_embedding_deterministic_and_batch_independent(se, speech):
 
 def test_speech_embedding_varies_with_speech_not_with_silence(se, speech):
     x = np.concatenate([speech[16000 * 7 : 16000 * 11], np.zeros(16000 * 3, np.float32)])
-    (v, ts), = se.compute([x])
+    ((v, ts),) = se.compute([x])
     speech_rows, silent_rows = v[ts + 0.391 < 4.0], v[ts - 0.391 > 4.0]
     assert len(silent_rows) >= 10
     assert np.ptp(silent_rows, axis=0).max() < 1e-3  # same input window -> same vector
@@ -87,9 +93,9 @@ def test_speech_embedding_varies_with_speech_not_with_silence(se, speech):
 
 
 def test_speech_embedding_short_clips(speech):
-    (v, ts), = SpeechEmbedding().compute([speech[:3000]])
+    ((v, ts),) = SpeechEmbedding().compute([speech[:3000]])
     assert v.shape == (1, 96) and ts.tolist() == [pytest.approx(0.391)]
-    (v0, t0), = SpeechEmbedding({"pad_short": False}).compute([speech[:3000]])
+    ((v0, t0),) = SpeechEmbedding({"pad_short": False}).compute([speech[:3000]])
     assert v0.shape == (0, 96) and len(t0) == 0
     fs = SpeechEmbedding({"step_frames": 4})
     assert fs.rate_hz == 25.0 and fs.compute([speech[:32000]])[0][0].shape == (31, 96)
@@ -143,10 +149,10 @@ def test_vggish_generated_weights_shapes_timestamps(vggish_file, monkeypatch, sp
     np.testing.assert_allclose(ts, 0.4875 + 0.96 * np.arange(4))
     assert (v >= 0).all() and np.isfinite(v).all() and v.std() > 0
     fs = Vggish({"hop_s": 1 / 25, "center": True})
-    (vc, tc), = fs.compute([x[:24000]])  # 1.5 s at 25 fps -> rows centred on 0, 0.04, ... 1.5
+    ((vc, tc),) = fs.compute([x[:24000]])  # 1.5 s at 25 fps -> rows centred on 0, 0.04, ... 1.5
     assert vc.shape == (38, 128) and fs.rate_hz == 25.0
     np.testing.assert_allclose(tc, np.arange(38) / 25, atol=0.005)  # on the 10 ms frame grid
-    (again, _), = fs.compute([x[:24000]])
+    ((again, _),) = fs.compute([x[:24000]])
     np.testing.assert_array_equal(again, vc)
     assert Vggish().provenance()["weights"]["vggish"]
 
@@ -155,8 +161,8 @@ def test_vggish_pca_postprocess(vggish_file, monkeypatch, speech):
     monkeypatch.setenv("AVEMO_WEIGHTS_VGGISH", str(vggish_file[0]))
     monkeypatch.setenv("AVEMO_WEIGHTS_VGGISH_PCA", str(vggish_file[1]))
     x = speech[16000 * 6 : 16000 * 8]
-    (p, _), = Vggish({"postprocess": "pca"}).compute([x])
-    (q, _), = Vggish({"postprocess": "quantized"}).compute([x])
+    ((p, _),) = Vggish({"postprocess": "pca"}).compute([x])
+    ((q, _),) = Vggish({"postprocess": "quantized"}).compute([x])
     assert p.shape == (2, 128) and np.abs(p).max() <= 2.0
     assert q.min() >= 0 and q.max() <= 255 and np.array_equal(q, np.round(q))
 
@@ -193,5 +199,5 @@ def test_panns_generated_checkpoint_shapes_timestamps(tmp_path, monkeypatch, med
     np.testing.assert_allclose(ts, [0.5, 1.0, 1.5])
     assert np.isfinite(v).all() and (v >= 0).all() and v.std() > 0
     assert fs.rate_hz == 2.0 and fs.provenance()["config"]["sample_rate"] == 32000
-    (w, tw), = PannsCnn14({"window_s": None}).compute([x])
+    ((w, tw),) = PannsCnn14({"window_s": None}).compute([x])
     assert w.shape == (1, 2048) and tw[0] == pytest.approx(len(x) / 2 / 32000)

@@ -26,11 +26,13 @@ def emodb_sample(shared_data) -> pd.DataFrame:
     labels = pd.read_csv(shared_data / "emodb-8spk" / "labels.csv", dtype=str)
     assert len(labels) == 411
     sample = labels.iloc[np.linspace(0, len(labels) - 1, 40).astype(int)]  # all speakers
-    return pd.DataFrame({
-        "clip_id": sample["clip_id"].to_numpy(),
-        "audio": [str(shared_data / "emodb-8spk" / f) for f in sample["file"]],
-        "label": sample["emotion"].to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "clip_id": sample["clip_id"].to_numpy(),
+            "audio": [str(shared_data / "emodb-8spk" / f) for f in sample["file"]],
+            "label": sample["emotion"].to_numpy(),
+        }
+    )
 
 
 @pytest.fixture(scope="module")

@@ -52,9 +52,17 @@ def test_statuses_shapes_timestamps_in_one_batch(batch, name):
     fs = FEATURE_SETS.build(name)
     out = {c.clip_id: c for c in fs.extract(batch)}
     assert sorted(out) == sorted(c.clip_id for c in batch)
-    want = {"speech": "ok", "video": "ok", "mute_video": "no_audio", "empty": "no_audio",
-            "junk": "error", "missing": "error", "no_paths": "no_audio", "silence": "ok",
-            "tiny": "ok"}
+    want = {
+        "speech": "ok",
+        "video": "ok",
+        "mute_video": "no_audio",
+        "empty": "no_audio",
+        "junk": "error",
+        "missing": "error",
+        "no_paths": "no_audio",
+        "silence": "ok",
+        "tiny": "ok",
+    }
     assert {k: v.status for k, v in out.items()} == want
     assert "no audio stream" in out["mute_video"].message
     assert out["junk"].message.startswith("decode failed")
@@ -87,8 +95,13 @@ def test_provenance_records_every_parameter_and_rejects_unknown_keys():
 def test_runner_writes_hdf5_for_mixed_clips(batch, tmp_path):
     from avemo.extract.runner import run_features
 
-    df = pd.DataFrame({"clip_id": [c.clip_id for c in batch],
-                       "audio": [c.audio for c in batch], "video": [c.video for c in batch]})
+    df = pd.DataFrame(
+        {
+            "clip_id": [c.clip_id for c in batch],
+            "audio": [c.audio for c in batch],
+            "video": [c.video for c in batch],
+        }
+    )
     written = run_features(df, ["logmel", "mfcc"], tmp_path, progress=False, batch_clips=4)
     with FeatureFile(written["logmel"]) as f:
         assert f.row_shape == (64,)

@@ -26,7 +26,9 @@ def weights(tmp_path_factory):
     net = resnet18()  # RGB conv1 + fc, as torchvision's ImageNet file
     torch.save(net.state_dict(), out / "rgb.pth")
     net.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
-    net.conv1.weight.data = torch.load(out / "rgb.pth", weights_only=True)["conv1.weight"].sum(1, keepdim=True)
+    net.conv1.weight.data = torch.load(out / "rgb.pth", weights_only=True)["conv1.weight"].sum(
+        1, keepdim=True
+    )
     net.fc = nn.Identity()
     torch.save(net.state_dict(), out / "mono.pth")
     return out
@@ -41,10 +43,18 @@ def test_window_grid_ends():
 
 def test_emodb_files_fps_grid(shared_data, weights, tmp_path):
     labels = pd.read_csv(shared_data / "emodb-8spk" / "labels.csv", dtype=str).iloc[::80]  # 6 files
-    df = pd.DataFrame({"clip_id": labels["clip_id"].to_numpy(),
-                       "audio": [str(shared_data / "emodb-8spk" / f) for f in labels["file"]]})
-    cfg = {"logmel_resnet18": {"backbone_weights": str(weights / "mono.pth"), "hop": 8, "fps": 30.0}}
-    path = run_features(df, ["logmel_resnet18"], tmp_path, overrides=cfg, progress=False)["logmel_resnet18"]
+    df = pd.DataFrame(
+        {
+            "clip_id": labels["clip_id"].to_numpy(),
+            "audio": [str(shared_data / "emodb-8spk" / f) for f in labels["file"]],
+        }
+    )
+    cfg = {
+        "logmel_resnet18": {"backbone_weights": str(weights / "mono.pth"), "hop": 8, "fps": 30.0}
+    }
+    path = run_features(df, ["logmel_resnet18"], tmp_path, overrides=cfg, progress=False)[
+        "logmel_resnet18"
+    ]
     with FeatureFile(path) as f:
         assert f.status_counts() == {"ok": len(df)} and f.row_shape == (512,)
         assert f.provenance["rate_hz"] == 30.0 / 8
@@ -75,7 +85,9 @@ def test_video_clips_use_their_own_frame_times(media, weights, tmp_path):
     clips = cremad_1001()[:2]
     df = pd.DataFrame({"clip_id": [e for _, e in clips], "video": [str(p) for p, _ in clips]})
     cfg = {"logmel_resnet18": {"backbone_weights": str(weights / "mono.pth")}}
-    path = run_features(df, ["logmel_resnet18"], tmp_path, overrides=cfg, progress=False)["logmel_resnet18"]
+    path = run_features(df, ["logmel_resnet18"], tmp_path, overrides=cfg, progress=False)[
+        "logmel_resnet18"
+    ]
     with FeatureFile(path) as f:
         assert f.status_counts() == {"ok": 2}
         for p, e in clips:

@@ -25,8 +25,14 @@ def test_section_has_main(name: str) -> None:
 
 def _bench(args: list[str], cwd) -> str:
     env = {k: v for k, v in os.environ.items() if k != "AVEMO_BENCH_DIR"}
-    return subprocess.run([sys.executable, "-m", "avemo.bench", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "avemo.bench", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def test_explicit_output_file(tmp_path) -> None:
@@ -48,8 +54,12 @@ def test_default_output_is_relative_to_the_working_directory(tmp_path) -> None:
 
 
 def test_unknown_section_is_refused(tmp_path) -> None:
-    r = subprocess.run([sys.executable, "-m", "avemo.bench", "--only", "stor"], cwd=tmp_path,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "avemo.bench", "--only", "stor"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "invalid choice: 'stor'" in r.stderr
     assert not (tmp_path / "benchmarks").exists()
 

@@ -39,7 +39,9 @@ def refused(capsys, argv: list[str], out: Path, *needles: str) -> str:
     return err
 
 
-def features(manifest: Path, out: Path, *extra: str, sets: tuple[str, ...] = ("logmel",)) -> list[str]:
+def features(
+    manifest: Path, out: Path, *extra: str, sets: tuple[str, ...] = ("logmel",)
+) -> list[str]:
     argv = ["features", "-m", str(manifest), "-o", str(out), "-q"]
     for s in sets:
         argv += ["-s", s]
@@ -51,55 +53,93 @@ def features(manifest: Path, out: Path, *extra: str, sets: tuple[str, ...] = ("l
 
 def test_unknown_key_names_it_and_suggests_the_close_one(manifest, tmp_path, capsys) -> None:
     out = tmp_path / "f"
-    refused(capsys, features(manifest, out, "--set", "logmel:n_mel=40"), out,
-            "n_mel", "feature set logmel", "did you mean n_mels?")
+    refused(
+        capsys,
+        features(manifest, out, "--set", "logmel:n_mel=40"),
+        out,
+        "n_mel",
+        "feature set logmel",
+        "did you mean n_mels?",
+    )
 
 
 def test_out_of_range_value(manifest, tmp_path, capsys) -> None:
     out = tmp_path / "f"
-    refused(capsys, features(manifest, out, "--set", "logmel:n_mels=-3"), out,
-            "n_mels must be >= 1", "got -3")
+    refused(
+        capsys,
+        features(manifest, out, "--set", "logmel:n_mels=-3"),
+        out,
+        "n_mels must be >= 1",
+        "got -3",
+    )
 
 
 def test_wrong_type(manifest, tmp_path, capsys) -> None:
     out = tmp_path / "f"
-    refused(capsys, features(manifest, out, "--set", "logmel:n_mels=forty"), out,
-            "n_mels must be an integer", "'forty'")
+    refused(
+        capsys,
+        features(manifest, out, "--set", "logmel:n_mels=forty"),
+        out,
+        "n_mels must be an integer",
+        "'forty'",
+    )
 
 
 def test_value_outside_the_allowed_ones(manifest, tmp_path, capsys) -> None:
     out = tmp_path / "f"
-    refused(capsys, features(manifest, out, "--set", "logmel:delta_layout=rows"), out,
-            "delta_layout must be one of 'channels', 'columns'", "'rows'")
+    refused(
+        capsys,
+        features(manifest, out, "--set", "logmel:delta_layout=rows"),
+        out,
+        "delta_layout must be one of 'channels', 'columns'",
+        "'rows'",
+    )
 
 
-def test_a_bad_second_set_stops_the_run_before_the_first_is_written(manifest, tmp_path, capsys) -> None:
+def test_a_bad_second_set_stops_the_run_before_the_first_is_written(
+    manifest, tmp_path, capsys
+) -> None:
     out = tmp_path / "f"
-    refused(capsys, features(manifest, out, "--set", "mfcc:n_mfcc=0", sets=("logmel", "mfcc")), out,
-            "feature set mfcc", "n_mfcc must be >= 1")
+    refused(
+        capsys,
+        features(manifest, out, "--set", "mfcc:n_mfcc=0", sets=("logmel", "mfcc")),
+        out,
+        "feature set mfcc",
+        "n_mfcc must be >= 1",
+    )
 
 
 def test_keys_that_only_clash_together(manifest, tmp_path, capsys) -> None:
     out = tmp_path / "f"
-    refused(capsys, features(manifest, out, "--set", "logmel:fmin=4000", "--set", "logmel:fmax=2000"),
-            out, "fmax (2000.0) must be above fmin (4000.0)")
+    refused(
+        capsys,
+        features(manifest, out, "--set", "logmel:fmin=4000", "--set", "logmel:fmax=2000"),
+        out,
+        "fmax (2000.0) must be above fmin (4000.0)",
+    )
 
 
 def test_malformed_set_and_feature_config(manifest, tmp_path, capsys) -> None:
     out = tmp_path / "f"
     refused(capsys, features(manifest, out, "--set", "n_mels=40"), out, "FEATURE_SET:KEY=VALUE")
-    refused(capsys, features(manifest, out, "--set", "mfcc:n_mfcc=20"), out,
-            "mfcc", "add -s mfcc")
+    refused(capsys, features(manifest, out, "--set", "mfcc:n_mfcc=20"), out, "mfcc", "add -s mfcc")
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("- n_mels: 40\n")
     refused(capsys, features(manifest, out, "-c", str(cfg)), out, str(cfg), "must map feature_set")
-    refused(capsys, features(manifest, out, "-c", str(tmp_path / "absent.yaml")), out, "does not exist")
+    refused(
+        capsys, features(manifest, out, "-c", str(tmp_path / "absent.yaml")), out, "does not exist"
+    )
 
 
 def test_unknown_feature_set_suggests(manifest, tmp_path, capsys) -> None:
     out = tmp_path / "f"
-    refused(capsys, features(manifest, out, sets=("logmell",)), out,
-            "unknown feature set 'logmell'", "did you mean logmel?")
+    refused(
+        capsys,
+        features(manifest, out, sets=("logmell",)),
+        out,
+        "unknown feature set 'logmell'",
+        "did you mean logmel?",
+    )
 
 
 # ------------------------------------------------------------------ manifests
@@ -138,8 +178,12 @@ def test_unreadable_manifest_path(tmp_path, capsys) -> None:
 
 def test_a_real_process_prints_one_line_and_exits_2(manifest, tmp_path) -> None:
     out = tmp_path / "f"
-    res = subprocess.run([*CMD, *features(manifest, out, "--set", "logmel:n_mel=40")],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [*CMD, *features(manifest, out, "--set", "logmel:n_mel=40")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "Traceback" not in res.stderr
     assert "did you mean n_mels?" in res.stderr and not out.exists()
@@ -150,8 +194,9 @@ def test_a_real_process_prints_one_line_and_exits_2(manifest, tmp_path) -> None:
 
 def _start(argv: list[str]) -> subprocess.Popen:
     """Start ``argv`` and return once it says it is waiting for the output lock."""
-    proc = subprocess.Popen(argv, env=plugin_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        argv, env=plugin_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     first = proc.stderr.readline()
     assert "waiting" in first, first + proc.stderr.read()
     proc.first_line = first  # type: ignore[attr-defined]
@@ -159,8 +204,21 @@ def _start(argv: list[str]) -> subprocess.Popen:
 
 
 def _argv(manifest: Path, out: Path) -> list[str]:
-    return [*CMD, "features", "-m", str(manifest), "-s", "test_wavstats", "-o", str(out), "-q",
-            "--set", "test_wavstats:sleep_s=0.1", "--shard-clips", "2"]
+    return [
+        *CMD,
+        "features",
+        "-m",
+        str(manifest),
+        "-s",
+        "test_wavstats",
+        "-o",
+        str(out),
+        "-q",
+        "--set",
+        "test_wavstats:sleep_s=0.1",
+        "--shard-clips",
+        "2",
+    ]
 
 
 def test_two_runs_on_the_same_output_wait_for_each_other(manifest, tmp_path) -> None:
@@ -186,8 +244,13 @@ def test_second_run_with_no_wait_refuses_naming_the_pid(manifest, tmp_path) -> N
     out = tmp_path / "f"
     with output_lock(out / "test_wavstats.h5"):
         first = _start(_argv(manifest, out))
-        second = subprocess.run([*_argv(manifest, out), "--no-wait"], env=plugin_env(),
-                                capture_output=True, text=True, timeout=600)
+        second = subprocess.run(
+            [*_argv(manifest, out), "--no-wait"],
+            env=plugin_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     assert second.returncode == 2 and "Traceback" not in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1, second.stderr
     assert f"being written by PID {os.getpid()} on " in second.stderr
@@ -233,9 +296,20 @@ def test_workflow_subcommands_have_help_with_examples(cmd) -> None:
 def test_every_option_has_help_and_every_command_examples() -> None:
     parser = build_parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(sub.choices) >= {"manifest", "features", "fuse-train", "ablate", "report", "merge",
-                                "demo", "inspect", "list"}
-    assert "emodb" not in sub.choices  # an experiment (experiments/emodb, `make emodb`), not a command
+    assert set(sub.choices) >= {
+        "manifest",
+        "features",
+        "fuse-train",
+        "ablate",
+        "report",
+        "merge",
+        "demo",
+        "inspect",
+        "list",
+    }
+    assert (
+        "emodb" not in sub.choices
+    )  # an experiment (experiments/emodb, `make emodb`), not a command
     for name, sp in sub.choices.items():
         assert sp.epilog and sp.epilog.startswith("examples:"), name
         for action in sp._actions:
@@ -251,11 +325,14 @@ def test_report_on_a_folder_that_is_not_a_grid(tmp_path, capsys) -> None:
     assert list(out.iterdir()) == []
 
 
-@pytest.mark.parametrize("module,args", [
-    ("report", ["{tmp}/no-grid"]),
-    ("merge", ["{tmp}/no-grid"]),
-    ("ablate", ["{tmp}/no-grid.yaml"]),
-])
+@pytest.mark.parametrize(
+    "module,args",
+    [
+        ("report", ["{tmp}/no-grid"]),
+        ("merge", ["{tmp}/no-grid"]),
+        ("ablate", ["{tmp}/no-grid.yaml"]),
+    ],
+)
 def test_python_m_workflow_mains_turn_user_errors_into_one_line(module, args, tmp_path, capsys):
     """``python -m avemo.workflows.X`` (torchrun/srun run these) answers like ``avemo X``."""
     import importlib

@@ -20,13 +20,25 @@ from avemo.data.store import ClipFeatures, make_provenance, write_clips
 def feature_file(tmp_path: Path) -> Path:
     rng = np.random.default_rng(1)
     clips = [
-        ClipFeatures("a", rng.random((4, 3, 2)).astype(np.float16), np.arange(4) / 25, np.array([1, 1, 0, 1], bool)),
+        ClipFeatures(
+            "a",
+            rng.random((4, 3, 2)).astype(np.float16),
+            np.arange(4) / 25,
+            np.array([1, 1, 0, 1], bool),
+        ),
         ClipFeatures.empty("b", (3, 2), "no_face", "no face in 50 frames", np.float16),
         ClipFeatures.empty("c", (3, 2), "error", "decode failed: InvalidDataError"),
-        ClipFeatures("d", rng.random((2, 3, 2)).astype(np.float16), np.arange(2) / 25, np.ones(2, bool)),
+        ClipFeatures(
+            "d", rng.random((2, 3, 2)).astype(np.float16), np.arange(2) / 25, np.ones(2, bool)
+        ),
     ]
-    prov = make_provenance("face_x", {"detector": {"name": "mtcnn", "thresholds": [0.6, 0.7]}},
-                           {"onet": "ab" * 32}, 25.0, {"torch": "2.14.1"})
+    prov = make_provenance(
+        "face_x",
+        {"detector": {"name": "mtcnn", "thresholds": [0.6, 0.7]}},
+        {"onet": "ab" * 32},
+        25.0,
+        {"torch": "2.14.1"},
+    )
     return write_clips(tmp_path / "face_x.h5", clips, prov)
 
 
@@ -55,8 +67,13 @@ def test_inspect_bad_paths_are_one_line_errors(tmp_path, capsys) -> None:
 def test_inspect_console_script(feature_file) -> None:
     exe = Path(sys.executable).with_name("avemo")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "avemo.cli"]
-    res = subprocess.run([*cmd, "inspect", str(feature_file)], capture_output=True, text=True,
-                         check=True, timeout=120)
+    res = subprocess.run(
+        [*cmd, "inspect", str(feature_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     assert "status       error=1, no_face=1, ok=2" in res.stdout
 
 
@@ -128,4 +145,3 @@ def test_features_unknown_set_lists_known_ones(tmp_path, capsys) -> None:
     assert main(["features", "-m", str(manifest), "-s", "nope", "-o", str(tmp_path / "f")]) == 2
     err = capsys.readouterr().err
     assert "unknown feature set 'nope'" in err and "test_wavstats" in err
-

@@ -35,7 +35,9 @@ def test_table_is_sensible():
     assert 20 <= len(t) <= 30 and t["clip_id"].is_unique
     assert set(t["label"]) == set(CLASSES) and set(t["split"]) == {"train", "val"}
     counts = t.groupby(["label", "split"]).size()
-    assert (counts.xs("train", level="split") >= 3).all() and (counts.xs("val", level="split") >= 1).all()
+    assert (counts.xs("train", level="split") >= 3).all() and (
+        counts.xs("val", level="split") >= 1
+    ).all()
     assert ((t["end"] - t["start"]).between(1.5, 3.0)).all()
     assert t["speech_start"].is_unique  # a different stretch of speech per clip
     assert (t["speech_start"] + t["end"] - t["start"] <= 30.0).all()
@@ -46,7 +48,9 @@ def test_table_is_sensible():
             assert ((tr["end"] <= v["start"]) | (tr["start"] >= v["end"])).all(), src
     # a clip with no face and one where the face appears or disappears
     assert (t["subject"] == "no_face").any()
-    assert t["seen"].str.contains("face appears").any() and t["seen"].str.contains("disappears").any()
+    assert (
+        t["seen"].str.contains("face appears").any() and t["seen"].str.contains("disappears").any()
+    )
     assert clip_table().equals(t)  # deterministic
 
 
@@ -82,8 +86,11 @@ def test_clips_are_cut_where_the_table_says(corpus, media):
     frames, _, _ = _streams(str(corpus.parent / "clips" / f"{cid}.mp4"))
     with av.open(str(media(seg.source))) as c:
         s = c.streams.video[0]
-        src = [(float(f.pts * s.time_base), f.to_ndarray(format="rgb24")) for f in c.decode(s)
-               if seg.start - 0.5 < f.pts * s.time_base < seg.start + 0.5]
+        src = [
+            (float(f.pts * s.time_base), f.to_ndarray(format="rgb24"))
+            for f in c.decode(s)
+            if seg.start - 0.5 < f.pts * s.time_base < seg.start + 0.5
+        ]
     err = {t: np.abs(img.astype(float) - frames[0].astype(float)).mean() for t, img in src}
     best = min(err, key=err.get)
     assert abs(best - seg.start) < 0.05 and err[best] < 6, (best, err[best])
@@ -106,12 +113,15 @@ def test_rebuild_is_idempotent_and_completes(corpus):
 def test_demo_adapter_needs_a_built_corpus(tmp_path):
     with pytest.raises(ManifestError, match="build the corpus first"):
         build_manifest("demo", tmp_path)
-    pd.DataFrame({"clip_id": ["x"], "file": ["clips/x.mp4"]}).to_csv(tmp_path / "labels.csv", index=False)
+    pd.DataFrame({"clip_id": ["x"], "file": ["clips/x.mp4"]}).to_csv(
+        tmp_path / "labels.csv", index=False
+    )
     with pytest.raises(ManifestError, match="lacks columns"):
         build_manifest("demo", tmp_path)
 
 
 # --- workflows/demo.py (make demo) -----------------------------------------------------------
+
 
 def test_demo_workflow_runs_what_exists_and_names_the_rest(corpus, monkeypatch, tmp_path, capsys):
     import avemo.workflows.demo as wf
@@ -124,7 +134,9 @@ def test_demo_workflow_runs_what_exists_and_names_the_rest(corpus, monkeypatch, 
     with FeatureFile(result["features"]["logmel"]) as f:
         assert len(f) == len(clip_table()) and f.status_counts() == {"ok": len(clip_table())}
     assert "not available yet" in out and "no_such_set" in out
-    assert any(s.startswith("training: needs the feature sets no_such_set") for s in result["skipped"])
+    assert any(
+        s.startswith("training: needs the feature sets no_such_set") for s in result["skipped"]
+    )
     assert "-- features logmel" in out and "status       ok=" in out
     monkeypatch.setattr(wf, "FEATURE_SETS", ("logmel",))
     monkeypatch.setattr(wf, "CONFIG", tmp_path / "a" / "b" / "missing.yaml")
@@ -140,7 +152,8 @@ def test_training_overrides_redirect_the_configs_feature_files(tmp_path):
     feats = {"logmel": tmp_path / "f" / "logmel.h5"}
     over = training_overrides(cfg, tmp_path / "m.csv", feats, tmp_path)
     assert over == [
-        f"data.manifest={tmp_path / 'm.csv'}", f"output.dir={tmp_path / 'runs'}",
+        f"data.manifest={tmp_path / 'm.csv'}",
+        f"output.dir={tmp_path / 'runs'}",
         f"data.features.face={tmp_path / 'features' / 'face_fer2013.h5'}",
         f"data.features.audio={tmp_path / 'f' / 'logmel.h5'}",
     ]

@@ -16,7 +16,9 @@ from experiments.emodb import study as st
 assert _experiments.ROOT
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in st.GRIDS.glob("*.yaml")))  # every study grid
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in st.GRIDS.glob("*.yaml"))
+)  # every study grid
 def test_every_bundle_is_a_valid_grid_cell(tmp_path, name):
     from avemo.workflows.ablate import run_grid
 

@@ -21,10 +21,16 @@ from avemo.extract.video.backbones.torchvision_models import TorchvisionBackbone
 from avemo.extract.weights import MissingWeightsError
 
 R.load_all()
-REGISTRIES = {n: getattr(R, n) for n in
-              ("FEATURE_SETS", "DETECTORS", "BACKBONES", "CLIP_BACKBONES", "AUDIO", "IDENTITIES")}
-CLASSES = [(reg, key) for reg, r in REGISTRIES.items() for key in r.names()
-           if isinstance(r.get(key), type) and hasattr(r.get(key), "name")]
+REGISTRIES = {
+    n: getattr(R, n)
+    for n in ("FEATURE_SETS", "DETECTORS", "BACKBONES", "CLIP_BACKBONES", "AUDIO", "IDENTITIES")
+}
+CLASSES = [
+    (reg, key)
+    for reg, r in REGISTRIES.items()
+    for key in r.names()
+    if isinstance(r.get(key), type) and hasattr(r.get(key), "name")
+]
 
 
 @pytest.mark.parametrize(("reg", "key"), CLASSES, ids=[f"{r}:{k}" for r, k in CLASSES])
@@ -53,7 +59,14 @@ def test_registered_name_descriptor() -> None:
     class B(A):
         pass
 
-    assert (Base.name, A.name, Sub.name, B.name, A().name, B().name) == ("", "a", "a", "b", "a", "b")
+    assert (Base.name, A.name, Sub.name, B.name, A().name, B().name) == (
+        "",
+        "a",
+        "a",
+        "b",
+        "a",
+        "b",
+    )
     obj = A()
     obj.name = "a:variant"  # an instance may name itself (torchvision:MODEL)
     assert obj.name == "a:variant" and A.name == "a"
@@ -77,7 +90,9 @@ def test_feature_set_defaults_and_unknown_key(name: str) -> None:
     assert fs.name == name and set(fs.config) == set(cls.default_config)
     assert fs.modality in ("audio", "video")
     assert fs.rate_hz is None or fs.rate_hz > 0
-    with pytest.raises(FeatureConfigError, match=rf"unknown config keys for feature set {name}: no_such_key"):
+    with pytest.raises(
+        FeatureConfigError, match=rf"unknown config keys for feature set {name}: no_such_key"
+    ):
         cls.check_config({"no_such_key": 1})
     assert issubclass(FeatureConfigError, UserError)  # the CLI's exit-2 class
     try:
@@ -89,8 +104,12 @@ def test_feature_set_defaults_and_unknown_key(name: str) -> None:
 
 
 def test_every_feature_set_is_listed() -> None:
-    out = subprocess.run([sys.executable, "-m", "avemo", "list", "feature-sets"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "avemo", "list", "feature-sets"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     listed = {line.split()[0] for line in out.splitlines() if line.strip()}
     # sets other test modules registered in this process are not the CLI's to list
     packaged = {n for n in FEATURE_SETS if R.FEATURE_SETS.get(n).__module__.startswith("avemo.")}
@@ -152,7 +171,9 @@ def test_backbone_forward_shape(name: str, tmp_path) -> None:
         bb = R.BACKBONES.build(name, weights=path, batch_size=2, **options)
     assert bb.name.split(":")[0] == name
     s = bb.input_size
-    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, s, s, 3), dtype=np.uint8))
+    crops = torch.from_numpy(
+        np.random.default_rng(0).integers(0, 256, (2, s, s, 3), dtype=np.uint8)
+    )
     out = bb.embed(crops)
     assert out.shape[0] == 2 and out.shape[-1] == bb.out_dim and torch.isfinite(out).all()
 
@@ -206,29 +227,59 @@ def test_a_face_backbone_in_one_file_is_listed_and_extracts(tmp_path, monkeypatc
     (tmp_path / "one_file_backbone.py").write_text(ONE_FILE_BACKBONE)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("AVEMO_PLUGINS", "one_file_backbone")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
-           "AVEMO_DECODE_WORKERS": "0"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "AVEMO_DECODE_WORKERS": "0",
+    }
     cli = [sys.executable, "-m", "avemo"]
 
     lists = "from avemo.cli import main; main(['list', 'backbones']); print('--'); main(['list', 'feature-sets'])"
-    out = subprocess.run([sys.executable, "-c", lists], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", lists], capture_output=True, text=True, env=env, check=True
+    )
     backbones, sets = (part.split() for part in out.stdout.split("\n--\n"))
     assert "one_file_net" in backbones and "face_one_file_net" in sets
 
     R.load_all()  # in this process too: the same derived set, the default pipeline + the backbone
     cls = R.BACKBONES.get("one_file_net")
     assert R.FEATURE_SETS.get("face_one_file_net").default_config == {
-        **R.FEATURE_SETS.get("face_crops").common_config, "backbone": "one_file_net", "backbone_weights": None}
+        **R.FEATURE_SETS.get("face_crops").common_config,
+        "backbone": "one_file_net",
+        "backbone_weights": None,
+    }
     weights = tmp_path / "one_file_net.pth"
     torch.save(generated_state(state_shapes(cls.build(cls.__new__(cls)))), weights)
 
     clip = media("single_face.mp4")
     manifest = tmp_path / "manifest.csv"
-    pd.DataFrame({"clip_id": ["c"], "video": [str(clip)], "split": ["train"], "subject": ["s"],
-                  "label": ["neutral"]}).to_csv(manifest, index=False)
-    done = subprocess.run([*cli, "features", "-m", str(manifest), "-s", "face_one_file_net", "--set",
-                           f"face_one_file_net:backbone_weights={weights}", "-o", str(tmp_path / "f"), "-q"],
-                          capture_output=True, text=True, env=env)
+    pd.DataFrame(
+        {
+            "clip_id": ["c"],
+            "video": [str(clip)],
+            "split": ["train"],
+            "subject": ["s"],
+            "label": ["neutral"],
+        }
+    ).to_csv(manifest, index=False)
+    done = subprocess.run(
+        [
+            *cli,
+            "features",
+            "-m",
+            str(manifest),
+            "-s",
+            "face_one_file_net",
+            "--set",
+            f"face_one_file_net:backbone_weights={weights}",
+            "-o",
+            str(tmp_path / "f"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     with FeatureFile(tmp_path / "f" / "face_one_file_net.h5") as ff:
         assert ff.provenance["config"]["backbone"] == "one_file_net"

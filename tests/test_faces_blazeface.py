@@ -103,7 +103,9 @@ def test_real_faces_boxes_and_landmarks_agree_with_mtcnn(det, media):
     assert len(got) == 1 and got.scores[0] > 0.5
     iod = np.linalg.norm(ref.landmarks[0, 0] - ref.landmarks[0, 1])
     err = np.linalg.norm(got.landmarks[0] - ref.landmarks[0], axis=1) / iod
-    assert err[:3].max() < 0.15 and err.max() < 0.3  # eyes + nose close; mouth corners: template width
+    assert (
+        err[:3].max() < 0.15 and err.max() < 0.3
+    )  # eyes + nose close; mouth corners: template width
     assert got.landmarks[0, 0, 0] < got.landmarks[0, 1, 0]  # image-left eye first, as the template
     c_got, c_ref = got.boxes[0].reshape(2, 2).mean(0), ref.boxes[0].reshape(2, 2).mean(0)
     assert np.linalg.norm(c_got - c_ref) < 0.25 * iod * 2
@@ -149,7 +151,9 @@ def test_default_pipeline_is_blazeface_with_fallback_on_real_video(media):
     assert r.status == "ok" and r.mask.all() and r.values.shape == (len(r.mask), 128)
     prov = fs.provenance()
     assert "blazeface_full_range" in prov["weights"] and prov["config"]["thresholds"] == [0.65]
-    assert FEATURE_SETS.build("face_fer2013", {"detector": "mtcnn"}, "cpu").config["thresholds"] == [0.6, 0.7, 0.8]
+    assert FEATURE_SETS.build("face_fer2013", {"detector": "mtcnn"}, "cpu").config[
+        "thresholds"
+    ] == [0.6, 0.7, 0.8]
 
 
 def test_subject_found_in_every_ravdess_frame(shared_data):

@@ -17,13 +17,33 @@ from avemo.extract.registry import FEATURE_SETS, load_all
 def manifest(tmp_path_factory, media) -> Path:
     root = tmp_path_factory.mktemp("faces")
     path = root / "manifest.csv"
-    pd.DataFrame([{"clip_id": "c0", "video": str(media("single_face.mp4")), "split": "train",
-                   "subject": "s0", "label": "neutral"}]).to_csv(path, index=False)
+    pd.DataFrame(
+        [
+            {
+                "clip_id": "c0",
+                "video": str(media("single_face.mp4")),
+                "split": "train",
+                "subject": "s0",
+                "label": "neutral",
+            }
+        ]
+    ).to_csv(path, index=False)
     return path
 
 
 def refused(capsys, manifest: Path, out: Path, setting: str, *needles: str) -> None:
-    argv = ["features", "-m", str(manifest), "-o", str(out), "-q", "-s", "face_fer2013", "--set", setting]
+    argv = [
+        "features",
+        "-m",
+        str(manifest),
+        "-o",
+        str(out),
+        "-q",
+        "-s",
+        "face_fer2013",
+        "--set",
+        setting,
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
@@ -33,26 +53,41 @@ def refused(capsys, manifest: Path, out: Path, setting: str, *needles: str) -> N
     assert not out.exists(), sorted(p.name for p in out.rglob("*"))
 
 
-@pytest.mark.parametrize(("setting", "needles"), [
-    ("face_fer2013:detect_every=0", ("detect_every", ">= 1", "got 0")),
-    ("face_fer2013:full_detect_every=0", ("full_detect_every", ">= 1")),
-    ("face_fer2013:max_faces=0", ("max_faces", ">= 1")),
-    ("face_fer2013:batch_frames=-4", ("batch_frames", ">= 1")),
-    ("face_fer2013:min_face_size=-1", ("min_face_size", ">= 0")),
-    ("face_fer2013:fps=0", ("fps", "> 0")),
-    ("face_fer2013:thresholds=1.5", ("thresholds", "<= 1")),
-    ("face_fer2013:stable_every=0", ("stable_every", ">= 1")),
-    ("face_fer2013:stable_iou=1.5", ("stable_iou", "<= 1")),
-    ("face_fer2013:fallback_every=0", ("fallback_every", ">= 1")),
-])
+@pytest.mark.parametrize(
+    ("setting", "needles"),
+    [
+        ("face_fer2013:detect_every=0", ("detect_every", ">= 1", "got 0")),
+        ("face_fer2013:full_detect_every=0", ("full_detect_every", ">= 1")),
+        ("face_fer2013:max_faces=0", ("max_faces", ">= 1")),
+        ("face_fer2013:batch_frames=-4", ("batch_frames", ">= 1")),
+        ("face_fer2013:min_face_size=-1", ("min_face_size", ">= 0")),
+        ("face_fer2013:fps=0", ("fps", "> 0")),
+        ("face_fer2013:thresholds=1.5", ("thresholds", "<= 1")),
+        ("face_fer2013:stable_every=0", ("stable_every", ">= 1")),
+        ("face_fer2013:stable_iou=1.5", ("stable_iou", "<= 1")),
+        ("face_fer2013:fallback_every=0", ("fallback_every", ">= 1")),
+    ],
+)
 def test_face_config_out_of_range_is_refused(manifest, tmp_path, capsys, setting, needles) -> None:
     refused(capsys, manifest, tmp_path / "f", setting, "feature set face_fer2013", *needles)
 
 
 def test_thresholds_that_do_not_fit_the_detector(manifest, tmp_path, capsys) -> None:
     out = tmp_path / "f"
-    argv = ["features", "-m", str(manifest), "-o", str(out), "-q", "-s", "face_fer2013",
-            "--set", "face_fer2013:detector=mtcnn", "--set", "face_fer2013:thresholds=[0.6,0.7]"]
+    argv = [
+        "features",
+        "-m",
+        str(manifest),
+        "-o",
+        str(out),
+        "-q",
+        "-s",
+        "face_fer2013",
+        "--set",
+        "face_fer2013:detector=mtcnn",
+        "--set",
+        "face_fer2013:thresholds=[0.6,0.7]",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
@@ -81,9 +116,14 @@ def test_detection_schedule_is_in_the_provenance_and_reaches_the_pipeline() -> N
     assert (pipe.stable_every, pipe.stable_iou, fs.detector().fallback_every) == (2, 0.7, 2)
     default = FEATURE_SETS.build("face_fer2013", {}, "cpu").provenance()
     for k, v in over.items():
-        assert FEATURE_SETS.build("face_fer2013", {k: v}, "cpu").provenance()["config_hash"] != default["config_hash"], k
+        assert (
+            FEATURE_SETS.build("face_fer2013", {k: v}, "cpu").provenance()["config_hash"]
+            != default["config_hash"]
+        ), k
     mtcnn = FEATURE_SETS.build("face_fer2013", {"detector": "mtcnn"}, "cpu")
-    assert not hasattr(mtcnn.detector(), "fallback_every")  # a detector without the key still builds
+    assert not hasattr(
+        mtcnn.detector(), "fallback_every"
+    )  # a detector without the key still builds
 
 
 def test_list_shows_identity_embeddings_and_clip_backbones(capsys) -> None:

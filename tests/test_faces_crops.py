@@ -35,8 +35,10 @@ def recorded():
     return recorded_best("fer2013_minixception")
 
 
-@pytest.mark.parametrize(("backbone", "face_set"), [("fer2013_minixception", "face_fer2013"),
-                                                     ("faceapi_expression", "face_faceapi")])
+@pytest.mark.parametrize(
+    ("backbone", "face_set"),
+    [("fer2013_minixception", "face_fer2013"), ("faceapi_expression", "face_faceapi")],
+)
 def test_default_crop_is_the_measured_best_pooled(backbone, face_set):
     row = recorded_best(backbone)
     fs = FEATURE_SETS.build(face_set, {}, "cpu")
@@ -44,7 +46,8 @@ def test_default_crop_is_the_measured_best_pooled(backbone, face_set):
     # box crops follow the detector's box convention: the table must be for today's default
     assert row["detector"] == fs.config["detector"], (
         f"{CROP_BENCH['source']} measured crops on {row['detector']} boxes, the default detector is now "
-        f"{fs.config['detector']}: rerun python -m avemo.bench --only crops")
+        f"{fs.config['detector']}: rerun python -m avemo.bench --only crops"
+    )
     assert fs.crop() == BACKBONES.get(backbone).crop_spec()
 
 
@@ -55,7 +58,9 @@ def test_identity_networks_keep_the_arcface_template(name):
 
 def test_crop_config_override_is_checked_and_changes_the_provenance():
     base = FEATURE_SETS.build("face_fer2013", {}, "cpu")
-    tmpl = FEATURE_SETS.build("face_fer2013", {"crop": {"method": "template", "margin": 0.25}}, "cpu")
+    tmpl = FEATURE_SETS.build(
+        "face_fer2013", {"crop": {"method": "template", "margin": 0.25}}, "cpu"
+    )
     assert tmpl.crop() == CropSpec("template", 0.25)
     assert base.provenance()["config_hash"] != tmpl.provenance()["config_hash"]
     assert base.provenance()["config"]["crop"] == base.crop().as_config()
@@ -74,7 +79,9 @@ def test_crop_geometry_template_matches_align_and_box_cuts_the_box():
     tmpl = crop_faces([frame], [0], box, lmk, 64, CropSpec("template", 0.25))
     np.testing.assert_array_equal(tmpl, align_faces([frame], [0], lmk, 64, 0.25))
     # stretched, margin 0: the box itself onto 50x50 (x at scale 1, y squeezed 70 -> 50)
-    got = crop_faces([frame], [0], box, lmk, 50, CropSpec("box", 0.0, square=False))[0].astype(float)
+    got = crop_faces([frame], [0], box, lmk, 50, CropSpec("box", 0.0, square=False))[0].astype(
+        float
+    )
     u = np.arange(50) + 0.5
     np.testing.assert_allclose(got[10, 2:-2, 0], (50 + u - 0.5)[2:-2], atol=1)
     np.testing.assert_allclose(got[2:-2, 10, 1], (30 + u * 1.4 - 0.5)[2:-2], atol=1)
@@ -83,7 +90,9 @@ def test_crop_geometry_template_matches_align_and_box_cuts_the_box():
     np.testing.assert_allclose(sq[10, 2:-2, 0], np.arange(2, 47) + 75 - 24.5, atol=1)
     np.testing.assert_allclose(sq[2:-2, 10, 1], np.arange(2, 47) + 65 - 24.5, atol=1)
     # area: the same geometry, averaged (a 4x downscale of a gradient stays a gradient)
-    ar = crop_faces([frame], [0], box, lmk, 12, CropSpec("box", -0.3, interpolation="area"))[0].astype(float)
+    ar = crop_faces([frame], [0], box, lmk, 12, CropSpec("box", -0.3, interpolation="area"))[
+        0
+    ].astype(float)
     assert np.all(np.diff(ar[5, :, 0]) > 2) and np.all(np.diff(ar[:, 5, 1]) > 2)
 
 

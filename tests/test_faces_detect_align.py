@@ -153,4 +153,6 @@ def test_size_hint_searches_only_nearby_scales(mtcnn, astronaut):
     side = float(full.boxes[0, 2] - full.boxes[0, 0])
     hinted = mtcnn.detect(astronaut[None], sizes=[(side / 2, side * 2)])[0]
     assert len(hinted) == 1 and iou(full.boxes, hinted.boxes)[0, 0] > 0.9
-    assert len(mtcnn.detect(astronaut[None], sizes=[(side * 4, side * 8)])[0]) == 0  # wrong sizes only
+    assert (
+        len(mtcnn.detect(astronaut[None], sizes=[(side * 4, side * 8)])[0]) == 0
+    )  # wrong sizes only

@@ -30,7 +30,11 @@ def crops_file(tmp_path_factory, media):
         out[y : y + 180, x : x + 320] = img
         return out
 
-    frames = [at(small[i], 10, 20) for i in range(10)] + [bg] * 8 + [at(small[10 + i], 300, 170) for i in range(10)]
+    frames = (
+        [at(small[i], 10, 20) for i in range(10)]
+        + [bg] * 8
+        + [at(small[10 + i], 300, 170) for i in range(10)]
+    )
     video = write_video(tmp / "clip.mp4", frames, fps=25)
     fs = FEATURE_SETS.build("face_crops", {"crop_size": 64}, "cpu")
     fs.workers = 0

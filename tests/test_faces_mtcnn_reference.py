@@ -92,4 +92,6 @@ def test_fixture_is_what_the_cached_wheel_computes(images, tmp_path) -> None:
             ref = REF["detections"][f"{setting}/{name}"]
             np.testing.assert_allclose(np.array(boxes.tolist(), float), ref["boxes"], atol=0.01)
             np.testing.assert_allclose(np.array(probs.tolist(), float), ref["probs"], atol=1e-5)
-            np.testing.assert_allclose(np.array(points.tolist(), float), ref["landmarks"], atol=0.01)
+            np.testing.assert_allclose(
+                np.array(points.tolist(), float), ref["landmarks"], atol=0.01
+            )

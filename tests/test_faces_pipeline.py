@@ -60,8 +60,12 @@ def test_cartoon_without_faces_is_no_face(fer, media):
 def test_bad_inputs_give_error_status_not_exceptions(fer, tmp_path, media):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00garbage" * 500)
-    clips = [ClipInput("missing", str(tmp_path / "nope.mp4")), ClipInput("junk", str(junk)),
-             ClipInput("novideo", None), ClipInput("good", str(media("single_face.mp4")))]
+    clips = [
+        ClipInput("missing", str(tmp_path / "nope.mp4")),
+        ClipInput("junk", str(junk)),
+        ClipInput("novideo", None),
+        ClipInput("good", str(media("single_face.mp4"))),
+    ]
     out = {r.clip_id: r for r in fer.extract(clips)}
     assert set(out) == {"missing", "junk", "novideo", "good"}
     assert out["missing"].status == out["junk"].status == "error"
@@ -74,9 +78,16 @@ def test_runner_with_decode_workers_writes_a_checked_file(tmp_path, media, monke
     from avemo.extract.runner import run_features
 
     monkeypatch.setenv("AVEMO_DECODE_WORKERS", "1")
-    df = pd.DataFrame({"clip_id": ["single", "cartoon", "broken"],
-                       "video": [str(media("single_face.mp4")), str(media("no_face.mp4")),
-                                 str(tmp_path / "missing.mp4")]})
+    df = pd.DataFrame(
+        {
+            "clip_id": ["single", "cartoon", "broken"],
+            "video": [
+                str(media("single_face.mp4")),
+                str(media("no_face.mp4")),
+                str(tmp_path / "missing.mp4"),
+            ],
+        }
+    )
     over = {"face_fer2013": {"logits": True, "fps": 10, "detect_every": 2}}
     paths = run_features(df, ["face_fer2013"], tmp_path / "feat", overrides=over, progress=False)
     with FeatureFile(paths["face_fer2013"]) as ff:
@@ -95,8 +106,13 @@ def test_runner_with_decode_workers_writes_a_checked_file(tmp_path, media, monke
         assert ff.logit_classes == ref["classes"]
     described = describe(paths["face_fer2013"])
     assert "classes in order: " + ", ".join(ref["classes"]) in described
-    plain = run_features(df.iloc[:1], ["face_fer2013"], tmp_path / "plain",
-                         overrides={"face_fer2013": {"fps": 10, "detect_every": 2}}, progress=False)
+    plain = run_features(
+        df.iloc[:1],
+        ["face_fer2013"],
+        tmp_path / "plain",
+        overrides={"face_fer2013": {"fps": 10, "detect_every": 2}},
+        progress=False,
+    )
     with FeatureFile(plain["face_fer2013"]) as ff:  # no logits in the rows: no class names either
         assert ff.row_shape == (128,) and ff.logit_classes is None
     assert "classes in order" not in describe(plain["face_fer2013"])
@@ -108,8 +124,11 @@ def test_multi_face_video_keeps_one_consistent_track(tmp_path, media):
     path = write_video(tmp_path / "group.mp4", frames, fps=10)
     # mtcnn: its boxes differ in size here, so which 3 are biggest is stable (BlazeFace's square
     # boxes of three faces are within 1 px, and the third place swaps between key frames)
-    fs = FEATURE_SETS.build("face_crops", {"detect_every": 2, "crop_size": 64, "align_margin": 0.25,
-                                           "detector": "mtcnn"}, "cpu")
+    fs = FEATURE_SETS.build(
+        "face_crops",
+        {"detect_every": 2, "crop_size": 64, "align_margin": 0.25, "detector": "mtcnn"},
+        "cpu",
+    )
     fs.workers = 0
     r = _one(fs, path)
     assert r.status == "ok" and r.mask.all() and r.values.shape == (6, 64, 64, 3)
@@ -137,8 +156,15 @@ def test_unknown_config_key_is_refused():
 
 
 def test_every_face_set_is_registered_with_explicit_thresholds():
-    for name in ("face_fer2013", "face_resnet50", "face_arcface", "face_ir50", "face_vggface2",
-                 "face_hsemotion", "face_crops"):
+    for name in (
+        "face_fer2013",
+        "face_resnet50",
+        "face_arcface",
+        "face_ir50",
+        "face_vggface2",
+        "face_hsemotion",
+        "face_crops",
+    ):
         cfg = FEATURE_SETS.get(name).default_config
         assert cfg["detector"] == "blazeface_mtcnn" and cfg["thresholds"] is None
         # None = the detector's defaults, resolved at construction so provenance has the numbers
@@ -152,7 +178,9 @@ def test_fer_logits_follow_neutral_to_smile(media):
     fs.workers = 0
     r = _one(fs, media("single_face.mp4"))
     assert r.status == "ok" and r.mask.all() and r.values.shape[1] == 128 + 7
-    top = r.values[:, 128:].argmax(1)  # FER2013 order: angry disgust fear happy sad surprise neutral
+    top = r.values[:, 128:].argmax(
+        1
+    )  # FER2013 order: angry disgust fear happy sad surprise neutral
     assert np.mean(top[:10] == 6) >= 0.8 and np.mean(top[30:60] == 3) >= 0.8
 
 
@@ -218,8 +246,14 @@ def test_dead_decoder_process_fails_only_its_clip(tmp_path, media):
 
     pipe._pool = DecodePool(1)
     pipe._pool.target = _crashing_worker
-    clips = [ClipInput("crash", str(tmp_path / "crash.mp4")), ClipInput("good", str(media("single_face.mp4")))]
+    clips = [
+        ClipInput("crash", str(tmp_path / "crash.mp4")),
+        ClipInput("good", str(media("single_face.mp4"))),
+    ]
     out = {r.clip_id: r for r in fs.extract(clips)}
-    assert out["crash"].status == "error" and "decoder process died (exit code 3)" in out["crash"].message
+    assert (
+        out["crash"].status == "error"
+        and "decoder process died (exit code 3)" in out["crash"].message
+    )
     assert out["good"].status == "ok" and out["good"].mask.all()
     fs.close()

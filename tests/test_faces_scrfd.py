@@ -32,28 +32,51 @@ def _tiny_scrfd(path):
     outs = {"score": [], "bbox": [], "kps": []}
     for s in (8, 16, 32):
         pooled = f"pool{s}"
-        nodes.append(helper.make_node("AveragePool", ["input.1"], [pooled], kernel_shape=[s, s], strides=[s, s]))
+        nodes.append(
+            helper.make_node(
+                "AveragePool", ["input.1"], [pooled], kernel_shape=[s, s], strides=[s, s]
+            )
+        )
         for kind, _ch, w, b in (
-            ("score", 2, np.full((2, 3, 1, 1), 8 / 3, np.float32), np.full(2, -4 if s == 32 else -30, np.float32)),
+            (
+                "score",
+                2,
+                np.full((2, 3, 1, 1), 8 / 3, np.float32),
+                np.full(2, -4 if s == 32 else -30, np.float32),
+            ),
             ("bbox", 8, np.zeros((8, 3, 1, 1), np.float32), np.array([0, 0, 1, 1] * 2, np.float32)),
             ("kps", 20, np.zeros((20, 3, 1, 1), np.float32), np.array(KPS * 2, np.float32)),
         ):
-            inits += [numpy_helper.from_array(w, f"w_{kind}{s}"), numpy_helper.from_array(b, f"b_{kind}{s}")]
+            inits += [
+                numpy_helper.from_array(w, f"w_{kind}{s}"),
+                numpy_helper.from_array(b, f"b_{kind}{s}"),
+            ]
             last = 1 if kind == "score" else {"bbox": 4, "kps": 10}[kind]
-            inits.append(numpy_helper.from_array(np.array([-1, last], np.int64), f"shape_{kind}{s}"))
+            inits.append(
+                numpy_helper.from_array(np.array([-1, last], np.int64), f"shape_{kind}{s}")
+            )
             nodes += [
-                helper.make_node("Conv", [pooled, f"w_{kind}{s}", f"b_{kind}{s}"], [f"c_{kind}{s}"]),
-                helper.make_node("Transpose", [f"c_{kind}{s}"], [f"t_{kind}{s}"], perm=[0, 2, 3, 1]),
-                helper.make_node("Reshape", [f"t_{kind}{s}", f"shape_{kind}{s}"],
-                                 [f"r_{kind}{s}" if kind == "score" else f"{kind}_{s}"]),
+                helper.make_node(
+                    "Conv", [pooled, f"w_{kind}{s}", f"b_{kind}{s}"], [f"c_{kind}{s}"]
+                ),
+                helper.make_node(
+                    "Transpose", [f"c_{kind}{s}"], [f"t_{kind}{s}"], perm=[0, 2, 3, 1]
+                ),
+                helper.make_node(
+                    "Reshape",
+                    [f"t_{kind}{s}", f"shape_{kind}{s}"],
+                    [f"r_{kind}{s}" if kind == "score" else f"{kind}_{s}"],
+                ),
             ]
             if kind == "score":
                 nodes.append(helper.make_node("Sigmoid", [f"r_{kind}{s}"], [f"score_{s}"]))
             outs[kind].append(helper.make_tensor_value_info(f"{kind}_{s}", TensorProto.FLOAT, None))
     graph = helper.make_graph(
-        nodes, "tiny_scrfd",
+        nodes,
+        "tiny_scrfd",
         [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
-        outs["score"] + outs["bbox"] + outs["kps"], inits,
+        outs["score"] + outs["bbox"] + outs["kps"],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -96,9 +119,18 @@ def test_pack_found_in_insightface_home(pack, monkeypatch):
 
 def test_face_crops_with_scrfd_detector(pack, tmp_path):
     path = write_video(tmp_path / "sq.mp4", [_frame()] * 4, fps=5)
-    fs = FEATURE_SETS.build("face_crops", {"detector": "scrfd", "detector_weights": str(pack),
-                                           "thresholds": [0.5], "detect_every": 1, "crop_size": 32,
-                                           "min_face_size": 20}, "cpu")
+    fs = FEATURE_SETS.build(
+        "face_crops",
+        {
+            "detector": "scrfd",
+            "detector_weights": str(pack),
+            "thresholds": [0.5],
+            "detect_every": 1,
+            "crop_size": 32,
+            "min_face_size": 20,
+        },
+        "cpu",
+    )
     fs.workers = 0
     (res,) = fs.extract([ClipInput("sq", str(path))])
     assert res.status == "ok" and res.mask.all() and res.values.shape == (4, 32, 32, 3)
@@ -124,8 +156,12 @@ def test_scrfd_25g_from_the_sdist_on_real_faces(media):
     got = det.detect([astro, multi, np.zeros((360, 640, 3), np.uint8)])
     # the yardstick: facenet-pytorch's own MTCNN on the astronaut (fixtures/mtcnn_reference.json)
     doc = json.loads((Path(__file__).parent / "fixtures" / "mtcnn_reference.json").read_text())
-    ref = SimpleNamespace(**{k: np.asarray(doc["detections"]["avemo_20/astronaut"][k])
-                             for k in ("boxes", "landmarks")})
+    ref = SimpleNamespace(
+        **{
+            k: np.asarray(doc["detections"]["avemo_20/astronaut"][k])
+            for k in ("boxes", "landmarks")
+        }
+    )
     assert len(got[0]) == 1 and len(got[1]) == 5 and len(got[2]) == 0
     iod = np.linalg.norm(ref.landmarks[0, 0] - ref.landmarks[0, 1])
     assert np.linalg.norm(got[0].landmarks[0] - ref.landmarks[0], axis=1).max() < 0.2 * iod

@@ -52,9 +52,13 @@ def _run(fs, tmp_path, name, frames):
 def _check(r, visible: np.ndarray, other: np.ndarray | None = None) -> float:
     """Share of the subject's visible frames with features; no frame of ``other`` assigned."""
     got = r.mask[visible].mean()
-    assert got >= 0.95, f"only {got:.0%} of the subject's frames have features: {r.message} {r.info}"
+    assert got >= 0.95, (
+        f"only {got:.0%} of the subject's frames have features: {r.message} {r.info}"
+    )
     if other is not None:
-        assert not r.mask[other].any(), f"frames of another person assigned: {np.nonzero(r.mask & other)[0]}"
+        assert not r.mask[other].any(), (
+            f"frames of another person assigned: {np.nonzero(r.mask & other)[0]}"
+        )
     return float(got)
 
 
@@ -93,8 +97,11 @@ def test_without_identity_only_continuity_joins(faces, tmp_path):
     fs = FEATURE_SETS.build("face_fer2013", {"identity": None}, "cpu")
     fs.workers = 0
     bg, src = canvas(), faces["woman"]
-    near = ([paste(bg, src[i], 100, 60, 0.5) for i in range(20)] + [bg] * 8
-            + [paste(bg, src[30 + i], 130, 70, 0.5) for i in range(20)])
+    near = (
+        [paste(bg, src[i], 100, 60, 0.5) for i in range(20)]
+        + [bg] * 8
+        + [paste(bg, src[30 + i], 130, 70, 0.5) for i in range(20)]
+    )
     far = near[:28] + [paste(bg, src[30 + i], 310, 170, 0.5) for i in range(20)]
     r_near, r_far = _run(fs, tmp_path, "near", near), _run(fs, tmp_path, "far", far)
     fs.close()
@@ -103,7 +110,10 @@ def test_without_identity_only_continuity_joins(faces, tmp_path):
         FEATURE_SETS.build("face_fer2013", {"identity": "dlib"}, "cpu")
     with pytest.raises(UserError, match="max_gap_s must be"):
         FEATURE_SETS.build("face_fer2013", {"max_gap_s": -1}, "cpu")
-    assert r_near.info["tracks"] >= 2 and set(r_near.info["joined"].values()) <= {"seed", "continuity"}
+    assert r_near.info["tracks"] >= 2 and set(r_near.info["joined"].values()) <= {
+        "seed",
+        "continuity",
+    }
     assert r_near.mask[np.r_[0:20, 28:48]].mean() >= 0.95
     assert r_far.info["subject_tracks"] == 1 and r_far.info["tracks"] >= 2  # 3 face sides away
 
@@ -126,7 +136,9 @@ def test_subject_info_is_stored_and_read_back(fer, faces, tmp_path):
 
 def _summary(i, frames, x, ident=None, w=1.0, side=100):
     box = np.array([x, 0, x + side, side], np.float32)
-    return TrackSummary(i, np.arange(*frames), w, box, box, None if ident is None else np.asarray(ident, float))
+    return TrackSummary(
+        i, np.arange(*frames), w, box, box, None if ident is None else np.asarray(ident, float)
+    )
 
 
 def test_chain_logic_identity_first_then_continuity_with_a_gap_in_seconds():
@@ -172,7 +184,10 @@ def test_longest_gap_in_seconds():
 
 
 def test_ravdess_actor_is_one_subject_in_every_frame(fer, shared_data):
-    clips = [ClipInput(p.stem, str(p)) for p in sorted((shared_data / "ravdess-a05" / "video").glob("01-*.mp4"))[:2]]
+    clips = [
+        ClipInput(p.stem, str(p))
+        for p in sorted((shared_data / "ravdess-a05" / "video").glob("01-*.mp4"))[:2]
+    ]
     for r in fer.extract(clips):
         assert r.status == "ok"
         assert r.mask.mean() >= 0.95, r.message

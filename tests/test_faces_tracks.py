@@ -71,8 +71,15 @@ def test_fill_interpolates_between_key_frames_and_holds_at_edges():
 
 def test_max_faces_and_min_size_filter_detections():
     tr = Tracker(max_faces=2, min_face_size=20)
-    tr.update(0, _faces(([0, 0, 10, 10], 0.99), ([0, 0, 60, 60], 0.9), ([100, 0, 130, 30], 0.9),
-                        ([200, 0, 280, 80], 0.9)))
+    tr.update(
+        0,
+        _faces(
+            ([0, 0, 10, 10], 0.99),
+            ([0, 0, 60, 60], 0.9),
+            ([100, 0, 130, 30], 0.9),
+            ([200, 0, 280, 80], 0.9),
+        ),
+    )
     sizes = sorted(t.boxes[0][2] - t.boxes[0][0] for t in tr.tracks.values())
     assert sizes == [60, 80]
 
@@ -113,7 +120,7 @@ def test_key_frame_queries_name_each_track_detection():
     assert tr.is_key(5) and not tr.is_key(3)
     at0, at5 = tr.detections_at(0), tr.detections_at(5)
     assert len(at0) == 2 and len(at5) == 1 and tr.detections_at(10) == {} == tr.detections_at(3)
-    (tid, i), = at5.items()
+    ((tid, i),) = at5.items()
     assert tid in at0 and tr.tracks[tid].frames[i] == 5  # the same face, its second detection
     at5[tid] = 99
     assert tr.detections_at(5)[tid] == i, "a copy: callers cannot change the tracker"

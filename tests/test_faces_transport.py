@@ -28,8 +28,10 @@ from avemo.extract.video.decode import (
 )
 from avemo.extract.video.pipeline import DecodePool
 
-pytestmark = pytest.mark.skipif(not Path("/dev/shm").is_dir() or "fork" not in mp.get_all_start_methods(),
-                                reason="shared-memory transport needs fork and /dev/shm")
+pytestmark = pytest.mark.skipif(
+    not Path("/dev/shm").is_dir() or "fork" not in mp.get_all_start_methods(),
+    reason="shared-memory transport needs fork and /dev/shm",
+)
 
 
 def _segments(pid: int | None = None) -> list[str]:
@@ -40,7 +42,9 @@ def _segments(pid: int | None = None) -> list[str]:
 def _pool_frames(path, fps=None, shm=True) -> tuple[np.ndarray, np.ndarray]:
     pool = DecodePool(1, shm=shm)
     try:
-        chunks = [ev[2] for ev in pool.run([(0, str(path), fps)]) if ev is not None and ev[0] == "chunk"]
+        chunks = [
+            ev[2] for ev in pool.run([(0, str(path), fps)]) if ev is not None and ev[0] == "chunk"
+        ]
     finally:
         pool.close()
     return np.concatenate([c.times for c in chunks]), np.concatenate([c.frames for c in chunks])
@@ -80,22 +84,38 @@ def test_rotated_sampled_and_oversized_frames_match_iter_frames(tmp_path, media)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (48, 80, 3), np.uint8) for _ in range(23)]
     path = write_video(tmp_path / "rot.mp4", frames, fps=10, rotation=90)
-    for src, fps, slot_bytes in ((path, None, 1 << 20), (path, 4.0, 1 << 20), (media("single_face.mp4"), 5.0, 1 << 20),
-                                 (path, None, 5000)):  # 5000 bytes < one 80x48 frame: pickled fallback
+    for src, fps, slot_bytes in (
+        (path, None, 1 << 20),
+        (path, 4.0, 1 << 20),
+        (media("single_face.mp4"), 5.0, 1 << 20),
+        (path, None, 5000),
+    ):  # 5000 bytes < one 80x48 frame: pickled fallback
         ref = list(iter_frames(src, fps=fps, chunk=4, chunk_bytes=3 * 48 * 80 * 3))
         ring = FrameRing(mp.get_context("fork"), slots=2, slot_bytes=slot_bytes)
         try:
             got = []
-            for ch in _shm_chunks(str(src), fps, DecodeStats(), ring, 4, 3 * 48 * 80 * 3, os.getppid()):
+            for ch in _shm_chunks(
+                str(src), fps, DecodeStats(), ring, 4, 3 * 48 * 80 * 3, os.getppid()
+            ):
                 got.append(ring.take(ch) if isinstance(ch, SlotChunk) else ch)
         finally:
             ring.close()
         assert [len(c) for c in got] == [len(c) for c in ref if len(c)] or slot_bytes == 5000
-        assert np.array_equal(np.concatenate([c.index for c in got]), np.concatenate([c.index for c in ref]))
-        assert np.array_equal(np.concatenate([c.times for c in got]), np.concatenate([c.times for c in ref]))
-        assert np.array_equal(np.concatenate([c.frames for c in got]), np.concatenate([c.frames for c in ref]))
+        assert np.array_equal(
+            np.concatenate([c.index for c in got]), np.concatenate([c.index for c in ref])
+        )
+        assert np.array_equal(
+            np.concatenate([c.times for c in got]), np.concatenate([c.times for c in ref])
+        )
+        assert np.array_equal(
+            np.concatenate([c.frames for c in got]), np.concatenate([c.frames for c in ref])
+        )
         if src == path:
-            assert got[0].frames.shape[1:] == (80, 48, 3)  # upright: 90 deg display rotation applied
+            assert got[0].frames.shape[1:] == (
+                80,
+                48,
+                3,
+            )  # upright: 90 deg display rotation applied
     assert _segments(os.getpid()) == []
 
 
@@ -106,9 +126,15 @@ def test_worker_death_and_close_leave_no_segments(tmp_path, media):
     pool.workers[0].proc.kill()
     pool.workers[0].proc.join()
     clip = str(media("single_face.mp4"))
-    ends = {ev[1]: ev for ev in pool.run([(1, clip, 5.0), (2, clip, 5.0)]) if ev is not None and ev[0] != "chunk"}
+    ends = {
+        ev[1]: ev
+        for ev in pool.run([(1, clip, 5.0), (2, clip, 5.0)])
+        if ev is not None and ev[0] != "chunk"
+    }
     assert "decoder process died" in ends[1][2]  # the clip handed to the dead worker
-    assert ends[2][0] == "end" and len(pool.rings) == 2  # the next one: a fresh worker, a fresh ring
+    assert (
+        ends[2][0] == "end" and len(pool.rings) == 2
+    )  # the next one: a fresh worker, a fresh ring
     pool.close()
     assert _segments(os.getpid()) == []
 
@@ -129,24 +155,38 @@ for r in fs.extract(clips):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_or_killed_run_leaves_no_segments_or_workers(media, sig):
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(media("single_face.mp4"))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(media("single_face.mp4"))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "READY"
         assert len(_segments(proc.pid)) == 4
-        children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        children = [
+            int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        ]
         proc.send_signal(sig)
         proc.wait(timeout=120)
         # a killed parent's workers notice within ~1 s, then the tracker unlinks; the bound only
         # stops a hung run (a loaded 2-core machine can stall a process for seconds)
         deadline = time.monotonic() + 120
-        while (_segments(proc.pid) or any(Path(f"/proc/{c}").exists() and "zombie" not in
-                                           Path(f"/proc/{c}/status").read_text() for c in children)) \
-                and time.monotonic() < deadline:
+        while (
+            _segments(proc.pid)
+            or any(
+                Path(f"/proc/{c}").exists()
+                and "zombie" not in Path(f"/proc/{c}/status").read_text()
+                for c in children
+            )
+        ) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert _segments(proc.pid) == []
-        alive = [c for c in children if Path(f"/proc/{c}").exists()
-                 and "zombie" not in Path(f"/proc/{c}/status").read_text()]
+        alive = [
+            c
+            for c in children
+            if Path(f"/proc/{c}").exists() and "zombie" not in Path(f"/proc/{c}/status").read_text()
+        ]
         assert alive == []
         if sig == signal.SIGINT:
             assert "KeyboardInterrupt" in proc.stderr.read()

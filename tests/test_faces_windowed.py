@@ -64,8 +64,11 @@ def test_window_ends_and_sampling_hand_cases():
 
 def test_generated_clip_shapes_timestamps_and_masks(tmp_path, weights):
     path = _face_clip(tmp_path)
-    fs = FEATURE_SETS.build("face_r2plus1d", {"backbone_weights": str(weights), "detect_every": 1,
-                                              "crop_size": 64, "hop": 8}, "cpu")
+    fs = FEATURE_SETS.build(
+        "face_r2plus1d",
+        {"backbone_weights": str(weights), "detect_every": 1, "crop_size": 64, "hop": 8},
+        "cpu",
+    )
     fs.workers = 0
     (r,) = fs.extract([ClipInput("gen", str(path))])
     fs.close()
@@ -75,10 +78,15 @@ def test_generated_clip_shapes_timestamps_and_masks(tmp_path, weights):
     # ground truth: the face is in frames < 64; a window is valid when >= half its 8 samples have it
     truth = (sample_frames(ends, 32, 8) < 64).mean(1) >= 0.5
     assert r.mask.tolist() == truth.tolist()
-    assert r.status == "ok" and f"{int((~truth).sum())} of {len(ends)} windows without the face" in r.message
+    assert (
+        r.status == "ok"
+        and f"{int((~truth).sum())} of {len(ends)} windows without the face" in r.message
+    )
     assert np.all(r.values[~r.mask] == 0) and np.all(np.abs(r.values[r.mask]).sum(1) > 0)
     assert not np.allclose(r.values[r.mask][0], r.values[r.mask][-1])  # the face moved
-    assert r.info["frames"] == 96 and r.info["subject_frames"] >= 60  # the per-frame subject's facts
+    assert (
+        r.info["frames"] == 96 and r.info["subject_frames"] >= 60
+    )  # the per-frame subject's facts
     prov = fs.provenance()
     assert prov["config"]["window"] == 32 and prov["config"]["frames"] == 8
     assert "r2plus1d_18_user" in prov["weights"]
@@ -91,7 +99,9 @@ def test_windows_are_the_cnn_of_the_sampled_crops(tmp_path, weights):
     crops_fs = FEATURE_SETS.build("face_crops", over, "cpu")
     crops_fs.workers = 0
     (crops,) = crops_fs.extract([ClipInput("c", str(path))])
-    fs = FEATURE_SETS.build("face_r2plus1d", {**over, "backbone_weights": str(weights), "hop": 16}, "cpu")
+    fs = FEATURE_SETS.build(
+        "face_r2plus1d", {**over, "backbone_weights": str(weights), "hop": 16}, "cpu"
+    )
     fs.workers = 0
     (r,) = fs.extract([ClipInput("c", str(path))])
     assert r.mask.all() and len(r.values) == 3  # ends 15, 31, 39
@@ -109,15 +119,18 @@ def test_windows_are_the_cnn_of_the_sampled_crops(tmp_path, weights):
 
 def test_real_footage_every_window_has_the_subject(shared_data, weights):
     video = sorted((shared_data / "ravdess-a05" / "video").glob("02-*.mp4"))[0]
-    fs = FEATURE_SETS.build("face_r2plus1d", {"backbone_weights": str(weights), "hop": 16,
-                                              "crop_size": 64}, "cpu")
+    fs = FEATURE_SETS.build(
+        "face_r2plus1d", {"backbone_weights": str(weights), "hop": 16, "crop_size": 64}, "cpu"
+    )
     fs.workers = 0
     (r,) = fs.extract([ClipInput(video.stem, str(video))])
     fs.close()
     n = int(round(r.timestamps[-1] * 30000 / 1001)) + 1  # 29.97 fps: frames up to the last end
     assert len(r.values) == len(window_ends(n, 16))
     assert r.status == "ok" and r.mask.all()
-    assert np.all(np.diff(r.timestamps) > 0) and np.allclose(np.diff(r.timestamps)[:-1], 16 * 1001 / 30000, atol=2e-3)
+    assert np.all(np.diff(r.timestamps) > 0) and np.allclose(
+        np.diff(r.timestamps)[:-1], 16 * 1001 / 30000, atol=2e-3
+    )
     assert r.values.std(0).mean() > 0  # rows differ over time
 
 
@@ -169,28 +182,57 @@ def test_jca_config_reads_the_windowed_file_without_glue(tmp_path, weights):
 
     for d in ("a", "b"):
         (tmp_path / d).mkdir()
-    clips = {"a": _face_clip(tmp_path / "a", face_until=64), "b": _face_clip(tmp_path / "b", face_until=96)}
+    clips = {
+        "a": _face_clip(tmp_path / "a", face_until=64),
+        "b": _face_clip(tmp_path / "b", face_until=96),
+    }
     rng = np.random.default_rng(0)
     rows, audio = [], []
     (tmp_path / "ann").mkdir()
     for i, (cid, path) in enumerate(clips.items()):
         t = np.arange(96) / 25.0
         ann = tmp_path / "ann" / f"{cid}.csv"
-        pd.DataFrame({"time": t, "valence": rng.uniform(-1, 1, 96), "arousal": rng.uniform(-1, 1, 96)}
-                     ).to_csv(ann, index=False)
-        rows.append({"clip_id": cid, "video": str(path), "split": ["train", "test"][i], "subject": f"s{i}",
-                     "annotation": str(ann)})
-        audio.append(ClipFeatures(cid, rng.normal(size=(96, 512)).astype(np.float32), t, np.ones(96, bool)))
+        pd.DataFrame(
+            {"time": t, "valence": rng.uniform(-1, 1, 96), "arousal": rng.uniform(-1, 1, 96)}
+        ).to_csv(ann, index=False)
+        rows.append(
+            {
+                "clip_id": cid,
+                "video": str(path),
+                "split": ["train", "test"][i],
+                "subject": f"s{i}",
+                "annotation": str(ann),
+            }
+        )
+        audio.append(
+            ClipFeatures(cid, rng.normal(size=(96, 512)).astype(np.float32), t, np.ones(96, bool))
+        )
     man = tmp_path / "manifest.csv"
     pd.DataFrame(rows).to_csv(man, index=False)
-    face = run_features(man, ["face_r2plus1d"], tmp_path / "features", progress=False, overrides={
-        "face_r2plus1d": {"backbone_weights": str(weights), "detect_every": 1, "crop_size": 64}})["face_r2plus1d"]
+    face = run_features(
+        man,
+        ["face_r2plus1d"],
+        tmp_path / "features",
+        progress=False,
+        overrides={
+            "face_r2plus1d": {"backbone_weights": str(weights), "detect_every": 1, "crop_size": 64}
+        },
+    )["face_r2plus1d"]
     au = write_clips(tmp_path / "audio.h5", audio, make_provenance("audio_t", {}, {}, 25.0))
     jca = Path(__file__).resolve().parents[1] / "workflows" / "configs" / "jca.yaml"
     assert "face_r2plus1d.h5" in load_config(jca)["data"]["features"]["face"]
-    cfg = load_config(jca, [f"data.manifest={man}", f"data.features.face={face}", f"data.features.audio={au}",
-                            "data.window.length=96", "data.window.hop=96", "data.normalize=false",
-                            "model.seq_len=4"])
+    cfg = load_config(
+        jca,
+        [
+            f"data.manifest={man}",
+            f"data.features.face={face}",
+            f"data.features.audio={au}",
+            "data.window.length=96",
+            "data.window.hop=96",
+            "data.normalize=false",
+            "model.seq_len=4",
+        ],
+    )
     dm = CachedFeatureDataModule(cfg, "cpu")
     dm.setup()
     b = dm.gather(torch.arange(2))
@@ -208,11 +250,17 @@ def test_jca_config_reads_the_windowed_file_without_glue(tmp_path, weights):
             got_mask = b["face_mask"][k].numpy()
             clear = np.abs(dist.min(1) - limit) > 1e-6  # frames exactly at the limit: float ties
             assert got_mask[clear].tolist() == want_mask[clear].tolist() and clear.mean() > 0.9
-            np.testing.assert_allclose(b["face"][k].numpy()[got_mask], win.values[near][got_mask], rtol=1e-6)
-    assert not b["face_mask"][0].all() and b["face_mask"][1].all()  # clip a loses its face at frame 64
+            np.testing.assert_allclose(
+                b["face"][k].numpy()[got_mask], win.values[near][got_mask], rtol=1e-6
+            )
+    assert (
+        not b["face_mask"][0].all() and b["face_mask"][1].all()
+    )  # clip a loses its face at frame 64
     registry.load_all()
     task = {"type": "frame", "n_out": 2}
     kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
-    model = registry.MODELS.build("jca", inputs={"face": (512,), "audio": (512,)}, task=task, **kwargs)
+    model = registry.MODELS.build(
+        "jca", inputs={"face": (512,), "audio": (512,)}, task=task, **kwargs
+    )
     out = model(b)
     assert out.shape == (2, 96, 2) and torch.isfinite(out).all()

@@ -12,7 +12,13 @@ from avemo.fusion.registry import ENCODERS, load_all
 
 load_all()
 
-AUG = {"time_masks": 2, "time_mask_width": 5, "freq_masks": 2, "freq_mask_width": 4, "time_shift": 6}
+AUG = {
+    "time_masks": 2,
+    "time_mask_width": 5,
+    "freq_masks": 2,
+    "freq_mask_width": 4,
+    "time_shift": 6,
+}
 CNN = {"channels": [4, 8], "pool_time": [2, 2], "pool_freq": [2, 2], "dropout": 0.0}
 
 
@@ -33,7 +39,9 @@ def test_eval_output_unchanged_by_augment_options() -> None:
     plain.eval()
     aug.eval()
     a, b = plain(x, mask), aug(x, mask)
-    assert torch.equal(a.seq, b.seq) and torch.equal(a.mask, b.mask) and torch.equal(a.cells, b.cells)
+    assert (
+        torch.equal(a.seq, b.seq) and torch.equal(a.mask, b.mask) and torch.equal(a.cells, b.cells)
+    )
 
 
 def test_default_has_no_augmentation_in_training() -> None:

@@ -61,7 +61,9 @@ def test_missing_clips_are_reported_or_skipped(tmp_path):
 def test_non_ok_clips_skipped_or_kept_masked(tmp_path):
     c = clip_corpus(tmp_path, bad={"c000": "no_face", "c007": "no_face"})
     dm = _dm(clip_config(c, tmp_path))
-    assert "c000" not in dm.pos and any("skipped 2 clip(s)" in n and "face:no_face=2" in n for n in dm.notes)
+    assert "c000" not in dm.pos and any(
+        "skipped 2 clip(s)" in n and "face:no_face=2" in n for n in dm.notes
+    )
     dm = _dm(clip_config(c, tmp_path, data={"non_ok": "keep"}))
     i = dm.pos["c000"]
     b = dm.gather(torch.tensor([i, dm.pos["c001"]]))
@@ -159,7 +161,9 @@ def test_overlap_average_hand_case():
 
 def test_frame_windows_and_overlap_averaging_in_assemble(tmp_path):
     c = frame_corpus(tmp_path, n_clips=4)
-    cfg = clip_config(c, tmp_path, task={"type": "frame"}, data={"window": {"length": 30, "hop": 20}})
+    cfg = clip_config(
+        c, tmp_path, task={"type": "frame"}, data={"window": {"length": 30, "hop": 20}}
+    )
     dm = _dm(cfg)
     t = dm.tables
     seq = torch.arange(len(t.win_start))
@@ -182,8 +186,12 @@ def test_frame_windows_and_overlap_averaging_in_assemble(tmp_path):
 
 def test_frame_timeline_maps_modalities_to_label_times(tmp_path):
     c = frame_corpus(tmp_path, n_clips=2)
-    cfg = clip_config(c, tmp_path, task={"type": "frame"}, data={"normalize": False,
-                                                                 "window": {"length": 500, "hop": 400}})
+    cfg = clip_config(
+        c,
+        tmp_path,
+        task={"type": "frame"},
+        data={"normalize": False, "window": {"length": 500, "hop": 400}},
+    )
     dm = _dm(cfg)
     b = dm.gather(torch.tensor([0]))
     with FeatureFile(c["audio"]) as ff:
@@ -199,15 +207,22 @@ def test_linear_timeline_resamples_values_onto_label_times(tmp_path):
     from avemo.data.timeline import align
 
     c = frame_corpus(tmp_path, n_clips=2)
-    cfg = clip_config(c, tmp_path, task={"type": "frame"},
-                      data={"normalize": False, "timeline": {"method": "linear"},
-                            "window": {"length": 500, "hop": 400}})
+    cfg = clip_config(
+        c,
+        tmp_path,
+        task={"type": "frame"},
+        data={
+            "normalize": False,
+            "timeline": {"method": "linear"},
+            "window": {"length": 500, "hop": 400},
+        },
+    )
     dm = _dm(cfg)
     b = dm.gather(torch.tensor([1]))
     cid = dm.tables.clip_ids[1]
     with FeatureFile(c["face"]) as ff:
         fa = ff.clip(cid)
-    lab_t = dm.tables.lab_time[dm.tables.lab_off[1]:dm.tables.lab_off[2]]
+    lab_t = dm.tables.lab_time[dm.tables.lab_off[1] : dm.tables.lab_off[2]]
     want, ok = align(fa.values, fa.timestamps, lab_t, "linear", mask=fa.mask)
     n = len(lab_t)
     np.testing.assert_allclose(b["face"][0, :n].numpy(), want, rtol=1e-5, atol=1e-6)

@@ -12,17 +12,24 @@ from avemo.fusion.splits import make_splits, official_partition, subject_leaks, 
 
 
 def _manifest(n: int = 40, n_subjects: int = 7) -> pd.DataFrame:
-    return pd.DataFrame({
-        "clip_id": [f"clip{i:03d}" for i in range(n)],
-        "subject": [f"spk{(i * 3) % n_subjects}" for i in range(n)],
-        "split": ["train"] * (n - 10) + ["Validation"] * 5 + ["test"] * 5,
-        "label": ["a"] * n,
-    })
+    return pd.DataFrame(
+        {
+            "clip_id": [f"clip{i:03d}" for i in range(n)],
+            "subject": [f"spk{(i * 3) % n_subjects}" for i in range(n)],
+            "split": ["train"] * (n - 10) + ["Validation"] * 5 + ["test"] * 5,
+            "label": ["a"] * n,
+        }
+    )
 
 
 def test_official_split_names():
     assert [official_partition(s) for s in ("Train", "dev", "validation", "test", "other")] == [
-        "train", "val", "val", "test", None]
+        "train",
+        "val",
+        "val",
+        "test",
+        None,
+    ]
     sp = make_splits(_manifest(), {"method": "official"})
     assert [len(sp["partitions"][p]) for p in ("train", "val", "test")] == [30, 5, 5]
 
@@ -54,8 +61,10 @@ def test_kfold_is_deterministic_sorted_chunks_and_keeps_official_test_out():
     pool = sorted(df.loc[df["split"] != "test", "clip_id"])
     assert sp["partitions"]["test"] == pool[:6]  # 35 clips in 6 folds: first chunk has 6
     assert not set(sp["partitions"]["train"]) & {f"clip{i:03d}" for i in range(35, 40)}
-    again = make_splits(df.sort_values("clip_id"), {"method": "kfold", "k": 6, "fold": 0, "val": "test",
-                                                    "pool": "trainval"})
+    again = make_splits(
+        df.sort_values("clip_id"),
+        {"method": "kfold", "k": 6, "fold": 0, "val": "test", "pool": "trainval"},
+    )
     assert again["partitions"] == sp["partitions"]
     shuffled = make_splits(df, {"method": "kfold", "k": 6, "fold": 0, "shuffle": True}, seed=1)
     assert shuffled["partitions"]["test"] != sp["partitions"]["test"]
@@ -86,10 +95,15 @@ def test_fold_lists_are_written(tmp_path):
     assert folds.groupby("subject")["fold"].nunique().max() == 1
 
 
-def _emotion_sorted(n_per: int = 8, classes: tuple[str, ...] = ("angry", "calm", "happy", "sad", "neutral")):
+def _emotion_sorted(
+    n_per: int = 8, classes: tuple[str, ...] = ("angry", "calm", "happy", "sad", "neutral")
+):
     """RAVDESS-like: ids sort by emotion (``01-EE-...``), one actor, every class n_per times."""
-    rows = [{"clip_id": f"01-{c:02d}-{r:02d}", "subject": "Actor_05", "label": lab}
-            for c, lab in enumerate(classes, 1) for r in range(n_per)]
+    rows = [
+        {"clip_id": f"01-{c:02d}-{r:02d}", "subject": "Actor_05", "label": lab}
+        for c, lab in enumerate(classes, 1)
+        for r in range(n_per)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -102,8 +116,12 @@ def test_contiguous_folds_of_emotion_sorted_ids_are_refused_with_counts():
     assert "test holds angry" in msg and "training partition lacks" in msg
     assert "test: angry=8" in msg and "split.stratify" in msg  # the counts and the fix
     notes: list[str] = []
-    sp = make_splits(df, {"method": "kfold", "k": 5, "fold": 0, "stratify": False,
-                          "label_coverage": "warn"}, labels=labels, notes=notes)
+    sp = make_splits(
+        df,
+        {"method": "kfold", "k": 5, "fold": 0, "stratify": False, "label_coverage": "warn"},
+        labels=labels,
+        notes=notes,
+    )
     assert sp["label_counts"]["test"] == {"angry": 8} and "label_coverage=warn" in notes[0]
 
 
@@ -117,23 +135,33 @@ def test_kfold_is_stratified_like_sklearn(shuffle):
     lab = dict(zip(df["clip_id"], labels, strict=True))
     ref = StratifiedKFold(5, shuffle=shuffle, random_state=3 if shuffle else None)
     for fold, (_, test) in enumerate(ref.split(ids, [lab[c] for c in ids])):
-        sp = make_splits(df, {"method": "kfold", "k": 5, "fold": fold, "shuffle": shuffle}, seed=3,
-                         labels=labels)
+        sp = make_splits(
+            df, {"method": "kfold", "k": 5, "fold": fold, "shuffle": shuffle}, seed=3, labels=labels
+        )
         assert sp["partitions"]["test"] == sorted(ids[i] for i in test)
         counts = sp["label_counts"]
-        assert set(counts["test"]) <= set(counts["train"]) and set(counts["val"]) <= set(counts["train"])
+        assert set(counts["test"]) <= set(counts["train"]) and set(counts["val"]) <= set(
+            counts["train"]
+        )
 
 
 def test_subject_folds_are_stratified_group_folds():
     from sklearn.model_selection import StratifiedGroupKFold
 
     rng = pd.Series(range(120))
-    df = pd.DataFrame({"clip_id": [f"c{i:03d}" for i in rng],
-                       "subject": [f"s{i % 12:02d}" for i in rng],
-                       "label": [("a", "b", "c")[(i // 12 + i) % 3] if i % 12 < 8 else "a" for i in rng]})
+    df = pd.DataFrame(
+        {
+            "clip_id": [f"c{i:03d}" for i in rng],
+            "subject": [f"s{i % 12:02d}" for i in rng],
+            "label": [("a", "b", "c")[(i // 12 + i) % 3] if i % 12 < 8 else "a" for i in rng],
+        }
+    )
     labels = df["label"].tolist()
     ids = sorted(df["clip_id"])
-    lab, sub = dict(zip(df["clip_id"], labels, strict=True)), dict(zip(df["clip_id"], df["subject"], strict=True))
+    lab, sub = (
+        dict(zip(df["clip_id"], labels, strict=True)),
+        dict(zip(df["clip_id"], df["subject"], strict=True)),
+    )
     ref = StratifiedGroupKFold(4).split(ids, [lab[c] for c in ids], [sub[c] for c in ids])
     for fold, (_, test) in enumerate(ref):
         sp = make_splits(df, {"method": "subjects", "k": 4, "fold": fold}, labels=labels)
@@ -148,8 +176,12 @@ def test_degenerate_manifest_folds_name_the_fold_column():
     sp = make_splits(df, {"method": "kfold", "k": 5, "fold": 1}, labels=labels, notes=notes)
     assert "fold column holds 1 distinct value(s) [0]" in notes[0] and "made 5 folds" in notes[0]
     assert set(sp["label_counts"]["test"]) == set(df["label"])  # stratified instead
-    with pytest.raises(ConfigError, match=r"use_manifest_folds=true but the manifest's fold column holds 1"):
+    with pytest.raises(
+        ConfigError, match=r"use_manifest_folds=true but the manifest's fold column holds 1"
+    ):
         make_splits(df, {"method": "kfold", "k": 5, "use_manifest_folds": True}, labels=labels)
     good = df.assign(fold=[i % 5 for i in range(len(df))])  # k usable folds: taken as they are
-    sp = make_splits(good, {"method": "kfold", "k": 5, "fold": 2}, labels=labels, notes=(notes := []))
+    sp = make_splits(
+        good, {"method": "kfold", "k": 5, "fold": 2}, labels=labels, notes=(notes := [])
+    )
     assert sp["partitions"]["test"] == sorted(good.loc[good["fold"] == 2, "clip_id"]) and not notes

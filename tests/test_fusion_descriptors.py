@@ -40,8 +40,14 @@ def test_statistic_names_are_checked():
 
 def test_one_stream_no_hidden_layer_is_linear_in_standardised_statistics():
     torch.manual_seed(0)
-    m = MODELS.build("descriptors", inputs={"lld": (6,)}, task={"type": "clip", "n_out": 4},
-                     stats=["mean", "std"], clip=None, dropout=0.3)
+    m = MODELS.build(
+        "descriptors",
+        inputs={"lld": (6,)},
+        task={"type": "clip", "n_out": 4},
+        stats=["mean", "std"],
+        clip=None,
+        dropout=0.3,
+    )
     batches = [torch.randn(8, 30, 6) * 3 + 1 for _ in range(5)]
     m.train()
     for b in batches:  # running statistics = average over the training batches
@@ -61,8 +67,14 @@ def test_one_stream_no_hidden_layer_is_linear_in_standardised_statistics():
 
 
 def test_clip_bounds_an_outlying_speaker():
-    m = MODELS.build("descriptors", inputs={"lld": (3,)}, task={"type": "clip", "n_out": 2},
-                     stats=["mean"], clip=2.0, dropout=0.0)
+    m = MODELS.build(
+        "descriptors",
+        inputs={"lld": (3,)},
+        task={"type": "clip", "n_out": 2},
+        stats=["mean"],
+        clip=2.0,
+        dropout=0.0,
+    )
     m.train()
     m({"lld": torch.randn(16, 20, 3)})
     m.eval()
@@ -71,14 +83,31 @@ def test_clip_bounds_an_outlying_speaker():
 
 
 def test_streams_and_deep_branches_fuse():
-    m = MODELS.build("descriptors", inputs={"lld": (130,), "pitch": (4,), "logmel": (64,)},
-                     task={"type": "clip", "n_out": 7}, descriptors=["lld", "pitch"],
-                     per_modality_stats={"pitch": ["mean", "p50"]},
-                     deep={"logmel": {"encoder": {"name": "audio_cnn", "channels": [8, 16], "pool_time": [2, 2],
-                                                   "pool_freq": [2, 2]}, "temporal": "fan_self"}})
+    m = MODELS.build(
+        "descriptors",
+        inputs={"lld": (130,), "pitch": (4,), "logmel": (64,)},
+        task={"type": "clip", "n_out": 7},
+        descriptors=["lld", "pitch"],
+        per_modality_stats={"pitch": ["mean", "p50"]},
+        deep={
+            "logmel": {
+                "encoder": {
+                    "name": "audio_cnn",
+                    "channels": [8, 16],
+                    "pool_time": [2, 2],
+                    "pool_freq": [2, 2],
+                },
+                "temporal": "fan_self",
+            }
+        },
+    )
     assert m.streams["lld"].out_dim == 5 * 130 and m.streams["pitch"].out_dim == 2 * 4
-    batch = {"lld": torch.randn(3, 50, 130), "pitch": torch.randn(3, 31, 4), "logmel": torch.randn(3, 40, 64),
-             "logmel_mask": torch.ones(3, 40, dtype=torch.bool)}
+    batch = {
+        "lld": torch.randn(3, 50, 130),
+        "pitch": torch.randn(3, 31, 4),
+        "logmel": torch.randn(3, 40, 64),
+        "logmel_mask": torch.ones(3, 40, dtype=torch.bool),
+    }
     out = m(batch)
     assert out.shape == (3, 7) and torch.isfinite(out).all()
     assert m.attention["logmel"].shape == (3, 10)  # the CNN pooled time by 4
@@ -104,13 +133,18 @@ def test_learns_a_class_that_lives_in_a_descriptors_spread():
     y = torch.arange(200) % 2
     x = torch.randn(200, 60, 3, generator=g) * (1 + 2 * y[:, None, None].float())
     torch.manual_seed(0)
-    m = MODELS.build("descriptors", inputs={"lld": (3,)}, task={"type": "clip", "n_out": 2},
-                     stats=["mean", "std"], dropout=0.1)
+    m = MODELS.build(
+        "descriptors",
+        inputs={"lld": (3,)},
+        task={"type": "clip", "n_out": 2},
+        stats=["mean", "std"],
+        dropout=0.1,
+    )
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     m.train()
     for _ in range(60):
         for i in range(0, 160, 32):
-            loss = torch.nn.functional.cross_entropy(m({"lld": x[i:i + 32]}), y[i:i + 32])
+            loss = torch.nn.functional.cross_entropy(m({"lld": x[i : i + 32]}), y[i : i + 32])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -120,7 +154,9 @@ def test_learns_a_class_that_lives_in_a_descriptors_spread():
 
 
 def test_a_training_batch_of_one_clip_uses_the_running_statistics():
-    m = MODELS.build("descriptors", inputs={"lld": (3,)}, task={"type": "clip", "n_out": 2}, dropout=0.0)
+    m = MODELS.build(
+        "descriptors", inputs={"lld": (3,)}, task={"type": "clip", "n_out": 2}, dropout=0.0
+    )
     m.train()
     m({"lld": torch.randn(8, 20, 3)})
     norm = m.streams["lld"].norm

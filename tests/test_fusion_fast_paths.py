@@ -111,10 +111,14 @@ def test_fan_relation_pooled_only_skips_seq_dropout_and_keeps_pooled() -> None:
     assert nz > 0.95, f"pooled-only seq should not be dropped out ({nz:.2f} non-zero)"
 
 
-@pytest.mark.parametrize("task,pooled_only", [({"type": "clip", "n_out": 3}, True),
-                                              ({"type": "frame", "n_out": 2}, False)])
+@pytest.mark.parametrize(
+    "task,pooled_only",
+    [({"type": "clip", "n_out": 3}, True), ({"type": "frame", "n_out": 2}, False)],
+)
 def test_zhou_marks_temporal_modules_pooled_only_for_clip_tasks(task, pooled_only) -> None:
-    model = MODELS.build("zhou", inputs={"face": (8,), "audio": (6,)}, task=task, temporal="fan_relation")
+    model = MODELS.build(
+        "zhou", inputs={"face": (8,), "audio": (6,)}, task=task, temporal="fan_relation"
+    )
     assert {b.temporal.pooled_only for b in model.branches.values()} == {pooled_only}
 
 
@@ -126,7 +130,9 @@ def test_tune_allocator_applies_once_and_can_be_turned_off(monkeypatch) -> None:
     assert allocator.tune_allocator() is False
     monkeypatch.setattr(allocator, "_done", None)
     monkeypatch.delenv("AVEMO_MALLOC")
-    want = sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver())
+    want = sys.platform.startswith("linux") and "glibc" in " ".join(
+        __import__("platform").libc_ver()
+    )
     assert allocator.tune_allocator() is bool(want)
     assert allocator.tune_allocator() is bool(want)  # cached: mallopt is called once
 
@@ -164,15 +170,30 @@ def test_final_val_predictions_reuse_the_fit_pass_and_equal_a_fresh_pass(tmp_pat
     from avemo.fusion.evaluate import predict_partition
 
     make_corpus(tmp_path / "c")
-    cfg = load_config({
-        "name": "reuse", "seed": 0,
-        "data": {"manifest": str(tmp_path / "c/manifest.csv"), "batch_size": 8,
-                 "features": {"face": str(tmp_path / "c/features/face.h5"),
-                              "audio": str(tmp_path / "c/features/audio.h5")}},
-        "model": {"name": "zhou", "temporal": "fan_relation", "fusion": "fbp"},
-        "optim": {"name": "adam", "lr": 0.05},
-        "trainer": {"max_epochs": 4, "progress": "none", "monitor": monitor, "early_stopping": None},
-        "split": {"method": "official"}, "output": {"plots": False, "verbose": False}})
+    cfg = load_config(
+        {
+            "name": "reuse",
+            "seed": 0,
+            "data": {
+                "manifest": str(tmp_path / "c/manifest.csv"),
+                "batch_size": 8,
+                "features": {
+                    "face": str(tmp_path / "c/features/face.h5"),
+                    "audio": str(tmp_path / "c/features/audio.h5"),
+                },
+            },
+            "model": {"name": "zhou", "temporal": "fan_relation", "fusion": "fbp"},
+            "optim": {"name": "adam", "lr": 0.05},
+            "trainer": {
+                "max_epochs": 4,
+                "progress": "none",
+                "monitor": monitor,
+                "early_stopping": None,
+            },
+            "split": {"method": "official"},
+            "output": {"plots": False, "verbose": False},
+        }
+    )
     dm = T.build_datamodule(cfg, "cpu", feature_cache={})
     calls = []
     real = T.predict_partition

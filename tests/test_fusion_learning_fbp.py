@@ -38,9 +38,16 @@ def _data(n: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
 
 def _train_and_score(fusion: dict) -> float:
     torch.manual_seed(0)
-    model = MODELS.build("zhou", inputs={"face": (D,), "audio": (D,)},
-                         task={"type": "clip", "n_out": 2}, visual="face", audio="audio",
-                         encoder="identity", temporal="mean", fusion=fusion)
+    model = MODELS.build(
+        "zhou",
+        inputs={"face": (D,), "audio": (D,)},
+        task={"type": "clip", "n_out": 2},
+        visual="face",
+        audio="audio",
+        encoder="identity",
+        temporal="mean",
+        fusion=fusion,
+    )
     train, y_train = _data(1024, seed=1)
     test, y_test = _data(1024, seed=2)
     loss_fn = LOSSES.build("cross_entropy")

@@ -81,8 +81,9 @@ def test_ccc_centering_hand_example() -> None:
     expected = np.array([-0.2, 0.2 / 3, 0.4 / 3]) + w
     np.testing.assert_allclose(M.ccc_centering([x1, x2, x3]), expected, atol=1e-12)
     # shifting every fold shifts the result; clipping to [-1, 1]
-    np.testing.assert_allclose(M.ccc_centering([x1 + 0.9, x2 + 0.9, x3 + 0.9]),
-                               np.clip(expected + 0.9, -1, 1), atol=1e-12)
+    np.testing.assert_allclose(
+        M.ccc_centering([x1 + 0.9, x2 + 0.9, x3 + 0.9]), np.clip(expected + 0.9, -1, 1), atol=1e-12
+    )
     np.testing.assert_allclose(M.ccc_centering([torch.tensor([2.0, -3.0, 0.5])]), [1.0, -1.0, 0.5])
     with pytest.raises(ValueError):
         M.ccc_centering([x1, x1[:2]])
@@ -113,7 +114,9 @@ def test_ccc_loss_equals_one_minus_metric_and_is_safe() -> None:
     assert float(LOSSES.build("ccc")(torch.ones(1, 4, 1), torch.ones(1, 4))) == 0.0
     # per-window variant: mean over windows of the per-window 1 - CCC
     per = LOSSES.build("ccc", per_sequence=True)(pred, true, mask)
-    windows = [LOSSES.build("ccc")(pred[i:i + 1], true[i:i + 1], mask[i:i + 1]) for i in range(2)]
+    windows = [
+        LOSSES.build("ccc")(pred[i : i + 1], true[i : i + 1], mask[i : i + 1]) for i in range(2)
+    ]
     assert per.item() == pytest.approx(float(sum(windows).item() / 2))
 
 
@@ -136,5 +139,7 @@ def test_mse_and_cross_entropy_hand_values() -> None:
     # per-frame classification with a mask
     frames = torch.zeros(1, 3, 2)
     frames[0, 2] = torch.tensor([9.0, -9.0])
-    out = LOSSES.build("cross_entropy")(frames, torch.tensor([[0, 1, 1]]), torch.tensor([[1, 1, 0]]).bool())
+    out = LOSSES.build("cross_entropy")(
+        frames, torch.tensor([[0, 1, 1]]), torch.tensor([[1, 1, 0]]).bool()
+    )
     assert float(out) == pytest.approx(np.log(2))

@@ -51,7 +51,7 @@ def test_fbp_options_switch_normalisation_off() -> None:
     torch.manual_seed(0)
     raw = FUSION.build("fbp", [3, 3], k=2, o=4, power=False, l2=False).eval()
     a, v = torch.randn(1, 3), torch.randn(1, 3)
-    z = ((a @ raw.proj_a.weight.T + raw.proj_a.bias) * (v @ raw.proj_b.weight.T + raw.proj_b.bias))
+    z = (a @ raw.proj_a.weight.T + raw.proj_a.bias) * (v @ raw.proj_b.weight.T + raw.proj_b.bias)
     torch.testing.assert_close(raw([a, v]), z.reshape(1, 4, 2).sum(-1))
 
 

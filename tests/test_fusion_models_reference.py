@@ -36,14 +36,25 @@ def _n(module: torch.nn.Module) -> int:
 
 
 # models/cam.py (CAM): layer list of the reference
-JCA_CORE = 2 * _lin(512, 128) + 2 * _lin(16, 16, False) + 2 * _lin(16, 32, False) \
-    + 2 * _lin(256, 32, False) + 2 * _lin(32, 16, False)
+JCA_CORE = (
+    2 * _lin(512, 128)
+    + 2 * _lin(16, 16, False)
+    + 2 * _lin(16, 32, False)
+    + 2 * _lin(256, 32, False)
+    + 2 * _lin(32, 16, False)
+)
 JCA_REFERENCE_HEADS = 2 * (_lin(640, 128) + _lin(128, 1))
 JCA_DEFAULT_HEADS = 2 * (_lin(256, 128) + _lin(128, 1))
 
 # model/model.py (my_2d1ddy) without the frozen IR-50 backbone
-LFAN_USED = _tcn(512, [128] * 4) + _tcn(128, [32] * 4) + _tcn(39, [32] * 4) \
-    + 3 * (_lin(128, 32) + _lin(32, 32) + _lin(32, 32)) + 2 * 3 * 32 + _lin(224, 1)
+LFAN_USED = (
+    _tcn(512, [128] * 4)
+    + _tcn(128, [32] * 4)
+    + _tcn(39, [32] * 4)
+    + 3 * (_lin(128, 32) + _lin(32, 32) + _lin(32, 32))
+    + 2 * 3 * 32
+    + _lin(224, 1)
+)
 LFAN_UNUSED_GROUPNORMS = 2 * (2 * 32)
 
 JCA_INPUTS = {"audio": (512,), "face": (512,)}
@@ -113,15 +124,22 @@ def test_lfan_released_attention_has_the_reference_parameter_count() -> None:
     # followers' query/value read the 32-d key (Linear(32, 32)); at the reference sizes the
     # follower TCNs are 32 wide too, so both forms have the reference's parameters
     inputs = {"face": (512,), "vggish": (128,), "mfcc": (39,)}
-    model = MODELS.build("lfan", inputs=inputs, task={"type": "frame", "n_out": 1}, attention="reference")
+    model = MODELS.build(
+        "lfan", inputs=inputs, task={"type": "frame", "n_out": 1}, attention="reference"
+    )
     assert _n(model) == LFAN_USED
 
 
 def test_lfan_fusion_step_matches_spec_formula() -> None:
     torch.manual_seed(0)
     inputs = {"face": (6,), "vggish": (5,), "mfcc": (4,)}
-    model = MODELS.build("lfan", inputs=inputs, task={"type": "frame", "n_out": 1},
-                         visual_channels=[8], audio_channels=[4]).eval()
+    model = MODELS.build(
+        "lfan",
+        inputs=inputs,
+        task={"type": "frame", "n_out": 1},
+        visual_channels=[8],
+        audio_channels=[4],
+    ).eval()
     batch = {m: torch.randn(1, 7, *s) for m, s in inputs.items()}
     out = model(batch)
     mask = torch.ones(1, 7, dtype=torch.bool)
@@ -138,8 +156,13 @@ def test_lfan_fusion_step_matches_spec_formula() -> None:
 
 def test_lfan_any_number_of_followers() -> None:
     inputs = {"face": (8,), "a1": (5,), "a2": (4,), "a3": (3,)}
-    model = MODELS.build("lfan", inputs=inputs, task={"type": "frame", "n_out": 2},
-                         visual_channels=[8], audio_channels=[4])
+    model = MODELS.build(
+        "lfan",
+        inputs=inputs,
+        task={"type": "frame", "n_out": 2},
+        visual_channels=[8],
+        audio_channels=[4],
+    )
     assert model.norm.normalized_shape == (4, 32)
     out = model({m: torch.randn(2, 9, *s) for m, s in inputs.items()})
     assert out.shape == (2, 9, 2)

@@ -49,7 +49,9 @@ def _pad(batch: dict[str, torch.Tensor], extra: int) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in batch.items():
         fill = torch.zeros if k.endswith("_mask") else torch.randn
-        tail = fill(v.shape[0], extra, *v.shape[2:], dtype=v.dtype) * (1 if k.endswith("_mask") else 50)
+        tail = fill(v.shape[0], extra, *v.shape[2:], dtype=v.dtype) * (
+            1 if k.endswith("_mask") else 50
+        )
         out[k] = torch.cat([v, tail.to(v.dtype)], dim=1)
     return out
 
@@ -60,48 +62,148 @@ CLIP7 = {"type": "clip", "n_out": 7}
 FRAME2 = {"type": "frame", "n_out": 2}
 
 TEMPORALS = [
-    "mean", "max", "stats", "fan_self", "fan_relation", "transformer",
-    SMALL_TCN, {"name": "bilstm", "hidden": 6, "layers": 2},
+    "mean",
+    "max",
+    "stats",
+    "fan_self",
+    "fan_relation",
+    "transformer",
+    SMALL_TCN,
+    {"name": "bilstm", "hidden": 6, "layers": 2},
 ]
 
 # (id, model name, inputs, task, config)
 CASES = [
-    *[(f"unimodal-{t if isinstance(t, str) else t['name']}", "unimodal", {"face": (10,)}, CLIP7,
-       {"temporal": t}) for t in TEMPORALS],
-    *[(f"unimodal-frame-{t if isinstance(t, str) else t['name']}", "unimodal", {"face": (10,)},
-       FRAME2, {"temporal": t, "encoder": {"name": "linear", "dim": 8}}) for t in TEMPORALS],
-    ("unimodal-audiocnn-clip", "unimodal", {"logmel": (16,)}, CLIP7,
-     {"encoder": AUDIO_CNN, "temporal": "fan_self"}),
-    ("unimodal-audiocnn-frame", "unimodal", {"logmel": (3, 16)}, FRAME2,
-     {"encoder": {**AUDIO_CNN, "freq_reduce": "flatten"}, "temporal": "mean"}),
-    ("unimodal-mlp", "unimodal", {"face": (10,)}, CLIP7,
-     {"encoder": {"name": "mlp", "hidden": [12, 8]}, "head": {"hidden": [8], "dropout": 0.2}}),
-    ("zhou-fbp-relation", "zhou", {"face": (10,), "logmel": (16,)}, CLIP7,
-     {"visual": "face", "audio": ["logmel"], "temporal": "fan_relation",
-      "encoder": {"name": "identity", "per_modality": {"logmel": AUDIO_CNN}},
-      "fusion": {"name": "fbp", "k": 3, "o": 12}}),
-    ("zhou-concat-transformer", "zhou", {"face": (10,), "mfcc": (6,), "vggish": (8,)}, CLIP7,
-     {"visual": "face", "temporal": "transformer", "fusion": {"name": "concat", "dropout": 0.1}}),
-    ("zhou-frame-tcn-fbp", "zhou", {"face": (10,), "mfcc": (6,)}, FRAME2,
-     {"temporal": SMALL_TCN, "fusion": {"name": "fbp", "k": 2, "o": 8}}),
-    ("attention_fbp", "attention_fbp", {"face": (10,), "spec": (16,)}, CLIP7,
-     {"audio": "spec", "audio_encoder": AUDIO_CNN, "att_dim": 6,
-      "fusion": {"name": "fbp", "k": 3, "o": 10}}),
-    ("attention_fbp-vector-audio", "attention_fbp", {"face": (10,), "vggish": (8,)}, CLIP7,
-     {"audio_encoder": "identity", "lam": 2.0, "fusion": {"name": "fbp", "k": 2, "o": 6}}),
-    ("jca-frame", "jca", {"audio": (12,), "face": (10,)}, FRAME2,
-     {"seq_len": 5, "proj_dim": 6, "hidden": 4, "head_hidden": 8}),
-    ("jca-frame-reference-head", "jca", {"audio": (12,), "face": (10,)}, FRAME2,
-     {"seq_len": 4, "proj_dim": 6, "hidden": 4, "head": "reference"}),
-    ("jca-clip", "jca", {"audio": (12,), "face": (10,)}, CLIP7,
-     {"seq_len": 6, "proj_dim": 6, "hidden": 4}),
-    ("lfan-frame", "lfan", {"face": (10,), "vggish": (8,), "mfcc": (6,)}, FRAME2,
-     {"visual_channels": [8, 8], "audio_channels": [4, 4], "kernel": 3, "att_dim": 5}),
-    ("lfan-clip-one-follower", "lfan", {"face": (10,), "mfcc": (6,)}, CLIP7,
-     {"visual_channels": [8], "audio_channels": [4], "att_dim": 4, "tcn_init": "reference"}),
+    *[
+        (
+            f"unimodal-{t if isinstance(t, str) else t['name']}",
+            "unimodal",
+            {"face": (10,)},
+            CLIP7,
+            {"temporal": t},
+        )
+        for t in TEMPORALS
+    ],
+    *[
+        (
+            f"unimodal-frame-{t if isinstance(t, str) else t['name']}",
+            "unimodal",
+            {"face": (10,)},
+            FRAME2,
+            {"temporal": t, "encoder": {"name": "linear", "dim": 8}},
+        )
+        for t in TEMPORALS
+    ],
+    (
+        "unimodal-audiocnn-clip",
+        "unimodal",
+        {"logmel": (16,)},
+        CLIP7,
+        {"encoder": AUDIO_CNN, "temporal": "fan_self"},
+    ),
+    (
+        "unimodal-audiocnn-frame",
+        "unimodal",
+        {"logmel": (3, 16)},
+        FRAME2,
+        {"encoder": {**AUDIO_CNN, "freq_reduce": "flatten"}, "temporal": "mean"},
+    ),
+    (
+        "unimodal-mlp",
+        "unimodal",
+        {"face": (10,)},
+        CLIP7,
+        {"encoder": {"name": "mlp", "hidden": [12, 8]}, "head": {"hidden": [8], "dropout": 0.2}},
+    ),
+    (
+        "zhou-fbp-relation",
+        "zhou",
+        {"face": (10,), "logmel": (16,)},
+        CLIP7,
+        {
+            "visual": "face",
+            "audio": ["logmel"],
+            "temporal": "fan_relation",
+            "encoder": {"name": "identity", "per_modality": {"logmel": AUDIO_CNN}},
+            "fusion": {"name": "fbp", "k": 3, "o": 12},
+        },
+    ),
+    (
+        "zhou-concat-transformer",
+        "zhou",
+        {"face": (10,), "mfcc": (6,), "vggish": (8,)},
+        CLIP7,
+        {"visual": "face", "temporal": "transformer", "fusion": {"name": "concat", "dropout": 0.1}},
+    ),
+    (
+        "zhou-frame-tcn-fbp",
+        "zhou",
+        {"face": (10,), "mfcc": (6,)},
+        FRAME2,
+        {"temporal": SMALL_TCN, "fusion": {"name": "fbp", "k": 2, "o": 8}},
+    ),
+    (
+        "attention_fbp",
+        "attention_fbp",
+        {"face": (10,), "spec": (16,)},
+        CLIP7,
+        {
+            "audio": "spec",
+            "audio_encoder": AUDIO_CNN,
+            "att_dim": 6,
+            "fusion": {"name": "fbp", "k": 3, "o": 10},
+        },
+    ),
+    (
+        "attention_fbp-vector-audio",
+        "attention_fbp",
+        {"face": (10,), "vggish": (8,)},
+        CLIP7,
+        {"audio_encoder": "identity", "lam": 2.0, "fusion": {"name": "fbp", "k": 2, "o": 6}},
+    ),
+    (
+        "jca-frame",
+        "jca",
+        {"audio": (12,), "face": (10,)},
+        FRAME2,
+        {"seq_len": 5, "proj_dim": 6, "hidden": 4, "head_hidden": 8},
+    ),
+    (
+        "jca-frame-reference-head",
+        "jca",
+        {"audio": (12,), "face": (10,)},
+        FRAME2,
+        {"seq_len": 4, "proj_dim": 6, "hidden": 4, "head": "reference"},
+    ),
+    (
+        "jca-clip",
+        "jca",
+        {"audio": (12,), "face": (10,)},
+        CLIP7,
+        {"seq_len": 6, "proj_dim": 6, "hidden": 4},
+    ),
+    (
+        "lfan-frame",
+        "lfan",
+        {"face": (10,), "vggish": (8,), "mfcc": (6,)},
+        FRAME2,
+        {"visual_channels": [8, 8], "audio_channels": [4, 4], "kernel": 3, "att_dim": 5},
+    ),
+    (
+        "lfan-clip-one-follower",
+        "lfan",
+        {"face": (10,), "mfcc": (6,)},
+        CLIP7,
+        {"visual_channels": [8], "audio_channels": [4], "att_dim": 4, "tcn_init": "reference"},
+    ),
     ("late-mean", "late", {"face": (10,), "mfcc": (6,)}, CLIP7, {"temporal": "fan_self"}),
-    ("late-learned-probs", "late", {"face": (10,), "mfcc": (6,)}, CLIP7,
-     {"combine": "learned", "on": "probs", "temporal": "max"}),
+    (
+        "late-learned-probs",
+        "late",
+        {"face": (10,), "mfcc": (6,)},
+        CLIP7,
+        {"combine": "learned", "on": "probs", "temporal": "max"},
+    ),
     ("late-frame", "late", {"face": (10,), "mfcc": (6,)}, FRAME2, {"temporal": SMALL_TCN}),
 ]
 
@@ -162,7 +264,11 @@ def test_model_shapes_backward_and_masks(case) -> None:
 
 @pytest.mark.parametrize("cfg", TEMPORALS, ids=lambda c: c if isinstance(c, str) else c["name"])
 def test_temporal_modules_mask_and_empty_sequence(cfg) -> None:
-    name, kw = (cfg, {}) if isinstance(cfg, str) else (cfg["name"], {k: v for k, v in cfg.items() if k != "name"})
+    name, kw = (
+        (cfg, {})
+        if isinstance(cfg, str)
+        else (cfg["name"], {k: v for k, v in cfg.items() if k != "name"})
+    )
     torch.manual_seed(0)
     mod = TEMPORAL.build(name, 5, **kw).eval()
     x = torch.randn(2, 9, 5)
@@ -225,7 +331,7 @@ def test_tcn_is_causal_weight_normed_and_xavier() -> None:
     assert hasattr(conv, "parametrizations") and conv.dilation == (2,)
     # xavier default: the effective weight is the xavier draw (g = ||v||), bound sqrt(2)*sqrt(6/fan)
     fan = conv.in_channels * 5 + conv.out_channels * 5
-    bound = (2 ** 0.5) * (6 / fan) ** 0.5
+    bound = (2**0.5) * (6 / fan) ** 0.5
     assert conv.weight.abs().max() <= bound + 1e-6
     torch.testing.assert_close(conv.weight, conv.parametrizations.weight.original1)
 
@@ -236,7 +342,10 @@ def test_audio_cnn_cells_and_downsampled_mask() -> None:
     mask = torch.zeros(2, 13, dtype=torch.bool)
     mask[0, :13], mask[1, :5] = True, True
     out = enc(x, mask)
-    assert out.seq.shape == (2, 4, 8) and out.mask.tolist() == [[True] * 4, [True, True, False, False]]
+    assert out.seq.shape == (2, 4, 8) and out.mask.tolist() == [
+        [True] * 4,
+        [True, True, False, False],
+    ]
     assert out.cells.shape == (2, 4 * 4, 8) and out.cells_mask.sum(1).tolist() == [16, 8]
 
 
@@ -246,8 +355,9 @@ def test_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="task type"):
         MODELS.build("unimodal", inputs={"face": (4,)}, task={"type": "seq", "n_out": 2})
     with pytest.raises(ValueError, match="exactly two"):
-        MODELS.build("zhou", inputs={"face": (4,), "a": (3,)}, task=CLIP7,
-                     fusion="fbp").fusion.__class__([1, 2, 3])
+        MODELS.build(
+            "zhou", inputs={"face": (4,), "a": (3,)}, task=CLIP7, fusion="fbp"
+        ).fusion.__class__([1, 2, 3])
     with pytest.raises(KeyError, match="unknown temporal module"):
         MODELS.build("unimodal", inputs={"face": (4,)}, task=CLIP7, temporal="lstm9")
     with pytest.raises(ValueError, match="clip tasks"):
@@ -257,10 +367,16 @@ def test_errors_are_clear() -> None:
         model({"audio": torch.zeros(1, 2, 4)})
 
 
-@pytest.mark.parametrize("name,cfg", [("zhou", {"temporal": "fan_relation"}), ("late", {}),
-                                      ("lfan", {"visual_channels": [8], "audio_channels": [4]}),
-                                      ("jca", {"audio": "mfcc", "seq_len": 4, "proj_dim": 6, "hidden": 4}),
-                                      ("zhou", {"temporal": "mean", "fusion": "fbp"})])
+@pytest.mark.parametrize(
+    "name,cfg",
+    [
+        ("zhou", {"temporal": "fan_relation"}),
+        ("late", {}),
+        ("lfan", {"visual_channels": [8], "audio_channels": [4]}),
+        ("jca", {"audio": "mfcc", "seq_len": 4, "proj_dim": 6, "hidden": 4}),
+        ("zhou", {"temporal": "mean", "fusion": "fbp"}),
+    ],
+)
 def test_missing_modality_is_ignored_not_read(name, cfg) -> None:
     """A modality masked out for a whole clip (no audio track): the output is finite, does not
     depend on that modality's values at all (1e3 or NaN give the same logits), still depends on
@@ -286,8 +402,15 @@ def test_missing_modality_is_ignored_not_read(name, cfg) -> None:
 
 def test_all_registered_models_are_listed() -> None:
     assert {"unimodal", "zhou", "attention_fbp", "jca", "lfan", "late"} <= set(MODELS.names())
-    assert set(TEMPORAL.names()) >= {"mean", "max", "fan_self", "fan_relation", "transformer",
-                                     "tcn", "bilstm"}
+    assert set(TEMPORAL.names()) >= {
+        "mean",
+        "max",
+        "fan_self",
+        "fan_relation",
+        "transformer",
+        "tcn",
+        "bilstm",
+    }
 
 
 # ----------------------------------------------------------------------------- every registered module
@@ -314,7 +437,9 @@ def test_every_registered_model_builds_with_defaults_and_keeps_the_mask_rule(nam
     for task in (CLIP7, FRAME2):
         model, inputs = _default_model(name, task)
         if model is None:
-            assert all(name in e or task["type"] in e for e in inputs), inputs  # names itself/the task
+            assert all(name in e or task["type"] in e for e in inputs), (
+                inputs
+            )  # names itself/the task
             continue
         built += 1
         t = 12
@@ -348,7 +473,11 @@ def test_every_registered_encoder_with_defaults(name) -> None:
     enc = ENCODERS.build(name, rows).eval()
     x, m = torch.randn(B, 9, *rows), _mask(9, [9, 4, 1])
     out = enc(x, m)
-    assert out.seq.shape[0] == B and out.seq.shape[-1] == enc.out_dim and out.mask.shape == out.seq.shape[:2]
+    assert (
+        out.seq.shape[0] == B
+        and out.seq.shape[-1] == enc.out_dim
+        and out.mask.shape == out.seq.shape[:2]
+    )
     assert torch.isfinite(out.seq).all()
 
 

@@ -27,7 +27,7 @@ def _fixture(name: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor
     """(parameters by reference name, inputs/outputs) of one reference fixture."""
     with np.load(FIXTURES / f"{name}.npz", allow_pickle=False) as z:
         arrays = {k: torch.from_numpy(z[k]) for k in z.files if not k.startswith("meta.")}
-    state = {k[len("param."):]: v for k, v in arrays.items() if k.startswith("param.")}
+    state = {k[len("param.") :]: v for k, v in arrays.items() if k.startswith("param.")}
     data = {k: v for k, v in arrays.items() if not k.startswith("param.")}
     return state, data
 
@@ -41,6 +41,7 @@ def _levels(state: dict[str, torch.Tensor], prefix: str) -> list[int]:
 
 # --- TCN -------------------------------------------------------------------------------------
 
+
 def _tcn() -> tuple[TCN, dict[str, torch.Tensor]]:
     state, data = _fixture("ref_tcn")
     c_in, kernel = state["network.0.conv1.weight_v"].shape[1:]
@@ -51,7 +52,9 @@ def _tcn() -> tuple[TCN, dict[str, torch.Tensor]]:
 
 def test_tcn_equals_reference_temporal_conv_net() -> None:
     tcn, data = _tcn()
-    assert any(b.downsample is None for b in tcn.blocks) and any(b.downsample is not None for b in tcn.blocks)
+    assert any(b.downsample is None for b in tcn.blocks) and any(
+        b.downsample is not None for b in tcn.blocks
+    )
     x = data["in.x"].transpose(1, 2)  # reference layout [B, C, T] -> ours [B, T, C]
     with torch.no_grad():
         got = tcn(x, torch.ones(x.shape[:2], dtype=torch.bool)).seq
@@ -71,14 +74,23 @@ def test_tcn_appended_invalid_rows_leave_the_reference_outputs() -> None:
 
 # --- JCA -------------------------------------------------------------------------------------
 
+
 def _jca(head: str):
     state, data = _fixture("ref_jca_cam")
-    inputs = {"audio": tuple(data["in.audio"].shape[2:]), "face": tuple(data["in.visual"].shape[2:])}
-    model = MODELS.build("jca", inputs=inputs, task={"type": "frame", "n_out": 2}, head=head,
-                         seq_len=state["affine_a.weight"].shape[0],
-                         proj_dim=state["encoder1.weight"].shape[0],
-                         hidden=state["W_a.weight"].shape[0],
-                         head_hidden=state["vregressor.0.weight"].shape[0]).eval()
+    inputs = {
+        "audio": tuple(data["in.audio"].shape[2:]),
+        "face": tuple(data["in.visual"].shape[2:]),
+    }
+    model = MODELS.build(
+        "jca",
+        inputs=inputs,
+        task={"type": "frame", "n_out": 2},
+        head=head,
+        seq_len=state["affine_a.weight"].shape[0],
+        proj_dim=state["encoder1.weight"].shape[0],
+        hidden=state["W_a.weight"].shape[0],
+        head_hidden=state["vregressor.0.weight"].shape[0],
+    ).eval()
     return model, state, data
 
 
@@ -91,8 +103,10 @@ def test_jca_reference_head_equals_released_cam() -> None:
     torch.testing.assert_close(got, want, **TOL)
     # two reference sequences back to back form one timeline of 2 L rows: cut into the same chunks
     n, length = want.shape[:2]
-    joined = {"audio": data["in.audio"].reshape(n // 2, 2 * length, -1),
-              "face": data["in.visual"].reshape(n // 2, 2 * length, -1)}
+    joined = {
+        "audio": data["in.audio"].reshape(n // 2, 2 * length, -1),
+        "face": data["in.visual"].reshape(n // 2, 2 * length, -1),
+    }
     with torch.no_grad():
         got = model(joined)
     torch.testing.assert_close(got, want.reshape(n // 2, 2 * length, 2), **TOL)
@@ -100,7 +114,11 @@ def test_jca_reference_head_equals_released_cam() -> None:
 
 def test_jca_core_gives_the_released_attended_features_to_the_default_head() -> None:
     model, state, data = _jca("default")
-    core = {k[len("core."):]: v for k, v in model.state_from_reference(state).items() if k.startswith("core.")}
+    core = {
+        k[len("core.") :]: v
+        for k, v in model.state_from_reference(state).items()
+        if k.startswith("core.")
+    }
     model.core.load_state_dict(core, strict=True)
     xa, xv = data["in.audio"], data["in.visual"]
     with torch.no_grad():
@@ -118,24 +136,39 @@ def test_jca_core_gives_the_released_attended_features_to_the_default_head() -> 
 
 # --- LFAN ------------------------------------------------------------------------------------
 
+
 def _lfan(attention: str = "reference"):
     state, data = _fixture("ref_lfan_my_2d1ddy")
-    inputs = {"face": tuple(data["in.visual"].shape[2:]), "vggish": tuple(data["in.follower1"].shape[2:]),
-              "mfcc": tuple(data["in.follower2"].shape[2:])}
-    model = MODELS.build("lfan", inputs=inputs, task={"type": "frame", "n_out": 1},
-                         audio=["vggish", "mfcc"], attention=attention,
-                         visual_channels=_levels(state, "temporal."),
-                         audio_channels=_levels(state, "temporal1."),
-                         kernel=state["temporal.network.0.conv1.weight_v"].shape[-1],
-                         att_dim=state["encoder1.weight"].shape[0]).eval()
-    batch = {"face": data["in.visual"], "vggish": data["in.follower1"], "mfcc": data["in.follower2"]}
+    inputs = {
+        "face": tuple(data["in.visual"].shape[2:]),
+        "vggish": tuple(data["in.follower1"].shape[2:]),
+        "mfcc": tuple(data["in.follower2"].shape[2:]),
+    }
+    model = MODELS.build(
+        "lfan",
+        inputs=inputs,
+        task={"type": "frame", "n_out": 1},
+        audio=["vggish", "mfcc"],
+        attention=attention,
+        visual_channels=_levels(state, "temporal."),
+        audio_channels=_levels(state, "temporal1."),
+        kernel=state["temporal.network.0.conv1.weight_v"].shape[-1],
+        att_dim=state["encoder1.weight"].shape[0],
+    ).eval()
+    batch = {
+        "face": data["in.visual"],
+        "vggish": data["in.follower1"],
+        "mfcc": data["in.follower2"],
+    }
     return model, state, batch, data["out.y"]
 
 
 def test_lfan_reference_attention_equals_released_my_2d1ddy() -> None:
     model, state, batch, want = _lfan()
     mapped = model.state_from_reference(state)
-    assert not {k for k in state if k.startswith(("gn1.", "gn2."))} & set(mapped)  # unused in forward
+    assert not {k for k in state if k.startswith(("gn1.", "gn2."))} & set(
+        mapped
+    )  # unused in forward
     model.load_state_dict(mapped, strict=True)
     with torch.no_grad():
         got = model(batch)
@@ -161,4 +194,6 @@ def test_lfan_reference_attention_ignores_appended_invalid_rows() -> None:
 def test_lfan_attention_form_is_checked() -> None:
     inputs = {"face": (6,), "mfcc": (4,)}
     with pytest.raises(ValueError, match="lfan attention must be one of"):
-        MODELS.build("lfan", inputs=inputs, task={"type": "frame", "n_out": 1}, attention="released")
+        MODELS.build(
+            "lfan", inputs=inputs, task={"type": "frame", "n_out": 1}, attention="released"
+        )

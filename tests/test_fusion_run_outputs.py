@@ -27,7 +27,12 @@ def test_csv_logger_history_and_checkpoints(corpus, tmp_path, capsys):
     res = train_from_config(cfg, run_dir=tmp_path / "run", progress=False)
     run = tmp_path / "run"
     hist = pd.read_csv(run / "metrics.csv")  # one row per epoch (MetricsHistory)
-    assert list(hist["epoch"]) == [0, 1, 2] and {"lr", "train/loss", "val/loss", "val/accuracy"} <= set(hist)
+    assert list(hist["epoch"]) == [0, 1, 2] and {
+        "lr",
+        "train/loss",
+        "val/loss",
+        "val/accuracy",
+    } <= set(hist)
     logged = pd.read_csv(run / "logs" / "csv" / "metrics.csv")  # Lightning's CSVLogger
     assert {"train/loss", "val/accuracy", "val/loss", "epoch"} <= set(logged.columns)
     assert logged["val/accuracy"].dropna().tolist() == pytest.approx(hist["val/accuracy"].tolist())
@@ -40,7 +45,9 @@ def test_csv_logger_history_and_checkpoints(corpus, tmp_path, capsys):
     assert "val/accuracy" in lines[-1] and "ETA" not in lines[-1]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed"
+)
 def test_tensorboard_logger_writes_event_files(corpus, tmp_path):
     tmp, c = corpus
     cfg = clip_config(c, tmp_path, trainer={"max_epochs": 2, "loggers": ["csv", "tensorboard"]})
@@ -85,7 +92,9 @@ def test_a_failed_run_leaves_no_run_folder(corpus, tmp_path, capsys):
         train_from_config(cfg)
     assert not out.exists()
     # fails while building the model, after the run folder was made: it is removed again
-    cfg = clip_config(c, tmp_path, model={"name": "zhou", "visual": "nope"}, output={"dir": str(out)})
+    cfg = clip_config(
+        c, tmp_path, model={"name": "zhou", "visual": "nope"}, output={"dir": str(out)}
+    )
     with pytest.raises(ValueError, match="nope"):
         train_from_config(cfg)
     assert not any(out.rglob("*"))
@@ -93,8 +102,11 @@ def test_a_failed_run_leaves_no_run_folder(corpus, tmp_path, capsys):
     import yaml
 
     p = tmp_path / "c.yaml"
-    p.write_text(yaml.safe_dump(clip_config(c, tmp_path, data={"manifest": str(bigger)},
-                                            output={"dir": str(out)})))
+    p.write_text(
+        yaml.safe_dump(
+            clip_config(c, tmp_path, data={"manifest": str(bigger)}, output={"dir": str(out)})
+        )
+    )
     assert main(["fuse-train", "-c", str(p)]) == 2
     assert "ghost" in capsys.readouterr().err and not any(out.rglob("*"))
 

@@ -31,13 +31,29 @@ def corpus(tmp_path_factory):
 
 def _cfg(root, seed=0, lr=0.01, temporal=None, **trainer):
     return {
-        "name": "st", "seed": seed,
-        "data": {"manifest": str(root / "manifest.csv"), "batch_size": 8,
-                 "features": {"face": str(root / "features/face.h5"), "audio": str(root / "features/audio.h5")}},
-        "model": {"name": "zhou", "temporal": temporal or {"name": "fan_self", "dropout": 0.0}, "fusion": "concat"},
+        "name": "st",
+        "seed": seed,
+        "data": {
+            "manifest": str(root / "manifest.csv"),
+            "batch_size": 8,
+            "features": {
+                "face": str(root / "features/face.h5"),
+                "audio": str(root / "features/audio.h5"),
+            },
+        },
+        "model": {
+            "name": "zhou",
+            "temporal": temporal or {"name": "fan_self", "dropout": 0.0},
+            "fusion": "concat",
+        },
         "optim": {"name": "adam", "lr": lr},
-        "trainer": {"max_epochs": 5, "progress": "none", "monitor": "val/accuracy",
-                    "early_stopping": {"patience": 1}, **trainer},
+        "trainer": {
+            "max_epochs": 5,
+            "progress": "none",
+            "monitor": "val/accuracy",
+            "early_stopping": {"patience": 1},
+            **trainer,
+        },
         "split": {"method": "official"},
         "output": {"plots": False, "verbose": False},
     }
@@ -50,9 +66,11 @@ def _files(d):
 # transformer: separate runs project valid rows only (pack_rows), the stacked model all rows
 @pytest.mark.parametrize("temporal", [None, "transformer"], ids=["fan_self", "transformer"])
 def test_stacked_run_equals_separate_runs(corpus, tmp_path, temporal):
-    cfgs = [load_config(_cfg(corpus, 0, temporal=temporal)),
-            load_config(_cfg(corpus, 1, temporal=temporal, early_stopping={"patience": 4})),
-            load_config(_cfg(corpus, 2, lr=0.2, temporal=temporal))]
+    cfgs = [
+        load_config(_cfg(corpus, 0, temporal=temporal)),
+        load_config(_cfg(corpus, 1, temporal=temporal, early_stopping={"patience": 4})),
+        load_config(_cfg(corpus, 2, lr=0.2, temporal=temporal)),
+    ]
     assert len({stack_key(c) for c in cfgs}) == 1
     dm = build_datamodule(cfgs[0], "cpu", feature_cache={})
     sep = []
@@ -80,12 +98,16 @@ def test_stacked_run_equals_separate_runs(corpus, tmp_path, temporal):
                     # in exact arithmetic; Adam scales the rounding noise up to lr-sized steps, so
                     # it differs between any two summation orders and changes no output (checked above)
                     continue
-                torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+                torch.testing.assert_close(
+                    wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}"
+                )
         pa = pd.read_csv(tmp_path / f"sep{i}/predictions.csv")
         pb = pd.read_csv(tmp_path / f"st{i}/predictions.csv")
         assert list(pa.columns) == list(pb.columns) and len(pa) == len(pb)
         num = pa.select_dtypes("number").columns
-        np.testing.assert_allclose(pb[num].to_numpy(float), pa[num].to_numpy(float), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            pb[num].to_numpy(float), pa[num].to_numpy(float), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_what_cannot_be_stacked_is_named():
@@ -100,8 +122,13 @@ def test_what_cannot_be_stacked_is_named():
 def test_grid_stacks_seeds_and_writes_what_separate_cells_write(corpus, tmp_path):
     tables = {}
     for mode in ("on", "off"):
-        g = {"name": "s", "base": _cfg(corpus), "out_dir": str(tmp_path / mode), "stack": mode,
-             "axes": {"optim.lr": [0.01, 0.05], "seed": [0, 1]}}
+        g = {
+            "name": "s",
+            "base": _cfg(corpus),
+            "out_dir": str(tmp_path / mode),
+            "stack": mode,
+            "axes": {"optim.lr": [0.01, 0.05], "seed": [0, 1]},
+        }
         grid = load_grid(g)
         units = plan_units(grid, grid.cells(), mode)
         assert [len(u) for u in units] == ([4] if mode == "on" else [1, 1, 1, 1])
@@ -113,9 +140,12 @@ def test_grid_stacks_seeds_and_writes_what_separate_cells_write(corpus, tmp_path
     a, b = tables["on"], tables["off"]
     assert list(a.columns) == list(b.columns) and sorted(a.index) == sorted(b.index)
     cols = [c for c in a.columns if c.startswith("val/")]
-    np.testing.assert_allclose(a.loc[b.index, cols].to_numpy(float), b[cols].to_numpy(float),
-                               rtol=1e-4, atol=1e-5)
-    assert _files(tmp_path / "on" / "runs" / a.index[0]) == _files(tmp_path / "off" / "runs" / a.index[0])
+    np.testing.assert_allclose(
+        a.loc[b.index, cols].to_numpy(float), b[cols].to_numpy(float), rtol=1e-4, atol=1e-5
+    )
+    assert _files(tmp_path / "on" / "runs" / a.index[0]) == _files(
+        tmp_path / "off" / "runs" / a.index[0]
+    )
 
 
 def test_claims_are_exclusive_and_dead_claims_are_reclaimed(tmp_path):
@@ -123,8 +153,12 @@ def test_claims_are_exclusive_and_dead_claims_are_reclaimed(tmp_path):
     assert mine.take("a") and not other.take("a")  # a live process holds it
     mine.release("a")
     assert other.take("a")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     (tmp_path / "b.claim").write_text(json.dumps({"host": mine.host, "pid": int(dead.stdout)}))
     assert mine.take("b"), "a claim of a process that exited is taken over"
     (tmp_path / "c.claim").write_text(json.dumps({"host": "another-machine", "pid": 1}))
@@ -145,17 +179,25 @@ def test_slurm_variables_read_like_rank_and_world_size(monkeypatch):
 
 def test_resumed_grid_worker_takes_cells_a_first_worker_left(corpus, tmp_path):
     """A second worker started on a half-claimed grid trains only unclaimed cells."""
-    g = {"name": "r", "base": _cfg(corpus, max_epochs=1), "out_dir": str(tmp_path / "g"), "stack": "off",
-         "axes": {"seed": [0, 1, 2]}}
+    g = {
+        "name": "r",
+        "base": _cfg(corpus, max_epochs=1),
+        "out_dir": str(tmp_path / "g"),
+        "stack": "off",
+        "axes": {"seed": [0, 1, 2]},
+    }
     cells = load_grid(g).cells()
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         claims = tmp_path / "g" / "claims"
         claims.mkdir(parents=True)
         (claims / f"{cells[0].cell_id}.claim").write_text(
-            json.dumps({"host": Claims(claims).host, "pid": holder.pid}))
+            json.dumps({"host": Claims(claims).host, "pid": holder.pid})
+        )
         res = run_grid(g, quiet=True, report=False, rank=1, world_size=2)
-        assert res["ran"] == 2  # its own start and the cell rank 0 would have taken; not the held one
+        assert (
+            res["ran"] == 2
+        )  # its own start and the cell rank 0 would have taken; not the held one
         assert not (tmp_path / "g" / "runs" / cells[0].cell_id / "DONE.json").exists()
     finally:
         holder.kill()
@@ -182,8 +224,10 @@ def test_auto_stacks_on_a_gpu_only_and_bad_modes_are_refused(corpus, monkeypatch
 
 def test_stacked_cells_with_dropout_draw_their_own_masks(corpus, tmp_path):
     """With dropout the stacked model draws per-cell masks (vmap refuses shared ones)."""
-    cfgs = [load_config(_cfg(corpus, s, temporal={"name": "fan_self", "dropout": 0.5}, max_epochs=1))
-            for s in (0, 0)]  # the same seed twice: only the dropout masks can tell them apart
+    cfgs = [
+        load_config(_cfg(corpus, s, temporal={"name": "fan_self", "dropout": 0.5}, max_epochs=1))
+        for s in (0, 0)
+    ]  # the same seed twice: only the dropout masks can tell them apart
     dm = build_datamodule(cfgs[0], "cpu", feature_cache={})
     res = fit_stacked(cfgs, dm, [tmp_path / "a", tmp_path / "b"], verbose=False)
     assert len(res) == 2

@@ -23,15 +23,24 @@ def test_stats_pool_matches_numpy_on_valid_frames_and_ignores_padding() -> None:
         v = x[i, :n].double()
         mean, std = v.mean(0), v.std(0, unbiased=False)
         assert torch.allclose(out.pooled[i, :5].double(), mean, atol=1e-5)
-        assert torch.allclose(out.pooled[i, 5:].double(), (std ** 2 + 1e-5).sqrt(), atol=1e-5)
+        assert torch.allclose(out.pooled[i, 5:].double(), (std**2 + 1e-5).sqrt(), atol=1e-5)
         assert (out.seq[i, n:] == 0).all()
 
 
 def test_stats_pool_in_a_unimodal_model() -> None:
     from avemo.fusion.registry import MODELS
 
-    m = MODELS.build("unimodal", inputs={"audio": (64,)}, task={"type": "clip", "n_out": 7},
-                     encoder={"name": "audio_cnn", "channels": [4, 8], "pool_time": [2, 2],
-                              "pool_freq": [2, 2]}, temporal="stats")
-    out = m({"audio": torch.randn(2, 16, 64), "audio_mask": torch.arange(16)[None] < torch.tensor([[16], [5]])})
+    m = MODELS.build(
+        "unimodal",
+        inputs={"audio": (64,)},
+        task={"type": "clip", "n_out": 7},
+        encoder={"name": "audio_cnn", "channels": [4, 8], "pool_time": [2, 2], "pool_freq": [2, 2]},
+        temporal="stats",
+    )
+    out = m(
+        {
+            "audio": torch.randn(2, 16, 64),
+            "audio_mask": torch.arange(16)[None] < torch.tensor([[16], [5]]),
+        }
+    )
     assert out.shape == (2, 7) and torch.isfinite(out).all()

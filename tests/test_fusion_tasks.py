@@ -56,8 +56,11 @@ def test_task_trains_writes_its_predictions_and_the_rebuilt_run_reproduces_them(
 
     run = Run.from_dir(tmp_path / "run")
     assert run.task.name == name
-    again = {f"test/{k}": v for k, v in run.task.score(run.predictions("test"), cfg.get("eval")).items()
-             if isinstance(v, float)}
+    again = {
+        f"test/{k}": v
+        for k, v in run.task.score(run.predictions("test"), cfg.get("eval")).items()
+        if isinstance(v, float)
+    }
     for k, v in again.items():
         assert v == pytest.approx(res["metrics"][k], abs=1e-6), k
     plots = sorted(p.name for p in (tmp_path / "run" / "plots").glob("*.png"))
@@ -72,10 +75,15 @@ def test_clip_regression_merges_fold_tables_per_clip(tmp_path):
         cfg["seed"] = seed
         train_from_config(cfg, run_dir=tmp_path / f"s{seed}")
         run = Run.from_dir(tmp_path / f"s{seed}")
-        tables.append(run.task.prediction_table(run.predictions("test"), "test").drop(columns="partition"))
+        tables.append(
+            run.task.prediction_table(run.predictions("test"), "test").drop(columns="partition")
+        )
     merged, scores = run.task.merge(tables, "mean")
     assert len(merged) == len(tables[0]) and set(scores["what"]) >= {"fold 0", "fold 1", "mean raw"}
-    want = (tables[0].set_index("clip_id")["valence_pred"] + tables[1].set_index("clip_id")["valence_pred"]) / 2
+    want = (
+        tables[0].set_index("clip_id")["valence_pred"]
+        + tables[1].set_index("clip_id")["valence_pred"]
+    ) / 2
     got = merged.set_index("clip_id")["valence_pred"]
     np.testing.assert_allclose(got.loc[want.index], want.clip(-1, 1), rtol=1e-6)
 
@@ -83,12 +91,22 @@ def test_clip_regression_merges_fold_tables_per_clip(tmp_path):
 def test_nothing_outside_the_tasks_branches_on_the_task_type():
     """Trainer, module, datamodule, evaluation, report and merge ask the task object instead."""
     offenders = []
-    for rel in ("fusion/train.py", "fusion/module.py", "fusion/datamodule.py", "fusion/evaluate.py",
-                "fusion/index.py", "fusion/features.py", "fusion/plots.py", "fusion/run.py",
-                "workflows/report.py", "workflows/merge.py", "workflows/ablate.py",
-                "workflows/crossval.py"):
+    for rel in (
+        "fusion/train.py",
+        "fusion/module.py",
+        "fusion/datamodule.py",
+        "fusion/evaluate.py",
+        "fusion/index.py",
+        "fusion/features.py",
+        "fusion/plots.py",
+        "fusion/run.py",
+        "workflows/report.py",
+        "workflows/merge.py",
+        "workflows/ablate.py",
+        "workflows/crossval.py",
+    ):
         text = (REPO / rel).read_text()
-        for pat in ('task_type ==', 'task_type !=', '== "frame"', '== "clip"', '["type"] =='):
+        for pat in ("task_type ==", "task_type !=", '== "frame"', '== "clip"', '["type"] =='):
             if pat in text:
                 offenders.append(f"{rel}: {pat}")
     assert offenders == []

@@ -10,16 +10,36 @@ import torch
 from avemo.fusion.config import ConfigError, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "workflows" / "configs").glob("*.yaml"))
-ROW_SHAPES = {"face": (512,), "audio": (64,), "vggish": (128,), "mfcc": (39,),
-              "compare": (130,), "egemaps": (25,), "pitch": (4,), "logmel": (64,), "speech": (96,)}
+ROW_SHAPES = {
+    "face": (512,),
+    "audio": (64,),
+    "vggish": (128,),
+    "mfcc": (39,),
+    "compare": (130,),
+    "egemaps": (25,),
+    "pitch": (4,),
+    "logmel": (64,),
+    "speech": (96,),
+}
 CLASSES = 7
 
 
 def test_the_published_configs_are_all_there():
     names = {p.stem for p in CONFIGS}
     want = {f"zhou_{a}_{f}" for a in ("self", "relation", "transformer") for f in ("concat", "fbp")}
-    assert want | {"zhang_attention_fbp", "jca", "lfan", "unimodal_face", "unimodal_audio",
-                   "demo_fbp", "speech_emotion"} <= names
+    assert (
+        want
+        | {
+            "zhang_attention_fbp",
+            "jca",
+            "lfan",
+            "unimodal_face",
+            "unimodal_audio",
+            "demo_fbp",
+            "speech_emotion",
+        }
+        <= names
+    )
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -50,11 +70,15 @@ def test_base_inheritance_replaces_another_models_options_and_drops_null_feature
     d = CONFIGS[0].parent
     z = load_config(d / "zhang_attention_fbp.yaml")
     assert "temporal" not in z["model"]
-    assert z["data"]["manifest"] == str(d.parents[1] / "manifests" / "afew.csv")  # relative to its file
+    assert z["data"]["manifest"] == str(
+        d.parents[1] / "manifests" / "afew.csv"
+    )  # relative to its file
     u = load_config(d / "unimodal_face.yaml", ["data.features.face=/elsewhere/face.h5"])
     assert u["data"]["features"] == {"face": "/elsewhere/face.h5"}
     rel = load_config(d / "zhou_relation_concat.yaml")
-    assert rel["model"]["temporal"] == "fan_relation" and rel["model"]["fusion"] == {"name": "concat"}
+    assert rel["model"]["temporal"] == "fan_relation" and rel["model"]["fusion"] == {
+        "name": "concat"
+    }
     assert rel["model"]["encoder"]["per_modality"]["audio"]["name"] == "audio_cnn"
 
 

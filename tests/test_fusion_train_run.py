@@ -35,9 +35,19 @@ def test_fast_dev_run_clip_task_writes_every_output(clip_data):
     cfg = clip_config(c, tmp, model=ZHOU_FBP, trainer={"fast_dev_run": True})
     res = train_from_config(cfg)
     rd = res["run_dir"]
-    for name in ("config.yaml", "features.json", "data_report.json", "splits.json", "folds.csv",
-                 "metrics.csv", "predictions.csv", "final_metrics.json",
-                 "plots/learning_curves.png", "plots/confusion_test.png", "checkpoints/last.pt"):
+    for name in (
+        "config.yaml",
+        "features.json",
+        "data_report.json",
+        "splits.json",
+        "folds.csv",
+        "metrics.csv",
+        "predictions.csv",
+        "final_metrics.json",
+        "plots/learning_curves.png",
+        "plots/confusion_test.png",
+        "checkpoints/last.pt",
+    ):
         assert (rd / name).exists(), name
     resolved = yaml.safe_load((rd / "config.yaml").read_text())
     assert resolved["model"]["name"] == "zhou" and resolved["data"]["window"]["length"] == 300
@@ -46,16 +56,23 @@ def test_fast_dev_run_clip_task_writes_every_output(clip_data):
     state = torch.load(rd / "checkpoints" / "last.pt", weights_only=True)
     assert any(k.startswith("fusion.") for k in state)
     preds = pd.read_csv(res["predictions"])
-    assert set(preds["partition"]) == {"val", "test"} and {"p_angry", "p_happy", "p_sad"} <= set(preds.columns)
+    assert set(preds["partition"]) == {"val", "test"} and {"p_angry", "p_happy", "p_sad"} <= set(
+        preds.columns
+    )
     np.testing.assert_allclose(preds[["p_angry", "p_happy", "p_sad"]].sum(axis=1), 1.0, rtol=1e-5)
     assert {"val/accuracy", "val/uar", "val/macro_f1", "test/accuracy"} <= set(res["metrics"])
 
 
 def test_clip_training_learns_and_is_reproducible(clip_data):
     tmp, c = clip_data
-    cfg = clip_config(c, tmp, model=ZHOU_FBP, trainer={"max_epochs": 6},
-                      loss={"label_smoothing": 0.1, "class_weights": "balanced"},
-                      schedule={"name": "cosine"})
+    cfg = clip_config(
+        c,
+        tmp,
+        model=ZHOU_FBP,
+        trainer={"max_epochs": 6},
+        loss={"label_smoothing": 0.1, "class_weights": "balanced"},
+        schedule={"name": "cosine"},
+    )
     a = train_from_config(cfg)
     b = train_from_config(cfg)
     assert a["metrics"] == b["metrics"]
@@ -72,8 +89,13 @@ def test_clip_training_learns_and_is_reproducible(clip_data):
 
 def test_modality_dropout_and_missing_modality_evaluation(clip_data):
     tmp, c = clip_data
-    cfg = clip_config(c, tmp, model={"name": "late"}, trainer={"max_epochs": 2},
-                      data={"modality_dropout": 0.5, "eval_missing": ["audio"]})
+    cfg = clip_config(
+        c,
+        tmp,
+        model={"name": "late"},
+        trainer={"max_epochs": 2},
+        data={"modality_dropout": 0.5, "eval_missing": ["audio"]},
+    )
     res = train_from_config(cfg)
     m = res["metrics"]
     assert "test/accuracy@missing-audio" in m and "test/accuracy" in m
@@ -81,32 +103,54 @@ def test_modality_dropout_and_missing_modality_evaluation(clip_data):
 
 def test_frame_task_trains_with_windows_and_writes_frame_predictions(frame_data):
     tmp, c = frame_data
-    cfg = clip_config(c, tmp, task={"type": "frame"}, model={"name": "lfan", "visual_channels": [8, 8],
-                                                             "audio_channels": [4, 4]},
-                      data={"window": {"length": 30, "hop": 20}, "batch_size": 4},
-                      trainer={"max_epochs": 3}, eval={"smooth": {"valence": 5}, "clip_range": [-1, 1]},
-                      schedule={"name": "plateau", "patience": 1})
+    cfg = clip_config(
+        c,
+        tmp,
+        task={"type": "frame"},
+        model={"name": "lfan", "visual_channels": [8, 8], "audio_channels": [4, 4]},
+        data={"window": {"length": 30, "hop": 20}, "batch_size": 4},
+        trainer={"max_epochs": 3},
+        eval={"smooth": {"valence": 5}, "clip_range": [-1, 1]},
+        schedule={"name": "plateau", "patience": 1},
+    )
     res = train_from_config(cfg)
     m = res["metrics"]
-    assert {"val/ccc", "val/ccc_valence", "val/pcc_arousal", "val/rmse_valence",
-            "val/ccc_valence_smoothed", "test/ccc"} <= set(m)
+    assert {
+        "val/ccc",
+        "val/ccc_valence",
+        "val/pcc_arousal",
+        "val/rmse_valence",
+        "val/ccc_valence_smoothed",
+        "test/ccc",
+    } <= set(m)
     pred = pd.read_parquet(res["predictions"])
     ann = pd.read_csv(c["manifest"]).set_index("clip_id")["annotation"]
     for cid, grp in pred.groupby("clip_id"):  # one prediction per label frame, labels carried over
         truth = pd.read_csv(tmp / ann[cid])
         assert len(grp) == len(truth)
-        np.testing.assert_allclose(grp["arousal_true"].to_numpy(), truth["arousal"].to_numpy(), rtol=1e-6)
+        np.testing.assert_allclose(
+            grp["arousal_true"].to_numpy(), truth["arousal"].to_numpy(), rtol=1e-6
+        )
     assert (res["run_dir"] / "plots" / "traces_test.png").exists()
 
 
 def test_config_overrides_and_errors(clip_data):
     tmp, c = clip_data
-    cfg = load_config(clip_config(c, tmp), ["trainer.max_epochs=7", "data.features.face=/x/f.h5",
-                                            "data.timeline={method: linear}", "optim.lr=1e-4"])
+    cfg = load_config(
+        clip_config(c, tmp),
+        [
+            "trainer.max_epochs=7",
+            "data.features.face=/x/f.h5",
+            "data.timeline={method: linear}",
+            "optim.lr=1e-4",
+        ],
+    )
     assert cfg["trainer"]["max_epochs"] == 7 and cfg["data"]["features"]["face"] == "/x/f.h5"
     assert cfg["data"]["timeline"]["method"] == "linear" and cfg["optim"]["lr"] == 1e-4
     assert cfg["data"]["window"] == {"length": 300, "hop": 200}  # defaults survive
-    with pytest.raises(ConfigError, match="model.fusion: unknown option"):  # not a tiny-model option
+    with pytest.raises(
+        ConfigError, match="model.fusion: unknown option"
+    ):  # not a tiny-model option
         load_config(clip_config(c, tmp), ["model.fusion={name: fbp, k: 3}"])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_config(clip_config(c, tmp), ["trainer.max_epochs"])
@@ -134,6 +178,11 @@ def test_grid_style_reuse_of_one_datamodule(clip_data, tmp_path):
         cfg = load_config(base, [f"model={{name: zhou, fusion: {fusion}}}"])
         res = fit_and_evaluate(cfg, dm, tmp_path / fusion)
         out.append(res)
-        assert (tmp_path / fusion / "config.yaml").exists() and (tmp_path / fusion / "folds.csv").exists()
-        assert yaml.safe_load((tmp_path / fusion / "config.yaml").read_text())["model"]["fusion"] == fusion
+        assert (tmp_path / fusion / "config.yaml").exists() and (
+            tmp_path / fusion / "folds.csv"
+        ).exists()
+        assert (
+            yaml.safe_load((tmp_path / fusion / "config.yaml").read_text())["model"]["fusion"]
+            == fusion
+        )
     assert all("val/accuracy" in r["metrics"] for r in out)

@@ -12,8 +12,12 @@ from avemo import lockfile
 from avemo.extract.base import _versions
 from avemo.extract.registry import FEATURE_SETS, load_all
 
-OPENCV_WHEELS = ("opencv-python", "opencv-python-headless", "opencv-contrib-python",
-                 "opencv-contrib-python-headless")
+OPENCV_WHEELS = (
+    "opencv-python",
+    "opencv-python-headless",
+    "opencv-contrib-python",
+    "opencv-contrib-python-headless",
+)
 
 
 def _installed(dist: str) -> bool:
@@ -49,6 +53,8 @@ def test_lock_files_pin_what_is_installed() -> None:
         assert f"{name}=={md.version(name)}\n" in base, name
     for name in ("opencv-python-headless", "opensmile", "pytest", "ruff"):
         assert f"\n{name}==" not in base, f"{name} must not be in the default install"
-    assert "pytest==" in texts["requirements-dev.lock"] and "ruff==" in texts["requirements-dev.lock"]
+    assert (
+        "pytest==" in texts["requirements-dev.lock"] and "ruff==" in texts["requirements-dev.lock"]
+    )
     for name, text in texts.items():
         assert (lockfile.ROOT / name).read_text() == text, f"{name} is stale: run `make lock`"

@@ -26,19 +26,24 @@ def _table(root: Path, rows: list[tuple]) -> Path:
 
 
 def test_valid_manifest_loads_with_absolute_paths(clips):
-    path = _table(clips, [("a", "a.mp4", "train", "s1", "happy"), ("b", "b.mp4", "val", "s2", "sad")])
+    path = _table(
+        clips, [("a", "a.mp4", "train", "s1", "happy"), ("b", "b.mp4", "val", "s2", "sad")]
+    )
     df = load_manifest(path, classes=["happy", "sad"])
     assert df["video"].map(lambda p: Path(p).is_absolute() and Path(p).exists()).all()
     assert df.attrs["classes"] == ["happy", "sad"]
 
 
 def test_all_problems_in_one_error(clips):
-    path = _table(clips, [
-        ("a", "a.mp4", "train", "s1", "happy"),
-        ("a", "b.mp4", "train", "s1", "sad"),        # duplicate id
-        ("c", "missing.mp4", "train", "s2", "sad"),  # missing file
-        ("d", "d.mp4", "val", "s3", "bored"),        # unknown label
-    ])
+    path = _table(
+        clips,
+        [
+            ("a", "a.mp4", "train", "s1", "happy"),
+            ("a", "b.mp4", "train", "s1", "sad"),  # duplicate id
+            ("c", "missing.mp4", "train", "s2", "sad"),  # missing file
+            ("d", "d.mp4", "val", "s3", "bored"),  # unknown label
+        ],
+    )
     with pytest.raises(ManifestError) as e:
         load_manifest(path, classes=["happy", "sad"])
     msg = str(e.value)
@@ -58,16 +63,31 @@ def test_missing_columns_are_named(clips):
 
 def test_long_lists_are_cut(tmp_path):
     n = SHOW_ROWS + 7
-    df = pd.DataFrame({"clip_id": [f"c{i}" for i in range(n)], "video": [f"v{i}.mp4" for i in range(n)],
-                       "split": "train", "subject": "s", "label": "x"})
+    df = pd.DataFrame(
+        {
+            "clip_id": [f"c{i}" for i in range(n)],
+            "video": [f"v{i}.mp4" for i in range(n)],
+            "split": "train",
+            "subject": "s",
+            "label": "x",
+        }
+    )
     with pytest.raises(ManifestError, match=r"and 7 more") as e:
         validate(df, base=tmp_path)
     assert "c0" in str(e.value) and f"c{n - 1}" not in str(e.value)
 
 
 def test_empty_ids_and_rows_without_media(tmp_path):
-    df = pd.DataFrame({"clip_id": ["", "b"], "video": [None, None], "audio": [None, None],
-                       "split": "train", "subject": "s", "label": "x"})
+    df = pd.DataFrame(
+        {
+            "clip_id": ["", "b"],
+            "video": [None, None],
+            "audio": [None, None],
+            "split": "train",
+            "subject": "s",
+            "label": "x",
+        }
+    )
     with pytest.raises(ManifestError) as e:
         validate(df, check_files=False)
     assert "empty clip_id" in str(e.value) and "neither a video nor an audio" in str(e.value)
@@ -80,7 +100,9 @@ def test_missing_manifest_file(tmp_path):
 
 def test_cli_manifest_errors_exit_2_without_traceback(tmp_path, capsys):
     table = tmp_path / "t.csv"
-    table.write_text("clip_id,video,split,subject,label\na,gone.mp4,train,s,x\na,gone2.mp4,train,s,x\n")
+    table.write_text(
+        "clip_id,video,split,subject,label\na,gone.mp4,train,s,x\na,gone2.mp4,train,s,x\n"
+    )
     rc = main(["manifest", "csv", str(table), "-o", str(tmp_path / "out.csv")])
     err = capsys.readouterr().err
     assert rc == 2
@@ -88,7 +110,9 @@ def test_cli_manifest_errors_exit_2_without_traceback(tmp_path, capsys):
     assert "share a clip_id" in err and "missing video file" in err
     assert "Traceback" not in err and "\n\n" not in err.strip()
     assert not (tmp_path / "out.csv").exists()
-    assert main(["manifest", "ravdess", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o.csv")]) == 2
+    assert (
+        main(["manifest", "ravdess", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o.csv")]) == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     assert main(["manifest", "nosuchset", str(tmp_path), "-o", str(tmp_path / "o.csv")]) == 2
     assert "unknown dataset 'nosuchset'" in capsys.readouterr().err
@@ -98,11 +122,19 @@ def test_cli_subprocess_exit_code_and_success(tmp_path):
     (tmp_path / "happy").mkdir()
     (tmp_path / "happy" / "1.wav").write_bytes(b"")
     out = tmp_path / "m.csv"
-    ok = subprocess.run([sys.executable, "-m", "avemo", "manifest", "folder", str(tmp_path), "-o", str(out)],
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-m", "avemo", "manifest", "folder", str(tmp_path), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "1 clips" in ok.stdout and load_manifest(out)["label"].tolist() == ["happy"]
-    bad = subprocess.run([sys.executable, "-m", "avemo", "manifest", "emodb", str(tmp_path), "-o", str(out)],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "avemo", "manifest", "emodb", str(tmp_path), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2
     assert "found no clips" in bad.stderr and "Traceback" not in bad.stderr

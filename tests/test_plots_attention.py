@@ -206,7 +206,9 @@ def test_grid_report_draws_attention_in_seconds(trained, tmp_path):
     assert sorted(att) == ["a3"]  # the run's one validation clip (it has no test partition)
     entry = att["a3"]
     for m, stride in {"face": 1, "audio": math.prod(POOL_TIME)}.items():
-        times, valid = attention_positions(*entry["timing"][m], len(entry["attention"][m]), entry["strides"][m])
+        times, valid = attention_positions(
+            *entry["timing"][m], len(entry["attention"][m]), entry["strides"][m]
+        )
         want, _ = _expected(trained["files"][m], "a3", stride)
         np.testing.assert_allclose(times[valid], want, atol=2e-3)
     path = attention_chart(entry, "a3", tmp_path / "attention_a3.png")

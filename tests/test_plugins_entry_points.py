@@ -56,14 +56,19 @@ def plugin_path(tmp_path_factory) -> Path:
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: avemo-test-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text(
         "[avemo.fusion_models]\nplugin_mean = avemo_test_plugin:MeanHead\n\n"
-        "[avemo.datasets]\nplugin_folder = avemo_test_plugin.adapters\n")
+        "[avemo.datasets]\nplugin_folder = avemo_test_plugin.adapters\n"
+    )
     return root
 
 
 def _run(plugin_path: Path, code: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_path), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(plugin_path), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_entry_point_plugins_are_listed_checked_and_built(plugin_path, tmp_path):

@@ -45,37 +45,87 @@ def corpus(tmp_path_factory, media):
         _encode_clip(path, src, 0.2 * (i // 2), 1.0, _tone(TONES[lab] * (1 + 0.05 * (i // 2)), 1.0))
         ann = tmp / "clips" / f"g{i}.csv"
         t = np.arange(5) / 5.0
-        pd.DataFrame({"time": t, "valence": np.full(5, 0.5 if lab == "high" else -0.5),
-                      "arousal": np.linspace(-0.2, 0.2, 5)}).to_csv(ann, index=False)
-        rows.append({"clip_id": f"g{i}", "video": str(path), "audio": str(path), "label": lab,
-                     "valence": 0.5 if lab == "high" else -0.5, "arousal": 0.1 * i,
-                     "split": "val" if i >= 6 else "train", "subject": f"s{i % 3}",
-                     "annotation": str(ann)})
+        pd.DataFrame(
+            {
+                "time": t,
+                "valence": np.full(5, 0.5 if lab == "high" else -0.5),
+                "arousal": np.linspace(-0.2, 0.2, 5),
+            }
+        ).to_csv(ann, index=False)
+        rows.append(
+            {
+                "clip_id": f"g{i}",
+                "video": str(path),
+                "audio": str(path),
+                "label": lab,
+                "valence": 0.5 if lab == "high" else -0.5,
+                "arousal": 0.1 * i,
+                "split": "val" if i >= 6 else "train",
+                "subject": f"s{i % 3}",
+                "annotation": str(ann),
+            }
+        )
     man = tmp / "manifest.csv"
     pd.DataFrame(rows).to_csv(man, index=False)
-    files = run_features(man, ["face_fer2013", "logmel"], tmp / "features",
-                         overrides={"face_fer2013": FACE}, progress=False)
-    base = {"seed": 0,
-            "data": {"manifest": str(man), "features": {"face": str(files["face_fer2013"]),
-                                                         "audio": str(files["logmel"])},
-                     "batch_size": 4, "non_ok": "keep"},
-            "optim": {"name": "adam", "lr": 0.01},
-            "trainer": {"max_epochs": 2, "accelerator": "cpu", "progress": "none"},
-            "output": {"dir": str(tmp / "runs"), "plots": False, "verbose": False}}
-    clip = train_from_config({**base, "name": "clip", "task": {"type": "clip"},
-                              "model": {"name": "zhou", "temporal": "fan_self",
-                                        "fusion": {"name": "fbp", "k": 2, "o": 16}}})
-    frame = train_from_config({**base, "name": "frame", "task": {"type": "frame"},
-                               "data": {**base["data"], "window": {"length": 8, "hop": 4}},
-                               "model": {"name": "lfan", "visual_channels": [8, 8],
-                                         "audio_channels": [4, 4]}})
-    reg = train_from_config({**base, "name": "reg", "task": {"type": "clip_regression"},
-                             "eval": {"clip_range": [-0.1, 0.1]}, "model": {"name": "late"}})
+    files = run_features(
+        man,
+        ["face_fer2013", "logmel"],
+        tmp / "features",
+        overrides={"face_fer2013": FACE},
+        progress=False,
+    )
+    base = {
+        "seed": 0,
+        "data": {
+            "manifest": str(man),
+            "features": {"face": str(files["face_fer2013"]), "audio": str(files["logmel"])},
+            "batch_size": 4,
+            "non_ok": "keep",
+        },
+        "optim": {"name": "adam", "lr": 0.01},
+        "trainer": {"max_epochs": 2, "accelerator": "cpu", "progress": "none"},
+        "output": {"dir": str(tmp / "runs"), "plots": False, "verbose": False},
+    }
+    clip = train_from_config(
+        {
+            **base,
+            "name": "clip",
+            "task": {"type": "clip"},
+            "model": {
+                "name": "zhou",
+                "temporal": "fan_self",
+                "fusion": {"name": "fbp", "k": 2, "o": 16},
+            },
+        }
+    )
+    frame = train_from_config(
+        {
+            **base,
+            "name": "frame",
+            "task": {"type": "frame"},
+            "data": {**base["data"], "window": {"length": 8, "hop": 4}},
+            "model": {"name": "lfan", "visual_channels": [8, 8], "audio_channels": [4, 4]},
+        }
+    )
+    reg = train_from_config(
+        {
+            **base,
+            "name": "reg",
+            "task": {"type": "clip_regression"},
+            "eval": {"clip_range": [-0.1, 0.1]},
+            "model": {"name": "late"},
+        }
+    )
     new = tmp / "new_clip.mp4"  # never seen in training
     _encode_clip(new, src, 1.3, 1.0, _tone(900.0, 1.0))
-    return {"tmp": tmp, "clip": clip["run_dir"], "frame": frame["run_dir"], "reg": reg["run_dir"],
-            "new": new,
-            "files": files}
+    return {
+        "tmp": tmp,
+        "clip": clip["run_dir"],
+        "frame": frame["run_dir"],
+        "reg": reg["run_dir"],
+        "new": new,
+        "files": files,
+    }
 
 
 def _bare_copy(run_dir, dest):
@@ -100,7 +150,10 @@ def test_clip_run_predicts_new_and_real_clips_without_training_data(corpus, tmp_
         shutil.move(str(tmp / name), gone / name)
     try:
         out = tmp_path / "out"
-        assert cli(["predict", str(run), *inputs, "-o", str(out), "--plot", "--device", "cpu", "-q"]) == 0
+        assert (
+            cli(["predict", str(run), *inputs, "-o", str(out), "--plot", "--device", "cpu", "-q"])
+            == 0
+        )
     finally:
         for name in ("features", "manifest.csv"):
             shutil.move(str(gone / name), tmp / name)
@@ -113,15 +166,19 @@ def test_clip_run_predicts_new_and_real_clips_without_training_data(corpus, tmp_
     # the run's own val predictions, reproduced from the media alone: same features, same
     # normalisation statistics, same inputs
     own = pd.read_csv(corpus["clip"] / "predictions.csv").set_index("clip_id")
-    np.testing.assert_allclose(probs[2:4], own.loc[["g6", "g7"], ["p_high", "p_low"]].to_numpy(),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        probs[2:4], own.loc[["g6", "g7"], ["p_high", "p_low"]].to_numpy(), atol=1e-5
+    )
     assert table["missing"].tolist() == ["", "", "", "", "face"]
     # trained without modality dropout and with no face-less clip: the audio-only guess is flagged
     assert table["flagged"].tolist() == [False, False, False, False, True]
     printed = capsys.readouterr().out
     assert "new_clip" in printed and real.stem in printed
-    assert sorted(p.name for p in (out / "plots").glob("*.png")) == sorted(  # zhou: FAN attention too
-        f"{c}{s}.png" for c in table["clip_id"] for s in ("", "_attention"))
+    assert sorted(
+        p.name for p in (out / "plots").glob("*.png")
+    ) == sorted(  # zhou: FAN attention too
+        f"{c}{s}.png" for c in table["clip_id"] for s in ("", "_attention")
+    )
     face_h5 = out / "features" / "face" / "face_fer2013.h5"
     stamp = face_h5.stat().st_mtime_ns
     assert cli(["predict", str(run), *inputs, "-o", str(out), "-q"]) == 0
@@ -174,8 +231,22 @@ def test_frame_run_writes_one_row_per_frame(corpus, tmp_path):
     from avemo.data.store import FeatureFile
 
     out = tmp_path / "out"
-    assert cli(["predict", str(corpus["frame"]), str(corpus["new"]), "-o", str(out), "--plot",
-                "--format", "parquet", "-q"]) == 0
+    assert (
+        cli(
+            [
+                "predict",
+                str(corpus["frame"]),
+                str(corpus["new"]),
+                "-o",
+                str(out),
+                "--plot",
+                "--format",
+                "parquet",
+                "-q",
+            ]
+        )
+        == 0
+    )
     table = pd.read_parquet(out / "predictions.parquet")
     with FeatureFile(out / "features" / "face" / "face_fer2013.h5") as ff:
         face_rows = ff.clip("new_clip").timestamps
@@ -188,14 +259,28 @@ def test_frame_run_writes_one_row_per_frame(corpus, tmp_path):
     # lfan's attention is per window of one shared timeline, not per clip: no attention figure
     assert not list((out / "plots").glob("*_attention.png"))
     # a val clip of the run: its own per-frame predictions, reproduced from the media alone
-    assert cli(["predict", str(corpus["frame"]), str(corpus["tmp"] / "clips" / "g6.mp4"), "-o",
-                str(out), "-q"]) == 0
+    assert (
+        cli(
+            [
+                "predict",
+                str(corpus["frame"]),
+                str(corpus["tmp"] / "clips" / "g6.mp4"),
+                "-o",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     mine = pd.read_csv(out / "predictions.csv")
     own = pd.read_parquet(corpus["frame"] / "predictions.parquet")
     own = own[own["clip_id"] == "g6"]
     np.testing.assert_allclose(mine["time"], own["time"])
-    np.testing.assert_allclose(mine[["valence", "arousal"]].to_numpy(),
-                               own[["valence_pred", "arousal_pred"]].to_numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        mine[["valence", "arousal"]].to_numpy(),
+        own[["valence_pred", "arousal_pred"]].to_numpy(),
+        atol=1e-4,
+    )
 
 
 def test_frame_run_with_eval_smooth_adds_the_smoothed_columns(corpus, tmp_path):
@@ -211,36 +296,58 @@ def test_frame_run_with_eval_smooth_adds_the_smoothed_columns(corpus, tmp_path):
     assert cli(["predict", str(run), str(corpus["new"]), "-o", str(out), "-q"]) == 0
     table = pd.read_csv(out / "predictions.csv")
     assert "valence_smoothed" in table and "arousal_smoothed" not in table
-    np.testing.assert_allclose(table["valence_smoothed"],
-                               uniform_filter1d(table["valence"].to_numpy(), 3, mode="nearest"), rtol=1e-6)
+    np.testing.assert_allclose(
+        table["valence_smoothed"],
+        uniform_filter1d(table["valence"].to_numpy(), 3, mode="nearest"),
+        rtol=1e-6,
+    )
     assert not np.allclose(table["valence_smoothed"], table["valence"])
 
 
 def test_clip_regression_run_gives_one_row_per_clip_in_the_scored_range(corpus, tmp_path):
     out = tmp_path / "out"
-    assert cli(["predict", str(corpus["reg"]), str(corpus["new"]), str(corpus["tmp"] / "clips"),
-                "-o", str(out), "-q"]) == 0
+    assert (
+        cli(
+            [
+                "predict",
+                str(corpus["reg"]),
+                str(corpus["new"]),
+                str(corpus["tmp"] / "clips"),
+                "-o",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out / "predictions.csv")
     assert table["clip_id"].tolist() == ["new_clip", *(f"g{i}" for i in range(8))]
     vals = table[["valence", "arousal"]].to_numpy()
     assert np.isfinite(vals).all() and np.abs(vals).max() <= 0.1  # eval.clip_range of the run
     own = pd.read_csv(corpus["reg"] / "predictions.csv").set_index("clip_id")
     mine = table.set_index("clip_id").loc[own.index]
-    np.testing.assert_allclose(mine[["valence", "arousal"]].to_numpy(),
-                               own[["valence_pred", "arousal_pred"]].clip(-0.1, 0.1).to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        mine[["valence", "arousal"]].to_numpy(),
+        own[["valence_pred", "arousal_pred"]].clip(-0.1, 0.1).to_numpy(),
+        atol=1e-5,
+    )
 
 
-@pytest.mark.parametrize("case", ["missing_run", "no_inputs", "not_a_run", "bad_input", "bad_manifest"])
+@pytest.mark.parametrize(
+    "case", ["missing_run", "no_inputs", "not_a_run", "bad_input", "bad_manifest"]
+)
 def test_cli_mistakes_exit_2_and_write_nothing(corpus, tmp_path, capsys, case):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "out"
     (tmp_path / "m.csv").write_text("clip_id,file\na,a.mp4\n")  # no video / audio column
-    args = {"missing_run": [str(tmp_path / "nope"), str(corpus["new"])],
-            "no_inputs": [str(corpus["clip"]), str(empty)],
-            "not_a_run": [str(empty), str(corpus["new"])],
-            "bad_input": [str(corpus["clip"]), str(tmp_path / "missing.mp4")],
-            "bad_manifest": [str(corpus["clip"]), str(tmp_path / "m.csv")]}[case]
+    args = {
+        "missing_run": [str(tmp_path / "nope"), str(corpus["new"])],
+        "no_inputs": [str(corpus["clip"]), str(empty)],
+        "not_a_run": [str(empty), str(corpus["new"])],
+        "bad_input": [str(corpus["clip"]), str(tmp_path / "missing.mp4")],
+        "bad_manifest": [str(corpus["clip"]), str(tmp_path / "m.csv")],
+    }[case]
     assert cli(["predict", *args, "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("avemo predict: error:") and "Traceback" not in err
@@ -287,12 +394,18 @@ def test_demo_shows_the_default_face_sets_zero_shot_reading(corpus, tmp_path, ca
     read = table["zero_shot"].map(crop_bench.NET_CLASSES[backbone])
     right = int((read == truth).sum())
     # the crop bench's best row for this backbone (tests/fixtures/crop_defaults.json, from its table)
-    row = json.loads((Path(__file__).parent / "fixtures" / "crop_defaults.json").read_text())["best"][backbone]
+    row = json.loads((Path(__file__).parent / "fixtures" / "crop_defaults.json").read_text())[
+        "best"
+    ][backbone]
     from avemo.extract.registry import BACKBONES
 
-    assert BACKBONES.get(backbone).crop_spec().label == row["crop"], f"{backbone}: not the bench's best crop"
+    assert BACKBONES.get(backbone).crop_spec().label == row["crop"], (
+        f"{backbone}: not the bench's best crop"
+    )
     measured = int(row["CREMA-D 1001 (6)"].split("/")[0])
-    assert right >= measured - 1, f"{right}/6 read right zero-shot, the crop benchmark measured {measured}/6"
+    assert right >= measured - 1, (
+        f"{right}/6 read right zero-shot, the crop benchmark measured {measured}/6"
+    )
     # the same network on crops cut independently (the benchmark's path: detection on every frame,
     # no tracking, ``predict_proba``): the demo's softmax of its logit columns must match it
     from avemo.data.assets import cremad_1001
@@ -310,10 +423,22 @@ def test_demo_shows_the_default_face_sets_zero_shot_reading(corpus, tmp_path, ca
         top2 = np.sort(ref)[-2:]
         assert abs(r["zero_shot_p"] - ref.max()) < 0.08, (r["clip_id"], r["zero_shot_p"], ref)
         if top2[1] - top2[0] > 0.1:  # a clear winner must be the demo's reading
-            assert r["zero_shot"] == net.classes[int(ref.argmax())], (r["clip_id"], r["zero_shot"], ref)
+            assert r["zero_shot"] == net.classes[int(ref.argmax())], (
+                r["clip_id"],
+                r["zero_shot"],
+                ref,
+            )
     _report({"dir": tmp_path, "manifest": "m.csv", "features": {}, "skipped": [], "real": table})
     out = capsys.readouterr().out
     lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("1001_DFA_")}
-    for _, r in table.iterrows():  # every take's line: true label, trained prediction, zero-shot reading
+    for (
+        _,
+        r,
+    ) in table.iterrows():  # every take's line: true label, trained prediction, zero-shot reading
         ln = lines[r["clip_id"]]
-        assert r["label"] in ln and str(r["pred"]) in ln and r["zero_shot"] in ln and f"{r['zero_shot_p']:.3f}" in ln
+        assert (
+            r["label"] in ln
+            and str(r["pred"]) in ln
+            and r["zero_shot"] in ln
+            and f"{r['zero_shot_p']:.3f}" in ln
+        )

@@ -40,7 +40,9 @@ def readme_commands() -> list[str]:
     text = (REPO / "README.md").read_text()
     start = text.index("## A five-minute tour")
     section = text[start : text.index("\n## ", start + 1)]
-    lines = [ln for block in re.findall(r"```bash\n(.*?)```", section, re.S) for ln in block.splitlines()]
+    lines = [
+        ln for block in re.findall(r"```bash\n(.*?)```", section, re.S) for ln in block.splitlines()
+    ]
     return [re.sub(r"\s+#.*$", "", line).strip() for line in lines if line.strip()]
 
 

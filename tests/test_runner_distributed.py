@@ -31,13 +31,31 @@ def reference(corpus, tmp_path_factory) -> Path:
     return run_features(corpus, [SET], tmp_path_factory.mktemp("ref"), progress=False)[SET]
 
 
-def launch(manifest: Path, out: Path, rank: int, *extra: str, timeout_s: float = 600) -> subprocess.Popen:
-    env = plugin_env(RANK=str(rank), WORLD_SIZE="2", AVEMO_SHARD_CLIPS="3",
-                     AVEMO_RANK_TIMEOUT_S=str(timeout_s))
-    cmd = [sys.executable, "-m", "avemo.cli", "features", "-m", str(manifest), "-s", SET,
-           "-o", str(out), "--batch-clips", "2", "-q", *extra]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+def launch(
+    manifest: Path, out: Path, rank: int, *extra: str, timeout_s: float = 600
+) -> subprocess.Popen:
+    env = plugin_env(
+        RANK=str(rank), WORLD_SIZE="2", AVEMO_SHARD_CLIPS="3", AVEMO_RANK_TIMEOUT_S=str(timeout_s)
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "avemo.cli",
+        "features",
+        "-m",
+        str(manifest),
+        "-s",
+        SET,
+        "-o",
+        str(out),
+        "--batch-clips",
+        "2",
+        "-q",
+        *extra,
+    ]
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def rank_ids(shards: Path, rank: int) -> set[str]:
@@ -113,9 +131,27 @@ def test_under_torchrun_two_processes(corpus, reference, tmp_path) -> None:
     out = tmp_path / "out"
     env = plugin_env(AVEMO_SHARD_CLIPS="3", AVEMO_RANK_TIMEOUT_S="120")
     res = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "avemo.cli", "features",
-         "-m", str(corpus), "-s", SET, "-o", str(out), "-q"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "avemo.cli",
+            "features",
+            "-m",
+            str(corpus),
+            "-s",
+            SET,
+            "-o",
+            str(out),
+            "-q",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert_same_file(out / f"{SET}.h5", reference)
@@ -133,7 +169,9 @@ dist.destroy_process_group()
 """
 
 
-def test_initialised_torch_distributed_uses_its_rank_and_barrier(corpus, reference, tmp_path) -> None:
+def test_initialised_torch_distributed_uses_its_rank_and_barrier(
+    corpus, reference, tmp_path
+) -> None:
     """A script (e.g. Lightning DDP) that already set up torch.distributed: rank / world come
     from it and ranks meet at a barrier before rank 0 consolidates."""
     torchrun = Path(sys.executable).with_name("torchrun")
@@ -143,8 +181,20 @@ def test_initialised_torch_distributed_uses_its_rank_and_barrier(corpus, referen
     script.write_text(SCRIPT)
     out = tmp_path / "out"
     res = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(corpus), str(out)],
-        cwd=REPO, env=plugin_env(), capture_output=True, text=True, timeout=300,
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(corpus),
+            str(out),
+        ],
+        cwd=REPO,
+        env=plugin_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(res.stdout.split("\n")[:2]) == ["0 2 ['test_wavstats']", "1 2 []"], res.stdout

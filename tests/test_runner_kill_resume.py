@@ -33,8 +33,21 @@ BROKEN = (7, 23)
 
 
 def _cmd(manifest: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "avemo.cli", "features", "-m", str(manifest), "-s", SET,
-            "-o", str(out), "--batch-clips", "2", "-q"]
+    return [
+        sys.executable,
+        "-m",
+        "avemo.cli",
+        "features",
+        "-m",
+        str(manifest),
+        "-s",
+        SET,
+        "-o",
+        str(out),
+        "--batch-clips",
+        "2",
+        "-q",
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -43,8 +56,9 @@ def _env() -> dict[str, str]:
 
 def _start(manifest: Path, out: Path, log: Path, slow: dict[str, str]) -> subprocess.Popen:
     env = {**_env(), **slow}
-    return subprocess.Popen(_cmd(manifest, out), cwd=REPO, env=env, stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        _cmd(manifest, out), cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
 
 
 def _files(out: Path) -> list[str]:
@@ -82,7 +96,9 @@ def corpus(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(corpus, tmp_path, slow_writes) -> None:
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(
+    corpus, tmp_path, slow_writes
+) -> None:
     seed = int(os.environ.get("AVEMO_KILL_SEED", "0"))
     rng = random.Random(seed)
     why = f"(AVEMO_KILL_SEED={seed} reproduces the kill schedule)"

@@ -22,7 +22,7 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 CALLS: list[str] = []  # clip ids this process extracted (resume tests count them)
 INTERRUPT_AFTER = [-1]  # >= 0: raise Interrupt once this many clips were extracted (not config:
-                        # the crash must not change the provenance)
+# the crash must not change the provenance)
 
 
 class Interrupt(BaseException):
@@ -72,8 +72,14 @@ if "test_wavstats" not in FEATURE_SETS:
                 )
 
 
-def make_wav_corpus(root: Path, n: int = 40, broken: tuple[int, ...] = (7, 23), seed: int = 0,
-                    min_s: float = 0.05, max_s: float = 1.2) -> Path:
+def make_wav_corpus(
+    root: Path,
+    n: int = 40,
+    broken: tuple[int, ...] = (7, 23),
+    seed: int = 0,
+    min_s: float = 0.05,
+    max_s: float = 1.2,
+) -> Path:
     """``n`` short 16 kHz wav clips of random lengths (one silent, one empty), junk bytes at the
     ``broken`` indices; returns the manifest (clip_id, audio, split, subject, label)."""
     import pandas as pd
@@ -89,11 +95,20 @@ def make_wav_corpus(root: Path, n: int = 40, broken: tuple[int, ...] = (7, 23), 
         else:
             sr = 16000
             t = 0 if i == 3 else int(rng.uniform(min_s, max_s) * sr)
-            x = (0.3 * np.sin(2 * np.pi * rng.uniform(100, 900) * np.arange(t) / sr)
-                 + 0.05 * rng.standard_normal(t)) * (i != 5)
+            x = (
+                0.3 * np.sin(2 * np.pi * rng.uniform(100, 900) * np.arange(t) / sr)
+                + 0.05 * rng.standard_normal(t)
+            ) * (i != 5)
             sf.write(path, x.astype(np.float32), sr, subtype="PCM_16")
-        rows.append({"clip_id": f"c{i:03d}", "audio": str(path), "split": "train",
-                     "subject": f"s{i % 4}", "label": ["neutral", "happy"][i % 2]})
+        rows.append(
+            {
+                "clip_id": f"c{i:03d}",
+                "audio": str(path),
+                "split": "train",
+                "subject": f"s{i % 4}",
+                "label": ["neutral", "happy"][i % 2],
+            }
+        )
     manifest = root / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
     return manifest
@@ -114,7 +129,7 @@ def test_plugin_env_var_registers_feature_set(tmp_path, monkeypatch) -> None:
         "from avemo.extract.registry import FEATURE_SETS\n"
         "@FEATURE_SETS.register('my_plugin_set')\n"
         "class MySet:\n"
-        "    \"\"\"A user's own feature set.\"\"\"\n"
+        '    """A user\'s own feature set."""\n'
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("AVEMO_PLUGINS", "my_avemo_plugin")

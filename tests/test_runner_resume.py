@@ -68,8 +68,9 @@ def test_bad_clips_get_error_status_and_the_run_goes_on(reference: Path) -> None
 
 @pytest.mark.parametrize(("batch", "shard"), [(1, 1), (3, 5), (7, 2), (50, 50)])
 def test_same_file_whatever_batch_and_shard_sizes(corpus, reference, tmp_path, batch, shard):
-    path = run_features(corpus, [SET], tmp_path, batch_clips=batch, shard_clips=shard,
-                        progress=False)[SET]
+    path = run_features(
+        corpus, [SET], tmp_path, batch_clips=batch, shard_clips=shard, progress=False
+    )[SET]
     assert_same_file(path, reference)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{SET}.h5"]  # no shards / tmp left
 
@@ -141,8 +142,9 @@ def test_config_mismatch_refused_or_written_beside(corpus, reference, tmp_path) 
     msg = str(ei.value)
     assert "config.hop_s: cached 0.01 != requested 0.02" in msg and "--new-on-mismatch" in msg
     assert "config.dtype" not in msg
-    files = run_features(corpus, [SET], tmp_path, overrides={SET: {"hop_s": 0.02}},
-                         on_mismatch="new", progress=False)
+    files = run_features(
+        corpus, [SET], tmp_path, overrides={SET: {"hop_s": 0.02}}, on_mismatch="new", progress=False
+    )
     alt = files[SET]
     assert alt.name.startswith(f"{SET}-") and alt.name.endswith(".h5") and alt.exists()
     with FeatureFile(alt) as ff:
@@ -160,8 +162,9 @@ def test_compressed_storage_on_request(corpus, reference, tmp_path) -> None:
     assert_same_file(path, reference)
 
 
-def test_streaming_feature_set_gets_all_clips_at_once(corpus, reference, tmp_path, monkeypatch,
-                                                      extract_calls) -> None:
+def test_streaming_feature_set_gets_all_clips_at_once(
+    corpus, reference, tmp_path, monkeypatch, extract_calls
+) -> None:
     """``streams_clips`` sets get one call; a raise mid-stream is retried in batches, then alone."""
     from avemo.extract.registry import FEATURE_SETS
 

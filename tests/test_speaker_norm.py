@@ -31,11 +31,15 @@ def test_each_group_is_standardised_over_its_own_valid_rows():
         np.testing.assert_allclose(v.std(0), 1, atol=1e-9)
     other = x.copy()
     other[group == "b"] = rng.normal(100, 30, (30, 4))  # another speaker's data changes ...
-    np.testing.assert_array_equal(normalise_groups(other, valid, group)[group == "a"], z[group == "a"])  # ... a's not
+    np.testing.assert_array_equal(
+        normalise_groups(other, valid, group)[group == "a"], z[group == "a"]
+    )  # ... a's not
     const = normalise_groups(np.ones((5, 2)), np.ones(5, bool), np.zeros(5))
     assert np.isfinite(const).all() and (const == 0).all()
     noisy = np.full((6, 1), 1e4) + np.array([[0.0], [1e-12], [0.0], [-1e-12], [0.0], [0.0]])
-    assert (normalise_groups(noisy, np.ones(6, bool), np.zeros(6)) == 0).all()  # rounding noise is not signal
+    assert (
+        normalise_groups(noisy, np.ones(6, bool), np.zeros(6)) == 0
+    ).all()  # rounding noise is not signal
 
 
 def test_feature_arrays_copy_per_speaker_leaves_the_cached_file_alone(tmp_path):
@@ -51,8 +55,12 @@ def test_feature_arrays_copy_per_speaker_leaves_the_cached_file_alone(tmp_path):
         rows = np.concatenate([np.arange(*a.rows_of(cid)) for cid, w in who.items() if w == s])
         rows = rows[a.row_mask.numpy()[rows]]
         v = z.values[rows].double()
-        torch.testing.assert_close(v.mean(0), torch.zeros(8, dtype=torch.float64), atol=1e-5, rtol=0)
-        torch.testing.assert_close(v.std(0, unbiased=False), torch.ones(8, dtype=torch.float64), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            v.mean(0), torch.zeros(8, dtype=torch.float64), atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            v.std(0, unbiased=False), torch.ones(8, dtype=torch.float64), atol=1e-5, rtol=0
+        )
     # one speaker's rows changed -> every other speaker's normalised rows are the same
     s0 = [cid for cid, w in who.items() if w == "s0"]
     changed = a.values.clone()
@@ -80,14 +88,20 @@ def test_datamodule_option_uses_no_labels(tmp_path):
     with FeatureFile(c["face"]) as ff:
         raw = {cid: ff.clip(cid) for cid in ff.clip_ids}
     subj = dm.manifest["subject"].astype(str).to_numpy()
-    for s in set(subj):  # each speaker's valid rows: mean 0, std 1 (no training statistics after it)
+    for s in set(
+        subj
+    ):  # each speaker's valid rows: mean 0, std 1 (no training statistics after it)
         idx = np.flatnonzero(subj == s)
         v = b["face"][idx][b["face_mask"][idx]].double()
         assert torch.allclose(v.mean(0), torch.zeros(8, dtype=torch.float64), atol=1e-5)
     cid = str(dm.manifest["clip_id"].iloc[0])
-    assert not np.allclose(b["face"][0, : len(raw[cid].values)].numpy(), raw[cid].values)  # it did something
+    assert not np.allclose(
+        b["face"][0, : len(raw[cid].values)].numpy(), raw[cid].values
+    )  # it did something
     man = pd.read_csv(c["manifest"])
-    man["label"] = man["label"].sample(frac=1.0, random_state=3).to_numpy()  # other labels, same clips
+    man["label"] = (
+        man["label"].sample(frac=1.0, random_state=3).to_numpy()
+    )  # other labels, same clips
     man.to_csv(c["manifest"], index=False)
     _, b2 = _gathered(cfg)
     torch.testing.assert_close(b2["face"], b["face"], rtol=0, atol=0)

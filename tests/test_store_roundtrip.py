@@ -31,21 +31,39 @@ def clip_sets(draw: st.DrawFn) -> tuple[list[ClipFeatures], np.dtype, tuple[int,
     dtype = np.dtype(draw(st.sampled_from(DTYPES)))
     row_shape = draw(st.sampled_from(ROW_SHAPES))
     n = draw(st.integers(0, 12))
-    ids = draw(st.lists(st.text("abcxyz0189_-/ é", min_size=1, max_size=8), min_size=n, max_size=n, unique=True))
+    ids = draw(
+        st.lists(
+            st.text("abcxyz0189_-/ é", min_size=1, max_size=8), min_size=n, max_size=n, unique=True
+        )
+    )
     clips = []
     for cid in ids:
         t = draw(st.sampled_from([0, 0, 1, 2, 5, 17]))
-        status = draw(st.sampled_from(STATUSES)) if t == 0 else draw(st.sampled_from(["ok", "ok", "no_face"]))
+        status = (
+            draw(st.sampled_from(STATUSES))
+            if t == 0
+            else draw(st.sampled_from(["ok", "ok", "no_face"]))
+        )
         values = draw(hnp.arrays(dtype, (t, *row_shape)))
         ts = draw(hnp.arrays(np.float64, t, elements=st.floats(-1e6, 1e6)))
         mask = draw(hnp.arrays(np.bool_, t))
-        msg = draw(st.text(st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"]),
-                           max_size=20)) if status != "ok" else ""
+        msg = (
+            draw(
+                st.text(
+                    st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"]),
+                    max_size=20,
+                )
+            )
+            if status != "ok"
+            else ""
+        )
         clips.append(ClipFeatures(cid, values, ts, mask, status, msg))
     return clips, dtype, row_shape
 
 
-def assert_clip_equal(got: ClipFeatures, want: ClipFeatures, dtype: np.dtype, row_shape: tuple) -> None:
+def assert_clip_equal(
+    got: ClipFeatures, want: ClipFeatures, dtype: np.dtype, row_shape: tuple
+) -> None:
     assert got.clip_id == want.clip_id
     assert got.status == want.status and got.message == want.message
     assert got.values.dtype == dtype
@@ -56,8 +74,9 @@ def assert_clip_equal(got: ClipFeatures, want: ClipFeatures, dtype: np.dtype, ro
     np.testing.assert_array_equal(got.mask, want.mask)
 
 
-def check_file(path: Path, clips: list[ClipFeatures], dtype: np.dtype, row_shape: tuple,
-               mmap: bool = False) -> None:
+def check_file(
+    path: Path, clips: list[ClipFeatures], dtype: np.dtype, row_shape: tuple, mmap: bool = False
+) -> None:
     with FeatureFile(path, mmap=mmap) as ff:
         assert ff.clip_ids == [c.clip_id for c in clips]
         assert ff.n_rows == sum(len(c.values) for c in clips)
@@ -71,7 +90,9 @@ def check_file(path: Path, clips: list[ClipFeatures], dtype: np.dtype, row_shape
             assert_clip_equal(allr.clip(i), c, dtype, row_shape)
 
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @SETTINGS
@@ -84,10 +105,17 @@ def test_write_clips_round_trip(tmp_path_factory, data, mmap, compression) -> No
 
 
 @SETTINGS
-@given(data=clip_sets(), seed=st.integers(0, 2**31), shard=st.integers(1, 6),
-       crash_at=st.integers(0, 12), first_finalized=st.booleans(), mmap=st.booleans())
-def test_writer_shards_resume_and_finalize_order(tmp_path_factory, data, seed, shard, crash_at,
-                                                 first_finalized, mmap) -> None:
+@given(
+    data=clip_sets(),
+    seed=st.integers(0, 2**31),
+    shard=st.integers(1, 6),
+    crash_at=st.integers(0, 12),
+    first_finalized=st.booleans(),
+    mmap=st.booleans(),
+)
+def test_writer_shards_resume_and_finalize_order(
+    tmp_path_factory, data, seed, shard, crash_at, first_finalized, mmap
+) -> None:
     """Clips added in random order, random shard sizes; the first writer is either abandoned
     mid-way (its buffer lost, like a killed process) or finalizes a partial file (a smaller
     manifest); a second writer resumes and finalizes in a random manifest order."""
@@ -131,7 +159,11 @@ def test_error_clips_with_unknown_row_shape_take_the_file_shape(tmp_path: Path) 
     with FeatureFile(tmp_path / "s.h5") as ff:
         assert ff.row_shape == (2, 5) and ff.dtype == np.float16
         b = ff.clip("bad")
-        assert b.values.shape == (0, 2, 5) and b.status == "error" and b.message == "RuntimeError: broken"
+        assert (
+            b.values.shape == (0, 2, 5)
+            and b.status == "error"
+            and b.message == "RuntimeError: broken"
+        )
         np.testing.assert_array_equal(ff.clip("good").values, good.values)
 
 
@@ -145,8 +177,12 @@ def test_row_shape_change_is_refused_at_add(tmp_path: Path) -> None:
 def test_final_file_is_contiguous_and_memory_mapped(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     clips = [
-        ClipFeatures(f"c{i}", rng.standard_normal((n, 8)).astype(np.float32), np.arange(n) / 25.0,
-                     rng.random(n) > 0.3)
+        ClipFeatures(
+            f"c{i}",
+            rng.standard_normal((n, 8)).astype(np.float32),
+            np.arange(n) / 25.0,
+            rng.random(n) > 0.3,
+        )
         for i, n in enumerate([5, 0, 9, 1])
     ]
     w = FeatureWriter(tmp_path / "s.h5", make_provenance("t", {}), shard_clips=2)
@@ -165,7 +201,9 @@ def test_final_file_is_contiguous_and_memory_mapped(tmp_path: Path) -> None:
     write_clips(tmp_path / "z.h5", clips, make_provenance("t", {}), compression="gzip")
     with FeatureFile(tmp_path / "z.h5", mmap=True) as ff:
         assert not ff.is_mmapped
-        np.testing.assert_array_equal(ff.load_all().values, np.concatenate([c.values for c in clips]))
+        np.testing.assert_array_equal(
+            ff.load_all().values, np.concatenate([c.values for c in clips])
+        )
 
 
 def test_unchanged_rerun_keeps_the_final_file(tmp_path: Path) -> None:
@@ -204,8 +242,15 @@ def test_big_buffers_commit_by_size_and_write_clip_by_clip(tmp_path: Path, monke
     monkeypatch.setattr(writer, "_SHARD_BYTES", 1500)
     monkeypatch.setattr(writer, "_COPY_BUFFER_BYTES", 1000)
     rng = np.random.default_rng(3)
-    clips = [ClipFeatures(f"c{i}", rng.integers(0, 255, (n, 4, 5), np.uint8), np.arange(n) / 30.0,
-                          rng.random(n) > 0.5) for i, n in enumerate([30, 0, 50, 7, 90, 11, 40])]
+    clips = [
+        ClipFeatures(
+            f"c{i}",
+            rng.integers(0, 255, (n, 4, 5), np.uint8),
+            np.arange(n) / 30.0,
+            rng.random(n) > 0.5,
+        )
+        for i, n in enumerate([30, 0, 50, 7, 90, 11, 40])
+    ]
     w = FeatureWriter(tmp_path / "s.h5", make_provenance("crops", {}), shard_clips=1000)
     for c in clips:
         w.add(c)

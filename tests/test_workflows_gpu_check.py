@@ -11,8 +11,14 @@ def test_gpu_check_dry_mode_runs_every_path_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("AVEMO_BENCH_DIR", str(tmp_path))
     rows, ok = gpu_check.run("cpu", tiny=True)
     checks = " | ".join(r["check"] for r in rows)
-    for path in ("face detection", "backbone", "audio CNN", "device-resident vs per-sample",
-                 "training steps", "stacked grid"):
+    for path in (
+        "face detection",
+        "backbone",
+        "audio CNN",
+        "device-resident vs per-sample",
+        "training steps",
+        "stacked grid",
+    ):
         assert path in checks, path
     assert ok, [r for r in rows if r["ok"] != "yes"]
     measured = [r for r in rows if "skipped" not in str(r["vs CPU"])]

@@ -35,8 +35,13 @@ def corpus(tmp_path_factory) -> Path:
 
 def _base(root: Path, **extra) -> Path:
     cfg = {
-        "data": {"manifest": str(root / "manifest.csv"),
-                 "features": {"face": str(root / "features/face.h5"), "audio": str(root / "features/audio.h5")}},
+        "data": {
+            "manifest": str(root / "manifest.csv"),
+            "features": {
+                "face": str(root / "features/face.h5"),
+                "audio": str(root / "features/audio.h5"),
+            },
+        },
         "model": {"name": "zhou", "temporal": "fan_self", "fusion": "concat"},
         "optim": {"lr": 0.01},
         "trainer": {"max_epochs": 3},
@@ -87,8 +92,15 @@ def test_grid_table_aggregate_report(corpus, tmp_path, monkeypatch):
     res = run_grid(_grid(corpus, out), quiet=True)
     table, agg = res["table"], res["aggregate"]
     assert len(table) == 2 * 2 * 2 and (table["status"] == "done").all()
-    assert set(table.columns) >= {"cell_id", "config_id", "model.temporal", "model.fusion", "seed",
-                                  "test/accuracy", "test/uar"}
+    assert set(table.columns) >= {
+        "cell_id",
+        "config_id",
+        "model.temporal",
+        "model.fusion",
+        "seed",
+        "test/accuracy",
+        "test/uar",
+    }
     assert len(agg) == 4 and (agg["n"] == 2).all()  # aggregated over the 2 seeds
     for _, row in agg.iterrows():
         runs = table.loc[table["config_id"] == row["config_id"], "test/uar"]
@@ -113,11 +125,18 @@ def test_grid_table_aggregate_report(corpus, tmp_path, monkeypatch):
 def test_missing_and_mismatched_features_reported_before_any_run(corpus, tmp_path):
     out = tmp_path / "grid"
     g = _grid(corpus, out)
-    g["axes"] = {"inputs": {"both": {}, "gone": {"data.features.audio": str(tmp_path / "nope.h5")},
-                            "wrong": {"data.expect.face": {"feature_set": "other_set"}}}}
+    g["axes"] = {
+        "inputs": {
+            "both": {},
+            "gone": {"data.features.audio": str(tmp_path / "nope.h5")},
+            "wrong": {"data.expect.face": {"feature_set": "other_set"}},
+        }
+    }
     with pytest.raises(GridError, match="nope.h5"):
         run_grid({**g, "on_missing": "error"}, quiet=True)
-    assert not (out / "runs").exists(), "no cell may start when features are missing and on_missing=error"
+    assert not (out / "runs").exists(), (
+        "no cell may start when features are missing and on_missing=error"
+    )
     plan = run_grid(g, dry_run=True, quiet=True)
     probs = plan["problems"]
     assert probs["inputs=both"] == []
@@ -125,7 +144,11 @@ def test_missing_and_mismatched_features_reported_before_any_run(corpus, tmp_pat
     assert "feature_set" in probs["inputs=wrong"][0] and "other_set" in probs["inputs=wrong"][0]
     res = run_grid(g, quiet=True)
     st = dict(zip(res["table"]["cell_id"], res["table"]["status"], strict=True))
-    assert st == {"inputs=both": "done", "inputs=gone": "missing_features", "inputs=wrong": "missing_features"}
+    assert st == {
+        "inputs=both": "done",
+        "inputs=gone": "missing_features",
+        "inputs=wrong": "missing_features",
+    }
 
 
 def test_command_line_overrides_reach_every_cell_and_axis_keys_are_refused(corpus, tmp_path):
@@ -140,13 +163,19 @@ def test_command_line_overrides_reach_every_cell_and_axis_keys_are_refused(corpu
     g["base"] = str(tmp_path / "base.yaml")
     Path(g["base"]).write_text(yaml.safe_dump(base))
     grid = load_grid(g)
-    plan = run_grid(grid, dry_run=True, quiet=True, overrides=[f"data.features_dir={corpus / 'features'}",
-                                                               "trainer.max_epochs=1"])
+    plan = run_grid(
+        grid,
+        dry_run=True,
+        quiet=True,
+        overrides=[f"data.features_dir={corpus / 'features'}", "trainer.max_epochs=1"],
+    )
     assert all(p == [] for p in plan["problems"].values()), plan["problems"]  # the corpus's files
     for cell in grid.cells():
         cfg = resolve_cell_config(grid, cell)
-        assert cfg["data"]["features"] == {"face": str(corpus / "features/face.h5"),
-                                           "audio": str(corpus / "features/audio.h5")}
+        assert cfg["data"]["features"] == {
+            "face": str(corpus / "features/face.h5"),
+            "audio": str(corpus / "features/audio.h5"),
+        }
         assert cfg["trainer"]["max_epochs"] == 1
     with pytest.raises(GridError, match="model.fusion, which a grid axis varies"):
         run_grid(load_grid(g), dry_run=True, quiet=True, overrides=["model.fusion.k=3"])
@@ -155,22 +184,39 @@ def test_command_line_overrides_reach_every_cell_and_axis_keys_are_refused(corpu
 def test_a_set_name_needs_a_features_folder():
     from avemo.fusion.config import ConfigError, load_config
 
-    cfg = {"data": {"manifest": "m.csv", "features": {"audio": "logmel", "face": "/abs/face.h5"}},
-           "model": {"name": "unimodal"}}
-    with pytest.raises(ConfigError, match="data.features.audio=logmel names a feature set.*data.features_dir"):
+    cfg = {
+        "data": {"manifest": "m.csv", "features": {"audio": "logmel", "face": "/abs/face.h5"}},
+        "model": {"name": "unimodal"},
+    }
+    with pytest.raises(
+        ConfigError, match="data.features.audio=logmel names a feature set.*data.features_dir"
+    ):
         load_config(cfg)
-    got = load_config({**cfg, "data": {**cfg["data"], "features_dir": "/feats/ravdess"}})["data"]["features"]
+    got = load_config({**cfg, "data": {**cfg["data"], "features_dir": "/feats/ravdess"}})["data"][
+        "features"
+    ]
     assert got == {"audio": "/feats/ravdess/logmel.h5", "face": "/abs/face.h5"}
 
 
 def test_grid_yaml_axes_forms(corpus, tmp_path):
     gpath = tmp_path / "g.yaml"
-    gpath.write_text(yaml.safe_dump({
-        "base": str(_base(corpus)),
-        "axes": {"seed": [0, 1, 2], "lr": {"key": "optim.lr", "values": [0.1, 0.01]},
-                 "bundle": {"a": {"trainer.max_epochs": 1}, "b": {"trainer.max_epochs": 2, "optim.name": "adam"}}},
-        "cv": {"method": "subjects", "k": 3},
-    }, sort_keys=False))
+    gpath.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(_base(corpus)),
+                "axes": {
+                    "seed": [0, 1, 2],
+                    "lr": {"key": "optim.lr", "values": [0.1, 0.01]},
+                    "bundle": {
+                        "a": {"trainer.max_epochs": 1},
+                        "b": {"trainer.max_epochs": 2, "optim.name": "adam"},
+                    },
+                },
+                "cv": {"method": "subjects", "k": 3},
+            },
+            sort_keys=False,
+        )
+    )
     g = load_grid(gpath)
     cells = g.cells()
     assert len(cells) == 3 * 2 * 2 * 3
@@ -207,8 +253,13 @@ def test_resume_after_killing_a_real_avemo_ablate(corpus, tmp_path):
     g["axes"] = {"seed": [0, 1, 2, 3, 4, 5]}
     g["stack"] = "off"  # one cell at a time, so the kill lands between cells
     gpath.write_text(yaml.safe_dump(g))
-    proc = subprocess.Popen([str(VENV_BIN / "avemo"), "ablate", "-g", str(gpath)], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "avemo"), "ablate", "-g", str(gpath)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
     try:
         _wait_done(out / "runs", 2, proc)
     finally:
@@ -231,8 +282,10 @@ def test_two_processes_share_the_cells_and_merge_one_table(corpus, tmp_path):
     g = _grid(corpus, out, workers=2)
     g["axes"] = {"model.fusion": ["concat", "fbp"], "seed": [0, 1, 2]}
     res = run_grid(g, quiet=True, report=False)
-    shards = {json.loads(p.read_text())["rank"]: json.loads(p.read_text())["ran"]
-              for p in (out / "shards").glob("*.json")}
+    shards = {
+        json.loads(p.read_text())["rank"]: json.loads(p.read_text())["ran"]
+        for p in (out / "shards").glob("*.json")
+    }
     assert set(shards) == {0, 1} and sum(shards.values()) == 6  # no cell trained twice
     assert res["ran"] == shards[0]
     assert not list((out / "claims").glob("*.claim"))  # every claim released
@@ -249,7 +302,9 @@ def test_shared_datamodule_runs_equal_standalone_runs(corpus, tmp_path):
     shared = SharedDataTrainer()
     cache: dict = {}
     for seed in (0, 1):  # seed 1 reuses the datamodule prepared for seed 0
-        got = shared(str(base), [f"seed={seed}"], feature_cache=cache, run_dir=tmp_path / f"s{seed}")
+        got = shared(
+            str(base), [f"seed={seed}"], feature_cache=cache, run_dir=tmp_path / f"s{seed}"
+        )
     assert len(shared._dms) == 1
     alone = train_from_config(str(base), ["seed=1"], run_dir=tmp_path / "alone")
     assert got["metrics"] == pytest.approx(alone["metrics"], abs=1e-6)

@@ -49,7 +49,9 @@ def test_smoothing_stays_inside_each_clip():
     s = smooth(v, groups, 3)
     np.testing.assert_allclose(s, v)  # a filter over the boundary would blur frames 2 and 3
     s2 = smooth(np.array([0.0, 3.0, 0.0]), np.array(["a"] * 3), 3)
-    np.testing.assert_allclose(s2, [1.0, 1.0, 1.0])  # 'nearest' edges: (0+0+3)/3, (0+3+0)/3, (3+0+0)/3
+    np.testing.assert_allclose(
+        s2, [1.0, 1.0, 1.0]
+    )  # 'nearest' edges: (0+0+3)/3, (0+3+0)/3, (3+0+0)/3
 
 
 def test_merge_frame_predictions_reports_raw_and_smoothed():
@@ -57,7 +59,9 @@ def test_merge_frame_predictions_reports_raw_and_smoothed():
     n = 120
     t = np.arange(n)
     truth = 0.6 * np.sin(t / 9.0)
-    key = pd.DataFrame({"clip_id": ["c1"] * 60 + ["c2"] * 60, "time": np.r_[np.arange(60), np.arange(60)] / 30})
+    key = pd.DataFrame(
+        {"clip_id": ["c1"] * 60 + ["c2"] * 60, "time": np.r_[np.arange(60), np.arange(60)] / 30}
+    )
     folds = []
     for bias in (0.0, 0.1, -0.4):  # the third fold is biased: centering removes it
         df = key.copy()
@@ -67,7 +71,13 @@ def test_merge_frame_predictions_reports_raw_and_smoothed():
     merged, scores = merge_frame_predictions(folds, ["valence"], smooth_frames={"valence": 9})
     assert list(merged.columns[:2]) == ["clip_id", "time"] and len(merged) == n
     s = scores.set_index("what")["ccc"]
-    assert set(s.index) == {"fold 0", "fold 1", "fold 2", "ccc_centering raw", "ccc_centering smoothed"}
+    assert set(s.index) == {
+        "fold 0",
+        "fold 1",
+        "fold 2",
+        "ccc_centering raw",
+        "ccc_centering smoothed",
+    }
     assert s["ccc_centering raw"] > s["fold 2"]
     assert s["ccc_centering smoothed"] > s["ccc_centering raw"]  # noise removed, signal kept
     with pytest.raises(ValueError, match="lacks predictions"):
@@ -84,25 +94,51 @@ def test_cross_validated_lfan_folds_merged_on_the_held_out_test_clips(tmp_path):
 
     make_frame_corpus(tmp_path / "c")
     base = {
-        "data": {"manifest": str(tmp_path / "c/manifest.csv"), "targets": ["valence", "arousal"],
-                 "features": {"face": str(tmp_path / "c/features/face.h5"), "audio": str(tmp_path / "c/features/audio.h5")},
-                 "window": {"length": 20, "hop": 10}, "batch_size": 4},
+        "data": {
+            "manifest": str(tmp_path / "c/manifest.csv"),
+            "targets": ["valence", "arousal"],
+            "features": {
+                "face": str(tmp_path / "c/features/face.h5"),
+                "audio": str(tmp_path / "c/features/audio.h5"),
+            },
+            "window": {"length": 20, "hop": 10},
+            "batch_size": 4,
+        },
         "task": {"type": "frame"},
-        "model": {"name": "lfan", "visual": "face", "audio": ["audio"], "visual_channels": [8, 8], "audio_channels": [4, 4]},
+        "model": {
+            "name": "lfan",
+            "visual": "face",
+            "audio": ["audio"],
+            "visual_channels": [8, 8],
+            "audio_channels": [4, 4],
+        },
         "loss": {"name": "ccc"},
         "optim": {"lr": 1e-2},
         "trainer": {"max_epochs": 2, "early_stopping": None},
         "output": {"plots": False},
     }
-    grid = {"name": "va", "base": base, "axes": {}, "cv": {"method": "kfold", "k": 3, "val": "test", "pool": "trainval"}}
+    grid = {
+        "name": "va",
+        "base": base,
+        "axes": {},
+        "cv": {"method": "kfold", "k": 3, "val": "test", "pool": "trainval"},
+    }
     res = run_grid(grid, out_dir=tmp_path / "grid", quiet=True, report=False)
     assert len(res["table"]) == 3 and (res["table"]["status"] == "done").all()
     folds = pd.read_csv(tmp_path / "grid" / "folds" / "folds.csv")
-    assert folds.loc[folds["clip_id"] >= "vid08", "fold"].isna().all()  # test clips stay out of the folds
+    assert (
+        folds.loc[folds["clip_id"] >= "vid08", "fold"].isna().all()
+    )  # test clips stay out of the folds
     scores = merge_grid(tmp_path / "grid")
     for t in ("valence", "arousal"):
         s = scores[scores["target"] == t].set_index("what")["ccc"]
-        assert set(s.index) == {"fold 0", "fold 1", "fold 2", "ccc_centering raw", "ccc_centering smoothed"}
+        assert set(s.index) == {
+            "fold 0",
+            "fold 1",
+            "fold 2",
+            "ccc_centering raw",
+            "ccc_centering smoothed",
+        }
         assert s.between(-1, 1).all()
     merged = pd.read_parquet(next((tmp_path / "grid" / "merged").glob("*/predictions.parquet")))
     assert sorted(merged["clip_id"].unique()) == ["vid08", "vid09", "vid10", "vid11"]
@@ -123,16 +159,31 @@ def test_merge_without_an_official_test_split_says_how_to_hold_one_out(tmp_path)
     man["split"] = man["split"].replace({"test": "val"})
     man.to_csv(tmp_path / "c/manifest.csv", index=False)
     base = {
-        "data": {"manifest": str(tmp_path / "c/manifest.csv"), "targets": ["valence", "arousal"],
-                 "features": {"face": str(tmp_path / "c/features/face.h5"), "audio": str(tmp_path / "c/features/audio.h5")},
-                 "window": {"length": 20, "hop": 10}, "batch_size": 4},
+        "data": {
+            "manifest": str(tmp_path / "c/manifest.csv"),
+            "targets": ["valence", "arousal"],
+            "features": {
+                "face": str(tmp_path / "c/features/face.h5"),
+                "audio": str(tmp_path / "c/features/audio.h5"),
+            },
+            "window": {"length": 20, "hop": 10},
+            "batch_size": 4,
+        },
         "task": {"type": "frame"},
         "model": {"name": "late"},
         "loss": {"name": "ccc"},
         "trainer": {"max_epochs": 1, "early_stopping": None},
         "output": {"plots": False},
     }
-    grid = {"name": "va", "base": base, "axes": {}, "cv": {"method": "kfold", "k": 3, "val": "test", "pool": "trainval"}}
-    assert (run_grid(grid, out_dir=tmp_path / "grid", quiet=True, report=False)["table"]["status"] == "done").all()
+    grid = {
+        "name": "va",
+        "base": base,
+        "axes": {},
+        "cv": {"method": "kfold", "k": 3, "val": "test", "pool": "trainval"},
+    }
+    assert (
+        run_grid(grid, out_dir=tmp_path / "grid", quiet=True, report=False)["table"]["status"]
+        == "done"
+    ).all()
     with pytest.raises(UsageError, match="no clips with split=test.*mark those clips split=test"):
         merge_grid(tmp_path / "grid")

@@ -68,8 +68,22 @@ FAILED = "FAILED.json"
 DEFAULT_REPLICATES = ("seed", "fold")
 #: Top-level keys of a grid YAML (``definitions``: free space for YAML anchors; ``labels``:
 #: axis -> value -> description, for reports).
-GRID_KEYS = ("name", "base", "out_dir", "overrides", "axes", "cv", "train_fn", "workers",
-             "replicates", "on_missing", "report", "labels", "definitions", "stack")
+GRID_KEYS = (
+    "name",
+    "base",
+    "out_dir",
+    "overrides",
+    "axes",
+    "cv",
+    "train_fn",
+    "workers",
+    "replicates",
+    "on_missing",
+    "report",
+    "labels",
+    "definitions",
+    "stack",
+)
 #: ``stack:`` values (auto: stack on a GPU only)
 STACK_MODES = ("auto", "on", "off")
 #: Most cells trained as one stacked model (memory grows with it; more cells -> more units).
@@ -125,8 +139,10 @@ class Grid:
             for a, (_, o) in zip(self.axes, combo, strict=True):
                 for k, v in o.items():
                     if k in over and over[k] != v:
-                        raise GridError(f"axes {owner[k]!r} and {a.name!r} both set {k} "
-                                        f"({over[k]!r} vs {v!r}) in one cell; make one axis own it")
+                        raise GridError(
+                            f"axes {owner[k]!r} and {a.name!r} both set {k} "
+                            f"({over[k]!r} vs {v!r}) in one cell; make one axis own it"
+                        )
                     over[k], owner[k] = v, a.name
             cid = _cell_id(labels)
             conf = {k: v for k, v in labels.items() if k not in self.replicates}
@@ -172,7 +188,9 @@ def _parse_axis(name: str, spec: Any, root: Path | None = None) -> Axis:
         vals = []
         for lab, bundle in spec.items():
             if not isinstance(bundle, Mapping):
-                raise GridError(f"axis {name!r}, value {lab!r}: a bundle must map dotted keys to values")
+                raise GridError(
+                    f"axis {name!r}, value {lab!r}: a bundle must map dotted keys to values"
+                )
             vals.append((str(lab), {k: ab(k, v) for k, v in bundle.items()}))
         return Axis(name, vals)
     raise GridError(
@@ -197,8 +215,10 @@ def load_grid(grid: str | os.PathLike[str] | Mapping[str, Any]) -> Grid:
     if unknown:
         from avemo.errors import did_you_mean
 
-        raise GridError(f"grid key {unknown[0]!r} is unknown{did_you_mean(unknown[0], GRID_KEYS)} "
-                        f"(keys: {', '.join(GRID_KEYS)})")
+        raise GridError(
+            f"grid key {unknown[0]!r} is unknown{did_you_mean(unknown[0], GRID_KEYS)} "
+            f"(keys: {', '.join(GRID_KEYS)})"
+        )
     if "base" not in spec:
         raise GridError("a grid needs `base:` (a run config path or mapping)")
     root = src.parent if src is not None else Path.cwd()  # relative paths: to the grid file
@@ -242,8 +262,10 @@ def load_grid(grid: str | os.PathLike[str] | Mapping[str, Any]) -> Grid:
         workers=int(spec.get("workers") or 1),
         stack=stack,
         source=src,
-        labels={str(a): {str(k): str(v) for k, v in (m or {}).items()}
-                for a, m in (spec.get("labels") or {}).items()},
+        labels={
+            str(a): {str(k): str(v) for k, v in (m or {}).items()}
+            for a, m in (spec.get("labels") or {}).items()
+        },
     )
 
 
@@ -291,7 +313,9 @@ def check_features(grid: Grid, cells: Sequence[Cell]) -> dict[str, list[str]]:
             key = (str(p.resolve()), json.dumps(expect, sort_keys=True, default=str))
             if key not in seen:
                 if not p.exists():
-                    seen[key] = f"{mod}: feature file {p} is not in the cache (run `avemo features`)"
+                    seen[key] = (
+                        f"{mod}: feature file {p} is not in the cache (run `avemo features`)"
+                    )
                 elif expect:
                     try:
                         with FeatureFile(p) as ff:
@@ -372,8 +396,14 @@ class SharedDataTrainer:
             key["seed"] = cfg.get("seed")
         return json.dumps([key, device], sort_keys=True, default=str)
 
-    def __call__(self, config: Any, overrides: Sequence[str] | None = None, *,
-                 feature_cache: dict | None = None, run_dir: Path | None = None) -> Mapping[str, Any]:
+    def __call__(
+        self,
+        config: Any,
+        overrides: Sequence[str] | None = None,
+        *,
+        feature_cache: dict | None = None,
+        run_dir: Path | None = None,
+    ) -> Mapping[str, Any]:
         from avemo.fusion import train as T
         from avemo.fusion.config import dump_config, load_config
 
@@ -417,36 +447,61 @@ def _save_predictions(run_dir: Path, preds: Any) -> None:
         preds.to_csv(run_dir / "predictions.csv", index=False)
 
 
-def run_cell(grid: Grid, cell: Cell, run_dir: Path, train_fn: TrainFn, feature_cache: dict) -> dict[str, Any]:
+def run_cell(
+    grid: Grid, cell: Cell, run_dir: Path, train_fn: TrainFn, feature_cache: dict
+) -> dict[str, Any]:
     """Train one cell into ``run_dir``; DONE.json is the last thing written."""
     if run_dir.exists():  # half-written by a killed run, stale or failed: start clean
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     t0 = time.perf_counter()
     record: dict[str, Any] = {
-        "cell_id": cell.cell_id, "config_id": cell.config_id, "labels": cell.labels,
-        "overrides": cell.overrides, "cell_hash": _cell_hash(grid, cell),
+        "cell_id": cell.cell_id,
+        "config_id": cell.config_id,
+        "labels": cell.labels,
+        "overrides": cell.overrides,
+        "cell_hash": _cell_hash(grid, cell),
     }
     try:
-        result = train_fn(grid.base, cell.override_args(grid.overrides),
-                          feature_cache=feature_cache, run_dir=run_dir)
+        result = train_fn(
+            grid.base,
+            cell.override_args(grid.overrides),
+            feature_cache=feature_cache,
+            run_dir=run_dir,
+        )
     except Exception as e:  # noqa: BLE001 - one bad cell must not end the grid
-        record.update(status="failed", error=f"{type(e).__name__}: {e}",
-                      traceback=traceback.format_exc(), wall_s=time.perf_counter() - t0)
+        record.update(
+            status="failed",
+            error=f"{type(e).__name__}: {e}",
+            traceback=traceback.format_exc(),
+            wall_s=time.perf_counter() - t0,
+        )
         _write_json(run_dir / FAILED, record)
         print(f"[ablate] cell {cell.cell_id} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return record
     _save_predictions(run_dir, result.get("predictions"))
-    extra = {k: v for k, v in result.items() if "/" in k and not isinstance(v, Path)}  # e.g. test/confusion
-    record.update(status="done", metrics=dict(result.get("metrics") or {}), extra=extra,
-                  wall_s=time.perf_counter() - t0, trained_in=str(result.get("run_dir", run_dir)))
+    extra = {
+        k: v for k, v in result.items() if "/" in k and not isinstance(v, Path)
+    }  # e.g. test/confusion
+    record.update(
+        status="done",
+        metrics=dict(result.get("metrics") or {}),
+        extra=extra,
+        wall_s=time.perf_counter() - t0,
+        trained_in=str(result.get("run_dir", run_dir)),
+    )
     _write_json(run_dir / DONE, record)
     return record
 
 
 def _record(grid: Grid, cell: Cell) -> dict[str, Any]:
-    return {"cell_id": cell.cell_id, "config_id": cell.config_id, "labels": cell.labels,
-            "overrides": cell.overrides, "cell_hash": _cell_hash(grid, cell)}
+    return {
+        "cell_id": cell.cell_id,
+        "config_id": cell.config_id,
+        "labels": cell.labels,
+        "overrides": cell.overrides,
+        "cell_hash": _cell_hash(grid, cell),
+    }
 
 
 def plan_units(grid: Grid, cells: Sequence[Cell], stack: str = "auto") -> list[list[Cell]]:
@@ -466,21 +521,31 @@ def plan_units(grid: Grid, cells: Sequence[Cell], stack: str = "auto") -> list[l
         cfg = resolve_cell_config(grid, c)
         device, _ = trainer_device(cfg["trainer"].get("accelerator"))
         if stack == "auto" and not str(device).startswith("cuda"):
-            groups[c.cell_id] = [c]  # a unit of its own (cell ids are unique, JSON keys never equal one)
+            groups[c.cell_id] = [
+                c
+            ]  # a unit of its own (cell ids are unique, JSON keys never equal one)
             continue
         key = json.dumps([SharedDataTrainer.data_key(cfg, device), stack_key(cfg)])
         groups.setdefault(key, []).append(c)
-    return [g[i:i + STACK_MAX] for g in groups.values() for i in range(0, len(g), STACK_MAX)]
+    return [g[i : i + STACK_MAX] for g in groups.values() for i in range(0, len(g), STACK_MAX)]
 
 
-def run_unit(grid: Grid, unit: Sequence[Cell], out: Path, train_fn: TrainFn, feature_cache: dict,
-             say: Callable[..., None] = print) -> list[dict[str, Any]]:
+def run_unit(
+    grid: Grid,
+    unit: Sequence[Cell],
+    out: Path,
+    train_fn: TrainFn,
+    feature_cache: dict,
+    say: Callable[..., None] = print,
+) -> list[dict[str, Any]]:
     """One cell as ``run_cell``; several as one stacked model (``fusion.stacked``), each cell's
     folder and DONE.json as a separate run writes them. Cells that cannot be stacked (the log
     says why) or a stacked fit that fails are trained one by one instead."""
     dirs = [out / "runs" / c.cell_id for c in unit]
     if len(unit) == 1 or not isinstance(train_fn, SharedDataTrainer):
-        return [run_cell(grid, c, d, train_fn, feature_cache) for c, d in zip(unit, dirs, strict=True)]
+        return [
+            run_cell(grid, c, d, train_fn, feature_cache) for c, d in zip(unit, dirs, strict=True)
+        ]
     from avemo.fusion.stacked import fit_stacked, why_not_stackable
 
     cfgs = [resolve_cell_config(grid, c) for c in unit]
@@ -493,7 +558,9 @@ def run_unit(grid: Grid, unit: Sequence[Cell], out: Path, train_fn: TrainFn, fea
             d.mkdir(parents=True)
         try:
             dm = train_fn.datamodule(cfgs[0], feature_cache)
-            results = fit_stacked(cfgs, dm, dirs, verbose=bool(cfgs[0]["output"].get("verbose", True)))
+            results = fit_stacked(
+                cfgs, dm, dirs, verbose=bool(cfgs[0]["output"].get("verbose", True))
+            )
         except Exception as e:  # noqa: BLE001 - fall back to separate runs, saying why
             why = f"{type(e).__name__}: {e}"
         else:
@@ -501,9 +568,15 @@ def run_unit(grid: Grid, unit: Sequence[Cell], out: Path, train_fn: TrainFn, fea
             recs = []
             for c, d, res in zip(unit, dirs, results, strict=True):
                 extra = {k: v for k, v in res.items() if "/" in k and not isinstance(v, Path)}
-                rec = {**_record(grid, c), "status": "done", "metrics": dict(res.get("metrics") or {}),
-                       "extra": extra, "wall_s": wall / len(unit), "stacked": len(unit),
-                       "trained_in": str(d)}
+                rec = {
+                    **_record(grid, c),
+                    "status": "done",
+                    "metrics": dict(res.get("metrics") or {}),
+                    "extra": extra,
+                    "wall_s": wall / len(unit),
+                    "stacked": len(unit),
+                    "trained_in": str(d),
+                }
                 _write_json(d / DONE, rec)
                 recs.append(rec)
             return recs
@@ -578,9 +651,22 @@ def dist_env() -> tuple[int, int]:
     return int(rank), int(world)
 
 
-DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
-            "ROLE_RANK", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
-            "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_USE_AGENT_STORE")
+DIST_ENV = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "TORCHELASTIC_RESTART_COUNT",
+    "TORCHELASTIC_MAX_RESTARTS",
+    "TORCHELASTIC_USE_AGENT_STORE",
+)
 
 
 class _single_process_env:
@@ -607,20 +693,30 @@ def _init_torch_dist(world: int) -> bool:
     return True
 
 
-def _wait_for_shards(out: Path, world: int, cells: Sequence[Cell], since: float, timeout_s: float) -> None:
+def _wait_for_shards(
+    out: Path, world: int, cells: Sequence[Cell], since: float, timeout_s: float
+) -> None:
     """Rank 0 waits until every runnable cell is finished (DONE or FAILED) or every rank has
     left a marker written after ``since``; a stale marker of an earlier run does not count."""
     t0 = time.monotonic()
     while True:
-        if all((out / "runs" / c.cell_id / DONE).exists() or (out / "runs" / c.cell_id / FAILED).exists()
-               for c in cells):
+        if all(
+            (out / "runs" / c.cell_id / DONE).exists()
+            or (out / "runs" / c.cell_id / FAILED).exists()
+            for c in cells
+        ):
             return
-        fresh = [p for p in (out / "shards").glob(f"rank*-of-{world}.json") if p.stat().st_mtime >= since]
+        fresh = [
+            p for p in (out / "shards").glob(f"rank*-of-{world}.json") if p.stat().st_mtime >= since
+        ]
         if len(fresh) >= world:
             return
         if time.monotonic() - t0 > timeout_s:
-            print(f"[ablate] waited {timeout_s:.0f}s for the other ranks; "
-                  "the table covers the cells finished so far", file=sys.stderr)
+            print(
+                f"[ablate] waited {timeout_s:.0f}s for the other ranks; "
+                "the table covers the cells finished so far",
+                file=sys.stderr,
+            )
             return
         time.sleep(0.5)
 
@@ -632,12 +728,28 @@ def _spawn_workers(out: Path, n: int, quiet: bool) -> list[Any]:
     procs = []
     threads = max(1, (os.cpu_count() or 1) // n)
     for r in range(1, n):
-        env = {**os.environ, "RANK": str(r), "WORLD_SIZE": str(n), "AVEMO_GRID_WORKERS": "1",
-               "OMP_NUM_THREADS": str(threads)}
+        env = {
+            **os.environ,
+            "RANK": str(r),
+            "WORLD_SIZE": str(n),
+            "AVEMO_GRID_WORKERS": "1",
+            "OMP_NUM_THREADS": str(threads),
+        }
         env.pop("MASTER_ADDR", None)  # plain env sharding between the local workers
-        procs.append(subprocess.Popen([sys.executable, "-m", "avemo.workflows.ablate", str(out / "grid.yaml"),
-                                       "-o", str(out)], env=env,
-                                      stdout=subprocess.DEVNULL if quiet else None))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "avemo.workflows.ablate",
+                    str(out / "grid.yaml"),
+                    "-o",
+                    str(out),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL if quiet else None,
+            )
+        )
     return procs
 
 
@@ -675,24 +787,44 @@ def run_grid(
     wrong = {c: p for c, p in problems.items() if any(x.startswith("config: ") for x in p)}
     if wrong:  # a mistake in the grid or its base: no cell runs, dry run or not
         first = next(iter(wrong))
-        msg = next(x for x in wrong[first] if x.startswith("config: "))[len("config: "):]
-        raise GridError(f"{len(wrong)} of {len(cells)} cell(s) have an invalid config, e.g. "
-                        f"cell {first}: {msg}")
+        msg = next(x for x in wrong[first] if x.startswith("config: "))[len("config: ") :]
+        raise GridError(
+            f"{len(wrong)} of {len(cells)} cell(s) have an invalid config, e.g. cell {first}: {msg}"
+        )
     bad = {c: p for c, p in problems.items() if p}
     if bad:
         lines = _problem_summary(bad)
         say(f"{len(bad)} of {len(cells)} cell(s) cannot run from the cache:\n" + "\n".join(lines))
         if g.on_missing == "error" and not dry_run:
-            raise GridError(f"{len(bad)} cell(s) need features not in the cache:\n" + "\n".join(lines))
+            raise GridError(
+                f"{len(bad)} cell(s) need features not in the cache:\n" + "\n".join(lines)
+            )
     states = {c.cell_id: cell_state(out / "runs" / c.cell_id, _cell_hash(g, c)) for c in cells}
-    say(f"grid {g.name}: {len(cells)} cells, {sum(s == 'done' for s in states.values())} done, "
-        f"{len(bad)} missing features; rank {rank}/{world}; out {out}")
+    say(
+        f"grid {g.name}: {len(cells)} cells, {sum(s == 'done' for s in states.values())} done, "
+        f"{len(bad)} missing features; rank {rank}/{world}; out {out}"
+    )
     if dry_run:
-        plan = pd.DataFrame([{"cell_id": c.cell_id, **c.labels, "state": states[c.cell_id],
-                              "problems": "; ".join(problems[c.cell_id])} for c in cells])
+        plan = pd.DataFrame(
+            [
+                {
+                    "cell_id": c.cell_id,
+                    **c.labels,
+                    "state": states[c.cell_id],
+                    "problems": "; ".join(problems[c.cell_id]),
+                }
+                for c in cells
+            ]
+        )
         if not quiet:
             print(plan.to_string(index=False))
-        return {"out_dir": out, "table": plan, "aggregate": None, "states": states, "problems": problems}
+        return {
+            "out_dir": out,
+            "table": plan,
+            "aggregate": None,
+            "states": states,
+            "problems": problems,
+        }
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "grid.yaml").write_text(yaml.safe_dump(_grid_record(g), sort_keys=False))
@@ -723,14 +855,21 @@ def run_grid(
     started = time.time() - 1.0
     ran = 0
     todo = sum(states[c.cell_id] != "done" for c in runnable)
-    prog = Progress(f"grid {g.name}" + (f" rank {rank}" if world > 1 else ""), todo, "cells",
-                    enabled=not quiet)
+    prog = Progress(
+        f"grid {g.name}" + (f" rank {rank}" if world > 1 else ""), todo, "cells", enabled=not quiet
+    )
     # each cell is a one-process run, even under torchrun
     with _single_process_env(), prog:
         for unit in units:
-            got = [c for c in unit if cell_state(out / "runs" / c.cell_id, _cell_hash(g, c)) != "done"
-                   and claims.take(c.cell_id)]
-            for c in [c for c in got if cell_state(out / "runs" / c.cell_id, _cell_hash(g, c)) == "done"]:
+            got = [
+                c
+                for c in unit
+                if cell_state(out / "runs" / c.cell_id, _cell_hash(g, c)) != "done"
+                and claims.take(c.cell_id)
+            ]
+            for c in [
+                c for c in got if cell_state(out / "runs" / c.cell_id, _cell_hash(g, c)) == "done"
+            ]:
                 claims.release(c.cell_id)  # finished by another worker while we looked
                 got.remove(c)
             if not got:
@@ -745,8 +884,10 @@ def run_grid(
                 states[cell.cell_id] = rec["status"]
                 if not quiet:
                     how = f" (stacked x{rec['stacked']})" if rec.get("stacked") else ""
-                    prog.write(f"[ablate] {cell.cell_id}: {rec['status']} in {rec['wall_s']:.1f}s{how} "
-                               + _brief(rec.get("metrics", {})))
+                    prog.write(
+                        f"[ablate] {cell.cell_id}: {rec['status']} in {rec['wall_s']:.1f}s{how} "
+                        + _brief(rec.get("metrics", {}))
+                    )
                 prog.update(1, bad=rec["status"] != "done")
     wall = time.perf_counter() - t0
     use_dist = _init_torch_dist(world)
@@ -758,22 +899,40 @@ def run_grid(
 
             dist.barrier()
         elif rank == 0:
-            _wait_for_shards(out, world, runnable, started, float(os.environ.get("AVEMO_SHARD_WAIT_S", "86400")))
+            _wait_for_shards(
+                out, world, runnable, started, float(os.environ.get("AVEMO_SHARD_WAIT_S", "86400"))
+            )
         for p in procs:
             p.wait()
         if rank != 0:
-            return {"out_dir": out, "table": None, "aggregate": None, "states": states,
-                    "problems": problems, "ran": ran, "wall_s": wall}
+            return {
+                "out_dir": out,
+                "table": None,
+                "aggregate": None,
+                "states": states,
+                "problems": problems,
+                "ran": ran,
+                "wall_s": wall,
+            }
     table = collect_table(out, cells, bad)
     agg = aggregate(table)
     write_tables(out, table, agg)
-    result = {"out_dir": out, "table": table, "aggregate": agg, "states": states,
-              "problems": problems, "ran": ran, "wall_s": wall}
+    result = {
+        "out_dir": out,
+        "table": table,
+        "aggregate": agg,
+        "states": states,
+        "problems": problems,
+        "ran": ran,
+        "wall_s": wall,
+    }
     if report and len(table):
         from avemo.workflows.report import write_report
 
         try:
-            result["report"] = write_report(out, table, agg, grid=g, feature_cache=cache, **g.report)
+            result["report"] = write_report(
+                out, table, agg, grid=g, feature_cache=cache, **g.report
+            )
         except Exception as e:  # noqa: BLE001 - a plotting problem must not lose the table
             print(f"[ablate] report failed: {type(e).__name__}: {e}", file=sys.stderr)
             traceback.print_exc()
@@ -790,7 +949,9 @@ def _problem_summary(bad: Mapping[str, list[str]]) -> list[str]:
 
 
 def _brief(metrics: Mapping[str, Any]) -> str:
-    items = [(k, v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    items = [
+        (k, v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    ]
     return " ".join(f"{k}={v:.4g}" for k, v in items[:4])
 
 
@@ -802,10 +963,14 @@ def _cell_overrides(g: Grid, overrides: Sequence[str]) -> list[str]:
     out = []
     for item in overrides:
         key, _ = parse_override(item)
-        clash = sorted(k for k in varied if k == key or k.startswith(key + ".") or key.startswith(k + "."))
+        clash = sorted(
+            k for k in varied if k == key or k.startswith(key + ".") or key.startswith(k + ".")
+        )
         if clash:
-            raise GridError(f"override {item!r} sets {clash[0]}, which a grid axis varies; change the "
-                            "axis in the grid file instead")
+            raise GridError(
+                f"override {item!r} sets {clash[0]}, which a grid axis varies; change the "
+                "axis in the grid file instead"
+            )
         out.append(item)
     return out
 
@@ -814,9 +979,16 @@ def _grid_record(g: Grid) -> dict[str, Any]:
     """The expanded grid (axes as named bundles, folds included): loadable by ``load_grid``,
     so worker processes and later reruns see exactly these cells."""
     base = str(Path(g.base).resolve()) if isinstance(g.base, str) else g.base
-    rec = {"name": g.name, "base": base, "overrides": g.overrides, "replicates": list(g.replicates),
-           "on_missing": g.on_missing, "report": g.report, "labels": g.labels,
-           "axes": {a.name: {lab: o for lab, o in a.values} for a in g.axes}}
+    rec = {
+        "name": g.name,
+        "base": base,
+        "overrides": g.overrides,
+        "replicates": list(g.replicates),
+        "on_missing": g.on_missing,
+        "report": g.report,
+        "labels": g.labels,
+        "axes": {a.name: {lab: o for lab, o in a.values} for a in g.axes},
+    }
     if g.train_fn:
         rec["train_fn"] = g.train_fn
     if g.stack != "auto":
@@ -828,11 +1000,16 @@ def _grid_record(g: Grid) -> dict[str, Any]:
 
 
 def _scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)}
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
-def collect_table(out: Path, cells: Sequence[Cell], missing: Mapping[str, list[str]] | None = None) -> pd.DataFrame:
+def collect_table(
+    out: Path, cells: Sequence[Cell], missing: Mapping[str, list[str]] | None = None
+) -> pd.DataFrame:
     """One row per cell of the grid, from the DONE/FAILED records on disk (all ranks')."""
     rows = []
     for c in cells:
@@ -840,8 +1017,12 @@ def collect_table(out: Path, cells: Sequence[Cell], missing: Mapping[str, list[s
         row: dict[str, Any] = {"cell_id": c.cell_id, "config_id": c.config_id, **c.labels}
         if (run_dir / DONE).exists():
             rec = json.loads((run_dir / DONE).read_text())
-            row.update(status="done", wall_s=rec.get("wall_s"), run_dir=str(run_dir),
-                       **_scalar_metrics(rec.get("metrics", {})))
+            row.update(
+                status="done",
+                wall_s=rec.get("wall_s"),
+                run_dir=str(run_dir),
+                **_scalar_metrics(rec.get("metrics", {})),
+            )
         elif (run_dir / FAILED).exists():
             rec = json.loads((run_dir / FAILED).read_text())
             row.update(status="failed", error=rec.get("error"), run_dir=str(run_dir))
@@ -857,12 +1038,17 @@ META = ("cell_id", "config_id", "status", "wall_s", "run_dir", "error")
 
 
 def metric_columns(table: pd.DataFrame, axes: Sequence[str] = ()) -> list[str]:
-    return [c for c in table.columns if c not in META and c not in axes
-            and pd.api.types.is_numeric_dtype(table[c])]
+    return [
+        c
+        for c in table.columns
+        if c not in META and c not in axes and pd.api.types.is_numeric_dtype(table[c])
+    ]
 
 
 def axis_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c not in META and not pd.api.types.is_numeric_dtype(table[c])]
+    return [
+        c for c in table.columns if c not in META and not pd.api.types.is_numeric_dtype(table[c])
+    ]
 
 
 def aggregate(table: pd.DataFrame) -> pd.DataFrame:
@@ -897,8 +1083,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("grid", help="grid YAML")
     p.add_argument("-o", "--output", help="results folder (default: the grid's out_dir)")
     p.add_argument("--dry-run", action="store_true", help="plan and check the cells, train nothing")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides for every cell (e.g. data.features_dir=features/ravdess)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides for every cell (e.g. data.features_dir=features/ravdess)",
+    )
 
 
 def run(a: argparse.Namespace) -> int:

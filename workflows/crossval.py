@@ -32,7 +32,9 @@ def split_overrides(cv: Mapping[str, Any], fold: int) -> dict[str, Any]:
     if method not in METHODS:
         raise ConfigError(f"cv.method must be one of {sorted(METHODS)}, got {method!r}")
     if "k" not in cv:
-        raise ConfigError("cv needs k (number of folds; for method manifest: the manifest's fold count)")
+        raise ConfigError(
+            "cv needs k (number of folds; for method manifest: the manifest's fold count)"
+        )
     over = {f"split.{k}": v for k, v in METHODS[method].items()}
     over["split.k"] = int(cv["k"])
     over["split.fold"] = int(fold)
@@ -53,8 +55,11 @@ def fold_axis(cv: Mapping[str, Any]) -> Any:
     return Axis("fold", [(str(f), split_overrides(cv, f)) for f in folds])
 
 
-def fold_lists(config: Mapping[str, Any] | str | os.PathLike[str], cv: Mapping[str, Any],
-               overrides: list[str] | None = None) -> list[dict[str, Any]]:
+def fold_lists(
+    config: Mapping[str, Any] | str | os.PathLike[str],
+    cv: Mapping[str, Any],
+    overrides: list[str] | None = None,
+) -> list[dict[str, Any]]:
     """``make_splits`` for every fold of ``cv`` on the config's manifest."""
     from avemo.fusion.config import load_config
     from avemo.fusion.splits import make_splits
@@ -76,7 +81,9 @@ def _labelled_manifest(cfg: Mapping[str, Any]) -> tuple[pd.DataFrame, list[str] 
     from avemo.fusion.tasks import build_task
 
     task = build_task(cfg)
-    df = task.select(load_manifest(_manifest_path(cfg), check_files=False), []).reset_index(drop=True)
+    df = task.select(load_manifest(_manifest_path(cfg), check_files=False), []).reset_index(
+        drop=True
+    )
     return df, task.split_labels(df)
 
 
@@ -89,8 +96,12 @@ def _manifest_path(cfg: Mapping[str, Any]) -> Path:
     return p
 
 
-def save_fold_lists(config: Mapping[str, Any] | str | os.PathLike[str], cv: Mapping[str, Any],
-                    out_dir: str | os.PathLike[str], overrides: list[str] | None = None) -> Path:
+def save_fold_lists(
+    config: Mapping[str, Any] | str | os.PathLike[str],
+    cv: Mapping[str, Any],
+    out_dir: str | os.PathLike[str],
+    overrides: list[str] | None = None,
+) -> Path:
     """Write ``out_dir/folds/folds.csv`` (clip, subject, fold) and ``fold<i>/splits.json``."""
     from avemo.fusion.config import load_config
     from avemo.fusion.splits import write_splits
@@ -102,7 +113,9 @@ def save_fold_lists(config: Mapping[str, Any] | str | os.PathLike[str], cv: Mapp
     for f, sp in enumerate(splits):
         write_splits(sp, df, root / f"fold{f}")
     fold_of = splits[0]["fold_of"]
-    table = pd.DataFrame({"clip_id": df["clip_id"].astype(str), "subject": df["subject"].astype(str)})
+    table = pd.DataFrame(
+        {"clip_id": df["clip_id"].astype(str), "subject": df["subject"].astype(str)}
+    )
     table["fold"] = [fold_of.get(c, pd.NA) for c in table["clip_id"]]
     table.to_csv(root / "folds.csv", index=False)
     return root / "folds.csv"
@@ -114,13 +127,22 @@ def subject_disjoint(splits: Mapping[str, Any]) -> bool:
     return not (set(s["train"]) & set(s["test"]))
 
 
-def run_crossval(config: str | os.PathLike[str] | Mapping[str, Any], cv: Mapping[str, Any],
-                 out_dir: str | os.PathLike[str], overrides: list[str] | None = None,
-                 **grid_kwargs: Any) -> dict[str, Any]:
+def run_crossval(
+    config: str | os.PathLike[str] | Mapping[str, Any],
+    cv: Mapping[str, Any],
+    out_dir: str | os.PathLike[str],
+    overrides: list[str] | None = None,
+    **grid_kwargs: Any,
+) -> dict[str, Any]:
     """Cross-validate one config: a grid whose only axis is the fold."""
     from avemo.workflows.ablate import run_grid
 
     base = str(config) if not isinstance(config, Mapping) else dict(config)
-    grid = {"name": "crossval", "base": base, "overrides": list(overrides or []), "cv": dict(cv),
-            "axes": {}}
+    grid = {
+        "name": "crossval",
+        "base": base,
+        "overrides": list(overrides or []),
+        "cv": dict(cv),
+        "axes": {},
+    }
     return run_grid(grid, out_dir=out_dir, **grid_kwargs)

@@ -52,7 +52,9 @@ def available_feature_sets(names: Sequence[str]) -> tuple[list[str], str | None]
     return [n for n in names if n in REG], None
 
 
-def training_overrides(config: Path, manifest: Path, features: dict[str, Path], out: Path) -> list[str]:
+def training_overrides(
+    config: Path, manifest: Path, features: dict[str, Path], out: Path
+) -> list[str]:
     """Point the demo config at this corpus, its feature files and ``out/runs``.
 
     The config names its feature files; only their folder is replaced, so the modality keys
@@ -75,7 +77,9 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def run_demo(out: Path | None = None, device: str = "cpu", train_overrides: Sequence[str] = ()) -> dict[str, Any]:
+def run_demo(
+    out: Path | None = None, device: str = "cpu", train_overrides: Sequence[str] = ()
+) -> dict[str, Any]:
     """Run every available step; returns what was produced and what was skipped."""
     from avemo.data.demo import build_demo_corpus
     from avemo.data.manifest import load_manifest
@@ -87,14 +91,19 @@ def run_demo(out: Path | None = None, device: str = "cpu", train_overrides: Sequ
     df = load_manifest(manifest)
     result["manifest"] = manifest
     counts = df.groupby(["split", "label"]).size().to_dict()
-    print(f"      manifest {manifest}: {len(df)} clips; " +
-          ", ".join(f"{s}/{lab} {n}" for (s, lab), n in sorted(counts.items())), flush=True)
+    print(
+        f"      manifest {manifest}: {len(df)} clips; "
+        + ", ".join(f"{s}/{lab} {n}" for (s, lab), n in sorted(counts.items())),
+        flush=True,
+    )
 
     print(f"[2/4] features {', '.join(FEATURE_SETS)} -> {out / 'features'}", flush=True)
     have, why = available_feature_sets(FEATURE_SETS)
     missing = [n for n in FEATURE_SETS if n not in have]
     if why or missing:
-        result["skipped"].append(f"features {', '.join(missing)}: " + (why or "feature set not registered yet"))
+        result["skipped"].append(
+            f"features {', '.join(missing)}: " + (why or "feature set not registered yet")
+        )
         print(f"      not available yet: {result['skipped'][-1]}", flush=True)
     if have:
         from avemo.extract.runner import run_features  # the one sanctioned stage-one call
@@ -104,9 +113,12 @@ def run_demo(out: Path | None = None, device: str = "cpu", train_overrides: Sequ
 
     print(f"[3/4] fusion training ({CONFIG.relative_to(CONFIG.parents[2])})", flush=True)
     why = (
-        "the trainer (avemo.fusion.train) is not installed yet" if not _has_module("avemo.fusion.train")
-        else f"the demo config {CONFIG} does not exist yet" if not CONFIG.exists()
-        else f"needs the feature sets {', '.join(missing)}" if missing
+        "the trainer (avemo.fusion.train) is not installed yet"
+        if not _has_module("avemo.fusion.train")
+        else f"the demo config {CONFIG} does not exist yet"
+        if not CONFIG.exists()
+        else f"needs the feature sets {', '.join(missing)}"
+        if missing
         else None
     )
     if why:
@@ -126,8 +138,14 @@ def run_demo(out: Path | None = None, device: str = "cpu", train_overrides: Sequ
     return result
 
 
-CREMAD_WORDS = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral",
-                "SAD": "sad"}
+CREMAD_WORDS = {
+    "ANG": "angry",
+    "DIS": "disgust",
+    "FEA": "fear",
+    "HAP": "happy",
+    "NEU": "neutral",
+    "SAD": "sad",
+}
 
 
 def predict_real_clips(run_dir: Path, out: Path, device: str, skipped: list[str]) -> Any:
@@ -147,14 +165,25 @@ def predict_real_clips(run_dir: Path, out: Path, device: str, skipped: list[str]
     folder = out / "predict_cremad"
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / "cremad_1001.csv"
-    pd.DataFrame([{"clip_id": p.stem, "video": str(p), "audio": str(p),
-                   "label": f"{CREMAD_WORDS.get(e, e)} ({e})"} for p, e in clips]).to_csv(manifest, index=False)
+    pd.DataFrame(
+        [
+            {
+                "clip_id": p.stem,
+                "video": str(p),
+                "audio": str(p),
+                "label": f"{CREMAD_WORDS.get(e, e)} ({e})",
+            }
+            for p, e in clips
+        ]
+    ).to_csv(manifest, index=False)
     res = predict_inputs(run_dir, [manifest], folder, device=device)
     print(f"      predictions: {res['path']}", flush=True)
     table = res["table"]
     face_set = DEFAULT_MODALITIES["face"]
-    print(f"      zero-shot: what {face_set}'s own network reads in each take (its logits, no training)",
-          flush=True)
+    print(
+        f"      zero-shot: what {face_set}'s own network reads in each take (its logits, no training)",
+        flush=True,
+    )
     try:
         reads = zero_shot_readings(clips, face_set, device)
     except Exception as e:  # noqa: BLE001 - the trained run's table is still worth showing
@@ -182,14 +211,26 @@ def zero_shot_readings(clips: Sequence[tuple[Path, str]], face_set: str, device:
     rows = []
     try:
         for r in fs.extract([ClipInput(p.stem, str(p)) for p, _ in clips]):
-            valid = r.values[r.mask][:, -len(classes):].astype(np.float64) if r.status == "ok" else None
+            valid = (
+                r.values[r.mask][:, -len(classes) :].astype(np.float64)
+                if r.status == "ok"
+                else None
+            )
             if valid is None or not len(valid):
-                rows.append({"clip_id": r.clip_id, "zero_shot": f"({r.status})", "zero_shot_p": float("nan")})
+                rows.append(
+                    {
+                        "clip_id": r.clip_id,
+                        "zero_shot": f"({r.status})",
+                        "zero_shot_p": float("nan"),
+                    }
+                )
                 continue
             e = np.exp(valid - valid.max(1, keepdims=True))
             probs = (e / e.sum(1, keepdims=True)).mean(0)
             top = int(probs.argmax())
-            rows.append({"clip_id": r.clip_id, "zero_shot": classes[top], "zero_shot_p": float(probs[top])})
+            rows.append(
+                {"clip_id": r.clip_id, "zero_shot": classes[top], "zero_shot_p": float(probs[top])}
+            )
     finally:
         fs.close()
     return pd.DataFrame(rows, columns=["clip_id", "zero_shot", "zero_shot_p"])
@@ -211,12 +252,21 @@ def _report(result: dict[str, Any]) -> None:
                 print(f"  {k}: {_fmt(v)}")
     real = result.get("real")
     if real is not None:
-        print("\n-- the trained run on real CREMA-D takes it never saw (demo classes: "
-              "happy / neutral / sad; the other emotions have no demo class)")
-        names = {"clip_id": "clip", "label": "true label", "pred": "predicted", "top_p": "top probability"}
+        print(
+            "\n-- the trained run on real CREMA-D takes it never saw (demo classes: "
+            "happy / neutral / sad; the other emotions have no demo class)"
+        )
+        names = {
+            "clip_id": "clip",
+            "label": "true label",
+            "pred": "predicted",
+            "top_p": "top probability",
+        }
         if "zero_shot" in real:
-            print(f"   beside what {DEFAULT_MODALITIES['face']}'s own network reads zero-shot (mean class "
-                  "probability over the take's frames; its 7 classes, no training):")
+            print(
+                f"   beside what {DEFAULT_MODALITIES['face']}'s own network reads zero-shot (mean class "
+                "probability over the take's frames; its 7 classes, no training):"
+            )
             names |= {"zero_shot": "face net zero-shot", "zero_shot_p": "its probability"}
         show = real[[c for c in names if c in real]].rename(columns=names)
         print(show.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -228,7 +278,9 @@ def _report(result: dict[str, Any]) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``avemo demo`` (also ``python -m avemo.workflows.demo``)."""
-    p.add_argument("-o", "--out", type=Path, help="demo folder (default: $AVEMO_DEMO_DIR or ./demo)")
+    p.add_argument(
+        "-o", "--out", type=Path, help="demo folder (default: $AVEMO_DEMO_DIR or ./demo)"
+    )
     p.add_argument("--device", default=os.environ.get("AVEMO_DEVICE", "cpu"), help="cpu or cuda")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
 

@@ -11,11 +11,18 @@ from collections.abc import Callable, Sequence
 from avemo.errors import UserError
 
 
-def module_main(name: str, doc: str, add_arguments: Callable[[argparse.ArgumentParser], None],
-                run: Callable[[argparse.Namespace], int], argv: Sequence[str] | None = None) -> int:
+def module_main(
+    name: str,
+    doc: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+    argv: Sequence[str] | None = None,
+) -> int:
     """Parse ``argv`` with ``add_arguments`` and ``run`` it; ``name`` is the subcommand
     (``avemo NAME: error: ...``), ``doc`` the module docstring (its first line describes)."""
-    p = argparse.ArgumentParser(prog=f"python -m avemo.workflows.{name}", description=doc.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog=f"python -m avemo.workflows.{name}", description=doc.splitlines()[0]
+    )
     add_arguments(p)
     try:
         return run(p.parse_args(argv))

@@ -63,11 +63,18 @@ def check_detection(dev: torch.device, tiny: bool) -> dict[str, Any]:
     got, s = _timed(lambda: gpu.detect(frames), dev)
     ref = cpu.detect(frames[:2])
     same = all(len(a) == len(b) for a, b in zip(got, ref, strict=False))
-    diff = max((float(np.abs(a.boxes - b.boxes).max()) for a, b in zip(got, ref, strict=False) if len(a)),
-               default=0.0)
-    return {"check": "face detection (mtcnn)", "work": f"{len(frames)} frames {frames.shape[1]}x{frames.shape[2]}",
-            "seconds": s, "vs CPU": f"faces equal: {same}; box max |diff| {diff:.2f} px",
-            "tolerance": "2 px", "ok": same and diff <= 2.0}
+    diff = max(
+        (float(np.abs(a.boxes - b.boxes).max()) for a, b in zip(got, ref, strict=False) if len(a)),
+        default=0.0,
+    )
+    return {
+        "check": "face detection (mtcnn)",
+        "work": f"{len(frames)} frames {frames.shape[1]}x{frames.shape[2]}",
+        "seconds": s,
+        "vs CPU": f"faces equal: {same}; box max |diff| {diff:.2f} px",
+        "tolerance": "2 px",
+        "ok": same and diff <= 2.0,
+    }
 
 
 def check_backbones(dev: torch.device, tiny: bool) -> list[dict[str, Any]]:
@@ -82,8 +89,16 @@ def check_backbones(dev: torch.device, tiny: bool) -> list[dict[str, Any]]:
         try:
             gpu, cpu = BACKBONES.build(name, device=str(dev)), BACKBONES.build(name, device="cpu")
         except Exception as e:  # noqa: BLE001 - weights not in this cache: say so, go on
-            rows.append({"check": f"backbone {name}", "work": "-", "seconds": float("nan"),
-                         "vs CPU": f"skipped: {type(e).__name__}: {str(e)[:80]}", "tolerance": "-", "ok": True})
+            rows.append(
+                {
+                    "check": f"backbone {name}",
+                    "work": "-",
+                    "seconds": float("nan"),
+                    "vs CPU": f"skipped: {type(e).__name__}: {str(e)[:80]}",
+                    "tolerance": "-",
+                    "ok": True,
+                }
+            )
             continue
         s_in = gpu.input_size
         crop = torch.from_numpy(np.asarray(Image.fromarray(frame).resize((s_in, s_in))))
@@ -94,9 +109,16 @@ def check_backbones(dev: torch.device, tiny: bool) -> list[dict[str, Any]]:
         ref = cpu.embed(crops[:2])
         cos = float(torch.nn.functional.cosine_similarity(got[:2], ref, dim=1).min())
         tol = 0.99 if dev.type == "cuda" else 0.99999
-        rows.append({"check": f"backbone {name} ({'bf16' if dev.type == 'cuda' else 'fp32'})",
-                     "work": f"{len(crops)} crops {s_in}px", "seconds": s,
-                     "vs CPU": f"min cosine {cos:.5f}", "tolerance": f">= {tol}", "ok": cos >= tol})
+        rows.append(
+            {
+                "check": f"backbone {name} ({'bf16' if dev.type == 'cuda' else 'fp32'})",
+                "work": f"{len(crops)} crops {s_in}px",
+                "seconds": s,
+                "vs CPU": f"min cosine {cos:.5f}",
+                "tolerance": f">= {tol}",
+                "ok": cos >= tol,
+            }
+        )
     return rows
 
 
@@ -109,10 +131,24 @@ def check_audio(dev: torch.device, tiny: bool) -> list[dict[str, Any]]:
     nets = [("vggish (generated weights)", lambda: build_vggish(), (1, 96, 64))]
     try:
         build_audio_resnet18(device="cpu")
-        nets.append(("audio_resnet18 (ImageNet conv1 summed)", lambda: build_audio_resnet18()[0], (1, 200, 64)))
+        nets.append(
+            (
+                "audio_resnet18 (ImageNet conv1 summed)",
+                lambda: build_audio_resnet18()[0],
+                (1, 200, 64),
+            )
+        )
     except Exception as e:  # noqa: BLE001
-        rows.append({"check": "audio_resnet18", "work": "-", "seconds": float("nan"),
-                     "vs CPU": f"skipped: {type(e).__name__}", "tolerance": "-", "ok": True})
+        rows.append(
+            {
+                "check": "audio_resnet18",
+                "work": "-",
+                "seconds": float("nan"),
+                "vs CPU": f"skipped: {type(e).__name__}",
+                "tolerance": "-",
+                "ok": True,
+            }
+        )
     for name, build, shape in nets:
         torch.manual_seed(0)
         cpu = build().eval()
@@ -125,8 +161,16 @@ def check_audio(dev: torch.device, tiny: bool) -> list[dict[str, Any]]:
             got, s = _timed(lambda n=gpu, v=x: n(v.to(dev)).float().cpu(), dev)
             ref = cpu(x[:4])
         rel = float((got[:4] - ref).norm() / ref.norm().clamp_min(1e-12))
-        rows.append({"check": f"audio CNN {name}", "work": f"{len(x)} x {list(shape)}", "seconds": s,
-                     "vs CPU": f"relative L2 {rel:.2e}", "tolerance": "1e-3", "ok": rel <= 1e-3})
+        rows.append(
+            {
+                "check": f"audio CNN {name}",
+                "work": f"{len(x)} x {list(shape)}",
+                "seconds": s,
+                "vs CPU": f"relative L2 {rel:.2e}",
+                "tolerance": "1e-3",
+                "ok": rel <= 1e-3,
+            }
+        )
     return rows
 
 
@@ -139,20 +183,43 @@ def check_fusion(dev: torch.device, tiny: bool, tmp: Path) -> list[dict[str, Any
 
     frames = 20_000 if tiny else 1_000_000
     aw = FB.affwild_like(tmp, n_frames=frames, n_videos=20 if tiny else 200)
-    cfg = {"name": "gpu_check_affwild", "seed": 0,
-           "data": {"manifest": str(aw["manifest"]), "features": {"face": str(aw["features"]["face"])},
-                    "batch_size": 32, "window": {"length": 300, "hop": 200}},
-           "task": {"type": "frame"},
-           "model": {"name": "unimodal", "modality": "face", "encoder": {"name": "linear", "dim": 64},
-                     "temporal": "mean"},
-           "trainer": {"accelerator": "gpu" if dev.type == "cuda" else "cpu"}}
+    cfg = {
+        "name": "gpu_check_affwild",
+        "seed": 0,
+        "data": {
+            "manifest": str(aw["manifest"]),
+            "features": {"face": str(aw["features"]["face"])},
+            "batch_size": 32,
+            "window": {"length": 300, "hop": 200},
+        },
+        "task": {"type": "frame"},
+        "model": {
+            "name": "unimodal",
+            "modality": "face",
+            "encoder": {"name": "linear", "dim": 64},
+            "temporal": "mean",
+        },
+        "trainer": {"accelerator": "gpu" if dev.type == "cuda" else "cpu"},
+    }
     rows = []
-    for r in FB.bench_scale(f"Aff-Wild2-like ({frames / 1e6:.2g} M frames)", aw, dict(cfg), dev,
-                            10 if tiny else 100, 1 if tiny else 2):
-        rows.append({"check": f"fusion {r['measure']}: device-resident vs per-sample", "work": r["scale"],
-                     "seconds": r["device-resident s/epoch"],
-                     "vs CPU": f"per-sample {r['per-sample s/epoch']} s/epoch ({r['speed-up (wall)']})",
-                     "tolerance": "-", "ok": True})
+    for r in FB.bench_scale(
+        f"Aff-Wild2-like ({frames / 1e6:.2g} M frames)",
+        aw,
+        dict(cfg),
+        dev,
+        10 if tiny else 100,
+        1 if tiny else 2,
+    ):
+        rows.append(
+            {
+                "check": f"fusion {r['measure']}: device-resident vs per-sample",
+                "work": r["scale"],
+                "seconds": r["device-resident s/epoch"],
+                "vs CPU": f"per-sample {r['per-sample s/epoch']} s/epoch ({r['speed-up (wall)']})",
+                "tolerance": "-",
+                "ok": True,
+            }
+        )
     losses = {}
     for d in (dev, torch.device("cpu")):
         c = load_config(dict(cfg, trainer={"accelerator": "gpu" if d.type == "cuda" else "cpu"}))
@@ -172,10 +239,19 @@ def check_fusion(dev: torch.device, tiny: bool, tmp: Path) -> list[dict[str, Any
             if i == 19:
                 break
         losses[d.type] = np.array(seen)
-    diff = float(np.abs(losses[dev.type] - losses["cpu"]).max() / max(np.abs(losses["cpu"]).max(), 1e-12))
-    rows.append({"check": "fusion training steps, device vs CPU", "work": "20 Adam steps, same init + batches",
-                 "seconds": float("nan"), "vs CPU": f"loss curve max rel diff {diff:.2e}", "tolerance": "1e-3",
-                 "ok": diff <= 1e-3})
+    diff = float(
+        np.abs(losses[dev.type] - losses["cpu"]).max() / max(np.abs(losses["cpu"]).max(), 1e-12)
+    )
+    rows.append(
+        {
+            "check": "fusion training steps, device vs CPU",
+            "work": "20 Adam steps, same init + batches",
+            "seconds": float("nan"),
+            "vs CPU": f"loss curve max rel diff {diff:.2e}",
+            "tolerance": "1e-3",
+            "ok": diff <= 1e-3,
+        }
+    )
     return rows
 
 
@@ -189,23 +265,47 @@ def check_stacked(dev: torch.device, tiny: bool, tmp: Path) -> dict[str, Any]:
     res = {}
     times = {}
     for d in (dev, torch.device("cpu")):
-        cfgs = [load_config({
-            "name": "gpu_check_stacked", "seed": s,
-            "data": {"manifest": str(data["manifest"]), "batch_size": 32,
-                     "features": {k: str(v) for k, v in data["features"].items()}},
-            "task": {"type": "clip"},
-            "model": {"name": "zhou", "temporal": {"name": "fan_self", "dropout": 0.0}, "fusion": "concat"},
-            "trainer": {"accelerator": "gpu" if d.type == "cuda" else "cpu", "max_epochs": 2,
-                        "early_stopping": None},
-            "output": {"plots": False, "verbose": False}}) for s in range(4 if tiny else 8)]
+        cfgs = [
+            load_config(
+                {
+                    "name": "gpu_check_stacked",
+                    "seed": s,
+                    "data": {
+                        "manifest": str(data["manifest"]),
+                        "batch_size": 32,
+                        "features": {k: str(v) for k, v in data["features"].items()},
+                    },
+                    "task": {"type": "clip"},
+                    "model": {
+                        "name": "zhou",
+                        "temporal": {"name": "fan_self", "dropout": 0.0},
+                        "fusion": "concat",
+                    },
+                    "trainer": {
+                        "accelerator": "gpu" if d.type == "cuda" else "cpu",
+                        "max_epochs": 2,
+                        "early_stopping": None,
+                    },
+                    "output": {"plots": False, "verbose": False},
+                }
+            )
+            for s in range(4 if tiny else 8)
+        ]
         dm = build_datamodule(cfgs[0], str(d), feature_cache={})
         dirs = [tmp / f"stacked-{d.type}" / f"seed{s}" for s in range(len(cfgs))]
-        out, times[d.type] = _timed(lambda c=cfgs, m=dm, r=dirs: fit_stacked(c, m, r, verbose=False), d)
+        out, times[d.type] = _timed(
+            lambda c=cfgs, m=dm, r=dirs: fit_stacked(c, m, r, verbose=False), d
+        )
         res[d.type] = np.array([[r["metrics"][k] for k in sorted(r["metrics"])] for r in out])
     diff = float(np.abs(res[dev.type] - res["cpu"]).max())
-    return {"check": f"stacked grid ({len(res['cpu'])} seeds, zhou)", "work": "2 epochs, one stacked model",
-            "seconds": times[dev.type], "vs CPU": f"CPU {times['cpu']:.1f} s; val metrics max |diff| {diff:.3f}",
-            "tolerance": "0.05", "ok": diff <= 0.05}
+    return {
+        "check": f"stacked grid ({len(res['cpu'])} seeds, zhou)",
+        "work": "2 epochs, one stacked model",
+        "seconds": times[dev.type],
+        "vs CPU": f"CPU {times['cpu']:.1f} s; val metrics max |diff| {diff:.3f}",
+        "tolerance": "0.05",
+        "ok": diff <= 0.05,
+    }
 
 
 def run(device: str, tiny: bool, write: bool = True) -> tuple[list[dict[str, Any]], bool]:
@@ -231,10 +331,19 @@ def run(device: str, tiny: bool, write: bool = True) -> tuple[list[dict[str, Any
                 got = fn()
             except Exception as e:  # noqa: BLE001 - one broken path must not hide the others
                 traceback.print_exc()
-                got = {"check": name, "work": "-", "seconds": float("nan"),
-                       "vs CPU": f"FAILED: {type(e).__name__}: {str(e)[:120]}", "tolerance": "-", "ok": False}
+                got = {
+                    "check": name,
+                    "work": "-",
+                    "seconds": float("nan"),
+                    "vs CPU": f"FAILED: {type(e).__name__}: {str(e)[:120]}",
+                    "tolerance": "-",
+                    "ok": False,
+                }
             for r in got if isinstance(got, list) else [got]:
-                r = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", **r}
+                r = {
+                    "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                    **r,
+                }
                 r["ok"] = "yes" if r["ok"] else "NO"
                 rows.append(r)
                 print(r, flush=True)
@@ -243,28 +352,41 @@ def run(device: str, tiny: bool, write: bool = True) -> tuple[list[dict[str, Any
     if write:
         from avemo.bench.table import write_section
 
-        notes = ("Each path once on the device, the same inputs on the CPU (tf32 off; bf16 paths compared "
-                 "by cosine similarity). Inputs: BlazeFace/MTCNN frames from the cached single_face.jpg; "
-                 "audio CNN inputs are seeded noise (a numerics check, not a feature check); fusion data "
-                 "generated (avemo.bench.fusion). " + ("TINY dry run. " if tiny else "")
-                 + "Reproduce: `make gpu-check` (python -m avemo.workflows.gpu_check).")
+        notes = (
+            "Each path once on the device, the same inputs on the CPU (tf32 off; bf16 paths compared "
+            "by cosine similarity). Inputs: BlazeFace/MTCNN frames from the cached single_face.jpg; "
+            "audio CNN inputs are seeded noise (a numerics check, not a feature check); fusion data "
+            "generated (avemo.bench.fusion). "
+            + ("TINY dry run. " if tiny else "")
+            + "Reproduce: `make gpu-check` (python -m avemo.workflows.gpu_check)."
+        )
         write_section(TITLE + (" (tiny)" if tiny else ""), rows, notes)
     return rows, ok
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m avemo.workflows.gpu_check", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m avemo.workflows.gpu_check", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (dry mode)")
-    p.add_argument("--tiny", action="store_true", help="small sizes (the CPU dry mode of the tests)")
-    p.add_argument("--no-write", action="store_true", help="do not write rows into the benchmark file")
+    p.add_argument(
+        "--tiny", action="store_true", help="small sizes (the CPU dry mode of the tests)"
+    )
+    p.add_argument(
+        "--no-write", action="store_true", help="do not write rows into the benchmark file"
+    )
     a = p.parse_args(argv)
     if a.device.startswith("cuda") and not torch.cuda.is_available():
-        print("gpu-check: no CUDA device on this machine; nothing measured (exit 3). "
-              "`python -m avemo.workflows.gpu_check --device cpu --tiny` runs the script on the CPU.")
+        print(
+            "gpu-check: no CUDA device on this machine; nothing measured (exit 3). "
+            "`python -m avemo.workflows.gpu_check --device cpu --tiny` runs the script on the CPU."
+        )
         return NO_CUDA
     torch.manual_seed(0)
     _, ok = run(a.device, a.tiny, write=not a.no_write)
-    print("gpu-check: all paths agree with the CPU" if ok else "gpu-check: a path FAILED (see rows)")
+    print(
+        "gpu-check: all paths agree with the CPU" if ok else "gpu-check: a path FAILED (see rows)"
+    )
     return 0 if ok else 1
 
 

@@ -36,12 +36,19 @@ def holdout_ids(manifest: pd.DataFrame) -> list[str]:
     """Clips of the manifest's official test partition (kept out of the folds by ``pool: trainval``)."""
     from avemo.fusion.splits import official_partition
 
-    return [str(c) for c, s in zip(manifest["clip_id"], manifest["split"], strict=True)
-            if official_partition(s) == "test"]
+    return [
+        str(c)
+        for c, s in zip(manifest["clip_id"], manifest["split"], strict=True)
+        if official_partition(s) == "test"
+    ]
 
 
-def predict_run_on(run_dir: Path, clip_ids: Sequence[str] | None = None, feature_cache: dict | None = None,
-                   checkpoint: str | None = None) -> tuple[dict, Any]:
+def predict_run_on(
+    run_dir: Path,
+    clip_ids: Sequence[str] | None = None,
+    feature_cache: dict | None = None,
+    checkpoint: str | None = None,
+) -> tuple[dict, Any]:
     """Rebuild a finished run (``Run.from_dir``: its ``dm`` has the same split, hence the same
     normalisation statistics) and predict ``clip_ids`` (default: the official test clips) with
     its weights (``checkpoint``: ``best`` / ``last``; None: those its final metrics came from)."""
@@ -54,13 +61,17 @@ def predict_run_on(run_dir: Path, clip_ids: Sequence[str] | None = None, feature
             f"{run_dir}: the manifest has no clips with split=test, so the fold models have nothing "
             "held out in common to predict and merge. Keep a set out of the folds: mark those clips "
             "split=test in the manifest (e.g. Aff-Wild2's validation videos; its test labels are not "
-            "public) and rerun the grid, whose `cv: pool: trainval` keeps them out of every fold")
+            "public) and rerun the grid, whose `cv: pool: trainval` keeps them out of every fold"
+        )
     return run.predictions(clip_ids=ids), run.dm
 
 
-def merge_fold_runs(run_dirs: Sequence[Path], method: str = "ccc_centering",
-                    smooth_frames: Mapping[str, int] | None = None,
-                    feature_cache: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def merge_fold_runs(
+    run_dirs: Sequence[Path],
+    method: str = "ccc_centering",
+    smooth_frames: Mapping[str, int] | None = None,
+    feature_cache: dict | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predict the held-out (official test) clips with every fold model and merge them with
     the runs' task: regression -- CCC centering (or plain mean) per target, raw and smoothed
     CCC; classification -- mean of the class probabilities, accuracy / UAR of every fold and
@@ -90,7 +101,9 @@ def merge_grid(out_dir: str | os.PathLike[str], method: str = "ccc_centering") -
     for key, grp in done.groupby(group_cols, sort=False):
         key = key if isinstance(key, tuple) else (key,)
         name = "__".join(str(k) for k in key)
-        merged, scores = merge_fold_runs([Path(d) for d in grp["run_dir"]], method, feature_cache=cache)
+        merged, scores = merge_fold_runs(
+            [Path(d) for d in grp["run_dir"]], method, feature_cache=cache
+        )
         dest = out / "merged" / name
         dest.mkdir(parents=True, exist_ok=True)
         merged.to_parquet(dest / "predictions.parquet", index=False)
@@ -105,14 +118,20 @@ def merge_grid(out_dir: str | os.PathLike[str], method: str = "ccc_centering") -
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``avemo merge`` (also ``python -m avemo.workflows.merge``)."""
     p.add_argument("out_dir", metavar="GRID_OUT", help="a cross-validated grid results folder")
-    p.add_argument("--method", default="ccc_centering", choices=sorted(METHODS),
-                   help="how fold models are merged (default: ccc_centering)")
+    p.add_argument(
+        "--method",
+        default="ccc_centering",
+        choices=sorted(METHODS),
+        help="how fold models are merged (default: ccc_centering)",
+    )
 
 
 def run(a: argparse.Namespace) -> int:
     if not (Path(a.out_dir) / "results.csv").is_file():
-        raise UsageError(f"{a.out_dir} is not a grid results folder (no results.csv): "
-                         "give the -o folder of a cross-validated `avemo ablate`")
+        raise UsageError(
+            f"{a.out_dir} is not a grid results folder (no results.csv): "
+            "give the -o folder of a cross-validated `avemo ablate`"
+        )
     print(merge_grid(a.out_dir, a.method).to_string(index=False))
     return 0
 

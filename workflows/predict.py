@@ -56,24 +56,34 @@ def read_manifest(path: Path) -> pd.DataFrame:
     no split / subject / label needed (``label`` is carried into the table, ``subject`` says
     the speaker for per-speaker normalisation)."""
     try:
-        df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype=str)
+        df = (
+            pd.read_parquet(path)
+            if path.suffix.lower() == ".parquet"
+            else pd.read_csv(path, dtype=str)
+        )
     except Exception as e:  # noqa: BLE001 - any unreadable table is the user's to fix
         raise UsageError(f"manifest {path} cannot be read: {e}") from None
     media = [c for c in ("video", "audio") if c in df.columns]
     if "clip_id" not in df.columns or not media:
-        raise UsageError(f"manifest {path} needs a clip_id column and a video and/or audio column; "
-                         f"it has {list(df.columns)}")
+        raise UsageError(
+            f"manifest {path} needs a clip_id column and a video and/or audio column; "
+            f"it has {list(df.columns)}"
+        )
     df = df[[c for c in ("clip_id", *media, "label", "subject") if c in df.columns]].copy()
     for c in media:
-        df[c] = [None if pd.isna(v) or not str(v).strip() else str((path.parent / str(v)).resolve())
-                 for v in df[c]]
+        df[c] = [
+            None if pd.isna(v) or not str(v).strip() else str((path.parent / str(v)).resolve())
+            for v in df[c]
+        ]
     gone = [v for c in media for v in df[c] if v is not None and not Path(v).is_file()]
     if gone:
         raise UsageError(f"manifest {path}: {len(gone)} media file(s) do not exist, e.g. {gone[0]}")
     return df
 
 
-def collect_inputs(inputs: Sequence[str | os.PathLike[str]], speaker: str | None = None) -> pd.DataFrame:
+def collect_inputs(
+    inputs: Sequence[str | os.PathLike[str]], speaker: str | None = None
+) -> pd.DataFrame:
     """One manifest (clip_id, video, audio[, label][, subject]) from files, folders and manifests;
     ``speaker``: the subject of every clip no manifest names one for."""
     if not inputs:
@@ -83,18 +93,25 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]], speaker: str | None
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file()
-                           and q.suffix.lower() in (*VIDEO_EXT, *AUDIO_EXT))
+            found = sorted(
+                q
+                for q in p.rglob("*")
+                if q.is_file() and q.suffix.lower() in (*VIDEO_EXT, *AUDIO_EXT)
+            )
             if not found:
-                raise UsageError(f"INPUT folder {p} holds no media files ({', '.join(VIDEO_EXT + AUDIO_EXT)})")
+                raise UsageError(
+                    f"INPUT folder {p} holds no media files ({', '.join(VIDEO_EXT + AUDIO_EXT)})"
+                )
             tables.append(pd.DataFrame([_media_row(q.resolve(), used) for q in found]))
         elif p.is_file() and p.suffix.lower() in MANIFEST_EXT:
             tables.append(read_manifest(p))
         elif p.is_file() and p.suffix.lower() in (*VIDEO_EXT, *AUDIO_EXT):
             tables.append(pd.DataFrame([_media_row(p.resolve(), used)]))
         elif p.exists():
-            raise UsageError(f"INPUT {p} is not a media file ({', '.join(VIDEO_EXT + AUDIO_EXT)}), "
-                             "a folder or a manifest (.csv / .parquet)")
+            raise UsageError(
+                f"INPUT {p} is not a media file ({', '.join(VIDEO_EXT + AUDIO_EXT)}), "
+                "a folder or a manifest (.csv / .parquet)"
+            )
         else:
             raise UsageError(f"INPUT {p} does not exist")
     df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
@@ -104,12 +121,18 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]], speaker: str | None
     if speaker is not None:
         if not str(speaker).strip():
             raise UsageError("--speaker needs a name (the speaker of the media files given)")
-        have = df["subject"] if "subject" in df.columns else pd.Series([None] * len(df), index=df.index)
+        have = (
+            df["subject"]
+            if "subject" in df.columns
+            else pd.Series([None] * len(df), index=df.index)
+        )
         df["subject"] = [str(speaker) if pd.isna(v) or not str(v).strip() else str(v) for v in have]
     dup = df["clip_id"][df["clip_id"].duplicated()].tolist()
     if dup:
-        raise UsageError(f"clip id {dup[0]!r} comes twice from the inputs; give each clip one id "
-                         "(rename a file, or use one manifest)")
+        raise UsageError(
+            f"clip id {dup[0]!r} comes twice from the inputs; give each clip one id "
+            "(rename a file, or use one manifest)"
+        )
     return df.reset_index(drop=True)
 
 
@@ -144,23 +167,29 @@ def check_feature_sets(requests: Mapping[str, Mapping[str, Any]], device: str) -
         for k in sorted(set(want_cfg) | set(have_cfg)):
             a, b = want_cfg.get(k, "<absent>"), have_cfg.get(k, "<absent>")
             if a != b:
-                problems.append(f"{where}: config key {k}: the run used {_short(a)}, this avemo "
-                                f"makes {_short(b)}")
+                problems.append(
+                    f"{where}: config key {k}: the run used {_short(a)}, this avemo "
+                    f"makes {_short(b)}"
+                )
         want_w, have_w = dict(req.get("weights") or {}), dict(have.get("weights") or {})
         for w in sorted(set(want_w) | set(have_w)):
             a, b = want_w.get(w), have_w.get(w)
             if a != b:
                 env = WEIGHTS.get(w).env_var if w in WEIGHTS else None
                 fix = f" (point {env} at the run's file)" if env else ""
-                problems.append(f"{where}: weight file {w}: sha256 {str(b)[:12] if b else 'absent'} here, "
-                                f"the run's features were made with {str(a)[:12] if a else 'no such file'}"
-                                f"{fix}")
+                problems.append(
+                    f"{where}: weight file {w}: sha256 {str(b)[:12] if b else 'absent'} here, "
+                    f"the run's features were made with {str(a)[:12] if a else 'no such file'}"
+                    f"{fix}"
+                )
         sets[m] = fs
     if problems:
         raise FeatureMismatchError(
             "this machine cannot extract exactly the features the run was trained on: "
-            + "; ".join(problems) + ". Predictions from other features would be meaningless: "
-            "install the same weights / avemo version, or retrain on features made here")
+            + "; ".join(problems)
+            + ". Predictions from other features would be meaningless: "
+            "install the same weights / avemo version, or retrain on features made here"
+        )
     return sets
 
 
@@ -179,9 +208,14 @@ def cached(path: Path, request: Mapping[str, Any], clip_ids: Sequence[str]) -> b
         return not diff_provenance(ff.provenance, request) and all(c in ff for c in clip_ids)
 
 
-def extract(manifest: pd.DataFrame, requests: Mapping[str, Mapping[str, Any]], out: Path,
-            device: str, progress: bool = True,
-            built: Mapping[str, Any] | None = None) -> dict[str, Path]:
+def extract(
+    manifest: pd.DataFrame,
+    requests: Mapping[str, Mapping[str, Any]],
+    out: Path,
+    device: str,
+    progress: bool = True,
+    built: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
     """Stage one for every modality into ``out/features/<modality>/<set>.h5`` (resumes);
     ``built``: per modality, the set ``check_feature_sets`` already built (not built again)."""
     from avemo.extract.runner import run_features
@@ -189,10 +223,15 @@ def extract(manifest: pd.DataFrame, requests: Mapping[str, Mapping[str, Any]], o
     files: dict[str, Path] = {}
     for m, req in requests.items():
         name = str(req["feature_set"])
-        got = run_features(manifest[[c for c in ("clip_id", "video", "audio") if c in manifest]],
-                           [name], feature_path(out, m, req).parent, device=device,
-                           overrides={name: dict(req.get("config") or {})}, progress=progress,
-                           built={name: built[m]} if built and m in built else None)
+        got = run_features(
+            manifest[[c for c in ("clip_id", "video", "audio") if c in manifest]],
+            [name],
+            feature_path(out, m, req).parent,
+            device=device,
+            overrides={name: dict(req.get("config") or {})},
+            progress=progress,
+            built={name: built[m]} if built and m in built else None,
+        )
         files[m] = Path(got[name])
     return files
 
@@ -200,11 +239,18 @@ def extract(manifest: pd.DataFrame, requests: Mapping[str, Mapping[str, Any]], o
 # ----------------------------------------------------------------------------- whole command
 
 
-def predict_inputs(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
-                   out: str | os.PathLike[str] | None = None, checkpoint: str = "best",
-                   device: str | None = None, fmt: str = "csv", plot: bool = False,
-                   progress: bool = True, batch_size: int | None = None,
-                   speaker: str | None = None) -> dict[str, Any]:
+def predict_inputs(
+    run_dir: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str] | None = None,
+    checkpoint: str = "best",
+    device: str | None = None,
+    fmt: str = "csv",
+    plot: bool = False,
+    progress: bool = True,
+    batch_size: int | None = None,
+    speaker: str | None = None,
+) -> dict[str, Any]:
     """Everything ``avemo predict`` does: writes ``OUT/predictions.*`` (and plots), returns
     ``{"table", "path", "plots", "out", "run"}``."""
     from avemo.data.manifest import save_manifest
@@ -217,7 +263,9 @@ def predict_inputs(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.Pa
     dev = resolve_device(device)
     run = Run.from_dir(run_dir, checkpoint, dev)
     requests = run.feature_requests()
-    out_dir = Path(out) if out is not None else Path.cwd() / "predict" / Path(run_dir).resolve().name
+    out_dir = (
+        Path(out) if out is not None else Path.cwd() / "predict" / Path(run_dir).resolve().name
+    )
     ids = manifest["clip_id"].tolist()
     files = {m: feature_path(out_dir, m, r) for m, r in requests.items()}
     todo = {m: r for m, r in requests.items() if not cached(files[m], r, ids)}
@@ -225,26 +273,43 @@ def predict_inputs(run_dir: str | os.PathLike[str], inputs: Sequence[str | os.Pa
     files.update(extract(manifest, todo, out_dir, dev.type, progress, built))
     from avemo.fusion.predict import predict_files
 
-    subjects = (dict(zip(manifest["clip_id"], manifest["subject"], strict=True))
-                if "subject" in manifest.columns else None)
+    subjects = (
+        dict(zip(manifest["clip_id"], manifest["subject"], strict=True))
+        if "subject" in manifest.columns
+        else None
+    )
     table, extra = predict_files(run, files, ids, batch_size, progress, subjects, attention=plot)
     if extra.get("speakers"):  # the speaker each clip was normalised with
         table.insert(1, "speaker", table["clip_id"].map(extra["speakers"]))
     if "label" in manifest.columns:
-        table.insert(1, "label", table["clip_id"].map(dict(zip(manifest["clip_id"], manifest["label"],
-                                                               strict=True))))
+        table.insert(
+            1,
+            "label",
+            table["clip_id"].map(dict(zip(manifest["clip_id"], manifest["label"], strict=True))),
+        )
     path = save_manifest(table, out_dir / f"predictions.{fmt}")
-    plots = [plot_clip(run, table, c, out_dir / "plots" / f"{c}.png")
-             for c in dict.fromkeys(table["clip_id"])] if plot else []
+    plots = (
+        [
+            plot_clip(run, table, c, out_dir / "plots" / f"{c}.png")
+            for c in dict.fromkeys(table["clip_id"])
+        ]
+        if plot
+        else []
+    )
     if plot:  # models with temporal attention: where in each clip it looked, in seconds
         from avemo.fusion.plots import plot_attention
 
         for c, a in (extra.get("attention") or {}).items():
-            plots.append(plot_attention(a["attention"], a["timing"], out_dir / "plots" / f"{c}_attention.png",
-                                        a["strides"], f"{c}: temporal attention"))
+            plots.append(
+                plot_attention(
+                    a["attention"],
+                    a["timing"],
+                    out_dir / "plots" / f"{c}_attention.png",
+                    a["strides"],
+                    f"{c}: temporal attention",
+                )
+            )
     return {"table": table, "path": path, "plots": plots, "out": out_dir, "run": run}
-
-
 
 
 def summary(table: pd.DataFrame, max_rows: int = 40) -> str:
@@ -252,49 +317,103 @@ def summary(table: pd.DataFrame, max_rows: int = 40) -> str:
     mean of each predicted target over the clip's frames."""
     cols = [c for c in ("clip_id", "label", "pred", "top_p") if c in table]
     if "pred" not in table:  # regression: per-clip means of every target
-        targets = [c for c in table.columns if c not in ("clip_id", "label", "time", "missing", "flagged")
-                   and not c.endswith("_present") and pd.api.types.is_numeric_dtype(table[c])]
+        targets = [
+            c
+            for c in table.columns
+            if c not in ("clip_id", "label", "time", "missing", "flagged")
+            and not c.endswith("_present")
+            and pd.api.types.is_numeric_dtype(table[c])
+        ]
         show = table.groupby("clip_id", sort=False)[targets].mean().reset_index()
         cols = ["clip_id", *targets]
     else:
         show = table
-    show = show.assign(missing=table.groupby("clip_id", sort=False)["missing"].first().reindex(
-        show["clip_id"]).to_numpy())
+    show = show.assign(
+        missing=table.groupby("clip_id", sort=False)["missing"]
+        .first()
+        .reindex(show["clip_id"])
+        .to_numpy()
+    )
     if "flagged" in table:
-        show = show.assign(flagged=table.groupby("clip_id", sort=False)["flagged"].first().reindex(
-            show["clip_id"]).to_numpy())
-    return show[[*cols, "missing", *(["flagged"] if "flagged" in show else [])]].head(max_rows).to_string(
-        index=False, float_format=lambda v: f"{v:.3f}")
+        show = show.assign(
+            flagged=table.groupby("clip_id", sort=False)["flagged"]
+            .first()
+            .reindex(show["clip_id"])
+            .to_numpy()
+        )
+    return (
+        show[[*cols, "missing", *(["flagged"] if "flagged" in show else [])]]
+        .head(max_rows)
+        .to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``avemo predict`` (also ``python -m avemo.workflows.predict``)."""
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `avemo fuse-train`")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="media files, folders of them, or manifests (.csv / .parquet)")
-    p.add_argument("-o", "--out", type=Path,
-                   help="output folder (default ./predict/<run folder name>); features are cached "
-                        "under OUT/features so a rerun extracts nothing")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best",
-                   help="which of the run's checkpoints to apply (default best; a run without "
-                        "it is refused, naming the one it has)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto: the GPU when there is one; cuda without one: the CPU, with a notice")
-    p.add_argument("--format", dest="fmt", choices=["csv", "parquet"], default="csv",
-                   help="OUT/predictions.csv (default) or .parquet")
-    p.add_argument("--plot", action="store_true",
-                   help="one PNG per clip under OUT/plots, and for models with temporal attention "
-                        "CLIP_attention.png: each modality's weights over the clip in seconds")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="media files, folders of them, or manifests (.csv / .parquet)",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        help="output folder (default ./predict/<run folder name>); features are cached "
+        "under OUT/features so a rerun extracts nothing",
+    )
+    p.add_argument(
+        "--checkpoint",
+        choices=["best", "last"],
+        default="best",
+        help="which of the run's checkpoints to apply (default best; a run without "
+        "it is refused, naming the one it has)",
+    )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="auto: the GPU when there is one; cuda without one: the CPU, with a notice",
+    )
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=["csv", "parquet"],
+        default="csv",
+        help="OUT/predictions.csv (default) or .parquet",
+    )
+    p.add_argument(
+        "--plot",
+        action="store_true",
+        help="one PNG per clip under OUT/plots, and for models with temporal attention "
+        "CLIP_attention.png: each modality's weights over the clip in seconds",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="sequences per model batch")
-    p.add_argument("--speaker", default=None, metavar="NAME",
-                   help="runs trained with per-speaker normalisation: the speaker of the media files "
-                        "given (clips a manifest's subject column names keep theirs); without it they "
-                        "are normalised together as one speaker")
+    p.add_argument(
+        "--speaker",
+        default=None,
+        metavar="NAME",
+        help="runs trained with per-speaker normalisation: the speaker of the media files "
+        "given (clips a manifest's subject column names keep theirs); without it they "
+        "are normalised together as one speaker",
+    )
 
 
 def run(a: argparse.Namespace) -> int:
-    res = predict_inputs(a.run_dir, a.inputs, a.out, a.checkpoint, a.device, a.fmt, a.plot,
-                  progress=getattr(a, "verbosity", 0) >= 0, batch_size=a.batch_size, speaker=a.speaker)
+    res = predict_inputs(
+        a.run_dir,
+        a.inputs,
+        a.out,
+        a.checkpoint,
+        a.device,
+        a.fmt,
+        a.plot,
+        progress=getattr(a, "verbosity", 0) >= 0,
+        batch_size=a.batch_size,
+        speaker=a.speaker,
+    )
     print(summary(res["table"]))
     print(f"predictions: {res['path']}")
     if res["plots"]:

@@ -39,7 +39,17 @@ def primary_metric(metrics: Sequence[str], preferred: str | None = None) -> str 
     """The metric ranking configs: the preferred one, else a test/val accuracy/UAR/CCC."""
     if preferred and preferred in metrics:
         return preferred
-    for pat in ("test.*uar", "test.*acc", "test.*ccc", "val.*uar", "val.*acc", "val.*ccc", "uar", "acc", "ccc"):
+    for pat in (
+        "test.*uar",
+        "test.*acc",
+        "test.*ccc",
+        "val.*uar",
+        "val.*acc",
+        "val.*ccc",
+        "uar",
+        "acc",
+        "ccc",
+    ):
         hits = [m for m in metrics if re.search(pat, m, re.I)]
         if hits:
             return sorted(hits)[0]
@@ -50,11 +60,16 @@ def primary_metric(metrics: Sequence[str], preferred: str | None = None) -> str 
 def bar_chart(agg: pd.DataFrame, metric: str, path: Path) -> Path:
     plt = pyplot()
     labels = agg["config_id"].astype(str).tolist()
-    mean, std = agg[f"{metric}_mean"].to_numpy(float), agg[f"{metric}_std"].fillna(0).to_numpy(float)
+    mean, std = (
+        agg[f"{metric}_mean"].to_numpy(float),
+        agg[f"{metric}_std"].fillna(0).to_numpy(float),
+    )
     fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(labels) + 2), 4.2))
     ax.bar(range(len(labels)), mean, yerr=std, capsize=3, color="#4c72b0", ecolor="#333333")
     ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels([lab.replace("__", "\n") for lab in labels], rotation=60, ha="right", fontsize=7)
+    ax.set_xticklabels(
+        [lab.replace("__", "\n") for lab in labels], rotation=60, ha="right", fontsize=7
+    )
     ax.set_ylabel(metric)
     n = sorted(set(agg["n"].tolist())) if "n" in agg else []
     runs = "?" if not n else (str(n[0]) if len(n) == 1 else f"{n[0]}-{n[-1]}")
@@ -88,7 +103,12 @@ def fold_chart(table: pd.DataFrame, metric: str, path: Path) -> Path:
 
 
 def read_predictions(run_dir: Path) -> pd.DataFrame | None:
-    for name in ("predictions_test.parquet", "predictions_test.csv", "predictions.parquet", "predictions.csv"):
+    for name in (
+        "predictions_test.parquet",
+        "predictions_test.csv",
+        "predictions.parquet",
+        "predictions.csv",
+    ):
         p = run_dir / name
         if p.exists():
             return pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
@@ -96,14 +116,22 @@ def read_predictions(run_dir: Path) -> pd.DataFrame | None:
 
 
 def _truth_pred_columns(df: pd.DataFrame) -> tuple[str, str] | None:
-    for t, p in (("label", "pred"), ("true", "pred"), ("y_true", "y_pred"), ("target", "prediction"),
-                 ("label", "prediction"), ("true_label", "pred_label")):
+    for t, p in (
+        ("label", "pred"),
+        ("true", "pred"),
+        ("y_true", "y_pred"),
+        ("target", "prediction"),
+        ("label", "prediction"),
+        ("true_label", "pred_label"),
+    ):
         if t in df.columns and p in df.columns:
             return t, p
     return None
 
 
-def confusion_from_run(run_dir: Path, classes: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]] | None:
+def confusion_from_run(
+    run_dir: Path, classes: Sequence[str] | None = None
+) -> tuple[np.ndarray, list[str]] | None:
     """Test confusion matrix of one run: from its predictions table, else its DONE record."""
     df = read_predictions(run_dir)
     cols = _truth_pred_columns(df) if df is not None else None
@@ -111,7 +139,9 @@ def confusion_from_run(run_dir: Path, classes: Sequence[str] | None = None) -> t
         if "partition" in df.columns and (df["partition"] == "test").any():
             df = df[df["partition"] == "test"]
         t, p = cols
-        names = list(classes) if classes else sorted(set(df[t].astype(str)) | set(df[p].astype(str)))
+        names = (
+            list(classes) if classes else sorted(set(df[t].astype(str)) | set(df[p].astype(str)))
+        )
         idx = {c: i for i, c in enumerate(names)}
         cm = np.zeros((len(names), len(names)))
         for a, b in zip(df[t].astype(str), df[p].astype(str), strict=True):
@@ -134,8 +164,9 @@ def confusion_chart(cm: np.ndarray, names: Sequence[str], title: str, path: Path
     return confusion(cm, names, title, path)
 
 
-def attention_from_run(run_dir: Path, n_clips: int = 3, feature_cache: dict | None = None
-                       ) -> dict[str, dict[str, Any]]:
+def attention_from_run(
+    run_dir: Path, n_clips: int = 3, feature_cache: dict | None = None
+) -> dict[str, dict[str, Any]]:
     """``{clip_id: fusion.predict.clip_attention entry}`` for the first ``n_clips`` test clips
     (validation clips where the run has no test partition): each modality's weights with its
     rows' own times in seconds and mask, the arguments of ``fusion.plots.plot_attention``.
@@ -181,7 +212,10 @@ def _md_table(df: pd.DataFrame, floatfmt: str = "{:.4f}") -> str:
 def _mean_std_table(agg: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     out = pd.DataFrame({"config": agg["config_id"], "runs": agg["n"]})
     for m in metrics:
-        out[m] = [f"{a:.4f} ± {b:.4f}" for a, b in zip(agg[f"{m}_mean"], agg[f"{m}_std"].fillna(0), strict=True)]
+        out[m] = [
+            f"{a:.4f} ± {b:.4f}"
+            for a, b in zip(agg[f"{m}_mean"], agg[f"{m}_std"].fillna(0), strict=True)
+        ]
     return out
 
 
@@ -203,8 +237,11 @@ def write_report(
     if table is None:  # axis labels are strings (a seed "0" is a label, not a metric)
         import yaml
 
-        axes = list((yaml.safe_load((out / "grid.yaml").read_text()) or {}).get("axes", {})) \
-            if (out / "grid.yaml").exists() else ["fold", "seed"]
+        axes = (
+            list((yaml.safe_load((out / "grid.yaml").read_text()) or {}).get("axes", {}))
+            if (out / "grid.yaml").exists()
+            else ["fold", "seed"]
+        )
         table = pd.read_csv(out / "results.csv", dtype={a: str for a in axes})
     if agg is None:
         from avemo.workflows.ablate import aggregate
@@ -229,8 +266,12 @@ def write_report(
     else:
         asc = bool(prim and LOWER_IS_BETTER.search(prim))
         ranked = agg.sort_values(f"{prim}_mean", ascending=asc) if prim else agg
-        md += [f"## Configs (ranked by {prim}; mean ± std over seeds/folds)", "",
-               _md_table(_mean_std_table(ranked, shown)), ""]
+        md += [
+            f"## Configs (ranked by {prim}; mean ± std over seeds/folds)",
+            "",
+            _md_table(_mean_std_table(ranked, shown)),
+            "",
+        ]
         md += ["## Metrics", ""]
         for m in shown:
             p = bar_chart(ranked, m, plots / f"bar_{_safe(m)}.png")
@@ -244,11 +285,26 @@ def write_report(
             p = fold_chart(table, prim, plots / f"folds_{_safe(prim)}.png")
             md += [f"![per fold](plots/{p.name})", ""]
         md += _attention_section(table, ranked, top, examples, plots, feature_cache)
-    failed = table[table["status"].isin(["failed", "missing_features"])] if "status" in table else table[:0]
+    failed = (
+        table[table["status"].isin(["failed", "missing_features"])]
+        if "status" in table
+        else table[:0]
+    )
     if len(failed):
-        md += ["## Cells not finished", "", _md_table(failed[["cell_id", "status", "error"]].fillna("")), ""]
-    md += ["## Files", "", "* `results.csv` / `results.parquet`: one row per run",
-           "* `aggregate.csv` / `aggregate.parquet`: mean and std per config", "* `runs/<cell>/`: each run's folder", ""]
+        md += [
+            "## Cells not finished",
+            "",
+            _md_table(failed[["cell_id", "status", "error"]].fillna("")),
+            "",
+        ]
+    md += [
+        "## Files",
+        "",
+        "* `results.csv` / `results.parquet`: one row per run",
+        "* `aggregate.csv` / `aggregate.parquet`: mean and std per config",
+        "* `runs/<cell>/`: each run's folder",
+        "",
+    ]
     path = out / "report.md"
     path.write_text("\n".join(md))
     if html:
@@ -265,7 +321,9 @@ def _best_runs(table: pd.DataFrame, ranked: pd.DataFrame, top: int) -> list[tupl
     return out
 
 
-def _confusion_section(table: pd.DataFrame, ranked: pd.DataFrame, top: int, plots: Path) -> list[str]:
+def _confusion_section(
+    table: pd.DataFrame, ranked: pd.DataFrame, top: int, plots: Path
+) -> list[str]:
     md: list[str] = []
     for cid, dirs in _best_runs(table, ranked, top):
         total, names = None, None
@@ -279,14 +337,24 @@ def _confusion_section(table: pd.DataFrame, ranked: pd.DataFrame, top: int, plot
             elif cm.shape == total.shape:
                 total += cm
         if total is not None and names is not None:
-            p = confusion_chart(total, names, f"{cid} (summed over {len(dirs)} runs)",
-                                plots / f"confusion_{_safe(cid)}.png")
+            p = confusion_chart(
+                total,
+                names,
+                f"{cid} (summed over {len(dirs)} runs)",
+                plots / f"confusion_{_safe(cid)}.png",
+            )
             md += [f"![confusion {cid}](plots/{p.name})", ""]
     return (["## Confusion matrices of the best configs", "", *md]) if md else []
 
 
-def _attention_section(table: pd.DataFrame, ranked: pd.DataFrame, top: int, examples: int,
-                       plots: Path, feature_cache: dict | None = None) -> list[str]:
+def _attention_section(
+    table: pd.DataFrame,
+    ranked: pd.DataFrame,
+    top: int,
+    examples: int,
+    plots: Path,
+    feature_cache: dict | None = None,
+) -> list[str]:
     md: list[str] = []
     cache = {} if feature_cache is None else feature_cache  # the runs share their feature files
     for cid, dirs in _best_runs(table, ranked, top):
@@ -297,7 +365,9 @@ def _attention_section(table: pd.DataFrame, ranked: pd.DataFrame, top: int, exam
                 print(f"[report] attention of {d.name} unavailable: {e}", file=sys.stderr)
                 att = {}
             for clip, entry in att.items():
-                p = attention_chart(entry, f"{cid}: {clip}", plots / f"attention_{_safe(cid)}_{_safe(clip)}.png")
+                p = attention_chart(
+                    entry, f"{cid}: {clip}", plots / f"attention_{_safe(cid)}_{_safe(clip)}.png"
+                )
                 md += [f"![attention {cid} {clip}](plots/{p.name})", ""]
     return (["## Attention weights over time (example test clips)", "", *md]) if md else []
 
@@ -310,14 +380,18 @@ def _write_html(md_path: Path) -> Path:
     for line in md_path.read_text().splitlines():
         m = re.match(r"!\[(.*)\]\((.*)\)", line)
         if m:
-            lines.append(f'<p><img alt="{html.escape(m.group(1))}" src="{html.escape(m.group(2))}"></p>')
+            lines.append(
+                f'<p><img alt="{html.escape(m.group(1))}" src="{html.escape(m.group(2))}"></p>'
+            )
         elif line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
             lines.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
         elif line.startswith("|"):
             if set(line) <= set("|-"):
                 continue
-            cells = "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|"))
+            cells = "".join(
+                f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")
+            )
             lines.append(f"<table><tr>{cells}</tr></table>")
         elif line.strip():
             lines.append(f"<p>{html.escape(line)}</p>")
@@ -328,15 +402,19 @@ def _write_html(md_path: Path) -> Path:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``avemo report`` (also ``python -m avemo.workflows.report``)."""
-    p.add_argument("out_dir", metavar="GRID_OUT", help="a grid results folder (from `avemo ablate`)")
+    p.add_argument(
+        "out_dir", metavar="GRID_OUT", help="a grid results folder (from `avemo ablate`)"
+    )
     p.add_argument("--html", action="store_true", help="also write report.html next to report.md")
 
 
 def run(a: argparse.Namespace) -> int:
     out = Path(a.out_dir)
     if not (out / "results.csv").is_file():
-        raise UsageError(f"{out} is not a grid results folder (no results.csv): "
-                         "give the -o folder of `avemo ablate`")
+        raise UsageError(
+            f"{out} is not a grid results folder (no results.csv): "
+            "give the -o folder of `avemo ablate`"
+        )
     print(write_report(out, html=a.html))
     return 0
 

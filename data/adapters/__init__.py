@@ -40,5 +40,7 @@ def check_options(dataset: str, options: dict[str, Any]) -> None:
     for key in options:
         if key not in known:
             takes = ", ".join(known) if known else "none"
-            raise UsageError(f"--option {key}: the {dataset} adapter has no option {key!r}"
-                             f"{did_you_mean(key, known)} (its options: {takes})")
+            raise UsageError(
+                f"--option {key}: the {dataset} adapter has no option {key!r}"
+                f"{did_you_mean(key, known)} (its options: {takes})"
+            )

@@ -17,13 +17,21 @@ import pandas as pd
 
 from avemo.data.manifest import ManifestError
 
-VIDEO_EXT = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".mpg", ".mpeg", ".m4v", ".wmv"})
+VIDEO_EXT = frozenset(
+    {".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".mpg", ".mpeg", ".m4v", ".wmv"}
+)
 AUDIO_EXT = frozenset({".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"})
 SPLIT_NAMES = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val", "devel": "val",
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "devel": "val",
     "development": "val",
-    "test": "test", "testing": "test",
+    "test": "test",
+    "testing": "test",
 }
 COLUMNS = ("clip_id", "video", "audio", "split", "subject", "fold", "label", "annotation")
 

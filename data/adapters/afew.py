@@ -54,7 +54,9 @@ class AfewAdapter:
                         f"afew: folder {rest[0]!r} in {parts[idx]} is not an AFEW emotion {CLASSES}"
                     )
             cid = f"{split}/{f.stem}"
-            rows.append({"clip_id": cid, "video": str(f), "split": split, "subject": cid, "label": label})
+            rows.append(
+                {"clip_id": cid, "video": str(f), "split": split, "subject": cid, "label": label}
+            )
         if not rows:
             raise nothing_found(root, "afew", "Train/<Emotion>/*.avi and Val/<Emotion>/*.avi")
         return frame(rows)

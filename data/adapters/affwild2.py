@@ -51,7 +51,9 @@ class AffWild2Adapter:
 
     classes = None  # continuous valence/arousal
 
-    def __init__(self, folds: int | str = 0, skip_missing: bool | str = False, fps: float | str | None = None) -> None:
+    def __init__(
+        self, folds: int | str = 0, skip_missing: bool | str = False, fps: float | str | None = None
+    ) -> None:
         self.folds = as_int(folds, "folds")
         self.skip_missing = as_bool(skip_missing)
         self.fps = as_float(fps, "fps") if fps is not None else None
@@ -61,7 +63,9 @@ class AffWild2Adapter:
         videos: dict[str, str] = {}
         for v in walk(root, VIDEO_EXT):
             if v.stem in videos:
-                raise ManifestError(f"affwild2: two videos named {v.stem}: {videos[v.stem]} and {v}")
+                raise ManifestError(
+                    f"affwild2: two videos named {v.stem}: {videos[v.stem]} and {v}"
+                )
             videos[v.stem] = str(v)
         rows, missing = [], []
         for a in walk(root, {".txt"}):
@@ -73,23 +77,39 @@ class AffWild2Adapter:
             if video_key not in videos:
                 missing.append(str(a))
                 continue
-            row = {"clip_id": stem, "video": videos[video_key], "audio": videos[video_key],
-                   "split": split, "subject": stem, "annotation": str(a), "video_name": video_key}
+            row = {
+                "clip_id": stem,
+                "video": videos[video_key],
+                "audio": videos[video_key],
+                "split": split,
+                "subject": stem,
+                "annotation": str(a),
+                "video_name": video_key,
+            }
             if self.fps is not None:
                 row["fps"] = self.fps
             rows.append(row)
         if missing and not self.skip_missing:
-            shown = "\n  ".join(missing[:10]) + (f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else "")
+            shown = "\n  ".join(missing[:10]) + (
+                f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
+            )
             raise ManifestError(
                 f"affwild2: {len(missing)} annotation file(s) have no video under {root} "
                 f"(looked for <name>.mp4/.avi, and <name> without _left/_right):\n  {shown}\n"
                 "Pass --option skip_missing=true to leave them out."
             )
         if missing:
-            warnings.warn(f"affwild2: left out {len(missing)} annotation file(s) without a video", stacklevel=2)
+            warnings.warn(
+                f"affwild2: left out {len(missing)} annotation file(s) without a video",
+                stacklevel=2,
+            )
         if not rows:
-            raise nothing_found(root, "affwild2", "Train_Set/<video>.txt and Validation_Set/<video>.txt "
-                                "annotation files (header valence,arousal) next to the videos")
+            raise nothing_found(
+                root,
+                "affwild2",
+                "Train_Set/<video>.txt and Validation_Set/<video>.txt "
+                "annotation files (header valence,arousal) next to the videos",
+            )
         if self.folds:
             fold_of = subject_folds([r["video_name"] for r in rows], self.folds)
             for r in rows:

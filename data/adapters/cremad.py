@@ -28,7 +28,14 @@ from avemo.data.adapters._common import (
 )
 from avemo.data.manifest import ManifestError
 
-EMOTIONS = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+EMOTIONS = {
+    "ANG": "angry",
+    "DIS": "disgust",
+    "FEA": "fear",
+    "HAP": "happy",
+    "NEU": "neutral",
+    "SAD": "sad",
+}
 CLASSES = sorted(EMOTIONS.values())
 NAME = re.compile(r"^(\d{4})_([A-Z]{3})_(ANG|DIS|FEA|HAP|NEU|SAD)_(LO|MD|HI|XX|X)$")
 
@@ -39,7 +46,9 @@ class CremaDAdapter:
 
     classes = CLASSES
 
-    def __init__(self, val: float | str = 0.1, test: float | str = 0.2, folds: int | str = 5) -> None:
+    def __init__(
+        self, val: float | str = 0.1, test: float | str = 0.2, folds: int | str = 5
+    ) -> None:
         self.val = as_float(val, "val")
         self.test = as_float(test, "test")
         self.folds = as_int(folds, "folds")
@@ -52,15 +61,23 @@ class CremaDAdapter:
             if not m:
                 continue
             col = "audio" if f.suffix.lower() == ".wav" else "video"
-            row = clips.setdefault(f.stem, {
-                "clip_id": f.stem, "subject": m.group(1), "label": EMOTIONS[m.group(3)],
-                "sentence": m.group(2), "intensity": m.group(4),
-            })
+            row = clips.setdefault(
+                f.stem,
+                {
+                    "clip_id": f.stem,
+                    "subject": m.group(1),
+                    "label": EMOTIONS[m.group(3)],
+                    "sentence": m.group(2),
+                    "intensity": m.group(4),
+                },
+            )
             if col in row:
                 raise ManifestError(f"cremad: two {col} files for {f.stem}: {row[col]} and {f}")
             row[col] = str(f)
         if not clips:
-            raise nothing_found(root, "cremad", "VideoFlash/1001_DFA_ANG_XX.flv and/or AudioWAV/1001_DFA_ANG_XX.wav")
+            raise nothing_found(
+                root, "cremad", "VideoFlash/1001_DFA_ANG_XX.flv and/or AudioWAV/1001_DFA_ANG_XX.wav"
+            )
         rows = list(clips.values())
         actors = [r["subject"] for r in rows]
         split_of = subject_splits(actors, self.val, self.test)

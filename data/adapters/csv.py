@@ -64,14 +64,18 @@ class CsvAdapter:
         if not path.exists():
             raise ManifestError(f"csv: table {path} does not exist")
         try:
-            df = pd.read_csv(path, dtype=str, sep=self.sep, engine="python" if self.sep is None else "c")
+            df = pd.read_csv(
+                path, dtype=str, sep=self.sep, engine="python" if self.sep is None else "c"
+            )
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
             raise ManifestError(f"csv: cannot read {path} as a table: {e}") from None
         if df.empty:
             raise ManifestError(f"csv: table {path} has no rows")
         missing = [old for old in self.rename if old not in df.columns]
         if missing:
-            raise ManifestError(f"csv: rename names column(s) {missing} that {path} lacks; it has {list(df.columns)}")
+            raise ManifestError(
+                f"csv: rename names column(s) {missing} that {path} lacks; it has {list(df.columns)}"
+            )
         df = df.rename(columns=self.rename)
         if "split" not in df.columns and self.default_split:
             df["split"] = self.default_split

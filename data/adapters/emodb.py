@@ -24,8 +24,13 @@ from avemo.data.adapters._common import (
 )
 
 EMOTIONS = {
-    "W": "anger", "L": "boredom", "E": "disgust", "A": "fear",
-    "F": "happiness", "T": "sadness", "N": "neutral",
+    "W": "anger",
+    "L": "boredom",
+    "E": "disgust",
+    "A": "fear",
+    "F": "happiness",
+    "T": "sadness",
+    "N": "neutral",
 }
 CLASSES = sorted(EMOTIONS.values())
 NAME = re.compile(r"^(\d\d)([ab]\d\d)([WLEAFTN])([a-z])$")
@@ -47,10 +52,16 @@ class EmoDbAdapter:
             m = NAME.match(f.stem)
             if not m:
                 continue
-            rows.append({
-                "clip_id": f.stem, "audio": str(f), "split": "train", "subject": m.group(1),
-                "label": EMOTIONS[m.group(3)], "text": m.group(2),
-            })
+            rows.append(
+                {
+                    "clip_id": f.stem,
+                    "audio": str(f),
+                    "split": "train",
+                    "subject": m.group(1),
+                    "label": EMOTIONS[m.group(3)],
+                    "text": m.group(2),
+                }
+            )
         if not rows:
             raise nothing_found(root, "emodb", "wav files named like 03a01Fa.wav")
         speakers = [r["subject"] for r in rows]

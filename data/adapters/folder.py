@@ -33,20 +33,26 @@ from avemo.data.manifest import ManifestError
 class FolderAdapter:
     """Folder per class: ROOT/[split/]<class>/*.{mp4,avi,wav,...}."""
 
-    def __init__(self, classes: str | list[str] | None = None, subject_regex: str | None = None) -> None:
+    def __init__(
+        self, classes: str | list[str] | None = None, subject_regex: str | None = None
+    ) -> None:
         self.classes = as_list(classes)
         self._declared = self.classes is not None
         try:
             self.subject_re = re.compile(subject_regex) if subject_regex else None
         except re.error as e:
-            raise ManifestError(f"folder: subject_regex {subject_regex!r} is not a valid regex: {e}") from None
+            raise ManifestError(
+                f"folder: subject_regex {subject_regex!r} is not a valid regex: {e}"
+            ) from None
 
     def _subject(self, stem: str) -> str:
         if self.subject_re is None:
             return stem
         m = self.subject_re.search(stem)
         if not m:
-            raise ManifestError(f"folder: subject_regex {self.subject_re.pattern!r} does not match {stem!r}")
+            raise ManifestError(
+                f"folder: subject_regex {self.subject_re.pattern!r} does not match {stem!r}"
+            )
         return m.group(1) if m.groups() else m.group(0)
 
     def scan(self, root: str | os.PathLike[str]) -> pd.DataFrame:
@@ -63,14 +69,17 @@ class FolderAdapter:
                 continue  # files at the top level or deeper than split/class are not clips
             cid = rel.with_suffix("").as_posix()
             row = clips.setdefault(
-                cid, {"clip_id": cid, "split": split, "subject": self._subject(f.stem), "label": label}
+                cid,
+                {"clip_id": cid, "split": split, "subject": self._subject(f.stem), "label": label},
             )
             col = "video" if f.suffix.lower() in VIDEO_EXT else "audio"
             if col in row:
                 raise ManifestError(f"folder: two {col} files for clip {cid}: {row[col]} and {f}")
             row[col] = str(f)
         if not clips:
-            raise nothing_found(root, "folder", "ROOT/<class>/<file> or ROOT/<split>/<class>/<file> media files")
+            raise nothing_found(
+                root, "folder", "ROOT/<class>/<file> or ROOT/<split>/<class>/<file> media files"
+            )
         df = frame(list(clips.values()))
         if not self._declared:
             self.classes = sorted(df["label"].unique().tolist())

@@ -72,13 +72,22 @@ class RavdessAdapter:
             if audio is None:
                 continue
             vc, ee, _ii, _ss, _rr, aa = key.split("-")
-            row = {"clip_id": key, "split": "train", "subject": f"Actor_{aa}",
-                   "label": CLASSES[int(ee) - 1], "audio": audio}
+            row = {
+                "clip_id": key,
+                "split": "train",
+                "subject": f"Actor_{aa}",
+                "label": CLASSES[int(ee) - 1],
+                "audio": audio,
+            }
             if video:
                 row["video"] = video
             rows.append(row)
         if not rows:
-            raise nothing_found(root, "ravdess", "files named MM-VC-EE-II-SS-RR-AA.mp4/.wav (e.g. 01-01-03-01-01-01-12.mp4)")
+            raise nothing_found(
+                root,
+                "ravdess",
+                "files named MM-VC-EE-II-SS-RR-AA.mp4/.wav (e.g. 01-01-03-01-01-01-12.mp4)",
+            )
         fold_of = subject_folds([r["subject"] for r in rows], self.folds)
         for r in rows:
             r["fold"] = fold_of[r["subject"]]

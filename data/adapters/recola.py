@@ -69,17 +69,29 @@ class RecolaAdapter:
             raise ManifestError(f"recola: splits file {p} does not exist")
         t = pd.read_csv(p, dtype=str)
         if not {"subject", "split"} <= set(t.columns):
-            raise ManifestError(f"recola: splits file {p} needs columns subject,split; has {list(t.columns)}")
+            raise ManifestError(
+                f"recola: splits file {p} needs columns subject,split; has {list(t.columns)}"
+            )
         return {s: split_name(v) or v for s, v in zip(t["subject"], t["split"], strict=True)}
 
     def scan(self, root: str | os.PathLike[str]) -> pd.DataFrame:
         root = check_root(root, "recola")
-        ratings = [p for p in walk(root, {".csv"}) if p.parent.name.lower() in {"arousal", "valence"}]
-        arousal = _one_per_stem([p for p in ratings if p.parent.name.lower() == "arousal"], "arousal", "gold")
-        valence = _one_per_stem([p for p in ratings if p.parent.name.lower() == "valence"], "valence", "gold")
+        ratings = [
+            p for p in walk(root, {".csv"}) if p.parent.name.lower() in {"arousal", "valence"}
+        ]
+        arousal = _one_per_stem(
+            [p for p in ratings if p.parent.name.lower() == "arousal"], "arousal", "gold"
+        )
+        valence = _one_per_stem(
+            [p for p in ratings if p.parent.name.lower() == "valence"], "valence", "gold"
+        )
         if not arousal:
-            raise nothing_found(root, "recola", "ratings_gold_standard/arousal/P16.csv (+ valence/P16.csv) "
-                                "and recordings_audio/P16.wav or recordings_video/P16.mp4")
+            raise nothing_found(
+                root,
+                "recola",
+                "ratings_gold_standard/arousal/P16.csv (+ valence/P16.csv) "
+                "and recordings_audio/P16.wav or recordings_video/P16.mp4",
+            )
         audio = _one_per_stem(walk(root, AUDIO_EXT), "audio")
         video = _one_per_stem(walk(root, VIDEO_EXT), "video")
         problems = []
@@ -101,15 +113,19 @@ class RecolaAdapter:
         if problems:
             raise ManifestError("recola: incomplete participants:\n  " + "\n  ".join(problems[:10]))
         table = self._split_table()
-        pids = sorted((r["subject"] for r in rows if _PID.match(r["subject"])),
-                      key=lambda s: int(_PID.match(s).group(1)))  # type: ignore[union-attr]
+        pids = sorted(
+            (r["subject"] for r in rows if _PID.match(r["subject"])),
+            key=lambda s: int(_PID.match(s).group(1)),
+        )  # type: ignore[union-attr]
         order = {s: i for i, s in enumerate(pids)}
         n = self.per_split
         for r in rows:
             s = r["subject"]
             if table is not None:
                 if s not in table:
-                    raise ManifestError(f"recola: participant {s} is not in the splits file {self.splits_file}")
+                    raise ManifestError(
+                        f"recola: participant {s} is not in the splits file {self.splits_file}"
+                    )
                 r["split"] = table[s]
             elif m := _AVEC.match(s):
                 r["split"] = split_name(m.group(1))

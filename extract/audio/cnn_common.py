@@ -20,8 +20,11 @@ def load_state_dict(path: str | os.PathLike[str], drop_prefixes: Iterable[str] =
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
     drop = tuple(drop_prefixes)
-    return {k.removeprefix("module."): v for k, v in obj.items()
-            if not (drop and k.removeprefix("module.").startswith(drop))}
+    return {
+        k.removeprefix("module."): v
+        for k, v in obj.items()
+        if not (drop and k.removeprefix("module.").startswith(drop))
+    }
 
 
 def load_into(module, state: dict, what: str, path: str | os.PathLike[str]) -> None:

@@ -45,11 +45,18 @@ class AudioFeatureSet(FeatureSet):
     modality = "audio"
     default_config: dict[str, Any] = {"sample_rate": 16000}
     config_params: dict[str, Param] = {
-        "sample_rate": Param(min=1000, max=384000), "pad_short": Param(), "batch_size": Param(min=1),
+        "sample_rate": Param(min=1000, max=384000),
+        "pad_short": Param(),
+        "batch_size": Param(min=1),
     }
 
-    def __init__(self, config: Mapping[str, Any] | None = None, device: str = "cpu",
-                 backend: str | None = None, decode_workers: int | None = None) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any] | None = None,
+        device: str = "cpu",
+        backend: str | None = None,
+        decode_workers: int | None = None,
+    ) -> None:
         super().__init__(config, device)
         self.backend = backend or ("torch" if str(device).startswith("cuda") else "numpy")
         if self.backend not in ("numpy", "torch"):
@@ -85,16 +92,22 @@ class AudioFeatureSet(FeatureSet):
         except NoAudioError as e:
             return ClipFeatures.empty(clip.clip_id, self.row_shape(), "no_audio", str(e))
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
-            return ClipFeatures.empty(clip.clip_id, self.row_shape(), "error",
-                                      f"decode failed: {type(e).__name__}: {e}")
+            return ClipFeatures.empty(
+                clip.clip_id, self.row_shape(), "error", f"decode failed: {type(e).__name__}: {e}"
+            )
 
     def _wrap(self, clip: ClipInput, audio: DecodedAudio, res: Result) -> ClipFeatures:
         values, ts = res
         if not np.isfinite(values).all():
-            return ClipFeatures.empty(clip.clip_id, self.row_shape(), "error",
-                                      "non-finite values in the output")
-        return ClipFeatures(clip.clip_id, values, np.asarray(ts, np.float64) + audio.start_s,
-                            np.ones(len(values), bool))
+            return ClipFeatures.empty(
+                clip.clip_id, self.row_shape(), "error", "non-finite values in the output"
+            )
+        return ClipFeatures(
+            clip.clip_id,
+            values,
+            np.asarray(ts, np.float64) + audio.start_s,
+            np.ones(len(values), bool),
+        )
 
     def extract(self, clips: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
         clips = list(clips)
@@ -116,7 +129,8 @@ class AudioFeatureSet(FeatureSet):
                 try:
                     pairs.append(((clip, audio), self.compute([audio.samples])[0]))
                 except Exception as e:  # noqa: BLE001
-                    yield ClipFeatures.empty(clip.clip_id, self.row_shape(), "error",
-                                             f"{type(e).__name__}: {e}")
+                    yield ClipFeatures.empty(
+                        clip.clip_id, self.row_shape(), "error", f"{type(e).__name__}: {e}"
+                    )
         for (clip, audio), res in pairs:
             yield self._wrap(clip, audio, res)

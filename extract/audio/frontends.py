@@ -50,13 +50,28 @@ def hann_window(win_length: int, n_fft: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None,
-                   htk: bool = False, norm: str | None = "slaney") -> np.ndarray:
+def mel_filterbank(
+    sr: int,
+    n_fft: int,
+    n_mels: int,
+    fmin: float,
+    fmax: float | None,
+    htk: bool = False,
+    norm: str | None = "slaney",
+) -> np.ndarray:
     """librosa's mel matrix ``[n_mels, n_fft // 2 + 1]`` (float64)."""
     import librosa
 
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
-                               htk=htk, norm=norm, dtype=np.float64)
+    return librosa.filters.mel(
+        sr=sr,
+        n_fft=n_fft,
+        n_mels=n_mels,
+        fmin=fmin,
+        fmax=fmax,
+        htk=htk,
+        norm=norm,
+        dtype=np.float64,
+    )
 
 
 @lru_cache(maxsize=8)
@@ -73,8 +88,9 @@ def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 
 @AUDIO.register("stft_magnitude", help="|STFT|, centred frames (numpy)")
-def stft_magnitude_np(x: np.ndarray, n_fft: int, hop: int, win_length: int,
-                      chunk: int = 8192) -> np.ndarray:
+def stft_magnitude_np(
+    x: np.ndarray, n_fft: int, hop: int, win_length: int, chunk: int = 8192
+) -> np.ndarray:
     """``|STFT|`` of a mono signal, ``[T, n_fft // 2 + 1]`` (float64), centred frames."""
     x = np.asarray(x, np.float64)
     pad = n_fft // 2
@@ -101,29 +117,61 @@ def deltas_np(feat: np.ndarray, width: int = 9) -> np.ndarray:
     return out / (2 * sum(k * k for k in range(1, n + 1)))
 
 
-def log_spectrogram_np(x: np.ndarray, sr: int, n_fft: int, hop: int, win_length: int,
-                       eps: float) -> np.ndarray:
+def log_spectrogram_np(
+    x: np.ndarray, sr: int, n_fft: int, hop: int, win_length: int, eps: float
+) -> np.ndarray:
     return np.log(stft_magnitude_np(x, n_fft, hop, win_length) + eps).astype(np.float32)
 
 
-def mel_power_np(x: np.ndarray, sr: int, n_fft: int, hop: int, win_length: int, n_mels: int,
-                 fmin: float, fmax: float | None, htk: bool, norm: str | None) -> np.ndarray:
+def mel_power_np(
+    x: np.ndarray,
+    sr: int,
+    n_fft: int,
+    hop: int,
+    win_length: int,
+    n_mels: int,
+    fmin: float,
+    fmax: float | None,
+    htk: bool,
+    norm: str | None,
+) -> np.ndarray:
     power = stft_magnitude_np(x, n_fft, hop, win_length) ** 2
     return power @ mel_filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm).T
 
 
 @AUDIO.register("log_mel", help="natural-log mel power (numpy)")
-def log_mel_np(x: np.ndarray, sr: int, n_fft: int, hop: int, win_length: int, n_mels: int,
-               fmin: float, fmax: float | None, htk: bool, norm: str | None,
-               eps: float) -> np.ndarray:
+def log_mel_np(
+    x: np.ndarray,
+    sr: int,
+    n_fft: int,
+    hop: int,
+    win_length: int,
+    n_mels: int,
+    fmin: float,
+    fmax: float | None,
+    htk: bool,
+    norm: str | None,
+    eps: float,
+) -> np.ndarray:
     mel = mel_power_np(x, sr, n_fft, hop, win_length, n_mels, fmin, fmax, htk, norm)
     return np.log(mel + eps).astype(np.float32)
 
 
 @AUDIO.register("mfcc", help="DCT-II of dB mel power (numpy)")
-def mfcc_np(x: np.ndarray, sr: int, n_fft: int, hop: int, win_length: int, n_mels: int,
-            fmin: float, fmax: float | None, htk: bool, norm: str | None, n_mfcc: int,
-            amin: float) -> np.ndarray:
+def mfcc_np(
+    x: np.ndarray,
+    sr: int,
+    n_fft: int,
+    hop: int,
+    win_length: int,
+    n_mels: int,
+    fmin: float,
+    fmax: float | None,
+    htk: bool,
+    norm: str | None,
+    n_mfcc: int,
+    amin: float,
+) -> np.ndarray:
     mel = mel_power_np(x, sr, n_fft, hop, win_length, n_mels, fmin, fmax, htk, norm)
     db = 10.0 * np.log10(np.maximum(mel, amin))
     return (db @ dct_matrix(n_mels, n_mfcc)).astype(np.float32)
@@ -167,8 +215,16 @@ def stft_magnitude_torch(x, n_fft: int, hop: int, win_length: int):
     """
     torch = _torch()
     window = torch.as_tensor(hann_window(win_length, n_fft), dtype=x.dtype, device=x.device)
-    spec = torch.stft(x, n_fft=n_fft, hop_length=hop, win_length=n_fft, window=window,
-                      center=True, pad_mode="constant", return_complex=True)
+    spec = torch.stft(
+        x,
+        n_fft=n_fft,
+        hop_length=hop,
+        win_length=n_fft,
+        window=window,
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )
     return spec.abs().transpose(1, 2)
 
 
@@ -181,8 +237,9 @@ def deltas_torch(feat, width: int = 9):
     n = width // 2
     t = feat.shape[1]
     first, last = feat[:, :1], feat[:, -1:]
-    padded = _torch().cat([first.expand(-1, n, *feat.shape[2:]), feat,
-                           last.expand(-1, n, *feat.shape[2:])], dim=1)
+    padded = _torch().cat(
+        [first.expand(-1, n, *feat.shape[2:]), feat, last.expand(-1, n, *feat.shape[2:])], dim=1
+    )
     out = _torch().zeros_like(feat)
     for k in range(1, n + 1):
         out = out + k * (padded[:, n + k : n + k + t] - padded[:, n - k : n - k + t])
@@ -190,12 +247,23 @@ def deltas_torch(feat, width: int = 9):
 
 
 @AUDIO.register("mel_power_torch", help="mel power of a padded batch (torch)")
-def mel_power_torch(x, sr: int, n_fft: int, hop: int, win_length: int, n_mels: int,
-                    fmin: float, fmax: float | None, htk: bool, norm: str | None):
+def mel_power_torch(
+    x,
+    sr: int,
+    n_fft: int,
+    hop: int,
+    win_length: int,
+    n_mels: int,
+    fmin: float,
+    fmax: float | None,
+    htk: bool,
+    norm: str | None,
+):
     torch = _torch()
     power = stft_magnitude_torch(x, n_fft, hop, win_length) ** 2
-    fb = torch.as_tensor(mel_filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm),
-                         dtype=x.dtype, device=x.device)
+    fb = torch.as_tensor(
+        mel_filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm), dtype=x.dtype, device=x.device
+    )
     return power @ fb.T
 
 

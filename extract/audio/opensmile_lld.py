@@ -31,8 +31,10 @@ from avemo.errors import FeatureConfigError
 from avemo.extract.audio.common import AudioFeatureSet, Result
 from avemo.extract.registry import FEATURE_SETS
 
-INSTALL_HINT = ("needs opensmile, an optional extra (research-only licence): "
-                "pip install avemo[smile]  (from a checkout: pip install -e '.[smile]')")
+INSTALL_HINT = (
+    "needs opensmile, an optional extra (research-only licence): "
+    "pip install avemo[smile]  (from a checkout: pip install -e '.[smile]')"
+)
 
 
 def require_opensmile(what: str) -> Any:
@@ -100,9 +102,13 @@ class _SmileLld(AudioFeatureSet):
             t = t.join(other, how="inner")
         values = np.nan_to_num(t.to_numpy(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         if values.shape[1] != self.n_columns:
-            raise RuntimeError(f"{self.name}: openSMILE gave {values.shape[1]} columns, expected {self.n_columns}")
+            raise RuntimeError(
+                f"{self.name}: openSMILE gave {values.shape[1]} columns, expected {self.n_columns}"
+            )
         if len(values) == 0:  # shorter than one frame: one zero row at the clip centre
-            return np.zeros((1, self.n_columns), np.float32), np.array([len(signal) / 2 / self.sample_rate])
+            return np.zeros((1, self.n_columns), np.float32), np.array(
+                [len(signal) / 2 / self.sample_rate]
+            )
         return values, t.index.to_numpy() * 0.01 + frame_s / 2
 
     def compute(self, signals: Sequence[np.ndarray]) -> list[Result]:

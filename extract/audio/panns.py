@@ -34,12 +34,16 @@ from avemo.extract.base import Param
 from avemo.extract.registry import AUDIO, FEATURE_SETS
 from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
 
-CNN14_WEIGHTS = register_weight(WeightSpec(
-    "panns_cnn14", "Cnn14_mAP=0.431.pth", None,
-    url="https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth?download=1",
-    licence="MIT (audioset_tagging_cnn); checkpoint on Zenodo record 3987831",
-    note="{'model': state_dict} checkpoint of the released Cnn14 (32 kHz).",
-))
+CNN14_WEIGHTS = register_weight(
+    WeightSpec(
+        "panns_cnn14",
+        "Cnn14_mAP=0.431.pth",
+        None,
+        url="https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth?download=1",
+        licence="MIT (audioset_tagging_cnn); checkpoint on Zenodo record 3987831",
+        note="{'model': state_dict} checkpoint of the released Cnn14 (32 kHz).",
+    )
+)
 
 SR, NFFT, HOP, N_MELS, FMIN, FMAX = 32000, 1024, 320, 64, 50.0, 14000.0
 EMB_DIM = 2048
@@ -73,7 +77,9 @@ def build_cnn14(classes: int = 527):
             self.bn0 = nn.BatchNorm2d(N_MELS)
             chans = (1, 64, 128, 256, 512, 1024, 2048)
             for i in range(6):
-                setattr(self, f"conv_block{i + 1}", ConvBlock(chans[i], chans[i + 1], 2 if i < 5 else 1))
+                setattr(
+                    self, f"conv_block{i + 1}", ConvBlock(chans[i], chans[i + 1], 2 if i < 5 else 1)
+                )
             self.fc1 = nn.Linear(2048, 2048)
             self.fc_audioset = nn.Linear(2048, classes)
 
@@ -95,10 +101,12 @@ def cnn14_log_mel(x):
     import torch
 
     window = torch.hann_window(NFFT, periodic=True, dtype=x.dtype, device=x.device)
-    spec = torch.stft(x, NFFT, HOP, NFFT, window, center=True, pad_mode="reflect",
-                      return_complex=True)
-    fb = torch.as_tensor(F.mel_filterbank(SR, NFFT, N_MELS, FMIN, FMAX), dtype=x.dtype,
-                         device=x.device)
+    spec = torch.stft(
+        x, NFFT, HOP, NFFT, window, center=True, pad_mode="reflect", return_complex=True
+    )
+    fb = torch.as_tensor(
+        F.mel_filterbank(SR, NFFT, N_MELS, FMIN, FMAX), dtype=x.dtype, device=x.device
+    )
     mel = (spec.abs() ** 2).transpose(1, 2) @ fb.T
     return (10.0 * torch.log10(torch.clamp(mel, min=1e-10)))[:, None]
 
@@ -108,13 +116,20 @@ class PannsCnn14(AudioFeatureSet):
     """PANNs CNN14: 2048-d AudioSet embedding per window (default 1 s every 0.5 s)."""
 
     default_config: dict[str, Any] = {
-        "sample_rate": 32000, "window_s": 1.0, "hop_s": 0.5, "pad_short": True, "batch_size": 16,
+        "sample_rate": 32000,
+        "window_s": 1.0,
+        "hop_s": 0.5,
+        "pad_short": True,
+        "batch_size": 16,
         # the released Cnn14's pooling (max + mean over time, unsmoothed); recorded so a cache made
         # before 2026-12-06 (which smoothed first, ~2x off the reference) is refused, not mixed
         "pooling": "max_mean",
     }
-    config_params = {"window_s": Param(types=(float,), min=0.35, nullable=True), "hop_s": Param(above=0),
-                     "pooling": Param(choices=("max_mean",))}
+    config_params = {
+        "window_s": Param(types=(float,), min=0.35, nullable=True),
+        "hop_s": Param(above=0),
+        "pooling": Param(choices=("max_mean",)),
+    }
 
     def validate(self) -> None:
         super().validate()
@@ -122,7 +137,9 @@ class PannsCnn14(AudioFeatureSet):
             raise FeatureConfigError("panns_cnn14: the model is fixed to 32 kHz input")
         w = self.config["window_s"]
         if w is not None and float(w) < 0.35:
-            raise FeatureConfigError("panns_cnn14: window_s must be >= 0.35 s (the network pools 32x in time)")
+            raise FeatureConfigError(
+                "panns_cnn14: window_s must be >= 0.35 s (the network pools 32x in time)"
+            )
 
     @property
     def rate_hz(self) -> float | None:
@@ -141,8 +158,12 @@ class PannsCnn14(AudioFeatureSet):
     @cached_property
     def net(self):
         net = build_cnn14()
-        load_into(net, load_state_dict(self._path, drop_prefixes=_FRONTEND_KEYS), "PANNs CNN14",
-                  self._path)
+        load_into(
+            net,
+            load_state_dict(self._path, drop_prefixes=_FRONTEND_KEYS),
+            "PANNs CNN14",
+            self._path,
+        )
         return net.eval().to(self.device)
 
     def _windows(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -166,7 +187,9 @@ class PannsCnn14(AudioFeatureSet):
                 wins, times = self._windows(s)
                 embs = []
                 for i in range(0, len(wins), bs):
-                    xb = torch.from_numpy(np.stack(wins[i : i + bs]).astype(np.float32)).to(self.device)
+                    xb = torch.from_numpy(np.stack(wins[i : i + bs]).astype(np.float32)).to(
+                        self.device
+                    )
                     embs.append(self.net(cnn14_log_mel(xb))[0].float().cpu().numpy())
                 emb = np.concatenate(embs) if embs else np.zeros((0, EMB_DIM), np.float32)
                 res.append((emb, times))

@@ -45,11 +45,17 @@ class PitchSwiftF0(AudioFeatureSet):
     """swift-f0 pitch + voicing: [f0 semitones (interpolated), confidence, voiced, loudness dB] at 62.5 Hz."""
 
     default_config: ClassVar[dict[str, Any]] = {
-        "sample_rate": 16000, "fmin": 60.0, "fmax": 500.0, "voicing_threshold": 0.5, "threads": 1,
+        "sample_rate": 16000,
+        "fmin": 60.0,
+        "fmax": 500.0,
+        "voicing_threshold": 0.5,
+        "threads": 1,
     }
     config_params: ClassVar[dict[str, Param]] = {
-        "sample_rate": Param(choices=(16000,)), "fmin": Param(min=46.875, max=2093.75),
-        "fmax": Param(min=46.875, max=2093.75), "voicing_threshold": Param(min=0, max=1),
+        "sample_rate": Param(choices=(16000,)),
+        "fmin": Param(min=46.875, max=2093.75),
+        "fmax": Param(min=46.875, max=2093.75),
+        "voicing_threshold": Param(min=0, max=1),
         "threads": Param(min=1, max=64),
     }
 
@@ -60,8 +66,10 @@ class PitchSwiftF0(AudioFeatureSet):
     def validate(self) -> None:
         super().validate()
         if float(self.config["fmax"]) <= float(self.config["fmin"]) * 1.05:
-            raise FeatureConfigError(f"{self.name}: fmax ({self.config['fmax']}) must be above fmin "
-                                     f"({self.config['fmin']}) by at least 5 %")
+            raise FeatureConfigError(
+                f"{self.name}: fmax ({self.config['fmax']}) must be above fmin "
+                f"({self.config['fmin']}) by at least 5 %"
+            )
 
     @property
     def rate_hz(self) -> float:
@@ -82,8 +90,9 @@ class PitchSwiftF0(AudioFeatureSet):
             try:
                 import swift_f0
             except ImportError:
-                raise FeatureConfigError(f"feature set {self.name} needs swift-f0: pip install swift-f0==0.3.0"
-                                         ) from None
+                raise FeatureConfigError(
+                    f"feature set {self.name} needs swift-f0: pip install swift-f0==0.3.0"
+                ) from None
             # spin=False: the ONNX pool sleeps between clips instead of busy-waiting (shared CPUs)
             self._detector = swift_f0.SwiftF0(threads=int(self.config["threads"]), spin=False)
         return self._detector
@@ -93,8 +102,15 @@ class PitchSwiftF0(AudioFeatureSet):
         r = self.detector().detect(signal, self.sample_rate, float(c["fmin"]), float(c["fmax"]))
         voiced = r.confidence >= float(c["voicing_threshold"])
         st = 12.0 * np.log2(np.maximum(r.pitch_hz, 1e-3) / A0_HZ)
-        rows = np.stack([interpolate_unvoiced(st, voiced), r.confidence, voiced.astype(np.float64),
-                         np.maximum(r.loudness_db, -140.0)], 1).astype(np.float32)
+        rows = np.stack(
+            [
+                interpolate_unvoiced(st, voiced),
+                r.confidence,
+                voiced.astype(np.float64),
+                np.maximum(r.loudness_db, -140.0),
+            ],
+            1,
+        ).astype(np.float32)
         return rows, r.timestamps
 
     def compute(self, signals: Sequence[np.ndarray]) -> list[Result]:

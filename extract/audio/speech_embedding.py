@@ -35,18 +35,30 @@ from avemo.extract.registry import AUDIO, FEATURE_SETS
 from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
 
 _MEMBER = "openwakeword/resources/models/"
-MEL_WEIGHTS = register_weight(WeightSpec(
-    "speech_embedding_mel", "melspectrogram.onnx",
-    "ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f",
-    package="openwakeword", version="0.4.0", member=_MEMBER + "melspectrogram.onnx",
-    licence="Apache-2.0", note="log-mel front-end of Google's speech_embedding (openwakeword export)",
-))
-EMB_WEIGHTS = register_weight(WeightSpec(
-    "speech_embedding", "embedding_model.onnx",
-    "ba754db3cd768a524c655ea90655ee5e6055a43b8dfd29366a11e93716ae9e51",
-    package="openwakeword", version="0.4.0", member=_MEMBER + "embedding_model.onnx",
-    licence="Apache-2.0", note="Google speech_embedding (tfhub.dev/google/speech_embedding/1)",
-))
+MEL_WEIGHTS = register_weight(
+    WeightSpec(
+        "speech_embedding_mel",
+        "melspectrogram.onnx",
+        "ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f",
+        package="openwakeword",
+        version="0.4.0",
+        member=_MEMBER + "melspectrogram.onnx",
+        licence="Apache-2.0",
+        note="log-mel front-end of Google's speech_embedding (openwakeword export)",
+    )
+)
+EMB_WEIGHTS = register_weight(
+    WeightSpec(
+        "speech_embedding",
+        "embedding_model.onnx",
+        "ba754db3cd768a524c655ea90655ee5e6055a43b8dfd29366a11e93716ae9e51",
+        package="openwakeword",
+        version="0.4.0",
+        member=_MEMBER + "embedding_model.onnx",
+        licence="Apache-2.0",
+        note="Google speech_embedding (tfhub.dev/google/speech_embedding/1)",
+    )
+)
 
 MEL_HOP = 160
 MEL_FRAME = 512
@@ -71,8 +83,13 @@ def _session(path: str, device: str, threads: int):
 class SpeechEmbeddingModel:
     """The two ONNX sessions; ``mel(x)`` per clip, ``embed(windows)`` batched."""
 
-    def __init__(self, mel_path: str | os.PathLike[str], emb_path: str | os.PathLike[str],
-                 device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        mel_path: str | os.PathLike[str],
+        emb_path: str | os.PathLike[str],
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
         threads = threads or min(4, os.cpu_count() or 1)
         self.mel_session = _session(str(mel_path), device, threads)
         self.emb_session = _session(str(emb_path), device, threads)
@@ -86,9 +103,15 @@ class SpeechEmbeddingModel:
     def embed(self, windows: np.ndarray, batch: int = 256) -> np.ndarray:
         """``[N, 76, 32]`` -> ``[N, 96]``."""
         name = self.emb_session.get_inputs()[0].name
-        out = [self.emb_session.run(None, {name: windows[i : i + batch, :, :, None]})[0]
-               for i in range(0, len(windows), batch)]
-        return np.concatenate(out).reshape(len(windows), EMB_DIM) if out else np.zeros((0, EMB_DIM), np.float32)
+        out = [
+            self.emb_session.run(None, {name: windows[i : i + batch, :, :, None]})[0]
+            for i in range(0, len(windows), batch)
+        ]
+        return (
+            np.concatenate(out).reshape(len(windows), EMB_DIM)
+            if out
+            else np.zeros((0, EMB_DIM), np.float32)
+        )
 
 
 @FEATURE_SETS.register("speech_embedding")
@@ -96,11 +119,18 @@ class SpeechEmbedding(AudioFeatureSet):
     """Google speech_embedding: 32-band log-mel -> 96-d every 80 ms (ONNX, onnxruntime)."""
 
     default_config: dict[str, Any] = {
-        "sample_rate": 16000, "input_scale": 32767.0, "mel_scale": 0.1, "mel_offset": 2.0,
-        "step_frames": 8, "pad_short": True,
+        "sample_rate": 16000,
+        "input_scale": 32767.0,
+        "mel_scale": 0.1,
+        "mel_offset": 2.0,
+        "step_frames": 8,
+        "pad_short": True,
     }
-    config_params = {"input_scale": Param(above=0), "mel_scale": Param(above=0),
-                     "step_frames": Param(min=1)}
+    config_params = {
+        "input_scale": Param(above=0),
+        "mel_scale": Param(above=0),
+        "step_frames": Param(min=1),
+    }
 
     def validate(self) -> None:
         super().validate()
@@ -125,7 +155,10 @@ class SpeechEmbedding(AudioFeatureSet):
         return resolve(MEL_WEIGHTS.name), resolve(EMB_WEIGHTS.name)
 
     def weights(self) -> dict[str, str]:
-        return {MEL_WEIGHTS.name: checksum(self._paths[0]), EMB_WEIGHTS.name: checksum(self._paths[1])}
+        return {
+            MEL_WEIGHTS.name: checksum(self._paths[0]),
+            EMB_WEIGHTS.name: checksum(self._paths[1]),
+        }
 
     @cached_property
     def model(self) -> SpeechEmbeddingModel:
@@ -148,8 +181,9 @@ class SpeechEmbedding(AudioFeatureSet):
                     counts.append(0)
                     continue
                 s = np.pad(s, (0, self.min_samples() - len(s)))
-            mel = self.model.mel(s, float(c["input_scale"]), float(c["mel_scale"]),
-                                 float(c["mel_offset"]))
+            mel = self.model.mel(
+                s, float(c["input_scale"]), float(c["mel_scale"]), float(c["mel_offset"])
+            )
             n = (len(mel) - WINDOW_FRAMES) // self.step + 1
             view = np.lib.stride_tricks.sliding_window_view(mel, WINDOW_FRAMES, axis=0)
             windows.append(view[:: self.step][:n].transpose(0, 2, 1))  # [n, 76, 32]
@@ -157,7 +191,13 @@ class SpeechEmbedding(AudioFeatureSet):
         emb = self.model.embed(np.ascontiguousarray(np.concatenate(windows))) if windows else None
         out, at = [], 0
         for n in counts:
-            out.append((emb[at : at + n].astype(np.float32) if n else np.zeros((0, EMB_DIM), np.float32),
-                        self.window_times(n)))
+            out.append(
+                (
+                    emb[at : at + n].astype(np.float32)
+                    if n
+                    else np.zeros((0, EMB_DIM), np.float32),
+                    self.window_times(n),
+                )
+            )
             at += n
         return out

@@ -35,15 +35,26 @@ from avemo.extract.registry import AUDIO, FEATURE_SETS
 from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
 
 _REL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
-VGGISH_WEIGHTS = register_weight(WeightSpec(
-    "vggish", "vggish-10086976.pth", None, url=_REL + "vggish-10086976.pth", licence="Apache-2.0",
-    note="torchvggish port of the AudioSet VGGish; any state dict with the same keys works.",
-))
-PCA_WEIGHTS = register_weight(WeightSpec(
-    "vggish_pca", "vggish_pca_params-970ea276.pth", None,
-    url=_REL + "vggish_pca_params-970ea276.pth", licence="Apache-2.0",
-    note="keys pca_eigen_vectors [128, 128], pca_means [128] (only for postprocess: pca).",
-))
+VGGISH_WEIGHTS = register_weight(
+    WeightSpec(
+        "vggish",
+        "vggish-10086976.pth",
+        None,
+        url=_REL + "vggish-10086976.pth",
+        licence="Apache-2.0",
+        note="torchvggish port of the AudioSet VGGish; any state dict with the same keys works.",
+    )
+)
+PCA_WEIGHTS = register_weight(
+    WeightSpec(
+        "vggish_pca",
+        "vggish_pca_params-970ea276.pth",
+        None,
+        url=_REL + "vggish_pca_params-970ea276.pth",
+        licence="Apache-2.0",
+        note="keys pca_eigen_vectors [128, 128], pca_means [128] (only for postprocess: pca).",
+    )
+)
 
 SR, WIN, HOP, NFFT, N_MELS, EXAMPLE_FRAMES = 16000, 400, 160, 512, 64, 96
 LOG_OFFSET = 0.01
@@ -56,8 +67,9 @@ def hz_to_mel_htk(f):
 
 
 @lru_cache(maxsize=4)
-def vggish_mel_matrix(sr: int = SR, n_fft: int = NFFT, n_mels: int = N_MELS,
-                      fmin: float = 125.0, fmax: float = 7500.0) -> np.ndarray:
+def vggish_mel_matrix(
+    sr: int = SR, n_fft: int = NFFT, n_mels: int = N_MELS, fmin: float = 125.0, fmax: float = 7500.0
+) -> np.ndarray:
     """``[n_fft // 2 + 1, n_mels]``: triangles linear in HTK mel, DC bin zeroed."""
     bins_mel = hz_to_mel_htk(np.linspace(0.0, sr / 2, n_fft // 2 + 1))[:, None]
     edges = np.linspace(hz_to_mel_htk(fmin), hz_to_mel_htk(fmax), n_mels + 2)
@@ -96,8 +108,13 @@ def build_vggish():
                     cin = int(v)
             self.features = nn.Sequential(*layers)
             self.embeddings = nn.Sequential(
-                nn.Linear(512 * 4 * 6, 4096), nn.ReLU(True), nn.Linear(4096, 4096), nn.ReLU(True),
-                nn.Linear(4096, EMB_DIM), nn.ReLU(True))
+                nn.Linear(512 * 4 * 6, 4096),
+                nn.ReLU(True),
+                nn.Linear(4096, 4096),
+                nn.ReLU(True),
+                nn.Linear(4096, EMB_DIM),
+                nn.ReLU(True),
+            )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             x = self.features(x)  # [B, 512, 6, 4]
@@ -112,10 +129,17 @@ class Vggish(AudioFeatureSet):
     """VGGish: 128-d per 0.96 s log-mel patch, hop configurable (e.g. 1/fps)."""
 
     default_config: dict[str, Any] = {
-        "sample_rate": 16000, "hop_s": 0.96, "center": False, "pad_short": True,
-        "postprocess": "none", "batch_size": 64,
+        "sample_rate": 16000,
+        "hop_s": 0.96,
+        "center": False,
+        "pad_short": True,
+        "postprocess": "none",
+        "batch_size": 64,
     }
-    config_params = {"hop_s": Param(min=0.01), "postprocess": Param(choices=("none", "pca", "quantized"))}
+    config_params = {
+        "hop_s": Param(min=0.01),
+        "postprocess": Param(choices=("none", "pca", "quantized")),
+    }
 
     def validate(self) -> None:
         super().validate()
@@ -134,7 +158,9 @@ class Vggish(AudioFeatureSet):
         return (EMB_DIM,)
 
     def _weight_names(self) -> list[str]:
-        return [VGGISH_WEIGHTS.name] + ([PCA_WEIGHTS.name] if self.config["postprocess"] != "none" else [])
+        return [VGGISH_WEIGHTS.name] + (
+            [PCA_WEIGHTS.name] if self.config["postprocess"] != "none" else []
+        )
 
     @cached_property
     def _paths(self) -> dict:
@@ -181,10 +207,17 @@ class Vggish(AudioFeatureSet):
         mel = vggish_log_mel(x)
         starts = window_starts(len(mel), EXAMPLE_FRAMES, hop_frames, pad_short=False)
         if self.config["center"]:
-            n_rows = int(np.floor((len(x) - 2 * pad - HOP) / SR / float(self.config["hop_s"]) + 1e-9)) + 1
+            n_rows = (
+                int(np.floor((len(x) - 2 * pad - HOP) / SR / float(self.config["hop_s"]) + 1e-9))
+                + 1
+            )
             starts = starts[:n_rows]
         view = np.lib.stride_tricks.sliding_window_view(mel, EXAMPLE_FRAMES, axis=0)
-        ex = view[starts].transpose(0, 2, 1) if len(starts) else np.zeros((0, EXAMPLE_FRAMES, N_MELS))
+        ex = (
+            view[starts].transpose(0, 2, 1)
+            if len(starts)
+            else np.zeros((0, EXAMPLE_FRAMES, N_MELS))
+        )
         times = (starts * HOP - pad) / SR + EXAMPLE_HALF_S
         return ex.astype(np.float32), times
 
@@ -192,14 +225,22 @@ class Vggish(AudioFeatureSet):
         import torch
 
         per = [self._examples(s) for s in signals]
-        allex = np.concatenate([e for e, _ in per]) if per else np.zeros((0, EXAMPLE_FRAMES, N_MELS))
+        allex = (
+            np.concatenate([e for e, _ in per]) if per else np.zeros((0, EXAMPLE_FRAMES, N_MELS))
+        )
         outs = []
         bs = int(self.config["batch_size"])
         with torch.inference_mode():
             for i in range(0, len(allex), bs):
-                xb = torch.from_numpy(np.ascontiguousarray(allex[i : i + bs]))[:, None].to(self.device)
+                xb = torch.from_numpy(np.ascontiguousarray(allex[i : i + bs]))[:, None].to(
+                    self.device
+                )
                 outs.append(self.net(xb).float().cpu().numpy())
-        emb = self._postprocess(np.concatenate(outs).astype(np.float64)) if outs else np.zeros((0, EMB_DIM))
+        emb = (
+            self._postprocess(np.concatenate(outs).astype(np.float64))
+            if outs
+            else np.zeros((0, EMB_DIM))
+        )
         res, at = [], 0
         for ex, times in per:
             res.append((emb[at : at + len(ex)].astype(np.float32), times))

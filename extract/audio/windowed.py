@@ -90,13 +90,23 @@ class LogMelResNet18(AudioFeatureSet):
     """Log-Mel windows on the face_r2plus1d window grid -> one-channel ResNet-18, 512-d per window end (fps / hop Hz)."""
 
     default_config: ClassVar[dict[str, Any]] = {
-        "sample_rate": 16000, "window": 32, "hop": 8, "fps": 30.0, "video_frames": True,
-        "normalise": "window", "backbone_weights": None, "batch_size": 64,
+        "sample_rate": 16000,
+        "window": 32,
+        "hop": 8,
+        "fps": 30.0,
+        "video_frames": True,
+        "normalise": "window",
+        "backbone_weights": None,
+        "batch_size": 64,
     }
     config_params: ClassVar[dict[str, Param]] = {
-        "sample_rate": Param(choices=(16000,)), "window": Param(min=1, max=10000), "hop": Param(min=1, max=10000),
-        "fps": Param(above=0, max=1000), "normalise": Param(choices=("window", "none")),
-        "backbone_weights": Param(types=(str,)), "batch_size": Param(min=1),
+        "sample_rate": Param(choices=(16000,)),
+        "window": Param(min=1, max=10000),
+        "hop": Param(min=1, max=10000),
+        "fps": Param(above=0, max=1000),
+        "normalise": Param(choices=("window", "none")),
+        "backbone_weights": Param(types=(str,)),
+        "batch_size": Param(min=1),
     }
 
     def __init__(self, config: Any = None, device: str = "cpu", **kw: Any) -> None:
@@ -113,11 +123,15 @@ class LogMelResNet18(AudioFeatureSet):
 
     @property
     def rows_per_window(self) -> int:
-        return max(1, int(round(int(self.config["window"]) / float(self.config["fps"]) / (HOP_MS / 1000))))
+        return max(
+            1, int(round(int(self.config["window"]) / float(self.config["fps"]) / (HOP_MS / 1000)))
+        )
 
     def net(self) -> Any:
         if self._net is None:
-            self._net, self._weights_path = build_audio_resnet18(self.config["backbone_weights"], self.device)
+            self._net, self._weights_path = build_audio_resnet18(
+                self.config["backbone_weights"], self.device
+            )
         return self._net
 
     def weights(self) -> dict[str, str]:
@@ -136,8 +150,19 @@ class LogMelResNet18(AudioFeatureSet):
         import torch
 
         sr = self.sample_rate
-        mel = F.log_mel_np(signal, sr, N_FFT, ms_to_samples(HOP_MS, sr), ms_to_samples(WIN_MS, sr), N_MELS,
-                           0.0, None, False, "slaney", 1e-10).astype(np.float32)
+        mel = F.log_mel_np(
+            signal,
+            sr,
+            N_FFT,
+            ms_to_samples(HOP_MS, sr),
+            ms_to_samples(WIN_MS, sr),
+            N_MELS,
+            0.0,
+            None,
+            False,
+            "slaney",
+            1e-10,
+        ).astype(np.float32)
         ends = window_ends(len(times), int(self.config["hop"]))
         if len(ends) == 0:  # shorter than one video frame: one window at the clip's end
             times, ends = np.array([len(signal) / sr]), np.zeros(1, np.int64)
@@ -151,7 +176,9 @@ class LogMelResNet18(AudioFeatureSet):
         with torch.inference_mode():
             dev = next(net.parameters()).device
             for i in range(0, len(x), bs):
-                out.append(net(torch.from_numpy(x[i:i + bs])[:, None].to(dev)).float().cpu().numpy())
+                out.append(
+                    net(torch.from_numpy(x[i : i + bs])[:, None].to(dev)).float().cpu().numpy()
+                )
         return np.concatenate(out).astype(np.float32), times[ends].astype(np.float64)
 
     def compute(self, signals: Sequence[np.ndarray]) -> list[Result]:
@@ -167,12 +194,16 @@ class LogMelResNet18(AudioFeatureSet):
             try:
                 times = None
                 if clip.video and self.config["video_frames"]:
-                    vt = video_frame_times(clip.video)  # container timeline -> relative to the audio
+                    vt = video_frame_times(
+                        clip.video
+                    )  # container timeline -> relative to the audio
                     times = vt - d.start_s if vt is not None and len(vt) else None
                 if times is None:
                     times = self.fps_grid(len(d.samples))
                 res = self.windows(d.samples, times)
             except Exception as e:  # noqa: BLE001 - one bad clip must not stop the batch
-                yield ClipFeatures.empty(clip.clip_id, self.row_shape(), "error", f"{type(e).__name__}: {e}")
+                yield ClipFeatures.empty(
+                    clip.clip_id, self.row_shape(), "error", f"{type(e).__name__}: {e}"
+                )
                 continue
             yield self._wrap(clip, d, res)

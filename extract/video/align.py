@@ -22,7 +22,13 @@ import numpy as np
 
 # left eye, right eye, nose tip, left mouth corner, right mouth corner (x, y) in a 112x112 crop
 ARCFACE_112 = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
     dtype=np.float64,
 )
 
@@ -70,8 +76,15 @@ def align_faces(
         return out
     mats = similarity(landmarks, template(size, margin))
     for i, (fi, m) in enumerate(zip(frame_index, mats, strict=True)):
-        cv2.warpAffine(frames[int(fi)], m, (size, size), dst=out[i], flags=cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        cv2.warpAffine(
+            frames[int(fi)],
+            m,
+            (size, size),
+            dst=out[i],
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
     return out
 
 
@@ -107,7 +120,9 @@ class CropSpec:
         if self.method not in METHODS:
             raise ValueError(f"crop method must be one of {METHODS}, got {self.method!r}")
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"crop interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
+            raise ValueError(
+                f"crop interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}"
+            )
         if not -0.9 < float(self.margin) < 4:
             raise ValueError(f"crop margin must be in (-0.9, 4), got {self.margin!r}")
 
@@ -117,7 +132,9 @@ class CropSpec:
         if isinstance(value, CropSpec):
             return value
         if not isinstance(value, Mapping):
-            raise ValueError(f"crop must be a mapping with keys {sorted(asdict(cls()))}, got {value!r}")
+            raise ValueError(
+                f"crop must be a mapping with keys {sorted(asdict(cls()))}, got {value!r}"
+            )
         unknown = sorted(set(value) - set(asdict(cls())))
         if unknown:
             raise ValueError(f"unknown crop keys {unknown}; known: {sorted(asdict(cls()))}")
@@ -163,7 +180,11 @@ def crop_faces(
     spec: CropSpec,
 ) -> np.ndarray:
     """uint8 RGB crops ``[N, size, size, 3]`` cut as ``spec`` says; face ``i`` from ``frames[frame_index[i]]``."""
-    n = len(np.asarray(landmarks).reshape(-1, 5, 2)) if spec.method == "template" else len(np.asarray(boxes).reshape(-1, 4))
+    n = (
+        len(np.asarray(landmarks).reshape(-1, 5, 2))
+        if spec.method == "template"
+        else len(np.asarray(boxes).reshape(-1, 4))
+    )
     out = np.zeros((n, size, size, 3), np.uint8)
     if not n:
         return out
@@ -172,13 +193,30 @@ def crop_faces(
     for i, (fi, m) in enumerate(zip(frame_index, mats, strict=True)):
         img = frames[int(fi)]
         # downscale factor of this face: warp at k x size then area-average, k an integer
-        k = int(1.0 / max(np.sqrt(abs(np.linalg.det(m[:, :2]))), 1e-6)) if spec.interpolation == "area" else 1
+        k = (
+            int(1.0 / max(np.sqrt(abs(np.linalg.det(m[:, :2]))), 1e-6))
+            if spec.interpolation == "area"
+            else 1
+        )
         if k >= 2:
-            big = cv2.warpAffine(img, np.vstack([m[0] * k, m[1] * k]), (size * k, size * k),
-                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            big = cv2.warpAffine(
+                img,
+                np.vstack([m[0] * k, m[1] * k]),
+                (size * k, size * k),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0,
+            )
             cv2.resize(big, (size, size), dst=out[i], interpolation=cv2.INTER_AREA)
         else:
             warp = cv2.INTER_LINEAR if flag == cv2.INTER_AREA else flag
-            cv2.warpAffine(img, m, (size, size), dst=out[i], flags=warp,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            cv2.warpAffine(
+                img,
+                m,
+                (size, size),
+                dst=out[i],
+                flags=warp,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0,
+            )
     return out

@@ -86,7 +86,10 @@ def _open(path: str | os.PathLike[str]):  # noqa: ANN202 - av.container.InputCon
 
 
 def _frames(
-    path: str | os.PathLike[str], fps: float | None, stats: DecodeStats, threads: bool = True,
+    path: str | os.PathLike[str],
+    fps: float | None,
+    stats: DecodeStats,
+    threads: bool = True,
     height: int | None = None,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """``(time, upright RGB frame)`` per kept frame. The frame may be a view into FFmpeg's
@@ -137,7 +140,9 @@ def _frames(
     except DecodeError:
         raise
     except Exception as e:  # noqa: BLE001 - FFmpeg errors mid-stream
-        raise DecodeError(f"{path}: decoding failed after {stats.frames} frames ({type(e).__name__}: {e})") from None
+        raise DecodeError(
+            f"{path}: decoding failed after {stats.frames} frames ({type(e).__name__}: {e})"
+        ) from None
     finally:
         container.close()
 
@@ -174,21 +179,29 @@ def iter_frames(
         yield _chunk(n_out, buf_t, buf_f, stats, t_clock)
 
 
-def _chunk(n0: int, ts: list[float], fs: list[np.ndarray], stats: DecodeStats, t0: float) -> FrameChunk:
+def _chunk(
+    n0: int, ts: list[float], fs: list[np.ndarray], stats: DecodeStats, t0: float
+) -> FrameChunk:
     if len({f.shape for f in fs}) > 1:  # resolution change mid-stream: pad/crop to the first
         h, w = fs[0].shape[:2]
         fs = [f if f.shape == fs[0].shape else _fit(f, h, w) for f in fs]
-    out = FrameChunk(np.arange(n0, n0 + len(fs), dtype=np.int64), np.asarray(ts, np.float64), np.stack(fs))
+    out = FrameChunk(
+        np.arange(n0, n0 + len(fs), dtype=np.int64), np.asarray(ts, np.float64), np.stack(fs)
+    )
     stats.frames += len(fs)
     stats.seconds += time.perf_counter() - t0
     return out
 
 
 def _fit(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    return cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=cv2.INTER_AREA)  # rot90 views
+    return cv2.resize(
+        np.ascontiguousarray(img), (w, h), interpolation=cv2.INTER_AREA
+    )  # rot90 views
 
 
-def read_all(path: str | os.PathLike[str], fps: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_all(
+    path: str | os.PathLike[str], fps: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Every (sampled) frame at once: ``(times [T], frames [T, H, W, 3])``. Short clips/tests only."""
     chunks = list(iter_frames(path, fps=fps))
     if not chunks:
@@ -218,7 +231,9 @@ def write_video(
         if rotation:
             stream.set_display_rotation(rotation)
         for i, img in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[: h - h % 2, : w - w % 2]), format="rgb24")
+            vf = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(img[: h - h % 2, : w - w % 2]), format="rgb24"
+            )
             t = times[i] if times is not None else i / fps
             vf.pts = int(round(t * 90000))
             vf.time_base = stream.time_base
@@ -262,7 +277,9 @@ class FrameRing:
         try:
             for i in range(slots):
                 name = f"{SHM_PREFIX}_{os.getpid()}_{self.id}_{i}"
-                self.shm.append(shared_memory.SharedMemory(name=name, create=True, size=self.slot_bytes))
+                self.shm.append(
+                    shared_memory.SharedMemory(name=name, create=True, size=self.slot_bytes)
+                )
         except BaseException:
             self.close()
             raise
@@ -318,9 +335,17 @@ def _wait(fn: Any, ppid: int, *args: Any) -> Any:
             os._exit(1)
 
 
-def _shm_chunks(path: str, fps: float | None, stats: DecodeStats, ring: FrameRing, chunk: int,
-                chunk_bytes: int, ppid: int, threads: bool = True,
-                height: int | None = None) -> Iterator[SlotChunk | FrameChunk]:
+def _shm_chunks(
+    path: str,
+    fps: float | None,
+    stats: DecodeStats,
+    ring: FrameRing,
+    chunk: int,
+    chunk_bytes: int,
+    ppid: int,
+    threads: bool = True,
+    height: int | None = None,
+) -> Iterator[SlotChunk | FrameChunk]:
     """As ``iter_frames``, each frame converted straight into the ring's next slot (same chunk
     boundaries, same pixels); a frame larger than a slot travels pickled."""
     slot = -1
@@ -331,8 +356,13 @@ def _shm_chunks(path: str, fps: float | None, stats: DecodeStats, ring: FrameRin
 
     def flush() -> SlotChunk:
         nonlocal slot, view, ts, n0, n, t_clock
-        out = SlotChunk(ring.id, slot, np.arange(n0, n0 + n, dtype=np.int64), np.asarray(ts, np.float64),
-                        (n, *view.shape[1:]))
+        out = SlotChunk(
+            ring.id,
+            slot,
+            np.arange(n0, n0 + n, dtype=np.int64),
+            np.asarray(ts, np.float64),
+            (n, *view.shape[1:]),
+        )
         stats.frames += n
         stats.seconds += time.perf_counter() - t_clock
         n0, n, ts, view, slot = n0 + n, 0, [], None, -1
@@ -346,8 +376,14 @@ def _shm_chunks(path: str, fps: float | None, stats: DecodeStats, ring: FrameRin
                 n0 += 1
                 t_clock = time.perf_counter()
                 continue
-            cap = max(1, min(chunk, chunk_bytes // img.nbytes + (chunk_bytes % img.nbytes > 0),
-                             ring.slot_bytes // img.nbytes))
+            cap = max(
+                1,
+                min(
+                    chunk,
+                    chunk_bytes // img.nbytes + (chunk_bytes % img.nbytes > 0),
+                    ring.slot_bytes // img.nbytes,
+                ),
+            )
             _wait(ring.free.acquire, ppid)
             slot, ring.next = ring.next, (ring.next + 1) % len(ring.shm)
             view = ring.view(slot, (cap, *img.shape))
@@ -362,8 +398,15 @@ def _shm_chunks(path: str, fps: float | None, stats: DecodeStats, ring: FrameRin
         yield flush()
 
 
-def decode_worker(tasks, events, chunk: int = CHUNK_FRAMES, chunk_bytes: int = CHUNK_BYTES,  # noqa: ANN001
-                  ring: FrameRing | None = None, threads: bool = True, height: int | None = None) -> None:
+def decode_worker(
+    tasks,
+    events,
+    chunk: int = CHUNK_FRAMES,
+    chunk_bytes: int = CHUNK_BYTES,  # noqa: ANN001
+    ring: FrameRing | None = None,
+    threads: bool = True,
+    height: int | None = None,
+) -> None:
     """Worker-process loop: ``(key, path, fps)`` jobs in, ``start``/``chunk``/``end``/``error`` events out.
 
     Kept free of torch so a forked worker stays small; the events queue is bounded and the ring
@@ -380,10 +423,18 @@ def decode_worker(tasks, events, chunk: int = CHUNK_FRAMES, chunk_bytes: int = C
         stats = DecodeStats()
         try:
             if ring is not None:
-                chunks = _shm_chunks(path, fps, stats, ring, chunk, chunk_bytes, ppid, threads, height)
+                chunks = _shm_chunks(
+                    path, fps, stats, ring, chunk, chunk_bytes, ppid, threads, height
+                )
             else:
-                chunks = iter_frames(path, fps=fps, chunk=chunk, stats=stats, chunk_bytes=chunk_bytes,
-                                     threads=threads)
+                chunks = iter_frames(
+                    path,
+                    fps=fps,
+                    chunk=chunk,
+                    stats=stats,
+                    chunk_bytes=chunk_bytes,
+                    threads=threads,
+                )
             for ch in chunks:
                 _wait(events.put, ppid, ("chunk", key, ch))
             _wait(events.put, ppid, ("end", key, stats))

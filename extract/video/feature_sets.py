@@ -76,11 +76,19 @@ class FaceFeatureSet(FeatureSet):
     # boundaries (RAVDESS a05, face_fer2013: +3 % frames/s, both alternated pairs; README)
     streams_clips: ClassVar[bool] = True
     config_params: ClassVar[dict[str, Param]] = {
-        "identity": Param(nullable=True), "max_gap_s": Param(min=0), "cut_threshold": Param(min=0),
-        "thresholds": Param(types=(list, float), min=0, max=1), "min_face_size": Param(min=0),
-        "fps": Param(types=(float,), above=0), "detect_every": Param(min=1),
-        "full_detect_every": Param(min=1), "max_faces": Param(min=1), "batch_frames": Param(min=1),
-        "stable_every": Param(min=1), "stable_iou": Param(min=0, max=1), "fallback_every": Param(min=1),
+        "identity": Param(nullable=True),
+        "max_gap_s": Param(min=0),
+        "cut_threshold": Param(min=0),
+        "thresholds": Param(types=(list, float), min=0, max=1),
+        "min_face_size": Param(min=0),
+        "fps": Param(types=(float,), above=0),
+        "detect_every": Param(min=1),
+        "full_detect_every": Param(min=1),
+        "max_faces": Param(min=1),
+        "batch_frames": Param(min=1),
+        "stable_every": Param(min=1),
+        "stable_iou": Param(min=0, max=1),
+        "fallback_every": Param(min=1),
     }
     common_config: ClassVar[dict[str, Any]] = {
         "detector": "blazeface_mtcnn",
@@ -101,7 +109,9 @@ class FaceFeatureSet(FeatureSet):
         "crop": None,
     }
     default_config: ClassVar[dict[str, Any]] = {
-        **common_config, "backbone": "fer2013_minixception", "backbone_weights": None,
+        **common_config,
+        "backbone": "fer2013_minixception",
+        "backbone_weights": None,
     }
 
     def __init__(self, config: Mapping[str, Any] | None = None, device: str = "cpu") -> None:
@@ -145,7 +155,9 @@ class FaceFeatureSet(FeatureSet):
             try:
                 self._detector = DETECTORS.build(c["detector"], **kwargs)
             except ValueError as e:  # a detector's own check of its options
-                raise FeatureConfigError(f"feature set {self.name}: detector {c['detector']}: {e}") from None
+                raise FeatureConfigError(
+                    f"feature set {self.name}: detector {c['detector']}: {e}"
+                ) from None
         return self._detector
 
     def backbone_options(self) -> dict[str, Any]:
@@ -169,12 +181,16 @@ class FaceFeatureSet(FeatureSet):
         cls = BACKBONES.get(self.config["backbone"])
         if hasattr(cls, "crop_spec"):
             return cls.crop_spec()
-        return CropSpec("template", float(getattr(cls, "align_margin", 0.0)))  # a plugin's own class
+        return CropSpec(
+            "template", float(getattr(cls, "align_margin", 0.0))
+        )  # a plugin's own class
 
     def provenance(self) -> dict[str, Any]:
         """As the base class, with ``crop`` resolved: a new measured default changes the hash."""
         config = {**self.config, "crop": self.crop().as_config()}
-        prov = make_provenance(self.name, config, self.weights(), self.rate_hz, _versions(self.modality))
+        prov = make_provenance(
+            self.name, config, self.weights(), self.rate_hz, _versions(self.modality)
+        )
         classes = self.logit_classes()
         if classes:
             prov["logit_classes"] = classes
@@ -194,8 +210,12 @@ class FaceFeatureSet(FeatureSet):
     def backbone(self) -> Any:
         if self._backbone is None:
             c = self.config
-            self._backbone = BACKBONES.build(c["backbone"], weights=c.get("backbone_weights"),
-                                             device=self.device, **self.backbone_options())
+            self._backbone = BACKBONES.build(
+                c["backbone"],
+                weights=c.get("backbone_weights"),
+                device=self.device,
+                **self.backbone_options(),
+            )
         return self._backbone
 
     def embedder(self) -> Embedder:
@@ -204,8 +224,14 @@ class FaceFeatureSet(FeatureSet):
         def fn(crops: np.ndarray) -> np.ndarray:
             return bb.embed(torch.from_numpy(np.ascontiguousarray(crops))).float().cpu().numpy()
 
-        return Embedder(fn, int(bb.input_size), float(bb.align_margin), (int(bb.out_dim),), np.float32,
-                        crop=self.crop())
+        return Embedder(
+            fn,
+            int(bb.input_size),
+            float(bb.align_margin),
+            (int(bb.out_dim),),
+            np.float32,
+            crop=self.crop(),
+        )
 
     def weights(self) -> dict[str, str]:
         out = dict(self.detector().weights_info())
@@ -221,11 +247,20 @@ class FaceFeatureSet(FeatureSet):
         if self._pipeline is None:
             c = self.config
             self._pipeline = FacePipeline(
-                self.detector(), self.embedder(), fps=c["fps"], detect_every=c["detect_every"],
-                batch_frames=c["batch_frames"], min_face_size=c["min_face_size"],
-                max_faces=c["max_faces"], full_detect_every=c["full_detect_every"], workers=self.workers,
-                stable_every=c["stable_every"], stable_iou=c["stable_iou"],
-                identity=self.identity(), max_gap_s=c["max_gap_s"], cut_threshold=c["cut_threshold"],
+                self.detector(),
+                self.embedder(),
+                fps=c["fps"],
+                detect_every=c["detect_every"],
+                batch_frames=c["batch_frames"],
+                min_face_size=c["min_face_size"],
+                max_faces=c["max_faces"],
+                full_detect_every=c["full_detect_every"],
+                workers=self.workers,
+                stable_every=c["stable_every"],
+                stable_iou=c["stable_iou"],
+                identity=self.identity(),
+                max_gap_s=c["max_gap_s"],
+                cut_threshold=c["cut_threshold"],
             )
         return self._pipeline
 
@@ -263,8 +298,14 @@ class FaceCrops(FaceFeatureSet):
 
     def embedder(self) -> Embedder:
         s = int(self.config["crop_size"])
-        return Embedder(lambda crops: crops, s, float(self.config["align_margin"]), (s, s, 3), np.uint8,
-                        crop=self.crop())
+        return Embedder(
+            lambda crops: crops,
+            s,
+            float(self.config["align_margin"]),
+            (s, s, 3),
+            np.uint8,
+            crop=self.crop(),
+        )
 
     def _default_crop(self) -> CropSpec:
         return CropSpec("template", float(self.config["align_margin"]))
@@ -297,12 +338,21 @@ def register_backbone_sets() -> None:
         if name is None or name in FEATURE_SETS:
             continue
         help_ = dict(BACKBONES.describe()).get(backbone, "")
-        cls = type(f"Face_{backbone}", (FaceFeatureSet,), {
-            "__doc__": f"BlazeFace(+MTCNN) + {backbone}: {help_}",
-            "__module__": BACKBONES.get(backbone).__module__,  # the set is the backbone's plugin's
-            "default_config": {**FaceFeatureSet.common_config, "backbone": backbone,
-                               "backbone_weights": None},
-        })
+        cls = type(
+            f"Face_{backbone}",
+            (FaceFeatureSet,),
+            {
+                "__doc__": f"BlazeFace(+MTCNN) + {backbone}: {help_}",
+                "__module__": BACKBONES.get(
+                    backbone
+                ).__module__,  # the set is the backbone's plugin's
+                "default_config": {
+                    **FaceFeatureSet.common_config,
+                    "backbone": backbone,
+                    "backbone_weights": None,
+                },
+            },
+        )
         FEATURE_SETS.register(name)(cls)
 
 

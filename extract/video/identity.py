@@ -49,15 +49,27 @@ DLIB_CHIP_150 = np.array(
 )
 
 
-def warp_to(frames: Sequence[np.ndarray], frame_index: Sequence[int], landmarks: np.ndarray,
-            points: np.ndarray, size: int) -> np.ndarray:
+def warp_to(
+    frames: Sequence[np.ndarray],
+    frame_index: Sequence[int],
+    landmarks: np.ndarray,
+    points: np.ndarray,
+    size: int,
+) -> np.ndarray:
     """uint8 crops ``[N, size, size, 3]`` mapping each face's 5 landmarks onto ``points``."""
     lmk = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
     out = np.zeros((len(lmk), size, size, 3), np.uint8)
     if len(lmk):
         for i, (fi, m) in enumerate(zip(frame_index, similarity(lmk, points), strict=True)):
-            cv2.warpAffine(frames[int(fi)], m, (size, size), dst=out[i], flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            cv2.warpAffine(
+                frames[int(fi)],
+                m,
+                (size, size),
+                dst=out[i],
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0,
+            )
     return out
 
 
@@ -72,7 +84,9 @@ class IdentityEmbedder(ABC):
     same_below: ClassVar[float]
     different_above: ClassVar[float]
 
-    def chips(self, frames: Sequence[np.ndarray], frame_index: Sequence[int], landmarks: np.ndarray) -> np.ndarray:
+    def chips(
+        self, frames: Sequence[np.ndarray], frame_index: Sequence[int], landmarks: np.ndarray
+    ) -> np.ndarray:
         return warp_to(frames, frame_index, landmarks, self.points, self.size)
 
     @abstractmethod
@@ -111,7 +125,9 @@ class DlibResNet(IdentityEmbedder):
         chips = np.ascontiguousarray(chips, np.uint8)
         if not len(chips):
             return np.zeros((0, 128), np.float32)
-        return np.asarray(self.model.compute_face_descriptor(list(chips)), np.float32).reshape(len(chips), -1)
+        return np.asarray(self.model.compute_face_descriptor(list(chips)), np.float32).reshape(
+            len(chips), -1
+        )
 
     def weights_info(self) -> dict[str, str]:
         return {DLIB_WEIGHT.name: checksum(self.path)}

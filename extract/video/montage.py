@@ -20,8 +20,19 @@ from avemo.data.store import ClipFeatures, FeatureFile
 from avemo.errors import UsageError
 
 # track colours (RGB), cycled by track id
-PALETTE = np.array([(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
-                    (213, 94, 0), (204, 121, 167), (120, 200, 80)], np.uint8)
+PALETTE = np.array(
+    [
+        (230, 159, 0),
+        (86, 180, 233),
+        (0, 158, 115),
+        (240, 228, 66),
+        (0, 114, 178),
+        (213, 94, 0),
+        (204, 121, 167),
+        (120, 200, 80),
+    ],
+    np.uint8,
+)
 NO_FACE = np.array((40, 40, 40), np.uint8)
 WHITE = (255, 255, 255)
 
@@ -43,7 +54,9 @@ def render(clip: ClipFeatures, columns: int = 8, max_tiles: int = 32, tile: int 
     """The montage as an RGB uint8 image."""
     n = len(clip.mask)
     if n == 0:
-        raise UsageError(f"clip {clip.clip_id!r} has no frames (status {clip.status}: {clip.message})")
+        raise UsageError(
+            f"clip {clip.clip_id!r} has no frames (status {clip.status}: {clip.message})"
+        )
     picks = np.unique(np.linspace(0, n - 1, min(max_tiles, n)).round().astype(int))
     tracks = frame_tracks(clip)
     cols = min(columns, len(picks))
@@ -52,18 +65,34 @@ def render(clip: ClipFeatures, columns: int = 8, max_tiles: int = 32, tile: int 
     width = cols * (tile + pad) + pad
     img = np.full((head + rows * cell_h + strip + 26, width, 3), 18, np.uint8)
     info = clip.info
-    _text(img, f"{clip.clip_id}  status {clip.status}  {n} frames  "
-               f"{float(clip.timestamps[0]):.2f}-{float(clip.timestamps[-1]):.2f} s", pad, 16, 0.45)
+    _text(
+        img,
+        f"{clip.clip_id}  status {clip.status}  {n} frames  "
+        f"{float(clip.timestamps[0]):.2f}-{float(clip.timestamps[-1]):.2f} s",
+        pad,
+        16,
+        0.45,
+    )
     if "subject_frames" in info:
-        _text(img, f"subject: {info['subject_frames']}/{info['frames']} frames, {info['subject_tracks']} of "
-                   f"{info['tracks']} tracks, longest gap {info['longest_gap_s']:.2f} s, cuts {info.get('cuts', 0)}",
-              pad, 36)
+        _text(
+            img,
+            f"subject: {info['subject_frames']}/{info['frames']} frames, {info['subject_tracks']} of "
+            f"{info['tracks']} tracks, longest gap {info['longest_gap_s']:.2f} s, cuts {info.get('cuts', 0)}",
+            pad,
+            36,
+        )
     for k, f in enumerate(picks):
         r, c = divmod(k, cols)
         y, x = head + r * cell_h, pad + c * (tile + pad)
         if clip.mask[f]:
-            crop = cv2.resize(np.asarray(clip.values[f], np.uint8), (tile - 6, tile - 6), interpolation=cv2.INTER_AREA)
-            colour = PALETTE[tracks[f] % len(PALETTE)] if tracks[f] >= 0 else np.array(WHITE, np.uint8)
+            crop = cv2.resize(
+                np.asarray(clip.values[f], np.uint8),
+                (tile - 6, tile - 6),
+                interpolation=cv2.INTER_AREA,
+            )
+            colour = (
+                PALETTE[tracks[f] % len(PALETTE)] if tracks[f] >= 0 else np.array(WHITE, np.uint8)
+            )
             img[y : y + tile, x : x + tile] = colour
             img[y + 3 : y + tile - 3, x + 3 : x + tile - 3] = crop
         else:
@@ -76,14 +105,19 @@ def render(clip: ClipFeatures, columns: int = 8, max_tiles: int = 32, tile: int 
     y0 = head + rows * cell_h + 4
     xs = np.linspace(pad, width - pad, n + 1).round().astype(int)
     for f in range(n):
-        colour = PALETTE[tracks[f] % len(PALETTE)] if tracks[f] >= 0 else (
-            np.array(WHITE, np.uint8) if clip.mask[f] else NO_FACE)
+        colour = (
+            PALETTE[tracks[f] % len(PALETTE)]
+            if tracks[f] >= 0
+            else (np.array(WHITE, np.uint8) if clip.mask[f] else NO_FACE)
+        )
         img[y0 : y0 + strip, xs[f] : max(xs[f + 1], xs[f] + 1)] = colour
     _text(img, "mask / track per frame (dark: no subject face)", pad, y0 + strip + 16, 0.38)
     return img
 
 
-def write_montage(path: str | os.PathLike[str], clip_id: str, out: str | os.PathLike[str], **kw: int) -> Path:
+def write_montage(
+    path: str | os.PathLike[str], clip_id: str, out: str | os.PathLike[str], **kw: int
+) -> Path:
     """Draw clip ``clip_id`` of feature file ``path`` into the PNG ``out``."""
     out = Path(out)
     if out.suffix.lower() != ".png":
@@ -93,7 +127,9 @@ def write_montage(path: str | os.PathLike[str], clip_id: str, out: str | os.Path
     with FeatureFile(path) as ff:
         if clip_id not in ff:
             some = ", ".join(ff.clip_ids[:5]) + (" ..." if len(ff) > 5 else "")
-            raise UsageError(f"--montage {clip_id}: no such clip in {path} ({len(ff)} clips: {some})")
+            raise UsageError(
+                f"--montage {clip_id}: no such clip in {path} ({len(ff)} clips: {some})"
+            )
         shape = ff.row_shape
         if len(shape) != 3 or shape[2] != 3 or ff.dtype != np.uint8:
             raise UsageError(

@@ -80,7 +80,9 @@ class StageTimes:
     identity: float = 0.0
     frames: int = 0
     key_frames: int = 0  # key frames the detector ran on
-    schedule_keys: int = 0  # key frames of the schedule (``detect_every``), detected or skipped as stable
+    schedule_keys: int = (
+        0  # key frames of the schedule (``detect_every``), detected or skipped as stable
+    )
     crops: int = 0
     clips: int = 0
 
@@ -102,7 +104,9 @@ class _Clip:
     n_sched: int = 0  # key frames of the schedule so far, detected or skipped as stable
     face_before: bool = False  # the detector found a face on the last scheduled key frame
     last_found: tuple[int, Faces] | None = None  # the last scheduled key frame and its faces
-    pending: list[int] = field(default_factory=list)  # skipped key frames after it (next block decides)
+    pending: list[int] = field(
+        default_factory=list
+    )  # skipped key frames after it (next block decides)
     ended: bool = False
     stats: DecodeStats | None = None
     rows: dict[int, tuple[list[int], list[np.ndarray]]] = field(default_factory=dict)
@@ -141,8 +145,15 @@ class DecodePool:
     (a failed or interrupted run closes the pool) or at interpreter exit.
     """
 
-    def __init__(self, workers: int, queue_chunks: int = 6, per_worker: int = 2, shm: bool = True,
-                 threads: bool = True, height: int | None = None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        queue_chunks: int = 6,
+        per_worker: int = 2,
+        shm: bool = True,
+        threads: bool = True,
+        height: int | None = None,
+    ) -> None:
         self.n = workers
         self.per_worker = per_worker
         fork = "fork" in mp.get_all_start_methods()
@@ -160,9 +171,13 @@ class DecodePool:
         kwargs: dict[str, Any] = {"threads": self.threads, "height": self.height}
         if self.shm:
             ring = FrameRing(self.ctx)
-            self.rings[ring.id] = ring  # kept until close: a dead worker's chunks may still be queued
+            self.rings[ring.id] = (
+                ring  # kept until close: a dead worker's chunks may still be queued
+            )
             kwargs["ring"] = ring
-        p = self.ctx.Process(target=self.target, args=(tasks, self.events), kwargs=kwargs, daemon=True)
+        p = self.ctx.Process(
+            target=self.target, args=(tasks, self.events), kwargs=kwargs, daemon=True
+        )
         p.start()
         return _Worker(p, tasks)
 
@@ -211,7 +226,12 @@ class DecodePool:
                 key = w.jobs.popleft()[0]  # the clip it was decoding (they run in order)
                 if key in open_keys:
                     open_keys.discard(key)
-                    yield ("error", key, f"decoder process died (exit code {w.proc.exitcode})", DecodeStats())
+                    yield (
+                        "error",
+                        key,
+                        f"decoder process died (exit code {w.proc.exitcode})",
+                        DecodeStats(),
+                    )
                 todo.extendleft(reversed(w.jobs))  # never started: to the replacement worker
             self.workers[i] = self._spawn()
 
@@ -237,7 +257,12 @@ def _inline(jobs: Sequence[tuple[int, str, float | None]]) -> Iterator[tuple | N
                 yield ("chunk", key, ch)
             yield ("end", key, stats)
         except Exception as e:  # noqa: BLE001 - the clip's error status
-            yield ("error", key, str(e) if isinstance(e, DecodeError) else f"{type(e).__name__}: {e}", stats)
+            yield (
+                "error",
+                key,
+                str(e) if isinstance(e, DecodeError) else f"{type(e).__name__}: {e}",
+                stats,
+            )
 
 
 class FacePipeline:
@@ -271,7 +296,11 @@ class FacePipeline:
         self.fps = float(fps) if fps else None
         self.detect_every = int(detect_every)
         self.batch_frames = max(1, int(batch_frames))
-        self.min_face_size, self.max_faces, self.link_iou = float(min_face_size), int(max_faces), float(link_iou)
+        self.min_face_size, self.max_faces, self.link_iou = (
+            float(min_face_size),
+            int(max_faces),
+            float(link_iou),
+        )
         self.workers = default_workers() if workers is None else int(workers)
         self.embed_batch = int(embed_batch)
         self.full_detect_every = max(1, int(full_detect_every))
@@ -287,13 +316,19 @@ class FacePipeline:
         self.times = StageTimes()
         self._pool: DecodePool | None = None
         self._keys = 0
-        self.threads: int | None = None  # torch intra-op threads while running (None: see torch_threads)
+        self.threads: int | None = (
+            None  # torch intra-op threads while running (None: see torch_threads)
+        )
         self.shm = True  # frames from the decode workers through shared memory (False: pickled, the old path)
         # FFmpeg threads in the decode workers: off, since the workers share the cores with detection and
         # the CNN (transport bench, quiet 2-core machine: 62-71 % vs 55-65 % of decode-only in 4 paired rounds)
         self.decode_threads = False
-        self.decode_height: int | None = None  # experiment (transport bench): frames converted at this height
-        self.fit_blocks = True  # blocks no longer than the decode worker's look-ahead (False: batch_frames)
+        self.decode_height: int | None = (
+            None  # experiment (transport bench): frames converted at this height
+        )
+        self.fit_blocks = (
+            True  # blocks no longer than the decode worker's look-ahead (False: batch_frames)
+        )
 
     def close(self) -> None:
         if self._pool is not None:
@@ -318,8 +353,9 @@ class FacePipeline:
         if self.workers <= 0 or not jobs:
             return _inline(jobs)
         if self._pool is None:
-            self._pool = DecodePool(self.workers, shm=self.shm, threads=self.decode_threads,
-                                    height=self.decode_height)
+            self._pool = DecodePool(
+                self.workers, shm=self.shm, threads=self.decode_threads, height=self.decode_height
+            )
         return self._pool.run(jobs)
 
     def run(self, clips: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
@@ -332,8 +368,11 @@ class FacePipeline:
             if not c.video:
                 yield self._empty(c, "no_video", "no video path in the manifest")
                 continue
-            states[key] = _Clip(key, c, Tracker(self.link_iou, max_faces=self.max_faces,
-                                                min_face_size=self.min_face_size))
+            states[key] = _Clip(
+                key,
+                c,
+                Tracker(self.link_iou, max_faces=self.max_faces, min_face_size=self.min_face_size),
+            )
             jobs.append((key, str(c.video), self.fps))
         finished = False
         threads = torch.get_num_threads()
@@ -392,7 +431,10 @@ class FacePipeline:
             st.buffer[int(i)] = img
             if self.cut_threshold > 0:
                 thumb = thumbnail(img)
-                if st.thumb is not None and float(np.abs(thumb - st.thumb).mean()) > self.cut_threshold:
+                if (
+                    st.thumb is not None
+                    and float(np.abs(thumb - st.thumb).mean()) > self.cut_threshold
+                ):
                     st.tracker.mark_cut(int(i))
                 st.thumb = thumb
 
@@ -424,8 +466,11 @@ class FacePipeline:
         block's first), and link them all in frame order. A skipped key frame is none for the
         tracker: its frames are filled between the detected ones like any other frame."""
         t0 = time.perf_counter()
-        sched = [k for j, k in enumerate(keys)
-                 if (st.n_sched + j) % self.stable_every == 0 or (st.ended and k == st.n - 1)]
+        sched = [
+            k
+            for j, k in enumerate(keys)
+            if (st.n_sched + j) % self.stable_every == 0 or (st.ended and k == st.n - 1)
+        ]
         st.n_sched += len(keys)
         self.times.schedule_keys += len(keys)
         found = dict(zip(sched, self._run_detector(st, sched), strict=True))
@@ -436,14 +481,25 @@ class FacePipeline:
             if k not in found:
                 between.append(k)
                 continue
-            if between and (prev is None or st.tracker.cut_between(prev[0], k) or not self._stable(prev[1], found[k])):
+            if between and (
+                prev is None
+                or st.tracker.cut_between(prev[0], k)
+                or not self._stable(prev[1], found[k])
+            ):
                 verify += between
             between, prev = [], (k, found[k])
         st.pending = between
-        if verify:  # plain ``detect``: with blazeface_mtcnn, MTCNN on every empty one (next to faces)
+        if (
+            verify
+        ):  # plain ``detect``: with blazeface_mtcnn, MTCNN on every empty one (next to faces)
             hints = [self._size_hint(st) for _ in verify]
-            found.update(zip(verify, self.detector.detect([st.buffer[i] for i in verify], sizes=hints),
-                             strict=True))
+            found.update(
+                zip(
+                    verify,
+                    self.detector.detect([st.buffer[i] for i in verify], sizes=hints),
+                    strict=True,
+                )
+            )
         self.times.detect += time.perf_counter() - t0
         self.times.key_frames += len(found)
         t0 = time.perf_counter()
@@ -500,12 +556,22 @@ class FacePipeline:
         if not jobs:
             return
         t0 = time.perf_counter()
-        crops = crop_faces(frames, np.arange(len(frames)), np.stack(boxes), np.stack(lmks),
-                           self.embedder.size, self.embedder.crop_spec)
+        crops = crop_faces(
+            frames,
+            np.arange(len(frames)),
+            np.stack(boxes),
+            np.stack(lmks),
+            self.embedder.size,
+            self.embedder.crop_spec,
+        )
         self.times.align += time.perf_counter() - t0
         t0 = time.perf_counter()
-        rows = np.concatenate([self.embedder.fn(crops[i : i + self.embed_batch])
-                               for i in range(0, len(crops), self.embed_batch)])
+        rows = np.concatenate(
+            [
+                self.embedder.fn(crops[i : i + self.embed_batch])
+                for i in range(0, len(crops), self.embed_batch)
+            ]
+        )
         self.times.embed += time.perf_counter() - t0
         self.times.crops += len(crops)
         for (f, tid), row in zip(jobs, rows, strict=True):
@@ -548,7 +614,9 @@ class FacePipeline:
 
     def _empty(self, clip: ClipInput, status: str, message: str) -> ClipFeatures:
         self.times.clips += 1
-        return ClipFeatures.empty(clip.clip_id, self.embedder.row_shape, status, message, self.embedder.dtype)
+        return ClipFeatures.empty(
+            clip.clip_id, self.embedder.row_shape, status, message, self.embedder.dtype
+        )
 
     def _finish(self, st: _Clip) -> ClipFeatures:
         n = st.n
@@ -576,16 +644,24 @@ class FacePipeline:
             "subject_tracks": len(subject.tracks),
             "subject_frames": have,
             "frames": n,
-            "longest_gap_s": round(longest_gap_s(mask, times), 3) if have else round(float(times[-1] - times[0]), 3),
+            "longest_gap_s": round(longest_gap_s(mask, times), 3)
+            if have
+            else round(float(times[-1] - times[0]), 3),
             "cuts": len(st.tracker.cuts),
             "joined": {str(t): subject.how[t] for t in subject.tracks},
             "track_runs": subject.runs(by_track),
         }
         if len(st.tracker.tracks) > 1:
-            how = ", ".join(f"{sum(1 for v in subject.how.values() if v == k)} by {k}"
-                            for k in ("identity", "continuity") if k in subject.how.values())
-            notes.insert(0, f"{len(st.tracker.tracks)} face tracks, subject = {len(subject.tracks)}"
-                            + (f" ({how})" if how else ""))
+            how = ", ".join(
+                f"{sum(1 for v in subject.how.values() if v == k)} by {k}"
+                for k in ("identity", "continuity")
+                if k in subject.how.values()
+            )
+            notes.insert(
+                0,
+                f"{len(st.tracker.tracks)} face tracks, subject = {len(subject.tracks)}"
+                + (f" ({how})" if how else ""),
+            )
         if have == 0:
             status = "no_face"
             notes.insert(0, f"no face found in any of the {n} frames")
@@ -593,7 +669,9 @@ class FacePipeline:
             status = "ok"
             if have < n:
                 notes.insert(0, f"{n - have} of {n} frames without a face (mask 0)")
-        return ClipFeatures(st.clip.clip_id, values, times, mask, status, "; ".join(notes), info=info)
+        return ClipFeatures(
+            st.clip.clip_id, values, times, mask, status, "; ".join(notes), info=info
+        )
 
     def _subject(self, st: _Clip) -> Any:
         """Chain the clip's tracks into its subject (identity embedded only when there is a choice)."""
@@ -601,17 +679,32 @@ class FacePipeline:
         for tid, tr in st.tracker.tracks.items():
             if tid not in st.rows:
                 continue
-            summaries.append(TrackSummary(tid, np.asarray(sorted(st.rows[tid][0]), np.int64), tr.weight,
-                                          tr.boxes[0], tr.boxes[-1]))
+            summaries.append(
+                TrackSummary(
+                    tid,
+                    np.asarray(sorted(st.rows[tid][0]), np.int64),
+                    tr.weight,
+                    tr.boxes[0],
+                    tr.boxes[-1],
+                )
+            )
         if self.identity is not None and len(summaries) > 1:
             t0 = time.perf_counter()
             for s in summaries:
                 chips = st.id_chips.get(s.id, [])
                 if chips:
-                    pick = np.linspace(0, len(chips) - 1, min(self.identity_chips, len(chips))).round().astype(int)
+                    pick = (
+                        np.linspace(0, len(chips) - 1, min(self.identity_chips, len(chips)))
+                        .round()
+                        .astype(int)
+                    )
                     s.identity = self.identity.embed(np.stack([chips[i] for i in pick])).mean(0)
             self.times.identity += time.perf_counter() - t0
-        same, diff = (self.identity.same_below, self.identity.different_above) if self.identity else (0.0, 1e9)
+        same, diff = (
+            (self.identity.same_below, self.identity.different_above)
+            if self.identity
+            else (0.0, 1e9)
+        )
         return chain_subject(summaries, st.times, same, diff, self.max_gap_s)
 
 
@@ -626,4 +719,7 @@ def thumbnail(img: np.ndarray) -> np.ndarray:
 def report(times: StageTimes, file: Any = sys.stderr) -> None:
     """One line of per-stage seconds (debugging / benchmarks)."""
     d = times.as_dict()
-    print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items()), file=file)
+    print(
+        "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items()),
+        file=file,
+    )

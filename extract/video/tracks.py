@@ -79,7 +79,11 @@ class Tracker:
         min_face_size: float = 0.0,
     ) -> None:
         self.link_iou, self.link_centre = float(link_iou), float(link_centre)
-        self.max_gap, self.max_faces, self.min_face_size = int(max_gap), int(max_faces), float(min_face_size)
+        self.max_gap, self.max_faces, self.min_face_size = (
+            int(max_gap),
+            int(max_faces),
+            float(min_face_size),
+        )
         self.tracks: dict[int, Track] = {}
         self._last: dict[int, int] = {}  # track id -> key-frame count when last seen
         self._keys: list[int] = []
@@ -104,7 +108,9 @@ class Tracker:
         self._keys.append(frame)
         self._at[frame] = {}
         if len(faces):
-            side = np.minimum(faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1])
+            side = np.minimum(
+                faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1]
+            )
             keep = np.nonzero(side >= self.min_face_size)[0]
             if len(keep) > self.max_faces:  # the biggest, most confident faces
                 w = faces.scores[keep] * np.sqrt(np.clip(side[keep], 0, None))
@@ -121,7 +127,9 @@ class Tracker:
             fc = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2
             size = np.maximum(prev[:, 2:] - prev[:, :2], 1.0).mean(1)
             dist = np.linalg.norm(pc[:, None] - fc[None], axis=2) / size[:, None]
-            cost = np.where(ov >= self.link_iou, 2.0 + ov, np.where(dist <= self.link_centre, 1.0 - dist, -1.0))
+            cost = np.where(
+                ov >= self.link_iou, 2.0 + ov, np.where(dist <= self.link_centre, 1.0 - dist, -1.0)
+            )
             while True:
                 i, j = np.unravel_index(np.argmax(cost), cost.shape)
                 if cost[i, j] < 0:
@@ -171,7 +179,9 @@ class Tracker:
         tr = self.tracks[tid]
         return Observation(tid, tr.boxes[i], tr.landmarks[i], tr.scores[i])
 
-    def fill(self, start: int, stop: int, times: list[float] | None = None) -> dict[int, list[Observation]]:
+    def fill(
+        self, start: int, stop: int, times: list[float] | None = None
+    ) -> dict[int, list[Observation]]:
         """Observations of every track for frames ``start <= f < stop`` (all inside key frames).
 
         With ``times`` (frame timestamps) interpolation follows time, not frame count, so
@@ -189,7 +199,9 @@ class Tracker:
                 continue
             a = keys[pos]
             if f == a or pos + 1 >= len(keys):
-                out[f] = [o for t in self._at[a] if (o := self._obs(a, t)) is not None] if f == a else []
+                out[f] = (
+                    [o for t in self._at[a] if (o := self._obs(a, t)) is not None] if f == a else []
+                )
                 continue
             b = keys[pos + 1]
             if times is not None and times[b] > times[a]:
@@ -202,9 +214,14 @@ class Tracker:
             for tid in set(self._at[a]) | set(self._at[b]):
                 oa, ob = self._obs(a, tid), self._obs(b, tid)
                 if oa is not None and ob is not None:
-                    obs.append(Observation(tid, (1 - w) * oa.box + w * ob.box,
-                                           (1 - w) * oa.landmarks + w * ob.landmarks,
-                                           (1 - w) * oa.score + w * ob.score))
+                    obs.append(
+                        Observation(
+                            tid,
+                            (1 - w) * oa.box + w * ob.box,
+                            (1 - w) * oa.landmarks + w * ob.landmarks,
+                            (1 - w) * oa.score + w * ob.score,
+                        )
+                    )
                 elif cut is not None:  # a shot cut in between: each side keeps its own shot
                     if oa is not None and f < cut:
                         obs.append(oa)
@@ -260,19 +277,30 @@ class Subject:
         return sorted(out, key=lambda r: r[1])
 
 
-def _gap_s(a: TrackSummary, b: TrackSummary, times: Sequence[float]) -> tuple[float, TrackSummary, TrackSummary]:
+def _gap_s(
+    a: TrackSummary, b: TrackSummary, times: Sequence[float]
+) -> tuple[float, TrackSummary, TrackSummary]:
     """Seconds between two non-overlapping tracks, and which comes first."""
     first, second = (a, b) if a.frames[-1] < b.frames[0] else (b, a)
     return float(times[int(second.frames[0])] - times[int(first.frames[-1])]), first, second
 
 
-def continuous(prev: TrackSummary, nxt: TrackSummary, gap_s: float, max_gap_s: float,
-               max_shift: float = 1.0, max_scale: float = 1.5) -> bool:
+def continuous(
+    prev: TrackSummary,
+    nxt: TrackSummary,
+    gap_s: float,
+    max_gap_s: float,
+    max_shift: float = 1.0,
+    max_scale: float = 1.5,
+) -> bool:
     """``nxt`` resumes ``prev``: soon enough, within ``max_shift`` face sides, similar size."""
     if gap_s > max_gap_s:
         return False
     pb, nb = prev.last_box, nxt.first_box
-    ps, ns = float(max(pb[2] - pb[0], pb[3] - pb[1], 1.0)), float(max(nb[2] - nb[0], nb[3] - nb[1], 1.0))
+    ps, ns = (
+        float(max(pb[2] - pb[0], pb[3] - pb[1], 1.0)),
+        float(max(nb[2] - nb[0], nb[3] - nb[1], 1.0)),
+    )
     shift = float(np.linalg.norm((pb[:2] + pb[2:]) / 2 - (nb[:2] + nb[2:]) / 2)) / max(ps, ns)
     return shift <= max_shift and max(ps, ns) / min(ps, ns) <= max_scale
 
@@ -303,7 +331,11 @@ def chain_subject(
         for t in list(rest):
             if used.intersection(t.frames.tolist()):
                 continue  # the subject is one face per frame
-            d = None if ref is None or t.identity is None else float(np.linalg.norm(t.identity - ref))
+            d = (
+                None
+                if ref is None or t.identity is None
+                else float(np.linalg.norm(t.identity - ref))
+            )
             if d is not None and d >= different_above:
                 continue  # someone else, wherever they are
             if d is not None and d < same_below:
@@ -322,7 +354,10 @@ def chain_subject(
                 rest.remove(t)
                 changed = True
                 break  # the reference identity changed: rescan from the heaviest
-    return Subject(sorted((t.id for t in chain), key=lambda i: next(t.frames[0] for t in chain if t.id == i)), how)
+    return Subject(
+        sorted((t.id for t in chain), key=lambda i: next(t.frames[0] for t in chain if t.id == i)),
+        how,
+    )
 
 
 def longest_gap_s(mask: np.ndarray, times: np.ndarray) -> float:

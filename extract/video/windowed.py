@@ -67,8 +67,13 @@ class FaceR2Plus1D(FaceCrops):
 
     default_config: ClassVar[dict[str, Any]] = {
         **FaceCrops.default_config,
-        "clip_backbone": "r2plus1d_18", "backbone_weights": None,
-        "window": 32, "frames": 8, "hop": 8, "min_present": 0.5, "clip_batch": 8,
+        "clip_backbone": "r2plus1d_18",
+        "backbone_weights": None,
+        "window": 32,
+        "frames": 8,
+        "hop": 8,
+        "min_present": 0.5,
+        "clip_batch": 8,
     }
 
     def __init__(self, config: Any = None, device: str = "cpu") -> None:
@@ -76,10 +81,14 @@ class FaceR2Plus1D(FaceCrops):
         c = self.config
         for key in ("window", "frames", "hop", "crop_size", "clip_batch"):
             if int(c[key]) < 1:
-                raise FeatureConfigError(f"feature set {self.name!r}: {key} must be >= 1, got {c[key]}")
+                raise FeatureConfigError(
+                    f"feature set {self.name!r}: {key} must be >= 1, got {c[key]}"
+                )
         if int(c["frames"]) > int(c["window"]):
-            raise FeatureConfigError(f"feature set {self.name!r}: frames ({c['frames']}) must be <= window "
-                                     f"({c['window']}): the crops are sampled from the window")
+            raise FeatureConfigError(
+                f"feature set {self.name!r}: frames ({c['frames']}) must be <= window "
+                f"({c['window']}): the crops are sampled from the window"
+            )
         self._clip_net: Any = None
 
     @property
@@ -90,8 +99,12 @@ class FaceR2Plus1D(FaceCrops):
     def clip_backbone(self) -> Any:
         if self._clip_net is None:
             c = self.config
-            self._clip_net = CLIP_BACKBONES.build(c["clip_backbone"], weights=c.get("backbone_weights"),
-                                                  device=self.device, batch_size=c["clip_batch"])
+            self._clip_net = CLIP_BACKBONES.build(
+                c["clip_backbone"],
+                weights=c.get("backbone_weights"),
+                device=self.device,
+                batch_size=c["clip_batch"],
+            )
         return self._clip_net
 
     def _embedder_weights(self) -> dict[str, str]:
@@ -121,6 +134,15 @@ class FaceR2Plus1D(FaceCrops):
             status = "no_face"
             notes.insert(0, f"no window with the face in >= {c['min_present']} of its frames")
         elif (~valid).any():
-            notes.insert(0, f"{int((~valid).sum())} of {len(ends)} windows without the face (mask 0)")
-        return ClipFeatures(res.clip_id, values, res.timestamps[ends].astype(np.float64), valid,
-                            status, "; ".join(notes), info=res.info)
+            notes.insert(
+                0, f"{int((~valid).sum())} of {len(ends)} windows without the face (mask 0)"
+            )
+        return ClipFeatures(
+            res.clip_id,
+            values,
+            res.timestamps[ends].astype(np.float64),
+            valid,
+            status,
+            "; ".join(notes),
+            info=res.info,
+        )

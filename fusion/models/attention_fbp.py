@@ -48,27 +48,42 @@ class AdditiveAttentionPool(nn.Module):
 class AttentionFBP(FusionModel):
     """Attention over audio t-f cells and over face frames, then FBP and a head (clip task)."""
 
-    def __init__(self, inputs: Mapping[str, tuple[int, ...]], task: Mapping[str, Any],
-                 visual: str = "face", audio: str | None = None, audio_encoder: Any = "audio_cnn",
-                 visual_encoder: Any = "identity", att_dim: int = 128, lam: float = 1.0,
-                 fusion: Any = "fbp", head: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        inputs: Mapping[str, tuple[int, ...]],
+        task: Mapping[str, Any],
+        visual: str = "face",
+        audio: str | None = None,
+        audio_encoder: Any = "audio_cnn",
+        visual_encoder: Any = "identity",
+        att_dim: int = 128,
+        lam: float = 1.0,
+        fusion: Any = "fbp",
+        head: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(inputs, task)
         if self.frame_task:
             raise ValueError("attention_fbp pools whole clips; use it for clip tasks")
         others = [m for m in self.inputs if m != visual]
         if audio is None:
             if len(others) != 1:
-                raise ValueError(f"attention_fbp: say which modality is audio (inputs {sorted(self.inputs)})")
+                raise ValueError(
+                    f"attention_fbp: say which modality is audio (inputs {sorted(self.inputs)})"
+                )
             audio = others[0]
         self.visual, self.audio = visual, audio
         a_name, a_kw = sub_cfg(audio_encoder, "audio_cnn")
         v_name, v_kw = sub_cfg(visual_encoder, "identity")
         self.audio_encoder = ENCODERS.build(a_name, self.need(audio, "attention_fbp.audio"), **a_kw)
-        self.visual_encoder = ENCODERS.build(v_name, self.need(visual, "attention_fbp.visual"), **v_kw)
+        self.visual_encoder = ENCODERS.build(
+            v_name, self.need(visual, "attention_fbp.visual"), **v_kw
+        )
         self.audio_att = AdditiveAttentionPool(self.audio_encoder.cell_dim, att_dim, lam)
         self.visual_att = AdditiveAttentionPool(self.visual_encoder.out_dim, att_dim, lam)
         f_name, f_kw = sub_cfg(fusion, "fbp")
-        self.fusion = FUSION.build(f_name, [self.audio_encoder.cell_dim, self.visual_encoder.out_dim], **f_kw)
+        self.fusion = FUSION.build(
+            f_name, [self.audio_encoder.cell_dim, self.visual_encoder.out_dim], **f_kw
+        )
         self.head = Head(self.fusion.out_dim, self.task["n_out"], **(head or {}))
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:

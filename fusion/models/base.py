@@ -149,7 +149,9 @@ def fit_length(x: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
         return x.new_zeros(shape), mask.new_zeros((x.shape[0], length))
     if t < length:
         rep = -(-length // t)
-        return x.repeat_interleave(rep, dim=1)[:, :length], mask.repeat_interleave(rep, dim=1)[:, :length]
+        return x.repeat_interleave(rep, dim=1)[:, :length], mask.repeat_interleave(rep, dim=1)[
+            :, :length
+        ]
     idx = ((torch.arange(length, device=x.device) + 0.5) * t / length).long().clamp_max(t - 1)
     return x[:, idx], mask[:, idx]
 
@@ -211,8 +213,14 @@ class Head(nn.Module):
     (per frame for frame tasks). Works on ``[..., in_dim]``.
     """
 
-    def __init__(self, in_dim: int, n_out: int, hidden: list[int] | tuple[int, ...] = (),
-                 dropout: float = 0.0, activation: str = "relu") -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        n_out: int,
+        hidden: list[int] | tuple[int, ...] = (),
+        dropout: float = 0.0,
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         acts = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "none": nn.Identity}
         if activation not in acts:
@@ -252,8 +260,9 @@ class FusionModel(nn.Module):
     def need(self, modality: str, role: str) -> tuple[int, ...]:
         """Row shape of a modality the config assigned to ``role``; clear error if absent."""
         if modality not in self.inputs:
-            raise ValueError(f"{role}: modality {modality!r} is not among the inputs "
-                             f"{sorted(self.inputs)}")
+            raise ValueError(
+                f"{role}: modality {modality!r} is not among the inputs {sorted(self.inputs)}"
+            )
         return self.inputs[modality]
 
     def check_batch(self, batch: Mapping[str, Tensor], modalities: list[str]) -> None:
@@ -278,7 +287,9 @@ def sub_cfg(cfg: Mapping[str, Any] | str | None, default_name: str) -> tuple[str
     return str(kw.pop("name", default_name)), kw
 
 
-def per_modality(cfg: Mapping[str, Any] | str | None, modality: str) -> Mapping[str, Any] | str | None:
+def per_modality(
+    cfg: Mapping[str, Any] | str | None, modality: str
+) -> Mapping[str, Any] | str | None:
     """Allow ``{"per_modality": {face: {...}}, **default}`` to override a sub-config per modality."""
     if isinstance(cfg, Mapping) and "per_modality" in cfg:
         base = {k: v for k, v in cfg.items() if k != "per_modality"}

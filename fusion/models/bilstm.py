@@ -23,11 +23,18 @@ from avemo.fusion.registry import TEMPORAL
 class BiLSTM(TemporalModule):
     """Bidirectional LSTM; out_dim = 2 * hidden."""
 
-    def __init__(self, in_dim: int, hidden: int = 128, layers: int = 2,
-                 dropout: float = 0.4) -> None:
+    def __init__(
+        self, in_dim: int, hidden: int = 128, layers: int = 2, dropout: float = 0.4
+    ) -> None:
         super().__init__(in_dim)
-        self.lstm = nn.LSTM(self.in_dim, int(hidden), num_layers=int(layers), batch_first=True,
-                            bidirectional=True, dropout=dropout if layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            self.in_dim,
+            int(hidden),
+            num_layers=int(layers),
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.out_dim = 2 * int(hidden)
 
     def forward(self, x: Tensor, mask: Tensor) -> TemporalOutput:

@@ -19,8 +19,13 @@ from avemo.fusion.registry import ENCODERS, TEMPORAL
 class Branch(nn.Module):
     """Encoder + temporal module for one modality."""
 
-    def __init__(self, row_shape: tuple[int, ...], encoder: Mapping[str, Any] | str | None,
-                 temporal: Mapping[str, Any] | str | None, pooled_only: bool = False) -> None:
+    def __init__(
+        self,
+        row_shape: tuple[int, ...],
+        encoder: Mapping[str, Any] | str | None,
+        temporal: Mapping[str, Any] | str | None,
+        pooled_only: bool = False,
+    ) -> None:
         super().__init__()
         enc_name, enc_kw = sub_cfg(encoder, "identity")
         self.encoder = ENCODERS.build(enc_name, tuple(row_shape), **enc_kw)
@@ -36,6 +41,8 @@ class Branch(nn.Module):
             enc = EncoderOutput(seq, m, enc.cells, enc.cells_mask)
         return enc
 
-    def forward(self, x: Tensor, mask: Tensor, length: int | None = None) -> tuple[TemporalOutput, Tensor]:
+    def forward(
+        self, x: Tensor, mask: Tensor, length: int | None = None
+    ) -> tuple[TemporalOutput, Tensor]:
         enc = self.encode(x, mask, length)
         return self.temporal(enc.seq, enc.mask), enc.mask

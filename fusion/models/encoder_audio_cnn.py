@@ -75,12 +75,20 @@ class _Block(nn.Module):
 class AudioCNN(Encoder):
     """Small 2-D CNN over [T, F] spectrogram rows -> time sequence + mask (+ t-f cells)."""
 
-    def __init__(self, row_shape: tuple[int, ...], channels: list[int] | tuple[int, ...] = (32, 64, 128),
-                 pool_time: list[int] | tuple[int, ...] = (2, 2, 2),
-                 pool_freq: list[int] | tuple[int, ...] = (2, 2, 2),
-                 freq_reduce: str = "mean", dropout: float = 0.1, time_masks: int = 0,
-                 time_mask_width: int = 0, freq_masks: int = 0, freq_mask_width: int = 0,
-                 time_shift: int = 0) -> None:
+    def __init__(
+        self,
+        row_shape: tuple[int, ...],
+        channels: list[int] | tuple[int, ...] = (32, 64, 128),
+        pool_time: list[int] | tuple[int, ...] = (2, 2, 2),
+        pool_freq: list[int] | tuple[int, ...] = (2, 2, 2),
+        freq_reduce: str = "mean",
+        dropout: float = 0.1,
+        time_masks: int = 0,
+        time_mask_width: int = 0,
+        freq_masks: int = 0,
+        freq_mask_width: int = 0,
+        time_shift: int = 0,
+    ) -> None:
         super().__init__()
         row_shape = tuple(row_shape)
         if len(row_shape) == 1:
@@ -93,8 +101,13 @@ class AudioCNN(Encoder):
             raise ValueError("audio_cnn: channels, pool_time and pool_freq need equal lengths")
         if freq_reduce not in FREQ_REDUCE:
             raise ValueError(f"audio_cnn freq_reduce must be one of {FREQ_REDUCE}")
-        for k, v in {"time_masks": time_masks, "time_mask_width": time_mask_width, "freq_masks": freq_masks,
-                     "freq_mask_width": freq_mask_width, "time_shift": time_shift}.items():
+        for k, v in {
+            "time_masks": time_masks,
+            "time_mask_width": time_mask_width,
+            "freq_masks": freq_masks,
+            "freq_mask_width": freq_mask_width,
+            "time_shift": time_shift,
+        }.items():
             if int(v) < 0:
                 raise ValueError(f"audio_cnn {k} must be >= 0, got {v}")
         self.time_masks, self.time_mask_width = int(time_masks), int(time_mask_width)
@@ -142,8 +155,10 @@ class AudioCNN(Encoder):
             x = x.gather(2, src[:, None, :, None].expand_as(x))
             mask = mask.gather(1, src)
         keep = torch.ones(b, 1, t, f, dtype=torch.bool, device=dev)
-        for count, width, size, dim in ((self.time_masks, self.time_mask_width, t, 2),
-                                         (self.freq_masks, self.freq_mask_width, f, 3)):
+        for count, width, size, dim in (
+            (self.time_masks, self.time_mask_width, t, 2),
+            (self.freq_masks, self.freq_mask_width, f, 3),
+        ):
             if count <= 0 or width <= 0:
                 continue
             ar = torch.arange(size, device=dev)[None, None]  # [1, 1, size]

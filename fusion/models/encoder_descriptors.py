@@ -54,8 +54,10 @@ def check_stats(stats: Sequence[str]) -> list[str]:
         raise ValueError("descriptor statistics: give at least one of mean, std, min, max, pNN")
     for s in stats:
         if s not in ("mean", "std", "min", "max") and not _PCT.match(s):
-            raise ValueError(f"descriptor statistic {s!r} unknown: use mean, std, min, max or pNN "
-                             "(a percentile, e.g. p10, p50, p90)")
+            raise ValueError(
+                f"descriptor statistic {s!r} unknown: use mean, std, min, max or pNN "
+                "(a percentile, e.g. p10, p50, p90)"
+            )
     return stats
 
 
@@ -114,7 +116,9 @@ class DescriptorStats(TemporalModule):
 
     def forward(self, x: Tensor, mask: Tensor) -> TemporalOutput:
         pooled = descriptor_stats(x, mask, self.stats)
-        return TemporalOutput(zero_invalid(pooled[:, None].expand(-1, x.shape[1], -1), mask), pooled)
+        return TemporalOutput(
+            zero_invalid(pooled[:, None].expand(-1, x.shape[1], -1), mask), pooled
+        )
 
 
 class StandardisedStats(nn.Module):
@@ -133,7 +137,9 @@ class StandardisedStats(nn.Module):
         s = descriptor_stats(x, mask, self.stats)
         if self.training and s.shape[0] < 2:  # a last batch of one clip: no batch variance
             n = self.norm
-            z = nn.functional.batch_norm(s, n.running_mean, n.running_var, training=False, eps=n.eps)
+            z = nn.functional.batch_norm(
+                s, n.running_mean, n.running_var, training=False, eps=n.eps
+            )
         else:
             z = self.norm(s)
         return z.clamp(-self.clip, self.clip) if self.clip else z
@@ -144,27 +150,54 @@ class DescriptorModel(FusionModel):
     """Masked statistics of descriptor sequences (standardised, clipped) ⊕ optional deep branches
     -> dropout -> head; with one stream and no hidden layer, a linear model on functionals."""
 
-    def __init__(self, inputs: Mapping[str, tuple[int, ...]], task: Mapping[str, Any],
-                 descriptors: Sequence[str] | None = None, stats: Sequence[str] = DEFAULT_STATS,
-                 per_modality_stats: Mapping[str, Sequence[str]] | None = None,
-                 deep: Mapping[str, Mapping[str, Any]] | None = None, clip: float | None = 5.0,
-                 dropout: float = 0.5, head: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        inputs: Mapping[str, tuple[int, ...]],
+        task: Mapping[str, Any],
+        descriptors: Sequence[str] | None = None,
+        stats: Sequence[str] = DEFAULT_STATS,
+        per_modality_stats: Mapping[str, Sequence[str]] | None = None,
+        deep: Mapping[str, Mapping[str, Any]] | None = None,
+        clip: float | None = 5.0,
+        dropout: float = 0.5,
+        head: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(inputs, task)
         if self.frame_task:
             raise ValueError("descriptors: clip tasks only (the statistics summarise a whole clip)")
         deep = dict(deep or {})
-        names = list(descriptors) if descriptors is not None else [m for m in self.inputs if m not in deep]
+        names = (
+            list(descriptors)
+            if descriptors is not None
+            else [m for m in self.inputs if m not in deep]
+        )
         if not names and not deep:
-            raise ValueError("descriptors: no input stream (name `descriptors` or `deep` modalities)")
+            raise ValueError(
+                "descriptors: no input stream (name `descriptors` or `deep` modalities)"
+            )
         over = dict(per_modality_stats or {})
-        self.streams = nn.ModuleDict({
-            m: StandardisedStats(self.need(m, "descriptors.descriptors"), over.get(m, stats), clip)
-            for m in names})
-        self.branches = nn.ModuleDict({
-            m: Branch(self.need(m, "descriptors.deep"), spec.get("encoder"), spec.get("temporal", "mean"),
-                      pooled_only=True)
-            for m, spec in deep.items()})
-        dim = sum(s.out_dim for s in self.streams.values()) + sum(b.out_dim for b in self.branches.values())
+        self.streams = nn.ModuleDict(
+            {
+                m: StandardisedStats(
+                    self.need(m, "descriptors.descriptors"), over.get(m, stats), clip
+                )
+                for m in names
+            }
+        )
+        self.branches = nn.ModuleDict(
+            {
+                m: Branch(
+                    self.need(m, "descriptors.deep"),
+                    spec.get("encoder"),
+                    spec.get("temporal", "mean"),
+                    pooled_only=True,
+                )
+                for m, spec in deep.items()
+            }
+        )
+        dim = sum(s.out_dim for s in self.streams.values()) + sum(
+            b.out_dim for b in self.branches.values()
+        )
         self.dropout = Dropout(float(dropout))
         self.head = Head(dim, self.task["n_out"], **(head or {}))
 

@@ -22,12 +22,19 @@ def _flat_dim(row_shape: tuple[int, ...]) -> int:
 
 
 class _VectorEncoder(Encoder):
-    def __init__(self, row_shape: tuple[int, ...], layers: list[int], activation: str,
-                 dropout: float, input_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        row_shape: tuple[int, ...],
+        layers: list[int],
+        activation: str,
+        dropout: float,
+        input_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"encoder activation must be one of {sorted(ACTIVATIONS)}, "
-                             f"got {activation!r}")
+            raise ValueError(
+                f"encoder activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
+            )
         d = _flat_dim(tuple(row_shape))
         mods: list[nn.Module] = [Dropout(input_dropout)] if input_dropout else []
         for h in layers:
@@ -54,8 +61,14 @@ class IdentityEncoder(_VectorEncoder):
 class LinearEncoder(_VectorEncoder):
     """Linear(row -> dim) + activation (default none) + dropout."""
 
-    def __init__(self, row_shape: tuple[int, ...], dim: int = 128, activation: str = "none",
-                 dropout: float = 0.0, input_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        row_shape: tuple[int, ...],
+        dim: int = 128,
+        activation: str = "none",
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+    ) -> None:
         super().__init__(row_shape, [dim], activation, dropout, input_dropout)
 
 
@@ -63,6 +76,12 @@ class LinearEncoder(_VectorEncoder):
 class MLPEncoder(_VectorEncoder):
     """Stack of Linear + activation (default relu) + dropout layers."""
 
-    def __init__(self, row_shape: tuple[int, ...], hidden: list[int] | tuple[int, ...] = (256, 128),
-                 activation: str = "relu", dropout: float = 0.1, input_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        row_shape: tuple[int, ...],
+        hidden: list[int] | tuple[int, ...] = (256, 128),
+        activation: str = "relu",
+        dropout: float = 0.1,
+        input_dropout: float = 0.0,
+    ) -> None:
         super().__init__(row_shape, list(hidden), activation, dropout, input_dropout)

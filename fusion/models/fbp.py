@@ -30,12 +30,21 @@ def l2_normalise(z: Tensor, eps: float = 1e-12) -> Tensor:
 class FBP(nn.Module):
     """MFB factorized bilinear pooling of exactly two vectors (k, o, dropout, power, L2)."""
 
-    def __init__(self, dims: list[int], k: int = 5, o: int = 1000, dropout: float = 0.1,
-                 power: bool = True, l2: bool = True) -> None:
+    def __init__(
+        self,
+        dims: list[int],
+        k: int = 5,
+        o: int = 1000,
+        dropout: float = 0.1,
+        power: bool = True,
+        l2: bool = True,
+    ) -> None:
         super().__init__()
         if len(dims) != 2:
-            raise ValueError(f"fbp fuses exactly two vectors, got {len(dims)} (dims {dims}); "
-                             "group extra streams into one role first")
+            raise ValueError(
+                f"fbp fuses exactly two vectors, got {len(dims)} (dims {dims}); "
+                "group extra streams into one role first"
+            )
         self.k, self.o = int(k), int(o)
         self.proj_a = nn.Linear(int(dims[0]), self.k * self.o)
         self.proj_b = nn.Linear(int(dims[1]), self.k * self.o)

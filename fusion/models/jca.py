@@ -37,16 +37,31 @@ from avemo.fusion.models.dropout import Dropout
 from avemo.fusion.registry import ENCODERS, MODELS
 
 HEADS = ("default", "reference")
-_REF_CORE = {"encoder1": "enc_a", "encoder2": "enc_v", "affine_a": "w_ja", "affine_v": "w_jv",
-             "W_a": "w_a", "W_v": "w_v", "W_ca": "w_ca", "W_cv": "w_cv", "W_ha": "w_ha",
-             "W_hv": "w_hv"}
+_REF_CORE = {
+    "encoder1": "enc_a",
+    "encoder2": "enc_v",
+    "affine_a": "w_ja",
+    "affine_v": "w_jv",
+    "W_a": "w_a",
+    "W_v": "w_v",
+    "W_ca": "w_ca",
+    "W_cv": "w_cv",
+    "W_ha": "w_ha",
+    "W_hv": "w_hv",
+}
 
 
 class JointCrossAttention(nn.Module):
     """The attention core: input projections + joint cross-attention with residuals."""
 
-    def __init__(self, audio_dim: int, visual_dim: int, seq_len: int = 16, proj_dim: int = 128,
-                 hidden: int = 32) -> None:
+    def __init__(
+        self,
+        audio_dim: int,
+        visual_dim: int,
+        seq_len: int = 16,
+        proj_dim: int = 128,
+        hidden: int = 32,
+    ) -> None:
         super().__init__()
         self.seq_len, self.proj_dim = int(seq_len), int(proj_dim)
         self.enc_a = nn.Linear(audio_dim, proj_dim)
@@ -60,8 +75,15 @@ class JointCrossAttention(nn.Module):
         self.w_ha = nn.Linear(hidden, seq_len, bias=False)
         self.w_hv = nn.Linear(hidden, seq_len, bias=False)
 
-    def _attend(self, x: Tensor, joint_t: Tensor, w_j: nn.Linear, w_c: nn.Linear,
-                w_x: nn.Linear, w_h: nn.Linear) -> Tensor:
+    def _attend(
+        self,
+        x: Tensor,
+        joint_t: Tensor,
+        w_j: nn.Linear,
+        w_c: nn.Linear,
+        w_x: nn.Linear,
+        w_h: nn.Linear,
+    ) -> Tensor:
         # x [N, L, p]; joint_t = J^T [N, 2p, L]; w_j(J^T) = J^T W_j^T = (W_j J)^T.
         corr = x.transpose(1, 2) @ w_j(joint_t).transpose(1, 2)  # a^T W_j J: [N, p, 2p]
         c = torch.tanh(corr / math.sqrt(joint_t.shape[1]))
@@ -85,10 +107,20 @@ def _regressor(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
 class JCA(FusionModel):
     """Joint cross-attention over L-row chunks of audio and visual features; per-target heads."""
 
-    def __init__(self, inputs: Mapping[str, tuple[int, ...]], task: Mapping[str, Any],
-                 audio: str = "audio", visual: str = "face", seq_len: int = 16,
-                 proj_dim: int = 128, hidden: int = 32, head: str = "default",
-                 head_hidden: int = 128, head_dropout: float = 0.6, audio_encoder: Any = None) -> None:
+    def __init__(
+        self,
+        inputs: Mapping[str, tuple[int, ...]],
+        task: Mapping[str, Any],
+        audio: str = "audio",
+        visual: str = "face",
+        seq_len: int = 16,
+        proj_dim: int = 128,
+        hidden: int = 32,
+        head: str = "default",
+        head_hidden: int = 128,
+        head_dropout: float = 0.6,
+        audio_encoder: Any = None,
+    ) -> None:
         super().__init__(inputs, task)
         if head not in HEADS:
             raise ValueError(f"jca head must be one of {HEADS}, got {head!r}")
@@ -102,8 +134,9 @@ class JCA(FusionModel):
         v_dim = math.prod(self.need(visual, "jca.visual"))
         self.core = JointCrossAttention(a_dim, v_dim, seq_len, proj_dim, hidden)
         in_dim = 2 * proj_dim if head == "default" else v_dim + proj_dim
-        self.heads = nn.ModuleList(_regressor(in_dim, head_hidden, head_dropout)
-                                   for _ in range(self.task["n_out"]))
+        self.heads = nn.ModuleList(
+            _regressor(in_dim, head_hidden, head_dropout) for _ in range(self.task["n_out"])
+        )
 
     def state_from_reference(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Our state dict from a released ``CAM`` one; its regressors map to targets in order."""

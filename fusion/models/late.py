@@ -26,27 +26,44 @@ ON = ("logits", "probs")
 class LateFusion(FusionModel):
     """Per-modality heads; (learned-)weighted average of their scores over present modalities."""
 
-    def __init__(self, inputs: Mapping[str, tuple[int, ...]], task: Mapping[str, Any],
-                 modalities: str | list[str] | None = None, encoder: Any = None,
-                 temporal: Any = None, head: Mapping[str, Any] | None = None,
-                 combine: str = "mean", on: str = "logits") -> None:
+    def __init__(
+        self,
+        inputs: Mapping[str, tuple[int, ...]],
+        task: Mapping[str, Any],
+        modalities: str | list[str] | None = None,
+        encoder: Any = None,
+        temporal: Any = None,
+        head: Mapping[str, Any] | None = None,
+        combine: str = "mean",
+        on: str = "logits",
+    ) -> None:
         super().__init__(inputs, task)
         if combine not in COMBINE or on not in ON:
             raise ValueError(f"late: combine in {COMBINE}, on in {ON}; got {combine!r}, {on!r}")
         if on == "probs" and self.frame_task:
             raise ValueError("late: on='probs' is for classification (clip tasks)")
         self.modalities = as_list(modalities) or list(self.inputs)
-        self.branches = nn.ModuleDict({
-            m: Branch(self.need(m, "late"), per_modality(encoder, m), per_modality(temporal, m),
-                      pooled_only=not self.frame_task)
-            for m in self.modalities
-        })
-        self.heads = nn.ModuleDict({
-            m: Head(self.branches[m].out_dim, self.task["n_out"], **(head or {}))
-            for m in self.modalities
-        })
+        self.branches = nn.ModuleDict(
+            {
+                m: Branch(
+                    self.need(m, "late"),
+                    per_modality(encoder, m),
+                    per_modality(temporal, m),
+                    pooled_only=not self.frame_task,
+                )
+                for m in self.modalities
+            }
+        )
+        self.heads = nn.ModuleDict(
+            {
+                m: Head(self.branches[m].out_dim, self.task["n_out"], **(head or {}))
+                for m in self.modalities
+            }
+        )
         self.combine, self.on = combine, on
-        self.logit_w = nn.Parameter(torch.zeros(len(self.modalities))) if combine == "learned" else None
+        self.logit_w = (
+            nn.Parameter(torch.zeros(len(self.modalities))) if combine == "learned" else None
+        )
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         self.check_batch(batch, self.modalities)

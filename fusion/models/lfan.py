@@ -49,12 +49,21 @@ ATTENTIONS = ("paper", "reference")
 class LFAN(FusionModel):
     """Leader-follower attentive fusion: per-modality TCNs + per-step cross-modal attention."""
 
-    def __init__(self, inputs: Mapping[str, tuple[int, ...]], task: Mapping[str, Any],
-                 visual: str = "face", audio: str | list[str] | None = None,
-                 visual_channels: list[int] | tuple[int, ...] = (128, 128, 128, 128),
-                 audio_channels: list[int] | tuple[int, ...] = (32, 32, 32, 32),
-                 kernel: int = 5, dropout: float = 0.1, att_dim: int = 32,
-                 tcn_init: str = "xavier", attention: str = "paper", audio_encoder: Any = None) -> None:
+    def __init__(
+        self,
+        inputs: Mapping[str, tuple[int, ...]],
+        task: Mapping[str, Any],
+        visual: str = "face",
+        audio: str | list[str] | None = None,
+        visual_channels: list[int] | tuple[int, ...] = (128, 128, 128, 128),
+        audio_channels: list[int] | tuple[int, ...] = (32, 32, 32, 32),
+        kernel: int = 5,
+        dropout: float = 0.1,
+        att_dim: int = 32,
+        tcn_init: str = "xavier",
+        attention: str = "paper",
+        audio_encoder: Any = None,
+    ) -> None:
         super().__init__(inputs, task)
         if attention not in ATTENTIONS:
             raise ValueError(f"lfan attention must be one of {ATTENTIONS}, got {attention!r}")
@@ -77,8 +86,12 @@ class LFAN(FusionModel):
             enc = self.audio_encoders[m] if m in self.audio_encoders else None
             d = enc.out_dim if enc is not None else math.prod(self.need(m, "lfan"))
             self.tcns[m] = TCN(d, ch, kernel, dropout, True, tcn_init)
-        self.key = nn.ModuleDict({m: nn.Linear(self.tcns[m].out_dim, att_dim) for m in self.modalities})
-        qv_in = {m: att_dim if self._qv_from_key(m) else self.tcns[m].out_dim for m in self.modalities}
+        self.key = nn.ModuleDict(
+            {m: nn.Linear(self.tcns[m].out_dim, att_dim) for m in self.modalities}
+        )
+        qv_in = {
+            m: att_dim if self._qv_from_key(m) else self.tcns[m].out_dim for m in self.modalities
+        }
         self.query = nn.ModuleDict({m: nn.Linear(qv_in[m], att_dim) for m in self.modalities})
         self.value = nn.ModuleDict({m: nn.Linear(qv_in[m], att_dim) for m in self.modalities})
         n_mod = len(self.modalities)

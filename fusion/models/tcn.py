@@ -32,14 +32,20 @@ from avemo.fusion.models.base import TemporalModule, TemporalOutput, masked_mean
 from avemo.fusion.registry import TEMPORAL
 
 INITS = ("xavier", "reference")
-_REF_KEY = re.compile(r"network\.(\d+)\.(conv[12]\.weight_g|conv[12]\.weight_v|conv[12]\.bias"
-                      r"|downsample\.weight|downsample\.bias)")
-_REF_PART = {"weight_g": "conv.parametrizations.weight.original0",
-             "weight_v": "conv.parametrizations.weight.original1", "bias": "conv.bias"}
+_REF_KEY = re.compile(
+    r"network\.(\d+)\.(conv[12]\.weight_g|conv[12]\.weight_v|conv[12]\.bias"
+    r"|downsample\.weight|downsample\.bias)"
+)
+_REF_PART = {
+    "weight_g": "conv.parametrizations.weight.original0",
+    "weight_v": "conv.parametrizations.weight.original1",
+    "bias": "conv.bias",
+}
 
 
-def tcn_state_from_reference(state: Mapping[str, Tensor], ref_prefix: str = "",
-                             prefix: str = "") -> dict[str, Tensor]:
+def tcn_state_from_reference(
+    state: Mapping[str, Tensor], ref_prefix: str = "", prefix: str = ""
+) -> dict[str, Tensor]:
     """Rename a released ``TemporalConvNet`` state dict (keys under ``ref_prefix``) to ours.
 
     The released blocks also list conv1/conv2 under ``net.0``/``net.4`` (same tensors, kept
@@ -49,7 +55,7 @@ def tcn_state_from_reference(state: Mapping[str, Tensor], ref_prefix: str = "",
     for key, value in state.items():
         if not key.startswith(ref_prefix):
             continue
-        found = _REF_KEY.fullmatch(key[len(ref_prefix):])
+        found = _REF_KEY.fullmatch(key[len(ref_prefix) :])
         if found is None:
             continue
         layer, part = found.group(2).split(".")
@@ -72,8 +78,16 @@ class _CausalConv(nn.Module):
 class TemporalBlock(nn.Module):
     """Two weight-normed dilated convs with LeakyReLU + channel dropout, residual, LeakyReLU."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int, dropout: float,
-                 causal: bool = True, init: str = "xavier") -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        dilation: int,
+        dropout: float,
+        causal: bool = True,
+        init: str = "xavier",
+    ) -> None:
         super().__init__()
         self.conv1 = _CausalConv(c_in, c_out, kernel, dilation, causal)
         self.conv2 = _CausalConv(c_out, c_out, kernel, dilation, causal)
@@ -108,16 +122,22 @@ class TemporalBlock(nn.Module):
 class TCN(TemporalModule):
     """LFAN's TCN: dilated causal weight-normed conv blocks; pooled = masked mean of outputs."""
 
-    def __init__(self, in_dim: int, channels: list[int] | tuple[int, ...] = (128, 128, 128, 128),
-                 kernel: int = 5, dropout: float = 0.1, causal: bool = True,
-                 init: str = "xavier") -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        channels: list[int] | tuple[int, ...] = (128, 128, 128, 128),
+        kernel: int = 5,
+        dropout: float = 0.1,
+        causal: bool = True,
+        init: str = "xavier",
+    ) -> None:
         super().__init__(in_dim)
         if not channels:
             raise ValueError("tcn needs at least one level in channels")
         blocks = []
         c_prev = self.in_dim
         for i, c in enumerate(channels):
-            blocks.append(TemporalBlock(c_prev, int(c), int(kernel), 2 ** i, dropout, causal, init))
+            blocks.append(TemporalBlock(c_prev, int(c), int(kernel), 2**i, dropout, causal, init))
             c_prev = int(c)
         self.blocks = nn.ModuleList(blocks)
         self.out_dim = c_prev

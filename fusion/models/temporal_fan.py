@@ -57,8 +57,9 @@ class FANSelfAttention(TemporalModule):
 class FANRelationAttention(TemporalModule):
     """FAN relation-attention: self-attention, then frame-vs-clip relation weights (2d out)."""
 
-    def __init__(self, in_dim: int, dropout: float = 0.5, out_dropout: float = 0.6,
-                 eps: float = 1e-8) -> None:
+    def __init__(
+        self, in_dim: int, dropout: float = 0.5, out_dropout: float = 0.6, eps: float = 1e-8
+    ) -> None:
         super().__init__(in_dim)
         self.out_dim = 2 * self.in_dim
         self.att = _SelfAttention(self.in_dim, dropout)
@@ -74,7 +75,9 @@ class FANRelationAttention(TemporalModule):
         pair = torch.cat([x, clip.unsqueeze(1).expand_as(x)], dim=-1)
         beta = torch.sigmoid(self.rel(self.rel_drop(pair))).squeeze(-1)
         pooled, weights = _weighted_pool(pair, alpha * beta, self.eps)
-        seq = (alpha * beta).unsqueeze(-1) * pair  # zero at invalid rows: alpha is masked, pair finite
+        seq = (alpha * beta).unsqueeze(
+            -1
+        ) * pair  # zero at invalid rows: alpha is masked, pair finite
         if not self.pooled_only:  # a clip model reads pooled only: skip dropout on [B, T, 2d]
             seq = self.out_drop(seq)
         return TemporalOutput(seq, self.out_drop(pooled), weights)

@@ -28,8 +28,9 @@ from avemo.fusion.registry import TEMPORAL
 class TransformerAttention(TemporalModule):
     """One scaled dot-product self-attention layer over frames + residual + mean pool."""
 
-    def __init__(self, in_dim: int, heads: int = 1, residual: bool = True,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_dim: int, heads: int = 1, residual: bool = True, dropout: float = 0.0
+    ) -> None:
         super().__init__(in_dim)
         if self.in_dim % heads:
             raise ValueError(f"transformer: in_dim {self.in_dim} not divisible by heads {heads}")

@@ -16,18 +16,29 @@ from avemo.fusion.registry import MODELS
 class Unimodal(FusionModel):
     """Single-modality baseline: ENCODER + TEMPORAL + head (clip logits or per-frame outputs)."""
 
-    def __init__(self, inputs: Mapping[str, tuple[int, ...]], task: Mapping[str, Any],
-                 modality: str | None = None, encoder: Any = None, temporal: Any = None,
-                 head: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        inputs: Mapping[str, tuple[int, ...]],
+        task: Mapping[str, Any],
+        modality: str | None = None,
+        encoder: Any = None,
+        temporal: Any = None,
+        head: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(inputs, task)
         if modality is None:
             if len(self.inputs) != 1:
-                raise ValueError(f"unimodal: say which modality to use (inputs: {sorted(self.inputs)})")
+                raise ValueError(
+                    f"unimodal: say which modality to use (inputs: {sorted(self.inputs)})"
+                )
             modality = next(iter(self.inputs))
         self.modality = modality
-        self.branch = Branch(self.need(modality, "unimodal.modality"),
-                             per_modality(encoder, modality), per_modality(temporal, modality),
-                             pooled_only=not self.frame_task)
+        self.branch = Branch(
+            self.need(modality, "unimodal.modality"),
+            per_modality(encoder, modality),
+            per_modality(temporal, modality),
+            pooled_only=not self.frame_task,
+        )
         self.head = Head(self.branch.out_dim, self.task["n_out"], **(head or {}))
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:

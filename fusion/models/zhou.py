@@ -32,10 +32,17 @@ from avemo.fusion.registry import FUSION, MODELS
 class ZhouFusion(FusionModel):
     """Intra-modal temporal attention per modality, then concatenation or FBP, then head."""
 
-    def __init__(self, inputs: Mapping[str, tuple[int, ...]], task: Mapping[str, Any],
-                 visual: str = "face", audio: str | list[str] | None = None,
-                 encoder: Any = None, temporal: Any = "fan_self", fusion: Any = "fbp",
-                 head: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        inputs: Mapping[str, tuple[int, ...]],
+        task: Mapping[str, Any],
+        visual: str = "face",
+        audio: str | list[str] | None = None,
+        encoder: Any = None,
+        temporal: Any = "fan_self",
+        fusion: Any = "fbp",
+        head: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(inputs, task)
         self.visual = visual
         self.need(visual, "zhou.visual")
@@ -43,11 +50,17 @@ class ZhouFusion(FusionModel):
         if not self.audio:
             raise ValueError("zhou: needs at least one audio modality besides the visual one")
         self.modalities = [self.visual, *self.audio]
-        self.branches = nn.ModuleDict({
-            m: Branch(self.need(m, "zhou"), per_modality(encoder, m), per_modality(temporal, m),
-                     pooled_only=not self.frame_task)
-            for m in self.modalities
-        })
+        self.branches = nn.ModuleDict(
+            {
+                m: Branch(
+                    self.need(m, "zhou"),
+                    per_modality(encoder, m),
+                    per_modality(temporal, m),
+                    pooled_only=not self.frame_task,
+                )
+                for m in self.modalities
+            }
+        )
         audio_dim = sum(self.branches[m].out_dim for m in self.audio)
         f_name, f_kw = sub_cfg(fusion, "fbp")
         self.fusion = FUSION.build(f_name, [audio_dim, self.branches[visual].out_dim], **f_kw)

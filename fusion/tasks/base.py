@@ -113,7 +113,9 @@ class Task:
         res = index.assemble(seq, out)
         return {k: (v.cpu().numpy() if isinstance(v, Tensor) else v) for k, v in res.items()}
 
-    def score(self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def score(
+        self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         raise NotImplementedError
 
     def prediction_table(self, res: Mapping[str, Any], partition: str) -> pd.DataFrame:
@@ -135,8 +137,12 @@ class Task:
         """A readable name per sequence (report captions)."""
         return [str(index.clip_ids[i]) for i in seq]
 
-    def merge(self, tables: Sequence[pd.DataFrame], method: str = "ccc_centering",
-              smooth: Mapping[str, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def merge(
+        self,
+        tables: Sequence[pd.DataFrame],
+        method: str = "ccc_centering",
+        smooth: Mapping[str, int] | None = None,
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Merge several models' prediction tables of the same clips -> (merged, scores)."""
         raise NotImplementedError
 
@@ -162,7 +168,9 @@ class RegressionTask(Task):
         res["pred"] = res.pop("out")
         return res
 
-    def score(self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def score(
+        self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         if not res:
             return {}
         from avemo.fusion.evaluate import regression_metrics
@@ -177,17 +185,26 @@ class RegressionTask(Task):
         if smoothed is not None:
             sm = regression_metrics(smoothed[0], res["y"], self.targets)
             names = set(smoothed[1])
-            out.update({f"{k}_smoothed": v for k, v in sm.items()
-                        if k == "ccc" or k.rsplit("_", 1)[-1] in names})
+            out.update(
+                {
+                    f"{k}_smoothed": v
+                    for k, v in sm.items()
+                    if k == "ccc" or k.rsplit("_", 1)[-1] in names
+                }
+            )
         return out
 
-    def smoothed(self, pred: np.ndarray, clip_pos: np.ndarray, eval_cfg: Mapping[str, Any] | None
-                 ) -> tuple[np.ndarray, list[str]] | None:
+    def smoothed(
+        self, pred: np.ndarray, clip_pos: np.ndarray, eval_cfg: Mapping[str, Any] | None
+    ) -> tuple[np.ndarray, list[str]] | None:
         """``eval.smooth`` (uniform filter per clip, in frames) applied to ``pred``: the smoothed
         array and the targets it smooths; None when the task or the config smooths nothing.
         ``score`` reports metrics of it, ``avemo predict`` writes it."""
-        widths = {self.targets.index(k): int(v) for k, v in ((eval_cfg or {}).get("smooth") or {}).items()
-                  if k in self.targets}
+        widths = {
+            self.targets.index(k): int(v)
+            for k, v in ((eval_cfg or {}).get("smooth") or {}).items()
+            if k in self.targets
+        }
         if not widths or not self.smooths:
             return None
         from avemo.fusion.evaluate import smooth_per_clip
@@ -205,8 +222,12 @@ class RegressionTask(Task):
             df[f"{t}_pred"] = np.asarray(res["pred"])[:, j]
         return df
 
-    def merge(self, tables: Sequence[pd.DataFrame], method: str = "ccc_centering",
-              smooth: Mapping[str, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def merge(
+        self,
+        tables: Sequence[pd.DataFrame],
+        method: str = "ccc_centering",
+        smooth: Mapping[str, int] | None = None,
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
         from avemo.fusion.ensemble import merge_frame_predictions
 
         return merge_frame_predictions(tables, self.targets, method, smooth, key=self.merge_key)

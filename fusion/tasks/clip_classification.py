@@ -30,8 +30,11 @@ class ClipClassification(Task):
 
     def select(self, df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
         df = super().select(df, notes)
-        classes = self.data_cfg.get("classes") or df.attrs.get("classes") or sorted(
-            df["label"].unique().tolist())
+        classes = (
+            self.data_cfg.get("classes")
+            or df.attrs.get("classes")
+            or sorted(df["label"].unique().tolist())
+        )
         self.classes = [str(c) for c in classes]
         unknown = sorted(set(df["label"].astype(str)) - set(self.classes))
         if unknown:
@@ -45,11 +48,14 @@ class ClipClassification(Task):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "classes": self.classes}
 
-    def build_index(self, manifest: pd.DataFrame, features: FeatureSet, cache: dict | None) -> ClipIndex:
+    def build_index(
+        self, manifest: pd.DataFrame, features: FeatureSet, cache: dict | None
+    ) -> ClipIndex:
         cls = {c: i for i, c in enumerate(self.classes)}
         y = torch.tensor([cls[str(x)] for x in manifest["label"]], dtype=torch.long)
-        return build_clip_index(manifest["clip_id"].astype(str).tolist(), features, y,
-                                self.data_cfg.get("max_rows"))
+        return build_clip_index(
+            manifest["clip_id"].astype(str).tolist(), features, y, self.data_cfg.get("max_rows")
+        )
 
     def class_weights(self, spec: Any, train_y: Tensor) -> list[float]:
         """``balanced`` -> N / (C * count_c) from the training labels; a list is used as given."""
@@ -67,7 +73,9 @@ class ClipClassification(Task):
         res["scores"] = res.pop("out")
         return res
 
-    def score(self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def score(
+        self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         if not res:
             return {}
         from avemo.fusion import metrics as M
@@ -78,9 +86,14 @@ class ClipClassification(Task):
         if not res:
             return pd.DataFrame()
         scores = torch.from_numpy(np.asarray(res["scores"], np.float32)).softmax(-1).numpy()
-        df = pd.DataFrame({"clip_id": res["clip_ids"], "partition": partition,
-                           "label": [self.classes[i] for i in res["y"]],
-                           "pred": [self.classes[i] for i in scores.argmax(1)]})
+        df = pd.DataFrame(
+            {
+                "clip_id": res["clip_ids"],
+                "partition": partition,
+                "label": [self.classes[i] for i in res["y"]],
+                "pred": [self.classes[i] for i in scores.argmax(1)],
+            }
+        )
         for j, c in enumerate(self.classes):
             df[f"p_{c}"] = scores[:, j]
         return df
@@ -92,12 +105,22 @@ class ClipClassification(Task):
         for key, cm in extra.items():
             if key.endswith("/confusion"):
                 part = key.split("/")[0]
-                made.append(confusion(np.asarray(cm), self.classes, f"{part} confusion",
-                                      out / f"confusion_{part}.png"))
+                made.append(
+                    confusion(
+                        np.asarray(cm),
+                        self.classes,
+                        f"{part} confusion",
+                        out / f"confusion_{part}.png",
+                    )
+                )
         return made
 
-    def merge(self, tables: Sequence[pd.DataFrame], method: str = "mean",
-              smooth: Mapping[str, int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def merge(
+        self,
+        tables: Sequence[pd.DataFrame],
+        method: str = "mean",
+        smooth: Mapping[str, int] | None = None,
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Mean of the class probabilities; accuracy / UAR of every model and of the merge."""
         from avemo.fusion.ensemble import merge_class_scores
         from avemo.fusion.metrics import accuracy, uar
@@ -113,12 +136,28 @@ class ClipClassification(Task):
         idx = {c: i for i, c in enumerate(self.classes)}
         y = np.array([idx[str(v)] for v in base["label"]])
         merged = merge_class_scores(probs)
-        rows = [{"what": f"fold {i}", "accuracy": float(accuracy(p, y)), "uar": float(uar(p, y, p.shape[1]))}
-                for i, p in enumerate(probs)]
-        rows.append({"what": "mean of probabilities", "accuracy": float(accuracy(merged, y)),
-                     "uar": float(uar(merged, y, merged.shape[1]))})
-        out = pd.DataFrame({"clip_id": base["clip_id"], "label": base["label"],
-                            "pred": [self.classes[i] for i in merged.argmax(1)]})
+        rows = [
+            {
+                "what": f"fold {i}",
+                "accuracy": float(accuracy(p, y)),
+                "uar": float(uar(p, y, p.shape[1])),
+            }
+            for i, p in enumerate(probs)
+        ]
+        rows.append(
+            {
+                "what": "mean of probabilities",
+                "accuracy": float(accuracy(merged, y)),
+                "uar": float(uar(merged, y, merged.shape[1])),
+            }
+        )
+        out = pd.DataFrame(
+            {
+                "clip_id": base["clip_id"],
+                "label": base["label"],
+                "pred": [self.classes[i] for i in merged.argmax(1)],
+            }
+        )
         for j, c in enumerate(cols):
             out[c] = merged[:, j]
         return out, pd.DataFrame(rows)

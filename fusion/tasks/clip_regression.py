@@ -27,24 +27,33 @@ class ClipRegression(RegressionTask):
     def select(self, df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
         missing = [t for t in self.targets if t not in df.columns]
         if missing:
-            raise ConfigError(f"task.type=clip_regression needs manifest column(s) {missing} "
-                              f"(data.targets={self.targets})")
+            raise ConfigError(
+                f"task.type=clip_regression needs manifest column(s) {missing} "
+                f"(data.targets={self.targets})"
+            )
         vals = df[self.targets].apply(pd.to_numeric, errors="coerce")
         keep = vals.notna().all(axis=1)
         if (~keep).sum():
-            notes.append(f"{int((~keep).sum())} manifest clips lack a value of {self.targets} "
-                         "and are not used")
+            notes.append(
+                f"{int((~keep).sum())} manifest clips lack a value of {self.targets} "
+                "and are not used"
+            )
         return df[keep].copy()
 
-    def build_index(self, manifest: pd.DataFrame, features: FeatureSet, cache: dict | None) -> ClipIndex:
+    def build_index(
+        self, manifest: pd.DataFrame, features: FeatureSet, cache: dict | None
+    ) -> ClipIndex:
         y = torch.from_numpy(manifest[self.targets].to_numpy(np.float32))
-        return build_clip_index(manifest["clip_id"].astype(str).tolist(), features, y,
-                                self.data_cfg.get("max_rows"))
+        return build_clip_index(
+            manifest["clip_id"].astype(str).tolist(), features, y, self.data_cfg.get("max_rows")
+        )
 
     def plot(self, out: Path, table: pd.DataFrame, extra: Mapping[str, Any]) -> list[Path]:
         from avemo.fusion.plots import scatter
 
         if not len(table):
             return []
-        return [scatter(table[table["partition"] == part], self.targets, out / f"scatter_{part}.png")
-                for part in dict.fromkeys(table["partition"])]
+        return [
+            scatter(table[table["partition"] == part], self.targets, out / f"scatter_{part}.png")
+            for part in dict.fromkeys(table["partition"])
+        ]

@@ -17,7 +17,9 @@ from avemo.fusion.registry import TASKS
 from avemo.fusion.tasks.base import RegressionTask
 
 
-def read_frame_labels(row: Mapping[str, Any] | str, targets: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def read_frame_labels(
+    row: Mapping[str, Any] | str, targets: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """``(time [L], labels [L, n_targets])`` of a manifest row's annotation; NaN = unlabelled.
 
     Uses ``avemo.data.annotations.read_clip_annotation`` so Aff-Wild2 frame indices become
@@ -29,7 +31,9 @@ def read_frame_labels(row: Mapping[str, Any] | str, targets: Sequence[str]) -> t
     missing = [k for k in ("time", *targets) if k not in df.columns]
     if missing:
         where = row if isinstance(row, str) else row.get("annotation")
-        raise ConfigError(f"annotation {where} has no column(s) {missing}; data.targets={list(targets)}")
+        raise ConfigError(
+            f"annotation {where} has no column(s) {missing}; data.targets={list(targets)}"
+        )
     return df["time"].to_numpy(np.float64), df[list(targets)].to_numpy(np.float64)
 
 
@@ -43,7 +47,9 @@ class FrameRegression(RegressionTask):
     merge_key = ("clip_id", "time")
     smooths = True
 
-    def build_index(self, manifest: pd.DataFrame, features: FeatureSet, cache: dict | None) -> WindowIndex:
+    def build_index(
+        self, manifest: pd.DataFrame, features: FeatureSet, cache: dict | None
+    ) -> WindowIndex:
         cache = cache if cache is not None else {}
         times, labels = [], []
         for row in manifest.to_dict("records"):
@@ -53,8 +59,9 @@ class FrameRegression(RegressionTask):
             tt, yy = cache[key]
             times.append(tt)
             labels.append(yy)
-        return build_window_index(manifest["clip_id"].astype(str).tolist(), times, labels, features,
-                                  self.data_cfg)
+        return build_window_index(
+            manifest["clip_id"].astype(str).tolist(), times, labels, features, self.data_cfg
+        )
 
     def batch_loss(self, loss_fn: nn.Module, out: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
         """Loss over the frames where every target is labelled."""
@@ -68,5 +75,7 @@ class FrameRegression(RegressionTask):
 
         if not len(table):
             return []
-        return [traces(table[table["partition"] == part], self.targets, out / f"traces_{part}.png")
-                for part in dict.fromkeys(table["partition"])]
+        return [
+            traces(table[table["partition"] == part], self.targets, out / f"traces_{part}.png")
+            for part in dict.fromkeys(table["partition"])
+        ]

@@ -195,8 +195,13 @@ class TorchBackbone(FaceBackbone):
         return torch.cat(outs)
 
 
-def put_param(param: torch.Tensor, value: np.ndarray, where: str, error: type[Exception] = ValueError,
-              source: str = "file") -> None:
+def put_param(
+    param: torch.Tensor,
+    value: np.ndarray,
+    where: str,
+    error: type[Exception] = ValueError,
+    source: str = "file",
+) -> None:
     """Copy a weight read from a foreign format into a port's tensor, refusing a shape mismatch."""
     if tuple(param.shape) != value.shape:
         raise error(f"{where}: {source} shape {value.shape} != port shape {tuple(param.shape)}")
@@ -212,11 +217,14 @@ class ExpressionBackbone(TorchBackbone):
 
     classes: ClassVar[tuple[str, ...]] = ()
 
-    def _finish_head(self, net: nn.Module, feat_dim: int, n_classes: int, with_logits: bool,
-                     tap: str) -> None:
+    def _finish_head(
+        self, net: nn.Module, feat_dim: int, n_classes: int, with_logits: bool, tap: str
+    ) -> None:
         if n_classes != len(self.classes):
-            raise ValueError(f"{type(self).__name__}: the network has {n_classes} classes, "
-                             f"the port names {len(self.classes)}")
+            raise ValueError(
+                f"{type(self).__name__}: the network has {n_classes} classes, "
+                f"the port names {len(self.classes)}"
+            )
         self.num_classes = n_classes
         self.with_logits = bool(with_logits)
         self.out_dim = feat_dim + (n_classes if self.with_logits else 0)

@@ -232,12 +232,16 @@ class FaceApiExpression(ExpressionBackbone):
         self.weights_path = Path(resolve(WEIGHT.name, weights))
         self.manifest_path = Path(resolve(MANIFEST.name, manifest))
         net = load_faceapi(self.manifest_path, self.weights_path)
-        self._finish_head(net, net.fc.in_features, net.fc.out_features, with_logits,
-                          "dense3 output, 7x7 mean pooled (the classifier's input)")
+        self._finish_head(
+            net,
+            net.fc.in_features,
+            net.fc.out_features,
+            with_logits,
+            "dense3 output, 7x7 mean pooled (the classifier's input)",
+        )
 
     def weights_info(self) -> dict[str, str]:
         return {
             WEIGHT.name: file_sha256(self.weights_path),
             MANIFEST.name: file_sha256(self.manifest_path),
         }
-

@@ -262,9 +262,13 @@ class Fer2013MiniXception(ExpressionBackbone):
         super().__init__(device=device, batch_size=batch_size)
         self.weights_path = Path(resolve(WEIGHT.name, weights))
         net = load_keras_hdf5(self.weights_path)
-        self._finish_head(net.fuse_bn(), net.classifier.in_channels, net.classifier.out_channels,
-                          with_logits, "last residual module (add_4), global average pooled")
+        self._finish_head(
+            net.fuse_bn(),
+            net.classifier.in_channels,
+            net.classifier.out_channels,
+            with_logits,
+            "last residual module (add_4), global average pooled",
+        )
 
     def weights_info(self) -> dict[str, str]:
         return {WEIGHT.name: file_sha256(self.weights_path)}
-

@@ -68,34 +68,51 @@ class R2Plus1D18:
     out_dim = 512
     input_size = 112
 
-    def __init__(self, weights: str | os.PathLike[str] | None = None, device: str = "cpu",
-                 batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = None,
+        device: str = "cpu",
+        batch_size: int = 8,
+    ) -> None:
         from torchvision.models.video import r2plus1d_18
 
         self.device = pick_device(device, "r2plus1d_18")
         self.batch_size = max(1, int(batch_size))
         self.weights_path, canonical = _weights_path(weights)
         if canonical and not file_sha256(self.weights_path).startswith(SHA_PREFIX):
-            raise MissingWeightsError(f"{self.weights_path} is not torchvision's {WEIGHT.filename} "
-                                      f"(sha256 does not start with {SHA_PREFIX})")
+            raise MissingWeightsError(
+                f"{self.weights_path} is not torchvision's {WEIGHT.filename} "
+                f"(sha256 does not start with {SHA_PREFIX})"
+            )
         net = r2plus1d_18(weights=None)
         net.fc = nn.Identity()
-        load_into(net, load_state_dict_file(self.weights_path, "r2plus1d_18"), "r2plus1d_18",
-                  self.weights_path, ignore_prefixes=("fc.",), strip_prefixes=("module.", "backbone."))
+        load_into(
+            net,
+            load_state_dict_file(self.weights_path, "r2plus1d_18"),
+            "r2plus1d_18",
+            self.weights_path,
+            ignore_prefixes=("fc.",),
+            strip_prefixes=("module.", "backbone."),
+        )
         self.net = net.eval().to(self.device)
         self.mean = torch.tensor(KINETICS_MEAN, device=self.device).view(1, 3, 1, 1, 1)
         self.std = torch.tensor(KINETICS_STD, device=self.device).view(1, 3, 1, 1, 1)
 
     def weights_info(self) -> dict[str, str]:
-        return {WEIGHT.name if self.weights_path.name == WEIGHT.filename else "r2plus1d_18_user":
-                file_sha256(self.weights_path)}
+        return {
+            WEIGHT.name
+            if self.weights_path.name == WEIGHT.filename
+            else "r2plus1d_18_user": file_sha256(self.weights_path)
+        }
 
     @torch.inference_mode()
     def embed(self, clips: np.ndarray) -> np.ndarray:
         """Pooled features ``[B, 512]`` float32 of uint8 RGB windows ``[B, T, S, S, 3]``."""
         out = []
         for i in range(0, len(clips), self.batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(clips[i : i + self.batch_size])).to(self.device)
+            x = torch.from_numpy(np.ascontiguousarray(clips[i : i + self.batch_size])).to(
+                self.device
+            )
             x = x.permute(0, 4, 1, 2, 3).float().div_(255.0)  # [B, 3, T, S, S]
             out.append(self.net((x - self.mean) / self.std).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.out_dim), np.float32)

@@ -23,7 +23,9 @@ class Faces:
 
     @classmethod
     def none(cls) -> Faces:
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+        return cls(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+        )
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -55,15 +57,20 @@ class Detector:
             raise ValueError(f"{cls.name} needs at least one threshold, got []")
 
     def detect(
-        self, frames: np.ndarray | list[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None = None
+        self,
+        frames: np.ndarray | list[np.ndarray],
+        sizes: Sequence[tuple[float, float] | None] | None = None,
     ) -> list[Faces]:
         """``sizes``: optional per-frame (min, max) face side hint from tracking; detectors
         that can use it search only those scales, others ignore it."""
         raise NotImplementedError
 
     def detect_clip(
-        self, frames: list[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None = None,
-        first: int = 0, face_before: bool = False,
+        self,
+        frames: list[np.ndarray],
+        sizes: Sequence[tuple[float, float] | None] | None = None,
+        first: int = 0,
+        face_before: bool = False,
     ) -> list[Faces]:
         """``frames``: consecutive key frames of one clip (the pipeline's fixed blocks), ``first``
         the clip's count of key frames before them, ``face_before`` whether the key frame just

@@ -56,9 +56,16 @@ def _onnx_file(tflite: Path) -> Path:
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes about constant shapes: expected here
-        torch.onnx.export(graph, (torch.zeros(1, SIZE, SIZE, 3),), str(tmp), input_names=["input"],
-                          output_names=["regressors", "classificators"],
-                          dynamic_axes={"input": {0: "n"}}, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            graph,
+            (torch.zeros(1, SIZE, SIZE, 3),),
+            str(tmp),
+            input_names=["input"],
+            output_names=["regressors", "classificators"],
+            dynamic_axes={"input": {0: "n"}},
+            opset_version=17,
+            dynamo=False,
+        )
     os.replace(tmp, out)
     return out
 
@@ -104,8 +111,9 @@ def five_points(kps: np.ndarray) -> np.ndarray:
     return pts.astype(np.float32)
 
 
-def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou_thr: float
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def weighted_nms(
+    boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou_thr: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MediaPipe-style weighted NMS: each kept face is the score-weighted mean of the boxes and
     keypoints overlapping the best remaining one (IoU > ``iou_thr``), with the best score."""
     order = np.argsort(-scores)
@@ -128,8 +136,16 @@ def weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou_thr
         out_s.append(scores[i])
         left &= ~grp
     if not out_s:
-        return np.zeros((0, 4), np.float32), np.zeros((0, 6, 2), np.float32), np.zeros(0, np.float32)
-    return (np.asarray(out_b, np.float32), np.asarray(out_k, np.float32), np.asarray(out_s, np.float32))
+        return (
+            np.zeros((0, 4), np.float32),
+            np.zeros((0, 6, 2), np.float32),
+            np.zeros(0, np.float32),
+        )
+    return (
+        np.asarray(out_b, np.float32),
+        np.asarray(out_k, np.float32),
+        np.asarray(out_s, np.float32),
+    )
 
 
 @DETECTORS.register("blazeface")
@@ -175,8 +191,9 @@ class BlazeFace(Detector):
 
             # the cores the pipeline's decode workers leave (as its torch threads)
             opts.intra_op_num_threads = max(1, (os.cpu_count() or 1) - default_workers())
-            self.session = ort.InferenceSession(str(_onnx_file(self.path)), opts,
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(_onnx_file(self.path)), opts, providers=["CPUExecutionProvider"]
+            )
 
     def weights_info(self) -> dict[str, str]:
         return {WEIGHT.name: checksum(self.path)}
@@ -201,7 +218,9 @@ class BlazeFace(Detector):
         reg, cls = self.session.run(None, {"input": x})
         return reg, cls
 
-    def raw(self, frames: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
+    def raw(
+        self, frames: np.ndarray | list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
         """Model outputs for frames: regressors ``[N, 2304, 16]``, logits ``[N, 2304]``, letterboxes."""
         boxes = [self._letterbox(f) for f in frames]
         regs, logits = [], []
@@ -213,7 +232,9 @@ class BlazeFace(Detector):
         return np.concatenate(regs), np.concatenate(logits), [b[1:] for b in boxes]
 
     def detect(
-        self, frames: np.ndarray | list[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None = None
+        self,
+        frames: np.ndarray | list[np.ndarray],
+        sizes: Sequence[tuple[float, float] | None] | None = None,
     ) -> list[Faces]:
         if not len(frames):
             return []
@@ -228,7 +249,9 @@ class BlazeFace(Detector):
                 continue
             r = reg[keep] / SIZE
             cx, cy = r[:, 0] + a[keep, 0], r[:, 1] + a[keep, 1]
-            bx = np.stack([cx - r[:, 2] / 2, cy - r[:, 3] / 2, cx + r[:, 2] / 2, cy + r[:, 3] / 2], 1)
+            bx = np.stack(
+                [cx - r[:, 2] / 2, cy - r[:, 3] / 2, cx + r[:, 2] / 2, cy + r[:, 3] / 2], 1
+            )
             kp = r[:, 4:16].reshape(-1, 6, 2) + a[keep, None, :]
             b, k, scr = weighted_nms(bx, kp, sc[keep], self.nms)
             # letterbox (0..1 of the 192 square) -> frame pixels
@@ -269,32 +292,46 @@ class BlazeFaceMTCNN(Detector):
         return {**self.primary.weights_info(), **self.fallback.weights_info()}
 
     def config(self) -> dict[str, Any]:
-        return {**self.primary.config(),
-                "fallback": {"mtcnn": self.fallback.config(), "every": self.fallback_every}}
+        return {
+            **self.primary.config(),
+            "fallback": {"mtcnn": self.fallback.config(), "every": self.fallback_every},
+        }
 
-    def _fall_back(self, frames: Sequence[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None,
-                   which: list[int], out: list[Faces]) -> bool:
+    def _fall_back(
+        self,
+        frames: Sequence[np.ndarray],
+        sizes: Sequence[tuple[float, float] | None] | None,
+        which: list[int],
+        out: list[Faces],
+    ) -> bool:
         """MTCNN on ``frames[which]`` into ``out``; whether it found any face."""
         if not which:
             return False
         self.fallback_frames += len(which)
         hint = None if sizes is None else [sizes[i] for i in which]
         found = False
-        for i, f in zip(which, self.fallback.detect([frames[i] for i in which], sizes=hint), strict=True):
+        for i, f in zip(
+            which, self.fallback.detect([frames[i] for i in which], sizes=hint), strict=True
+        ):
             out[i] = f
             found |= bool(len(f))
         return found
 
     def detect(
-        self, frames: np.ndarray | list[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None = None
+        self,
+        frames: np.ndarray | list[np.ndarray],
+        sizes: Sequence[tuple[float, float] | None] | None = None,
     ) -> list[Faces]:
         out = self.primary.detect(frames)
         self._fall_back(frames, sizes, [i for i, f in enumerate(out) if not len(f)], out)
         return out
 
     def detect_clip(
-        self, frames: list[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None = None,
-        first: int = 0, face_before: bool = False,
+        self,
+        frames: list[np.ndarray],
+        sizes: Sequence[tuple[float, float] | None] | None = None,
+        first: int = 0,
+        face_before: bool = False,
     ) -> list[Faces]:
         """As ``detect`` on consecutive key frames of one clip, with MTCNN on fewer empty frames
         (module doc): a function of the arguments alone, so the pipeline stays deterministic."""
@@ -303,8 +340,14 @@ class BlazeFaceMTCNN(Detector):
         empty = [i for i, s in enumerate(seen) if not s]
         if not empty:
             return out
-        near = [face_before, *seen, False]  # near[i + 1] is key frame i; nothing known after the block
-        check = [i for i in empty if near[i] or near[i + 2] or (first + i) % self.fallback_every == 0]
+        near = [
+            face_before,
+            *seen,
+            False,
+        ]  # near[i + 1] is key frame i; nothing known after the block
+        check = [
+            i for i in empty if near[i] or near[i + 2] or (first + i) % self.fallback_every == 0
+        ]
         if self._fall_back(frames, sizes, check, out):
             self._fall_back(frames, sizes, [i for i in empty if i not in check], out)
         return out

@@ -28,7 +28,13 @@ from avemo.extract.weights import (
 
 DEFAULT_PACK = "buffalo_l"
 # detection files inside the common packs, in order of preference
-_DET_NAMES = ("det_10g.onnx", "det_2.5g.onnx", "det_500m.onnx", "scrfd_10g_bnkps.onnx", "retinaface.onnx")
+_DET_NAMES = (
+    "det_10g.onnx",
+    "det_2.5g.onnx",
+    "det_500m.onnx",
+    "scrfd_10g_bnkps.onnx",
+    "retinaface.onnx",
+)
 
 
 def insightface_root() -> Path:
@@ -49,7 +55,11 @@ def find_detection_model(where: str | os.PathLike[str] | None = None) -> Path:
         for fname in _DET_NAMES:
             if (folder / fname).is_file():
                 return folder / fname
-        found = sorted(p for p in folder.glob("*.onnx") if "det" in p.name or "scrfd" in p.name or "retina" in p.name)
+        found = sorted(
+            p
+            for p in folder.glob("*.onnx")
+            if "det" in p.name or "scrfd" in p.name or "retina" in p.name
+        )
         if found:
             return found[0]
     raise MissingWeightsError(
@@ -68,8 +78,11 @@ def _providers(device: str) -> list[str]:
     if str(device).startswith("cuda"):
         if "CUDAExecutionProvider" in have:
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        print("[insightface detector] CUDA requested but onnxruntime has no CUDA provider: "
-              "running on CPU", file=sys.stderr)
+        print(
+            "[insightface detector] CUDA requested but onnxruntime has no CUDA provider: "
+            "running on CPU",
+            file=sys.stderr,
+        )
     return ["CPUExecutionProvider"]
 
 
@@ -102,8 +115,12 @@ class _InsightDetector(Detector):
         self.path = self._model_path(weights)
         cls = getattr(zoo, self.model_class)
         self.model = cls(model_file=str(self.path), session=_session(self.path, device))
-        self.model.prepare(ctx_id=0 if str(device).startswith("cuda") else -1, input_size=self.input_size,
-                           det_thresh=self.threshold, nms_thresh=self.nms)
+        self.model.prepare(
+            ctx_id=0 if str(device).startswith("cuda") else -1,
+            input_size=self.input_size,
+            det_thresh=self.threshold,
+            nms_thresh=self.nms,
+        )
 
     def weights_info(self) -> dict[str, str]:
         return {f"{self.name}:{self.path.name}": checksum(self.path)}
@@ -112,17 +129,26 @@ class _InsightDetector(Detector):
         return {"threshold": self.threshold, "input_size": list(self.input_size), "nms": self.nms}
 
     def detect(
-        self, frames: np.ndarray | list[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None = None
+        self,
+        frames: np.ndarray | list[np.ndarray],
+        sizes: Sequence[tuple[float, float] | None] | None = None,
     ) -> list[Faces]:
         out = []  # one fixed-size forward per frame: size hints do not make it cheaper
         for img in frames:
-            det, kps = self.model.detect(np.ascontiguousarray(img[..., ::-1]), input_size=self.input_size)
+            det, kps = self.model.detect(
+                np.ascontiguousarray(img[..., ::-1]), input_size=self.input_size
+            )
             if det is None or not len(det) or kps is None:
                 out.append(Faces.none())
                 continue
             order = np.argsort(-det[:, 4])
-            out.append(Faces(det[order, :4].astype(np.float32), det[order, 4].astype(np.float32),
-                             kps[order].astype(np.float32)))
+            out.append(
+                Faces(
+                    det[order, :4].astype(np.float32),
+                    det[order, 4].astype(np.float32),
+                    kps[order].astype(np.float32),
+                )
+            )
         return out
 
 

@@ -160,8 +160,12 @@ class _FrameBatch:
 
     def level(self, size: tuple[int, int]) -> torch.Tensor:
         if self.backend == "opencv":
-            self._level = np.stack([cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-                                    for f in self._level])
+            self._level = np.stack(
+                [
+                    cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+                    for f in self._level
+                ]
+            )
             x = self._tensor(self._level).float()
         else:
             prev = self.full() if isinstance(self._level, np.ndarray) else self._level
@@ -173,10 +177,20 @@ class _FrameBatch:
         if self.backend == "torch":
             shift = torch.tensor([1.0, 1.0, 0.0, 0.0], device=boxes.device)
             rois = torch.cat([ids[:, None].to(boxes.dtype), boxes[:, :4] - shift], 1).float()
-            x = roi_align(self.full(), rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+            x = roi_align(
+                self.full(),
+                rois,
+                output_size=size,
+                spatial_scale=1.0,
+                sampling_ratio=2,
+                aligned=True,
+            )
         else:
-            x = self._tensor(_crop_resize(self.frames, boxes[:, :4].float().cpu().numpy(),
-                                          ids.cpu().numpy(), size)).float()
+            x = self._tensor(
+                _crop_resize(
+                    self.frames, boxes[:, :4].float().cpu().numpy(), ids.cpu().numpy(), size
+                )
+            ).float()
         return _normalise(x).contiguous(memory_format=torch.channels_last)
 
 
@@ -192,8 +206,13 @@ def _crop_resize(frames: np.ndarray, boxes: np.ndarray, ids: np.ndarray, size: i
     def octave(i: int, k: int) -> np.ndarray:
         if (i, k) not in octaves:
             prev = frames[i] if k == 0 else octave(i, k - 1)
-            octaves[(i, k)] = prev if k == 0 else cv2.resize(
-                prev, (prev.shape[1] // 2, prev.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            octaves[(i, k)] = (
+                prev
+                if k == 0
+                else cv2.resize(
+                    prev, (prev.shape[1] // 2, prev.shape[0] // 2), interpolation=cv2.INTER_AREA
+                )
+            )
         return octaves[(i, k)]
 
     for n, ((x1, y1, x2, y2), i) in enumerate(zip(boxes, ids, strict=True)):
@@ -242,7 +261,9 @@ class MTCNN(Detector):
         self.device = torch.device(device)
         # pyramid + crops: OpenCV on uint8 (fast on CPU) or torch interpolate/roi_align (GPU)
         self.backend = "torch" if self.device.type == "cuda" else "opencv"
-        self._paths = {n: resolve(f"mtcnn_{n}", (weights or {}).get(n)) for n in ("pnet", "rnet", "onet")}
+        self._paths = {
+            n: resolve(f"mtcnn_{n}", (weights or {}).get(n)) for n in ("pnet", "rnet", "onet")
+        }
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         for n, net in (("pnet", self.pnet), ("rnet", self.rnet), ("onet", self.onet)):
             net.load_state_dict(torch.load(self._paths[n], map_location="cpu", weights_only=True))
@@ -255,8 +276,12 @@ class MTCNN(Detector):
         return {f"mtcnn_{n}": checksum(p) for n, p in self._paths.items()}
 
     def config(self) -> dict[str, Any]:
-        return {"thresholds": self.thresholds, "min_face_size": self.min_face_size,
-                "factor": self.factor, "nms": self.nms}
+        return {
+            "thresholds": self.thresholds,
+            "min_face_size": self.min_face_size,
+            "factor": self.factor,
+            "nms": self.nms,
+        }
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
@@ -281,15 +306,19 @@ class MTCNN(Detector):
 
     @torch.inference_mode()
     def detect(
-        self, frames: np.ndarray | list[np.ndarray], sizes: Sequence[tuple[float, float] | None] | None = None
+        self,
+        frames: np.ndarray | list[np.ndarray],
+        sizes: Sequence[tuple[float, float] | None] | None = None,
     ) -> list[Faces]:
         """Faces per frame. ``sizes[i] = (lo, hi)`` limits frame i's pyramid to faces of about
         that side (a tracked face's size): P-Net then skips the big, expensive levels."""
         n = len(frames)
         out: list[Faces] = [Faces.none() for _ in range(n)]
         for idx, stack in group_by_shape(frames):
-            rng = np.array([(0.0, np.inf) if sizes is None or sizes[i] is None else sizes[i] for i in idx],
-                           np.float64).reshape(-1, 2)
+            rng = np.array(
+                [(0.0, np.inf) if sizes is None or sizes[i] is None else sizes[i] for i in idx],
+                np.float64,
+            ).reshape(-1, 2)
             for i, faces in zip(idx, self._detect_same_size(stack, rng), strict=True):
                 out[i] = faces
         return out
@@ -307,7 +336,11 @@ class MTCNN(Detector):
         res = [Faces.none() for _ in range(n)]
         if not len(boxes):
             return res
-        boxes, img_ids, points = boxes.float().cpu().numpy(), img_ids.cpu().numpy(), points.float().cpu().numpy()
+        boxes, img_ids, points = (
+            boxes.float().cpu().numpy(),
+            img_ids.cpu().numpy(),
+            points.float().cpu().numpy(),
+        )
         for i in np.unique(img_ids):
             sel = img_ids == i
             order = np.argsort(-boxes[sel, 4])
@@ -336,7 +369,9 @@ class MTCNN(Detector):
         for s in self._scales(h, w):
             level = src.level((int(h * s + 1), int(w * s + 1)))
             face = 12.0 / s  # face side this level's 12-px window sees, with one level of slack:
-            use = np.nonzero((face >= sizes[:, 0] * self.factor) & (face * self.factor <= sizes[:, 1]))[0]
+            use = np.nonzero(
+                (face >= sizes[:, 0] * self.factor) & (face * self.factor <= sizes[:, 1])
+            )[0]
             if not len(use):
                 continue
             sub = len(use) < len(sizes)
@@ -362,7 +397,9 @@ class MTCNN(Detector):
         reg_boxes = _square(_regress(boxes[:, :4], boxes[:, 5:9], plus_one=False))
         return torch.cat([reg_boxes, boxes[:, 4:5]], 1), ids
 
-    def _stage_r(self, src: _FrameBatch, boxes: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _stage_r(
+        self, src: _FrameBatch, boxes: torch.Tensor, ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         reg, score = self.rnet(src.crops(boxes, ids, 24))
         ok = score.float() > self.thresholds[1]
         boxes, ids, reg, score = boxes[ok], ids[ok], reg[ok].float(), score[ok].float()
@@ -375,7 +412,13 @@ class MTCNN(Detector):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         reg, pts, score = self.onet(src.crops(boxes, ids, 48))
         ok = score.float() > self.thresholds[2]
-        boxes, ids, reg, pts, score = boxes[ok], ids[ok], reg[ok].float(), pts[ok].float(), score[ok].float()
+        boxes, ids, reg, pts, score = (
+            boxes[ok],
+            ids[ok],
+            reg[ok].float(),
+            pts[ok].float(),
+            score[ok].float(),
+        )
         w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
         h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
         px = w * pts[:, :5] + boxes[:, 0:1] - 1
@@ -386,7 +429,9 @@ class MTCNN(Detector):
         return torch.cat([boxes[keep], score[keep, None]], 1), ids[keep], points[keep]
 
 
-def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor, thr: float) -> torch.Tensor:
+def _nms_min(
+    boxes: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor, thr: float
+) -> torch.Tensor:
     """NMS with intersection over the smaller box (drops a box nested inside a bigger face)."""
     if not len(boxes):
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
@@ -409,4 +454,3 @@ def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor, thr: 
             later[: k + 1] = False
             kp[later] = False
     return order[torch.from_numpy(kp).to(b.device)]
-

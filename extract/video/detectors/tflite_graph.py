@@ -57,8 +57,17 @@ class TFLiteGraph(nn.Module):
     """A float TFLite model as a torch module: ``forward(x NHWC float) -> outputs`` (TFLite order,
     TFLite layouts). Constants are registered buffers, so ``state_dict()`` holds every weight."""
 
-    SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "RELU", "ADD", "PAD", "MAX_POOL_2D",
-                 "RESIZE_BILINEAR", "RESHAPE", "DEQUANTIZE")
+    SUPPORTED = (
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "RELU",
+        "ADD",
+        "PAD",
+        "MAX_POOL_2D",
+        "RESIZE_BILINEAR",
+        "RESHAPE",
+        "DEQUANTIZE",
+    )
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__()
@@ -72,7 +81,9 @@ class TFLiteGraph(nn.Module):
         names = _op_names()
         self.input_ids = [int(i) for i in g.InputsAsNumpy()]
         self.output_ids = [int(i) for i in g.OutputsAsNumpy()]
-        self.shapes = {i: [int(v) for v in g.Tensors(i).ShapeAsNumpy()] for i in range(g.TensorsLength())}
+        self.shapes = {
+            i: [int(v) for v in g.Tensors(i).ShapeAsNumpy()] for i in range(g.TensorsLength())
+        }
         consts: dict[int, np.ndarray] = {}
         for i in range(g.TensorsLength()):
             t = g.Tensors(i)
@@ -113,29 +124,51 @@ class TFLiteGraph(nn.Module):
     def _parse(name: str, op: Any) -> dict[str, Any]:
         if name == "CONV_2D":
             o = _options(op, "Conv2DOptions")
-            return {"same": o.Padding() == 0, "stride": (o.StrideH(), o.StrideW()),
-                    "dilation": (o.DilationHFactor(), o.DilationWFactor()), "act": o.FusedActivationFunction()}
+            return {
+                "same": o.Padding() == 0,
+                "stride": (o.StrideH(), o.StrideW()),
+                "dilation": (o.DilationHFactor(), o.DilationWFactor()),
+                "act": o.FusedActivationFunction(),
+            }
         if name == "DEPTHWISE_CONV_2D":
             o = _options(op, "DepthwiseConv2DOptions")
-            return {"same": o.Padding() == 0, "stride": (o.StrideH(), o.StrideW()),
-                    "dilation": (o.DilationHFactor(), o.DilationWFactor()), "act": o.FusedActivationFunction()}
+            return {
+                "same": o.Padding() == 0,
+                "stride": (o.StrideH(), o.StrideW()),
+                "dilation": (o.DilationHFactor(), o.DilationWFactor()),
+                "act": o.FusedActivationFunction(),
+            }
         if name == "MAX_POOL_2D":
             o = _options(op, "Pool2DOptions")
-            return {"same": o.Padding() == 0, "stride": (o.StrideH(), o.StrideW()),
-                    "kernel": (o.FilterHeight(), o.FilterWidth()), "act": o.FusedActivationFunction()}
+            return {
+                "same": o.Padding() == 0,
+                "stride": (o.StrideH(), o.StrideW()),
+                "kernel": (o.FilterHeight(), o.FilterWidth()),
+                "act": o.FusedActivationFunction(),
+            }
         if name == "ADD":
             o = _options(op, "AddOptions")
             return {"act": o.FusedActivationFunction() if o is not None else 0}
         if name == "RESIZE_BILINEAR":
             o = _options(op, "ResizeBilinearOptions")
-            return {"align_corners": bool(o.AlignCorners()), "half_pixel": bool(o.HalfPixelCenters())}
+            return {
+                "align_corners": bool(o.AlignCorners()),
+                "half_pixel": bool(o.HalfPixelCenters()),
+            }
         return {}
 
     def _const(self, i: int) -> torch.Tensor:
         return getattr(self, self._names[i])
 
-    def _padded(self, x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-                dilation: tuple[int, int], same: bool, value: float = 0.0) -> torch.Tensor:
+    def _padded(
+        self,
+        x: torch.Tensor,
+        kernel: tuple[int, int],
+        stride: tuple[int, int],
+        dilation: tuple[int, int],
+        same: bool,
+        value: float = 0.0,
+    ) -> torch.Tensor:
         if not same:
             return x
         ph = _same_pad(x.shape[2], kernel[0], stride[0], dilation[0])
@@ -166,12 +199,16 @@ class TFLiteGraph(nn.Module):
                     raise ValueError("PAD on the batch axis is not supported")
                 y = F.pad(a, (p[2][0], p[2][1], p[1][0], p[1][1], p[3][0], p[3][1]))
             elif name == "MAX_POOL_2D":
-                a = self._padded(a, o["kernel"], o["stride"], (1, 1), o["same"], value=float("-inf"))
+                a = self._padded(
+                    a, o["kernel"], o["stride"], (1, 1), o["same"], value=float("-inf")
+                )
                 y = _activation(o["act"])(F.max_pool2d(a, o["kernel"], o["stride"]))
             elif name == "RESIZE_BILINEAR":
                 size = [int(v) for v in self._const(ins[1]).tolist()]
                 if o["align_corners"] or o["half_pixel"]:
-                    y = F.interpolate(a, size=size, mode="bilinear", align_corners=o["align_corners"])
+                    y = F.interpolate(
+                        a, size=size, mode="bilinear", align_corners=o["align_corners"]
+                    )
                 else:  # legacy TF: source coordinate = destination * in / out, no half-pixel shift
                     y = _legacy_resize(a, size)
             else:  # RESHAPE of an NHWC tensor; the batch axis follows the input's
