@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from avemo import settings
 from avemo.errors import (
     DamagedFileError,
     DiskFullError,
@@ -492,6 +494,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from avemo.progress import setup_logging
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:  # a bad AVEMO_* value is refused before anything reads it (plugins load while parsing)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", settings.UnknownSettingWarning)
+            settings.current()
+    except UserError as e:
+        print(f"avemo: error: {e}", file=sys.stderr)
+        return 2
+    for w in seen:  # a likely typo in a variable's name: one line, not a warning's traceback
+        if issubclass(w.category, settings.UnknownSettingWarning):
+            print(f"avemo: warning: {w.message}", file=sys.stderr)
     args = build_parser(next((x for x in argv if not x.startswith("-")), None)).parse_args(argv)
     setup_logging(args.verbosity)
     try:

