@@ -1,7 +1,8 @@
 """Run configs for stage two: YAML + schema defaults + dotted ``key.sub=value`` overrides.
 
-One resolved dict drives a run and is written next to its outputs, so any result can be
-reproduced from its run folder alone. Overrides are parsed with ``yaml.safe_load`` so
+One resolved ``RunConfig`` drives a run and is written next to its outputs, so any result can
+be reproduced from its run folder alone. Code reads its attributes (``cfg.data.batch_size``):
+every default is written once, here, in the schema classes. Overrides are parsed with ``yaml.safe_load`` so
 ``trainer.max_epochs=5``, ``data.window.length=100`` or ``model.fusion=[a,b]`` get proper types.
 
 The schema (``RunConfig``, pydantic) refuses unknown keys (with a "did you mean"), wrong
@@ -25,9 +26,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from avemo.errors import UserError, did_you_mean
+from avemo.schema import format_errors
 
 
 class ConfigError(UserError, ValueError):
@@ -37,14 +39,51 @@ class ConfigError(UserError, ValueError):
 # ----------------------------------------------------------------------------- schema
 
 
-class _Section(BaseModel):
+class _DictReads(BaseModel):
+    """Transitional (issue 22, second round removes it): read-only dict-style reads
+    (``cfg["data"]["features"]``, ``cfg["trainer"].get("monitor")``) for the modules that do
+    not read attributes yet (datamodule, predict, features, index, run, tasks, grids). New code
+    reads attributes; ``tests/test_fusion_config_schema.py`` scans for restated defaults."""
+
+    def keys(self) -> list[str]:
+        return [*type(self).model_fields, *(self.__pydantic_extra__ or {})]
+
+    def __getitem__(self, key: str) -> Any:
+        extra = self.__pydantic_extra__ or {}
+        if key in extra:
+            return extra[key]
+        if key in type(self).model_fields:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, self[k]) for k in self.keys()]
+
+    def values(self) -> list[Any]:
+        return [self[k] for k in self.keys()]
+
+
+class _Section(_DictReads):
     model_config = ConfigDict(extra="forbid")
 
 
-class _Open(BaseModel):
+class _Open(_DictReads):
     """A section whose extra keys are constructor arguments, checked by ``check_registered``."""
 
     model_config = ConfigDict(extra="allow")
+
+    def options(self) -> dict[str, Any]:
+        """The constructor's keyword arguments: every key but ``name``, extras included."""
+        return {k: v for k, v in self.items() if k != "name"}
 
 
 class WindowConfig(_Section):
@@ -176,6 +215,15 @@ class RunConfig(_Section):
     trainer: TrainerConfig = TrainerConfig()
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
+    _source: str | None = PrivateAttr(None)  # the config file it was read from (None: a dict)
+
+    @property
+    def source(self) -> str | None:
+        """The config file this run config was read from (None: built from a dict)."""
+        return self._source
+
+    def __getitem__(self, key: str) -> Any:
+        return self._source if key == "_source" else super().__getitem__(key)
 
 
 #: Path-valued keys, as (section, key); ``None`` key = every value of the mapping.
@@ -424,52 +472,12 @@ def _read_file(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     return user
 
 
-def _fields_of(loc: tuple[Any, ...]) -> list[str]:
-    """Known keys of the schema section at ``loc`` (for "did you mean")."""
-    model: Any = RunConfig
-    for part in loc:
-        f = getattr(model, "model_fields", {}).get(part)
-        if f is None:
-            return []
-        ann = f.annotation
-        args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type)]
-        nxt = (
-            ann
-            if isinstance(ann, type)
-            else next((a for a in args if issubclass(a, BaseModel)), None)
-        )
-        if nxt is None or not issubclass(nxt, BaseModel):
-            return []
-        model = nxt
-    return list(getattr(model, "model_fields", {}))
-
-
-def _describe(err: Mapping[str, Any]) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in ("function-after",)))
-    key = ".".join(str(p) for p in loc)
-    if err["type"] == "extra_forbidden":
-        known = _fields_of(loc[:-1])
-        hint = did_you_mean(str(loc[-1]), known)
-        return f"{key}: unknown key{hint}" + (
-            f" (known: {', '.join(known)})" if known and not hint else ""
-        )
-    if err["type"] == "missing":
-        return f"{key} is required"
-    got = err.get("input")
-    msg = err["msg"][0].lower() + err["msg"][1:]
-    return f"{key}: {msg}, got {got!r}"
-
-
 def validate_schema(user: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults filled in, types coerced (``"5"`` -> 5), mistakes as one ``ConfigError``."""
     try:
         cfg = RunConfig.model_validate(user)
     except ValidationError as e:
-        errs = e.errors(include_url=False)
-        raise ConfigError(
-            "; ".join(_describe(x) for x in errs[:5])
-            + (f" (and {len(errs) - 5} more)" if len(errs) > 5 else "")
-        ) from None
+        raise ConfigError(format_errors(e, RunConfig)) from None
     return _plain(cfg.model_dump())
 
 
