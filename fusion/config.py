@@ -1,8 +1,7 @@
 """Run configs for stage two: YAML + schema defaults + dotted ``key.sub=value`` overrides.
 
-One resolved ``RunConfig`` drives a run and is written next to its outputs, so any result can
-be reproduced from its run folder alone. Code reads its attributes (``cfg.data.batch_size``):
-every default is written once, here, in the schema classes. Overrides are parsed with ``yaml.safe_load`` so
+One resolved dict drives a run and is written next to its outputs, so any result can be
+reproduced from its run folder alone. Overrides are parsed with ``yaml.safe_load`` so
 ``trainer.max_epochs=5``, ``data.window.length=100`` or ``model.fusion=[a,b]`` get proper types.
 
 The schema (``RunConfig``, pydantic) refuses unknown keys (with a "did you mean"), wrong
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from avemo.errors import UserError, did_you_mean
 from avemo.schema import format_errors
@@ -39,51 +38,14 @@ class ConfigError(UserError, ValueError):
 # ----------------------------------------------------------------------------- schema
 
 
-class _DictReads(BaseModel):
-    """Transitional (issue 22, second round removes it): read-only dict-style reads
-    (``cfg["data"]["features"]``, ``cfg["trainer"].get("monitor")``) for the modules that do
-    not read attributes yet (datamodule, predict, features, index, run, tasks, grids). New code
-    reads attributes; ``tests/test_fusion_config_schema.py`` scans for restated defaults."""
-
-    def keys(self) -> list[str]:
-        return [*type(self).model_fields, *(self.__pydantic_extra__ or {})]
-
-    def __getitem__(self, key: str) -> Any:
-        extra = self.__pydantic_extra__ or {}
-        if key in extra:
-            return extra[key]
-        if key in type(self).model_fields:
-            return getattr(self, key)
-        raise KeyError(key)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.keys()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def items(self) -> list[tuple[str, Any]]:
-        return [(k, self[k]) for k in self.keys()]
-
-    def values(self) -> list[Any]:
-        return [self[k] for k in self.keys()]
-
-
-class _Section(_DictReads):
+class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class _Open(_DictReads):
+class _Open(BaseModel):
     """A section whose extra keys are constructor arguments, checked by ``check_registered``."""
 
     model_config = ConfigDict(extra="allow")
-
-    def options(self) -> dict[str, Any]:
-        """The constructor's keyword arguments: every key but ``name``, extras included."""
-        return {k: v for k, v in self.items() if k != "name"}
 
 
 class WindowConfig(_Section):
@@ -215,15 +177,6 @@ class RunConfig(_Section):
     trainer: TrainerConfig = TrainerConfig()
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
-    _source: str | None = PrivateAttr(None)  # the config file it was read from (None: a dict)
-
-    @property
-    def source(self) -> str | None:
-        """The config file this run config was read from (None: built from a dict)."""
-        return self._source
-
-    def __getitem__(self, key: str) -> Any:
-        return self._source if key == "_source" else super().__getitem__(key)
 
 
 #: Path-valued keys, as (section, key); ``None`` key = every value of the mapping.
