@@ -49,7 +49,7 @@ help:
 	@echo "make test-slow   the slow tests (kill/resume, README's real-dataset path on ../shared, live references)"
 	@echo "make reference-venvs  TensorFlow / face-api runtimes for the live reference re-checks (~1.6 GB)"
 	@echo "make docs        the docs site -> site/ (strict: any warning fails; draws its figures from a demo run)"
-	@echo "make lint        ruff"
+	@echo "make lint        ruff check + ruff format --check + mypy over the package"
 	@echo "make smile       add opensmile (research-only licence) for the EmoDB baselines"
 	@echo "make lock        rewrite requirements*.lock from the installed venv"
 
@@ -142,9 +142,11 @@ reference-venvs:
 	.cache/refvenv/bin/pip install -q tensorflow-cpu==2.21.0 ai-edge-litert==2.3.0
 	$(PY) tests/fixtures/make_faceapi_reference.py --install
 
+# ruff (lint + the formatter, checked) and mypy over the whole package; part of .ci/run
 lint: setup dev
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check . || true
+	$(VENV)/bin/ruff format --check .
+	$(PY) tools/typecheck.py
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .ruff_cache
