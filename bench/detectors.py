@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from avemo.bench.faces import decode_only
-from avemo.bench.inputs import RAVDESS_A05
+from avemo.bench.inputs import ravdess_a05
 from avemo.bench.table import write_section
 from avemo.data.assets import media
 from avemo.extract.base import ClipInput
@@ -37,7 +37,6 @@ from avemo.extract.video.decode import iter_frames
 EVERY = 5
 SLOW = ("scrfd_2.5g",)  # run once in the pipeline rows (minutes per pass on the 2-core CPU)
 SMALL = 100  # face height (px, in a 1280x720 frame) below which a generated face counts as small
-RAVDESS = RAVDESS_A05 / "video"
 # (label, DETECTORS name, constructor options)
 DETECTOR_ROWS: list[tuple[str, str, dict[str, Any]]] = [  # each detector's default thresholds
     ("mtcnn (min face 40)", "mtcnn", {"min_face_size": 40}),
@@ -49,7 +48,7 @@ DETECTOR_ROWS: list[tuple[str, str, dict[str, Any]]] = [  # each detector's defa
 
 def ravdess_videos(root: str | os.PathLike[str] | None = None) -> list[Path]:
     """The actor-05 takes (empty when ``../shared/data`` is not there)."""
-    d = Path(root) if root else RAVDESS.resolve()
+    d = Path(root) if root else (ravdess_a05() / "video").resolve()
     return sorted(d.glob("*.mp4")) if d.is_dir() else []
 
 
@@ -74,6 +73,13 @@ def match(faces: Any, gt: np.ndarray) -> tuple[np.ndarray, int]:
     return hit, fp
 
 
+def _read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path))
+    if bgr is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return bgr[..., ::-1]
+
+
 def generated_frames(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``n`` 1280x720 frames with 1-3 pasted real faces each, and their boxes ``[G, 4]``."""
     import skimage.data
@@ -81,8 +87,8 @@ def generated_frames(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.n
     mt = DETECTORS.build("mtcnn", thresholds=[0.6, 0.7, 0.8], min_face_size=20)
     sources = [
         skimage.data.astronaut(),
-        cv2.imread(str(media("single_face.jpg")))[..., ::-1],
-        cv2.imread(str(media("multi_face.jpg")))[..., ::-1],
+        _read_rgb(media("single_face.jpg")),
+        _read_rgb(media("multi_face.jpg")),
     ]
     faces = []  # (patch, face box inside the patch)
     for img in sources:
@@ -92,7 +98,7 @@ def generated_frames(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.n
             x0, y0 = int(max(0, b[0] - 0.6 * w)), int(max(0, b[1] - 0.6 * h))
             x1, y1 = int(min(img.shape[1], b[2] + 0.6 * w)), int(min(img.shape[0], b[3] + 0.6 * h))
             faces.append((img[y0:y1, x0:x1].copy(), b - np.array([x0, y0, x0, y0], np.float32)))
-    bgs = []
+    bgs: list[np.ndarray] = []
     for ch in iter_frames(media("no_face.mp4")):
         bgs.extend(cv2.resize(f, (1280, 720)) for f in ch.frames[::15])
     rng = np.random.default_rng(seed)

@@ -75,7 +75,7 @@ def main(quick: bool = False, device: str = "cpu") -> Path:
         videos = videos[:10]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, name, kw in [
+        runs: list[tuple[str, str, dict[str, Any]]] = [
             ("face_fer2013, batch_clips 8 (1)", "face_fer2013", {"streams": False}),
             ("face_fer2013, streams_clips (1)", "face_fer2013", {"streams": True}),
             ("face_fer2013, batch_clips 8 (2)", "face_fer2013", {"streams": False}),
@@ -83,7 +83,8 @@ def main(quick: bool = False, device: str = "cpu") -> Path:
             ("face_crops, contiguous", "face_crops", {"streams": True}),
             ("face_crops, gzip", "face_crops", {"streams": True, "compression": "gzip"}),
             ("face_crops, lzf", "face_crops", {"streams": True, "compression": "lzf"}),
-        ]:
+        ]
+        for label, name, kw in runs:
             r = _run(videos, name, Path(tmp) / label.replace(" ", "_").replace(",", ""), **kw)
             rows.append({"run": label, **r})
             print(rows[-1])

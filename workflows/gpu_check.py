@@ -16,6 +16,7 @@ the tests do so the script cannot rot).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -34,6 +35,13 @@ TITLE = "GPU check: every GPU path once, against the CPU path"
 def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize()
+
+
+def _forward_cpu(
+    net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, dev: torch.device
+) -> torch.Tensor:
+    """``net`` on ``x`` moved to ``dev``, the output back on the CPU as float32 (to compare)."""
+    return net(x.to(dev)).float().cpu()
 
 
 def _timed(fn: Callable[[], Any], dev: torch.device) -> tuple[Any, float]:
@@ -105,7 +113,7 @@ def check_backbones(dev: torch.device, tiny: bool) -> list[dict[str, Any]]:
         crops = crop[None].repeat(8 if tiny else 512, 1, 1, 1)
         crops[1::2] = crops[1::2].flip(2)  # two different inputs
         gpu.embed(crops[:2])
-        got, s = _timed(lambda g=gpu, c=crops: g.embed(c), dev)
+        got, s = _timed(functools.partial(gpu.embed, crops), dev)
         ref = cpu.embed(crops[:2])
         cos = float(torch.nn.functional.cosine_similarity(got[:2], ref, dim=1).min())
         tol = 0.99 if dev.type == "cuda" else 0.99999
@@ -158,7 +166,7 @@ def check_audio(dev: torch.device, tiny: bool) -> list[dict[str, Any]]:
         x = torch.randn(16 if tiny else 1024, *shape, generator=g)
         with torch.inference_mode():
             gpu(x[:2].to(dev))
-            got, s = _timed(lambda n=gpu, v=x: n(v.to(dev)).float().cpu(), dev)
+            got, s = _timed(functools.partial(_forward_cpu, gpu, x, dev), dev)
             ref = cpu(x[:4])
         rel = float((got[:4] - ref).norm() / ref.norm().clamp_min(1e-12))
         rows.append(
@@ -294,7 +302,7 @@ def check_stacked(dev: torch.device, tiny: bool, tmp: Path) -> dict[str, Any]:
         dm = build_datamodule(cfgs[0], str(d), feature_cache={})
         dirs = [tmp / f"stacked-{d.type}" / f"seed{s}" for s in range(len(cfgs))]
         out, times[d.type] = _timed(
-            lambda c=cfgs, m=dm, r=dirs: fit_stacked(c, m, r, verbose=False), d
+            functools.partial(fit_stacked, cfgs, dm, dirs, verbose=False), d
         )
         res[d.type] = np.array([[r["metrics"][k] for k in sorted(r["metrics"])] for r in out])
     diff = float(np.abs(res[dev.type] - res["cpu"]).max())
