@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
+
+from avemo import settings
 
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 _M_MMAP_THRESHOLD = -3
@@ -32,9 +33,7 @@ def tune_allocator() -> bool:
     if _done is not None:
         return _done
     _done = False
-    if os.environ.get("AVEMO_MALLOC", "tuned").lower() == "system" or not sys.platform.startswith(
-        "linux"
-    ):
+    if settings.current().malloc == "system" or not sys.platform.startswith("linux"):
         return _done
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

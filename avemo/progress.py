@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import time
 from typing import Any, TextIO
+
+from avemo import settings
 
 
 def hms(seconds: float) -> str:
@@ -45,7 +46,7 @@ class Progress:
         # off with -q (the CLI sets the "avemo" logger to WARNING); on when nobody configured it
         self.enabled = enabled and total > 0 and logging.getLogger("avemo").level <= logging.INFO
         self.every_s = float(
-            every_s if every_s is not None else os.environ.get("AVEMO_PROGRESS_EVERY_S", 30)
+            every_s if every_s is not None else settings.current().progress_every_s
         )
         self.done = self.bad = 0
         self.amount = 0.0

@@ -179,6 +179,14 @@ class Settings(BaseModel):
     def _split(cls, v: Any) -> Any:
         return tuple(m.strip() for m in v.split(",") if m.strip()) if isinstance(v, str) else v
 
+    @field_validator("plugins")
+    @classmethod
+    def _modules(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [m for m in v if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", m)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a module name (pkg.mod1,pkg.mod2)")
+        return v
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:

@@ -19,15 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from avemo import settings
+from avemo.bench.inputs import emodb
 from avemo.bench.table import write_section
 from avemo.extract.base import ClipInput
 
-# EmoDB: $AVEMO_EMODB, else ../shared/data/emodb-8spk from the working directory (make bench)
-EMODB = Path(os.environ.get("AVEMO_EMODB", "../shared/data/emodb-8spk"))
-
 
 def _clips(quick: bool) -> tuple[list[ClipInput], str]:
-    wavs = sorted((EMODB / "wav").glob("*.wav")) if EMODB.exists() else []
+    root = emodb()  # $AVEMO_EMODB, else ../shared/data/emodb-8spk from the working directory
+    wavs = sorted((root / "wav").glob("*.wav")) if root.exists() else []
     if wavs:
         wavs = wavs[:40] if quick else wavs
         return [ClipInput(p.stem, audio=str(p)) for p in wavs], f"EmoDB ({len(wavs)} files)"
@@ -50,7 +50,7 @@ def _generated_weights(tmp: Path) -> None:
         ("AVEMO_WEIGHTS_VGGISH", build_vggish, "vggish.pth"),
         ("AVEMO_WEIGHTS_PANNS_CNN14", build_cnn14, "cnn14.pth"),
     ):
-        if not os.environ.get(env):
+        if settings.current().weights_override(env) is None:
             torch.save(build().state_dict(), tmp / name)
             os.environ[env] = str(tmp / name)
 

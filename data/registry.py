@@ -18,12 +18,12 @@ attribute read from the registry). Every package fills its registries the same w
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
+from avemo import settings
 from avemo.errors import UserError, did_you_mean
 
 T = TypeVar("T")
@@ -151,7 +151,7 @@ def load_entry_points(registries: Iterable[Registry]) -> None:
 
 def env_plugins() -> list[str]:
     """Modules named in ``AVEMO_PLUGINS`` (comma separated)."""
-    return [m.strip() for m in os.environ.get("AVEMO_PLUGINS", "").split(",") if m.strip()]
+    return list(settings.current().plugins)
 
 
 def load_plugins(builtins: Sequence[str], registries: Iterable[Registry]) -> None:

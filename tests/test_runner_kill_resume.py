@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from test_runner_plugin import REPO, make_wav_corpus
 
+from avemo import settings
 from avemo.data.store import FeatureFile
 
 SET = "logmel"
@@ -99,7 +100,7 @@ def corpus(tmp_path_factory) -> Path:
 def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(
     corpus, tmp_path, slow_writes
 ) -> None:
-    seed = int(os.environ.get("AVEMO_KILL_SEED", "0"))
+    seed = settings.current().kill_seed
     rng = random.Random(seed)
     why = f"(AVEMO_KILL_SEED={seed} reproduces the kill schedule)"
     log = tmp_path / "runs.log"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,13 +24,15 @@ from typing import Any
 
 import yaml
 
+from avemo import settings
+
 FEATURE_SETS = ("face_faceapi", "logmel")
 DEFAULT_MODALITIES = {"face": "face_faceapi", "audio": "logmel"}
 CONFIG = Path(__file__).resolve().parent / "configs" / "demo_fbp.yaml"
 
 
 def demo_dir() -> Path:
-    return Path(os.environ.get("AVEMO_DEMO_DIR") or Path.cwd() / "demo").expanduser().resolve()
+    return (settings.current().demo_dir or Path.cwd() / "demo").expanduser().resolve()
 
 
 def _has_module(name: str) -> bool:
@@ -281,7 +282,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-o", "--out", type=Path, help="demo folder (default: $AVEMO_DEMO_DIR or ./demo)"
     )
-    p.add_argument("--device", default=os.environ.get("AVEMO_DEVICE", "cpu"), help="cpu or cuda")
+    p.add_argument("--device", default=settings.current().device, help="cpu or cuda")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
 
 

@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+from avemo import settings
 from avemo.errors import DiskFullError
 
 # Test hook: seconds to stall inside every shard / final-file write, while the ``.tmp`` file is
@@ -15,12 +16,12 @@ from avemo.errors import DiskFullError
 # machine (those windows last microseconds otherwise). Changes no output; unset in real runs.
 # Read at each write, not at import: the tests set it in a child process's environment
 # (tests/conftest.py: the ``slow_writes`` fixture); in-process, ``monkeypatch.setenv`` reaches it.
-SLOW_WRITE_ENV = "AVEMO_TEST_SLOW_WRITE"
+SLOW_WRITE_ENV = "AVEMO_TEST_SLOW_WRITE"  # declared in avemo.settings (test_slow_write)
 
 
 def stall() -> None:
     """Sleep ``$AVEMO_TEST_SLOW_WRITE`` seconds where a write is half done (test hook)."""
-    seconds = float(os.environ.get(SLOW_WRITE_ENV, 0) or 0)
+    seconds = settings.current().test_slow_write
     if seconds > 0:
         time.sleep(seconds)
 

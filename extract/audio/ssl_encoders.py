@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from avemo import settings
 from avemo.errors import FeatureConfigError
 from avemo.extract.audio.common import AudioFeatureSet, Result
 from avemo.extract.base import Param
@@ -188,7 +189,7 @@ class SslSpeechSet(AudioFeatureSet):
     # ------------------------------------------------------------------ weights
     @property
     def env_var(self) -> str:
-        return "AVEMO_WEIGHTS_" + self.name.upper()
+        return settings.weights_var(self.name)
 
     def cache_folder(self) -> Path:
         from avemo.data.pypi_fetch import cache_dir
@@ -202,7 +203,7 @@ class SslSpeechSet(AudioFeatureSet):
         """The local weights folder; downloads only with ``AVEMO_ALLOW_DOWNLOAD=1``."""
         if self._folder is not None:
             return self._folder
-        user = self.config["backbone_weights"] or os.environ.get(self.env_var)
+        user = self.config["backbone_weights"] or settings.current().weights_override(self.env_var)
         if user:
             p = Path(user).expanduser()
             if not (p / "config.json").is_file():
@@ -216,7 +217,7 @@ class SslSpeechSet(AudioFeatureSet):
             return p
         cached = self.cache_folder()
         if not (cached / "config.json").is_file():
-            if os.environ.get("AVEMO_ALLOW_DOWNLOAD") != "1":
+            if not settings.current().allow_download:
                 raise MissingWeightsError(
                     f"{self.name}: weights of {self.config['model']} are not available offline. "
                     f"Run `hf download {self.config['model']} --local-dir DIR` where the "

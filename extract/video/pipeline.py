@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 import torch
 
+from avemo import settings
 from avemo.data.store import ClipFeatures
 from avemo.extract.base import ClipInput
 from avemo.extract.video.align import CropSpec, crop_faces
@@ -122,9 +123,9 @@ class _Clip:
 
 def default_workers() -> int:
     """Decode processes: ``$AVEMO_DECODE_WORKERS`` or cores - 1 (at most 4; 0 = decode inline)."""
-    env = os.environ.get("AVEMO_DECODE_WORKERS")
+    env = settings.current().decode_workers
     if env is not None:
-        return max(0, int(env))
+        return env
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avemo import settings
 from avemo.extract.registry import BACKBONES
 from avemo.extract.video.backbones.base import FaceBackbone, file_sha256
 from avemo.extract.weights import MissingWeightsError, WeightSpec, register_weight, resolve
@@ -54,7 +55,7 @@ def find_onnx(weights: str | os.PathLike[str] | None, filename: str = WEIGHT.fil
         if not p.exists():
             raise MissingWeightsError(f"weights for arcface_r50: {p} does not exist. {WEIGHT.note}")
         return p
-    if not os.environ.get(WEIGHT.env_var):
+    if settings.current().weights_override(WEIGHT.env_var) is None:
         for d in insightface_model_dirs():
             if (d / filename).exists():
                 return d / filename

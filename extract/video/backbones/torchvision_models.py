@@ -20,6 +20,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from avemo import settings
 from avemo.extract.registry import BACKBONES
 from avemo.extract.video.backbones.base import (
     TorchBackbone,
@@ -135,7 +136,7 @@ class TorchvisionBackbone(TorchBackbone):
         self._finish(net)
 
     def _find(self, weights: str | os.PathLike[str] | None) -> Path:
-        if weights is None and not os.environ.get(self.spec.env_var):
+        if weights is None and settings.current().weights_override(self.spec.env_var) is None:
             hub = Path(torch.hub.get_dir()) / "checkpoints" / self.spec.filename
             if hub.exists():  # torchvision downloaded it before
                 return hub
