@@ -42,7 +42,6 @@ Config keys
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -50,6 +49,7 @@ import numpy as np
 import torch
 
 from avemo.data.store import ClipFeatures, make_provenance
+from avemo.devices import resolve_device as _resolve_device
 from avemo.errors import FeatureConfigError
 from avemo.extract.base import ClipInput, FeatureSet, Param, _versions
 from avemo.extract.registry import BACKBONES, DERIVED, DETECTORS, FEATURE_SETS, IDENTITIES
@@ -61,11 +61,9 @@ from avemo.extract.video.pipeline import Embedder, FacePipeline
 
 
 def resolve_device(device: str, who: str) -> str:
-    """``cuda`` when available; otherwise CPU with a clear notice (never a silent fallback)."""
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        print(f"[{who}] CUDA requested but not available: running on CPU", file=sys.stderr)
-        return "cpu"
-    return str(device)
+    """``avemo.devices.resolve_device`` as the string the pipeline passes on (``cuda:1``): the
+    one device rule of both stages (no GPU visible: the CPU with a ``DeviceFallbackWarning``)."""
+    return str(_resolve_device(device, who))
 
 
 class FaceFeatureSet(FeatureSet):

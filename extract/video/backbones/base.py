@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from torch import nn
 
 from avemo.data.pypi_fetch import sha256_file
 from avemo.data.registry import RegisteredName
+from avemo.devices import resolve_device
 from avemo.extract.registry import BACKBONES
 from avemo.extract.video.align import CropSpec
 
@@ -66,17 +66,6 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     if key not in _SHA_CACHE:
         _SHA_CACHE[key] = sha256_file(path)
     return _SHA_CACHE[key]
-
-
-def pick_device(device: str | torch.device, who: str) -> torch.device:
-    """The requested device, or CPU with a clear notice when CUDA is asked for but absent."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        msg = f"{who}: device {device!r} requested but CUDA is not available; running on CPU"
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
-        log.warning(msg)
-        return torch.device("cpu")
-    return dev
 
 
 class FaceBackbone(ABC):
@@ -148,7 +137,7 @@ class TorchBackbone(FaceBackbone):
     bgr: bool = False  # feed channels as BGR (Caffe-trained models)
 
     def __init__(self, device: str = "cpu", batch_size: int = 128) -> None:
-        self.device = pick_device(device, f"backbone {self.name!r}")
+        self.device = resolve_device(device, f"backbone {self.name!r}")
         self.batch_size = int(batch_size)
         self.net: nn.Module
 

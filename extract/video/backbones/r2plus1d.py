@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from avemo import settings
+from avemo.devices import resolve_device
 from avemo.extract.registry import CLIP_BACKBONES
 from avemo.extract.video.backbones.base import (
     file_sha256,
     load_into,
     load_state_dict_file,
-    pick_device,
 )
 from avemo.extract.weights import MissingWeightsError, WeightSpec, register_weight, resolve
 
@@ -51,12 +52,13 @@ SHA_PREFIX = "91a641e6"
 
 def _weights_path(weights: str | os.PathLike[str] | None) -> tuple[Path, bool]:
     """(path, is the canonical Kinetics file); torch hub's cache is looked at too."""
-    if weights is None and not os.environ.get(WEIGHT.env_var):
+    user = settings.current().weights_override(WEIGHT.env_var)
+    if weights is None and user is None:
         hub = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHT.filename
         if hub.is_file():
             return hub, True
     try:
-        return resolve(WEIGHT.name, weights), weights is None and not os.environ.get(WEIGHT.env_var)
+        return resolve(WEIGHT.name, weights), weights is None and user is None
     except MissingWeightsError as e:
         raise MissingWeightsError(f"clip backbone r2plus1d_18: {e}") from None
 
@@ -76,7 +78,7 @@ class R2Plus1D18:
     ) -> None:
         from torchvision.models.video import r2plus1d_18
 
-        self.device = pick_device(device, "r2plus1d_18")
+        self.device = resolve_device(device, "r2plus1d_18")
         self.batch_size = max(1, int(batch_size))
         self.weights_path, canonical = _weights_path(weights)
         if canonical and not file_sha256(self.weights_path).startswith(SHA_PREFIX):
