@@ -3,10 +3,7 @@
 HSEmotion's models are timm ``tf_efficientnet_b0_ns`` networks pickled as whole modules (they
 break with new timm). This is the same network written out here, so a plain state dict loads:
 TF "SAME" padding (asymmetric on stride 2), BatchNorm eps 1e-3, SiLU, squeeze-excitation at
-1/4 of each block's input width. Expected key layout (timm ``efficientnet``): ``conv_stem``,
-``bn1``, ``blocks.0.0.{conv_dw,bn1,se.conv_reduce,se.conv_expand,conv_pw,bn2}``,
-``blocks.<s>.<i>.{conv_pw,bn1,conv_dw,bn2,se.conv_reduce,se.conv_expand,conv_pwl,bn3}`` for
-stages 1-6, ``conv_head``, ``bn2``; ``classifier.*`` (the 7/8 emotions) is ignored. Convert a
+1/4 of each block's input width. Expected key layout: ``LAYOUT`` (timm ``efficientnet``). Convert a
 HSEmotion .pt once where timm is installed and the file trusted: unpickle it with torch
 (``weights_only=False``), then ``torch.save`` its ``.state_dict()`` as ``hsemotion_enet_b0.pth``.
 
@@ -38,9 +35,14 @@ WEIGHT = register_weight(
     )
 )
 
+#: The state-dict keys the loader expects, quoted in its error messages (a constant: a
+#: docstring is gone under `python -OO`)
 LAYOUT = (
-    __doc__.split("Expected key layout (timm ``efficientnet``):")[1].split("Convert")[0].strip()
-)  # for error messages
+    "``conv_stem``,\n"
+    "``bn1``, ``blocks.0.0.{conv_dw,bn1,se.conv_reduce,se.conv_expand,conv_pw,bn2}``,\n"
+    "``blocks.<s>.<i>.{conv_pw,bn1,conv_dw,bn2,se.conv_reduce,se.conv_expand,conv_pwl,bn3}`` for\n"
+    "stages 1-6, ``conv_head``, ``bn2``; ``classifier.*`` (the 7/8 emotions) is ignored."
+)
 
 BN_EPS = 1e-3
 # (repeats, kernel, stride, expansion, out channels) per stage: EfficientNet-B0

@@ -1,14 +1,7 @@
 """ArcFace IR-50 (improved-residual ResNet-50, 112x112 -> 512-d), e.g. the FER+-tuned one of LFAN.
 
 The architecture follows the widely shared face.evoLVe / InsightFace_Pytorch ``Backbone(50,
-'ir')`` so their checkpoints load as state dicts. Expected key layout:
-``input_layer.{0,1,2}`` (conv 3x3 3->64, BN, PReLU), ``body.<i>`` for 24 units (3, 4, 14, 3 at
-widths 64, 128, 256, 512), each ``res_layer.{0..4}`` (BN, conv3x3, PReLU, conv3x3/stride, BN)
-and, when the width changes, ``shortcut_layer.{0,1}`` (1x1 conv, BN); ``output_layer.{0,3,4}``
-(BN2d, Linear 512*k*k->512, BN1d; k = 7 for 112 px). Leading ``module.`` / ``backbone.`` are
-stripped; classification heads (``head.``, ``fc.``, ``classifier.``, ``logits.``) are ignored.
-Checkpoints trained on smaller crops (LFAN's wraps the IR-50 as ``backbone.*`` with a 5x5 final
-map) load with the matching ``input_size`` option; the error message says which k the file has.
+'ir')`` so their checkpoints load as state dicts. Expected key layout: ``LAYOUT``.
 
 Input: RGB, (x - 127.5) / 127.5, the 112 ArcFace template crop. Tap: the 512-d embedding.
 """
@@ -37,7 +30,17 @@ WEIGHT = register_weight(
     )
 )
 
-LAYOUT = __doc__.split("Expected key layout:")[1].split("Input:")[0].strip()  # for error messages
+#: The state-dict keys the loader expects, quoted in its error messages (a constant: a
+#: docstring is gone under `python -OO`)
+LAYOUT = (
+    "``input_layer.{0,1,2}`` (conv 3x3 3->64, BN, PReLU), ``body.<i>`` for 24 units (3, 4, 14, 3 at\n"
+    "widths 64, 128, 256, 512), each ``res_layer.{0..4}`` (BN, conv3x3, PReLU, conv3x3/stride, BN)\n"
+    "and, when the width changes, ``shortcut_layer.{0,1}`` (1x1 conv, BN); ``output_layer.{0,3,4}``\n"
+    "(BN2d, Linear 512*k*k->512, BN1d; k = 7 for 112 px). Leading ``module.`` / ``backbone.`` are\n"
+    "stripped; classification heads (``head.``, ``fc.``, ``classifier.``, ``logits.``) are ignored.\n"
+    "Checkpoints trained on smaller crops (LFAN's wraps the IR-50 as ``backbone.*`` with a 5x5 final\n"
+    "map) load with the matching ``input_size`` option; the error message says which k the file has."
+)
 
 
 class BottleneckIR(nn.Module):

@@ -2,9 +2,7 @@
 
 The Caffe ResNet differs from torchvision's in two places, both reproduced here: the stride-2
 of each stage sits in the first 1x1 conv of its first bottleneck (not the 3x3), and the stem
-max-pool has no padding and rounds up (``ceil_mode``). Expected key layout: torchvision's
-``resnet50`` names (``conv1``, ``bn1``, ``layer1.0.conv1`` ... ``layer4.2.bn3``, downsample
-``layerN.0.downsample.{0,1}``); ``fc.*`` (8631 identities) may be present and is ignored. The
+max-pool has no padding and rounds up (``ceil_mode``). Expected key layout: ``LAYOUT``. The
 common PyTorch conversion (``resnet50_ft_weight.pkl`` / ``resnet50_scratch_weight.pkl``) is a
 pickle of numpy arrays with these names; convert it once, where you trust the file:
 ``torch.save({k: torch.from_numpy(v) for k, v in pickle.load(open(p, 'rb'), encoding='latin1')
@@ -35,9 +33,13 @@ WEIGHT = register_weight(
     )
 )
 
+#: The state-dict keys the loader expects, quoted in its error messages (a constant: a
+#: docstring is gone under `python -OO`)
 LAYOUT = (
-    __doc__.split("Expected key layout:")[1].split("The\ncommon")[0].strip()
-)  # for error messages
+    "torchvision's\n"
+    "``resnet50`` names (``conv1``, ``bn1``, ``layer1.0.conv1`` ... ``layer4.2.bn3``, downsample\n"
+    "``layerN.0.downsample.{0,1}``); ``fc.*`` (8631 identities) may be present and is ignored."
+)
 
 
 def caffe_resnet50() -> nn.Module:
