@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from avemo.workflows.ablation import load_grid
+
 CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 
 
@@ -131,8 +133,6 @@ def run_bench(
     write: bool = True,
     workers: int = 2,
 ) -> list[dict]:
-    from avemo.workflows.ablate import load_grid
-
     with tempfile.TemporaryDirectory(prefix="avemo-gridbench-") as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()

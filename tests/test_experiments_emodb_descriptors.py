@@ -20,7 +20,7 @@ assert _experiments.ROOT
     "name", sorted(p.stem for p in st.GRIDS.glob("*.yaml"))
 )  # every study grid
 def test_every_bundle_is_a_valid_grid_cell(tmp_path, name):
-    from avemo.workflows.ablate import run_grid
+    from avemo.workflows.ablation import run_grid
 
     manifest = tmp_path / "m.csv"
     pd.DataFrame(

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from workflows_helpers import make_corpus
 
-from avemo.workflows.ablate import GridError, load_grid, run_grid
+from avemo.workflows.ablation import GridError, load_grid, run_grid
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -154,7 +154,7 @@ def test_missing_and_mismatched_features_reported_before_any_run(corpus, tmp_pat
 def test_command_line_overrides_reach_every_cell_and_axis_keys_are_refused(corpus, tmp_path):
     """`avemo ablate -g GRID key=value`: a corpus is one override (the features folder and set
     names), not an edit of the grid; a key an axis varies is refused, not silently lost."""
-    from avemo.workflows.ablate import resolve_cell_config
+    from avemo.workflows.ablation import resolve_cell_config
 
     g = _grid(corpus, tmp_path / "grid")
     base = yaml.safe_load(Path(g["base"]).read_text())
@@ -227,7 +227,7 @@ def test_grid_yaml_axes_forms(corpus, tmp_path):
     clash = {"base": str(_base(corpus)), "axes": {"lr": [0.1], "b": {"x": {"lr": 0.2}}}}
     with pytest.raises(GridError, match="both set lr"):
         load_grid(clash).cells()
-    with pytest.raises(GridError, match="axis 'bad'"):
+    with pytest.raises(GridError, match="axes.bad: must be a list"):
         load_grid({"base": str(_base(corpus)), "axes": {"bad": 3}})
 
 
@@ -295,8 +295,8 @@ def test_two_processes_share_the_cells_and_merge_one_table(corpus, tmp_path):
 
 
 def test_shared_datamodule_runs_equal_standalone_runs(corpus, tmp_path):
+    from avemo.fusion.grid_trainer import SharedDataTrainer
     from avemo.fusion.train import train_from_config
-    from avemo.workflows.ablate import SharedDataTrainer
 
     base = _base(corpus)
     shared = SharedDataTrainer()

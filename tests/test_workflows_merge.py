@@ -89,7 +89,7 @@ def test_cross_validated_lfan_folds_merged_on_the_held_out_test_clips(tmp_path):
     official test clips and are merged with CCC centering (raw and smoothed CCC reported)."""
     from workflows_helpers import make_frame_corpus
 
-    from avemo.workflows.ablate import run_grid
+    from avemo.workflows.ablation import run_grid
     from avemo.workflows.merge import merge_grid
 
     make_frame_corpus(tmp_path / "c")
@@ -151,7 +151,7 @@ def test_merge_without_an_official_test_split_says_how_to_hold_one_out(tmp_path)
     from workflows_helpers import make_frame_corpus
 
     from avemo.errors import UsageError
-    from avemo.workflows.ablate import run_grid
+    from avemo.workflows.ablation import run_grid
     from avemo.workflows.merge import merge_grid
 
     make_frame_corpus(tmp_path / "c")

@@ -1,6 +1,6 @@
 """What every EmoDB study shares, all through avemo's public API: the manifest (the ``emodb``
 data adapter's speaker folds), stage-one features (``avemo.extract.runner.run_features``), a grid
-YAML run on the manifest's folds (``avemo.workflows.ablate.run_grid``, whose runs are
+YAML run on the manifest's folds (``avemo.workflows.ablation.run_grid``, whose runs are
 ``avemo.fusion.train.train_from_config``), one row per run with its speakers checked disjoint,
 seed ensembles from the runs' own predictions, and the summary table."""
 
@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+
+from avemo.workflows.ablation import run_grid
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -132,8 +134,6 @@ def run_study_grid(
 ) -> pd.DataFrame:
     """The grid on this manifest's ``k`` speaker folds (``cv: manifest``) with feature sets from
     ``features``; ``methods`` / ``seeds`` narrow or replace those axes. One row per run."""
-    from avemo.workflows.ablate import run_grid
-
     spec = json.loads(json.dumps(spec))  # a copy
     axes = spec["axes"]
     if methods is not None:

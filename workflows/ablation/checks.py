@@ -1,0 +1,81 @@
+"""Before any cell trains: does every cell's config resolve, and are its features cached?
+
+A config that does not validate is a mistake in the grid or its base, so it stops the grid
+(``InvalidCellsError``); a feature file that is missing or was made with another config
+(``data.expect``) only blocks the cells that read it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from avemo.data.store import FeatureFile, expectation_diffs
+from avemo.fusion.config import ConfigError
+from avemo.workflows.ablation.errors import InvalidCellsError
+from avemo.workflows.ablation.spec import Cell, Grid, resolve_cell_config
+
+
+def _expect_problem(ff: FeatureFile, expect: Mapping[str, Any]) -> str | None:
+    """Why a cached file does not match ``data.expect`` (same rules as the datamodule: a
+    ``config_hash``, and/or provenance keys where a partial ``config`` checks only its keys)."""
+    return "; ".join(expectation_diffs(ff.provenance, expect)) or None
+
+
+def _file_problem(mod: str, p: Path, expect: Mapping[str, Any]) -> str | None:
+    if not p.exists():
+        return f"{mod}: feature file {p} is not in the cache (run `avemo features`)"
+    if not expect:
+        return None
+    try:
+        with FeatureFile(p) as ff:
+            why = _expect_problem(ff, expect)
+    except Exception as e:  # noqa: BLE001 - unreadable file is a problem to report
+        why = f"unreadable ({e})"
+    return f"{mod}: {p} was made with another config: {why}" if why else None
+
+
+def check_features(grid: Grid, cells: Sequence[Cell]) -> dict[str, list[str]]:
+    """Cell id -> problems (missing feature file, provenance differing from ``data.expect``,
+    missing manifest); empty lists for cells that can run. Each file is opened once. Raises
+    ``InvalidCellsError`` (after looking at every cell) when a cell's config does not resolve.
+    Feature and manifest paths are relative to the working directory, as the trainer reads them.
+    """
+    seen: dict[tuple[str, str], str | None] = {}
+    out: dict[str, list[str]] = {}
+    invalid: dict[str, ConfigError] = {}
+    for cell in cells:
+        try:
+            cfg = resolve_cell_config(grid, cell)
+        except ConfigError as e:
+            invalid[cell.cell_id] = e
+            continue
+        problems: list[str] = []
+        data = cfg.get("data", {})
+        for mod, path in (data.get("features") or {}).items():
+            p = Path(str(path))
+            expect = (data.get("expect") or {}).get(mod) or {}
+            key = (str(p.resolve()), json.dumps(expect, sort_keys=True, default=str))
+            if key not in seen:
+                seen[key] = _file_problem(mod, p, expect)
+            why = seen[key]
+            if why:
+                problems.append(why)
+        manifest = data.get("manifest")
+        if manifest and not Path(str(manifest)).exists():
+            problems.append(f"manifest {manifest} does not exist")
+        out[cell.cell_id] = problems
+    if invalid:
+        raise InvalidCellsError(invalid, len(cells))
+    return out
+
+
+def problem_summary(bad: Mapping[str, list[str]]) -> list[str]:
+    """One line per distinct problem with the number of cells it blocks (grids repeat them)."""
+    by_problem: dict[str, list[str]] = {}
+    for cid, probs in bad.items():
+        for p in probs:
+            by_problem.setdefault(p, []).append(cid)
+    return [f"  {p}  [{len(c)} cell(s), e.g. {c[0]}]" for p, c in by_problem.items()]
