@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from avemo.fusion import train
-from avemo.fusion.config import dump_config, load_config
+from avemo.fusion.config import RunConfig, dump_config, load_config
 
 
 def _plain(section: Any) -> Any:
@@ -37,7 +37,7 @@ class SharedDataTrainer:
         self._dms: dict[str, Any] = {}
 
     @staticmethod
-    def data_key(cfg: Mapping[str, Any], device: str) -> str:
+    def data_key(cfg: RunConfig | Mapping[str, Any], device: str) -> str:
         """What makes two configs' prepared datamodules interchangeable (JSON, comparable)."""
         key = {k: _plain(cfg.get(k)) for k in ("data", "split", "task")}
         if cfg["split"].get("shuffle"):
@@ -59,7 +59,7 @@ class SharedDataTrainer:
         dm.seed = int(cfg.get("seed") or 0)  # per-run batch order, as in a fresh datamodule
         return train.fit_and_evaluate(cfg, dm, run_dir)  # also writes the run's data side
 
-    def datamodule(self, cfg: Mapping[str, Any], feature_cache: dict | None) -> Any:
+    def datamodule(self, cfg: RunConfig | Mapping[str, Any], feature_cache: dict | None) -> Any:
         """The prepared datamodule of ``cfg``'s data side (built once, kept for ``keep`` keys)."""
         device, _ = train.trainer_device(cfg["trainer"].get("accelerator"))
         key = self.data_key(cfg, device)

@@ -18,12 +18,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from avemo.data.manifest import load_manifest
-from avemo.fusion.config import load_config
+from avemo.fusion.config import RunConfig, load_config
 from avemo.fusion.splits import make_splits, write_splits
 from avemo.schema import format_errors
 from avemo.workflows.ablation.errors import GridError
 
-METHODS = {  # cv method -> split config it implies
+METHODS: dict[str, dict[str, Any]] = {  # cv method -> split config it implies
     "kfold": {"method": "kfold", "use_manifest_folds": False},
     "subjects": {"method": "subjects"},
     "manifest": {"method": "kfold", "use_manifest_folds": True},
@@ -90,7 +90,7 @@ def fold_lists(
     return out
 
 
-def _labelled_manifest(cfg: Mapping[str, Any]) -> tuple[pd.DataFrame, list[str] | None]:
+def _labelled_manifest(cfg: RunConfig | Mapping[str, Any]) -> tuple[pd.DataFrame, list[str] | None]:
     """The config's manifest rows that carry the task's labels, and the labels that stratify
     folds: the same rows and labels a run splits (before its feature-status filter)."""
     from avemo.fusion.tasks import build_task  # the task registry: torch, loaded on demand
@@ -102,7 +102,7 @@ def _labelled_manifest(cfg: Mapping[str, Any]) -> tuple[pd.DataFrame, list[str] 
     return df, task.split_labels(df)
 
 
-def _manifest_path(cfg: Mapping[str, Any]) -> Path:
+def _manifest_path(cfg: RunConfig | Mapping[str, Any]) -> Path:
     p = Path(cfg["data"]["manifest"])
     if not p.is_absolute() and not p.exists() and cfg.get("_source"):
         alt = Path(cfg["_source"]).parent / p

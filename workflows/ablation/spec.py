@@ -31,7 +31,7 @@ from pydantic import (
     WrapValidator,
 )
 
-from avemo.fusion.config import absolute_override, load_config, parse_override
+from avemo.fusion.config import RunConfig, absolute_override, load_config, parse_override
 from avemo.schema import format_errors
 from avemo.workflows.ablation.errors import GridError
 from avemo.workflows.ablation.folds import CVSpec, fold_values
@@ -325,6 +325,6 @@ def with_overrides(g: Grid, overrides: Sequence[str]) -> list[str]:
     return out
 
 
-def resolve_cell_config(grid: Grid, cell: Cell) -> dict[str, Any]:
+def resolve_cell_config(grid: Grid, cell: Cell) -> RunConfig | dict[str, Any]:
     """The validated run config of one cell (base <- grid overrides <- the cell's bundle)."""
     return load_config(grid.base, cell.override_args(grid.overrides))
