@@ -239,7 +239,7 @@ def bench_scale(
     load_s = time.perf_counter() - t0
     torch.manual_seed(0)
     model = build_model(cfg, dm).to(device)
-    frame = dm.task_type == "frame"
+    frame = dm.spec.frame
     mods = dm.modalities
     bs = int(cfg["data"]["batch_size"])
     # per-sample items: exactly the device path's training sequences
@@ -326,7 +326,7 @@ def plain_fit(cfg: dict[str, Any], dm: Any, epochs: int) -> tuple[float, float]:
     torch.manual_seed(int(cfg.get("seed") or 0))
     model = build_model(cfg, dm).to(dm.device)
     loss_fn = build_loss(cfg, dm)
-    task = dm.task_obj
+    task = dm.task
     oc = dict(cfg.get("optim") or {})
     opt = OPTIMIZERS.build(oc.pop("name", "adam"), model.parameters(), **oc)
     mods = dm.modalities

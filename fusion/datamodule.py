@@ -34,6 +34,7 @@ from avemo.fusion.features import (  # noqa: F401 - re-exported
 )
 from avemo.fusion.index import overlap_average, window_starts  # noqa: F401 - re-exported
 from avemo.fusion.models.base import zero_invalid_
+from avemo.fusion.spec import TaskSpec
 from avemo.fusion.splits import make_splits
 from avemo.fusion.tasks import Task, build_task
 from avemo.fusion.tasks.frame_regression import read_frame_labels  # noqa: F401 - re-exported
@@ -46,7 +47,8 @@ class CachedFeatureDataModule(L.LightningDataModule):
 
     Use ``gather`` / ``batches`` directly (ablation grids) or through Lightning's
     ``train_dataloader`` / ``val_dataloader`` (they return ``DeviceBatches`` iterables).
-    ``task`` (a ``fusion.tasks.Task``) decides labels, index, loss and evaluation.
+    ``task`` (a ``fusion.tasks.Task``; the config's unless given) decides labels, index, loss
+    and evaluation; models get ``spec`` (a ``fusion.spec.TaskSpec``).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
         device: str | torch.device = "cpu",
         feature_cache: dict | None = None,
         manifest: pd.DataFrame | None = None,
+        task: Task | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -62,12 +65,37 @@ class CachedFeatureDataModule(L.LightningDataModule):
         self.device = torch.device(device)
         self.feature_cache = feature_cache
         self._manifest = manifest
-        self.task_obj: Task = build_task(cfg)
+        self.task: Task = task if task is not None else build_task(cfg)
         self.modalities: list[str] = list(self.data_cfg["features"])
         self.notes: list[str] = []
+        self.speakers: dict[str, str] = {}  # clip -> speaker its features were normalised with
         self._ready = False
         self.seed = int(cfg.get("seed") or 0)
         self.epoch = 0
+
+    @classmethod
+    def unlabelled(
+        cls,
+        cfg: Mapping[str, Any],
+        task: Task,
+        features: FeatureSet,
+        stats: Mapping[str, tuple[Tensor, Tensor]],
+        clip_ids: Sequence[str],
+        device: str | torch.device = "cpu",
+        speakers: Mapping[str, str] | None = None,
+    ) -> CachedFeatureDataModule:
+        """A ready datamodule over new clips with no labels (``avemo predict``): a finished
+        run's config, task and normalisation statistics, one partition ``predict``; no manifest
+        or split is read. ``speakers``: clip -> speaker the features were normalised with."""
+        dm = cls(cfg, device, task=task)
+        ids = list(clip_ids)
+        dm.features, dm.stats, dm.speakers = features, dict(stats), dict(speakers or {})
+        dm.manifest = pd.DataFrame({"clip_id": ids})
+        dm.pos = {c: i for i, c in enumerate(ids)}
+        dm.index = task.unlabelled_index(ids, features)
+        dm.part_seqs = {"predict": dm._sequences(ids)}
+        dm._ready = True
+        return dm
 
     def setup(self, stage: str | None = None) -> None:
         if self._ready:
@@ -79,7 +107,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
             else load_manifest(d["manifest"], classes=d.get("classes"), check_files=False)
         )
         self.features = FeatureSet(d, self.device, self.feature_cache)
-        df = self.task_obj.select(df, self.notes)
+        df = self.task.select(df, self.notes)
         df = self.features.present(df, self.notes)
         df = self.features.status_filter(df, self.notes)
         if df.empty:
@@ -91,7 +119,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
             self.manifest,
             self.cfg["split"],
             self.seed,
-            self.task_obj.split_labels(self.manifest),
+            self.task.split_labels(self.manifest),
             self.notes,
         )
         parts = self.splits["partitions"]
@@ -102,7 +130,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
             self.notes.append("no validation or test clips: validating on the training clips")
             parts["val"] = list(parts["train"])
         self.pos = {c: i for i, c in enumerate(self.manifest["clip_id"].astype(str))}
-        self.index = self.task_obj.build_index(self.manifest, self.features, self.feature_cache)
+        self.index = self.task.build_index(self.manifest, self.features, self.feature_cache)
         self.part_seqs = {p: self._sequences(ids) for p, ids in parts.items()}
         self.stats = (
             self.features.stats(parts["train"], self.notes) if d.get("normalize", True) else {}
@@ -118,7 +146,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
 
         ids = self.manifest["clip_id"].astype(str)
         who = dict(zip(ids, self.manifest["subject"].astype(str), strict=True))
-        labels = self.task_obj.split_labels(self.manifest)
+        labels = self.task.split_labels(self.manifest)
         try:
             arrays, self.speaker_norm = sn.apply(
                 self.features.arrays,
@@ -171,26 +199,15 @@ class CachedFeatureDataModule(L.LightningDataModule):
         return self.features.inputs
 
     @property
-    def task(self) -> dict[str, Any]:
-        """What models see: ``{"type": clip|frame, "n_out": n}``."""
-        return self.task_obj.model_task
+    def spec(self) -> TaskSpec:
+        """What models see (``MODELS.build(task=dm.spec)``): level, width, names, modalities."""
+        return self.task.spec(self.modalities)
 
     @property
-    def n_out(self) -> int:
-        return self.task_obj.n_out
-
-    @property
-    def task_type(self) -> str:
-        """The model-output level (``clip`` | ``frame``); kept for callers outside avemo."""
-        return self.task_obj.level
-
-    @property
-    def classes(self) -> list[str]:
-        return self.task_obj.classes  # type: ignore[attr-defined]
-
-    @property
-    def targets(self) -> list[str]:
-        return self.task_obj.targets  # type: ignore[attr-defined]
+    def task_obj(self) -> Task:
+        """Transitional alias of ``task`` for fusion/module.py, stacked.py and train.py (another
+        change of issue 22 owns them); goes once they read ``dm.task``."""
+        return self.task
 
     # ------------------------------------------------------------------ batches
 
@@ -266,7 +283,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
 
     def assemble(self, seq: Tensor, out: Tensor) -> dict[str, Any]:
         """Per-sequence outputs -> the task's per-clip / per-frame result (numpy)."""
-        return self.task_obj.assemble(self.index, seq, out)
+        return self.task.assemble(self.index, seq, out)
 
 
 class DeviceBatches:

@@ -8,13 +8,15 @@ metrics, per-clip smoothing) and runs a model over a partition.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from avemo.fusion import metrics as M
-from avemo.fusion.datamodule import CachedFeatureDataModule
+
+if TYPE_CHECKING:  # annotations only: the datamodule's tasks use the metric helpers below
+    from avemo.fusion.datamodule import CachedFeatureDataModule
 
 
 def classification_metrics(scores: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, Any]:
@@ -77,4 +79,4 @@ def score(
     res: Mapping[str, Any], dm: CachedFeatureDataModule, eval_cfg: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """Metrics of one assembled partition (see ``predict_partition``), by the run's task."""
-    return dm.task_obj.score(res, eval_cfg)
+    return dm.task.score(res, eval_cfg)

@@ -185,6 +185,25 @@ class WindowIndex:
         }
 
 
+def frame_presence(
+    index: WindowIndex, arrays: Mapping[str, FeatureArrays], modalities: Sequence[str]
+) -> Any:
+    """Per label frame (``clip_id``, ``time``, ``<m>_present``): whether each modality had a
+    usable row aligned to it (a pandas DataFrame)."""
+    import pandas as pd
+
+    out = {}
+    for m in modalities:
+        ok = index.ok[m].clone()
+        if m not in index.aligned:
+            ok &= arrays[m].row_mask[index.idx[m]]
+        out[f"{m}_present"] = ok.cpu().numpy()
+    df = pd.DataFrame(out)
+    df.insert(0, "clip_id", [index.clip_ids[i] for i in index.lab_clip])
+    df.insert(1, "time", index.lab_time)
+    return df
+
+
 def build_window_index(
     ids: Sequence[str],
     times: Sequence[np.ndarray],

@@ -127,6 +127,74 @@ def scatter(table: pd.DataFrame, targets: Sequence[str], path: Path) -> Path:
     return path
 
 
+def _save(fig: Any, path: Path, dpi: int = 100) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
+def clip_bars(
+    names: Sequence[str],
+    values: Sequence[Any],
+    title: str,
+    missing: Any,
+    path: Path,
+    ylim: tuple[float, float] | None = None,
+) -> Path:
+    """One clip's predicted values (class probabilities, targets) as bars; NaN draws as 0;
+    ``missing``: the modalities it was predicted without (named in the title)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(list(names), [float(v) if v == v and v is not None else 0.0 for v in values], color="C0")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+        ax.set_ylabel("probability")
+    if isinstance(missing, str) and missing:
+        title += f" (no {missing})"
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(axis="x", labelsize=7, rotation=30)
+    return _save(fig, path)
+
+
+def frame_trace(
+    rows: pd.DataFrame, clip_id: str, targets: Sequence[str], modalities: Sequence[str], path: Path
+) -> Path:
+    """One clip's predicted traces over time, each modality's presence (``<m>_present``)
+    underneath as a green strip."""
+    plt = pyplot()
+    fig, (a1, a2) = plt.subplots(
+        2, 1, figsize=(8, 4), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    for t in targets:
+        a1.plot(rows["time"], rows[t], label=t)
+    a1.axhline(0, color="0.8", lw=0.8)
+    a1.legend(loc="upper right", fontsize=8)
+    a1.set_title(f"{clip_id}: predicted {' / '.join(targets)}", fontsize=9)
+    mods = [m for m in modalities if f"{m}_present" in rows]
+    img = np.array([rows[f"{m}_present"].fillna(False).to_numpy(float) for m in mods])
+    t = rows["time"].to_numpy(float)
+    if not np.isfinite(t).any():  # nothing usable in this clip: an empty figure says so
+        img, t = np.zeros((len(mods), 1)), np.zeros(1)
+    ext = (t[0], t[-1], -0.5, len(mods) - 0.5) if len(t) > 1 else None
+    a2.imshow(
+        img,
+        aspect="auto",
+        cmap="Greens",
+        vmin=0,
+        vmax=1,
+        extent=ext,
+        interpolation="nearest",
+        origin="lower",
+    )
+    a2.set_yticks(range(len(mods)))
+    a2.set_yticklabels(mods, fontsize=7)
+    a2.set_xlabel("time (s)")
+    a2.set_title("present (green) / missing", fontsize=7)
+    return _save(fig, path)
+
+
 # ----------------------------------------------------------------------------- attention over time
 
 

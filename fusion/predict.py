@@ -18,13 +18,13 @@ machine with no training data can predict:
 
 The run itself is ``fusion.run.Run`` (``Run.from_dir``).
 
-Inputs are built the way the run's task builds them (``task.level``): one sequence per
-clip (``build_clip_index``, the run's ``max_rows``), or windows over a per-frame timeline
-(``build_window_index``, the run's window / alignment settings), where the timeline is the
-rows of the run's first modality (its frames, e.g. face = video frames; the next modality's
-rows for a clip that has none) since new clips have no annotation. Clips missing a modality are predicted from what they have; the table flags
-them when the run never trained without that modality (``data.modality_dropout`` = 0 and no
-non-ok clips kept with ``data.non_ok: keep``).
+What is task-shaped is the run's task's (``fusion.tasks``): the inputs over new clips
+(``Task.unlabelled_index``: one sequence per clip with the run's ``max_rows``, or windows over
+the timeline of the run's first modality with rows, since new clips have no annotation), the
+table's columns (``Task.unlabelled_table``) and the per-clip figure (``Task.plot_clip``).
+Clips missing a modality are predicted from what they have; the table flags them when the
+run never trained without that modality (``data.modality_dropout`` = 0 and no non-ok clips
+kept with ``data.non_ok: keep``).
 """
 
 from __future__ import annotations
@@ -35,13 +35,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
+from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.features import FeatureSet
-from avemo.fusion.index import build_clip_index, build_window_index
 from avemo.fusion.run import Run, RunFolderError
 
 
@@ -50,20 +49,6 @@ class SpeakerNormWarning(UserWarning):
 
 
 # ----------------------------------------------------------------------------- inputs
-
-
-def _timelines(run: Run, fs: FeatureSet, ids: Sequence[str]) -> list[np.ndarray]:
-    """Per clip, the times of the run's first modality that has rows (else an empty timeline)."""
-    out = []
-    for c in ids:
-        times = np.zeros(0)
-        for m in run.modalities:
-            lo, hi = fs.arrays[m].rows_of(c)
-            if hi > lo:
-                times = np.asarray(fs.arrays[m].timestamps[lo:hi], np.float64)
-                break
-        out.append(times)
-    return out
 
 
 def speaker_normalise(
@@ -117,33 +102,14 @@ def speaker_normalise(
 
 def _datamodule(
     run: Run, fs: FeatureSet, ids: list[str], subjects: Mapping[str, str] | None = None
-) -> Any:
+) -> CachedFeatureDataModule:
     """A datamodule over the new clips: the run's task, statistics and batching, partition
     ``predict`` (no manifest, no split: nothing here reads training data); features normalised
     per speaker first when the run was (``speaker_normalise``)."""
-    from avemo.fusion.datamodule import CachedFeatureDataModule
-
-    dm = CachedFeatureDataModule(run.cfg, run.device)
-    dm.task_obj = run.task
-    dm.speakers = speaker_normalise(run, fs, ids, subjects)
-    dm.features, dm.stats = fs, run.stats
-    dm.manifest = pd.DataFrame({"clip_id": ids})
-    dm.pos = {c: i for i, c in enumerate(ids)}
-    k = run.task.n_out
-    if run.task.level == "frame":
-        times = _timelines(run, fs, ids)
-        labels = [np.full((len(t), k), np.nan) for t in times]
-        dm.index = build_window_index(ids, times, labels, fs, run.cfg["data"])
-    else:
-        y = (
-            torch.zeros(len(ids), dtype=torch.long)
-            if hasattr(run.task, "classes")
-            else torch.zeros(len(ids), k)
-        )
-        dm.index = build_clip_index(ids, fs, y, run.cfg["data"].get("max_rows"))
-    dm.part_seqs = {"predict": dm._sequences(ids)}
-    dm._ready = True
-    return dm
+    speakers = speaker_normalise(run, fs, ids, subjects)
+    return CachedFeatureDataModule.unlabelled(
+        run.cfg, run.task, fs, run.stats, ids, run.device, speakers
+    )
 
 
 def presence(fs: FeatureSet, ids: Sequence[str]) -> pd.DataFrame:
@@ -250,7 +216,9 @@ def time_stride(model: torch.nn.Module, modality: str) -> int:
     return int(getattr(enc, "time_stride", 1))
 
 
-def clip_attention(run: Run, dm: Any, batch: Mapping[str, Tensor]) -> dict[str, dict[str, Any]]:
+def clip_attention(
+    run: Run, dm: CachedFeatureDataModule, batch: Mapping[str, Tensor]
+) -> dict[str, dict[str, Any]]:
     """Per clip of the batch just predicted: ``{"attention": {m: weights [T'_m]}, "timing":
     {m: (row_times [T_m] s, row_mask [T_m])}, "strides": {m: int}}``, the arguments of
     ``fusion.plots.plot_attention``. Row times are the feature file's own timestamps of the rows
@@ -258,7 +226,7 @@ def clip_attention(run: Run, dm: Any, batch: Mapping[str, Tensor]) -> dict[str, 
     per window of one shared timeline); a modality whose attention length does not match its
     rows and encoder stride is left out with a warning rather than drawn at guessed times."""
     weights = getattr(run.model, "attention", None) or {}
-    if not weights or run.task.level == "frame":
+    if not weights or not run.task.attention_per_clip:
         return {}
     seq = batch["index"]
     where = dm.index.positions(seq)
@@ -288,22 +256,12 @@ def clip_attention(run: Run, dm: Any, batch: Mapping[str, Tensor]) -> dict[str, 
     return {c: v for c, v in out.items() if v["attention"]}
 
 
-def _frame_presence(dm: Any, res: Mapping[str, Any]) -> pd.DataFrame:
-    """Per timeline frame: whether each modality had a usable row aligned to it."""
-    idx = dm.index
-    out = {}
-    for m in dm.modalities:
-        ok = idx.ok[m].clone()
-        if m not in idx.aligned:
-            ok &= dm.arrays[m].row_mask[idx.idx[m]]
-        out[f"{m}_present"] = ok.cpu().numpy()
-    df = pd.DataFrame(out)
-    df.insert(0, "clip_id", [idx.clip_ids[i] for i in idx.lab_clip])
-    df.insert(1, "time", idx.lab_time)
-    return df
-
-
-def _table(run: Run, pres: pd.DataFrame, res: Mapping[str, Any] | None, dm: Any) -> pd.DataFrame:
+def _table(
+    run: Run,
+    pres: pd.DataFrame,
+    res: Mapping[str, Any] | None,
+    dm: CachedFeatureDataModule | None,
+) -> pd.DataFrame:
     """The output table; ``missing`` names absent modalities, ``flagged`` marks predictions
     from fewer modalities than the run was trained to work without."""
     mods = run.modalities
@@ -313,38 +271,10 @@ def _table(run: Run, pres: pd.DataFrame, res: Mapping[str, Any] | None, dm: Any)
         c: bool(miss) and (len(miss) == len(mods) or not set(miss) <= run.trained_without)
         for c, miss in missing.items()
     }
-    task = run.task
-    rng = (run.cfg.get("eval") or {}).get("clip_range")
-    if res is not None and rng and "pred" in res:  # the range the run was scored in
-        res = {**res, "pred": np.clip(np.asarray(res["pred"]), float(rng[0]), float(rng[1]))}
     if res is None:
         body = pd.DataFrame({"clip_id": list(info.index)})
-    elif task.level == "frame":
-        pred = np.asarray(res["pred"])
-        body = pd.DataFrame({"clip_id": res["clip_ids"], "time": np.asarray(res["time"])})
-        for j, t in enumerate(task.targets):  # type: ignore[attr-defined]
-            body[t] = pred[:, j]
-        smoothed = task.smoothed(pred, np.asarray(res["clip_pos"]), run.cfg.get("eval"))  # type: ignore[attr-defined]
-        for t in smoothed[1] if smoothed is not None else []:
-            body[f"{t}_smoothed"] = smoothed[0][:, task.targets.index(t)]  # type: ignore[attr-defined]
-        fp = _frame_presence(dm, res)
-        body = body.merge(fp, on=["clip_id", "time"], how="left", validate="one_to_one")
-    elif hasattr(task, "classes"):
-        scores = torch.from_numpy(np.asarray(res["scores"], np.float32)).softmax(-1).numpy()
-        body = pd.DataFrame(
-            {
-                "clip_id": res["clip_ids"],
-                "pred": [task.classes[i] for i in scores.argmax(1)],
-                "top_p": scores.max(1),
-            }
-        )
-        for j, c in enumerate(task.classes):
-            body[f"p_{c}"] = scores[:, j]
     else:
-        pred = np.asarray(res["pred"])
-        body = pd.DataFrame({"clip_id": res["clip_ids"]})
-        for j, t in enumerate(task.targets):  # type: ignore[attr-defined]
-            body[t] = pred[:, j]
+        body = run.task.unlabelled_table(res, run.cfg.get("eval"), dm)
     order = {c: i for i, c in enumerate(info.index)}
     absent = [c for c in info.index if c not in set(body["clip_id"])]
     if absent:  # clips with nothing usable keep one (empty) row
@@ -359,64 +289,7 @@ def _table(run: Run, pres: pd.DataFrame, res: Mapping[str, Any] | None, dm: Any)
 
 
 def plot_clip(run: Run, table: pd.DataFrame, clip_id: str, path: Path) -> Path:
-    """One PNG: the class probabilities (clip tasks), or the predicted trace over time with
-    each modality's presence underneath (frame tasks)."""
-    from avemo.fusion.plots import pyplot
-
-    plt = pyplot()
+    """One PNG of a clip's rows of ``predict_files``' table, drawn by the run's task
+    (``Task.plot_clip``: class probabilities, target values, or traces with presence)."""
     rows = table[table["clip_id"] == clip_id]
-    task = run.task
-    if task.level == "frame":
-        fig, (a1, a2) = plt.subplots(
-            2, 1, figsize=(8, 4), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
-        )
-        for t in task.targets:  # type: ignore[attr-defined]
-            a1.plot(rows["time"], rows[t], label=t)
-        a1.axhline(0, color="0.8", lw=0.8)
-        a1.legend(loc="upper right", fontsize=8)
-        a1.set_title(f"{clip_id}: predicted {' / '.join(task.targets)}", fontsize=9)  # type: ignore[attr-defined]
-        mods = [m for m in run.modalities if f"{m}_present" in rows]
-        img = np.array([rows[f"{m}_present"].fillna(False).to_numpy(float) for m in mods])
-        t = rows["time"].to_numpy(float)
-        if not np.isfinite(t).any():  # nothing usable in this clip: an empty figure says so
-            img, t = np.zeros((len(mods), 1)), np.zeros(1)
-        ext = (t[0], t[-1], -0.5, len(mods) - 0.5) if len(t) > 1 else None
-        a2.imshow(
-            img,
-            aspect="auto",
-            cmap="Greens",
-            vmin=0,
-            vmax=1,
-            extent=ext,
-            interpolation="nearest",
-            origin="lower",
-        )
-        a2.set_yticks(range(len(mods)))
-        a2.set_yticklabels(mods, fontsize=7)
-        a2.set_xlabel("time (s)")
-        a2.set_title("present (green) / missing", fontsize=7)
-    else:
-        fig, a1 = plt.subplots(figsize=(6, 3))
-        row = rows.iloc[0]
-        if hasattr(task, "classes"):
-            names = list(task.classes)
-            vals = [row.get(f"p_{c}") for c in names]
-            a1.set_ylim(0, 1)
-            a1.set_ylabel("probability")
-            title = f"{clip_id}: {row.get('pred')}"
-            if isinstance(row.get("label"), str):
-                title += f" (true: {row['label']})"
-        else:
-            names = list(task.targets)  # type: ignore[attr-defined]
-            vals = [row.get(t) for t in names]
-            title = f"{clip_id}"
-        a1.bar(names, [float(v) if v == v else 0.0 for v in vals], color="C0")
-        if row.get("missing"):
-            title += f" (no {row['missing']})"
-        a1.set_title(title, fontsize=9)
-        a1.tick_params(axis="x", labelsize=7, rotation=30)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return run.task.plot_clip(rows, clip_id, run.modalities, path)

@@ -1,14 +1,22 @@
 """Stage-two registries: tasks, full models, temporal modules, cross-modal fusion, encoders,
 losses, optimisers and learning-rate schedules.
 
-Configs name things; ``MODELS.build(name, inputs=..., task=..., **cfg)`` builds a model
+Configs name things; ``build_model(cfg["model"], inputs, spec)`` builds a model
 (see ``avemo.fusion.models.base`` for the batch / output contract). ``avemo list models``
 reads ``MODELS`` after ``load_all()``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 from avemo.data.registry import Registry, load_plugins
+
+if TYPE_CHECKING:  # annotations only: the models import this module
+    from torch import nn
+
+    from avemo.fusion.spec import TaskSpec
 
 MODELS: Registry = Registry("fusion model", group="avemo.fusion_models")
 TEMPORAL: Registry = Registry("temporal module", group="avemo.temporal_modules")
@@ -46,3 +54,19 @@ def load_all() -> None:
     if not _loaded:
         load_plugins(PLUGINS, REGISTRIES)
         _loaded = True
+
+
+def build_model(
+    model_cfg: Mapping[str, Any], inputs: Mapping[str, tuple[int, ...]], spec: TaskSpec
+) -> nn.Module:
+    """The ``MODELS`` entry a config's ``model`` section names, for ``inputs`` (modality ->
+    row shape) and the task ``spec``; a plugin that fails to import matters only when it is
+    the one asked for."""
+    name = model_cfg["name"]
+    try:
+        load_all()
+    except ImportError:
+        if name not in MODELS:
+            raise
+    kwargs = {k: v for k, v in model_cfg.items() if k != "name"}
+    return MODELS.build(name, inputs=inputs, task=spec, **kwargs)

@@ -14,26 +14,28 @@ Two rules every caller shares:
   error naming what the folder holds -- never another file in its place; ``None`` means the
   weights the run's final metrics were scored with, which is ``best.pt`` when the run wrote
   one and ``last.pt`` when no epoch ever improved (exactly what ``fit_and_evaluate`` loads);
-* which device (``resolve_device``), for ``avemo predict --device`` and ``trainer.accelerator``.
+* which device (``avemo.devices.resolve_device``, stage one's rule too; re-exported here), for
+  ``avemo predict --device`` and ``trainer.accelerator``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from avemo.devices import DeviceFallbackWarning, resolve_device
 from avemo.errors import UsageError, UserError
+from avemo.fusion.config import load_config
+from avemo.fusion.registry import build_model
 from avemo.fusion.tasks import Task, build_task
 
 CHECKPOINTS = ("best", "last")
@@ -41,46 +43,6 @@ CHECKPOINTS = ("best", "last")
 
 class RunFolderError(UserError, ValueError):
     """A run folder that cannot be used: the message says what is missing."""
-
-
-class DeviceFallbackWarning(UserWarning):
-    """A GPU was asked for where none is visible: the work runs on the CPU instead."""
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The one device rule of stage two (``avemo predict --device``, ``trainer.accelerator``).
-
-    ``auto`` / None: the first GPU when there is one, else the CPU; ``cpu``; ``cuda`` / ``gpu``
-    / ``cuda:N``: that GPU, or -- when no CUDA GPU is visible -- the CPU with a
-    ``DeviceFallbackWarning`` (as stage one's ``--device`` does: a run config written on a GPU
-    machine still runs on a laptop, and says so). An index past the visible GPUs, or any other
-    word, is the user's to fix (``UsageError``)."""
-    d = str(device or "auto").strip().lower()  # a torch.device too: "cuda:1"
-    if d == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if d == "cpu":
-        return torch.device("cpu")
-    if d == "gpu":
-        d = "cuda"
-    try:
-        dev = torch.device(d)
-    except RuntimeError:
-        dev = None
-    if dev is None or dev.type != "cuda":
-        raise UsageError(f"device must be auto, cpu, cuda, cuda:N or gpu, got {device!r}")
-    if not torch.cuda.is_available():
-        warnings.warn(
-            f"device {device!r} asks for a GPU but no CUDA GPU is visible here: running on the CPU",
-            DeviceFallbackWarning,
-            stacklevel=2,
-        )
-        return torch.device("cpu")
-    if dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError(
-            f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA "
-            f"GPU(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
-        )
-    return dev
 
 
 def checkpoint_path(run_dir: Path, checkpoint: str | None = None) -> Path:
@@ -113,6 +75,16 @@ def _read_json(path: Path, what: str) -> Any:
             "folder from `avemo fuse-train`?"
         )
     return json.loads(path.read_text())
+
+
+def read_task(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], Task]:
+    """A run folder's resolved config, data report and task (its classes / targets as trained:
+    ``Task.restore``), without the model or any feature file (``avemo report``, ``Run``)."""
+    cfg = load_config(run_dir / "config.yaml")
+    report = _read_json(run_dir / "data_report.json", "the data report")
+    task = build_task(cfg)
+    task.restore(report.get("task") or {})
+    return cfg, report, task
 
 
 @dataclass(eq=False)
@@ -152,28 +124,15 @@ class Run:
         if not (run_dir / "config.yaml").is_file():
             raise RunFolderError(f"{run_dir} is not a run folder (no config.yaml)")
         ckpt = checkpoint_path(run_dir, checkpoint)
-        # Lightning (build_model): imported once the folder looks right
-        from avemo.fusion.config import load_config
-        from avemo.fusion.train import build_model
-
         dev = resolve_device(device)
-        cfg = load_config(run_dir / "config.yaml")
+        cfg, report, task = read_task(run_dir)
         feats = _read_json(run_dir / "features.json", "the feature provenance")
-        report = _read_json(run_dir / "data_report.json", "the data report")
         mods = list(cfg["data"]["features"])
         lost = [m for m in mods if m not in feats]
         if lost:
             raise RunFolderError(f"{run_dir}/features.json lacks modality {lost[0]} of config.yaml")
-        task = build_task(cfg)
-        described = report.get("task") or {}
-        if "classes" in described:
-            task.classes = [str(c) for c in described["classes"]]  # type: ignore[attr-defined]
-        if "targets" in described:
-            task.targets = list(described["targets"])  # type: ignore[attr-defined]
-        task.n_out = int(described.get("n_out") or task.n_out)
         inputs = {m: tuple(report["inputs"][m]) for m in mods}
-        shapes = SimpleNamespace(inputs=inputs, task=task.model_task)  # what build_model reads
-        model = build_model(cfg, shapes)  # type: ignore[arg-type]
+        model = build_model(cfg["model"], inputs, task.spec(mods))
         model.load_state_dict(torch.load(ckpt, map_location=dev, weights_only=True))
         model.to(dev).eval()
         data = cfg["data"]
@@ -221,9 +180,11 @@ class Run:
     def dm(self) -> Any:
         """The training datamodule (``setup`` done: same split and statistics as training);
         reads the training features, so only callers that predict on the run's own clips use it."""
-        from avemo.fusion.train import build_datamodule
+        from avemo.fusion.datamodule import CachedFeatureDataModule
 
-        return build_datamodule(self.cfg, str(self.device), self.feature_cache)
+        dm = CachedFeatureDataModule(self.cfg, self.device, self.feature_cache)
+        dm.setup("fit")
+        return dm
 
     @cached_property
     def stats(self) -> dict[str, tuple[Tensor, Tensor]]:
@@ -259,3 +220,14 @@ class Run:
             self.dm.add_partition("predict", list(clip_ids))
             partition = "predict"
         return predict_partition(self.model, self.dm, partition or "test", missing=missing)
+
+
+__all__ = [
+    "CHECKPOINTS",
+    "DeviceFallbackWarning",
+    "Run",
+    "RunFolderError",
+    "checkpoint_path",
+    "read_task",
+    "resolve_device",
+]

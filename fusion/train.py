@@ -113,14 +113,7 @@ def build_datamodule(
 def build_model(cfg: Mapping[str, Any], dm: CachedFeatureDataModule) -> torch.nn.Module:
     from avemo.fusion import registry
 
-    name = cfg["model"]["name"]
-    try:
-        registry.load_all()
-    except ImportError:
-        if name not in registry.MODELS:  # a broken plugin only matters if we need it
-            raise
-    kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
-    return registry.MODELS.build(name, inputs=dm.inputs, task=dm.task, **kwargs)
+    return registry.build_model(cfg["model"], dm.inputs, dm.spec)
 
 
 def build_loggers(cfg: Mapping[str, Any], run_dir: Path) -> list[Any]:

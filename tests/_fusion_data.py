@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from avemo.data.store import ClipFeatures, make_provenance, write_clips
+from avemo.fusion.spec import TaskSpec
 
 CLASSES = ["angry", "happy", "sad"]
 
@@ -111,22 +112,22 @@ def frame_corpus(tmp: Path, n_clips: int = 8, seed: int = 0) -> dict:
 class TinyFusion(nn.Module):
     """Masked mean (clip) or per-frame concat (frame) -> linear; stands in for the zoo in tests."""
 
-    def __init__(self, inputs: dict, task: dict, hidden: int = 16) -> None:
+    def __init__(self, inputs: dict, task: TaskSpec, hidden: int = 16) -> None:
         super().__init__()
         self.mods = sorted(inputs)
         self.task = task
         d = sum(int(np.prod(s)) for s in inputs.values())
-        self.net = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, task["n_out"]))
+        self.net = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, task.n_out))
         self.attention: dict = {}
 
     def forward(self, batch: dict) -> torch.Tensor:
         feats = []
         for m in self.mods:
             x, mk = batch[m].flatten(2), batch[f"{m}_mask"].float()
-            if self.task["type"] == "clip":
-                x = (x * mk[..., None]).sum(1) / mk.sum(1, keepdim=True).clamp_min(1)
-            else:
+            if self.task.frame:
                 x = x * mk[..., None]
+            else:
+                x = (x * mk[..., None]).sum(1) / mk.sum(1, keepdim=True).clamp_min(1)
             feats.append(x)
         return self.net(torch.cat(feats, -1))
 

@@ -41,7 +41,7 @@ def test_provenance_mismatch_is_refused_with_the_differing_key(corpus):
         _dm(cfg)
     with FeatureFile(c["face"]) as ff:  # the true provenance is accepted
         good = {"feature_set": "face_test", "config_hash": ff.provenance["config_hash"]}
-    assert _dm(clip_config(c, tmp, data={"expect": {"face": good}})).n_out == 3
+    assert _dm(clip_config(c, tmp, data={"expect": {"face": good}})).spec.n_out == 3
 
 
 def test_missing_clips_are_reported_or_skipped(tmp_path):

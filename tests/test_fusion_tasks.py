@@ -3,7 +3,9 @@ table, and a finished run rebuilt by ``Run.from_dir`` reproduces the run's final
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,30 @@ def test_task_trains_writes_its_predictions_and_the_rebuilt_run_reproduces_them(
     plots = sorted(p.name for p in (tmp_path / "run" / "plots").glob("*.png"))
     assert "learning_curves.png" in plots and len(plots) >= 2  # + the task's own plot(s)
 
+    # the model was built from the task's frozen spec, which says what data_report recorded
+    spec = run.task.spec(run.modalities)
+    described = report["task"]
+    assert run.model.task == spec and (spec.level, spec.n_out) == (task.level, described["n_out"])
+    assert list(spec.classes or spec.targets) == described.get("classes", described.get("targets"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.n_out = 1  # type: ignore[misc]  # frozen: what the test checks
+
+    # the grid report asks the run's own task (read from its folder) for its figures
+    from avemo.workflows.report import report_figures
+
+    figs = report_figures([tmp_path / "run"], "cfg", tmp_path / "report" / "cfg")
+    assert len(figs) == 1 and figs[0].stat().st_size > 0
+    if "classes" in described:  # the summed confusion counts the test rows, as sklearn does
+        from sklearn.metrics import confusion_matrix
+
+        assert figs[0].name == "confusion_cfg.png"
+        table = pd.read_csv(res["predictions"])
+        test = table[table["partition"] == "test"]
+        want = confusion_matrix(test["label"], test["pred"], labels=described["classes"])
+        np.testing.assert_array_equal(run.task.test_confusion(tmp_path / "run"), want)
+    else:
+        assert figs[0].name == "cfg_test.png"
+
 
 def test_clip_regression_merges_fold_tables_per_clip(tmp_path):
     c = _clip_regression_corpus(tmp_path)
@@ -88,25 +114,51 @@ def test_clip_regression_merges_fold_tables_per_clip(tmp_path):
     np.testing.assert_allclose(got.loc[want.index], want.clip(-1, 1), rtol=1e-6)
 
 
-def test_nothing_outside_the_tasks_branches_on_the_task_type():
-    """Trainer, module, datamodule, evaluation, report and merge ask the task object instead."""
-    offenders = []
-    for rel in (
-        "fusion/train.py",
-        "fusion/module.py",
-        "fusion/datamodule.py",
-        "fusion/evaluate.py",
-        "fusion/index.py",
-        "fusion/features.py",
-        "fusion/plots.py",
-        "fusion/run.py",
-        "workflows/report.py",
-        "workflows/merge.py",
-        "workflows/ablate.py",
-        "workflows/crossval.py",
+#: ways of asking which task it is: the level compared, the classes / targets probed
+TASK_BRANCHES = re.compile(
+    r"""task_type|\blevel\s*[!=]=|[!=]=\s*["'](?:frame|clip)["']|["'](?:frame|clip)["']\s*[!=]="""
+    r"""|task\[["']type["']\]|hasattr\([^)]*["'](?:classes|targets)["']"""
+)
+#: where the task levels are defined (the tasks and the spec models receive)
+TASK_HOMES = ("fusion/tasks/", "fusion/spec.py")
+
+
+def package_files() -> list[str]:
+    """Every .py file of the installed package: the folders of setup.py's ``ROOTS``."""
+    import ast
+
+    tree = ast.parse((REPO / "setup.py").read_text())
+    roots = next(
+        n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and n.targets[0].id == "ROOTS"
+    )
+    folders = sorted(set(ast.literal_eval(roots).values()))
+    return sorted(str(p.relative_to(REPO)) for f in folders for p in (REPO / f).rglob("*.py"))
+
+
+def test_the_task_branch_pattern_catches_the_ways_code_asks_which_task():
+    for text in (
+        'if task.level == "frame":',
+        'frame = dm.task_type == "frame"',
+        'if "clip" == kind:',
+        'elif hasattr(task, "classes"):',
+        'if self.task["type"] == "clip":',
+        "if spec.level != 'clip':",
     ):
-        text = (REPO / rel).read_text()
-        for pat in ("task_type ==", "task_type !=", '== "frame"', '== "clip"', '["type"] =='):
-            if pat in text:
-                offenders.append(f"{rel}: {pat}")
+        assert TASK_BRANCHES.search(text), text
+    for text in ('if err["type"] == "missing":', "return self.task.frame", 'cfg["task"]["type"]'):
+        assert not TASK_BRANCHES.search(text), text
+
+
+def test_nothing_outside_the_tasks_branches_on_the_task_type():
+    """Trainer, module, datamodule, evaluation, predict, report, merge, grids, models and every
+    other module of the package ask the task object (or the spec) instead."""
+    files = package_files()
+    assert "fusion/predict.py" in files and "workflows/report.py" in files
+    offenders = []
+    for rel in files:
+        if rel.startswith(TASK_HOMES):
+            continue
+        for n, line in enumerate((REPO / rel).read_text().splitlines(), 1):
+            if TASK_BRANCHES.search(line):
+                offenders.append(f"{rel}:{n}: {line.strip()}")
     assert offenders == []

@@ -25,7 +25,7 @@ class MeanHead(FusionModel):
     def __init__(self, inputs, task, scale: float = 1.0) -> None:
         super().__init__(inputs, task)
         self.scale = scale
-        self.head = Head(sum(s[-1] for s in self.inputs.values()), self.task["n_out"])
+        self.head = Head(sum(s[-1] for s in self.inputs.values()), self.task.n_out)
 
     def forward(self, batch):
         import torch

@@ -80,7 +80,7 @@ def merge_fold_runs(
     tables, task = [], None
     for rd in run_dirs:
         res, dm = predict_run_on(Path(rd), feature_cache=cache)
-        task = dm.task_obj
+        task = dm.task
         tables.append(task.prediction_table(res, "holdout").drop(columns="partition"))
     if task is None:
         raise ValueError("no fold runs to merge")

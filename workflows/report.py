@@ -1,7 +1,9 @@
 """Grid reports: Markdown + PNG plots from the results table and the run folders.
 
 What a researcher looks at after an ablation: one bar chart per metric (mean +- std over seeds
-and folds per config), the confusion matrices of the best configs, the score of every fold, and
+and folds per config), the test predictions of the best configs as their task draws them
+(``Task.report_figures``: a summed confusion matrix, a scatter, traces; the task is read from
+each run's folder, never guessed from columns), the score of every fold, and
 the temporal attention weights of a few example clips (does the model look at the frames where
 the emotion shows?). Everything is recomputed from files on disk, so a report can be redrawn
 for a finished grid without training anything (``python -m avemo.workflows.report OUT``).
@@ -10,7 +12,6 @@ for a finished grid without training anything (``python -m avemo.workflows.repor
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -18,11 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from avemo.errors import UsageError
-from avemo.fusion.plots import confusion, plot_attention, pyplot
+from avemo.errors import UsageError, UserError
+from avemo.fusion.plots import plot_attention, pyplot
 
 LOWER_IS_BETTER = re.compile(r"(loss|rmse|mse|mae|error|wall_s)", re.I)
 
@@ -102,66 +102,20 @@ def fold_chart(table: pd.DataFrame, metric: str, path: Path) -> Path:
 # ----------------------------------------------------------------------------- run folder readers
 
 
-def read_predictions(run_dir: Path) -> pd.DataFrame | None:
-    for name in (
-        "predictions_test.parquet",
-        "predictions_test.csv",
-        "predictions.parquet",
-        "predictions.csv",
-    ):
-        p = run_dir / name
-        if p.exists():
-            return pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
-    return None
+def report_figures(run_dirs: Sequence[Path], title: str, stem: Path) -> list[Path]:
+    """The figures the runs' task draws of their test predictions (``Task.report_figures``);
+    the task comes from the first run folder's config and data report (``fusion.run.read_task``);
+    [] when no folder can tell it."""
+    from avemo.fusion.run import read_task
 
-
-def _truth_pred_columns(df: pd.DataFrame) -> tuple[str, str] | None:
-    for t, p in (
-        ("label", "pred"),
-        ("true", "pred"),
-        ("y_true", "y_pred"),
-        ("target", "prediction"),
-        ("label", "prediction"),
-        ("true_label", "pred_label"),
-    ):
-        if t in df.columns and p in df.columns:
-            return t, p
-    return None
-
-
-def confusion_from_run(
-    run_dir: Path, classes: Sequence[str] | None = None
-) -> tuple[np.ndarray, list[str]] | None:
-    """Test confusion matrix of one run: from its predictions table, else its DONE record."""
-    df = read_predictions(run_dir)
-    cols = _truth_pred_columns(df) if df is not None else None
-    if df is not None and cols is not None:
-        if "partition" in df.columns and (df["partition"] == "test").any():
-            df = df[df["partition"] == "test"]
-        t, p = cols
-        names = (
-            list(classes) if classes else sorted(set(df[t].astype(str)) | set(df[p].astype(str)))
-        )
-        idx = {c: i for i, c in enumerate(names)}
-        cm = np.zeros((len(names), len(names)))
-        for a, b in zip(df[t].astype(str), df[p].astype(str), strict=True):
-            if a in idx and b in idx:
-                cm[idx[a], idx[b]] += 1
-        return cm, names
-    done = run_dir / "DONE.json"
-    if done.exists():
-        rec = json.loads(done.read_text())
-        found = {**rec.get("extra", {}), **rec.get("metrics", {})}
-        for key in ("test/confusion", "val/confusion"):
-            v = found.get(key)
-            if isinstance(v, list) and v and isinstance(v[0], list):
-                cm = np.asarray(v, float)
-                return cm, [str(c) for c in (classes or range(cm.shape[0]))]
-    return None
-
-
-def confusion_chart(cm: np.ndarray, names: Sequence[str], title: str, path: Path) -> Path:
-    return confusion(cm, names, title, path)
+    for d in run_dirs:
+        if (d / "config.yaml").is_file():
+            try:
+                task = read_task(d)[2]
+            except UserError:  # not a finished run folder: the next one may tell
+                continue
+            return task.report_figures(run_dirs, title, stem)
+    return []
 
 
 def attention_from_run(
@@ -276,7 +230,7 @@ def write_report(
         for m in shown:
             p = bar_chart(ranked, m, plots / f"bar_{_safe(m)}.png")
             md += [f"![{m}](plots/{p.name})", ""]
-        md += _confusion_section(table, ranked, top, plots)
+        md += _predictions_section(table, ranked, top, plots)
         if "fold" in table.columns and table["fold"].notna().any():
             md += ["## Per-fold scores", ""]
             done = table[table["status"] == "done"]
@@ -321,30 +275,14 @@ def _best_runs(table: pd.DataFrame, ranked: pd.DataFrame, top: int) -> list[tupl
     return out
 
 
-def _confusion_section(
+def _predictions_section(
     table: pd.DataFrame, ranked: pd.DataFrame, top: int, plots: Path
 ) -> list[str]:
     md: list[str] = []
     for cid, dirs in _best_runs(table, ranked, top):
-        total, names = None, None
-        for d in dirs:
-            got = confusion_from_run(d)
-            if got is None:
-                continue
-            cm, nm = got
-            if total is None:
-                total, names = cm.copy(), nm
-            elif cm.shape == total.shape:
-                total += cm
-        if total is not None and names is not None:
-            p = confusion_chart(
-                total,
-                names,
-                f"{cid} (summed over {len(dirs)} runs)",
-                plots / f"confusion_{_safe(cid)}.png",
-            )
-            md += [f"![confusion {cid}](plots/{p.name})", ""]
-    return (["## Confusion matrices of the best configs", "", *md]) if md else []
+        for p in report_figures(dirs, cid, plots / _safe(cid)):
+            md += [f"![{cid}](plots/{p.name})", ""]
+    return (["## Test predictions of the best configs", "", *md]) if md else []
 
 
 def _attention_section(

@@ -26,6 +26,7 @@ from avemo.fusion.models.base import (
     zero_invalid,
 )
 from avemo.fusion.registry import ENCODERS, FUSION, MODELS
+from avemo.fusion.spec import TaskSpec
 
 
 class AdditiveAttentionPool(nn.Module):
@@ -51,7 +52,7 @@ class AttentionFBP(FusionModel):
     def __init__(
         self,
         inputs: Mapping[str, tuple[int, ...]],
-        task: Mapping[str, Any],
+        task: TaskSpec,
         visual: str = "face",
         audio: str | None = None,
         audio_encoder: Any = "audio_cnn",
@@ -84,7 +85,7 @@ class AttentionFBP(FusionModel):
         self.fusion = FUSION.build(
             f_name, [self.audio_encoder.cell_dim, self.visual_encoder.out_dim], **f_kw
         )
-        self.head = Head(self.fusion.out_dim, self.task["n_out"], **(head or {}))
+        self.head = Head(self.fusion.out_dim, self.task.n_out, **(head or {}))
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         self.check_batch(batch, [self.audio, self.visual])

@@ -5,9 +5,9 @@ Batch contract (what the datamodule hands a model)::
     batch = {modality: float Tensor [B, T_m, *row_shape],
              f"{modality}_mask": bool Tensor [B, T_m]}   # True = valid row
 
-A missing ``*_mask`` means "all rows valid". Models return clip logits ``[B, n_out]`` for
-``task["type"] == "clip"`` and ``[B, T, n_out]`` for ``"frame"`` (all modalities then share
-one timeline ``T``). ``model.attention`` holds the last forward's temporal attention weights
+A missing ``*_mask`` means "all rows valid". Models get the task as a ``fusion.spec.TaskSpec``
+and return clip logits ``[B, n_out]`` for a clip-level task and ``[B, T, n_out]`` for a
+frame-level one (``spec.frame``; all modalities then share one timeline ``T``). ``model.attention`` holds the last forward's temporal attention weights
 ``{name: [B, T]}`` for reports.
 
 Mask rule used everywhere: a row whose mask is False never influences any output at a valid
@@ -24,20 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from avemo.fusion.models.dropout import Dropout
-
-TASK_TYPES = ("clip", "frame")
-
-
-def check_task(task: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate ``{"type": "clip"|"frame", "n_out": int}`` early, with a clear message."""
-    if not isinstance(task, Mapping) or "type" not in task or "n_out" not in task:
-        raise ValueError(f"task must be {{'type': 'clip'|'frame', 'n_out': int}}, got {task!r}")
-    if task["type"] not in TASK_TYPES:
-        raise ValueError(f"task type must be one of {TASK_TYPES}, got {task['type']!r}")
-    n_out = int(task["n_out"])
-    if n_out < 1:
-        raise ValueError(f"task n_out must be >= 1, got {n_out}")
-    return {"type": task["type"], "n_out": n_out}
+from avemo.fusion.spec import TaskSpec
 
 
 def get_mask(batch: Mapping[str, Tensor], modality: str) -> Tensor:
@@ -242,7 +229,9 @@ class Head(nn.Module):
 class FusionModel(nn.Module):
     """Base for MODELS: validates inputs/task and keeps ``attention`` for reports."""
 
-    def __init__(self, inputs: Mapping[str, tuple[int, ...]], task: Mapping[str, Any]) -> None:
+    def __init__(
+        self, inputs: Mapping[str, tuple[int, ...]], task: TaskSpec | Mapping[str, Any]
+    ) -> None:
         super().__init__()
         from avemo.fusion.registry import load_all
 
@@ -250,12 +239,12 @@ class FusionModel(nn.Module):
         if not inputs:
             raise ValueError("a model needs at least one input modality")
         self.inputs = {str(k): tuple(int(d) for d in v) for k, v in inputs.items()}
-        self.task = check_task(task)
+        self.task = TaskSpec.coerce(task)
         self.attention: dict[str, Tensor] = {}
 
     @property
     def frame_task(self) -> bool:
-        return self.task["type"] == "frame"
+        return self.task.frame
 
     def need(self, modality: str, role: str) -> tuple[int, ...]:
         """Row shape of a modality the config assigned to ``role``; clear error if absent."""

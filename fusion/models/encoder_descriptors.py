@@ -42,6 +42,7 @@ from avemo.fusion.models.base import (
 from avemo.fusion.models.branch import Branch
 from avemo.fusion.models.dropout import Dropout
 from avemo.fusion.registry import MODELS, TEMPORAL
+from avemo.fusion.spec import TaskSpec
 
 DEFAULT_STATS = ("mean", "std", "p10", "p50", "p90")
 _PCT = re.compile(r"^p(\d{1,2}(\.\d+)?|100)$")
@@ -153,7 +154,7 @@ class DescriptorModel(FusionModel):
     def __init__(
         self,
         inputs: Mapping[str, tuple[int, ...]],
-        task: Mapping[str, Any],
+        task: TaskSpec,
         descriptors: Sequence[str] | None = None,
         stats: Sequence[str] = DEFAULT_STATS,
         per_modality_stats: Mapping[str, Sequence[str]] | None = None,
@@ -199,7 +200,7 @@ class DescriptorModel(FusionModel):
             b.out_dim for b in self.branches.values()
         )
         self.dropout = Dropout(float(dropout))
-        self.head = Head(dim, self.task["n_out"], **(head or {}))
+        self.head = Head(dim, self.task.n_out, **(head or {}))
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         self.check_batch(batch, [*self.streams, *self.branches])

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from avemo.fusion.models.base import FusionModel, fit_length, get_mask, sub_cfg, zero_invalid
 from avemo.fusion.models.dropout import Dropout
 from avemo.fusion.registry import ENCODERS, MODELS
+from avemo.fusion.spec import TaskSpec
 
 HEADS = ("default", "reference")
 _REF_CORE = {
@@ -110,7 +111,7 @@ class JCA(FusionModel):
     def __init__(
         self,
         inputs: Mapping[str, tuple[int, ...]],
-        task: Mapping[str, Any],
+        task: TaskSpec,
         audio: str = "audio",
         visual: str = "face",
         seq_len: int = 16,
@@ -135,7 +136,7 @@ class JCA(FusionModel):
         self.core = JointCrossAttention(a_dim, v_dim, seq_len, proj_dim, hidden)
         in_dim = 2 * proj_dim if head == "default" else v_dim + proj_dim
         self.heads = nn.ModuleList(
-            _regressor(in_dim, head_hidden, head_dropout) for _ in range(self.task["n_out"])
+            _regressor(in_dim, head_hidden, head_dropout) for _ in range(self.task.n_out)
         )
 
     def state_from_reference(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:

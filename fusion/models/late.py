@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from avemo.fusion.models.base import FusionModel, Head, as_list, get_mask, per_modality
 from avemo.fusion.models.branch import Branch
 from avemo.fusion.registry import MODELS
+from avemo.fusion.spec import TaskSpec
 
 COMBINE = ("mean", "learned")
 ON = ("logits", "probs")
@@ -29,7 +30,7 @@ class LateFusion(FusionModel):
     def __init__(
         self,
         inputs: Mapping[str, tuple[int, ...]],
-        task: Mapping[str, Any],
+        task: TaskSpec,
         modalities: str | list[str] | None = None,
         encoder: Any = None,
         temporal: Any = None,
@@ -56,7 +57,7 @@ class LateFusion(FusionModel):
         )
         self.heads = nn.ModuleDict(
             {
-                m: Head(self.branches[m].out_dim, self.task["n_out"], **(head or {}))
+                m: Head(self.branches[m].out_dim, self.task.n_out, **(head or {}))
                 for m in self.modalities
             }
         )

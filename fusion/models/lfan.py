@@ -41,6 +41,7 @@ from avemo.fusion.models.base import (
 )
 from avemo.fusion.models.tcn import TCN, tcn_state_from_reference
 from avemo.fusion.registry import ENCODERS, MODELS
+from avemo.fusion.spec import TaskSpec
 
 ATTENTIONS = ("paper", "reference")
 
@@ -52,7 +53,7 @@ class LFAN(FusionModel):
     def __init__(
         self,
         inputs: Mapping[str, tuple[int, ...]],
-        task: Mapping[str, Any],
+        task: TaskSpec,
         visual: str = "face",
         audio: str | list[str] | None = None,
         visual_channels: list[int] | tuple[int, ...] = (128, 128, 128, 128),
@@ -97,7 +98,7 @@ class LFAN(FusionModel):
         n_mod = len(self.modalities)
         self.att_dim = int(att_dim)
         self.norm = nn.LayerNorm([n_mod, att_dim])
-        self.regressor = nn.Linear(self.tcns[visual].out_dim + n_mod * att_dim, self.task["n_out"])
+        self.regressor = nn.Linear(self.tcns[visual].out_dim + n_mod * att_dim, self.task.n_out)
 
     def _qv_from_key(self, m: str) -> bool:
         """Released forward: a follower's query and value are computed from its key."""

@@ -10,6 +10,7 @@ from torch import Tensor
 from avemo.fusion.models.base import FusionModel, Head, get_mask, per_modality
 from avemo.fusion.models.branch import Branch
 from avemo.fusion.registry import MODELS
+from avemo.fusion.spec import TaskSpec
 
 
 @MODELS.register("unimodal")
@@ -19,7 +20,7 @@ class Unimodal(FusionModel):
     def __init__(
         self,
         inputs: Mapping[str, tuple[int, ...]],
-        task: Mapping[str, Any],
+        task: TaskSpec,
         modality: str | None = None,
         encoder: Any = None,
         temporal: Any = None,
@@ -39,7 +40,7 @@ class Unimodal(FusionModel):
             per_modality(temporal, modality),
             pooled_only=not self.frame_task,
         )
-        self.head = Head(self.branch.out_dim, self.task["n_out"], **(head or {}))
+        self.head = Head(self.branch.out_dim, self.task.n_out, **(head or {}))
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         self.check_batch(batch, [self.modality])

@@ -26,6 +26,7 @@ from avemo.fusion.models.base import (
 )
 from avemo.fusion.models.branch import Branch
 from avemo.fusion.registry import FUSION, MODELS
+from avemo.fusion.spec import TaskSpec
 
 
 @MODELS.register("zhou")
@@ -35,7 +36,7 @@ class ZhouFusion(FusionModel):
     def __init__(
         self,
         inputs: Mapping[str, tuple[int, ...]],
-        task: Mapping[str, Any],
+        task: TaskSpec,
         visual: str = "face",
         audio: str | list[str] | None = None,
         encoder: Any = None,
@@ -64,7 +65,7 @@ class ZhouFusion(FusionModel):
         audio_dim = sum(self.branches[m].out_dim for m in self.audio)
         f_name, f_kw = sub_cfg(fusion, "fbp")
         self.fusion = FUSION.build(f_name, [audio_dim, self.branches[visual].out_dim], **f_kw)
-        self.head = Head(self.fusion.out_dim, self.task["n_out"], **(head or {}))
+        self.head = Head(self.fusion.out_dim, self.task.n_out, **(head or {}))
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         self.check_batch(batch, self.modalities)

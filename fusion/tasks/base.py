@@ -3,8 +3,10 @@
 A task turns manifest rows into targets and an index of samples (``fusion.index``), names the
 default loss and monitor, turns assembled model outputs into metrics, prediction tables and
 plots, and merges several models' predictions. The datamodule, the LightningModule, the
-trainer, ``avemo report`` and ``avemo merge`` only call these methods; none of them asks which
-task it is. Register a new task with ``@TASKS.register("name")`` (or an entry point, see
+trainer, ``avemo predict``, ``avemo report`` and ``avemo merge`` only call these methods; none
+of them asks which task it is (``tests/test_fusion_tasks.py`` scans the whole package for
+branches on the task level outside ``fusion/tasks``). Models get ``spec()``, a frozen
+``fusion.spec.TaskSpec``, never the task object. Register a new task with ``@TASKS.register("name")`` (or an entry point, see
 ``avemo.fusion.registry``).
 """
 
@@ -19,14 +21,17 @@ import pandas as pd
 from torch import Tensor, nn
 
 from avemo.fusion.config import ConfigError
+from avemo.fusion.evaluate import regression_metrics, smooth_per_clip
 from avemo.fusion.features import FeatureSet
+from avemo.fusion.registry import LOSS_ALIASES, LOSSES, TASKS, load_all
+from avemo.fusion.spec import TaskSpec
 
 
 class Task:
     """Base class of ``TASKS`` entries.
 
     ``level`` is what the model outputs (``clip``: one vector per clip, ``frame``: one per
-    label frame) and is what models see as ``task["type"]``; ``default_loss`` /
+    label frame; models see it as ``spec().level``); ``default_loss`` /
     ``default_monitor`` apply when the config leaves ``loss.name`` / ``trainer.monitor`` unset.
     """
 
@@ -35,6 +40,9 @@ class Task:
     default_monitor: ClassVar[str] = "val/accuracy"
     label_column: ClassVar[str] = "label"
     prediction_file: ClassVar[str] = "predictions.csv"
+    #: the model's temporal attention belongs to one clip (a frame task's windows share one
+    #: timeline, so its weights are per window): ``avemo predict --attention`` / report plots
+    attention_per_clip: ClassVar[bool] = True
 
     def __init__(self, data_cfg: Mapping[str, Any]) -> None:
         self.data_cfg = data_cfg
@@ -43,8 +51,6 @@ class Task:
     @property
     def name(self) -> str:
         """The ``task.type`` this class is registered under."""
-        from avemo.fusion.registry import TASKS
-
         return TASKS.name_of(self)
 
     # ------------------------------------------------------------------ data
@@ -72,14 +78,23 @@ class Task:
         """Targets of the training sequences (class weights are computed from these)."""
         return index.y[train_seqs]
 
-    @property
-    def model_task(self) -> dict[str, Any]:
-        """What ``MODELS.build(task=...)`` gets: ``{"type": level, "n_out": n}``."""
-        return {"type": self.level, "n_out": self.n_out}
+    def spec(self, modalities: Sequence[str] = ()) -> TaskSpec:
+        """What ``MODELS.build(task=...)`` gets (``select`` / ``restore`` first: ``n_out``)."""
+        return TaskSpec(self.level, self.n_out, modalities=tuple(modalities))
 
     def describe(self) -> dict[str, Any]:
-        """For ``data_report.json``."""
+        """For ``data_report.json`` (``restore`` reads it back)."""
         return {"type": self.name, "level": self.level, "n_out": self.n_out}
+
+    def restore(self, described: Mapping[str, Any]) -> None:
+        """Take back what ``describe`` recorded (a run folder's ``data_report.json``): the
+        task of a finished run, without its manifest."""
+        self.n_out = int(described.get("n_out") or self.n_out)
+
+    def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureSet) -> Any:
+        """The ``fusion.index`` object over new clips with no labels (``avemo predict``), built
+        the way ``build_index`` builds the run's own; label values are placeholders."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ training
 
@@ -90,8 +105,6 @@ class Task:
 
     def build_loss(self, loss_cfg: Mapping[str, Any], train_y: Tensor) -> nn.Module:
         """The ``LOSSES`` entry named by ``loss.name`` (default: the task's), with its options."""
-        from avemo.fusion.registry import LOSS_ALIASES, LOSSES
-
         lc = dict(loss_cfg or {})
         name = lc.pop("name", None) or self.default_loss
         name = LOSS_ALIASES.get(name, name)
@@ -121,6 +134,14 @@ class Task:
     def prediction_table(self, res: Mapping[str, Any], partition: str) -> pd.DataFrame:
         raise NotImplementedError
 
+    def unlabelled_table(
+        self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None, dm: Any
+    ) -> pd.DataFrame:
+        """``avemo predict``'s table body of assembled outputs over new clips (no truth
+        columns): one row per clip, or per timeline frame; ``eval_cfg``: the run's ``eval``;
+        ``dm``: the datamodule over those clips (``CachedFeatureDataModule.unlabelled``)."""
+        raise NotImplementedError
+
     def write_predictions(self, table: pd.DataFrame, run_dir: Path) -> Path:
         path = Path(run_dir) / self.prediction_file
         if path.suffix == ".parquet":
@@ -129,8 +150,26 @@ class Task:
             table.to_csv(path, index=False)
         return path
 
+    def read_predictions(self, run_dir: Path) -> pd.DataFrame | None:
+        """The table ``write_predictions`` wrote into a run folder, or None."""
+        path = Path(run_dir) / self.prediction_file
+        if not path.is_file():
+            return None
+        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+
     def plot(self, out: Path, table: pd.DataFrame, extra: Mapping[str, Any]) -> list[Path]:
         """Task plots of a finished run into ``out`` (learning curves are drawn by the caller)."""
+        return []
+
+    def plot_clip(
+        self, rows: pd.DataFrame, clip_id: str, modalities: Sequence[str], path: Path
+    ) -> Path:
+        """One PNG of ``avemo predict``'s rows of one clip (``unlabelled_table`` + ``missing``)."""
+        raise NotImplementedError
+
+    def report_figures(self, run_dirs: Sequence[Path], title: str, stem: Path) -> list[Path]:
+        """Figures of the test predictions of several runs of one config, for a grid report
+        (``avemo report``), written as ``<stem>_*.png``; [] when the runs left nothing to draw."""
         return []
 
     def sample_names(self, index: Any, seq: Sequence[int]) -> list[str]:
@@ -154,6 +193,7 @@ class RegressionTask(Task):
     default_monitor: ClassVar[str] = "val/ccc"
     merge_key: ClassVar[tuple[str, ...]] = ("clip_id",)
     smooths: ClassVar[bool] = False  # eval.smooth applies (per-frame predictions in time order)
+    figure_name: ClassVar[str] = "predictions"  # plot files: <figure_name>_<partition>.png
 
     def __init__(self, data_cfg: Mapping[str, Any]) -> None:
         super().__init__(data_cfg)
@@ -162,6 +202,16 @@ class RegressionTask(Task):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "targets": self.targets}
+
+    def restore(self, described: Mapping[str, Any]) -> None:
+        if "targets" in described:
+            self.targets = [str(t) for t in described["targets"]]
+        super().restore(described)
+
+    def spec(self, modalities: Sequence[str] = ()) -> TaskSpec:
+        return TaskSpec(
+            self.level, self.n_out, targets=tuple(self.targets), modalities=tuple(modalities)
+        )
 
     def assemble(self, index: Any, seq: Tensor, out: Tensor) -> dict[str, Any]:
         res = super().assemble(index, seq, out)
@@ -173,13 +223,7 @@ class RegressionTask(Task):
     ) -> dict[str, Any]:
         if not res:
             return {}
-        from avemo.fusion.evaluate import regression_metrics
-
-        eval_cfg = eval_cfg or {}
-        pred = np.asarray(res["pred"])
-        rng = eval_cfg.get("clip_range")
-        if rng:
-            pred = np.clip(pred, float(rng[0]), float(rng[1]))
+        pred = self.clipped(np.asarray(res["pred"]), eval_cfg)
         out = regression_metrics(pred, np.asarray(res["y"]), self.targets)
         smoothed = self.smoothed(pred, res["clip_pos"], eval_cfg)
         if smoothed is not None:
@@ -207,8 +251,6 @@ class RegressionTask(Task):
         }
         if not widths or not self.smooths:
             return None
-        from avemo.fusion.evaluate import smooth_per_clip
-
         return smooth_per_clip(pred, clip_pos, widths), [self.targets[j] for j in widths]
 
     def prediction_table(self, res: Mapping[str, Any], partition: str) -> pd.DataFrame:
@@ -221,6 +263,46 @@ class RegressionTask(Task):
             df[f"{t}_true"] = np.asarray(res["y"])[:, j]
             df[f"{t}_pred"] = np.asarray(res["pred"])[:, j]
         return df
+
+    def clipped(self, pred: np.ndarray, eval_cfg: Mapping[str, Any] | None) -> np.ndarray:
+        """``pred`` in the range the run was scored in (``eval.clip_range``), if any."""
+        rng = (eval_cfg or {}).get("clip_range")
+        return np.clip(pred, float(rng[0]), float(rng[1])) if rng else pred
+
+    def unlabelled_table(
+        self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None, dm: Any
+    ) -> pd.DataFrame:
+        pred = self.clipped(np.asarray(res["pred"]), eval_cfg)
+        body = pd.DataFrame({"clip_id": res["clip_ids"]})
+        for j, t in enumerate(self.targets):
+            body[t] = pred[:, j]
+        return body
+
+    def report_figures(self, run_dirs: Sequence[Path], title: str, stem: Path) -> list[Path]:
+        """The test (else validation) predictions of all the runs, one figure
+        (``figure``: a scatter per target, or traces over time)."""
+        tables = [t for t in (self.read_predictions(d) for d in run_dirs) if t is not None]
+        if not tables:
+            return []
+        table = pd.concat(tables, ignore_index=True)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        for part in ("test", "val"):
+            rows = table[table["partition"] == part]
+            if len(rows):
+                return [self.figure(rows, stem.with_name(f"{stem.name}_{part}.png"))]
+        return []
+
+    def figure(self, table: pd.DataFrame, path: Path) -> Path:
+        """One partition's predictions against the truth, drawn into ``path``."""
+        raise NotImplementedError
+
+    def plot(self, out: Path, table: pd.DataFrame, extra: Mapping[str, Any]) -> list[Path]:
+        if not len(table):
+            return []
+        return [
+            self.figure(table[table["partition"] == part], out / f"{self.figure_name}_{part}.png")
+            for part in dict.fromkeys(table["partition"])
+        ]
 
     def merge(
         self,
@@ -235,7 +317,5 @@ class RegressionTask(Task):
 
 def build_task(cfg: Mapping[str, Any]) -> Task:
     """The task object of a resolved run config."""
-    from avemo.fusion.registry import TASKS, load_all
-
     load_all()
     return TASKS.build(cfg["task"]["type"], cfg["data"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from avemo.fusion.config import ConfigError
 from avemo.fusion.features import FeatureSet
 from avemo.fusion.index import ClipIndex, build_clip_index
 from avemo.fusion.registry import TASKS
+from avemo.fusion.spec import TaskSpec
 from avemo.fusion.tasks.base import Task
 
 
@@ -48,6 +50,17 @@ class ClipClassification(Task):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "classes": self.classes}
 
+    def restore(self, described: Mapping[str, Any]) -> None:
+        if "classes" in described:
+            self.classes = [str(c) for c in described["classes"]]
+            self.n_out = len(self.classes)
+        super().restore(described)
+
+    def spec(self, modalities: Sequence[str] = ()) -> TaskSpec:
+        return TaskSpec(
+            self.level, self.n_out, classes=tuple(self.classes), modalities=tuple(modalities)
+        )
+
     def build_index(
         self, manifest: pd.DataFrame, features: FeatureSet, cache: dict | None
     ) -> ClipIndex:
@@ -56,6 +69,10 @@ class ClipClassification(Task):
         return build_clip_index(
             manifest["clip_id"].astype(str).tolist(), features, y, self.data_cfg.get("max_rows")
         )
+
+    def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureSet) -> ClipIndex:
+        y = torch.zeros(len(clip_ids), dtype=torch.long)
+        return build_clip_index(list(clip_ids), features, y, self.data_cfg.get("max_rows"))
 
     def class_weights(self, spec: Any, train_y: Tensor) -> list[float]:
         """``balanced`` -> N / (C * count_c) from the training labels; a list is used as given."""
@@ -85,7 +102,7 @@ class ClipClassification(Task):
     def prediction_table(self, res: Mapping[str, Any], partition: str) -> pd.DataFrame:
         if not res:
             return pd.DataFrame()
-        scores = torch.from_numpy(np.asarray(res["scores"], np.float32)).softmax(-1).numpy()
+        scores = self.probabilities(res)
         df = pd.DataFrame(
             {
                 "clip_id": res["clip_ids"],
@@ -97,6 +114,80 @@ class ClipClassification(Task):
         for j, c in enumerate(self.classes):
             df[f"p_{c}"] = scores[:, j]
         return df
+
+    def probabilities(self, res: Mapping[str, Any]) -> np.ndarray:
+        """Softmax of the assembled scores, ``[clips, classes]``."""
+        return torch.from_numpy(np.asarray(res["scores"], np.float32)).softmax(-1).numpy()
+
+    def unlabelled_table(
+        self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None, dm: Any
+    ) -> pd.DataFrame:
+        scores = self.probabilities(res)
+        body = pd.DataFrame(
+            {
+                "clip_id": res["clip_ids"],
+                "pred": [self.classes[i] for i in scores.argmax(1)],
+                "top_p": scores.max(1),
+            }
+        )
+        for j, c in enumerate(self.classes):
+            body[f"p_{c}"] = scores[:, j]
+        return body
+
+    def plot_clip(
+        self, rows: pd.DataFrame, clip_id: str, modalities: Sequence[str], path: Path
+    ) -> Path:
+        """The class probabilities as bars; the title names the prediction (and the truth)."""
+        from avemo.fusion.plots import clip_bars
+
+        row = rows.iloc[0]
+        title = f"{clip_id}: {row.get('pred')}"
+        if isinstance(row.get("label"), str):
+            title += f" (true: {row['label']})"
+        vals = [row.get(f"p_{c}") for c in self.classes]
+        return clip_bars(self.classes, vals, title, row.get("missing"), path, ylim=(0.0, 1.0))
+
+    def test_confusion(self, run_dir: Path) -> np.ndarray | None:
+        """A run's test confusion matrix (rows = true class): from its prediction table, else
+        the ``test/confusion`` (or ``val/confusion``) its ``DONE.json`` recorded."""
+        df = self.read_predictions(run_dir)
+        if df is not None and len(df):
+            if (df["partition"] == "test").any():
+                df = df[df["partition"] == "test"]
+            idx = {c: i for i, c in enumerate(self.classes)}
+            cm = np.zeros((len(idx), len(idx)))
+            for a, b in zip(df["label"].astype(str), df["pred"].astype(str), strict=True):
+                if a in idx and b in idx:
+                    cm[idx[a], idx[b]] += 1
+            return cm
+        done = Path(run_dir) / "DONE.json"
+        if done.is_file():
+            rec = json.loads(done.read_text())
+            found = {**rec.get("extra", {}), **rec.get("metrics", {})}
+            for key in ("test/confusion", "val/confusion"):
+                v = found.get(key)
+                if isinstance(v, list) and v and isinstance(v[0], list):
+                    return np.asarray(v, float)
+        return None
+
+    def report_figures(self, run_dirs: Sequence[Path], title: str, stem: Path) -> list[Path]:
+        """The test confusion matrix summed over the runs."""
+        from avemo.fusion.plots import confusion
+
+        total = None
+        for d in run_dirs:
+            cm = self.test_confusion(d)
+            if cm is None:
+                continue
+            if total is None:
+                total = cm.copy()
+            elif cm.shape == total.shape:
+                total += cm
+        if total is None:
+            return []
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        path = stem.with_name(f"confusion_{stem.name}.png")
+        return [confusion(total, self.classes, f"{title} (summed over {len(run_dirs)} runs)", path)]
 
     def plot(self, out: Path, table: pd.DataFrame, extra: Mapping[str, Any]) -> list[Path]:
         from avemo.fusion.plots import confusion

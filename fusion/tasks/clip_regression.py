@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +22,7 @@ class ClipRegression(RegressionTask):
 
     level = "clip"
     prediction_file = "predictions.csv"
+    figure_name = "scatter"
 
     def select(self, df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
         missing = [t for t in self.targets if t not in df.columns]
@@ -48,12 +48,22 @@ class ClipRegression(RegressionTask):
             manifest["clip_id"].astype(str).tolist(), features, y, self.data_cfg.get("max_rows")
         )
 
-    def plot(self, out: Path, table: pd.DataFrame, extra: Mapping[str, Any]) -> list[Path]:
+    def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureSet) -> ClipIndex:
+        y = torch.zeros(len(clip_ids), self.n_out)
+        return build_clip_index(list(clip_ids), features, y, self.data_cfg.get("max_rows"))
+
+    def figure(self, table: pd.DataFrame, path: Path) -> Path:
+        """Predicted against true value, one panel per target."""
         from avemo.fusion.plots import scatter
 
-        if not len(table):
-            return []
-        return [
-            scatter(table[table["partition"] == part], self.targets, out / f"scatter_{part}.png")
-            for part in dict.fromkeys(table["partition"])
-        ]
+        return scatter(table, self.targets, path)
+
+    def plot_clip(
+        self, rows: pd.DataFrame, clip_id: str, modalities: Sequence[str], path: Path
+    ) -> Path:
+        """The predicted value of each target as bars."""
+        from avemo.fusion.plots import clip_bars
+
+        row = rows.iloc[0]
+        vals = [row.get(t) for t in self.targets]
+        return clip_bars(self.targets, vals, clip_id, row.get("missing"), path)

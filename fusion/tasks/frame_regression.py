@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from avemo.fusion.config import ConfigError
 from avemo.fusion.features import FeatureSet
-from avemo.fusion.index import WindowIndex, build_window_index
+from avemo.fusion.index import WindowIndex, build_window_index, frame_presence
 from avemo.fusion.registry import TASKS
 from avemo.fusion.tasks.base import RegressionTask
 
@@ -46,6 +46,8 @@ class FrameRegression(RegressionTask):
     prediction_file = "predictions.parquet"
     merge_key = ("clip_id", "time")
     smooths = True
+    figure_name = "traces"
+    attention_per_clip = False
 
     def build_index(
         self, manifest: pd.DataFrame, features: FeatureSet, cache: dict | None
@@ -70,12 +72,47 @@ class FrameRegression(RegressionTask):
     def sample_names(self, index: Any, seq: Sequence[int]) -> list[str]:
         return [f"window {i}" for i in seq]
 
-    def plot(self, out: Path, table: pd.DataFrame, extra: Mapping[str, Any]) -> list[Path]:
+    def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureSet) -> WindowIndex:
+        """Windows over each clip's timeline: the rows of the run's first modality that has
+        rows in it (its frames, e.g. face = video frames), since new clips have no annotation."""
+        times = [first_timeline(features, list(self.data_cfg["features"]), c) for c in clip_ids]
+        labels = [np.full((len(t), self.n_out), np.nan) for t in times]
+        return build_window_index(list(clip_ids), times, labels, features, self.data_cfg)
+
+    def unlabelled_table(
+        self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None, dm: Any
+    ) -> pd.DataFrame:
+        """Per timeline frame: each target, its ``eval.smooth``ed value, and each modality's
+        presence at that frame."""
+        pred = self.clipped(np.asarray(res["pred"]), eval_cfg)
+        body = pd.DataFrame({"clip_id": res["clip_ids"], "time": np.asarray(res["time"])})
+        for j, t in enumerate(self.targets):
+            body[t] = pred[:, j]
+        smoothed = self.smoothed(pred, np.asarray(res["clip_pos"]), eval_cfg)
+        for t in smoothed[1] if smoothed is not None else []:
+            body[f"{t}_smoothed"] = smoothed[0][:, self.targets.index(t)]
+        present = frame_presence(dm.index, dm.arrays, dm.modalities)
+        return body.merge(present, on=["clip_id", "time"], how="left", validate="one_to_one")
+
+    def figure(self, table: pd.DataFrame, path: Path) -> Path:
+        """Predicted and true traces of a few clips."""
         from avemo.fusion.plots import traces
 
-        if not len(table):
-            return []
-        return [
-            traces(table[table["partition"] == part], self.targets, out / f"traces_{part}.png")
-            for part in dict.fromkeys(table["partition"])
-        ]
+        return traces(table, self.targets, path)
+
+    def plot_clip(
+        self, rows: pd.DataFrame, clip_id: str, modalities: Sequence[str], path: Path
+    ) -> Path:
+        """The predicted traces over time, each modality's presence underneath."""
+        from avemo.fusion.plots import frame_trace
+
+        return frame_trace(rows, clip_id, self.targets, modalities, path)
+
+
+def first_timeline(features: FeatureSet, modalities: Sequence[str], clip_id: str) -> np.ndarray:
+    """The times of the first of ``modalities`` that has rows for the clip (else empty)."""
+    for m in modalities:
+        lo, hi = features.arrays[m].rows_of(clip_id)
+        if hi > lo:
+            return np.asarray(features.arrays[m].timestamps[lo:hi], np.float64)
+    return np.zeros(0)
