@@ -5,14 +5,33 @@ from __future__ import annotations
 import functools
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Optional, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    create_model,
+)
+from pydantic_core import PydanticCustomError
 
 from avemo.data.registry import RegisteredName
 from avemo.data.store import ClipFeatures, make_provenance
-from avemo.errors import FeatureConfigError, did_you_mean
+from avemo.errors import FeatureConfigError
 from avemo.extract.registry import FEATURE_SETS
+from avemo.schema import format_errors
 
 
 @dataclass(frozen=True)
@@ -53,7 +72,8 @@ class Param:
         return " and ".join(parts)
 
 
-_TYPE_WORDS = {
+#: Words for the kinds a key accepts, in the messages of several-kind keys.
+_KIND_WORDS = {
     bool: "true or false",
     int: "an integer",
     float: "a number",
@@ -64,7 +84,7 @@ _TYPE_WORDS = {
 
 
 def _kind(default: Any) -> type | None:
-    """The type a key's default implies (None: any)."""
+    """The kind a key's default implies (None: any value)."""
     for t in (bool, int, float, str):
         if type(default) is t:
             return t
@@ -75,28 +95,85 @@ def _kind(default: Any) -> type | None:
     return None
 
 
-def _ok(value: Any, kind: type | None) -> bool:
-    """Whether ``value`` is accepted as ``kind`` (ints are numbers, bools are not)."""
-    if kind is None:
-        return True
-    if kind in (int, float) and isinstance(value, bool):
-        return False
-    if kind is float:
-        return isinstance(value, int | float)
-    if kind is list:
-        return isinstance(value, list | tuple)
-    if kind is dict:
-        return isinstance(value, Mapping)
-    return isinstance(value, kind)
+def _as_list(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v  # YAML gives lists; Python callers tuples too
 
 
-def _coerce(value: Any, kind: type | None) -> Any:
-    """An accepted ``value`` stored as ``kind``: floats as float, so 25 and 25.0 hash the same."""
-    if kind is float:
-        return float(value)
-    if kind is list:
-        return list(value)
-    return value
+def _is_mapping(v: Any) -> Any:
+    if not isinstance(v, Mapping):
+        raise PydanticCustomError("mapping_type", "input should be a mapping")
+    return v  # as given: a mapping config (e.g. crop) is hashed as written
+
+
+#: pydantic types per kind: strict (a bool is not an int, "5" is not a number), floats stored
+#: as float (25 and 25.0 hash the same), lists of any items (tuples become lists).
+_TYPES: dict[type, Any] = {
+    bool: StrictBool,
+    int: StrictInt,
+    float: StrictFloat,
+    str: StrictStr,
+    list: Annotated[list[Any], Strict(), BeforeValidator(_as_list)],
+    dict: Annotated[Any, AfterValidator(_is_mapping)],
+}
+
+
+def _one_of(kinds: tuple[type, ...]) -> Any:
+    """The first kind that accepts the value (left to right), with one message if none does."""
+    words = " or ".join(_KIND_WORDS[k] for k in kinds)
+
+    def check(v: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(v)
+        except ValidationError:
+            raise PydanticCustomError("kind", f"input should be {words}") from None
+
+    union = Union[tuple(_TYPES[k] for k in kinds)]  # noqa: UP007 - built from a tuple at run time
+    return Annotated[union, Field(union_mode="left_to_right"), WrapValidator(check)]
+
+
+def _range_check(p: Param) -> Callable[[Any], Any]:
+    """``Param``'s choices / bounds / length as a pydantic after-validator (its own words)."""
+
+    def check(value: Any) -> Any:
+        if p.length is not None and isinstance(value, list) and len(value) != p.length:
+            raise PydanticCustomError("length", f"must have {p.length} items")
+        bounded = (p.min, p.max, p.above) != (None, None, None)
+        bad = p.choices is not None and value not in p.choices
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                if bounded:
+                    raise PydanticCustomError("numbers", "must hold numbers")
+                continue
+            if (
+                (p.min is not None and v < p.min)
+                or (p.max is not None and v > p.max)
+                or (p.above is not None and v <= p.above)
+            ):
+                bad = True
+        if bad:
+            raise PydanticCustomError("range", f"must be {p.describe()}")
+        return value
+
+    return check
+
+
+def _field(default: Any, p: Param) -> Any:
+    """The pydantic annotation of one key: its kinds (from ``Param.types`` or the default),
+    None where the default is None or the key is nullable, then the ``Param`` checks."""
+    kinds = p.types or ((_kind(default),) if _kind(default) else ())
+    if (
+        kinds == (list,)
+        and default
+        and all(isinstance(d, int | float) and not isinstance(d, bool) for d in default)
+    ):
+        kinds = (list, float)  # e.g. detector thresholds: a list, or one value
+    ann: Any = Any if not kinds else _TYPES[kinds[0]] if len(kinds) == 1 else _one_of(kinds)
+    ann = Annotated[ann, AfterValidator(_range_check(p))]
+    if kinds and (default is None or p.nullable):
+        ann = Optional[ann]  # noqa: UP045 - built at run time
+    elif not kinds and (default is None or p.nullable):
+        ann = Annotated[ann, WrapValidator(lambda v, h: None if v is None else h(v))]
+    return ann
 
 
 class FeatureSet(ABC):
@@ -112,6 +189,7 @@ class FeatureSet(ABC):
     default_config: ClassVar[dict[str, Any]] = {}
     #: per-key range / allowed values (merged along the class hierarchy); types come from defaults
     config_params: ClassVar[dict[str, Param]] = {}
+    _config_model: ClassVar[type[BaseModel] | None] = None  # config_model's, per class
 
     def __init__(self, config: Mapping[str, Any] | None = None, device: str = "cpu") -> None:
         self.config: dict[str, Any] = self.check_config(config)
@@ -125,11 +203,31 @@ class FeatureSet(ABC):
         return out
 
     @classmethod
-    def check_config(cls, config: Mapping[str, Any] | None) -> dict[str, Any]:
-        """The full config (defaults + ``config``), or FeatureConfigError naming the first bad key.
+    def config_model(cls) -> type[BaseModel]:
+        """The pydantic model of this set's config (built once per class): one field per
+        ``default_config`` key (aliased: a key may be any name), unknown keys refused."""
+        model = cls.__dict__.get("_config_model")
+        if model is None:
+            params = cls.params()
+            fields: dict[str, Any] = {
+                f"k{i}": (_field(d, params.get(k, Param())), Field(d, alias=k))
+                for i, (k, d) in enumerate(cls.default_config.items())
+            }
+            model = create_model(
+                f"{cls.__name__}Config",
+                __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+                **fields,
+            )
+            cls._config_model = model
+        return model
 
-        Every key must be known; its value must have the type of its default (None defaults
-        take anything unless a ``Param`` says otherwise) and satisfy its ``Param``.
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The full config (defaults + ``config``), or one FeatureConfigError naming the bad keys.
+
+        Every key must be known; its value must have the kind of its default (None defaults
+        take anything unless a ``Param`` says otherwise) and satisfy its ``Param``. Validated by
+        ``config_model`` (pydantic); messages in the one form of ``avemo.schema``.
         """
         where = f"feature set {cls.name}"
         if config is not None and not isinstance(config, Mapping):
@@ -137,34 +235,15 @@ class FeatureSet(ABC):
                 f"{where}: config must be a mapping of key: value, got {config!r}"
             )
         config = dict(config or {})
-        unknown = sorted(set(config) - set(cls.default_config))
-        if unknown:
-            hint = did_you_mean(unknown[0], cls.default_config)
-            raise FeatureConfigError(
-                f"unknown config keys for {where}: {', '.join(map(str, unknown))}{hint} "
-                f"Known keys: {', '.join(sorted(cls.default_config))}"
-            )
-        params = cls.params()
-        out = dict(cls.default_config)
-        for key, value in config.items():
-            default = cls.default_config[key]
-            p = params.get(key, Param())
-            if value is None and (default is None or p.nullable):
-                out[key] = None
-                continue
-            kinds = p.types or ((_kind(default),) if _kind(default) else ())
-            if kinds == (list,) and default and all(_ok(d, float) for d in default):
-                kinds = (list, float)  # e.g. detector thresholds: a list, or one value
-            kind = next((k for k in kinds if _ok(value, k)), None)
-            if kinds and kind is None:
-                words = " or ".join(_TYPE_WORDS[k] for k in kinds)
-                null = " (or null)" if default is None or p.nullable else ""
-                raise FeatureConfigError(
-                    f"{where}: {key} must be {words}{null}, got {value!r} ({type(value).__name__})"
-                )
-            value = _coerce(value, kind)
-            _check_range(key, value, p, where)
-            out[key] = value
+        model = cls.config_model()
+        try:
+            checked = model.model_validate(config)
+        except ValidationError as e:
+            raise FeatureConfigError(f"{where}: {format_errors(e, model, by_alias=True)}") from None
+        out = dict(cls.default_config)  # defaults as declared (hashed as they are written)
+        by_key = {f.alias: n for n, f in type(checked).model_fields.items()}
+        for key in config:
+            out[key] = getattr(checked, by_key[key])
         return out
 
     def weights(self) -> dict[str, str]:
@@ -184,28 +263,6 @@ class FeatureSet(ABC):
     @abstractmethod
     def extract(self, clips: Sequence[ClipInput]) -> Iterator[ClipFeatures]:
         """Yield one result per clip (any order)."""
-
-
-def _check_range(key: str, value: Any, p: Param, where: str) -> None:
-    bad = False
-    if p.choices is not None and value not in p.choices:
-        bad = True
-    items = value if isinstance(value, list) else [value]
-    if p.length is not None and isinstance(value, list) and len(value) != p.length:
-        raise FeatureConfigError(f"{where}: {key} must have {p.length} items, got {value!r}")
-    for v in items:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            if (p.min, p.max, p.above) != (None, None, None):
-                raise FeatureConfigError(f"{where}: {key} must hold numbers, got {value!r}")
-            continue
-        if (
-            (p.min is not None and v < p.min)
-            or (p.max is not None and v > p.max)
-            or (p.above is not None and v <= p.above)
-        ):
-            bad = True
-    if bad:
-        raise FeatureConfigError(f"{where}: {key} must be {p.describe()}, got {value!r}")
 
 
 #: libraries whose own builds decide the numbers, imported by modality (their module versions,

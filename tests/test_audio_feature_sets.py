@@ -86,7 +86,7 @@ def test_provenance_records_every_parameter_and_rejects_unknown_keys():
     assert prov["rate_hz"] == 100.0
     assert fs.row_shape() == (3, 40)
     assert prov["config_hash"] != FEATURE_SETS.build("logmel").provenance()["config_hash"]
-    with pytest.raises(ValueError, match="unknown config keys"):
+    with pytest.raises(ValueError, match="nmels: unknown key, did you mean n_mels"):
         FEATURE_SETS.build("logmel", {"nmels": 40})
     with pytest.raises(ValueError, match="n_fft"):
         FEATURE_SETS.build("spectrogram", {"win_ms": 50.0})

@@ -69,7 +69,7 @@ def test_out_of_range_value(manifest, tmp_path, capsys) -> None:
         capsys,
         features(manifest, out, "--set", "logmel:n_mels=-3"),
         out,
-        "n_mels must be >= 1",
+        "n_mels: must be >= 1",
         "got -3",
     )
 
@@ -80,7 +80,7 @@ def test_wrong_type(manifest, tmp_path, capsys) -> None:
         capsys,
         features(manifest, out, "--set", "logmel:n_mels=forty"),
         out,
-        "n_mels must be an integer",
+        "n_mels: input should be a valid integer",
         "'forty'",
     )
 
@@ -91,7 +91,7 @@ def test_value_outside_the_allowed_ones(manifest, tmp_path, capsys) -> None:
         capsys,
         features(manifest, out, "--set", "logmel:delta_layout=rows"),
         out,
-        "delta_layout must be one of 'channels', 'columns'",
+        "delta_layout: must be one of 'channels', 'columns'",
         "'rows'",
     )
 
@@ -105,7 +105,7 @@ def test_a_bad_second_set_stops_the_run_before_the_first_is_written(
         features(manifest, out, "--set", "mfcc:n_mfcc=0", sets=("logmel", "mfcc")),
         out,
         "feature set mfcc",
-        "n_mfcc must be >= 1",
+        "n_mfcc: must be >= 1",
     )
 
 

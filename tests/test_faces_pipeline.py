@@ -152,7 +152,7 @@ def test_cuda_request_falls_back_to_cpu_with_notice():
 
 
 def test_unknown_config_key_is_refused():
-    with pytest.raises(ValueError, match="unknown config keys"):
+    with pytest.raises(ValueError, match="detect_evry: unknown key, did you mean detect_every"):
         FEATURE_SETS.build("face_fer2013", {"detect_evry": 3}, "cpu")
 
 

@@ -108,7 +108,7 @@ def test_without_identity_only_continuity_joins(faces, tmp_path):
     assert "dlib_face_recognition_resnet" not in fs.provenance()["weights"]
     with pytest.raises(UserError, match="unknown face identity embedding 'dlib'"):
         FEATURE_SETS.build("face_fer2013", {"identity": "dlib"}, "cpu")
-    with pytest.raises(UserError, match="max_gap_s must be"):
+    with pytest.raises(UserError, match="max_gap_s: must be"):
         FEATURE_SETS.build("face_fer2013", {"max_gap_s": -1}, "cpu")
     assert r_near.info["tracks"] >= 2 and set(r_near.info["joined"].values()) <= {
         "seed",
