@@ -127,7 +127,7 @@ def _one_of(kinds: tuple[type, ...]) -> Any:
         except ValidationError:
             raise PydanticCustomError("kind", f"input should be {words}") from None
 
-    union = Union[tuple(_TYPES[k] for k in kinds)]  # noqa: UP007 - built from a tuple at run time
+    union: Any = Union.__getitem__(tuple(_TYPES[k] for k in kinds))  # built at run time
     return Annotated[union, Field(union_mode="left_to_right"), WrapValidator(check)]
 
 
@@ -160,7 +160,8 @@ def _range_check(p: Param) -> Callable[[Any], Any]:
 def _field(default: Any, p: Param) -> Any:
     """The pydantic annotation of one key: its kinds (from ``Param.types`` or the default),
     None where the default is None or the key is nullable, then the ``Param`` checks."""
-    kinds = p.types or ((_kind(default),) if _kind(default) else ())
+    implied = _kind(default)
+    kinds: tuple[type, ...] = p.types or ((implied,) if implied else ())
     if (
         kinds == (list,)
         and default
