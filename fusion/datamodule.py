@@ -2,7 +2,7 @@
 
 Three parts, each in its own module:
 
-* ``fusion.features.FeatureSet`` -- feature arrays on the device, shared across runs
+* ``fusion.features.FeatureFiles`` -- feature arrays on the device, shared across runs
   (loading, cache, provenance, normalisation statistics);
 * ``fusion.index`` -- which rows make each sequence (built by the task: one per clip, or
   windows over label timelines);
@@ -28,7 +28,7 @@ from avemo.data.manifest import load_manifest
 from avemo.fusion.config import ConfigError
 from avemo.fusion.features import (  # noqa: F401 - re-exported
     FeatureArrays,
-    FeatureSet,
+    FeatureFiles,
     check_expectation,
     load_features,
 )
@@ -78,7 +78,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
         cls,
         cfg: Mapping[str, Any],
         task: Task,
-        features: FeatureSet,
+        features: FeatureFiles,
         stats: Mapping[str, tuple[Tensor, Tensor]],
         clip_ids: Sequence[str],
         device: str | torch.device = "cpu",
@@ -106,7 +106,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
             if self._manifest is not None
             else load_manifest(d["manifest"], classes=d.get("classes"), check_files=False)
         )
-        self.features = FeatureSet(d, self.device, self.feature_cache)
+        self.features = FeatureFiles(d, self.device, self.feature_cache)
         df = self.task.select(df, self.notes)
         df = self.features.present(df, self.notes)
         df = self.features.status_filter(df, self.notes)

@@ -2,7 +2,7 @@
 
 Every feature file a config names is read ONCE into a flat ``values [N_rows, *row_shape]``
 tensor on the training device (``load_features``; shared across runs through a
-``feature_cache`` dict keyed by path, device and dtype). ``FeatureSet`` holds a config's
+``feature_cache`` dict keyed by path, device and dtype). ``FeatureFiles`` holds a config's
 modalities, checks their provenance (``data.expect``), filters the manifest to the clips the
 files hold with a usable status, and computes normalisation statistics over training rows.
 Nothing here depends on the task.
@@ -119,8 +119,10 @@ def check_expectation(arr: FeatureArrays, expect: Mapping[str, Any] | None, moda
         )
 
 
-class FeatureSet:
-    """The modalities of one config (``data.features``), loaded and provenance-checked.
+class FeatureFiles:
+    """The feature files of one config (``data.features``: modality -> file written by stage
+    one), loaded and provenance-checked. Not stage one's ``extract.base.FeatureSet`` (the
+    extractor plugin that writes such a file).
 
     ``keep_non_ok``: clips whose status is not ok stay (their rows masked) instead of being
     skipped (``data.non_ok``).

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from avemo.data.timeline import align as align_rows
-from avemo.fusion.features import FeatureArrays, FeatureSet
+from avemo.fusion.features import FeatureArrays, FeatureFiles
 
 
 def window_starts(length: int, window: int, hop: int) -> list[int]:
@@ -97,7 +97,7 @@ class ClipIndex:
 
 
 def build_clip_index(
-    ids: Sequence[str], features: FeatureSet, y: Tensor, max_rows: int | None = None
+    ids: Sequence[str], features: FeatureFiles, y: Tensor, max_rows: int | None = None
 ) -> ClipIndex:
     """Row ranges of each clip in each modality (``max_rows``: uniform subsample of longer clips)."""
     dev = features.device
@@ -208,7 +208,7 @@ def build_window_index(
     ids: Sequence[str],
     times: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
-    features: FeatureSet,
+    features: FeatureFiles,
     data_cfg: Mapping[str, Any],
 ) -> WindowIndex:
     """Align every modality onto the label timelines ``times`` and cut them into windows."""

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from avemo.fusion.datamodule import CachedFeatureDataModule
-from avemo.fusion.features import FeatureSet
+from avemo.fusion.features import FeatureFiles
 from avemo.fusion.run import Run, RunFolderError
 
 
@@ -52,7 +52,7 @@ class SpeakerNormWarning(UserWarning):
 
 
 def speaker_normalise(
-    run: Run, fs: FeatureSet, ids: Sequence[str], subjects: Mapping[str, str] | None = None
+    run: Run, fs: FeatureFiles, ids: Sequence[str], subjects: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The new clips normalised per speaker the way the run was trained (its recorded mode);
     ``subjects``: clip -> speaker (clips it does not name are one speaker, ``predict``). Warns
@@ -101,7 +101,7 @@ def speaker_normalise(
 
 
 def _datamodule(
-    run: Run, fs: FeatureSet, ids: list[str], subjects: Mapping[str, str] | None = None
+    run: Run, fs: FeatureFiles, ids: list[str], subjects: Mapping[str, str] | None = None
 ) -> CachedFeatureDataModule:
     """A datamodule over the new clips: the run's task, statistics and batching, partition
     ``predict`` (no manifest, no split: nothing here reads training data); features normalised
@@ -112,7 +112,7 @@ def _datamodule(
     )
 
 
-def presence(fs: FeatureSet, ids: Sequence[str]) -> pd.DataFrame:
+def presence(fs: FeatureFiles, ids: Sequence[str]) -> pd.DataFrame:
     """Per clip and modality: status and whether any usable row exists."""
     rows = []
     for c in ids:
@@ -153,7 +153,7 @@ def predict_files(
         "non_ok": "keep",
         "expect": {},
     }
-    fs = FeatureSet(data_cfg, run.device)
+    fs = FeatureFiles(data_cfg, run.device)
     for m in run.modalities:
         have, want = fs.arrays[m].row_shape, run.inputs[m]
         if tuple(have) != tuple(want):

@@ -225,7 +225,7 @@ def speaker_run(tmp_path_factory):
 
 
 def test_predict_normalises_per_speaker_from_the_subject_column(speaker_run):
-    from avemo.fusion.features import FeatureSet
+    from avemo.fusion.features import FeatureFiles
     from avemo.fusion.predict import SpeakerNormWarning, _datamodule
     from avemo.fusion.run import Run
 
@@ -238,7 +238,7 @@ def test_predict_normalises_per_speaker_from_the_subject_column(speaker_run):
     with pytest.warns(SpeakerNormWarning, match="fewer than 10"):  # 4 clips per speaker here
         dm = _datamodule(
             run,
-            FeatureSet(
+            FeatureFiles(
                 {**run.cfg["data"], "features": {"face": str(c["face"]), "audio": str(c["audio"])}},
                 "cpu",
             ),
@@ -256,7 +256,7 @@ def test_predict_normalises_per_speaker_from_the_subject_column(speaker_run):
 def test_predict_without_subjects_is_one_speaker_and_many_clips_do_not_warn(speaker_run):
     import warnings
 
-    from avemo.fusion.features import FeatureSet
+    from avemo.fusion.features import FeatureFiles
     from avemo.fusion.predict import predict_files
 
     c, run_dir = speaker_run
@@ -270,7 +270,7 @@ def test_predict_without_subjects_is_one_speaker_and_many_clips_do_not_warn(spea
             run, {"face": c["face"], "audio": c["audio"]}, ids, progress=False
         )
     assert set(extra["speakers"].values()) == {"predict"} and len(table) == 12
-    fs = FeatureSet(
+    fs = FeatureFiles(
         {**run.cfg["data"], "features": {"face": str(c["face"]), "audio": str(c["audio"])}}, "cpu"
     )
     from avemo.fusion.predict import _datamodule

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from avemo.fusion.config import ConfigError
 from avemo.fusion.evaluate import regression_metrics, smooth_per_clip
-from avemo.fusion.features import FeatureSet
+from avemo.fusion.features import FeatureFiles
 from avemo.fusion.registry import LOSS_ALIASES, LOSSES, TASKS, load_all
 from avemo.fusion.spec import TaskSpec
 
@@ -70,7 +70,9 @@ class Task:
         None when the task has no classes (regression: folds are not stratified)."""
         return None
 
-    def build_index(self, manifest: pd.DataFrame, features: FeatureSet, cache: dict | None) -> Any:
+    def build_index(
+        self, manifest: pd.DataFrame, features: FeatureFiles, cache: dict | None
+    ) -> Any:
         """The run's ``fusion.index`` object (sequences, positions, labels, assembly)."""
         raise NotImplementedError
 
@@ -91,7 +93,7 @@ class Task:
         task of a finished run, without its manifest."""
         self.n_out = int(described.get("n_out") or self.n_out)
 
-    def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureSet) -> Any:
+    def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureFiles) -> Any:
         """The ``fusion.index`` object over new clips with no labels (``avemo predict``), built
         the way ``build_index`` builds the run's own; label values are placeholders."""
         raise NotImplementedError

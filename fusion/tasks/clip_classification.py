@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from avemo.fusion.config import ConfigError
-from avemo.fusion.features import FeatureSet
+from avemo.fusion.features import FeatureFiles
 from avemo.fusion.index import ClipIndex, build_clip_index
 from avemo.fusion.registry import TASKS
 from avemo.fusion.spec import TaskSpec
@@ -62,7 +62,7 @@ class ClipClassification(Task):
         )
 
     def build_index(
-        self, manifest: pd.DataFrame, features: FeatureSet, cache: dict | None
+        self, manifest: pd.DataFrame, features: FeatureFiles, cache: dict | None
     ) -> ClipIndex:
         cls = {c: i for i, c in enumerate(self.classes)}
         y = torch.tensor([cls[str(x)] for x in manifest["label"]], dtype=torch.long)
@@ -70,7 +70,7 @@ class ClipClassification(Task):
             manifest["clip_id"].astype(str).tolist(), features, y, self.data_cfg.get("max_rows")
         )
 
-    def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureSet) -> ClipIndex:
+    def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureFiles) -> ClipIndex:
         y = torch.zeros(len(clip_ids), dtype=torch.long)
         return build_clip_index(list(clip_ids), features, y, self.data_cfg.get("max_rows"))
 

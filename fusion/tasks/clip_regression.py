@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from avemo.fusion.config import ConfigError
-from avemo.fusion.features import FeatureSet
+from avemo.fusion.features import FeatureFiles
 from avemo.fusion.index import ClipIndex, build_clip_index
 from avemo.fusion.registry import TASKS
 from avemo.fusion.tasks.base import RegressionTask
@@ -41,14 +41,14 @@ class ClipRegression(RegressionTask):
         return df[keep].copy()
 
     def build_index(
-        self, manifest: pd.DataFrame, features: FeatureSet, cache: dict | None
+        self, manifest: pd.DataFrame, features: FeatureFiles, cache: dict | None
     ) -> ClipIndex:
         y = torch.from_numpy(manifest[self.targets].to_numpy(np.float32))
         return build_clip_index(
             manifest["clip_id"].astype(str).tolist(), features, y, self.data_cfg.get("max_rows")
         )
 
-    def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureSet) -> ClipIndex:
+    def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureFiles) -> ClipIndex:
         y = torch.zeros(len(clip_ids), self.n_out)
         return build_clip_index(list(clip_ids), features, y, self.data_cfg.get("max_rows"))
 

@@ -11,7 +11,7 @@ import pandas as pd
 from torch import Tensor, nn
 
 from avemo.fusion.config import ConfigError
-from avemo.fusion.features import FeatureSet
+from avemo.fusion.features import FeatureFiles
 from avemo.fusion.index import WindowIndex, build_window_index, frame_presence
 from avemo.fusion.registry import TASKS
 from avemo.fusion.tasks.base import RegressionTask
@@ -50,7 +50,7 @@ class FrameRegression(RegressionTask):
     attention_per_clip = False
 
     def build_index(
-        self, manifest: pd.DataFrame, features: FeatureSet, cache: dict | None
+        self, manifest: pd.DataFrame, features: FeatureFiles, cache: dict | None
     ) -> WindowIndex:
         cache = cache if cache is not None else {}
         times, labels = [], []
@@ -72,7 +72,7 @@ class FrameRegression(RegressionTask):
     def sample_names(self, index: Any, seq: Sequence[int]) -> list[str]:
         return [f"window {i}" for i in seq]
 
-    def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureSet) -> WindowIndex:
+    def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureFiles) -> WindowIndex:
         """Windows over each clip's timeline: the rows of the run's first modality that has
         rows in it (its frames, e.g. face = video frames), since new clips have no annotation."""
         times = [first_timeline(features, list(self.data_cfg["features"]), c) for c in clip_ids]
@@ -109,7 +109,7 @@ class FrameRegression(RegressionTask):
         return frame_trace(rows, clip_id, self.targets, modalities, path)
 
 
-def first_timeline(features: FeatureSet, modalities: Sequence[str], clip_id: str) -> np.ndarray:
+def first_timeline(features: FeatureFiles, modalities: Sequence[str], clip_id: str) -> np.ndarray:
     """The times of the first of ``modalities`` that has rows for the clip (else empty)."""
     for m in modalities:
         lo, hi = features.arrays[m].rows_of(clip_id)
