@@ -393,7 +393,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help="feature set name (repeatable; see `avemo list feature-sets`)",
     )
     f.add_argument("-o", "--output", required=True, help="output folder")
-    f.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu with a notice)")
+    f.add_argument(
+        "--device",
+        default="cpu",
+        help="auto, cpu, cuda, cuda:N or gpu (no GPU visible: the CPU, with a warning; "
+        "avemo.devices)",
+    )
     f.add_argument("-c", "--config", help="YAML mapping feature_set -> config overrides")
     f.add_argument(
         "--set",
