@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from avemo.fusion.models.encoder_descriptors import check_stats, descriptor_stats
+from avemo.fusion.models.model_descriptors import check_stats, descriptor_stats
 from avemo.fusion.registry import MODELS, TEMPORAL, load_all
 
 load_all()

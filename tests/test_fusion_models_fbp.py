@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from avemo.fusion.models.fbp import l2_normalise, power_normalise
+from avemo.fusion.models.fusion_fbp import l2_normalise, power_normalise
 from avemo.fusion.registry import FUSION, load_all
 
 load_all()

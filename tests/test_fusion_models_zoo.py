@@ -486,3 +486,40 @@ def test_every_registered_fusion_with_defaults(name) -> None:
     f = FUSION.build(name, [6, 8])
     out = f([torch.randn(B, 6), torch.randn(B, 8)])
     assert out.shape == (B, f.out_dim) and torch.isfinite(out).all()
+
+
+#: the file-name prefix of each registry's entries in fusion/models (``models/__init__.py``)
+ROLE_PREFIX = {
+    "MODELS": "model_",
+    "TEMPORAL": "temporal_",
+    "ENCODERS": "encoder_",
+    "FUSION": "fusion_",
+}
+SHARED_PARTS = {"__init__", "base", "branch", "dropout"}
+
+
+def test_model_files_are_named_by_their_role_and_all_discovered() -> None:
+    """Every file of fusion/models is a shared part or ``<role>_<name>.py``; every built-in
+    entry of a registry lives in a file of its role (a full model may register a module only it
+    uses); ``load_all`` discovers each file (its entries are registered)."""
+    from pathlib import Path
+
+    import avemo.fusion.models as pkg
+
+    stems = {p.stem for p in Path(pkg.__file__).parent.glob("*.py")} - SHARED_PARTS
+    assert stems and all(s.startswith(tuple(ROLE_PREFIX.values())) for s in stems), sorted(stems)
+    seen = set()
+    for reg_name, reg in {
+        "MODELS": MODELS,
+        "TEMPORAL": TEMPORAL,
+        "ENCODERS": ENCODERS,
+        "FUSION": FUSION,
+    }.items():
+        for key in reg.names():
+            module = reg.get(key).__module__
+            if not module.startswith("avemo.fusion.models."):
+                continue  # a plugin's
+            stem = module.rsplit(".", 1)[1]
+            seen.add(stem)
+            assert stem.startswith((ROLE_PREFIX[reg_name], "model_")), (reg_name, key, module)
+    assert seen == stems

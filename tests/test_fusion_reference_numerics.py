@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from avemo.fusion.models.tcn import TCN, tcn_state_from_reference
+from avemo.fusion.models.temporal_tcn import TCN, tcn_state_from_reference
 from avemo.fusion.registry import MODELS, load_all
 
 load_all()

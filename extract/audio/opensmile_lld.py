@@ -1,7 +1,7 @@
 """Frame-level paralinguistic descriptors from openSMILE: ``egemaps_lld`` and ``compare_lld``.
 
 The low-level descriptors (LLDs) behind the eGeMAPS v02 and ComParE-2016 functionals, every
-10 ms, so stage two can learn its own statistics over them (``fusion.models.encoder_descriptors``)
+10 ms, so stage two can learn its own statistics over them (``fusion.models.model_descriptors``)
 instead of the fixed functionals. openSMILE runs on the decoded 16 kHz signal. One row per
 whole frame on the 10 ms grid, time stamp = frame centre (``0.01 k + frame_length / 2``):
 openSMILE's last frames, cut at the clip's end, repeat or skip a start (differently in the LLD

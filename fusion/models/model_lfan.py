@@ -39,7 +39,7 @@ from avemo.fusion.models.base import (
     per_modality,
     sub_cfg,
 )
-from avemo.fusion.models.tcn import TCN, tcn_state_from_reference
+from avemo.fusion.models.temporal_tcn import TCN, tcn_state_from_reference
 from avemo.fusion.registry import ENCODERS, MODELS
 from avemo.fusion.spec import TaskSpec
 
