@@ -1,8 +1,10 @@
 """Run configs for stage two: YAML + schema defaults + dotted ``key.sub=value`` overrides.
 
-One resolved dict drives a run and is written next to its outputs, so any result can be
-reproduced from its run folder alone. Overrides are parsed with ``yaml.safe_load`` so
-``trainer.max_epochs=5``, ``data.window.length=100`` or ``model.fusion=[a,b]`` get proper types.
+One resolved ``RunConfig`` drives a run and is written next to its outputs, so any result can
+be reproduced from its run folder alone. Code reads its attributes (``cfg.data.batch_size``):
+every default is written once, here, in the schema classes. Overrides are parsed with
+``yaml.safe_load`` so ``trainer.max_epochs=5``, ``data.window.length=100`` or
+``model.fusion=[a,b]`` get proper types.
 
 The schema (``RunConfig``, pydantic) refuses unknown keys (with a "did you mean"), wrong
 types and out-of-range values; the free-form sections (``model``, ``loss``, ``optim``,
@@ -22,10 +24,10 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from avemo.errors import UserError, did_you_mean
 from avemo.schema import format_errors
@@ -38,14 +40,51 @@ class ConfigError(UserError, ValueError):
 # ----------------------------------------------------------------------------- schema
 
 
-class _Section(BaseModel):
+class _DictReads(BaseModel):
+    """Transitional (issue 22, second round removes it): read-only dict-style reads
+    (``cfg["data"]["features"]``, ``cfg["trainer"].get("monitor")``) for the modules that do
+    not read attributes yet (datamodule, predict, features, index, run, tasks, grids). New code
+    reads attributes; ``tests/test_fusion_config_typed.py`` scans for restated defaults."""
+
+    def keys(self) -> list[str]:
+        return [*type(self).model_fields, *(self.__pydantic_extra__ or {})]
+
+    def __getitem__(self, key: str) -> Any:
+        extra = self.__pydantic_extra__ or {}
+        if key in extra:
+            return extra[key]
+        if key in type(self).model_fields:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, self[k]) for k in self.keys()]
+
+    def values(self) -> list[Any]:
+        return [self[k] for k in self.keys()]
+
+
+class _Section(_DictReads):
     model_config = ConfigDict(extra="forbid")
 
 
-class _Open(BaseModel):
+class _Open(_DictReads):
     """A section whose extra keys are constructor arguments, checked by ``check_registered``."""
 
     model_config = ConfigDict(extra="allow")
+
+    def options(self) -> dict[str, Any]:
+        """The constructor's keyword arguments: every key but ``name``, extras included."""
+        return {k: v for k, v in self.items() if k != "name"}
 
 
 class WindowConfig(_Section):
@@ -177,6 +216,15 @@ class RunConfig(_Section):
     trainer: TrainerConfig = TrainerConfig()
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
+    _source: str | None = PrivateAttr(None)  # the config file it was read from (None: a dict)
+
+    @property
+    def source(self) -> str | None:
+        """The config file this run config was read from (None: built from a dict)."""
+        return self._source
+
+    def __getitem__(self, key: str) -> Any:
+        return self._source if key == "_source" else super().__getitem__(key)
 
 
 #: Path-valued keys, as (section, key); ``None`` key = every value of the mapping.
@@ -330,18 +378,18 @@ def is_set_name(value: Any) -> bool:
     )
 
 
-def _expand_set_names(data: dict[str, Any]) -> None:
+def _expand_set_names(data: DataConfig) -> None:
     """``data.features.audio: logmel`` -> ``<data.features_dir>/logmel.h5``: a config names its
     sets once and a corpus is one override (``data.features_dir=features/ravdess``)."""
-    named = {m: p for m, p in data["features"].items() if is_set_name(p)}
-    if named and not data.get("features_dir"):
+    named = {m: p for m, p in data.features.items() if is_set_name(p)}
+    if named and not data.features_dir:
         m, p = next(iter(named.items()))
         raise ConfigError(
             f"data.features.{m}={p} names a feature set, not a file: set data.features_dir "
             "to the folder `avemo features -o` wrote (or give the .h5 path)"
         )
     for m, p in named.items():
-        data["features"][m] = os.path.join(data["features_dir"], f"{p}.h5")
+        data.features[m] = os.path.join(str(data.features_dir), f"{p}.h5")
 
 
 def absolute_override(key: str, value: Any, root: str | os.PathLike[str]) -> Any:
@@ -363,19 +411,22 @@ def absolute_override(key: str, value: Any, root: str | os.PathLike[str]) -> Any
 
 
 def load_config(
-    path_or_dict: str | os.PathLike[str] | Mapping[str, Any],
+    path_or_dict: str | os.PathLike[str] | Mapping[str, Any] | RunConfig,
     overrides: Iterable[str] | None = None,
     *,
     check_args: bool = True,
-) -> dict[str, Any]:
+) -> RunConfig:
     """Resolved, validated run config: schema defaults <- base file(s) <- file (or dict) <-
     dotted overrides. Raises ``ConfigError`` naming the key of the first mistake(s).
 
     A config may start with ``base: other.yaml`` (path relative to it) and state only what
     differs (a section naming another ``name`` replaces the base's section; a feature path
     ``null`` drops that modality); the resolved config in the run folder spells out all.
+    A ``RunConfig`` given is resolved again as its dict (overrides on top of it).
     ``check_args=False`` skips the constructor-signature checks (no registry imports).
     """
+    if isinstance(path_or_dict, RunConfig):
+        path_or_dict = config_dict(path_or_dict)
     if isinstance(path_or_dict, Mapping):
         user = copy.deepcopy({k: v for k, v in path_or_dict.items() if not str(k).startswith("_")})
         source = None  # (a resolved config's private keys such as ``_source`` are dropped)
@@ -389,19 +440,36 @@ def load_config(
     for key, value in _override_order(items):
         set_dotted(user, key, value)
     user = resolve_paths(_fix_floats(user), Path.cwd())  # overrides / dict values: cwd
-    feats = (user.get("data") or {}).get("features") if isinstance(user.get("data"), dict) else None
+    data = user.get("data")
+    feats = data.get("features") if isinstance(data, dict) else None
     if isinstance(feats, dict):  # `face: null` drops a modality of a base
-        user["data"]["features"] = {m: p for m, p in feats.items() if p is not None}
+        data["features"] = {m: p for m, p in feats.items() if p is not None}
     cfg = validate_schema(user)
-    _expand_set_names(cfg["data"])
-    if cfg.get("name") is None:
-        cfg["name"] = source.stem if source else "run"
-    cfg["output"]["dir"] = _absolute(cfg["output"]["dir"], Path.cwd())
+    _expand_set_names(cfg.data)
+    if cfg.name is None:
+        cfg.name = source.stem if source else "run"
+    cfg.output.dir = _absolute(cfg.output.dir, Path.cwd())
     validate(cfg)
     if check_args:
         check_registered(cfg)
-    cfg["_source"] = str(source) if source else None
+    cfg._source = str(source) if source else None
     return cfg
+
+
+def run_config(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:
+    """``cfg`` as a ``RunConfig``: itself, or a dict (a Python caller's) resolved and validated
+    by ``load_config`` -- the entry of every function that takes a config."""
+    return cfg if isinstance(cfg, RunConfig) else load_config(cfg)
+
+
+def config_dict(cfg: BaseModel) -> dict[str, Any]:
+    """Boundary (issue 22, second round removes it): a config (or one of its sections) as the
+    plain dict the modules that do not read attributes yet take (datamodule, predict, tasks,
+    grids); a ``RunConfig`` keeps ``_source``, as ``load_config``'s dict did."""
+    out = _plain(cfg.model_dump())
+    if isinstance(cfg, RunConfig):
+        out["_source"] = cfg.source
+    return out
 
 
 def _read_file(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
@@ -425,36 +493,46 @@ def _read_file(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     return user
 
 
-def validate_schema(user: Mapping[str, Any]) -> dict[str, Any]:
+def validate_schema(user: Mapping[str, Any]) -> RunConfig:
     """Defaults filled in, types coerced (``"5"`` -> 5), mistakes as one ``ConfigError``."""
+    return section(RunConfig, user)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def section(model: type[_M], value: _M | Mapping[str, Any], where: str = "") -> _M:
+    """``value`` as the schema class ``model`` (given one: itself), mistakes as one
+    ``ConfigError`` whose keys start with ``where`` (``split`` -> ``split.k: ...``)."""
+    if isinstance(value, model):
+        return value
     try:
-        cfg = RunConfig.model_validate(user)
+        return model.model_validate(value)
     except ValidationError as e:
-        raise ConfigError(format_errors(e, RunConfig)) from None
-    return _plain(cfg.model_dump())
+        raise ConfigError(format_errors(e, model, prefix=f"{where}." if where else "")) from None
 
 
-def validate(cfg: Mapping[str, Any]) -> None:
+def validate(cfg: RunConfig) -> None:
     """Checks across keys that the per-key schema cannot express."""
-    data = cfg["data"]
-    if not data["features"]:
+    data = cfg.data
+    if not data.features:
         raise ConfigError(
             "data.features must map modality names to feature files, e.g. "
             "{face: features/afew/face_ir50.h5, audio: features/afew/logmel.h5}"
         )
     import importlib.util
 
-    for name in cfg["trainer"].get("loggers") or []:
+    for name in cfg.trainer.loggers:
         module = {"tensorboard": "tensorboard", "mlflow": "mlflow"}.get(name)
         if module and importlib.util.find_spec(module) is None:
             raise ConfigError(
                 f"trainer.loggers: {name} is not installed (`pip install {module}`), "
                 "or leave it out (csv is the default)"
             )
-    unknown = [m for m in data.get("eval_missing") or [] if m not in data["features"]]
+    unknown = [m for m in data.eval_missing if m not in data.features]
     if unknown:
         raise ConfigError(
-            f"data.eval_missing names {unknown}, not in data.features {list(data['features'])}"
+            f"data.eval_missing names {unknown}, not in data.features {list(data.features)}"
         )
 
 
@@ -573,23 +651,34 @@ def _check_sub(registry: Any, value: Any, default: Any, where: str) -> None:
             merged = dict(over)
         variants.append((f"{where}.per_modality.{m}", merged))
     for key, v in variants:
-        name = v.get("name", default if isinstance(default, str) else None)
+        # the sub-module named, else the constructor's own default (a signature, not the schema)
+        name = v["name"] if "name" in v else (default if isinstance(default, str) else None)
         if name is None:
             continue
         cls = _get(registry, name, f"{key}.name" if "name" in v else key)
         check_kwargs(cls, {k: x for k, x in v.items() if k != "name"}, key, _first_param(cls))
 
 
-def check_registered(cfg: Mapping[str, Any]) -> None:
+def check_registered(cfg: RunConfig | Mapping[str, Any]) -> None:
     """Names and options of ``task``, ``model`` (and its fusion / temporal / encoder / head
     sub-sections), ``loss``, ``optim`` and ``schedule`` against the registered constructors."""
     from avemo.fusion import registry as R
 
+    if not isinstance(cfg, RunConfig):  # these sections alone (a plugin's test): each validated
+        parts: dict[str, type[BaseModel]] = {
+            "task": TaskConfig,
+            "loss": LossConfig,
+            "optim": OptimConfig,
+            "schedule": ScheduleConfig,
+        }
+        raw = cfg
+        given = {n: section(m, raw[n], n) for n, m in parts.items() if n in raw}
+        model = section(ModelConfig, raw["model"] if "model" in raw else {}, "model")
+        cfg = RunConfig.model_construct(model=model, **given)
     R.load_all()
-    task_cls = _get(R.TASKS, cfg["task"]["type"], "task.type")
-    mc = cfg["model"]
-    model_cls = _get(R.MODELS, mc["name"], "model.name")
-    kwargs = {k: v for k, v in mc.items() if k != "name"}
+    task_cls = _get(R.TASKS, cfg.task.type, "task.type")
+    model_cls = _get(R.MODELS, cfg.model.name, "model.name")
+    kwargs = cfg.model.options()
     check_kwargs(model_cls, kwargs, "model", ("inputs", "task"))
     params = inspect.signature(model_cls).parameters
     for k, v in kwargs.items():
@@ -600,37 +689,35 @@ def check_registered(cfg: Mapping[str, Any]) -> None:
             from avemo.fusion.models.base import Head
 
             check_kwargs(Head, v, "model.head", ("in_dim", "n_out"))
-    lc = dict(cfg["loss"])
-    name = lc.pop("name", None) or task_cls.default_loss
+    name = cfg.loss.name or task_cls.default_loss
     loss_cls = _get(R.LOSSES, R.LOSS_ALIASES.get(name, name), "loss.name")
     if (
-        lc.get("class_weights") is not None
+        cfg.loss.class_weights is not None
         and "class_weights" not in inspect.signature(loss_cls).parameters
     ):
         raise ConfigError(f"loss.class_weights is for cross_entropy, not loss {name!r}")
-    lc.pop("class_weights", None)
+    lc = {k: v for k, v in cfg.loss.options().items() if k != "class_weights"}
     check_kwargs(loss_cls, lc, "loss")
-    oc = {k: v for k, v in cfg["optim"].items() if k != "name"}
-    opt = _get(R.OPTIMIZERS, cfg["optim"]["name"], "optim.name")
-    check_kwargs(opt, oc, "optim", ("params",))
-    sc = {k: v for k, v in cfg["schedule"].items() if k != "name"}
-    sch = _get(R.SCHEDULES, cfg["schedule"]["name"], "schedule.name")
-    check_kwargs(sch, sc, "schedule", R.SCHEDULE_INJECTED)
+    opt = _get(R.OPTIMIZERS, cfg.optim.name, "optim.name")
+    check_kwargs(opt, cfg.optim.options(), "optim", ("params",))
+    sch = _get(R.SCHEDULES, cfg.schedule.name, "schedule.name")
+    check_kwargs(sch, cfg.schedule.options(), "schedule", R.SCHEDULE_INJECTED)
 
 
 # ----------------------------------------------------------------------------- output
 
 
-def dump_config(cfg: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+def dump_config(cfg: RunConfig | Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the resolved config as YAML (plain types only, loadable with safe_load)."""
     path = Path(path)
     path.write_text(config_yaml(cfg))
     return path
 
 
-def config_yaml(cfg: Mapping[str, Any]) -> str:
+def config_yaml(cfg: RunConfig | Mapping[str, Any]) -> str:
     """The resolved config as YAML text (what ``--print-config`` shows)."""
-    clean = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    plain = config_dict(cfg) if isinstance(cfg, RunConfig) else cfg
+    clean = {k: v for k, v in plain.items() if not k.startswith("_")}
     return yaml.safe_dump(_plain(clean), sort_keys=False)
 
 

@@ -15,18 +15,19 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from avemo.fusion.config import RunConfig, config_dict
 from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.evaluate import _is_input, score
 from avemo.fusion.optim import jca_reference_lr  # noqa: F401 - re-exported
 from avemo.fusion.registry import OPTIMIZERS, SCHEDULES
 
 
-def build_loss(cfg: Mapping[str, Any], dm: CachedFeatureDataModule) -> nn.Module:
+def build_loss(cfg: RunConfig, dm: CachedFeatureDataModule) -> nn.Module:
     """The run's loss: ``loss.name`` (default: the task's) with its options (class weights
     from the training targets)."""
     task = dm.task_obj
-    return task.build_loss(
-        cfg.get("loss") or {}, task.train_targets(dm.index, dm.part_seqs["train"])
+    return task.build_loss(  # boundary: the task reads the loss section as a dict
+        config_dict(cfg.loss), task.train_targets(dm.index, dm.part_seqs["train"])
     )
 
 
@@ -44,7 +45,7 @@ class FusionModule(L.LightningModule):
     def __init__(
         self,
         model: nn.Module,
-        cfg: Mapping[str, Any],
+        cfg: RunConfig,
         dm: CachedFeatureDataModule,
         run_dir: Path | None = None,
     ) -> None:
@@ -54,7 +55,8 @@ class FusionModule(L.LightningModule):
         self.dm = dm
         self.task = dm.task_obj
         self.loss_fn = build_loss(cfg, dm)
-        self.monitor, self.mode = self.task.monitor(cfg["trainer"])
+        self.monitor, self.mode = self.task.monitor(config_dict(cfg.trainer))  # boundary
+        self.eval_cfg = config_dict(cfg.eval)  # boundary: the task's scoring reads a dict
         self.run_dir = Path(run_dir) if run_dir else None
         self._val: list[tuple[Tensor, Tensor]] = []
         self._val_loss: list[Tensor] = []
@@ -99,9 +101,7 @@ class FusionModule(L.LightningModule):
         res = self.dm.assemble(seq, out)
         self.last_val_res = res
         metrics = {
-            k: v
-            for k, v in score(res, self.dm, self.cfg.get("eval")).items()
-            if isinstance(v, float)
+            k: v for k, v in score(res, self.dm, self.eval_cfg).items() if isinstance(v, float)
         }
         metrics["loss"] = float(torch.stack(self._val_loss).mean())
         self._val, self._val_loss = [], []
@@ -125,18 +125,16 @@ class FusionModule(L.LightningModule):
             logger.save()
 
     def configure_optimizers(self) -> Any:
-        oc = dict(self.cfg.get("optim") or {})
-        opt = OPTIMIZERS.build(oc.pop("name", "adam"), self.model.parameters(), **oc)
-        sc = dict(self.cfg.get("schedule") or {})
-        name = sc.pop("name", "none") or "none"
+        optim, schedule = self.cfg.optim, self.cfg.schedule
+        opt = OPTIMIZERS.build(optim.name, self.model.parameters(), **optim.options())
         sch = SCHEDULES.build(
-            name,
+            schedule.name,
             opt,
             monitor=self.monitor,
             mode=self.mode,
-            max_epochs=int(self.cfg["trainer"]["max_epochs"]),
-            base_lr=float(oc.get("lr", 1e-3)),
-            **sc,
+            max_epochs=self.cfg.trainer.max_epochs,
+            base_lr=optim.lr,
+            **schedule.options(),
         )
         if sch is None:
             return opt

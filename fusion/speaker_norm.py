@@ -42,17 +42,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from avemo.fusion.config import DataConfig, RunConfig
 from avemo.fusion.features import FeatureArrays
 
 log = logging.getLogger(__name__)
 
 EPS = 1e-6
 MODES = ("off", "shrink", "speaker")  # auto's candidates, in tie-break order
-DEFAULT_PRIOR = 10.0  # clips: a speaker with this many clips gets half its own statistics
+#: clips at which a speaker's own statistics weigh half (``data.speaker_norm_prior``'s default)
+DEFAULT_PRIOR: float = DataConfig.model_fields["speaker_norm_prior"].default
 MIN_CLIPS = 10  # fewer clips than this: per-speaker statistics are noisy (predict warns)
 INNER_FOLDS = 5
 RULES = ("1se", "best")
-DEFAULT_RULE = "1se"
+DEFAULT_RULE: str = DataConfig.model_fields["speaker_norm_rule"].default
 RECORD_FILE = "speaker_norm.json"
 REFERENCE_FILE = "speaker_norm.npz"
 
@@ -346,13 +348,13 @@ def save(result: Mapping[str, Any] | None, run_dir: str | Path) -> None:
 
 
 def load(
-    run_dir: str | Path, cfg: Mapping[str, Any]
+    run_dir: str | Path, cfg: RunConfig
 ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """A run's record and reference; a run from before the record (``speaker_norm: true``)
     normalised every speaker by its own statistics."""
     run_dir = Path(run_dir)
     if not (run_dir / RECORD_FILE).is_file():
-        mode = mode_of(cfg["data"].get("speaker_norm"))
+        mode = mode_of(cfg.data.speaker_norm)
         return {
             "requested": mode,
             "mode": "speaker" if mode != "off" else "off",

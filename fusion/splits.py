@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from avemo.fusion.config import ConfigError
+from avemo.fusion.config import ConfigError, SplitConfig, section
 
 PARTITIONS = ("train", "val", "test")
 _ALIASES = {
@@ -131,7 +131,7 @@ def subject_assign(
 
 def make_splits(
     df: pd.DataFrame,
-    split_cfg: Mapping[str, Any],
+    split_cfg: SplitConfig | Mapping[str, Any],
     seed: int = 0,
     labels: Sequence[str] | None = None,
     notes: list[str] | None = None,
@@ -145,8 +145,10 @@ def make_splits(
     manifest row; classification tasks) stratify the folds unless ``split.stratify`` is false,
     and are checked for coverage. ``notes`` collects what was decided on the user's behalf.
     Returns ``{"partitions": {train/val/test: [clip ids]}, "fold_of": {clip: fold}, ...}``.
+    ``split_cfg``: the ``split`` section (a dict is validated into one, schema defaults filled).
     """
-    method = split_cfg.get("method", "official")
+    split = section(SplitConfig, split_cfg, "split")
+    method = split.method
     ids = df["clip_id"].astype(str).tolist()
     parts: dict[str, list[str]] = {p: [] for p in PARTITIONS}
     fold_of: dict[str, int] = {}
@@ -164,24 +166,18 @@ def make_splits(
                 parts[p].append(cid)
         if not parts["val"]:
             parts["val"] = list(parts["test"])
-        return _result(method, split_cfg, parts, fold_of, df, label_of, notes)
+        return _result(method, split, parts, fold_of, df, label_of, notes)
     pool_df = df
-    if split_cfg.get("pool", "all") == "trainval" and "split" in df.columns:
+    if split.pool == "trainval" and "split" in df.columns:
         pool_df = df[df["split"].map(official_partition) != "test"]
-    k, fold = int(split_cfg.get("k", 5)), int(split_cfg.get("fold", 0))
+    k, fold = split.k, split.fold
     if not 0 <= fold < k:
         raise ConfigError(f"split.fold={fold} must be in [0, {k})")
-    shuffle = bool(split_cfg.get("shuffle", False))
+    shuffle = split.shuffle
     pool_ids = pool_df["clip_id"].astype(str).tolist()
-    strat = (
-        {c: label_of[c] for c in pool_ids}
-        if label_of is not None and split_cfg.get("stratify", True)
-        else None
-    )
+    strat = {c: label_of[c] for c in pool_ids} if label_of is not None and split.stratify else None
     if method == "kfold":
-        manifest_folds = _manifest_folds(
-            pool_df, k, split_cfg.get("use_manifest_folds", "auto"), notes
-        )
+        manifest_folds = _manifest_folds(pool_df, k, split.use_manifest_folds, notes)
         if manifest_folds is not None:
             fold_of = manifest_folds
         else:
@@ -195,7 +191,7 @@ def make_splits(
         fold_of = {c: sfold[s] for c, s in subj.items()}
     else:
         raise ConfigError(f"split.method must be official, kfold or subjects, got {method!r}")
-    val_fold = fold if split_cfg.get("val", "next_fold") == "test" else (fold + 1) % k
+    val_fold = fold if split.val == "test" else (fold + 1) % k
     for cid in sorted(fold_of):
         f = fold_of[cid]
         if f == fold:
@@ -204,7 +200,7 @@ def make_splits(
             parts["val"].append(cid)
         if f not in (fold, val_fold):
             parts["train"].append(cid)
-    return _result(method, split_cfg, parts, fold_of, df, label_of, notes)
+    return _result(method, split, parts, fold_of, df, label_of, notes)
 
 
 def _manifest_folds(
@@ -251,7 +247,7 @@ def _manifest_folds(
 
 def _result(
     method: str,
-    cfg: Mapping[str, Any],
+    cfg: SplitConfig,
     parts: dict[str, list[str]],
     fold_of: dict[str, int],
     df: pd.DataFrame,
@@ -265,9 +261,9 @@ def _result(
     subj = dict(zip(df["clip_id"].astype(str), df["subject"].astype(str), strict=True))
     out = {
         "method": method,
-        "k": cfg.get("k"),
-        "fold": cfg.get("fold"),
-        "val": cfg.get("val"),
+        "k": cfg.k,
+        "fold": cfg.fold,
+        "val": cfg.val,
         "partitions": parts,
         "fold_of": fold_of,
         "subjects": {p: sorted({subj[c] for c in ids}) for p, ids in parts.items()},
@@ -280,7 +276,7 @@ def _result(
             for p, ids in parts.items()
         }
         out["label_counts"] = counts
-        check_label_coverage(counts, cfg.get("label_coverage", "error"), notes)
+        check_label_coverage(counts, cfg.label_coverage, notes)
     return out
 
 

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from avemo.fusion.callbacks import improved, write_rows
+from avemo.fusion.config import RunConfig, config_dict, run_config
 from avemo.fusion.evaluate import _is_input, score
 
 #: Config keys that may differ between cells trained together (everything else must match).
@@ -62,27 +63,30 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def stack_key(cfg: Mapping[str, Any]) -> str:
+def stack_key(cfg: RunConfig | Mapping[str, Any]) -> str:
     """Cells with equal keys can train together (the config without ``STACKABLE_KEYS``)."""
     import json
 
     flat = {
         k: v
-        for k, v in _flat(cfg).items()
+        for k, v in _flat(config_dict(run_config(cfg))).items()
         if not any(k == s or k.startswith(s + ".") for s in STACKABLE_KEYS)
     }
     return json.dumps(flat, sort_keys=True, default=str)
 
 
-def why_not_stackable(cfg: Mapping[str, Any], model: nn.Module | None = None) -> str | None:
+def why_not_stackable(
+    cfg: RunConfig | Mapping[str, Any], model: nn.Module | None = None
+) -> str | None:
     """Why this config cannot train stacked (None: it can)."""
-    tc = cfg["trainer"]
-    if tc.get("fast_dev_run") or tc.get("limit_train_batches"):
+    cfg = run_config(cfg)
+    tc = cfg.trainer
+    if tc.fast_dev_run or tc.limit_train_batches:
         return "trainer.fast_dev_run / limit_train_batches"
-    other = [lg for lg in tc.get("loggers") or [] if lg != "csv"]
+    other = [lg for lg in tc.loggers if lg != "csv"]
     if other:
         return f"trainer.loggers {other} (stacked cells write the csv log only)"
-    sched = (cfg.get("schedule") or {}).get("name", "none") or "none"
+    sched = cfg.schedule.name
     if sched not in SCHEDULES_OK:
         return f"schedule {sched!r} (stacked cells support {', '.join(SCHEDULES_OK)})"
     if model is not None:
@@ -97,15 +101,16 @@ def why_not_stackable(cfg: Mapping[str, Any], model: nn.Module | None = None) ->
 class _Cell:
     """One run inside the stack: its config, folder, model, loss, seed and early stopping."""
 
-    def __init__(self, cfg: Mapping[str, Any], run_dir: Path, model: nn.Module, dm: Any) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: Path, model: nn.Module, dm: Any) -> None:
         from avemo.fusion.module import build_loss
 
         self.cfg, self.run_dir, self.model = cfg, Path(run_dir), model
         self.loss_fn = build_loss(cfg, dm)
-        self.monitor, self.mode = dm.task_obj.monitor(cfg["trainer"])
-        es = cfg["trainer"].get("early_stopping")
-        self.patience = int(es.get("patience", 10)) if es else None
-        self.min_delta = float(es.get("min_delta", 0.0)) if es else 0.0
+        self.monitor, self.mode = dm.task_obj.monitor(config_dict(cfg.trainer))  # boundary
+        self.eval_cfg = config_dict(cfg.eval)  # boundary: the task's scoring reads a dict
+        es = cfg.trainer.early_stopping
+        self.patience = es.patience if es is not None else None
+        self.min_delta = es.min_delta if es is not None else 0.0
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.es_best: float | None = None
@@ -115,7 +120,7 @@ class _Cell:
         self.logged_loss: list[
             float
         ] = []  # batch-size weighted epoch mean, as FusionModule logs it
-        self.seed = int(cfg.get("seed") or 0)
+        self.seed = cfg.seed
         self.t0 = time.perf_counter()
         self.fit_s = (0.0, 0.0)
 
@@ -150,7 +155,7 @@ def _write_history(cell: _Cell, steps: int) -> None:
     """``metrics.csv`` (MetricsHistory's rows) and, when the run logs csv, the CSVLogger's
     ``logs/csv/metrics.csv`` (a validation row and a train row per epoch, global step)."""
     write_rows(cell.run_dir / "metrics.csv", cell.rows)
-    if "csv" in (cell.cfg["trainer"].get("loggers") or []):
+    if "csv" in cell.cfg.trainer.loggers:
         log: list[dict[str, Any]] = []
         for r, w in zip(cell.rows, cell.logged_loss, strict=True):
             step = (r["epoch"] + 1) * steps - 1
@@ -172,7 +177,10 @@ def _save(cell: _Cell, params: Mapping[str, Tensor], name: str) -> None:
 
 
 def fit_stacked(
-    cfgs: Sequence[Mapping[str, Any]], dm: Any, run_dirs: Sequence[Path], verbose: bool = True
+    cfgs: Sequence[RunConfig | Mapping[str, Any]],
+    dm: Any,
+    run_dirs: Sequence[Path],
+    verbose: bool = True,
 ) -> list[dict[str, Any]]:
     """Train ``cfgs`` (equal ``stack_key``, one shared datamodule) together; returns one
     result per cell, as ``fit_and_evaluate`` returns it, after writing the same run folders."""
@@ -186,6 +194,7 @@ def fit_stacked(
     from avemo.fusion.train import _final_outputs, _write_data_side, build_model, determinism
 
     tune_allocator()  # [cells, batch, ...] activations: reuse them, no fresh kernel pages
+    cfgs = [run_config(c) for c in cfgs]
     keys = {stack_key(c) for c in cfgs}
     if len(keys) != 1:
         raise ValueError("fit_stacked: the configs differ beyond " + ", ".join(STACKABLE_KEYS))
@@ -195,7 +204,7 @@ def fit_stacked(
         if not (Path(rd) / "config.yaml").exists():
             dump_config(cfg, Path(rd) / "config.yaml")
         _write_data_side(dm, Path(rd))
-        L.seed_everything(int(cfg.get("seed") or 0), workers=False, verbose=False)
+        L.seed_everything(cfg.seed, workers=False, verbose=False)
         cells.append(_Cell(cfg, rd, build_model(cfg, dm).to(dm.device), dm))
     why = why_not_stackable(cfgs[0], cells[0].model)
     if why:
@@ -211,30 +220,28 @@ def fit_stacked(
     }
     leaves = [{n: p for n, p in c.model.named_parameters()} for c in cells]
     c0 = cfgs[0]
-    oc = dict(c0.get("optim") or {})
-    opt_name = oc.pop("name", "adam")
     groups = [
         {
             "params": list(leaves[i].values()),
-            **{k: v for k, v in (c.cfg.get("optim") or {}).items() if k in ("lr", "weight_decay")},
+            "lr": c.cfg.optim.lr,
+            "weight_decay": c.cfg.optim.weight_decay,
         }
         for i, c in enumerate(cells)
     ]
-    opt = OPTIMIZERS.build(opt_name, groups, **oc)  # one group per cell: its lr, weight decay
-    sc = dict(c0.get("schedule") or {})
-    sname = sc.pop("name", "none") or "none"
-    max_epochs = int(c0["trainer"]["max_epochs"])
+    # one group per cell: its lr, weight decay
+    opt = OPTIMIZERS.build(c0.optim.name, groups, **c0.optim.options())
+    max_epochs = c0.trainer.max_epochs
     sch = SCHEDULES.build(
-        sname,
+        c0.schedule.name,
         opt,
         monitor=cells[0].monitor,
         mode=cells[0].mode,
         max_epochs=max_epochs,
-        base_lr=float(oc.get("lr", 1e-3)),
-        **sc,
+        base_lr=c0.optim.lr,
+        **c0.schedule.options(),
     )
     sch = sch["scheduler"] if isinstance(sch, dict) else sch
-    clip = c0["trainer"].get("gradient_clip_val")
+    clip = c0.trainer.gradient_clip_val
     mods = dm.modalities
     task = dm.task_obj
 
@@ -246,9 +253,9 @@ def fit_stacked(
     train_fwd = vmap(forward, in_dims=(0, 0, 0), randomness="different")
     eval_fwd = vmap(forward, in_dims=(0, 0, None), randomness="different")
     train_seqs = dm.part_seqs["train"]
-    bs = int(c0["data"]["batch_size"])
+    bs = c0.data.batch_size
     steps = (len(train_seqs) + bs - 1) // bs
-    mdrop = float(c0["data"].get("modality_dropout") or 0.0)
+    mdrop = c0.data.modality_dropout
     val_batches = (
         [
             {k: v for k, v in b.items() if _is_input(k, mods) or k == "index"}
@@ -259,7 +266,7 @@ def fit_stacked(
     )
     val_full = list(dm.batches("val")) if val_batches else []
     t0, cpu0 = time.perf_counter(), time.process_time()
-    with determinism(bool(c0["trainer"].get("deterministic", True))), per_cell_masks():
+    with determinism(c0.trainer.deterministic), per_cell_masks():
         for epoch in range(max_epochs):
             active = [i for i, c in enumerate(cells) if c.active]
             if not active:
@@ -320,7 +327,7 @@ def fit_stacked(
                     res = dm.assemble(torch.cat(seqs), torch.cat([o[j] for o in outs]))
                     val = {
                         f"val/{k}": v
-                        for k, v in score(res, dm, c.cfg.get("eval")).items()
+                        for k, v in score(res, dm, c.eval_cfg).items()
                         if isinstance(v, float)
                     }
                     val["val/loss"] = float(torch.stack(vlosses[i]).mean())
@@ -338,7 +345,7 @@ def fit_stacked(
                         k: v for k, v in row.items() if k in ("train/loss", "val/loss", c.monitor)
                     }
                     print(
-                        f"[{c.cfg.get('name')}] epoch {epoch + 1}/{max_epochs}  "
+                        f"[{c.cfg.name}] epoch {epoch + 1}/{max_epochs}  "
                         + "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
                         + ("  (stopped early)" if not c.active else ""),
                         flush=True,

@@ -8,7 +8,10 @@ Two levels, for the CLI and for ablation grids:
 * ``build_datamodule(cfg, device, feature_cache)`` + ``fit_and_evaluate(cfg, dm, run_dir)``
   let grid code reuse one prepared datamodule (same data, split and normalisation) for
   several models: build it once, then call ``fit_and_evaluate`` with different
-  ``cfg["model"]`` / optimiser settings.
+  ``cfg.model`` / optimiser settings.
+
+Every function here takes a ``RunConfig`` (``fusion.config``; a dict is resolved into one) and
+reads its attributes: the defaults are the schema's.
 
 Run folder contents: ``config.yaml`` (resolved), ``features.json`` (path + provenance of each
 feature file), ``data_report.json``, ``splits.json`` + ``folds.csv``, ``metrics.csv`` (per
@@ -37,7 +40,7 @@ import pandas as pd
 import torch
 
 from avemo.fusion.callbacks import BestCheckpoint, EpochLines, EpochProgressBar, MetricsHistory
-from avemo.fusion.config import dump_config, load_config
+from avemo.fusion.config import RunConfig, config_dict, dump_config, load_config, run_config
 from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.evaluate import predict_partition, score
 from avemo.fusion.features import STATS_FILE, save_stats
@@ -85,12 +88,15 @@ def determinism(on: bool) -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev[3], prev[4]
 
 
-def make_run_dir(cfg: Mapping[str, Any], run_dir: str | os.PathLike[str] | None = None) -> Path:
+def make_run_dir(
+    cfg: RunConfig | Mapping[str, Any], run_dir: str | os.PathLike[str] | None = None
+) -> Path:
     """``run_dir`` as given, else ``<output.dir>/<name>/<timestamp>`` (never reused)."""
     if run_dir is not None:
         p = Path(run_dir)
     else:
-        base = Path(cfg["output"]["dir"]) / str(cfg["name"]) / time.strftime("%Y%m%d-%H%M%S")
+        cfg = run_config(cfg)
+        base = Path(cfg.output.dir) / str(cfg.name) / time.strftime("%Y%m%d-%H%M%S")
         p, n = base, 1
         while p.exists():
             p, n = base.with_name(f"{base.name}-{n}"), n + 1
@@ -99,30 +105,39 @@ def make_run_dir(cfg: Mapping[str, Any], run_dir: str | os.PathLike[str] | None 
 
 
 def build_datamodule(
-    cfg: Mapping[str, Any],
+    cfg: RunConfig | Mapping[str, Any],
     device: str = "cpu",
     feature_cache: dict | None = None,
     manifest: pd.DataFrame | None = None,
 ) -> CachedFeatureDataModule:
     """A ready (``setup`` done) datamodule: files loaded/shared, split made, statistics computed."""
-    dm = CachedFeatureDataModule(cfg, device, feature_cache=feature_cache, manifest=manifest)
+    dm = CachedFeatureDataModule(  # boundary: the datamodule still reads a dict
+        config_dict(run_config(cfg)), device, feature_cache=feature_cache, manifest=manifest
+    )
     dm.setup("fit")
     return dm
 
 
-def build_model(cfg: Mapping[str, Any], dm: CachedFeatureDataModule) -> torch.nn.Module:
+def build_model(cfg: RunConfig | Mapping[str, Any], dm: CachedFeatureDataModule) -> torch.nn.Module:
+    """``model.name`` built with the model section's options, for ``dm``'s inputs and task."""
     from avemo.fusion import registry
 
-    return registry.build_model(cfg["model"], dm.inputs, dm.spec)
+    model = run_config(cfg).model
+    try:
+        registry.load_all()
+    except ImportError:
+        if model.name not in registry.MODELS:  # a broken plugin only matters if we need it
+            raise
+    return registry.MODELS.build(model.name, inputs=dm.inputs, task=dm.task, **model.options())
 
 
-def build_loggers(cfg: Mapping[str, Any], run_dir: Path) -> list[Any]:
+def build_loggers(cfg: RunConfig, run_dir: Path) -> list[Any]:
     """Lightning loggers named by ``trainer.loggers`` (csv | tensorboard | mlflow), all under
     ``<run>/logs/``: ``tensorboard --logdir <run>/logs/tensorboard`` opens a run."""
     from lightning.pytorch import loggers as LL
 
     out: list[Any] = []
-    for name in cfg["trainer"].get("loggers") or []:
+    for name in cfg.trainer.loggers:
         if name == "csv":
             out.append(LL.CSVLogger(str(run_dir), name="logs", version="csv"))
         elif name == "tensorboard":
@@ -134,7 +149,7 @@ def build_loggers(cfg: Mapping[str, Any], run_dir: Path) -> list[Any]:
         elif name == "mlflow":
             out.append(
                 LL.MLFlowLogger(
-                    experiment_name=str(cfg["name"]),
+                    experiment_name=str(cfg.name),
                     run_name=run_dir.name,
                     tracking_uri=(run_dir / "logs" / "mlflow").resolve().as_uri(),
                 )
@@ -142,22 +157,22 @@ def build_loggers(cfg: Mapping[str, Any], run_dir: Path) -> list[Any]:
     return out
 
 
-def progress_mode(cfg: Mapping[str, Any], progress: bool | None = None) -> str:
+def progress_mode(cfg: RunConfig, progress: bool | None = None) -> str:
     """bar | lines | none: ``trainer.progress`` (auto: a bar on a terminal, else one line per
     epoch); ``output.verbose: false`` silences lines; ``progress`` (True/False) overrides."""
     if progress is not None:
         mode = "bar" if progress else "lines"
     else:
-        mode = cfg["trainer"].get("progress") or "auto"
+        mode = cfg.trainer.progress
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "lines"
-    if mode == "lines" and not cfg["output"].get("verbose", True):
+    if mode == "lines" and not cfg.output.verbose:
         return "none"
     return mode
 
 
 def fit_and_evaluate(
-    cfg: Mapping[str, Any],
+    cfg: RunConfig | Mapping[str, Any],
     dm: CachedFeatureDataModule,
     run_dir: Path,
     model: torch.nn.Module | None = None,
@@ -172,18 +187,18 @@ def fit_and_evaluate(
     from avemo.allocator import tune_allocator
 
     tune_allocator()  # reuse freed activations instead of fresh kernel pages (avemo/allocator.py)
+    cfg = run_config(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.yaml").exists():
         dump_config(cfg, run_dir / "config.yaml")
     if not (run_dir / "data_report.json").exists():
         _write_data_side(dm, run_dir)
-    seed = int(cfg.get("seed") or 0)
-    L.seed_everything(seed, workers=False, verbose=False)
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
     if model is None:
         model = build_model(cfg, dm)
-    tc = cfg["trainer"]
-    _, accelerator = trainer_device(tc.get("accelerator"))
+    tc = cfg.trainer
+    _, accelerator = trainer_device(tc.accelerator)
     if accelerator == "gpu":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     module = FusionModule(model, cfg, dm, run_dir)
@@ -194,15 +209,15 @@ def fit_and_evaluate(
     if mode == "bar":
         callbacks.append(EpochProgressBar())
     elif mode == "lines":
-        callbacks.append(EpochLines(str(cfg.get("name")), module.monitor, history))
-    es = tc.get("early_stopping")
-    if es:
+        callbacks.append(EpochLines(str(cfg.name), module.monitor, history))
+    es = tc.early_stopping
+    if es is not None:
         callbacks.append(
             L.pytorch.callbacks.EarlyStopping(
                 monitor=module.monitor,
                 mode=module.mode,
-                patience=int(es.get("patience", 10)),
-                min_delta=float(es.get("min_delta", 0.0)),
+                patience=es.patience,
+                min_delta=es.min_delta,
                 check_finite=False,
             )
         )
@@ -211,9 +226,9 @@ def fit_and_evaluate(
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=1,
-        max_epochs=int(tc["max_epochs"]),
+        max_epochs=tc.max_epochs,
         deterministic=False,  # set by `determinism` below, without the NaN fill, and undone after
-        fast_dev_run=bool(tc.get("fast_dev_run")),
+        fast_dev_run=tc.fast_dev_run,
         logger=build_loggers(cfg, run_dir) or False,
         enable_checkpointing=False,  # BestCheckpoint writes plain state dicts instead
         enable_progress_bar=mode == "bar",
@@ -221,8 +236,8 @@ def fit_and_evaluate(
         num_sanity_val_steps=0,
         callbacks=callbacks,
         default_root_dir=str(run_dir),
-        gradient_clip_val=tc.get("gradient_clip_val"),
-        limit_train_batches=tc.get("limit_train_batches"),
+        gradient_clip_val=tc.gradient_clip_val,
+        limit_train_batches=tc.limit_train_batches,
         log_every_n_steps=1 << 30,  # epoch metrics only: no per-step logger bookkeeping
     )
     t0, c0 = time.perf_counter(), time.process_time()
@@ -232,7 +247,7 @@ def fit_and_evaluate(
         warnings.filterwarnings("ignore", ".*LeafSpec.*")
         warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
         warnings.filterwarnings("ignore", ".*Starting from v1.9.0, `tensorboardX`.*")
-        with determinism(bool(tc.get("deterministic", True))):
+        with determinism(tc.deterministic):
             trainer.fit(
                 module, train_dataloaders=dm.train_dataloader(), val_dataloaders=dm.val_dataloader()
             )
@@ -246,7 +261,7 @@ def fit_and_evaluate(
     # saw only part of the partition (fast_dev_run).
     known = (
         None
-        if tc.get("fast_dev_run")
+        if tc.fast_dev_run
         else (best.best_val_res if best_pt.exists() else module.last_val_res)
     )
     return _final_outputs(
@@ -263,7 +278,7 @@ def fit_and_evaluate(
 
 
 def train_from_config(
-    config: str | os.PathLike[str] | Mapping[str, Any],
+    config: str | os.PathLike[str] | Mapping[str, Any] | RunConfig,
     overrides: list[str] | None = None,
     *,
     feature_cache: dict | None = None,
@@ -276,21 +291,21 @@ def train_from_config(
     (plus ``...@missing-<modality>`` when ``data.eval_missing`` is set).
     """
     cfg = load_config(config, overrides)
-    device, _ = trainer_device(cfg["trainer"].get("accelerator"))
+    device, _ = trainer_device(cfg.trainer.accelerator)
     dm = build_datamodule(cfg, device, feature_cache)  # data mistakes fail before any folder exists
     fresh = run_dir is None or not Path(run_dir).exists()
-    target = Path(run_dir) if run_dir is not None else Path(cfg["output"]["dir"]) / str(cfg["name"])
+    target = Path(run_dir) if run_dir is not None else Path(cfg.output.dir) / str(cfg.name)
     kept = next((p for p in (target, *target.parents) if p.exists()), Path("/"))  # existed before
     run_dir = make_run_dir(cfg, run_dir)
     try:
         dump_config(cfg, run_dir / "config.yaml")
-        if cfg["output"].get("verbose", True):
+        if cfg.output.verbose:
             parts = ", ".join(f"{p} {len(v)}" for p, v in dm.splits["partitions"].items())
             print(
-                f"[{cfg['name']}] {len(dm.manifest)} clips ({parts}) on {device}; run folder {run_dir}"
+                f"[{cfg.name}] {len(dm.manifest)} clips ({parts}) on {device}; run folder {run_dir}"
             )
             for note in dm.notes:
-                print(f"[{cfg['name']}] note: {note}")
+                print(f"[{cfg.name}] note: {note}")
         if progress is None and os.environ.get("AVEMO_PROGRESS"):
             progress = True
         return fit_and_evaluate(cfg, dm, run_dir, progress=progress)
@@ -329,7 +344,7 @@ def _write_data_side(dm: CachedFeatureDataModule, run_dir: Path) -> None:
 
 
 def _final_outputs(
-    cfg: Mapping[str, Any],
+    cfg: RunConfig,
     dm: CachedFeatureDataModule,
     model: torch.nn.Module,
     module: FusionModule,
@@ -342,13 +357,14 @@ def _final_outputs(
     """Score the loaded model on val and test, write predictions and final metrics; ``known``:
     partitions whose predictions by these weights are already assembled (the fit's own pass)."""
     parts = [p for p in ("val", "test") if len(dm.part_seqs[p])]
-    missing = list(cfg["data"].get("eval_missing") or [])
+    missing = list(cfg.data.eval_missing)
+    eval_cfg = config_dict(cfg.eval)  # boundary: the tasks' scoring still reads a dict
     metrics: dict[str, float] = {}
     extra: dict[str, Any] = {}
     pred_frames = []
     for p in parts:
         res = (known or {}).get(p) or predict_partition(model, dm, p)
-        sc = score(res, dm, cfg.get("eval"))
+        sc = score(res, dm, eval_cfg)
         for k, v in sc.items():
             if isinstance(v, float):
                 metrics[f"{p}/{k}"] = v
@@ -356,7 +372,7 @@ def _final_outputs(
                 extra[f"{p}/{k}"] = np.asarray(v).tolist()
         pred_frames.append(dm.task_obj.prediction_table(res, p))
         if missing:
-            sc = score(predict_partition(model, dm, p, missing=missing), dm, cfg.get("eval"))
+            sc = score(predict_partition(model, dm, p, missing=missing), dm, eval_cfg)
             tag = "@missing-" + "+".join(missing)
             metrics.update({f"{p}/{k}{tag}": v for k, v in sc.items() if isinstance(v, float)})
     table = pd.concat(pred_frames, ignore_index=True) if pred_frames else pd.DataFrame()
@@ -371,7 +387,7 @@ def _final_outputs(
         "fit_cpu_seconds": fit_s[1],
     }
     (run_dir / "final_metrics.json").write_text(json.dumps(final, indent=1))
-    if cfg["output"].get("plots", True):
+    if cfg.output.plots:
         try:
             from avemo.fusion.plots import plot_run
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from avemo.cli import main
-from avemo.fusion.config import ConfigError, load_config
+from avemo.fusion.config import ConfigError, config_dict, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "workflows" / "configs"
@@ -94,11 +94,11 @@ def test_a_new_name_replaces_the_section_for_dotted_overrides_too(capsys):
         ["model.fusion.dropout=0.3", "model.fusion.name=concat"],
         ["model.fusion.name=concat", "model.fusion.dropout=0.3"],
     ):
-        assert load_config(ZHOU, order)["model"]["fusion"] == {"name": "concat", "dropout": 0.3}
-    assert load_config(ZHOU, ["model.fusion.name=fbp"])["model"]["fusion"]["o"] == 1000
+        assert load_config(ZHOU, order).model.fusion == {"name": "concat", "dropout": 0.3}
+    assert load_config(ZHOU, ["model.fusion.name=fbp"]).model.fusion["o"] == 1000
     # a bare name that gets an option becomes a section
     rel = load_config(CONFIGS / "zhou_relation_concat.yaml", ["model.temporal.dropout=0.2"])
-    assert rel["model"]["temporal"] == {"name": "fan_relation", "dropout": 0.2}
+    assert rel.model.temporal == {"name": "fan_relation", "dropout": 0.2}
 
 
 def _printed(capsys, *argv: str) -> dict:
@@ -128,9 +128,7 @@ def test_each_override_form_changes_only_what_it_names(capsys, config):
     # a named section given another name: that section alone is replaced
     got = changed("optim.name=sgd")
     assert set(got) == {"optim"} and got["optim"]["name"] == "sgd"
-    assert (
-        got["optim"]["lr"] == load_config({"optim": {"name": "sgd"}, **_minimal()})["optim"]["lr"]
-    )
+    assert got["optim"]["lr"] == load_config({"optim": {"name": "sgd"}, **_minimal()}).optim.lr
 
 
 def _minimal() -> dict:
@@ -166,7 +164,7 @@ def test_print_config_is_the_resolved_config_and_writes_nothing(capsys, tmp_path
         == 0
     )
     printed = yaml.safe_load(capsys.readouterr().out)
-    want = load_config(DEMO, ["optim.lr=3e-4", "trainer.max_epochs=2"])
+    want = config_dict(load_config(DEMO, ["optim.lr=3e-4", "trainer.max_epochs=2"]))
     assert printed == {k: v for k, v in want.items() if not k.startswith("_")}
     assert printed["optim"]["lr"] == 3e-4 and printed["data"]["batch_size"] == 8
     assert printed["trainer"]["loggers"] == ["csv"]  # schema defaults are spelled out
@@ -194,13 +192,13 @@ def test_relative_paths_are_relative_to_the_file_that_names_them(tmp_path, monke
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     cfg = load_config(tmp_path / "run" / "r.yaml", ["data.features.extra=x.h5"])
-    assert cfg["data"]["manifest"] == str(tmp_path / "base" / "m.csv")
-    assert cfg["data"]["features"] == {
+    assert cfg.data.manifest == str(tmp_path / "base" / "m.csv")
+    assert cfg.data.features == {
         "face": str(tmp_path / "f" / "face.h5"),
         "audio": str(tmp_path / "run" / "mine" / "a.h5"),
         "extra": str(elsewhere / "x.h5"),
     }  # overrides: the cwd
-    assert cfg["output"]["dir"] == str(elsewhere / "runs")  # defaults: the cwd
+    assert cfg.output.dir == str(elsewhere / "runs")  # defaults: the cwd
 
 
 def test_the_grid_dry_run_refuses_a_misspelled_axis_key(capsys, tmp_path):

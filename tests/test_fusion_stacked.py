@@ -111,12 +111,17 @@ def test_stacked_run_equals_separate_runs(corpus, tmp_path, temporal):
 
 
 def test_what_cannot_be_stacked_is_named():
-    base = {"trainer": {"max_epochs": 3}, "schedule": {"name": "plateau"}}
+    minimal = {"data": {"manifest": "m.csv", "features": {"a": "a.h5"}}, "model": {"name": "x"}}
+
+    def cfg(**over):
+        return load_config({**minimal, **over}, check_args=False)
+
+    base = cfg(trainer={"max_epochs": 3}, schedule={"name": "plateau"})
     assert "plateau" in why_not_stackable(base)
-    assert "fast_dev_run" in why_not_stackable({"trainer": {"fast_dev_run": True}})
+    assert "fast_dev_run" in why_not_stackable(cfg(trainer={"fast_dev_run": True}))
     bn = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-    assert "BatchNorm1d" in why_not_stackable({"trainer": {}}, bn)
-    assert why_not_stackable({"trainer": {}}, torch.nn.Linear(2, 2)) is None
+    assert "BatchNorm1d" in why_not_stackable(cfg(), bn)
+    assert why_not_stackable(cfg(), torch.nn.Linear(2, 2)) is None
 
 
 def test_grid_stacks_seeds_and_writes_what_separate_cells_write(corpus, tmp_path):

@@ -145,9 +145,9 @@ def test_config_overrides_and_errors(clip_data):
             "optim.lr=1e-4",
         ],
     )
-    assert cfg["trainer"]["max_epochs"] == 7 and cfg["data"]["features"]["face"] == "/x/f.h5"
-    assert cfg["data"]["timeline"]["method"] == "linear" and cfg["optim"]["lr"] == 1e-4
-    assert cfg["data"]["window"] == {"length": 300, "hop": 200}  # defaults survive
+    assert cfg.trainer.max_epochs == 7 and cfg.data.features["face"] == "/x/f.h5"
+    assert cfg.data.timeline.method == "linear" and cfg.optim.lr == 1e-4
+    assert cfg.data.window.model_dump() == {"length": 300, "hop": 200}  # defaults survive
     with pytest.raises(
         ConfigError, match="model.fusion: unknown option"
     ):  # not a tiny-model option
