@@ -162,3 +162,32 @@ def test_nothing_outside_the_tasks_branches_on_the_task_type():
             if TASK_BRANCHES.search(line):
                 offenders.append(f"{rel}:{n}: {line.strip()}")
     assert offenders == []
+
+
+def test_avemo_predict_prints_the_run_tasks_line_per_clip():
+    """Frame regression: each target's mean over the clip's frames; classification: the class
+    and its probability (no per-class columns). The task says which, not the columns."""
+    from avemo.workflows.predict import summary
+
+    frame = TASKS.get("frame")({"targets": ["valence"], "features": {"face": "f.h5"}})
+    table = pd.DataFrame(
+        {
+            "clip_id": ["a", "a", "b"],
+            "time": [0.0, 0.1, 0.0],
+            "valence": [0.2, 0.5, -1.0],
+            "face_present": [True, True, False],
+            "missing": ["", "", "face"],
+            "flagged": [False, False, True],
+        }
+    )
+    head, a, b = summary(table, frame).splitlines()
+    assert head.split() == ["clip_id", "valence", "missing", "flagged"]
+    assert a.split() == ["a", f"{np.mean([0.2, 0.5]):.3f}", "False"]
+    assert b.split() == ["b", "-1.000", "face", "True"]
+
+    clip = TASKS.get("clip")({"features": {"face": "f.h5"}})
+    clip.classes = ["x", "y"]
+    table = pd.DataFrame(
+        {"clip_id": ["a"], "pred": ["y"], "top_p": [0.75], "p_x": [0.25], "p_y": [0.75]}
+    ).assign(missing="")
+    assert summary(table, clip).splitlines()[0].split() == ["clip_id", "pred", "top_p", "missing"]

@@ -24,11 +24,14 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from avemo.errors import UsageError, UserError
+
+if TYPE_CHECKING:  # annotations only: the command loads torch when it runs, not at import
+    from avemo.fusion.tasks import Task
 
 VIDEO_EXT = (".mp4", ".mov", ".avi", ".mkv", ".flv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 AUDIO_EXT = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".aac", ".opus")
@@ -312,22 +315,12 @@ def predict_inputs(
     return {"table": table, "path": path, "plots": plots, "out": out_dir, "run": run}
 
 
-def summary(table: pd.DataFrame, max_rows: int = 40) -> str:
-    """What the command prints: per clip the predicted class and its probability, or the
-    mean of each predicted target over the clip's frames."""
-    cols = [c for c in ("clip_id", "label", "pred", "top_p") if c in table]
-    if "pred" not in table:  # regression: per-clip means of every target
-        targets = [
-            c
-            for c in table.columns
-            if c not in ("clip_id", "label", "time", "missing", "flagged")
-            and not c.endswith("_present")
-            and pd.api.types.is_numeric_dtype(table[c])
-        ]
-        show = table.groupby("clip_id", sort=False)[targets].mean().reset_index()
-        cols = ["clip_id", *targets]
-    else:
-        show = table
+def summary(table: pd.DataFrame, task: Task, max_rows: int = 40) -> str:
+    """What the command prints: one line per clip, the run's task's columns
+    (``Task.clip_summary``: the predicted class and its probability, or each target's mean
+    over the clip's frames), then what was missing and whether the row is flagged."""
+    show = task.clip_summary(table)
+    cols = list(show.columns)
     show = show.assign(
         missing=table.groupby("clip_id", sort=False)["missing"]
         .first()
@@ -414,7 +407,7 @@ def run(a: argparse.Namespace) -> int:
         batch_size=a.batch_size,
         speaker=a.speaker,
     )
-    print(summary(res["table"]))
+    print(summary(res["table"], res["run"].task))
     print(f"predictions: {res['path']}")
     if res["plots"]:
         print(f"plots: {len(res['plots'])} PNG in {res['out'] / 'plots'}")

@@ -144,6 +144,10 @@ class Task:
         ``dm``: the datamodule over those clips (``CachedFeatureDataModule.unlabelled``)."""
         raise NotImplementedError
 
+    def clip_summary(self, table: pd.DataFrame) -> pd.DataFrame:
+        """One row per clip of ``avemo predict``'s table: what the command prints."""
+        raise NotImplementedError
+
     def write_predictions(self, table: pd.DataFrame, run_dir: Path) -> Path:
         path = Path(run_dir) / self.prediction_file
         if path.suffix == ".parquet":
@@ -279,6 +283,11 @@ class RegressionTask(Task):
         for j, t in enumerate(self.targets):
             body[t] = pred[:, j]
         return body
+
+    def clip_summary(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Each target's (and its smoothed value's) mean over the clip's rows."""
+        cols = [c for t in self.targets for c in (t, f"{t}_smoothed") if c in table]
+        return table.groupby("clip_id", sort=False)[cols].mean().reset_index()
 
     def report_figures(self, run_dirs: Sequence[Path], title: str, stem: Path) -> list[Path]:
         """The test (else validation) predictions of all the runs, one figure

@@ -134,6 +134,10 @@ class ClipClassification(Task):
             body[f"p_{c}"] = scores[:, j]
         return body
 
+    def clip_summary(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The predicted class and its probability (and the label, when the input had one)."""
+        return table[[c for c in ("clip_id", "label", "pred", "top_p") if c in table]]
+
     def plot_clip(
         self, rows: pd.DataFrame, clip_id: str, modalities: Sequence[str], path: Path
     ) -> Path:
