@@ -18,7 +18,7 @@ import os
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -43,8 +43,8 @@ class AudioFeatureSet(FeatureSet):
     """
 
     modality = "audio"
-    default_config: dict[str, Any] = {"sample_rate": 16000}
-    config_params: dict[str, Param] = {
+    default_config: ClassVar[dict[str, Any]] = {"sample_rate": 16000}
+    config_params: ClassVar[dict[str, Param]] = {
         "sample_rate": Param(min=1000, max=384000),
         "pad_short": Param(),
         "batch_size": Param(min=1),

@@ -21,10 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 
 from avemo.extract.registry import AUDIO
+
+MelNorm = Literal["slaney"] | None  # the config's mel_norm: librosa's area normalisation or none
 
 # ----------------------------------------------------------------------------- shared pieces
 
@@ -57,7 +60,7 @@ def mel_filterbank(
     fmin: float,
     fmax: float | None,
     htk: bool = False,
-    norm: str | None = "slaney",
+    norm: MelNorm = "slaney",
 ) -> np.ndarray:
     """librosa's mel matrix ``[n_mels, n_fft // 2 + 1]`` (float64)."""
     import librosa
@@ -133,7 +136,7 @@ def mel_power_np(
     fmin: float,
     fmax: float | None,
     htk: bool,
-    norm: str | None,
+    norm: MelNorm,
 ) -> np.ndarray:
     power = stft_magnitude_np(x, n_fft, hop, win_length) ** 2
     return power @ mel_filterbank(sr, n_fft, n_mels, fmin, fmax, htk, norm).T
@@ -150,7 +153,7 @@ def log_mel_np(
     fmin: float,
     fmax: float | None,
     htk: bool,
-    norm: str | None,
+    norm: MelNorm,
     eps: float,
 ) -> np.ndarray:
     mel = mel_power_np(x, sr, n_fft, hop, win_length, n_mels, fmin, fmax, htk, norm)
@@ -168,7 +171,7 @@ def mfcc_np(
     fmin: float,
     fmax: float | None,
     htk: bool,
-    norm: str | None,
+    norm: MelNorm,
     n_mfcc: int,
     amin: float,
 ) -> np.ndarray:
@@ -257,7 +260,7 @@ def mel_power_torch(
     fmin: float,
     fmax: float | None,
     htk: bool,
-    norm: str | None,
+    norm: MelNorm,
 ):
     torch = _torch()
     power = stft_magnitude_torch(x, n_fft, hop, win_length) ** 2

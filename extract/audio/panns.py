@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -115,7 +115,7 @@ def cnn14_log_mel(x):
 class PannsCnn14(AudioFeatureSet):
     """PANNs CNN14: 2048-d AudioSet embedding per window (default 1 s every 0.5 s)."""
 
-    default_config: dict[str, Any] = {
+    default_config: ClassVar[dict[str, Any]] = {
         "sample_rate": 32000,
         "window_s": 1.0,
         "hop_s": 0.5,

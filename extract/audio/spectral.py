@@ -15,7 +15,7 @@ centre; a clip of ``n`` samples gives ``1 + n // hop`` rows (see ``frontends``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -100,7 +100,7 @@ class _StftSet(AudioFeatureSet):
 class Spectrogram(_StftSet):
     """Speech spectrogram: log STFT magnitude (20 ms Hann, 10 ms hop, 512-point FFT -> 257 bins)."""
 
-    default_config: dict[str, Any] = {
+    default_config: ClassVar[dict[str, Any]] = {
         "sample_rate": 16000,
         "win_ms": 20.0,
         "hop_ms": 10.0,
@@ -186,7 +186,7 @@ class _MelSet(_StftSet):
 class LogMel(_MelSet):
     """Log-Mel spectrogram (64 bands, 25 ms window, 10 ms hop; optional delta / delta-delta)."""
 
-    default_config: dict[str, Any] = {
+    default_config: ClassVar[dict[str, Any]] = {
         "sample_rate": 16000,
         "win_ms": 25.0,
         "hop_ms": 10.0,
@@ -228,7 +228,7 @@ class LogMel(_MelSet):
 class Mfcc(_MelSet):
     """13 MFCC + delta + delta-delta at 10 ms (39 columns; the LFAN audio input)."""
 
-    default_config: dict[str, Any] = {
+    default_config: ClassVar[dict[str, Any]] = {
         "sample_rate": 16000,
         "win_ms": 25.0,
         "hop_ms": 10.0,

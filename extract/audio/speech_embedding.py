@@ -24,7 +24,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -118,7 +119,7 @@ class SpeechEmbeddingModel:
 class SpeechEmbedding(AudioFeatureSet):
     """Google speech_embedding: 32-band log-mel -> 96-d every 80 ms (ONNX, onnxruntime)."""
 
-    default_config: dict[str, Any] = {
+    default_config: ClassVar[dict[str, Any]] = {
         "sample_rate": 16000,
         "input_scale": 32767.0,
         "mel_scale": 0.1,
@@ -151,7 +152,7 @@ class SpeechEmbedding(AudioFeatureSet):
         return (EMB_DIM,)
 
     @cached_property
-    def _paths(self) -> tuple:
+    def _paths(self) -> tuple[Path, Path]:
         return resolve(MEL_WEIGHTS.name), resolve(EMB_WEIGHTS.name)
 
     def weights(self) -> dict[str, str]:
@@ -188,7 +189,11 @@ class SpeechEmbedding(AudioFeatureSet):
             view = np.lib.stride_tricks.sliding_window_view(mel, WINDOW_FRAMES, axis=0)
             windows.append(view[:: self.step][:n].transpose(0, 2, 1))  # [n, 76, 32]
             counts.append(n)
-        emb = self.model.embed(np.ascontiguousarray(np.concatenate(windows))) if windows else None
+        emb = (
+            self.model.embed(np.ascontiguousarray(np.concatenate(windows)))
+            if windows
+            else np.zeros((0, EMB_DIM), np.float32)
+        )
         out, at = [], 0
         for n in counts:
             out.append(

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, ClassVar
@@ -81,7 +81,7 @@ def frame_geometry(kernels: Sequence[int], strides: Sequence[int]) -> tuple[int,
 
 
 def window_plan(
-    n: int, window: int, hop: int, frame_hop: int, n_frames: Any
+    n: int, window: int, hop: int, frame_hop: int, n_frames: Callable[[int], int]
 ) -> list[tuple[int, int, int, int]]:
     """``(start, end, first_kept, last_kept + 1)`` per window of an ``n``-sample clip.
 
@@ -92,7 +92,7 @@ def window_plan(
     starts = [0]
     while starts[-1] + window < n:
         starts.append(starts[-1] + hop)
-    plan = []
+    plan: list[tuple[int, int, int, int, int]] = []  # + kept end on the clip's grid
     for i, s in enumerate(starts):
         e = min(s + window, n)
         g0 = s // frame_hop  # the window's first frame on the clip's frame grid
@@ -356,7 +356,7 @@ class SslSpeechSet(AudioFeatureSet):
         masked = net.config.feat_extract_norm == "layer"  # GroupNorm CNNs: equal lengths only
         order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i]))
         idx = self.layer_indices()
-        out: list[np.ndarray | None] = [None] * len(pieces)
+        out: dict[int, np.ndarray] = {}
         bs, at = int(self.config["batch_size"]), 0
         while at < len(order):
             group = [order[at]]
@@ -379,7 +379,7 @@ class SslSpeechSet(AudioFeatureSet):
                 h = h.float().cpu().numpy()  # [B, F, L, D]
             for r, i in enumerate(group):
                 out[i] = h[r, : self.n_frames(len(pieces[i]))]
-        return out  # type: ignore[return-value]
+        return [out[i] for i in range(len(pieces))]
 
     def compute(self, signals: Sequence[np.ndarray]) -> list[Result]:
         self.net()
@@ -388,7 +388,8 @@ class SslSpeechSet(AudioFeatureSet):
             self._samples(c["window_s"]),
             self._samples(c["window_s"]) - self._samples(c["overlap_s"]),
         )
-        pieces, plans = [], []
+        pieces: list[np.ndarray] = []
+        plans: list[tuple[int, list[tuple[int, int, int, int]]]] = []
         for s in signals:
             s = np.asarray(s, np.float32)
             if len(s) < self.field:

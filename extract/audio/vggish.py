@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -128,7 +128,7 @@ def build_vggish():
 class Vggish(AudioFeatureSet):
     """VGGish: 128-d per 0.96 s log-mel patch, hop configurable (e.g. 1/fps)."""
 
-    default_config: dict[str, Any] = {
+    default_config: ClassVar[dict[str, Any]] = {
         "sample_rate": 16000,
         "hop_s": 0.96,
         "center": False,

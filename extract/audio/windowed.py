@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -38,11 +39,16 @@ from avemo.extract.base import ClipInput, Param
 from avemo.extract.registry import AUDIO, FEATURE_SETS
 from avemo.extract.window_grid import window_ends
 
+if TYPE_CHECKING:
+    from torch import nn
+
 HOP_MS, WIN_MS, N_FFT, N_MELS = 10.0, 25.0, 512, 64
 
 
 @AUDIO.register("audio_resnet18", help="one-channel ResNet-18, [B, 1, T, 64] -> [B, 512]")
-def build_audio_resnet18(weights: str | os.PathLike[str] | None = None, device: str = "cpu") -> Any:
+def build_audio_resnet18(
+    weights: str | os.PathLike[str] | None = None, device: str = "cpu"
+) -> tuple[nn.Module, Path]:
     """torchvision ResNet-18 with a one-channel ``conv1`` and no classifier: ``[B, 1, T, F] ->
     [B, 512]``; weights as the module doc says. Returns (network in eval mode, weights file)."""
     import torch
@@ -82,6 +88,8 @@ def video_frame_times(path: str | os.PathLike[str]) -> np.ndarray | None:
             return None
         s = c.streams.video[0]
         pts = sorted(p.pts for p in c.demux(s) if p.pts is not None)
+        if s.time_base is None:  # PyAV types it optional; a demuxed stream always has one
+            raise ValueError(f"{path}: the video stream has no time base")
         return np.asarray(pts, np.float64) * float(s.time_base)
 
 
@@ -109,11 +117,6 @@ class LogMelResNet18(AudioFeatureSet):
         "batch_size": Param(min=1),
     }
 
-    def __init__(self, config: Any = None, device: str = "cpu", **kw: Any) -> None:
-        super().__init__(config, device, **kw)
-        self._net: Any = None
-        self._weights_path: Path | None = None
-
     @property
     def rate_hz(self) -> float:
         return float(self.config["fps"]) / int(self.config["hop"])
@@ -127,18 +130,18 @@ class LogMelResNet18(AudioFeatureSet):
             1, int(round(int(self.config["window"]) / float(self.config["fps"]) / (HOP_MS / 1000)))
         )
 
-    def net(self) -> Any:
-        if self._net is None:
-            self._net, self._weights_path = build_audio_resnet18(
-                self.config["backbone_weights"], self.device
-            )
-        return self._net
+    @cached_property
+    def _loaded(self) -> tuple[nn.Module, Path]:
+        """The network and its weights file, built once on first use."""
+        return build_audio_resnet18(self.config["backbone_weights"], self.device)
+
+    def net(self) -> nn.Module:
+        return self._loaded[0]
 
     def weights(self) -> dict[str, str]:
         from avemo.extract.weights import checksum
 
-        self.net()
-        return {"logmel_resnet18": checksum(self._weights_path)}
+        return {"logmel_resnet18": checksum(self._loaded[1])}
 
     def fps_grid(self, n_samples: int) -> np.ndarray:
         """Frame times of an audio-only clip: ``k / fps`` from the first sample."""
