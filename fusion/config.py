@@ -441,8 +441,8 @@ def load_config(
         set_dotted(user, key, value)
     user = resolve_paths(_fix_floats(user), Path.cwd())  # overrides / dict values: cwd
     data = user.get("data")
-    feats = data.get("features") if isinstance(data, dict) else None
-    if isinstance(feats, dict):  # `face: null` drops a modality of a base
+    if isinstance(data, dict) and isinstance(data.get("features"), dict):
+        feats = data["features"]  # `face: null` drops a modality of a base
         data["features"] = {m: p for m, p in feats.items() if p is not None}
     cfg = validate_schema(user)
     _expand_set_names(cfg.data)

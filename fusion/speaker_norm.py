@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from avemo.fusion.config import DataConfig, RunConfig
+from avemo.fusion.config import DataConfig, RunConfig, run_config
 from avemo.fusion.features import FeatureArrays
 
 log = logging.getLogger(__name__)
@@ -348,13 +348,13 @@ def save(result: Mapping[str, Any] | None, run_dir: str | Path) -> None:
 
 
 def load(
-    run_dir: str | Path, cfg: RunConfig
+    run_dir: str | Path, cfg: RunConfig | Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """A run's record and reference; a run from before the record (``speaker_norm: true``)
     normalised every speaker by its own statistics."""
     run_dir = Path(run_dir)
     if not (run_dir / RECORD_FILE).is_file():
-        mode = mode_of(cfg.data.speaker_norm)
+        mode = mode_of(run_config(cfg).data.speaker_norm)
         return {
             "requested": mode,
             "mode": "speaker" if mode != "off" else "off",

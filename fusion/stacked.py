@@ -194,19 +194,19 @@ def fit_stacked(
     from avemo.fusion.train import _final_outputs, _write_data_side, build_model, determinism
 
     tune_allocator()  # [cells, batch, ...] activations: reuse them, no fresh kernel pages
-    cfgs = [run_config(c) for c in cfgs]
-    keys = {stack_key(c) for c in cfgs}
+    runs = [run_config(c) for c in cfgs]
+    keys = {stack_key(c) for c in runs}
     if len(keys) != 1:
         raise ValueError("fit_stacked: the configs differ beyond " + ", ".join(STACKABLE_KEYS))
     cells: list[_Cell] = []
-    for cfg, rd in zip(cfgs, run_dirs, strict=True):
+    for cfg, rd in zip(runs, run_dirs, strict=True):
         Path(rd).mkdir(parents=True, exist_ok=True)
         if not (Path(rd) / "config.yaml").exists():
             dump_config(cfg, Path(rd) / "config.yaml")
         _write_data_side(dm, Path(rd))
         L.seed_everything(cfg.seed, workers=False, verbose=False)
         cells.append(_Cell(cfg, rd, build_model(cfg, dm).to(dm.device), dm))
-    why = why_not_stackable(cfgs[0], cells[0].model)
+    why = why_not_stackable(runs[0], cells[0].model)
     if why:
         raise ValueError(f"fit_stacked: cannot stack: {why}")
     base = copy.deepcopy(cells[0].model)
@@ -219,7 +219,7 @@ def fit_stacked(
         for n, _ in base.named_buffers()
     }
     leaves = [{n: p for n, p in c.model.named_parameters()} for c in cells]
-    c0 = cfgs[0]
+    c0 = runs[0]
     groups = [
         {
             "params": list(leaves[i].values()),
