@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,8 @@ WIDTH, HEIGHT = 640, 360
 AUDIO_RATE = 16_000
 SPEECH = (7.5, 30.0)  # sample.wav is silent before 7.5 s
 SPEECH_STEP_S = 0.8  # successive clips take speech starting this much later (wrapping)
-VIDEO_CODECS = ("libx264", "mpeg4")
+VideoCodec = Literal["libx264", "mpeg4"]
+VIDEO_CODECS: tuple[VideoCodec, ...] = ("libx264", "mpeg4")
 LABELS_FILE = "labels.csv"
 MANIFEST_FILE = "manifest.csv"
 
@@ -218,7 +220,7 @@ def clip_table() -> pd.DataFrame:
     return df
 
 
-def _video_codec() -> str:
+def _video_codec() -> VideoCodec:
     import av
 
     for name in VIDEO_CODECS:
@@ -239,12 +241,15 @@ def _frames_at(source: Path, start: float, n: int) -> list:
     out: list = []
     with av.open(str(source)) as c:
         s = c.streams.video[0]
-        c.seek(max(int((start - 1.0) / s.time_base), 0), stream=s, backward=True, any_frame=False)
+        tb = s.time_base
+        if tb is None:  # PyAV types it optional; a demuxed stream always has one
+            raise RuntimeError(f"{source}: the video stream has no time base")
+        c.seek(max(int((start - 1.0) / tb), 0), stream=s, backward=True, any_frame=False)
         prev = None
         for f in c.decode(s):
             if f.pts is None:
                 continue
-            t = float(f.pts * s.time_base)
+            t = float(f.pts * tb)
             while len(out) < n and targets[len(out)] < t - 1e-6 and prev is not None:
                 out.append(prev)
             prev = f.reformat(width=WIDTH, height=HEIGHT, format="yuv420p")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from typing import Any
 
 import pandas as pd
 
@@ -67,7 +68,8 @@ class AffWild2Adapter:
                     f"affwild2: two videos named {v.stem}: {videos[v.stem]} and {v}"
                 )
             videos[v.stem] = str(v)
-        rows, missing = [], []
+        rows: list[dict[str, Any]] = []
+        missing: list[str] = []
         for a in walk(root, {".txt"}):
             split = split_name(a.parent.name)
             if split is None or not _is_va(a):
@@ -77,7 +79,7 @@ class AffWild2Adapter:
             if video_key not in videos:
                 missing.append(str(a))
                 continue
-            row = {
+            row: dict[str, Any] = {
                 "clip_id": stem,
                 "video": videos[video_key],
                 "audio": videos[video_key],

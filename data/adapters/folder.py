@@ -63,8 +63,8 @@ class FolderAdapter:
             parts = rel.parts
             if len(parts) == 2:
                 split, label = "train", parts[0]
-            elif len(parts) == 3 and split_name(parts[0]):
-                split, label = split_name(parts[0]), parts[1]
+            elif len(parts) == 3 and (named := split_name(parts[0])):
+                split, label = named, parts[1]
             else:
                 continue  # files at the top level or deeper than split/class are not clips
             cid = rel.with_suffix("").as_posix()

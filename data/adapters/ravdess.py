@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 import pandas as pd
 
@@ -65,7 +66,7 @@ class RavdessAdapter:
             if mod in have:
                 raise ManifestError(f"ravdess: recording {f.stem} found twice: {have[mod]} and {f}")
             have[mod] = str(f)
-        rows = []
+        rows: list[dict[str, Any]] = []  # manifest rows: str columns, the fold number
         for key, have in found.items():
             video = have.get("01") or have.get("02")
             audio = have.get("03") or have.get("01")

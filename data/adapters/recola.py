@@ -95,7 +95,7 @@ class RecolaAdapter:
         audio = _one_per_stem(walk(root, AUDIO_EXT), "audio")
         video = _one_per_stem(walk(root, VIDEO_EXT), "video")
         problems = []
-        rows = []
+        rows: list[dict[str, str]] = []
         for stem, a in sorted(arousal.items()):
             v = valence.get(stem)
             if v is None or v.parent.parent != a.parent.parent:
@@ -113,10 +113,10 @@ class RecolaAdapter:
         if problems:
             raise ManifestError("recola: incomplete participants:\n  " + "\n  ".join(problems[:10]))
         table = self._split_table()
-        pids = sorted(
-            (r["subject"] for r in rows if _PID.match(r["subject"])),
-            key=lambda s: int(_PID.match(s).group(1)),
-        )  # type: ignore[union-attr]
+        numbered = [
+            (int(m.group(1)), r["subject"]) for r in rows if (m := _PID.match(r["subject"]))
+        ]
+        pids = [s for _, s in sorted(numbered, key=lambda t: t[0])]
         order = {s: i for i, s in enumerate(pids)}
         n = self.per_split
         for r in rows:
@@ -128,7 +128,7 @@ class RecolaAdapter:
                     )
                 r["split"] = table[s]
             elif m := _AVEC.match(s):
-                r["split"] = split_name(m.group(1))
+                r["split"] = split_name(m.group(1)) or m.group(1)  # always named: train|dev|test
             elif s in order:
                 i = order[s]
                 r["split"] = "train" if i < n else "val" if i < 2 * n else "test"

@@ -114,7 +114,8 @@ def clip_digest(values: np.ndarray, timestamps: np.ndarray, mask: np.ndarray, st
     found clip by clip and only those clips are rebuilt; CRC-32 runs at memory speed, so a
     whole file is checked for about the cost of reading it.
     """
-    crc = zlib.crc32(np.ascontiguousarray(values).view(np.uint8).reshape(-1))
-    crc = zlib.crc32(np.ascontiguousarray(timestamps, np.float64).view(np.uint8), crc)
-    crc = zlib.crc32(np.ascontiguousarray(mask).astype(np.uint8, copy=False), crc)
+    # ``.data``: the arrays' memory as a buffer, without a copy
+    crc = zlib.crc32(np.ascontiguousarray(values).view(np.uint8).reshape(-1).data)
+    crc = zlib.crc32(np.ascontiguousarray(timestamps, np.float64).view(np.uint8).data, crc)
+    crc = zlib.crc32(np.ascontiguousarray(mask).astype(np.uint8, copy=False).data, crc)
     return zlib.crc32(status.encode(), crc)

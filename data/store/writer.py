@@ -467,6 +467,7 @@ class FeatureWriter:
                 }
                 for p, i0, i1 in runs:
                     a, b = int(offs[p][i0]), int(offs[p][i1])
+                    ref = src_crc[p]  # None: the source file keeps no per-clip CRCs
                     out_status.extend(status[p][i0:i1])
                     out_message.extend(message[p][i0:i1])
                     out_info.extend(info[p][i0:i1])
@@ -475,7 +476,7 @@ class FeatureWriter:
                         lo, hi = int(offs[p][i]) - a, int(offs[p][i + 1]) - a
                         v, t, m = (chunk[k][lo:hi] for k in ("values", "timestamps", "mask"))
                         crc = clip_digest(v, t, m, status[p][i])
-                        if src_crc[p] is not None and crc != int(src_crc[p][i]):
+                        if ref is not None and crc != int(ref[i]):
                             damaged.setdefault(p, []).append(self._ids(p)[i])
                         if v.dtype != dtype:
                             crc = clip_digest(v.astype(dtype), t, m, status[p][i])
