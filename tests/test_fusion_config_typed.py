@@ -42,11 +42,9 @@ NOT_MIGRATED = {
     "fusion/run.py",
     "fusion/predict.py",
     "fusion/tasks/base.py",
-    "workflows/ablate.py",
     "workflows/ablation/checks.py",
     "workflows/ablation/folds.py",
     "workflows/ablation/stacking.py",
-    "workflows/crossval.py",
     "workflows/demo.py",
 }
 #: Files that read the config by attribute only (no ``cfg["section"]`` / ``.get("section")``).
@@ -206,9 +204,11 @@ def restated_defaults(source: str) -> list[tuple[int, str]]:
         if key and isinstance(node, ast.Call) and len(node.args) > 1 and _not_none(node.args[1]):
             out.append((node.lineno, key))
         if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):
-            key = _get_key(node.values[0])
-            if key and any(isinstance(v, _LITERALS) and _not_none(v) for v in node.values[1:]):
-                out.append((node.lineno, key))
+            for i, v in enumerate(node.values):
+                key = _get_key(v)
+                rest = node.values[i + 1 :]
+                if key and any(isinstance(w, _LITERALS) and _not_none(w) for w in rest):
+                    out.append((node.lineno, key))
     return sorted(out)
 
 
@@ -216,12 +216,18 @@ def test_the_scan_finds_each_form_of_a_restated_default():
     src = (
         'a = cfg["data"].get("speaker_norm", False)\n'
         'b = int(cfg.get("seed") or 0)\n'
-        'c = (cfg.get("eval") or {}).get("clip_range")\n'
-        'd = record.get("prior", 10.0)\n'  # not a schema key
-        'e = cfg.get("seed")\n'  # no default restated
-        "f = cfg.data.speaker_norm\n"
+        'c = int(n or cfg["data"].get("eval_batch_size") or 256)\n'
+        'd = (cfg.get("eval") or {}).get("clip_range")\n'
+        'e = record.get("prior", 10.0)\n'  # not a schema key
+        'f = cfg.get("seed")\n'  # no default restated
+        "g = cfg.data.speaker_norm\n"
     )
-    assert restated_defaults(src) == [(1, "speaker_norm"), (2, "seed"), (3, "eval")]
+    assert restated_defaults(src) == [
+        (1, "speaker_norm"),
+        (2, "seed"),
+        (3, "eval_batch_size"),
+        (4, "eval"),
+    ]
 
 
 def test_no_default_is_restated_outside_the_schema():
