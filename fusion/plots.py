@@ -167,8 +167,8 @@ def frame_trace(
     fig, (a1, a2) = plt.subplots(
         2, 1, figsize=(8, 4), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
-    for t in targets:
-        a1.plot(rows["time"], rows[t], label=t)
+    for name in targets:
+        a1.plot(rows["time"], rows[name], label=name)
     a1.axhline(0, color="0.8", lw=0.8)
     a1.legend(loc="upper right", fontsize=8)
     a1.set_title(f"{clip_id}: predicted {' / '.join(targets)}", fontsize=9)
