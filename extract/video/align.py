@@ -138,7 +138,8 @@ class CropSpec:
         unknown = sorted(set(value) - set(asdict(cls())))
         if unknown:
             raise ValueError(f"unknown crop keys {unknown}; known: {sorted(asdict(cls()))}")
-        return cls(**{k: (float(v) if k == "margin" else v) for k, v in value.items()})
+        fields: dict[str, Any] = {k: (float(v) if k == "margin" else v) for k, v in value.items()}
+        return cls(**fields)
 
     def as_config(self) -> dict[str, Any]:
         return asdict(self)

@@ -226,6 +226,8 @@ def write_video(
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        if not isinstance(stream, av.VideoStream):
+            raise ValueError(f"write_video: {codec!r} is not a video codec")
         stream.width, stream.height, stream.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
         stream.time_base = stream.codec_context.time_base = Fraction(1, 90000)
         if rotation:
@@ -354,14 +356,14 @@ def _shm_chunks(
     n0 = n = 0
     t_clock = time.perf_counter()
 
-    def flush() -> SlotChunk:
+    def flush(filled: np.ndarray) -> SlotChunk:  # filled: the chunk's view, frames [0, n)
         nonlocal slot, view, ts, n0, n, t_clock
         out = SlotChunk(
             ring.id,
             slot,
             np.arange(n0, n0 + n, dtype=np.int64),
             np.asarray(ts, np.float64),
-            (n, *view.shape[1:]),
+            (n, *filled.shape[1:]),
         )
         stats.frames += n
         stats.seconds += time.perf_counter() - t_clock
@@ -393,9 +395,9 @@ def _shm_chunks(
         ts.append(t)
         n += 1
         if n == len(view):
-            yield flush()
+            yield flush(view)
     if view is not None:
-        yield flush()
+        yield flush(view)
 
 
 def decode_worker(

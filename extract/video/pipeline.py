@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -48,6 +48,9 @@ from avemo.extract.video.decode import (
     iter_frames,
     lookahead_frames,
 )
+
+if TYPE_CHECKING:
+    from multiprocessing.context import ForkContext, SpawnContext
 from avemo.extract.video.detectors.base import Detector, Faces
 from avemo.extract.video.tracks import Tracker, TrackSummary, chain_subject, iou, longest_gap_s
 
@@ -158,7 +161,9 @@ class DecodePool:
         self.n = workers
         self.per_worker = per_worker
         fork = "fork" in mp.get_all_start_methods()
-        self.ctx = mp.get_context("fork" if fork else "spawn")
+        self.ctx: ForkContext | SpawnContext = (
+            mp.get_context("fork") if fork else mp.get_context("spawn")
+        )
         self.shm = bool(shm) and fork  # spawned workers would re-attach by name: keep the queue
         self.threads = bool(threads)  # FFmpeg's own decoding threads in each worker
         self.height = height  # frames converted at this height (aspect kept); None: as stored

@@ -131,10 +131,10 @@ class Tracker:
                 ov >= self.link_iou, 2.0 + ov, np.where(dist <= self.link_centre, 1.0 - dist, -1.0)
             )
             while True:
-                i, j = np.unravel_index(np.argmax(cost), cost.shape)
+                i, j = map(int, np.unravel_index(np.argmax(cost), cost.shape))
                 if cost[i, j] < 0:
                     break
-                pairs.append((live[i], int(j)))
+                pairs.append((live[i], j))
                 cost[i, :] = -1
                 cost[:, j] = -1
         linked = {j for _, j in pairs}

@@ -143,7 +143,7 @@ class TorchBackbone(FaceBackbone):
 
     def _finish(self, net: nn.Module) -> None:
         """Move to the device, eval mode, channels_last; called once weights are loaded."""
-        self.net = net.eval().to(self.device, memory_format=torch.channels_last)
+        self.net = net.eval().to(self.device).to(memory_format=torch.channels_last)
         for p in self.net.parameters():
             p.requires_grad_(False)
         c = 1 if self.grayscale else 3

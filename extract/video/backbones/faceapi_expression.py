@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -29,7 +30,22 @@ from avemo.extract.video.align import CropSpec
 from avemo.extract.video.backbones.base import ExpressionBackbone, file_sha256, put_param
 from avemo.extract.weights import WeightSpec, register_weight, resolve
 
-_NPM = {"package": "@vladmandic/face-api", "version": "1.7.15", "source": "npm", "licence": "MIT"}
+
+class _Npm(TypedDict):
+    """The WeightSpec fields both face-api files share (where they come from)."""
+
+    package: str
+    version: str
+    source: str
+    licence: str
+
+
+_NPM: _Npm = {
+    "package": "@vladmandic/face-api",
+    "version": "1.7.15",
+    "source": "npm",
+    "licence": "MIT",
+}
 WEIGHT = register_weight(
     WeightSpec(
         name="faceapi_expression",
@@ -175,15 +191,16 @@ def load_faceapi(
 
     widths = tuple(int(take(f"dense{i}/conv0/bias").shape[0]) for i in range(4))
     net = FaceExpressionNet(widths, int(take("fc/bias").shape[0]))
-    for i, blk in enumerate(net.blocks):
+    blocks = [blk for blk in net.blocks if isinstance(blk, DenseBlock)]  # all of them
+    for i, blk in enumerate(blocks):
         for j, conv in enumerate([blk.conv0, *blk.convs]):
             key = f"dense{i}/conv{j}"
             if isinstance(conv, FirstConv):
                 _put(
                     conv.conv.weight, take(f"{key}/filters").transpose(3, 2, 0, 1), key
                 )  # HWIO -> OIHW
-                _put(conv.conv.bias, take(f"{key}/bias"), key)
-            else:
+                _put(conv.conv.get_parameter("bias"), take(f"{key}/bias"), key)
+            elif isinstance(conv, SeparableConv):
                 _put(
                     conv.depthwise.weight,
                     take(f"{key}/depthwise_filter").transpose(2, 3, 0, 1),
@@ -194,7 +211,7 @@ def load_faceapi(
                     take(f"{key}/pointwise_filter").transpose(3, 2, 0, 1),
                     key,
                 )
-                _put(conv.pointwise.bias, take(f"{key}/bias"), key)
+                _put(conv.pointwise.get_parameter("bias"), take(f"{key}/bias"), key)
     _put(net.fc.weight, take("fc/weights").T, "fc")
     _put(net.fc.bias, take("fc/bias"), "fc")
     if set(w) - used:

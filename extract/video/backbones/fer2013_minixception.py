@@ -94,6 +94,10 @@ def _bn(c: int) -> nn.BatchNorm2d:
 class XceptionModule(nn.Module):
     """Two separable convs + same-maxpool, added to a strided 1x1 conv shortcut."""
 
+    bn1: nn.Module  # the BatchNorms: nn.Identity once fuse_bn() folded them into their convs
+    bn2: nn.Module
+    shortcut_bn: nn.Module
+
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         # registration order == the order of weighted layers in the Keras model config
@@ -110,6 +114,9 @@ class XceptionModule(nn.Module):
 
 class MiniXception(nn.Module):
     """64x64 grey -> (pooled 128-d features, 7 logits)."""
+
+    bn1: nn.Module  # the BatchNorms: nn.Identity once fuse_bn() folded them into their convs
+    bn2: nn.Module
 
     def __init__(self, num_classes: int = 7, widths: tuple[int, ...] = (16, 32, 64, 128)) -> None:
         super().__init__()
@@ -131,20 +138,22 @@ class MiniXception(nn.Module):
 
     def fuse_bn(self) -> MiniXception:
         """Fold every BatchNorm into the conv before it (eval only): ~25 % faster on CPU."""
-        pairs = [(self, "conv1", "bn1"), (self, "conv2", "bn2")]
-        for blk in self.blocks:
+        blocks = [blk for blk in self.blocks if isinstance(blk, XceptionModule)]  # all of them
+        pairs: list[tuple[nn.Module, str, nn.Module]] = [
+            (self, "conv1", self.bn1),
+            (self, "conv2", self.bn2),
+        ]  # (owner, its conv's name, the BatchNorm after that conv)
+        for blk in blocks:
             pairs += [
-                (blk.sep1, "pointwise", None),
-                (blk.sep2, "pointwise", None),
-                (blk, "shortcut", "shortcut_bn"),
+                (blk.sep1, "pointwise", blk.bn1),
+                (blk.sep2, "pointwise", blk.bn2),
+                (blk, "shortcut", blk.shortcut_bn),
             ]
-        bns = {id(blk.sep1): blk.bn1 for blk in self.blocks} | {
-            id(blk.sep2): blk.bn2 for blk in self.blocks
-        }
-        for owner, conv_attr, bn_attr in pairs:
-            bn = getattr(owner, bn_attr) if bn_attr else bns[id(owner)]
+        for owner, conv_attr, bn in pairs:
+            if not isinstance(bn, nn.BatchNorm2d):
+                raise RuntimeError("fuse_bn: the BatchNorms are folded already")
             setattr(owner, conv_attr, fuse_conv_bn_eval(getattr(owner, conv_attr), bn))
-        for blk in self.blocks:
+        for blk in blocks:
             blk.bn1, blk.bn2, blk.shortcut_bn = nn.Identity(), nn.Identity(), nn.Identity()
         self.bn1, self.bn2 = nn.Identity(), nn.Identity()
         return self
@@ -214,23 +223,23 @@ def load_keras_hdf5(path: str | os.PathLike[str]) -> MiniXception:
                 )
             w = _layer_weights(f["model_weights"][kname])
             where = f"{path}:{kname}"
-            if ktype == "Conv2D":
+            if isinstance(mod, nn.Conv2d):
                 _put(mod.weight, w["kernel"].transpose(3, 2, 0, 1), where)  # HWIO -> OIHW
                 if mod.bias is not None:
                     _put(mod.bias, w["bias"], where)
                 elif "bias" in w:
                     raise KerasPortError(f"{where}: unexpected bias")
-            elif ktype == "SeparableConv2D":
+            elif isinstance(mod, SeparableConv):
                 _put(
                     mod.depthwise.weight, w["depthwise_kernel"].transpose(2, 3, 0, 1), where
                 )  # HWC1 -> C1HW
                 _put(mod.pointwise.weight, w["pointwise_kernel"].transpose(3, 2, 0, 1), where)
-            else:
+            elif isinstance(mod, nn.BatchNorm2d):
                 mod.eps = float(lyr["config"].get("epsilon", KERAS_BN_EPS))
-                _put(mod.weight, w["gamma"], where)
-                _put(mod.bias, w["beta"], where)
-                _put(mod.running_mean, w["moving_mean"], where)
-                _put(mod.running_var, w["moving_variance"], where)
+                _put(mod.get_parameter("weight"), w["gamma"], where)
+                _put(mod.get_parameter("bias"), w["beta"], where)
+                _put(mod.get_buffer("running_mean"), w["moving_mean"], where)
+                _put(mod.get_buffer("running_var"), w["moving_variance"], where)
     return net.eval()
 
 

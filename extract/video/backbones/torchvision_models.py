@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torchvision.models as tvm
@@ -39,8 +40,9 @@ def classification_models() -> list[str]:
     return tvm.list_models(module=tvm)
 
 
-def weight_spec(model: str, tag: str = "DEFAULT") -> tuple[WeightSpec, object]:
-    """The weights registry entry for torchvision ``model`` (registered once), and its enum."""
+def weight_spec(model: str, tag: str = "DEFAULT") -> tuple[WeightSpec, Any]:
+    """The weights registry entry for torchvision ``model`` (registered once), and its enum
+    member (a ``torchvision.models.WeightsEnum``; torchvision ships no type information)."""
     enum = tvm.get_model_weights(model)[tag]
     spec = WeightSpec(
         name=f"torchvision_{model}",
@@ -87,7 +89,7 @@ def replace_last_linear(net: nn.Module) -> tuple[str, int]:
 class TorchvisionBackbone(TorchBackbone):
     """torchvision classification model by name (option ``model``); penultimate features."""
 
-    face_set = None  # no face_* set of its own: it needs the option ``model``
+    face_set: ClassVar[str | None] = None  # no face_* set of its own: it needs the option ``model``
 
     mean = IMAGENET_MEAN
     std = IMAGENET_STD

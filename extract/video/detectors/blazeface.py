@@ -299,7 +299,7 @@ class BlazeFaceMTCNN(Detector):
 
     def _fall_back(
         self,
-        frames: Sequence[np.ndarray],
+        frames: np.ndarray | Sequence[np.ndarray],
         sizes: Sequence[tuple[float, float] | None] | None,
         which: list[int],
         out: list[Faces],

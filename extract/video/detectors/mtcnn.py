@@ -268,7 +268,7 @@ class MTCNN(Detector):
         for n, net in (("pnet", self.pnet), ("rnet", self.rnet), ("onet", self.onet)):
             net.load_state_dict(torch.load(self._paths[n], map_location="cpu", weights_only=True))
             # channels_last on CPU too: its max-pool kernel is ~6x faster than NCHW's
-            net.eval().to(self.device, memory_format=torch.channels_last)
+            net.eval().to(self.device).to(memory_format=torch.channels_last)
 
     def weights_info(self) -> dict[str, str]:
         from avemo.extract.weights import checksum
@@ -336,18 +336,18 @@ class MTCNN(Detector):
         res = [Faces.none() for _ in range(n)]
         if not len(boxes):
             return res
-        boxes, img_ids, points = (
+        box, ids, pts = (
             boxes.float().cpu().numpy(),
             img_ids.cpu().numpy(),
             points.float().cpu().numpy(),
         )
-        for i in np.unique(img_ids):
-            sel = img_ids == i
-            order = np.argsort(-boxes[sel, 4])
+        for i in np.unique(ids):
+            sel = ids == i
+            order = np.argsort(-box[sel, 4])
             res[int(i)] = Faces(
-                boxes[sel, :4][order].astype(np.float32),
-                boxes[sel, 4][order].astype(np.float32),
-                points[sel][order].astype(np.float32),
+                box[sel, :4][order].astype(np.float32),
+                box[sel, 4][order].astype(np.float32),
+                pts[sel][order].astype(np.float32),
             )
         return res
 

@@ -185,7 +185,7 @@ class TFLiteGraph(nn.Module):
             if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
                 w = self._const(ins[1])
                 b = self._const(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
-                a = self._padded(a, tuple(w.shape[2:]), o["stride"], o["dilation"], o["same"])
+                a = self._padded(a, (w.shape[2], w.shape[3]), o["stride"], o["dilation"], o["same"])
                 groups = a.shape[1] if name == "DEPTHWISE_CONV_2D" else 1
                 y = _activation(o["act"])(F.conv2d(a, w, b, o["stride"], 0, o["dilation"], groups))
             elif name == "RELU":
