@@ -197,8 +197,8 @@ def write_report(
             else ["fold", "seed"]
         )
         table = pd.read_csv(out / "results.csv", dtype={a: str for a in axes})
-    if agg is None:
-        from avemo.workflows.ablate import aggregate
+    if agg is None:  # the grids package runs this report (ablation.scheduler): import on use
+        from avemo.workflows.ablation.tables import aggregate
 
         agg = aggregate(table)
     plots = out / "plots"
