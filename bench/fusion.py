@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -35,6 +35,9 @@ from torch.nn.utils.rnn import pad_sequence
 from avemo.data.store import ClipFeatures, make_provenance, write_clips
 from avemo.fusion.config import load_config
 from avemo.fusion.train import build_datamodule, build_model
+
+if TYPE_CHECKING:  # not imported at run time: an --overhead-ref tree may predate RunConfig
+    from avemo.fusion.config import RunConfig
 
 TITLE = "Stage two: training epoch, device-resident features vs per-sample HDF5 loader"
 
@@ -233,15 +236,15 @@ def bench_scale(
     per_sample_batches: int | None,
     repeats: int = 3,
 ) -> list[dict[str, Any]]:
-    cfg = load_config(cfg)
+    run = load_config(cfg)
     t0 = time.perf_counter()
-    dm = build_datamodule(cfg, str(device), feature_cache={})
+    dm = build_datamodule(run, str(device), feature_cache={})
     load_s = time.perf_counter() - t0
     torch.manual_seed(0)
-    model = build_model(cfg, dm).to(device)
+    model = build_model(run, dm).to(device)
     frame = dm.spec.frame
     mods = dm.modalities
-    bs = int(cfg["data"]["batch_size"])
+    bs = run.data.batch_size
     # per-sample items: exactly the device path's training sequences
     seqs = dm.part_seqs["train"].cpu().numpy()
     t = dm.tables
@@ -314,11 +317,12 @@ def bench_scale(
 OVERHEAD_TITLE = "Stage two: `fuse-train` fit vs a plain PyTorch loop (same layers, batches, steps)"
 
 
-def plain_fit(cfg: dict[str, Any], dm: Any, epochs: int) -> tuple[float, float]:
+def plain_fit(cfg: RunConfig, dm: Any, epochs: int) -> tuple[float, float]:
     """The reference: seed, model, loss, optimiser as ``fit_and_evaluate`` builds them, then
     ``epochs`` x (train steps over ``dm.train_dataloader()`` + one validation pass scored by
     the task). Returns (wall s, process CPU s) of the loop, what ``fit_seconds`` /
-    ``fit_cpu_seconds`` time in a run."""
+    ``fit_cpu_seconds`` time in a run. ``cfg`` is read dict-style: under ``--overhead-ref`` this
+    runs against an older tree whose ``load_config`` may give a plain dict."""
     from avemo.fusion.evaluate import predict_partition, score
     from avemo.fusion.module import build_loss
     from avemo.fusion.registry import OPTIMIZERS
@@ -492,7 +496,8 @@ def overhead_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
             ["git", "-C", str(root), "archive", args.overhead_ref], capture_output=True, check=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(src)], input=arch, check=True)
-        (src / "avemo").rename(tree.parent.mkdir() or tree)  # the layout setup.py installs
+        tree.parent.mkdir()
+        (src / "avemo").rename(tree)  # the layout setup.py installs
         for sub in ("data", "extract", "fusion", "workflows", "bench"):
             if (src / sub).is_dir():
                 (src / sub).rename(tree / sub)
@@ -577,11 +582,11 @@ def main(argv: list[str] | None = None, quick: bool = False) -> Path:
 
         torch.set_num_threads(1)
         with tempfile.TemporaryDirectory(dir=a.tmp, prefix="avemo-overhead-") as td:
-            rows = overhead_rows(a, Path(td))
+            overhead = overhead_rows(a, Path(td))
         if a.json_out:
-            Path(a.json_out).write_text(json.dumps(rows))
+            Path(a.json_out).write_text(json.dumps(overhead))
             return Path(a.json_out)
-        path = write_section(OVERHEAD_TITLE, rows, OVERHEAD_NOTES)
+        path = write_section(OVERHEAD_TITLE, overhead, OVERHEAD_NOTES)
         print(f"fusion bench: {path}")
         return path
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
