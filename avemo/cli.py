@@ -528,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, RuntimeError) as e:  # h5py reports some failed writes as RuntimeError
         if not is_disk_full(e):
             raise
-        where = e.filename or str(e).splitlines()[0]
+        where = (e.filename if isinstance(e, OSError) else None) or str(e).splitlines()[0]
         print(
             f"avemo {args.cmd}: error: disk full writing {where}: no space left on device; free "
             "space or write elsewhere, then rerun the same command: finished work is kept",
