@@ -35,12 +35,11 @@ import pandas as pd
 if __package__ in (None, ""):  # run as a script: the repository root holds the experiments package
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from avemo import settings  # noqa: E402
 from experiments.emodb import baseline as bl  # noqa: E402
 from experiments.emodb import study as st  # noqa: E402
 
-DEFAULT_FEATURES = (
-    Path(os.environ.get("AVEMO_CACHE", Path.home() / ".cache" / "avemo")) / "emodb" / "features"
-)
+DEFAULT_FEATURES = settings.current().cache / "emodb" / "features"  # AVEMO_CACHE
 DESCRIPTOR_SETS = ("compare_lld", "egemaps_lld", "pitch_swiftf0", "logmel", "speech_embedding")
 DESCRIPTOR_DEFAULT = ("desc_compare", "desc_smile_pitch", "desc_all", "desc_spectral")
 

@@ -7,7 +7,6 @@ seed ensembles from the runs' own predictions, and the summary table."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from avemo import settings
 from avemo.workflows.ablation import run_grid
 
 HERE = Path(__file__).resolve().parent
@@ -23,7 +23,7 @@ REPO = HERE.parents[1]
 GRIDS = HERE / "grids"
 #: EmoDB folder (wav/ + labels.csv): ``AVEMO_EMODB``, else ``../shared/data/emodb-8spk`` from the
 #: working directory (the repository root under ``make emodb``).
-DEFAULT_ROOT = Path(os.environ.get("AVEMO_EMODB", "../shared/data/emodb-8spk"))
+DEFAULT_ROOT = settings.current().emodb
 
 
 def packaged_grid(name: str) -> Path:
