@@ -27,6 +27,8 @@ from avemo import settings
 from avemo.errors import UserError, did_you_mean
 
 T = TypeVar("T")
+# what ``build`` can call (a class, a function): a registry of other things has no build
+Factory = TypeVar("Factory", bound=Callable[..., Any])
 
 
 class UnknownNameError(UserError, KeyError):
@@ -66,8 +68,8 @@ class Registry(Generic[T]):
             hint = did_you_mean(name, self._items)
             raise UnknownNameError(f"unknown {self.kind} {name!r}{hint} Known: {known}") from None
 
-    def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        return self.get(name)(*args, **kwargs)  # type: ignore[operator]
+    def build(self: Registry[Factory], name: str, *args: Any, **kwargs: Any) -> Any:
+        return self.get(name)(*args, **kwargs)
 
     def names(self) -> list[str]:
         return sorted(self._items)
