@@ -278,7 +278,8 @@ def load_into(
             clean[k] = v
     meta = getattr(state, "_metadata", None)
     if meta is not None:
-        clean._metadata = OrderedDict(  # type: ignore[attr-defined]
+        # torch's dynamic state-dict attribute (per-module versions), read by load_state_dict
+        clean._metadata = OrderedDict(  # type: ignore[attr-defined]  # not in torch's types
             (_strip(m + ".", strip_prefixes)[:-1], v) for m, v in meta.items()
         )
     own = net.state_dict()
