@@ -145,7 +145,9 @@ def _isatty(stream: TextIO) -> bool:
 class _Stderr(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time (pytest swaps it per test)."""
 
-    @property  # type: ignore[override]
+    _avemo_cli = True  # marks the handler setup_logging adds, so a second call replaces it
+
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 
@@ -167,7 +169,6 @@ def setup_logging(verbosity: int = 0) -> None:
             root.removeHandler(h)
     handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(message)s"))
-    handler._avemo_cli = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
