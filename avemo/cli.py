@@ -275,7 +275,14 @@ def _rate_words(registry: Any, name: str) -> str:
 
 
 def _kv(items: Sequence[str] | None) -> list[tuple[str, str]]:
-    return [tuple(i.split("=", 1)) for i in items or []]  # type: ignore[misc]
+    """``--option KEY=VALUE`` items as pairs; one without ``KEY=`` is the user's mistake."""
+    pairs = []
+    for item in items or []:
+        k, eq, v = item.partition("=")
+        if not (eq and k):
+            raise UsageError(f"--option {item!r} is not KEY=VALUE (e.g. --option folds=5)")
+        pairs.append((k, v))
+    return pairs
 
 
 EXAMPLES = {

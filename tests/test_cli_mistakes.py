@@ -145,6 +145,17 @@ def test_unknown_feature_set_suggests(manifest, tmp_path, capsys) -> None:
 # ------------------------------------------------------------------ manifests
 
 
+def test_manifest_option_without_a_value(tmp_path, capsys) -> None:
+    out = tmp_path / "m.csv"
+    for bad in ("folds", "=5"):
+        refused(
+            capsys,
+            ["manifest", "folder", str(tmp_path), "-o", str(out), "--option", bad],
+            out,
+            f"--option {bad!r} is not KEY=VALUE",
+        )
+
+
 def test_empty_manifest(tmp_path, capsys) -> None:
     m, out = tmp_path / "m.csv", tmp_path / "f"
     m.write_text("")
