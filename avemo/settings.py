@@ -257,7 +257,7 @@ def table() -> list[tuple[str, str, str]]:
     """``(variable, default, description)`` of every declared setting (docs, ``avemo list``)."""
     rows = []
     for name, f in Settings.model_fields.items():
-        default = f.default_factory() if f.default_factory else f.default  # type: ignore[call-arg]  # pydantic types default_factory as taking optional data
+        default = f.get_default(call_default_factory=True)  # the factory's value, else the default
         shown = "" if default in (None, (), {}) else str(default)
         if isinstance(default, bool):
             shown = "1" if default else "0"
