@@ -306,13 +306,65 @@ def test_symlinked_folders_are_followed_once(tmp_path):
     assert df["clip_id"].tolist() == ["03a01Fa", "08b02Wb"]
 
 
-def test_every_adapter_has_a_row_in_the_fold_semantics_table():
-    """docs/adapters.md says, per adapter, what a subject, a split and a fold are."""
+def test_the_docs_table_is_rendered_from_every_adapters_own_protocol():
+    """docs/adapters.md says, per adapter, what a subject, a split and a fold are: rendered at
+    build time from each adapter's ``protocol`` (one file per adapter), one row per registered
+    adapter, its options the constructor's own keyword names."""
+    import inspect
     import re
     from pathlib import Path
 
-    from avemo.data.adapters import DATASETS
+    from avemo.data.adapters import DATASETS, load_all
+    from avemo.data.adapters.protocol import EvalProtocol, protocol_table
 
+    load_all()
     doc = (Path(__file__).resolve().parents[1] / "docs" / "adapters.md").read_text()
-    rows = set(re.findall(r"^\| `([a-z0-9_]+)` \|", doc, re.M))
-    assert rows == set(DATASETS.names())
+    hooks = (Path(__file__).resolve().parents[1] / "docs" / "hooks.py").read_text()
+    marker = re.search(r'MARKER = "(.*)"', hooks).group(1)
+    assert doc.count(marker) == 1, "docs/adapters.md lost the marker the docs hook renders"
+    table = protocol_table()
+    rows = re.findall(r"^\| `([a-z0-9_]+)` \| (.*) \|$", table, re.M)
+    assert [r[0] for r in rows] == sorted(DATASETS.names())
+    for name, rest in rows:
+        cls = DATASETS.get(name)
+        assert isinstance(cls.protocol, EvalProtocol)
+        assert all(getattr(cls.protocol, f).strip() for f in ("subject", "split", "fold")), name
+        sig = inspect.signature(cls).parameters
+        listed = re.findall(r"`([a-z_]+)`", rest.rsplit(" | ", 1)[-1])
+        assert listed == [k for k, v in sig.items() if v.kind is not v.VAR_KEYWORD], name
+
+
+def test_an_adapter_without_a_protocol_is_named(monkeypatch):
+    from avemo.data.adapters import DATASETS
+    from avemo.data.adapters.protocol import protocol_of
+
+    class _Probe:
+        """A plugin that forgot its protocol."""
+
+    monkeypatch.setitem(DATASETS._items, "_no_protocol_probe", _Probe)
+    with pytest.raises(TypeError, match="_no_protocol_probe.*declares no `protocol"):
+        protocol_of("_no_protocol_probe")
+
+
+def test_the_tutorials_adapter_is_one_file(tmp_path):
+    """docs/tutorials/extending.md's `lab` adapter, loaded as a plugin file with no other edit,
+    is a registered adapter with its row in the rendered table."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "tutorials" / "extending.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if 'register("lab")' in b)
+    (tmp_path / "lab_adapter.py").write_text(block)
+    env = {**os.environ, "AVEMO_PLUGINS": "lab_adapter", "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "avemo.data.adapters.protocol"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    row = next(line for line in out.splitlines() if line.startswith("| `lab` |"))
+    assert "the speaker folder" in row and row.endswith("| `split` |")

@@ -14,6 +14,7 @@ import pandas as pd
 
 from avemo.data.adapters import DATASETS
 from avemo.data.adapters._common import as_bool, check_root, frame, nothing_found, split_name, walk
+from avemo.data.adapters.protocol import EvalProtocol
 from avemo.data.manifest import ManifestError
 
 CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
@@ -22,6 +23,12 @@ CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 @DATASETS.register("afew")
 class AfewAdapter:
     """AFEW 7.0: Train/Val/<Emotion>/*.avi, 7 classes."""
+
+    protocol = EvalProtocol(
+        subject="the clip itself (AFEW has no actor ids)",
+        split="the corpus's Train / Val folders (Test only with `include_test=true`, unlabelled)",
+        fold="none: use `official`",
+    )
 
     classes = CLASSES
 

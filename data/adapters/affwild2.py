@@ -36,6 +36,7 @@ from avemo.data.adapters._common import (
     subject_folds,
     walk,
 )
+from avemo.data.adapters.protocol import EvalProtocol
 from avemo.data.manifest import ManifestError
 
 _PERSON = re.compile(r"_(left|right)$")
@@ -49,6 +50,15 @@ def _is_va(path: os.PathLike[str]) -> bool:
 @DATASETS.register("affwild2")
 class AffWild2Adapter:
     """Aff-Wild2: videos + Train_Set/Validation_Set per-frame V/A txt (-5 = unlabelled)."""
+
+    protocol = EvalProtocol(
+        subject="one annotated person (`<video>_left` / `_right`)",
+        split="the challenge's Train / Validation sets",
+        fold=(
+            "with `folds=K`: a k-fold over **videos**, so both persons of a video stay "
+            "together (default none)"
+        ),
+    )
 
     classes = None  # continuous valence/arousal
 

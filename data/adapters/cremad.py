@@ -26,6 +26,7 @@ from avemo.data.adapters._common import (
     subject_splits,
     walk,
 )
+from avemo.data.adapters.protocol import EvalProtocol
 from avemo.data.manifest import ManifestError
 
 EMOTIONS = {
@@ -43,6 +44,15 @@ NAME = re.compile(r"^(\d{4})_([A-Z]{3})_(ANG|DIS|FEA|HAP|NEU|SAD)_(LO|MD|HI|XX|X
 @DATASETS.register("cremad")
 class CremaDAdapter:
     """CREMA-D: 1001_DFA_ANG_XX.{flv,mp4,wav}, 6 classes, speaker-independent split."""
+
+    protocol = EvalProtocol(
+        subject="the actor",
+        split=(
+            "speaker-independent train / val / test cut by actor (`val=0.1`, `test=0.2` of "
+            "the actors)"
+        ),
+        fold="an **actor** k-fold (`folds`, default 5)",
+    )
 
     classes = CLASSES
 

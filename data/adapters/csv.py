@@ -16,6 +16,7 @@ import pandas as pd
 
 from avemo.data.adapters import DATASETS
 from avemo.data.adapters._common import as_list, frame
+from avemo.data.adapters.protocol import EvalProtocol
 from avemo.data.manifest import ManifestError
 
 _PATH_COLUMNS = ("video", "audio", "annotation")
@@ -40,6 +41,12 @@ def _parse_rename(rename: Any) -> dict[str, str]:
 @DATASETS.register("csv")
 class CsvAdapter:
     """Generic table with manifest columns (rename=OLD:NEW,... for other column names)."""
+
+    protocol = EvalProtocol(
+        subject="the table's `subject` column (or `subject=NAME`)",
+        split="the table's `split` column (or `split=NAME`)",
+        fold="the table's `fold` column, if it has one",
+    )
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ import pandas as pd
 
 from avemo.data.adapters import DATASETS
 from avemo.data.adapters._common import check_root, frame
+from avemo.data.adapters.protocol import EvalProtocol
 from avemo.data.manifest import ManifestError
 
 CLASSES = ["happy", "neutral", "sad"]
@@ -22,6 +23,12 @@ LABELS_FILE = "labels.csv"
 @DATASETS.register("demo")
 class DemoAdapter:
     """Demo corpus built from public test media (labels.csv + clips/*.mp4); 3 classes."""
+
+    protocol = EvalProtocol(
+        subject="the person in the source video",
+        split="fixed in the demo's `labels.csv`",
+        fold="none",
+    )
 
     classes = CLASSES
 

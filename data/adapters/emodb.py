@@ -22,6 +22,7 @@ from avemo.data.adapters._common import (
     subject_folds,
     walk,
 )
+from avemo.data.adapters.protocol import EvalProtocol
 
 EMOTIONS = {
     "W": "anger",
@@ -39,6 +40,12 @@ NAME = re.compile(r"^(\d\d)([ab]\d\d)([WLEAFTN])([a-z])$")
 @DATASETS.register("emodb")
 class EmoDbAdapter:
     """EmoDB: wav/03a01Fa.wav, 7 classes from the 6th character, speaker = first 2 chars."""
+
+    protocol = EvalProtocol(
+        subject="the speaker",
+        split="every clip `train`",
+        fold="a **speaker** k-fold (`folds`, default 5; `folds=0` = leave one speaker out)",
+    )
 
     classes = CLASSES
 

@@ -26,12 +26,19 @@ from avemo.data.adapters._common import (
     split_name,
     walk,
 )
+from avemo.data.adapters.protocol import EvalProtocol
 from avemo.data.manifest import ManifestError
 
 
 @DATASETS.register("folder")
 class FolderAdapter:
     """Folder per class: ROOT/[split/]<class>/*.{mp4,avi,wav,...}."""
+
+    protocol = EvalProtocol(
+        subject="the clip itself, or `subject_regex` on the file name",
+        split="a top-level split folder, else `train`",
+        fold="none",
+    )
 
     def __init__(
         self, classes: str | list[str] | None = None, subject_regex: str | None = None

@@ -32,6 +32,7 @@ from avemo.data.adapters._common import (
     subject_folds,
     walk,
 )
+from avemo.data.adapters.protocol import EvalProtocol
 from avemo.data.manifest import ManifestError
 
 CLASSES = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
@@ -42,6 +43,12 @@ _CHANNELS = {"speech": {"01"}, "song": {"02"}, "all": {"01", "02"}}
 @DATASETS.register("ravdess")
 class RavdessAdapter:
     """RAVDESS: MM-VC-EE-II-SS-RR-AA names, 8 classes, actor k-fold, speech AV files."""
+
+    protocol = EvalProtocol(
+        subject="the actor (`Actor_NN`)",
+        split="every clip `train`",
+        fold="an **actor** k-fold (`folds`, default 6: four actors, two of each sex, per fold)",
+    )
 
     classes = CLASSES
 

@@ -31,6 +31,7 @@ from avemo.data.adapters._common import (
     split_name,
     walk,
 )
+from avemo.data.adapters.protocol import EvalProtocol
 from avemo.data.manifest import ManifestError
 
 _AVEC = re.compile(r"^(train|dev|test)_\d+$", re.I)
@@ -54,6 +55,12 @@ def _one_per_stem(paths: list[Path], what: str, prefer: str | None = None) -> di
 @DATASETS.register("recola")
 class RecolaAdapter:
     """RECOLA: V/A csv at 25 Hz per participant, AVEC 9/9/9 train/dev/test by participant."""
+
+    protocol = EvalProtocol(
+        subject="the participant",
+        split="AVEC's 9 / 9 / 9 train / dev / test (from the file names, or `splits=FILE.csv`)",
+        fold="none: use `official`",
+    )
 
     classes = None  # continuous valence/arousal
 
