@@ -120,9 +120,11 @@ class _RunClock:
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
 
-    def eta(self, done_epochs: int, max_epochs: int) -> tuple[float, float]:
+    def eta(self, done_epochs: int, max_epochs: int | None) -> tuple[float, float]:
         elapsed = time.perf_counter() - self.t0
-        left = elapsed / done_epochs * (max_epochs - done_epochs) if done_epochs else float("nan")
+        if not done_epochs or max_epochs is None:  # nothing to extrapolate from, or no end
+            return elapsed, float("nan")
+        left = elapsed / done_epochs * (max_epochs - done_epochs)
         return elapsed, left
 
 
@@ -140,7 +142,7 @@ class EpochLines(L.Callback):
         shown = {k: v for k, v in row.items() if k in ("train/loss", "val/loss", self.monitor)}
         k, n = trainer.current_epoch + 1, trainer.max_epochs
         elapsed, left = self.clock.eta(k, n)
-        eta = f", ETA {_clock(left)}" if k < n else ""
+        eta = f", ETA {_clock(left)}" if n is not None and k < n else ""
         print(
             f"[{self.name}] epoch {k:>{len(str(n))}}/{n}  "
             + "  ".join(f"{key} {v:.4f}" for key, v in shown.items())

@@ -56,6 +56,8 @@ def ccc_torch(x: Tensor, y: Tensor, w: Tensor) -> Tensor:
 class CrossEntropy(nn.Module):
     """Cross-entropy with optional label smoothing and per-class weights."""
 
+    class_weights: Tensor | None  # a buffer (moves with the module), None when unweighted
+
     def __init__(
         self, label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None
     ) -> None:

@@ -29,7 +29,12 @@ def adam(
 ) -> torch.optim.Optimizer:
     """Adam (L2 penalty through weight_decay)."""
     return torch.optim.Adam(
-        params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps, amsgrad=amsgrad
+        params,
+        lr=lr,
+        weight_decay=weight_decay,
+        betas=(float(betas[0]), float(betas[1])),
+        eps=eps,
+        amsgrad=amsgrad,
     )
 
 
@@ -44,7 +49,12 @@ def adamw(
 ) -> torch.optim.Optimizer:
     """AdamW (decoupled weight decay)."""
     return torch.optim.AdamW(
-        params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps, amsgrad=amsgrad
+        params,
+        lr=lr,
+        weight_decay=weight_decay,
+        betas=(float(betas[0]), float(betas[1])),
+        eps=eps,
+        amsgrad=amsgrad,
     )
 
 
@@ -85,8 +95,10 @@ def plateau(
     **_: Any,
 ) -> dict[str, Any]:
     """Decay by ``factor`` when the monitored metric stalls for ``patience`` epochs."""
+    if mode not in ("min", "max"):
+        raise ValueError(f"plateau mode must be 'min' or 'max', got {mode!r}")
     sch = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode=mode, factor=factor, patience=patience, min_lr=min_lr
+        opt, mode="min" if mode == "min" else "max", factor=factor, patience=patience, min_lr=min_lr
     )
     return {"scheduler": sch, "monitor": monitor, "interval": "epoch"}
 

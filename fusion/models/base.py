@@ -260,6 +260,15 @@ class FusionModel(nn.Module):
             raise KeyError(f"batch lacks modalities {missing}; it has {sorted(batch)}")
 
 
+def out_dim(module: nn.Module) -> int:
+    """A sub-module's ``out_dim`` (every branch, encoder, temporal module and fusion declares one),
+    read through a container (``ModuleDict``) that types its items as plain modules."""
+    dim: object = getattr(module, "out_dim", None)
+    if not isinstance(dim, int):
+        raise TypeError(f"{type(module).__name__} declares no integer out_dim")
+    return dim
+
+
 def as_list(x: str | list[str] | tuple[str, ...] | None) -> list[str]:
     if x is None:
         return []

@@ -36,9 +36,11 @@ FREQ_REDUCE = ("mean", "flatten")
 class MaskedBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics use valid (mask True) positions only."""
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:  # mask broadcastable to [B,1,T,F]
-        if not self.training:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # mask: [B,1,T,F]-able
+        if not self.training or mask is None:
             return super().forward(x)
+        assert self.running_mean is not None and self.running_var is not None  # tracked stats
+        assert self.num_batches_tracked is not None
         w = mask.to(x.dtype).expand(x.shape[0], 1, *x.shape[2:])
         n = w.sum().clamp_min(1.0)
         mean = (x * w).sum((0, 2, 3)) / n

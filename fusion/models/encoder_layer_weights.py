@@ -31,6 +31,8 @@ from avemo.fusion.registry import ENCODERS
 class LayerWeightsEncoder(Encoder):
     """Softmax-weighted sum over the layers of ``[L, D]`` rows (SUPERB), optional LayerNorm and projection."""
 
+    index: Tensor  # a buffer: the cached layers taking part
+
     example_rows = (3, 16)  # the row shape it takes (registry-wide tests build it with this)
 
     def __init__(

@@ -37,6 +37,7 @@ from avemo.fusion.models.base import (
     TemporalOutput,
     get_mask,
     masked_mean,
+    out_dim,
     zero_invalid,
 )
 from avemo.fusion.models.branch import Branch
@@ -196,8 +197,8 @@ class DescriptorModel(FusionModel):
                 for m, spec in deep.items()
             }
         )
-        dim = sum(s.out_dim for s in self.streams.values()) + sum(
-            b.out_dim for b in self.branches.values()
+        dim = sum(out_dim(s) for s in self.streams.values()) + sum(
+            out_dim(b) for b in self.branches.values()
         )
         self.dropout = Dropout(float(dropout))
         self.head = Head(dim, self.task.n_out, **(head or {}))

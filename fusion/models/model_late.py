@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from avemo.fusion.models.base import FusionModel, Head, as_list, get_mask, per_modality
+from avemo.fusion.models.base import FusionModel, Head, as_list, get_mask, out_dim, per_modality
 from avemo.fusion.models.branch import Branch
 from avemo.fusion.registry import MODELS
 from avemo.fusion.spec import TaskSpec
@@ -57,7 +57,7 @@ class LateFusion(FusionModel):
         )
         self.heads = nn.ModuleDict(
             {
-                m: Head(self.branches[m].out_dim, self.task.n_out, **(head or {}))
+                m: Head(out_dim(self.branches[m]), self.task.n_out, **(head or {}))
                 for m in self.modalities
             }
         )

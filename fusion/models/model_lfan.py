@@ -36,6 +36,7 @@ from avemo.fusion.models.base import (
     as_list,
     fit_length,
     get_mask,
+    out_dim,
     per_modality,
     sub_cfg,
 )
@@ -85,20 +86,20 @@ class LFAN(FusionModel):
         for m in self.modalities:
             ch = visual_channels if m == visual else audio_channels
             enc = self.audio_encoders[m] if m in self.audio_encoders else None
-            d = enc.out_dim if enc is not None else math.prod(self.need(m, "lfan"))
+            d = out_dim(enc) if enc is not None else math.prod(self.need(m, "lfan"))
             self.tcns[m] = TCN(d, ch, kernel, dropout, True, tcn_init)
         self.key = nn.ModuleDict(
-            {m: nn.Linear(self.tcns[m].out_dim, att_dim) for m in self.modalities}
+            {m: nn.Linear(out_dim(self.tcns[m]), att_dim) for m in self.modalities}
         )
         qv_in = {
-            m: att_dim if self._qv_from_key(m) else self.tcns[m].out_dim for m in self.modalities
+            m: att_dim if self._qv_from_key(m) else out_dim(self.tcns[m]) for m in self.modalities
         }
         self.query = nn.ModuleDict({m: nn.Linear(qv_in[m], att_dim) for m in self.modalities})
         self.value = nn.ModuleDict({m: nn.Linear(qv_in[m], att_dim) for m in self.modalities})
         n_mod = len(self.modalities)
         self.att_dim = int(att_dim)
         self.norm = nn.LayerNorm([n_mod, att_dim])
-        self.regressor = nn.Linear(self.tcns[visual].out_dim + n_mod * att_dim, self.task.n_out)
+        self.regressor = nn.Linear(out_dim(self.tcns[visual]) + n_mod * att_dim, self.task.n_out)
 
     def _qv_from_key(self, m: str) -> bool:
         """Released forward: a follower's query and value are computed from its key."""

@@ -21,6 +21,7 @@ from avemo.fusion.models.base import (
     Head,
     as_list,
     get_mask,
+    out_dim,
     per_modality,
     sub_cfg,
 )
@@ -62,9 +63,9 @@ class ZhouFusion(FusionModel):
                 for m in self.modalities
             }
         )
-        audio_dim = sum(self.branches[m].out_dim for m in self.audio)
+        audio_dim = sum(out_dim(self.branches[m]) for m in self.audio)
         f_name, f_kw = sub_cfg(fusion, "fbp")
-        self.fusion = FUSION.build(f_name, [audio_dim, self.branches[visual].out_dim], **f_kw)
+        self.fusion = FUSION.build(f_name, [audio_dim, out_dim(self.branches[visual])], **f_kw)
         self.head = Head(self.fusion.out_dim, self.task.n_out, **(head or {}))
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
