@@ -13,15 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from avemo.fusion import train
-from avemo.fusion.config import RunConfig, dump_config, load_config
-
-
-def _plain(section: Any) -> Any:
-    """A config section as plain data (a schema object or, from older callers, a dict)."""
-    return section.model_dump() if isinstance(section, BaseModel) else section
+from avemo.fusion.config import RunConfig, dump_config, load_config, run_config
 
 
 class SharedDataTrainer:
@@ -39,9 +32,14 @@ class SharedDataTrainer:
     @staticmethod
     def data_key(cfg: RunConfig | Mapping[str, Any], device: str) -> str:
         """What makes two configs' prepared datamodules interchangeable (JSON, comparable)."""
-        key = {k: _plain(cfg.get(k)) for k in ("data", "split", "task")}
-        if cfg["split"].get("shuffle"):
-            key["seed"] = cfg.get("seed")
+        cfg = run_config(cfg)
+        key: dict[str, Any] = {
+            "data": cfg.data.model_dump(),
+            "split": cfg.split.model_dump(),
+            "task": cfg.task.model_dump(),
+        }
+        if cfg.split.shuffle:
+            key["seed"] = cfg.seed
         return json.dumps([key, device], sort_keys=True, default=str)
 
     def __call__(
@@ -56,12 +54,13 @@ class SharedDataTrainer:
         run_dir = train.make_run_dir(cfg, run_dir)
         dump_config(cfg, run_dir / "config.yaml")
         dm = self.datamodule(cfg, feature_cache)
-        dm.seed = int(cfg.get("seed") or 0)  # per-run batch order, as in a fresh datamodule
+        dm.seed = cfg.seed  # per-run batch order, as in a fresh datamodule
         return train.fit_and_evaluate(cfg, dm, run_dir)  # also writes the run's data side
 
     def datamodule(self, cfg: RunConfig | Mapping[str, Any], feature_cache: dict | None) -> Any:
         """The prepared datamodule of ``cfg``'s data side (built once, kept for ``keep`` keys)."""
-        device, _ = train.trainer_device(cfg["trainer"].get("accelerator"))
+        cfg = run_config(cfg)
+        device, _ = train.trainer_device(cfg.trainer.accelerator)
         key = self.data_key(cfg, device)
         dm = self._dms.pop(key, None)
         if dm is None:

@@ -224,7 +224,7 @@ def test_the_grid_dry_run_refuses_a_misspelled_axis_key(capsys, tmp_path):
 
 
 def test_the_packaged_grids_resolve_paths_relative_to_the_grid_file():
-    from avemo.workflows.ablate import load_grid, resolve_cell_config
+    from avemo.workflows.ablation import load_grid, resolve_cell_config
 
     g = load_grid(REPO / "workflows" / "grids" / "zhou.yaml")
     audio = {resolve_cell_config(g, c)["data"]["features"]["audio"] for c in g.cells()}

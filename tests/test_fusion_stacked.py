@@ -19,7 +19,7 @@ from workflows_helpers import make_corpus
 from avemo.fusion.config import load_config
 from avemo.fusion.stacked import fit_stacked, stack_key, why_not_stackable
 from avemo.fusion.train import build_datamodule, fit_and_evaluate
-from avemo.workflows.ablate import Claims, dist_env, load_grid, plan_units, run_grid
+from avemo.workflows.ablation import Claims, dist_env, load_grid, plan_units, run_grid
 
 
 @pytest.fixture(scope="module")
@@ -220,10 +220,10 @@ def test_auto_stacks_on_a_gpu_only_and_bad_modes_are_refused(corpus, monkeypatch
     assert [len(u) for u in plan_units(grid, grid.cells(), "auto")] == [1, 1, 1, 1]
     monkeypatch.setattr("avemo.fusion.train.trainer_device", lambda acc: ("cuda", "gpu"))
     assert [len(u) for u in plan_units(grid, grid.cells(), "auto")] == [4]
-    with pytest.raises(UserError, match="stack must be one of auto, on, off"):
+    with pytest.raises(UserError, match="stack: input should be .auto., .on. or .off., got .yes."):
         load_grid({**g, "stack": "yes"})
     monkeypatch.setenv("AVEMO_GRID_STACK", "sometimes")
-    with pytest.raises(UserError, match="AVEMO_GRID_STACK must be one of"):
+    with pytest.raises(UserError, match="AVEMO_GRID_STACK: input should be .auto., .on. or .off."):
         run_grid(g, dry_run=True, quiet=True)
 
 

@@ -53,19 +53,18 @@ def check_features(grid: Grid, cells: Sequence[Cell]) -> dict[str, list[str]]:
             invalid[cell.cell_id] = e
             continue
         problems: list[str] = []
-        data = cfg.get("data", {})
-        for mod, path in (data.get("features") or {}).items():
+        data = cfg.data
+        for mod, path in data.features.items():
             p = Path(str(path))
-            expect = (data.get("expect") or {}).get(mod) or {}
+            expect = data.expect.get(mod, {})
             key = (str(p.resolve()), json.dumps(expect, sort_keys=True, default=str))
             if key not in seen:
                 seen[key] = _file_problem(mod, p, expect)
             why = seen[key]
             if why:
                 problems.append(why)
-        manifest = data.get("manifest")
-        if manifest and not Path(str(manifest)).exists():
-            problems.append(f"manifest {manifest} does not exist")
+        if not Path(data.manifest).exists():
+            problems.append(f"manifest {data.manifest} does not exist")
         out[cell.cell_id] = problems
     if invalid:
         raise InvalidCellsError(invalid, len(cells))

@@ -84,13 +84,13 @@ def fold_lists(
     df, labels = _labelled_manifest(cfg)
     out = []
     for f in range(c.k):
-        split_cfg = dict(cfg["split"])
-        split_cfg.update({k.split(".", 1)[1]: v for k, v in split_overrides(c, f).items()})
-        out.append(make_splits(df, split_cfg, int(cfg.get("seed", 0)), labels))
+        fold = {k.split(".", 1)[1]: v for k, v in split_overrides(c, f).items()}
+        # the fold's split.* on the run's split section, validated by make_splits as a run's
+        out.append(make_splits(df, {**cfg.split.model_dump(), **fold}, cfg.seed, labels))
     return out
 
 
-def _labelled_manifest(cfg: RunConfig | Mapping[str, Any]) -> tuple[pd.DataFrame, list[str] | None]:
+def _labelled_manifest(cfg: RunConfig) -> tuple[pd.DataFrame, list[str] | None]:
     """The config's manifest rows that carry the task's labels, and the labels that stratify
     folds: the same rows and labels a run splits (before its feature-status filter)."""
     from avemo.fusion.tasks import build_task  # the task registry: torch, loaded on demand
@@ -102,10 +102,10 @@ def _labelled_manifest(cfg: RunConfig | Mapping[str, Any]) -> tuple[pd.DataFrame
     return df, task.split_labels(df)
 
 
-def _manifest_path(cfg: RunConfig | Mapping[str, Any]) -> Path:
-    p = Path(cfg["data"]["manifest"])
-    if not p.is_absolute() and not p.exists() and cfg.get("_source"):
-        alt = Path(cfg["_source"]).parent / p
+def _manifest_path(cfg: RunConfig) -> Path:
+    p = Path(cfg.data.manifest)
+    if not p.is_absolute() and not p.exists() and cfg.source:
+        alt = Path(cfg.source).parent / p
         if alt.exists():
             return alt
     return p

@@ -325,6 +325,6 @@ def with_overrides(g: Grid, overrides: Sequence[str]) -> list[str]:
     return out
 
 
-def resolve_cell_config(grid: Grid, cell: Cell) -> RunConfig | dict[str, Any]:
+def resolve_cell_config(grid: Grid, cell: Cell) -> RunConfig:
     """The validated run config of one cell (base <- grid overrides <- the cell's bundle)."""
     return load_config(grid.base, cell.override_args(grid.overrides))

@@ -47,7 +47,7 @@ def plan_units(grid: Grid, cells: Sequence[Cell], stack: str = "auto") -> list[l
     groups: dict[str, list[Cell]] = {}
     for c in cells:
         cfg = resolve_cell_config(grid, c)
-        device, _ = trainer_device(cfg["trainer"].get("accelerator"))
+        device, _ = trainer_device(cfg.trainer.accelerator)
         if stack == "auto" and not str(device).startswith("cuda"):
             # a unit of its own (cell ids are unique, JSON keys never equal one)
             groups[c.cell_id] = [c]
@@ -105,7 +105,7 @@ def _run_stacked(
         fresh_run_dir(d)
     try:
         dm = train_fn.datamodule(cfgs[0], feature_cache)
-        results = fit_stacked(cfgs, dm, dirs, verbose=bool(cfgs[0]["output"].get("verbose", True)))
+        results = fit_stacked(cfgs, dm, dirs, verbose=cfgs[0].output.verbose)
     except Exception as e:  # noqa: BLE001 - fall back to separate runs, saying why
         raise NotStacked(f"{type(e).__name__}: {e}") from e
     wall = time.perf_counter() - t0
