@@ -11,6 +11,7 @@ from avemo.data.adapters import build_manifest
 from avemo.data.adapters.demo import CLASSES
 from avemo.data.demo import AUDIO_RATE, FPS, SEGMENTS, build_demo_corpus, clip_table, frame_count
 from avemo.data.manifest import ManifestError, load_manifest
+from avemo.fusion.config import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,10 @@ def test_training_overrides_redirect_the_configs_feature_files(tmp_path):
     from avemo.workflows.demo import training_overrides
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("data:\n  features: {face: demo/features/face_fer2013.h5, audio: x/logmel.h5}\n")
+    cfg.write_text(
+        "data:\n  features: {face: demo/features/face_fer2013.h5, audio: x/logmel.h5}\n"
+        "model: {name: zhou}\n"
+    )
     feats = {"logmel": tmp_path / "f" / "logmel.h5"}
     over = training_overrides(cfg, tmp_path / "m.csv", feats, tmp_path)
     assert over == [
@@ -157,8 +161,13 @@ def test_training_overrides_redirect_the_configs_feature_files(tmp_path):
         f"data.features.face={tmp_path / 'features' / 'face_fer2013.h5'}",
         f"data.features.audio={tmp_path / 'f' / 'logmel.h5'}",
     ]
-    cfg.write_text("model: {name: zhou}\n")  # no features named: the demo's defaults (face_faceapi)
-    assert training_overrides(cfg, tmp_path / "m.csv", {}, tmp_path)[2:] == [
-        f"data.features.face={tmp_path / 'features' / 'face_faceapi.h5'}",
-        f"data.features.audio={tmp_path / 'features' / 'logmel.h5'}",
+    # read as fuse-train reads it: the features a `base:` names, set names in features_dir
+    derived = tmp_path / "d.yaml"
+    derived.write_text("base: c.yaml\ndata: {features_dir: sets, features: {audio: logmel}}\n")
+    assert training_overrides(derived, tmp_path / "m.csv", feats, tmp_path)[2:] == [
+        f"data.features.face={tmp_path / 'features' / 'face_fer2013.h5'}",
+        f"data.features.audio={tmp_path / 'f' / 'logmel.h5'}",
     ]
+    cfg.write_text("model: {name: zhou}\n")  # no features named: not a run config, one line
+    with pytest.raises(ConfigError, match=r"^data\.features is required"):
+        training_overrides(cfg, tmp_path / "m.csv", {}, tmp_path)

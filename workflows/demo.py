@@ -22,9 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from avemo import settings
+from avemo.fusion.config import load_config
 
 FEATURE_SETS = ("face_faceapi", "logmel")
 DEFAULT_MODALITIES = {"face": "face_faceapi", "audio": "logmel"}
@@ -58,16 +57,13 @@ def training_overrides(
 ) -> list[str]:
     """Point the demo config at this corpus, its feature files and ``out/runs``.
 
-    The config names its feature files; only their folder is replaced, so the modality keys
-    (and which set feeds which) stay the config's own decision.
+    The config (a run config, read as ``fuse-train`` reads it: its ``base:`` chain and
+    feature-set names resolved) names its feature files; only their folder is replaced, so the
+    modality keys (and which set feeds which) stay the config's own decision.
     """
-    with open(config) as f:
-        cfg = yaml.safe_load(f) or {}
-    configured = (cfg.get("data") or {}).get("features") or {
-        m: f"{fs}.h5" for m, fs in DEFAULT_MODALITIES.items()
-    }
-    by_name = {p.name: p for p in features.values()}
     over = [f"data.manifest={manifest}", f"output.dir={out / 'runs'}"]
+    configured = load_config(config, over, check_args=False).data.features
+    by_name = {p.name: p for p in features.values()}
     for modality, path in configured.items():
         name = Path(str(path)).name
         over.append(f"data.features.{modality}={by_name.get(name, out / 'features' / name)}")
