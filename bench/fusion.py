@@ -22,7 +22,7 @@ import argparse
 import json
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -317,22 +317,31 @@ def bench_scale(
 OVERHEAD_TITLE = "Stage two: `fuse-train` fit vs a plain PyTorch loop (same layers, batches, steps)"
 
 
-def plain_fit(cfg: RunConfig, dm: Any, epochs: int) -> tuple[float, float]:
+def _fit_settings(cfg: RunConfig | Mapping[str, Any]) -> tuple[int, dict[str, Any], Any]:
+    """(seed, optimiser name + options, eval section) of the run config. Under
+    ``--overhead-ref`` this runs against an older tree whose ``load_config`` gives a plain
+    dict; that dict is resolved (every key filled in by its schema), so no default is
+    restated here either."""
+    if isinstance(cfg, Mapping):
+        return int(cfg["seed"]), dict(cfg["optim"]), cfg["eval"]
+    return cfg.seed, {"name": cfg.optim.name, **cfg.optim.options()}, cfg.eval
+
+
+def plain_fit(cfg: RunConfig | Mapping[str, Any], dm: Any, epochs: int) -> tuple[float, float]:
     """The reference: seed, model, loss, optimiser as ``fit_and_evaluate`` builds them, then
     ``epochs`` x (train steps over ``dm.train_dataloader()`` + one validation pass scored by
     the task). Returns (wall s, process CPU s) of the loop, what ``fit_seconds`` /
-    ``fit_cpu_seconds`` time in a run. ``cfg`` is read dict-style: under ``--overhead-ref`` this
-    runs against an older tree whose ``load_config`` may give a plain dict."""
+    ``fit_cpu_seconds`` time in a run."""
     from avemo.fusion.evaluate import predict_partition, score
     from avemo.fusion.module import build_loss
     from avemo.fusion.registry import OPTIMIZERS
 
-    torch.manual_seed(int(cfg.get("seed") or 0))
+    seed, optim, eval_cfg = _fit_settings(cfg)
+    torch.manual_seed(seed)
     model = build_model(cfg, dm).to(dm.device)
     loss_fn = build_loss(cfg, dm)
     task = dm.task
-    oc = dict(cfg.get("optim") or {})
-    opt = OPTIMIZERS.build(oc.pop("name", "adam"), model.parameters(), **oc)
+    opt = OPTIMIZERS.build(optim.pop("name"), model.parameters(), **optim)
     mods = dm.modalities
     loader = dm.train_dataloader()
     det = torch.are_deterministic_algorithms_enabled()
@@ -346,7 +355,7 @@ def plain_fit(cfg: RunConfig, dm: Any, epochs: int) -> tuple[float, float]:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        score(predict_partition(model, dm, "val"), dm, cfg.get("eval"))
+        score(predict_partition(model, dm, "val"), dm, eval_cfg)
     out = time.perf_counter() - t0, time.process_time() - c0
     torch.use_deterministic_algorithms(det)
     return out
