@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from avemo.data.manifest import load_manifest
-from avemo.fusion.config import ConfigError
+from avemo.fusion.config import ConfigError, RunConfig, run_config
 from avemo.fusion.features import (  # noqa: F401 - re-exported
     FeatureArrays,
     FeatureFiles,
@@ -53,30 +53,30 @@ class CachedFeatureDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        cfg: Mapping[str, Any],
+        cfg: RunConfig | Mapping[str, Any],
         device: str | torch.device = "cpu",
         feature_cache: dict | None = None,
         manifest: pd.DataFrame | None = None,
         task: Task | None = None,
     ) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.data_cfg = cfg["data"]
+        self.cfg = run_config(cfg)
+        self.data_cfg = self.cfg.data
         self.device = torch.device(device)
         self.feature_cache = feature_cache
         self._manifest = manifest
-        self.task: Task = task if task is not None else build_task(cfg)
-        self.modalities: list[str] = list(self.data_cfg["features"])
+        self.task: Task = task if task is not None else build_task(self.cfg)
+        self.modalities: list[str] = list(self.data_cfg.features)
         self.notes: list[str] = []
         self.speakers: dict[str, str] = {}  # clip -> speaker its features were normalised with
         self._ready = False
-        self.seed = int(cfg.get("seed") or 0)
+        self.seed = self.cfg.seed
         self.epoch = 0
 
     @classmethod
     def unlabelled(
         cls,
-        cfg: Mapping[str, Any],
+        cfg: RunConfig,
         task: Task,
         features: FeatureFiles,
         stats: Mapping[str, tuple[Tensor, Tensor]],
@@ -104,7 +104,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
         df = (
             self._manifest
             if self._manifest is not None
-            else load_manifest(d["manifest"], classes=d.get("classes"), check_files=False)
+            else load_manifest(d.manifest, classes=d.classes, check_files=False)
         )
         self.features = FeatureFiles(d, self.device, self.feature_cache)
         df = self.task.select(df, self.notes)
@@ -117,14 +117,14 @@ class CachedFeatureDataModule(L.LightningDataModule):
         self.manifest = df.reset_index(drop=True)
         self.splits = make_splits(
             self.manifest,
-            self.cfg["split"],
+            self.cfg.split,
             self.seed,
             self.task.split_labels(self.manifest),
             self.notes,
         )
         parts = self.splits["partitions"]
         self.speaker_norm: dict[str, Any] | None = None
-        if d.get("speaker_norm"):  # per speaker, its own unlabelled clips (fusion.speaker_norm)
+        if d.speaker_norm:  # per speaker, its own unlabelled clips (fusion.speaker_norm)
             self._speaker_norm(parts["train"])
         if not parts["val"]:
             self.notes.append("no validation or test clips: validating on the training clips")
@@ -132,9 +132,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
         self.pos = {c: i for i, c in enumerate(self.manifest["clip_id"].astype(str))}
         self.index = self.task.build_index(self.manifest, self.features, self.feature_cache)
         self.part_seqs = {p: self._sequences(ids) for p, ids in parts.items()}
-        self.stats = (
-            self.features.stats(parts["train"], self.notes) if d.get("normalize", True) else {}
-        )
+        self.stats = self.features.stats(parts["train"], self.notes) if d.normalize else {}
         for n in self.notes:
             log.info(n)
         self._ready = True
@@ -151,11 +149,11 @@ class CachedFeatureDataModule(L.LightningDataModule):
             arrays, self.speaker_norm = sn.apply(
                 self.features.arrays,
                 who,
-                self.data_cfg["speaker_norm"],
+                self.data_cfg.speaker_norm,
                 list(train),
                 None if labels is None else dict(zip(ids, labels, strict=True)),
-                float(self.data_cfg.get("speaker_norm_prior", sn.DEFAULT_PRIOR)),
-                str(self.data_cfg.get("speaker_norm_rule", sn.DEFAULT_RULE)),
+                self.data_cfg.speaker_norm_prior,
+                self.data_cfg.speaker_norm_rule,
             )
         except ValueError as e:
             raise ConfigError(str(e)) from None
@@ -202,12 +200,6 @@ class CachedFeatureDataModule(L.LightningDataModule):
     def spec(self) -> TaskSpec:
         """What models see (``MODELS.build(task=dm.spec)``): level, width, names, modalities."""
         return self.task.spec(self.modalities)
-
-    @property
-    def task_obj(self) -> Task:
-        """Transitional alias of ``task`` for fusion/module.py, stacked.py and train.py (another
-        change of issue 22 owns them); goes once they read ``dm.task``."""
-        return self.task
 
     # ------------------------------------------------------------------ batches
 
@@ -260,20 +252,12 @@ class CachedFeatureDataModule(L.LightningDataModule):
         dropout: float = 0.0,
         missing: Sequence[str] = (),
     ) -> DeviceBatches:
-        bs = int(
-            batch_size
-            or (
-                self.data_cfg["batch_size"]
-                if partition == "train"
-                else self.data_cfg.get("eval_batch_size") or 256
-            )
-        )
+        d = self.data_cfg
+        bs = batch_size or (d.batch_size if partition == "train" else d.eval_batch_size)
         return DeviceBatches(self, self.part_seqs[partition], bs, shuffle, dropout, missing)
 
     def train_dataloader(self) -> DeviceBatches:
-        return self.batches(
-            "train", shuffle=True, dropout=float(self.data_cfg.get("modality_dropout") or 0.0)
-        )
+        return self.batches("train", shuffle=True, dropout=self.data_cfg.modality_dropout)
 
     def val_dataloader(self) -> DeviceBatches:
         return self.batches("val")

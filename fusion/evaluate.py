@@ -16,6 +16,7 @@ import torch
 from avemo.fusion import metrics as M
 
 if TYPE_CHECKING:  # annotations only: the datamodule's tasks use the metric helpers below
+    from avemo.fusion.config import EvalConfig
     from avemo.fusion.datamodule import CachedFeatureDataModule
 
 
@@ -76,7 +77,8 @@ def smooth_per_clip(
 
 
 def score(
-    res: Mapping[str, Any], dm: CachedFeatureDataModule, eval_cfg: Mapping[str, Any] | None = None
+    res: Mapping[str, Any], dm: CachedFeatureDataModule, ev: EvalConfig | None = None
 ) -> dict[str, Any]:
-    """Metrics of one assembled partition (see ``predict_partition``), by the run's task."""
-    return dm.task.score(res, eval_cfg)
+    """Metrics of one assembled partition (see ``predict_partition``), by the run's task;
+    ``ev``: the run's ``eval`` section."""
+    return dm.task.score(res, ev)

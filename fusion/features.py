@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from avemo.data.store import MISSING_MODALITY, FeatureFile
-from avemo.fusion.config import ConfigError
+from avemo.fusion.config import ConfigError, DataConfig
 
 _STATS_CHUNK = 1 << 18  # rows per chunk when computing normalisation statistics
 
@@ -130,20 +130,20 @@ class FeatureFiles:
 
     def __init__(
         self,
-        data_cfg: Mapping[str, Any],
+        data: DataConfig,
         device: str | torch.device = "cpu",
         cache: dict | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.modalities: list[str] = list(data_cfg["features"])
-        self.keep_non_ok = data_cfg.get("non_ok", "skip") == "keep"
-        self.missing_clips = data_cfg.get("missing_clips", "error")
+        self.modalities: list[str] = list(data.features)
+        self.keep_non_ok = data.non_ok == "keep"
+        self.missing_clips = data.missing_clips
         self.arrays = {
-            m: load_features(p, self.device, cache, data_cfg.get("dtype") or "float32")
-            for m, p in data_cfg["features"].items()
+            m: load_features(str(p), self.device, cache, data.dtype)
+            for m, p in data.features.items()
         }
         for m in self.modalities:
-            check_expectation(self.arrays[m], (data_cfg.get("expect") or {}).get(m), m)
+            check_expectation(self.arrays[m], data.expect.get(m), m)
         self.status_counts: dict[str, int] = {}
 
     @property

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from avemo.data.timeline import align as align_rows
+from avemo.fusion.config import DataConfig
 from avemo.fusion.features import FeatureArrays, FeatureFiles
 
 
@@ -209,7 +210,7 @@ def build_window_index(
     times: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
     features: FeatureFiles,
-    data_cfg: Mapping[str, Any],
+    data: DataConfig,
 ) -> WindowIndex:
     """Align every modality onto the label timelines ``times`` and cut them into windows."""
     dev = features.device
@@ -219,8 +220,8 @@ def build_window_index(
     idx_t: dict[str, Tensor] = {}
     ok_t: dict[str, Tensor] = {}
     aligned: dict[str, Tensor] = {}
-    tl = dict(data_cfg.get("timeline") or {})
-    method = tl.get("method") or "nearest"
+    tl = data.timeline
+    method = tl.method
     for m in features.modalities:
         a = features.arrays[m]
         idx = np.zeros(len(lab_time), np.int64)
@@ -230,7 +231,7 @@ def build_window_index(
         for i, c in enumerate(ids):
             lo, hi = a.rows_of(c)
             sl = slice(lab_off[i], lab_off[i + 1])
-            gap = tl.get("max_gap")
+            gap = tl.max_gap
             if gap is None and hi - lo > 1:  # default: do not bridge more than ~1.5 rows
                 gap = 1.5 * float(np.median(np.diff(np.sort(a.timestamps[lo:hi]))))
             if method == "nearest":  # align row numbers: the device arrays stay shared
@@ -251,7 +252,7 @@ def build_window_index(
                     times[i],
                     method,
                     mask=a.row_mask[lo:hi].cpu().numpy(),
-                    window=tl.get("window"),
+                    window=tl.window,
                     max_gap=gap,
                 )
                 dense.append(v.astype(np.float32))
@@ -261,7 +262,7 @@ def build_window_index(
             aligned[m] = torch.from_numpy(np.concatenate(dense)).to(dev)
         idx_t[m] = torch.from_numpy(idx).to(dev)
         ok_t[m] = torch.from_numpy(ok).to(dev)
-    W, hop = int(data_cfg["window"]["length"]), int(data_cfg["window"]["hop"])
+    W, hop = data.window.length, data.window.hop
     wc, ws, wl = [], [], []
     for i, n in enumerate(lens):
         for s in window_starts(int(n), W, hop):

@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from avemo.fusion.config import RunConfig, config_dict
+from avemo.fusion.config import RunConfig
 from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.evaluate import _is_input, score
 from avemo.fusion.optim import jca_reference_lr  # noqa: F401 - re-exported
@@ -25,10 +25,8 @@ from avemo.fusion.registry import OPTIMIZERS, SCHEDULES
 def build_loss(cfg: RunConfig, dm: CachedFeatureDataModule) -> nn.Module:
     """The run's loss: ``loss.name`` (default: the task's) with its options (class weights
     from the training targets)."""
-    task = dm.task_obj
-    return task.build_loss(  # boundary: the task reads the loss section as a dict
-        config_dict(cfg.loss), task.train_targets(dm.index, dm.part_seqs["train"])
-    )
+    task = dm.task
+    return task.build_loss(cfg.loss, task.train_targets(dm.index, dm.part_seqs["train"]))
 
 
 # ----------------------------------------------------------------------------- module
@@ -53,10 +51,9 @@ class FusionModule(L.LightningModule):
         self.model = model
         self.cfg = cfg
         self.dm = dm
-        self.task = dm.task_obj
+        self.task = dm.task
         self.loss_fn = build_loss(cfg, dm)
-        self.monitor, self.mode = self.task.monitor(config_dict(cfg.trainer))  # boundary
-        self.eval_cfg = config_dict(cfg.eval)  # boundary: the task's scoring reads a dict
+        self.monitor, self.mode = self.task.monitor(cfg.trainer)
         self.run_dir = Path(run_dir) if run_dir else None
         self._val: list[tuple[Tensor, Tensor]] = []
         self._val_loss: list[Tensor] = []
@@ -101,7 +98,7 @@ class FusionModule(L.LightningModule):
         res = self.dm.assemble(seq, out)
         self.last_val_res = res
         metrics = {
-            k: v for k, v in score(res, self.dm, self.eval_cfg).items() if isinstance(v, float)
+            k: v for k, v in score(res, self.dm, self.cfg.eval).items() if isinstance(v, float)
         }
         metrics["loss"] = float(torch.stack(self._val_loss).mean())
         self._val, self._val_loss = [], []

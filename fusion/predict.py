@@ -62,9 +62,7 @@ def speaker_normalise(
 
     record = getattr(run, "speaker_norm", None)
     if not record:  # no record read: a run from before it normalised every speaker by its own
-        record = {
-            "mode": "off" if sn.mode_of(run.cfg["data"].get("speaker_norm")) == "off" else "speaker"
-        }
+        record = {"mode": "off" if sn.mode_of(run.cfg.data.speaker_norm) == "off" else "speaker"}
     mode = record["mode"]
     if mode == "off":
         return {}
@@ -147,13 +145,14 @@ def predict_files(
     """
     from avemo.progress import Progress
 
-    data_cfg = {
-        **run.cfg["data"],
-        "features": {m: str(files[m]) for m in run.modalities},
-        "non_ok": "keep",
-        "expect": {},
-    }
-    fs = FeatureFiles(data_cfg, run.device)
+    data = run.cfg.data.model_copy(
+        update={
+            "features": {m: str(files[m]) for m in run.modalities},
+            "non_ok": "keep",
+            "expect": {},
+        }
+    )
+    fs = FeatureFiles(data, run.device)
     for m in run.modalities:
         have, want = fs.arrays[m].row_shape, run.inputs[m]
         if tuple(have) != tuple(want):
@@ -175,7 +174,7 @@ def predict_files(
         return _table(run, pres, None, None), extra
     dm = _datamodule(run, fs, usable, subjects)
     extra["speakers"] = dm.speakers
-    bs = int(batch_size or run.cfg["data"].get("eval_batch_size") or 256)
+    bs = batch_size or run.cfg.data.eval_batch_size
     batches = dm.batches("predict", batch_size=bs)
     prog = Progress("predict", len(batches), "batches", enabled=progress)
     seqs, outs = [], []
@@ -274,7 +273,7 @@ def _table(
     if res is None:
         body = pd.DataFrame({"clip_id": list(info.index)})
     else:
-        body = run.task.unlabelled_table(res, run.cfg.get("eval"), dm)
+        body = run.task.unlabelled_table(res, run.cfg.eval, dm)
     order = {c: i for i, c in enumerate(info.index)}
     absent = [c for c in info.index if c not in set(body["clip_id"])]
     if absent:  # clips with nothing usable keep one (empty) row

@@ -1,7 +1,7 @@
 """Stage-two registries: tasks, full models, temporal modules, cross-modal fusion, encoders,
 losses, optimisers and learning-rate schedules.
 
-Configs name things; ``build_model(cfg["model"], inputs, spec)`` builds a model
+Configs name things; ``build_model(cfg.model, inputs, spec)`` builds a model
 (see ``avemo.fusion.models.base`` for the batch / output contract). ``avemo list models``
 reads ``MODELS`` after ``load_all()``.
 """
@@ -9,13 +9,14 @@ reads ``MODELS`` after ``load_all()``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from avemo.data.registry import Registry, load_plugins
 
 if TYPE_CHECKING:  # annotations only: the models import this module
     from torch import nn
 
+    from avemo.fusion.config import ModelConfig
     from avemo.fusion.spec import TaskSpec
 
 MODELS: Registry = Registry("fusion model", group="avemo.fusion_models")
@@ -57,16 +58,14 @@ def load_all() -> None:
 
 
 def build_model(
-    model_cfg: Mapping[str, Any], inputs: Mapping[str, tuple[int, ...]], spec: TaskSpec
+    model: ModelConfig, inputs: Mapping[str, tuple[int, ...]], spec: TaskSpec
 ) -> nn.Module:
     """The ``MODELS`` entry a config's ``model`` section names, for ``inputs`` (modality ->
     row shape) and the task ``spec``; a plugin that fails to import matters only when it is
     the one asked for."""
-    name = model_cfg["name"]
     try:
         load_all()
     except ImportError:
-        if name not in MODELS:
+        if model.name not in MODELS:
             raise
-    kwargs = {k: v for k, v in model_cfg.items() if k != "name"}
-    return MODELS.build(name, inputs=inputs, task=spec, **kwargs)
+    return MODELS.build(model.name, inputs=inputs, task=spec, **model.options())

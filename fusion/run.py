@@ -34,7 +34,7 @@ from torch import Tensor
 
 from avemo.devices import DeviceFallbackWarning, resolve_device
 from avemo.errors import UsageError, UserError
-from avemo.fusion.config import load_config
+from avemo.fusion.config import RunConfig, load_config
 from avemo.fusion.registry import build_model
 from avemo.fusion.tasks import Task, build_task
 
@@ -77,13 +77,13 @@ def _read_json(path: Path, what: str) -> Any:
     return json.loads(path.read_text())
 
 
-def read_task(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], Task]:
+def read_task(run_dir: Path) -> tuple[RunConfig, dict[str, Any], Task]:
     """A run folder's resolved config, data report and task (its classes / targets as trained:
     ``Task.restore``), without the model or any feature file (``avemo report``, ``Run``)."""
     cfg = load_config(run_dir / "config.yaml")
     report = _read_json(run_dir / "data_report.json", "the data report")
     task = build_task(cfg)
-    task.restore(report.get("task") or {})
+    task.restore(report["task"] if "task" in report else {})  # older reports: none
     return cfg, report, task
 
 
@@ -93,7 +93,7 @@ class Run:
     model (eval mode) read from its folder; ``dm`` (the training datamodule) on first use."""
 
     run_dir: Path
-    cfg: dict[str, Any]
+    cfg: RunConfig
     features: dict[str, dict[str, Any]]  # modality -> recorded provenance
     task: Task
     inputs: dict[str, tuple[int, ...]]
@@ -127,28 +127,26 @@ class Run:
         dev = resolve_device(device)
         cfg, report, task = read_task(run_dir)
         feats = _read_json(run_dir / "features.json", "the feature provenance")
-        mods = list(cfg["data"]["features"])
+        mods = list(cfg.data.features)
         lost = [m for m in mods if m not in feats]
         if lost:
             raise RunFolderError(f"{run_dir}/features.json lacks modality {lost[0]} of config.yaml")
         inputs = {m: tuple(report["inputs"][m]) for m in mods}
-        model = build_model(cfg["model"], inputs, task.spec(mods))
+        model = build_model(cfg.model, inputs, task.spec(mods))
         model.load_state_dict(torch.load(ckpt, map_location=dev, weights_only=True))
         model.to(dev).eval()
-        data = cfg["data"]
-        without = (
-            set(mods) if float(data.get("modality_dropout") or 0) > 0 and len(mods) > 1 else set()
-        )
+        data = cfg.data
+        without = set(mods) if data.modality_dropout > 0 and len(mods) > 1 else set()
         for key, n in (report.get("status_counts") or {}).items():  # "face:no_video" -> 12
             modality, status = key.split(":", 1)
-            if n and (data.get("non_ok") == "keep" or status in MISSING_MODALITY):
+            if n and (data.non_ok == "keep" or status in MISSING_MODALITY):
                 without.add(modality)  # trained with this modality's rows masked in some clips
         record, ref = ({}, {})
-        if data.get("speaker_norm"):
+        if data.speaker_norm:
             from avemo.fusion.speaker_norm import load as load_speaker_norm
 
             record, ref = load_speaker_norm(run_dir, cfg)
-        normalised = bool(data.get("normalize", True) and report.get("normalised"))
+        normalised = bool(data.normalize and report.get("normalised"))
         return cls(
             run_dir,
             cfg,
@@ -167,7 +165,7 @@ class Run:
 
     @property
     def modalities(self) -> list[str]:
-        return list(self.cfg["data"]["features"])
+        return list(self.cfg.data.features)
 
     def feature_requests(self) -> dict[str, dict[str, Any]]:
         """Modality -> ``{feature_set, config, weights}``: exactly what stage one must make."""

@@ -106,8 +106,7 @@ class _Cell:
 
         self.cfg, self.run_dir, self.model = cfg, Path(run_dir), model
         self.loss_fn = build_loss(cfg, dm)
-        self.monitor, self.mode = dm.task_obj.monitor(config_dict(cfg.trainer))  # boundary
-        self.eval_cfg = config_dict(cfg.eval)  # boundary: the task's scoring reads a dict
+        self.monitor, self.mode = dm.task.monitor(cfg.trainer)
         es = cfg.trainer.early_stopping
         self.patience = es.patience if es is not None else None
         self.min_delta = es.min_delta if es is not None else 0.0
@@ -243,7 +242,7 @@ def fit_stacked(
     sch = sch["scheduler"] if isinstance(sch, dict) else sch
     clip = c0.trainer.gradient_clip_val
     mods = dm.modalities
-    task = dm.task_obj
+    task = dm.task
 
     def forward(
         params: dict[str, Tensor], bufs: dict[str, Tensor], batch: dict[str, Tensor]
@@ -327,7 +326,7 @@ def fit_stacked(
                     res = dm.assemble(torch.cat(seqs), torch.cat([o[j] for o in outs]))
                     val = {
                         f"val/{k}": v
-                        for k, v in score(res, dm, c.eval_cfg).items()
+                        for k, v in score(res, dm, c.cfg.eval).items()
                         if isinstance(v, float)
                     }
                     val["val/loss"] = float(torch.stack(vlosses[i]).mean())

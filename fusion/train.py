@@ -39,8 +39,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from avemo import settings
 from avemo.fusion.callbacks import BestCheckpoint, EpochLines, EpochProgressBar, MetricsHistory
-from avemo.fusion.config import RunConfig, config_dict, dump_config, load_config, run_config
+from avemo.fusion.config import RunConfig, dump_config, load_config, run_config
 from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.evaluate import predict_partition, score
 from avemo.fusion.features import STATS_FILE, save_stats
@@ -111,8 +112,8 @@ def build_datamodule(
     manifest: pd.DataFrame | None = None,
 ) -> CachedFeatureDataModule:
     """A ready (``setup`` done) datamodule: files loaded/shared, split made, statistics computed."""
-    dm = CachedFeatureDataModule(  # boundary: the datamodule still reads a dict
-        config_dict(run_config(cfg)), device, feature_cache=feature_cache, manifest=manifest
+    dm = CachedFeatureDataModule(
+        run_config(cfg), device, feature_cache=feature_cache, manifest=manifest
     )
     dm.setup("fit")
     return dm
@@ -122,13 +123,7 @@ def build_model(cfg: RunConfig | Mapping[str, Any], dm: CachedFeatureDataModule)
     """``model.name`` built with the model section's options, for ``dm``'s inputs and task."""
     from avemo.fusion import registry
 
-    model = run_config(cfg).model
-    try:
-        registry.load_all()
-    except ImportError:
-        if model.name not in registry.MODELS:  # a broken plugin only matters if we need it
-            raise
-    return registry.MODELS.build(model.name, inputs=dm.inputs, task=dm.task, **model.options())
+    return registry.build_model(run_config(cfg).model, dm.inputs, dm.spec)
 
 
 def build_loggers(cfg: RunConfig, run_dir: Path) -> list[Any]:
@@ -306,7 +301,7 @@ def train_from_config(
             )
             for note in dm.notes:
                 print(f"[{cfg.name}] note: {note}")
-        if progress is None and os.environ.get("AVEMO_PROGRESS"):
+        if progress is None and settings.current().progress:
             progress = True
         return fit_and_evaluate(cfg, dm, run_dir, progress=progress)
     except BaseException:
@@ -332,7 +327,7 @@ def _write_data_side(dm: CachedFeatureDataModule, run_dir: Path) -> None:
         "partitions": {p: len(v) for p, v in dm.splits["partitions"].items()},
         "sequences": {p: len(v) for p, v in dm.part_seqs.items()},
         "inputs": {m: list(s) for m, s in dm.inputs.items()},
-        "task": dm.task_obj.describe(),
+        "task": dm.task.describe(),
         "normalised": sorted(dm.stats),
     }
     (run_dir / "data_report.json").write_text(json.dumps(report, indent=1))
@@ -358,25 +353,24 @@ def _final_outputs(
     partitions whose predictions by these weights are already assembled (the fit's own pass)."""
     parts = [p for p in ("val", "test") if len(dm.part_seqs[p])]
     missing = list(cfg.data.eval_missing)
-    eval_cfg = config_dict(cfg.eval)  # boundary: the tasks' scoring still reads a dict
     metrics: dict[str, float] = {}
     extra: dict[str, Any] = {}
     pred_frames = []
     for p in parts:
         res = (known or {}).get(p) or predict_partition(model, dm, p)
-        sc = score(res, dm, eval_cfg)
+        sc = score(res, dm, cfg.eval)
         for k, v in sc.items():
             if isinstance(v, float):
                 metrics[f"{p}/{k}"] = v
             else:
                 extra[f"{p}/{k}"] = np.asarray(v).tolist()
-        pred_frames.append(dm.task_obj.prediction_table(res, p))
+        pred_frames.append(dm.task.prediction_table(res, p))
         if missing:
-            sc = score(predict_partition(model, dm, p, missing=missing), dm, eval_cfg)
+            sc = score(predict_partition(model, dm, p, missing=missing), dm, cfg.eval)
             tag = "@missing-" + "+".join(missing)
             metrics.update({f"{p}/{k}{tag}": v for k, v in sc.items() if isinstance(v, float)})
     table = pd.concat(pred_frames, ignore_index=True) if pred_frames else pd.DataFrame()
-    pred_path = dm.task_obj.write_predictions(table, run_dir)
+    pred_path = dm.task.write_predictions(table, run_dir)
     final = {
         "metrics": metrics,
         **extra,
@@ -391,7 +385,7 @@ def _final_outputs(
         try:
             from avemo.fusion.plots import plot_run
 
-            plot_run(run_dir, history, dm.task_obj, table, extra, module.monitor)
+            plot_run(run_dir, history, dm.task, table, extra, module.monitor)
         except Exception as e:  # noqa: BLE001 - a plot must never lose a finished run
             log.warning("plots failed: %s", e)
     return {

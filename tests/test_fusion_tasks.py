@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from _fusion_data import clip_config, clip_corpus, frame_corpus
 
+from avemo.fusion.config import DataConfig, load_config
 from avemo.fusion.registry import TASKS, load_all
 from avemo.fusion.run import Run
 from avemo.fusion.train import train_from_config
@@ -46,9 +47,11 @@ def test_task_trains_writes_its_predictions_and_the_rebuilt_run_reproduces_them(
     assert name in CORPORA, f"task {name!r} is registered but has no test corpus here"
     build, over = CORPORA[name]
     c = build(tmp_path)
-    cfg = clip_config(c, tmp_path, task={"type": name}, trainer={"max_epochs": 4}, **over)
+    cfg = load_config(
+        clip_config(c, tmp_path, task={"type": name}, trainer={"max_epochs": 4}, **over)
+    )
     res = train_from_config(cfg, run_dir=tmp_path / "run")
-    task = TASKS.get(name)(cfg["data"])
+    task = TASKS.get(name)(cfg.data)
     assert Path(res["predictions"]).name == task.prediction_file
     final = json.loads((tmp_path / "run" / "final_metrics.json").read_text())
     assert final["monitor"] == task.default_monitor
@@ -60,7 +63,7 @@ def test_task_trains_writes_its_predictions_and_the_rebuilt_run_reproduces_them(
     assert run.task.name == name
     again = {
         f"test/{k}": v
-        for k, v in run.task.score(run.predictions("test"), cfg.get("eval")).items()
+        for k, v in run.task.score(run.predictions("test"), cfg.eval).items()
         if isinstance(v, float)
     }
     for k, v in again.items():
@@ -169,7 +172,8 @@ def test_avemo_predict_prints_the_run_tasks_line_per_clip():
     and its probability (no per-class columns). The task says which, not the columns."""
     from avemo.workflows.predict import summary
 
-    frame = TASKS.get("frame")({"targets": ["valence"], "features": {"face": "f.h5"}})
+    data = {"manifest": "m.csv", "features": {"face": "f.h5"}}
+    frame = TASKS.get("frame")(DataConfig(**data, targets=["valence"]))
     table = pd.DataFrame(
         {
             "clip_id": ["a", "a", "b"],
@@ -185,7 +189,7 @@ def test_avemo_predict_prints_the_run_tasks_line_per_clip():
     assert a.split() == ["a", f"{np.mean([0.2, 0.5]):.3f}", "False"]
     assert b.split() == ["b", "-1.000", "face", "True"]
 
-    clip = TASKS.get("clip")({"features": {"face": "f.h5"}})
+    clip = TASKS.get("clip")(DataConfig(**data))
     clip.classes = ["x", "y"]
     table = pd.DataFrame(
         {"clip_id": ["a"], "pred": ["y"], "top_p": [0.75], "p_x": [0.25], "p_y": [0.75]}

@@ -149,10 +149,7 @@ def test_table_lists_every_variable_with_a_description() -> None:
 # ----------------------------------------------------------------------------- who reads them
 
 #: Files that still read ``AVEMO_*`` variables themselves, each with why. Only declared names.
-ALLOWED = {
-    "workflows/ablate.py": "the grid package (issue 22.4) moves its reads to avemo.settings",
-    "fusion/train.py": "AVEMO_PROGRESS: the fusion redesign (issue 22.1/22.3) moves it",
-}
+ALLOWED: dict[str, str] = {}
 
 
 def _roots() -> list[str]:

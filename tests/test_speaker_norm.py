@@ -125,7 +125,7 @@ def test_predict_normalises_the_given_clips_as_one_speaker(tmp_path):
     cfg = load_config(clip_config(c, tmp_path, data={"speaker_norm": True, "normalize": False}))
     ids = ["c001", "c004", "c010", "c022"]  # new clips of one (unknown) speaker
     run = SimpleNamespace(cfg=cfg, device=torch.device("cpu"), task=build_task(cfg), stats={})
-    dm = _datamodule(run, FeatureFiles(cfg["data"], "cpu"), ids)
+    dm = _datamodule(run, FeatureFiles(cfg.data, "cpu"), ids)
     b = dm.gather(dm.part_seqs["predict"])
     v = b["face"][b["face_mask"]].double()
     assert torch.allclose(v.mean(0), torch.zeros(8, dtype=torch.float64), atol=1e-5)

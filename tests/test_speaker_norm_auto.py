@@ -239,7 +239,9 @@ def test_predict_normalises_per_speaker_from_the_subject_column(speaker_run):
         dm = _datamodule(
             run,
             FeatureFiles(
-                {**run.cfg["data"], "features": {"face": str(c["face"]), "audio": str(c["audio"])}},
+                run.cfg.data.model_copy(
+                    update={"features": {"face": str(c["face"]), "audio": str(c["audio"])}}
+                ),
                 "cpu",
             ),
             ids,
@@ -271,7 +273,10 @@ def test_predict_without_subjects_is_one_speaker_and_many_clips_do_not_warn(spea
         )
     assert set(extra["speakers"].values()) == {"predict"} and len(table) == 12
     fs = FeatureFiles(
-        {**run.cfg["data"], "features": {"face": str(c["face"]), "audio": str(c["audio"])}}, "cpu"
+        run.cfg.data.model_copy(
+            update={"features": {"face": str(c["face"]), "audio": str(c["audio"])}}
+        ),
+        "cpu",
     )
     from avemo.fusion.predict import _datamodule
 

@@ -20,7 +20,16 @@ import numpy as np
 import pandas as pd
 from torch import Tensor, nn
 
-from avemo.fusion.config import ConfigError
+from avemo.fusion.config import (
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    LossConfig,
+    RunConfig,
+    TrainerConfig,
+    run_config,
+    section,
+)
 from avemo.fusion.evaluate import regression_metrics, smooth_per_clip
 from avemo.fusion.features import FeatureFiles
 from avemo.fusion.registry import LOSS_ALIASES, LOSSES, TASKS, load_all
@@ -44,8 +53,8 @@ class Task:
     #: timeline, so its weights are per window): ``avemo predict --attention`` / report plots
     attention_per_clip: ClassVar[bool] = True
 
-    def __init__(self, data_cfg: Mapping[str, Any]) -> None:
-        self.data_cfg = data_cfg
+    def __init__(self, data: DataConfig) -> None:
+        self.data = data
         self.n_out = 0
 
     @property
@@ -100,15 +109,15 @@ class Task:
 
     # ------------------------------------------------------------------ training
 
-    def monitor(self, trainer_cfg: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    def monitor(self, trainer: TrainerConfig | None = None) -> tuple[str, str]:
         """(metric, mode): ``trainer.monitor`` or the task's default; losses/RMSE minimise."""
-        mon = (trainer_cfg or {}).get("monitor") or self.default_monitor
+        mon = (trainer.monitor if trainer is not None else None) or self.default_monitor
         return mon, ("min" if mon.endswith("loss") or "rmse" in mon else "max")
 
-    def build_loss(self, loss_cfg: Mapping[str, Any], train_y: Tensor) -> nn.Module:
+    def build_loss(self, loss: LossConfig, train_y: Tensor) -> nn.Module:
         """The ``LOSSES`` entry named by ``loss.name`` (default: the task's), with its options."""
-        lc = dict(loss_cfg or {})
-        name = lc.pop("name", None) or self.default_loss
+        lc = loss.options()
+        name = loss.name or self.default_loss
         name = LOSS_ALIASES.get(name, name)
         spec = lc.pop("class_weights", None)
         if spec is not None:
@@ -128,19 +137,18 @@ class Task:
         res = index.assemble(seq, out)
         return {k: (v.cpu().numpy() if isinstance(v, Tensor) else v) for k, v in res.items()}
 
-    def score(
-        self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def score(self, res: Mapping[str, Any], ev: EvalConfig | None = None) -> dict[str, Any]:
+        """Metrics of one assembled partition; ``ev``: the run's ``eval`` section."""
         raise NotImplementedError
 
     def prediction_table(self, res: Mapping[str, Any], partition: str) -> pd.DataFrame:
         raise NotImplementedError
 
     def unlabelled_table(
-        self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None, dm: Any
+        self, res: Mapping[str, Any], ev: EvalConfig | None, dm: Any
     ) -> pd.DataFrame:
         """``avemo predict``'s table body of assembled outputs over new clips (no truth
-        columns): one row per clip, or per timeline frame; ``eval_cfg``: the run's ``eval``;
+        columns): one row per clip, or per timeline frame; ``ev``: the run's ``eval``;
         ``dm``: the datamodule over those clips (``CachedFeatureDataModule.unlabelled``)."""
         raise NotImplementedError
 
@@ -201,9 +209,9 @@ class RegressionTask(Task):
     smooths: ClassVar[bool] = False  # eval.smooth applies (per-frame predictions in time order)
     figure_name: ClassVar[str] = "predictions"  # plot files: <figure_name>_<partition>.png
 
-    def __init__(self, data_cfg: Mapping[str, Any]) -> None:
-        super().__init__(data_cfg)
-        self.targets = list(data_cfg.get("targets") or ["valence", "arousal"])
+    def __init__(self, data: DataConfig) -> None:
+        super().__init__(data)
+        self.targets = list(data.targets)
         self.n_out = len(self.targets)
 
     def describe(self) -> dict[str, Any]:
@@ -224,14 +232,12 @@ class RegressionTask(Task):
         res["pred"] = res.pop("out")
         return res
 
-    def score(
-        self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def score(self, res: Mapping[str, Any], ev: EvalConfig | None = None) -> dict[str, Any]:
         if not res:
             return {}
-        pred = self.clipped(np.asarray(res["pred"]), eval_cfg)
+        pred = self.clipped(np.asarray(res["pred"]), ev)
         out = regression_metrics(pred, np.asarray(res["y"]), self.targets)
-        smoothed = self.smoothed(pred, res["clip_pos"], eval_cfg)
+        smoothed = self.smoothed(pred, res["clip_pos"], ev)
         if smoothed is not None:
             sm = regression_metrics(smoothed[0], res["y"], self.targets)
             names = set(smoothed[1])
@@ -245,14 +251,14 @@ class RegressionTask(Task):
         return out
 
     def smoothed(
-        self, pred: np.ndarray, clip_pos: np.ndarray, eval_cfg: Mapping[str, Any] | None
+        self, pred: np.ndarray, clip_pos: np.ndarray, ev: EvalConfig | None
     ) -> tuple[np.ndarray, list[str]] | None:
         """``eval.smooth`` (uniform filter per clip, in frames) applied to ``pred``: the smoothed
         array and the targets it smooths; None when the task or the config smooths nothing.
         ``score`` reports metrics of it, ``avemo predict`` writes it."""
         widths = {
             self.targets.index(k): int(v)
-            for k, v in ((eval_cfg or {}).get("smooth") or {}).items()
+            for k, v in eval_section(ev).smooth.items()
             if k in self.targets
         }
         if not widths or not self.smooths:
@@ -270,15 +276,15 @@ class RegressionTask(Task):
             df[f"{t}_pred"] = np.asarray(res["pred"])[:, j]
         return df
 
-    def clipped(self, pred: np.ndarray, eval_cfg: Mapping[str, Any] | None) -> np.ndarray:
+    def clipped(self, pred: np.ndarray, ev: EvalConfig | None) -> np.ndarray:
         """``pred`` in the range the run was scored in (``eval.clip_range``), if any."""
-        rng = (eval_cfg or {}).get("clip_range")
+        rng = eval_section(ev).clip_range
         return np.clip(pred, float(rng[0]), float(rng[1])) if rng else pred
 
     def unlabelled_table(
-        self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None, dm: Any
+        self, res: Mapping[str, Any], ev: EvalConfig | None, dm: Any
     ) -> pd.DataFrame:
-        pred = self.clipped(np.asarray(res["pred"]), eval_cfg)
+        pred = self.clipped(np.asarray(res["pred"]), ev)
         body = pd.DataFrame({"clip_id": res["clip_ids"]})
         for j, t in enumerate(self.targets):
             body[t] = pred[:, j]
@@ -326,7 +332,14 @@ class RegressionTask(Task):
         return merge_frame_predictions(tables, self.targets, method, smooth, key=self.merge_key)
 
 
-def build_task(cfg: Mapping[str, Any]) -> Task:
-    """The task object of a resolved run config."""
+def build_task(cfg: RunConfig | Mapping[str, Any]) -> Task:
+    """The task object of a run config (a dict is resolved first: ``run_config``)."""
+    cfg = run_config(cfg)
     load_all()
-    return TASKS.build(cfg["task"]["type"], cfg["data"])
+    return TASKS.build(cfg.task.type, cfg.data)
+
+
+def eval_section(ev: EvalConfig | Mapping[str, Any] | None) -> EvalConfig:
+    """``ev`` as the ``eval`` section (None: the schema's defaults). A plain mapping is
+    validated into one: callers outside the package may still hold a dict."""
+    return section(EvalConfig, {} if ev is None else ev, "eval")

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from avemo.fusion.config import ConfigError
+from avemo.fusion.config import ConfigError, EvalConfig
 from avemo.fusion.features import FeatureFiles
 from avemo.fusion.index import ClipIndex, build_clip_index
 from avemo.fusion.registry import TASKS
@@ -33,9 +33,7 @@ class ClipClassification(Task):
     def select(self, df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
         df = super().select(df, notes)
         classes = (
-            self.data_cfg.get("classes")
-            or df.attrs.get("classes")
-            or sorted(df["label"].unique().tolist())
+            self.data.classes or df.attrs.get("classes") or sorted(df["label"].unique().tolist())
         )
         self.classes = [str(c) for c in classes]
         unknown = sorted(set(df["label"].astype(str)) - set(self.classes))
@@ -67,12 +65,12 @@ class ClipClassification(Task):
         cls = {c: i for i, c in enumerate(self.classes)}
         y = torch.tensor([cls[str(x)] for x in manifest["label"]], dtype=torch.long)
         return build_clip_index(
-            manifest["clip_id"].astype(str).tolist(), features, y, self.data_cfg.get("max_rows")
+            manifest["clip_id"].astype(str).tolist(), features, y, self.data.max_rows
         )
 
     def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureFiles) -> ClipIndex:
         y = torch.zeros(len(clip_ids), dtype=torch.long)
-        return build_clip_index(list(clip_ids), features, y, self.data_cfg.get("max_rows"))
+        return build_clip_index(list(clip_ids), features, y, self.data.max_rows)
 
     def class_weights(self, spec: Any, train_y: Tensor) -> list[float]:
         """``balanced`` -> N / (C * count_c) from the training labels; a list is used as given."""
@@ -90,9 +88,7 @@ class ClipClassification(Task):
         res["scores"] = res.pop("out")
         return res
 
-    def score(
-        self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def score(self, res: Mapping[str, Any], ev: EvalConfig | None = None) -> dict[str, Any]:
         if not res:
             return {}
         from avemo.fusion import metrics as M
@@ -120,7 +116,7 @@ class ClipClassification(Task):
         return torch.from_numpy(np.asarray(res["scores"], np.float32)).softmax(-1).numpy()
 
     def unlabelled_table(
-        self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None, dm: Any
+        self, res: Mapping[str, Any], ev: EvalConfig | None, dm: Any
     ) -> pd.DataFrame:
         scores = self.probabilities(res)
         body = pd.DataFrame(

@@ -45,12 +45,12 @@ class ClipRegression(RegressionTask):
     ) -> ClipIndex:
         y = torch.from_numpy(manifest[self.targets].to_numpy(np.float32))
         return build_clip_index(
-            manifest["clip_id"].astype(str).tolist(), features, y, self.data_cfg.get("max_rows")
+            manifest["clip_id"].astype(str).tolist(), features, y, self.data.max_rows
         )
 
     def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureFiles) -> ClipIndex:
         y = torch.zeros(len(clip_ids), self.n_out)
-        return build_clip_index(list(clip_ids), features, y, self.data_cfg.get("max_rows"))
+        return build_clip_index(list(clip_ids), features, y, self.data.max_rows)
 
     def figure(self, table: pd.DataFrame, path: Path) -> Path:
         """Predicted against true value, one panel per target."""

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from torch import Tensor, nn
 
-from avemo.fusion.config import ConfigError
+from avemo.fusion.config import ConfigError, EvalConfig
 from avemo.fusion.features import FeatureFiles
 from avemo.fusion.index import WindowIndex, build_window_index, frame_presence
 from avemo.fusion.registry import TASKS
@@ -62,7 +62,7 @@ class FrameRegression(RegressionTask):
             times.append(tt)
             labels.append(yy)
         return build_window_index(
-            manifest["clip_id"].astype(str).tolist(), times, labels, features, self.data_cfg
+            manifest["clip_id"].astype(str).tolist(), times, labels, features, self.data
         )
 
     def batch_loss(self, loss_fn: nn.Module, out: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
@@ -75,20 +75,20 @@ class FrameRegression(RegressionTask):
     def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureFiles) -> WindowIndex:
         """Windows over each clip's timeline: the rows of the run's first modality that has
         rows in it (its frames, e.g. face = video frames), since new clips have no annotation."""
-        times = [first_timeline(features, list(self.data_cfg["features"]), c) for c in clip_ids]
+        times = [first_timeline(features, list(self.data["features"]), c) for c in clip_ids]
         labels = [np.full((len(t), self.n_out), np.nan) for t in times]
-        return build_window_index(list(clip_ids), times, labels, features, self.data_cfg)
+        return build_window_index(list(clip_ids), times, labels, features, self.data)
 
     def unlabelled_table(
-        self, res: Mapping[str, Any], eval_cfg: Mapping[str, Any] | None, dm: Any
+        self, res: Mapping[str, Any], ev: EvalConfig | None, dm: Any
     ) -> pd.DataFrame:
         """Per timeline frame: each target, its ``eval.smooth``ed value, and each modality's
         presence at that frame."""
-        pred = self.clipped(np.asarray(res["pred"]), eval_cfg)
+        pred = self.clipped(np.asarray(res["pred"]), ev)
         body = pd.DataFrame({"clip_id": res["clip_ids"], "time": np.asarray(res["time"])})
         for j, t in enumerate(self.targets):
             body[t] = pred[:, j]
-        smoothed = self.smoothed(pred, np.asarray(res["clip_pos"]), eval_cfg)
+        smoothed = self.smoothed(pred, np.asarray(res["clip_pos"]), ev)
         for t in smoothed[1] if smoothed is not None else []:
             body[f"{t}_smoothed"] = smoothed[0][:, self.targets.index(t)]
         present = frame_presence(dm.index, dm.arrays, dm.modalities)
