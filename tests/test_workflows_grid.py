@@ -77,7 +77,7 @@ def _png_ok(path: Path) -> None:
     assert float(np.ptp(img[..., :3])) > 0.1, f"{path} is a blank image"
 
 
-def test_grid_table_aggregate_report(corpus, tmp_path, monkeypatch):
+def test_grid_table_aggregate_report(corpus, tmp_path, monkeypatch, capsys):
     from avemo.data.store import FeatureFile
 
     reads: list[str] = []  # every full read of a feature file's rows, by path
@@ -120,6 +120,16 @@ def test_grid_table_aggregate_report(corpus, tmp_path, monkeypatch):
     # the features were read once for the whole grid (shared cache), not once per run: 8 cells,
     # each HDF5 file's rows read exactly once
     assert sorted(reads) == ["audio.h5", "face.h5"], reads
+    # `avemo report` redraws it from the tables the grid wrote (results.csv + aggregate.csv)
+    from avemo.cli import main as cli
+    from avemo.workflows.report import write_report
+
+    assert write_report(out).read_text() == md
+    (out / "aggregate.csv").unlink()
+    capsys.readouterr()
+    assert cli(["report", str(out)]) == 2
+    err = capsys.readouterr().err.strip()  # one line naming the missing table, no traceback
+    assert err.startswith("avemo report: error:") and "aggregate.csv" in err and "\n" not in err
 
 
 def test_missing_and_mismatched_features_reported_before_any_run(corpus, tmp_path):
@@ -172,11 +182,11 @@ def test_command_line_overrides_reach_every_cell_and_axis_keys_are_refused(corpu
     assert all(p == [] for p in plan["problems"].values()), plan["problems"]  # the corpus's files
     for cell in grid.cells():
         cfg = resolve_cell_config(grid, cell)
-        assert cfg["data"]["features"] == {
+        assert cfg.data.features == {
             "face": str(corpus / "features/face.h5"),
             "audio": str(corpus / "features/audio.h5"),
         }
-        assert cfg["trainer"]["max_epochs"] == 1
+        assert cfg.trainer.max_epochs == 1
     with pytest.raises(GridError, match="model.fusion, which a grid axis varies"):
         run_grid(load_grid(g), dry_run=True, quiet=True, overrides=["model.fusion.k=3"])
 
@@ -192,9 +202,9 @@ def test_a_set_name_needs_a_features_folder():
         ConfigError, match="data.features.audio=logmel names a feature set.*data.features_dir"
     ):
         load_config(cfg)
-    got = load_config({**cfg, "data": {**cfg["data"], "features_dir": "/feats/ravdess"}})["data"][
-        "features"
-    ]
+    got = load_config(
+        {**cfg, "data": {**cfg["data"], "features_dir": "/feats/ravdess"}}
+    ).data.features
     assert got == {"audio": "/feats/ravdess/logmel.h5", "face": "/abs/face.h5"}
 
 

@@ -185,8 +185,9 @@ def write_report(
     html: bool = False,
     feature_cache: dict | None = None,
 ) -> Path:
-    """``report.md`` + ``plots/*.png`` for a finished (or partly finished) grid; ``feature_cache``:
-    the grid's, so the attention plots re-read no feature file."""
+    """``report.md`` + ``plots/*.png`` for a finished (or partly finished) grid; ``table`` /
+    ``agg``: the grid's results and aggregate (None: the ``results.csv`` / ``aggregate.csv`` it
+    wrote); ``feature_cache``: the grid's, so the attention plots re-read no feature file."""
     out = Path(out_dir)
     if table is None:  # axis labels are strings (a seed "0" is a label, not a metric)
         import yaml
@@ -197,10 +198,13 @@ def write_report(
             else ["fold", "seed"]
         )
         table = pd.read_csv(out / "results.csv", dtype={a: str for a in axes})
-    if agg is None:  # the grids package runs this report (ablation.scheduler): import on use
-        from avemo.workflows.ablation.tables import aggregate
-
-        agg = aggregate(table)
+    if agg is None:  # the aggregate the grid wrote beside results.csv (the same moment)
+        if not (out / "aggregate.csv").is_file():
+            raise UsageError(
+                f"{out} has no aggregate.csv (`avemo ablate` writes it with results.csv): "
+                "rerun the grid's command, it resumes"
+            )
+        agg = pd.read_csv(out / "aggregate.csv", dtype={"config_id": str})
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     all_metrics = _metrics(agg)

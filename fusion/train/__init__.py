@@ -400,23 +400,6 @@ def _final_outputs(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m avemo.fusion.train CONFIG [key=value ...]``: ``avemo fuse-train -c CONFIG
-    [key=value ...]`` itself (the one entry point: same options, output and exit codes)."""
-    import sys
-
-    from avemo.cli import main as cli
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0].startswith("-"):
-        return cli(["fuse-train", *args])  # its usage / -h / --print-config without a CONFIG
-    return cli(["fuse-train", "-c", args[0], *args[1:]])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 __all__ = [
     "build_datamodule",
     "build_model",
