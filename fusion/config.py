@@ -40,51 +40,21 @@ class ConfigError(UserError, ValueError):
 # ----------------------------------------------------------------------------- schema
 
 
-class _DictReads(BaseModel):
-    """Transitional (issue 22, second round removes it): read-only dict-style reads
-    (``cfg["data"]["features"]``, ``cfg["trainer"].get("monitor")``) for the modules that do
-    not read attributes yet (datamodule, predict, features, index, run, tasks, grids). New code
-    reads attributes; ``tests/test_fusion_config_typed.py`` scans for restated defaults."""
+class _Section(BaseModel):
+    """A section of fixed keys: read by attribute (``cfg.data.batch_size``)."""
 
-    def keys(self) -> list[str]:
-        return [*type(self).model_fields, *(self.__pydantic_extra__ or {})]
-
-    def __getitem__(self, key: str) -> Any:
-        extra = self.__pydantic_extra__ or {}
-        if key in extra:
-            return extra[key]
-        if key in type(self).model_fields:
-            return getattr(self, key)
-        raise KeyError(key)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.keys()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def items(self) -> list[tuple[str, Any]]:
-        return [(k, self[k]) for k in self.keys()]
-
-    def values(self) -> list[Any]:
-        return [self[k] for k in self.keys()]
-
-
-class _Section(_DictReads):
     model_config = ConfigDict(extra="forbid")
 
 
-class _Open(_DictReads):
+class _Open(BaseModel):
     """A section whose extra keys are constructor arguments, checked by ``check_registered``."""
 
     model_config = ConfigDict(extra="allow")
 
     def options(self) -> dict[str, Any]:
         """The constructor's keyword arguments: every key but ``name``, extras included."""
-        return {k: v for k, v in self.items() if k != "name"}
+        fields = {k: getattr(self, k) for k in type(self).model_fields if k != "name"}
+        return {**fields, **(self.__pydantic_extra__ or {})}
 
 
 class WindowConfig(_Section):
@@ -222,9 +192,6 @@ class RunConfig(_Section):
     def source(self) -> str | None:
         """The config file this run config was read from (None: built from a dict)."""
         return self._source
-
-    def __getitem__(self, key: str) -> Any:
-        return self._source if key == "_source" else super().__getitem__(key)
 
 
 #: Path-valued keys, as (section, key); ``None`` key = every value of the mapping.
@@ -463,9 +430,9 @@ def run_config(cfg: RunConfig | Mapping[str, Any]) -> RunConfig:
 
 
 def config_dict(cfg: BaseModel) -> dict[str, Any]:
-    """Boundary (issue 22, second round removes it): a config (or one of its sections) as the
-    plain dict the modules that do not read attributes yet take (datamodule, predict, tasks,
-    grids); a ``RunConfig`` keeps ``_source``, as ``load_config``'s dict did."""
+    """Serialisation: a config (or one of its sections) as plain data, the form bytes on disk
+    are made of (``config.yaml``, stack keys); a ``RunConfig`` keeps ``_source``. Code reads
+    attributes, never this dict."""
     out = _plain(cfg.model_dump())
     if isinstance(cfg, RunConfig):
         out["_source"] = cfg.source

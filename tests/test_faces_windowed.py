@@ -15,6 +15,7 @@ from avemo.extract.registry import CLIP_BACKBONES, FEATURE_SETS, load_all
 from avemo.extract.video.decode import write_video
 from avemo.extract.video.windowed import fill_absent, sample_frames, window_ends
 from avemo.extract.weights import MissingWeightsError
+from avemo.fusion.spec import TaskSpec
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -220,7 +221,7 @@ def test_jca_config_reads_the_windowed_file_without_glue(tmp_path, weights):
     )["face_r2plus1d"]
     au = write_clips(tmp_path / "audio.h5", audio, make_provenance("audio_t", {}, {}, 25.0))
     jca = Path(__file__).resolve().parents[1] / "workflows" / "configs" / "jca.yaml"
-    assert "face_r2plus1d.h5" in load_config(jca)["data"]["features"]["face"]
+    assert "face_r2plus1d.h5" in load_config(jca).data.features["face"]
     cfg = load_config(
         jca,
         [
@@ -257,8 +258,8 @@ def test_jca_config_reads_the_windowed_file_without_glue(tmp_path, weights):
         not b["face_mask"][0].all() and b["face_mask"][1].all()
     )  # clip a loses its face at frame 64
     registry.load_all()
-    task = {"type": "frame", "n_out": 2}
-    kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
+    task = TaskSpec("frame", 2)
+    kwargs = cfg.model.options()
     model = registry.MODELS.build(
         "jca", inputs={"face": (512,), "audio": (512,)}, task=task, **kwargs
     )

@@ -227,7 +227,7 @@ def test_the_packaged_grids_resolve_paths_relative_to_the_grid_file():
     from avemo.workflows.ablation import load_grid, resolve_cell_config
 
     g = load_grid(REPO / "workflows" / "grids" / "zhou.yaml")
-    audio = {resolve_cell_config(g, c)["data"]["features"]["audio"] for c in g.cells()}
+    audio = {resolve_cell_config(g, c).data.features["audio"] for c in g.cells()}
     assert audio == {
         str(REPO / "features" / "afew" / f"{n}.h5")  # set names in the base's folder
         for n in ("logmel", "spectrogram", "speech_embedding")

@@ -75,7 +75,7 @@ def test_stacked_run_equals_separate_runs(corpus, tmp_path, temporal):
     dm = build_datamodule(cfgs[0], "cpu", feature_cache={})
     sep = []
     for i, c in enumerate(cfgs):
-        dm.seed = c["seed"]
+        dm.seed = c.seed
         sep.append(fit_and_evaluate(c, dm, tmp_path / f"sep{i}", progress=False))
     st = fit_stacked(cfgs, dm, [tmp_path / f"st{i}" for i in range(3)], verbose=False)
     epochs = {len(r["history"]) for r in sep}

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from avemo.fusion.config import ConfigError, load_config
+from avemo.fusion.spec import TaskSpec
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "workflows" / "configs").glob("*.yaml"))
 ROW_SHAPES = {
@@ -48,13 +49,12 @@ def test_config_resolves_and_model_runs(path):
 
     registry.load_all()
     cfg = load_config(path)
-    assert cfg["name"] == path.stem
-    mods = list(cfg["data"]["features"])
-    frame = cfg["task"]["type"] == "frame"
-    task = {"type": cfg["task"]["type"], "n_out": len(cfg["data"]["targets"]) if frame else CLASSES}
+    assert cfg.name == path.stem
+    mods = list(cfg.data.features)
+    frame = cfg.task.type == "frame"
+    task = TaskSpec("frame", len(cfg.data.targets)) if frame else TaskSpec("clip", CLASSES)
     inputs = {m: ROW_SHAPES[m] for m in mods}
-    kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
-    model = registry.MODELS.build(cfg["model"]["name"], inputs=inputs, task=task, **kwargs)
+    model = registry.MODELS.build(cfg.model.name, inputs=inputs, task=task, **cfg.model.options())
     torch.manual_seed(0)
     T = 40
     batch = {}
@@ -62,24 +62,21 @@ def test_config_resolves_and_model_runs(path):
         batch[m] = torch.randn(2, T, *inputs[m])
         batch[f"{m}_mask"] = torch.arange(T)[None].expand(2, T) < torch.tensor([[T], [25]])
     out = model(batch)
-    assert out.shape == ((2, T, task["n_out"]) if frame else (2, CLASSES))
+    assert out.shape == ((2, T, task.n_out) if frame else (2, CLASSES))
     assert torch.isfinite(out).all()
 
 
 def test_base_inheritance_replaces_another_models_options_and_drops_null_features():
     d = CONFIGS[0].parent
     z = load_config(d / "zhang_attention_fbp.yaml")
-    assert "temporal" not in z["model"]
-    assert z["data"]["manifest"] == str(
-        d.parents[1] / "manifests" / "afew.csv"
-    )  # relative to its file
+    assert "temporal" not in z.model.options()
+    assert z.data.manifest == str(d.parents[1] / "manifests" / "afew.csv")  # relative to its file
     u = load_config(d / "unimodal_face.yaml", ["data.features.face=/elsewhere/face.h5"])
-    assert u["data"]["features"] == {"face": "/elsewhere/face.h5"}
+    assert u.data.features == {"face": "/elsewhere/face.h5"}
     rel = load_config(d / "zhou_relation_concat.yaml")
-    assert rel["model"]["temporal"] == "fan_relation" and rel["model"]["fusion"] == {
-        "name": "concat"
-    }
-    assert rel["model"]["encoder"]["per_modality"]["audio"]["name"] == "audio_cnn"
+    model = rel.model.options()
+    assert model["temporal"] == "fan_relation" and model["fusion"] == {"name": "concat"}
+    assert model["encoder"]["per_modality"]["audio"]["name"] == "audio_cnn"
 
 
 def test_circular_base_is_an_error(tmp_path):

@@ -11,6 +11,7 @@ import torch
 
 from avemo.fusion import registry
 from avemo.fusion.models.encoder_layer_weights import LayerWeightsEncoder
+from avemo.fusion.spec import TaskSpec
 
 registry.load_all()
 
@@ -129,7 +130,7 @@ def test_every_branch_model_takes_it(model, cfg) -> None:
             "schedule": {"name": "none"},
         }
     )
-    net = registry.MODELS.build(model, inputs=inputs, task={"type": "clip", "n_out": 3}, **cfg)
+    net = registry.MODELS.build(model, inputs=inputs, task=TaskSpec("clip", 3), **cfg)
     x, mask = batch(b=4)
     out = net({"face": torch.randn(4, 7, 8), "audio": x, "audio_mask": mask})
     assert out.shape == (4, 3)
@@ -221,15 +222,14 @@ def test_documented_ssl_override_builds_and_trains_the_weights(path, overrides) 
 
     cfg = load_config(path, overrides)
     check_registered(cfg)
-    feats = cfg["data"]["features"]
+    feats = cfg.data.features
     inputs = {
         m: (5, 16) if "speech_w" in str(p) or "speech_h" in str(p) else (8,)
         for m, p in feats.items()
     }
-    frame = cfg["task"]["type"] == "frame"
-    task = {"type": cfg["task"]["type"], "n_out": 2 if frame else 4}
-    kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
-    net = registry.MODELS.build(cfg["model"]["name"], inputs=inputs, task=task, **kwargs)
+    frame = cfg.task.type == "frame"
+    task = TaskSpec("frame", 2) if frame else TaskSpec("clip", 4)
+    net = registry.MODELS.build(cfg.model.name, inputs=inputs, task=task, **cfg.model.options())
     torch.manual_seed(0)
     b = {m: torch.randn(2, 32, *s) for m, s in inputs.items()}
     net(b).sum().backward()
@@ -244,7 +244,7 @@ def test_jca_and_lfan_audio_encoder_one_hot_equals_that_layer_alone(model, kw) -
     x, face, k = torch.randn(2, 40, 5, 16), torch.randn(2, 40, 8), 3
     logits = [float("-inf")] * 5
     logits[k] = 0.0
-    task = {"type": "frame", "n_out": 2}
+    task = TaskSpec("frame", 2)
     enc = {"name": "layer_weights", "init": logits}
     a = registry.MODELS.build(
         model, inputs={"face": (8,), "audio": (5, 16)}, task=task, audio_encoder=enc, **kw

@@ -22,8 +22,8 @@ def test_ready_grid_resolves(name):
     models = set()
     for c in cells:
         cfg = load_config(g.base, c.override_args(g.overrides))
-        models.add(cfg["model"]["name"])
-        assert cfg["data"]["features"], c.cell_id
+        models.add(cfg.model.name)
+        assert cfg.data.features, c.cell_id
     assert models  # e.g. {"lfan", "jca", "late"} for the valence-arousal grid
     if name == "va_lfan_jca.yaml":
         assert models == {"lfan", "jca", "late"}

@@ -75,7 +75,7 @@ class FrameRegression(RegressionTask):
     def unlabelled_index(self, clip_ids: Sequence[str], features: FeatureFiles) -> WindowIndex:
         """Windows over each clip's timeline: the rows of the run's first modality that has
         rows in it (its frames, e.g. face = video frames), since new clips have no annotation."""
-        times = [first_timeline(features, list(self.data["features"]), c) for c in clip_ids]
+        times = [first_timeline(features, list(self.data.features), c) for c in clip_ids]
         labels = [np.full((len(t), self.n_out), np.nan) for t in times]
         return build_window_index(list(clip_ids), times, labels, features, self.data)
 
