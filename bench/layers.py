@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from avemo.fusion.spec import TaskSpec
+
 TEMPORALS = ("fan_self", "fan_relation", "transformer")
 
 
@@ -46,7 +48,7 @@ def _step_ms(temporal: str, steps: int, native: bool, pack: bool = True) -> floa
     model = MODELS.build(
         "zhou",
         inputs={"face": (512,), "audio": (96,)},
-        task={"type": "clip", "n_out": 7},
+        task=TaskSpec("clip", 7),
         temporal=temporal,
         fusion={"name": "fbp", "k": 5, "o": 256, "dropout": 0.1},
     )

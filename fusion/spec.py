@@ -8,7 +8,6 @@ tasks, the datamodule or Lightning.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -50,13 +49,11 @@ class TaskSpec:
         return self.level == "frame"
 
     @classmethod
-    def coerce(cls, task: TaskSpec | Mapping[str, Any]) -> TaskSpec:
-        """A ``TaskSpec``, or the short form ``{"type": level, "n_out": n}`` that scripts and
-        tests building a model by hand write; anything else is a ``ValueError`` saying so."""
+    def coerce(cls, task: Any) -> TaskSpec:
+        """``task`` itself when it is a ``TaskSpec`` (a task's ``spec()``, or built by hand:
+        ``TaskSpec("clip", 7)``); anything else is a ``ValueError`` saying so."""
         if isinstance(task, TaskSpec):
             return task
-        if isinstance(task, Mapping) and "type" in task and "n_out" in task:
-            return cls(task["type"], task["n_out"])
         raise ValueError(
-            f"task must be a TaskSpec or {{'type': 'clip'|'frame', 'n_out': int}}, got {task!r}"
+            f"task must be a TaskSpec (avemo.fusion.spec; e.g. TaskSpec('clip', 7)), got {task!r}"
         )

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from avemo.fusion.spec import TaskSpec
 from experiments.emodb import study as st
 from experiments.emodb.run import run_study
 
@@ -76,7 +77,7 @@ def test_packaged_grid_bundles_build_and_run() -> None:
     for name, spec in st.load_spec(st.packaged_grid("emodb"))["axes"]["method"].items():
         inputs = {m: shapes[s] for m, s in spec["data.features"].items()}
         cfg = dict(spec["model"])
-        model = ZOO.build(cfg.pop("name"), inputs=inputs, task={"type": "clip", "n_out": 7}, **cfg)
+        model = ZOO.build(cfg.pop("name"), inputs=inputs, task=TaskSpec("clip", 7), **cfg)
         batch = {m: torch.randn(2, 30, *s) for m, s in inputs.items()}
         batch.update(
             {f"{m}_mask": torch.arange(30)[None] < torch.tensor([[30], [12]]) for m in inputs}

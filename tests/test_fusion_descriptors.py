@@ -11,6 +11,7 @@ import torch
 
 from avemo.fusion.models.model_descriptors import check_stats, descriptor_stats
 from avemo.fusion.registry import MODELS, TEMPORAL, load_all
+from avemo.fusion.spec import TaskSpec
 
 load_all()
 
@@ -43,7 +44,7 @@ def test_one_stream_no_hidden_layer_is_linear_in_standardised_statistics():
     m = MODELS.build(
         "descriptors",
         inputs={"lld": (6,)},
-        task={"type": "clip", "n_out": 4},
+        task=TaskSpec("clip", 4),
         stats=["mean", "std"],
         clip=None,
         dropout=0.3,
@@ -70,7 +71,7 @@ def test_clip_bounds_an_outlying_speaker():
     m = MODELS.build(
         "descriptors",
         inputs={"lld": (3,)},
-        task={"type": "clip", "n_out": 2},
+        task=TaskSpec("clip", 2),
         stats=["mean"],
         clip=2.0,
         dropout=0.0,
@@ -86,7 +87,7 @@ def test_streams_and_deep_branches_fuse():
     m = MODELS.build(
         "descriptors",
         inputs={"lld": (130,), "pitch": (4,), "logmel": (64,)},
-        task={"type": "clip", "n_out": 7},
+        task=TaskSpec("clip", 7),
         descriptors=["lld", "pitch"],
         per_modality_stats={"pitch": ["mean", "p50"]},
         deep={
@@ -112,7 +113,7 @@ def test_streams_and_deep_branches_fuse():
     assert out.shape == (3, 7) and torch.isfinite(out).all()
     assert m.attention["logmel"].shape == (3, 10)  # the CNN pooled time by 4
     with pytest.raises(ValueError, match="clip tasks only"):
-        MODELS.build("descriptors", inputs={"lld": (3,)}, task={"type": "frame", "n_out": 2})
+        MODELS.build("descriptors", inputs={"lld": (3,)}, task=TaskSpec("frame", 2))
 
 
 def test_descriptor_stats_temporal_module():
@@ -136,7 +137,7 @@ def test_learns_a_class_that_lives_in_a_descriptors_spread():
     m = MODELS.build(
         "descriptors",
         inputs={"lld": (3,)},
-        task={"type": "clip", "n_out": 2},
+        task=TaskSpec("clip", 2),
         stats=["mean", "std"],
         dropout=0.1,
     )
@@ -154,9 +155,7 @@ def test_learns_a_class_that_lives_in_a_descriptors_spread():
 
 
 def test_a_training_batch_of_one_clip_uses_the_running_statistics():
-    m = MODELS.build(
-        "descriptors", inputs={"lld": (3,)}, task={"type": "clip", "n_out": 2}, dropout=0.0
-    )
+    m = MODELS.build("descriptors", inputs={"lld": (3,)}, task=TaskSpec("clip", 2), dropout=0.0)
     m.train()
     m({"lld": torch.randn(8, 20, 3)})
     norm = m.streams["lld"].norm

@@ -13,6 +13,7 @@ from torch.func import vmap
 from avemo import allocator
 from avemo.fusion.models.dropout import Dropout, dropout
 from avemo.fusion.registry import MODELS, TEMPORAL, load_all
+from avemo.fusion.spec import TaskSpec
 
 load_all()
 
@@ -113,7 +114,7 @@ def test_fan_relation_pooled_only_skips_seq_dropout_and_keeps_pooled() -> None:
 
 @pytest.mark.parametrize(
     "task,pooled_only",
-    [({"type": "clip", "n_out": 3}, True), ({"type": "frame", "n_out": 2}, False)],
+    [(TaskSpec("clip", 3), True), (TaskSpec("frame", 2), False)],
 )
 def test_zhou_marks_temporal_modules_pooled_only_for_clip_tasks(task, pooled_only) -> None:
     model = MODELS.build(

@@ -12,6 +12,7 @@ import torch
 
 from avemo.fusion.metrics import accuracy
 from avemo.fusion.registry import LOSSES, MODELS, load_all
+from avemo.fusion.spec import TaskSpec
 
 load_all()
 
@@ -41,7 +42,7 @@ def _train_and_score(fusion: dict) -> float:
     model = MODELS.build(
         "zhou",
         inputs={"face": (D,), "audio": (D,)},
-        task={"type": "clip", "n_out": 2},
+        task=TaskSpec("clip", 2),
         visual="face",
         audio="audio",
         encoder="identity",

@@ -11,6 +11,7 @@ import math
 import torch
 
 from avemo.fusion.registry import MODELS, load_all
+from avemo.fusion.spec import TaskSpec
 
 load_all()
 
@@ -58,7 +59,7 @@ LFAN_USED = (
 LFAN_UNUSED_GROUPNORMS = 2 * (2 * 32)
 
 JCA_INPUTS = {"audio": (512,), "face": (512,)}
-VA = {"type": "frame", "n_out": 2}
+VA = TaskSpec("frame", 2)
 
 
 def test_reference_numbers_match_params_md() -> None:
@@ -105,7 +106,7 @@ def test_jca_matches_spec_formula_on_one_sequence() -> None:
 
 def test_lfan_parameter_count_and_shapes() -> None:
     inputs = {"face": (512,), "vggish": (128,), "mfcc": (39,)}
-    model = MODELS.build("lfan", inputs=inputs, task={"type": "frame", "n_out": 1})
+    model = MODELS.build("lfan", inputs=inputs, task=TaskSpec("frame", 1))
     assert _n(model) == LFAN_USED
     assert _n(model.tcns["face"]) == _tcn(512, [128] * 4)
     assert model.norm.normalized_shape == (3, 32)
@@ -124,9 +125,7 @@ def test_lfan_released_attention_has_the_reference_parameter_count() -> None:
     # followers' query/value read the 32-d key (Linear(32, 32)); at the reference sizes the
     # follower TCNs are 32 wide too, so both forms have the reference's parameters
     inputs = {"face": (512,), "vggish": (128,), "mfcc": (39,)}
-    model = MODELS.build(
-        "lfan", inputs=inputs, task={"type": "frame", "n_out": 1}, attention="reference"
-    )
+    model = MODELS.build("lfan", inputs=inputs, task=TaskSpec("frame", 1), attention="reference")
     assert _n(model) == LFAN_USED
 
 
@@ -136,7 +135,7 @@ def test_lfan_fusion_step_matches_spec_formula() -> None:
     model = MODELS.build(
         "lfan",
         inputs=inputs,
-        task={"type": "frame", "n_out": 1},
+        task=TaskSpec("frame", 1),
         visual_channels=[8],
         audio_channels=[4],
     ).eval()
@@ -159,7 +158,7 @@ def test_lfan_any_number_of_followers() -> None:
     model = MODELS.build(
         "lfan",
         inputs=inputs,
-        task={"type": "frame", "n_out": 2},
+        task=TaskSpec("frame", 2),
         visual_channels=[8],
         audio_channels=[4],
     )

@@ -11,6 +11,7 @@ import torch
 
 from avemo.fusion.models.base import TemporalOutput
 from avemo.fusion.registry import ENCODERS, FUSION, MODELS, TEMPORAL, load_all
+from avemo.fusion.spec import TaskSpec
 
 load_all()
 
@@ -58,8 +59,8 @@ def _pad(batch: dict[str, torch.Tensor], extra: int) -> dict[str, torch.Tensor]:
 
 SMALL_TCN = {"name": "tcn", "channels": [8, 8], "kernel": 3}
 AUDIO_CNN = {"name": "audio_cnn", "channels": [4, 8], "pool_time": [2, 2], "pool_freq": [2, 2]}
-CLIP7 = {"type": "clip", "n_out": 7}
-FRAME2 = {"type": "frame", "n_out": 2}
+CLIP7 = TaskSpec("clip", 7)
+FRAME2 = TaskSpec("frame", 2)
 
 TEMPORALS = [
     "mean",
@@ -215,7 +216,7 @@ def _build(name, inputs, task, cfg, seed: int = 0):
 
 def _valid_out(model, batch, task):
     out = model(batch)
-    if task["type"] == "frame":
+    if task.level == "frame":
         m = next(batch[k] for k in batch if k.endswith("_mask"))
         return out[m]
     return out
@@ -231,10 +232,10 @@ def test_model_shapes_backward_and_masks(case) -> None:
     # forward/backward in training mode, padding and a hole in the mask included
     model.train()
     out = model(batch)
-    expected = (B, task["n_out"]) if task["type"] == "clip" else (B, t, task["n_out"])
+    expected = (B, task.n_out) if task.level == "clip" else (B, t, task.n_out)
     assert out.shape == expected
     m = batch[next(k for k in batch if k.endswith("_mask"))]
-    loss = (out[m] if task["type"] == "frame" else out).pow(2).mean()
+    loss = (out[m] if task.level == "frame" else out).pow(2).mean()
     loss.backward()
     # The released JCA head reads only the visual side, so the audio attention output is
     # unused there (as in the reference code).
@@ -257,7 +258,7 @@ def test_model_shapes_backward_and_masks(case) -> None:
             torch.testing.assert_close(_valid_out(model, _garbage(batch, value), task), ref)
         padded = _pad(batch, 5)
         out_p = model(padded)
-        if task["type"] == "frame":
+        if task.level == "frame":
             out_p = out_p[:, :t][m]
         torch.testing.assert_close(out_p, ref, rtol=1e-5, atol=1e-5)
 
@@ -353,7 +354,9 @@ def test_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="not among the inputs"):
         MODELS.build("zhou", inputs={"face": (4,), "mfcc": (3,)}, task=CLIP7, audio=["logmel"])
     with pytest.raises(ValueError, match="task type"):
-        MODELS.build("unimodal", inputs={"face": (4,)}, task={"type": "seq", "n_out": 2})
+        MODELS.build("unimodal", inputs={"face": (4,)}, task=TaskSpec("seq", 2))
+    with pytest.raises(ValueError, match="task must be a TaskSpec"):  # not a dict's short form
+        MODELS.build("unimodal", inputs={"face": (4,)}, task={"type": "clip", "n_out": 2})
     with pytest.raises(ValueError, match="exactly two"):
         MODELS.build(
             "zhou", inputs={"face": (4,), "a": (3,)}, task=CLIP7, fusion="fbp"
@@ -437,7 +440,7 @@ def test_every_registered_model_builds_with_defaults_and_keeps_the_mask_rule(nam
     for task in (CLIP7, FRAME2):
         model, inputs = _default_model(name, task)
         if model is None:
-            assert all(name in e or task["type"] in e for e in inputs), (
+            assert all(name in e or task.level in e for e in inputs), (
                 inputs
             )  # names itself/the task
             continue
@@ -445,7 +448,7 @@ def test_every_registered_model_builds_with_defaults_and_keeps_the_mask_rule(nam
         t = 12
         batch = _batch(inputs, t)
         out = model(batch)
-        want = (B, t, task["n_out"]) if task["type"] == "frame" else (B, task["n_out"])
+        want = (B, t, task.n_out) if task.level == "frame" else (B, task.n_out)
         assert tuple(out.shape) == want and torch.isfinite(out).all()
         out.float().pow(2).mean().backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

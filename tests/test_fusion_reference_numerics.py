@@ -17,6 +17,7 @@ import torch
 
 from avemo.fusion.models.temporal_tcn import TCN, tcn_state_from_reference
 from avemo.fusion.registry import MODELS, load_all
+from avemo.fusion.spec import TaskSpec
 
 load_all()
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -84,7 +85,7 @@ def _jca(head: str):
     model = MODELS.build(
         "jca",
         inputs=inputs,
-        task={"type": "frame", "n_out": 2},
+        task=TaskSpec("frame", 2),
         head=head,
         seq_len=state["affine_a.weight"].shape[0],
         proj_dim=state["encoder1.weight"].shape[0],
@@ -147,7 +148,7 @@ def _lfan(attention: str = "reference"):
     model = MODELS.build(
         "lfan",
         inputs=inputs,
-        task={"type": "frame", "n_out": 1},
+        task=TaskSpec("frame", 1),
         audio=["vggish", "mfcc"],
         attention=attention,
         visual_channels=_levels(state, "temporal."),
@@ -194,6 +195,4 @@ def test_lfan_reference_attention_ignores_appended_invalid_rows() -> None:
 def test_lfan_attention_form_is_checked() -> None:
     inputs = {"face": (6,), "mfcc": (4,)}
     with pytest.raises(ValueError, match="lfan attention must be one of"):
-        MODELS.build(
-            "lfan", inputs=inputs, task={"type": "frame", "n_out": 1}, attention="released"
-        )
+        MODELS.build("lfan", inputs=inputs, task=TaskSpec("frame", 1), attention="released")

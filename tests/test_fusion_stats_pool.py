@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from avemo.fusion.registry import TEMPORAL, load_all
+from avemo.fusion.spec import TaskSpec
 
 load_all()
 
@@ -33,7 +34,7 @@ def test_stats_pool_in_a_unimodal_model() -> None:
     m = MODELS.build(
         "unimodal",
         inputs={"audio": (64,)},
-        task={"type": "clip", "n_out": 7},
+        task=TaskSpec("clip", 7),
         encoder={"name": "audio_cnn", "channels": [4, 8], "pool_time": [2, 2], "pool_freq": [2, 2]},
         temporal="stats",
     )

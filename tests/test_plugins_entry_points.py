@@ -79,13 +79,14 @@ assert main(["list", "models"]) == 0
 assert main(["list", "datasets"]) == 0
 from avemo.fusion.config import load_config, ConfigError
 from avemo.fusion.registry import MODELS
+from avemo.fusion.spec import TaskSpec
 cfg = {{"data": {{"manifest": "m.csv", "features": {{"face": "f.h5"}}}}, "model": {{"name": "plugin_mean", "scale": 2.0}}}}
 load_config(cfg)
 try:
     load_config(cfg, ["model.scael=3"])
 except ConfigError as e:
     print("ERR", e)
-m = MODELS.build("plugin_mean", inputs={{"face": (4,)}}, task={{"type": "clip", "n_out": 3}})
+m = MODELS.build("plugin_mean", inputs={{"face": (4,)}}, task=TaskSpec("clip", 3))
 print("NAME", MODELS.name_of(m))
 from avemo.data.adapters import build_manifest
 root = {str(tmp_path / "corpus")!r}

@@ -229,9 +229,7 @@ class Head(nn.Module):
 class FusionModel(nn.Module):
     """Base for MODELS: validates inputs/task and keeps ``attention`` for reports."""
 
-    def __init__(
-        self, inputs: Mapping[str, tuple[int, ...]], task: TaskSpec | Mapping[str, Any]
-    ) -> None:
+    def __init__(self, inputs: Mapping[str, tuple[int, ...]], task: TaskSpec) -> None:
         super().__init__()
         from avemo.fusion.registry import load_all
 
