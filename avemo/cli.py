@@ -130,7 +130,7 @@ def _fuse_train(a: argparse.Namespace) -> int:
 
 @command("ablate")
 def _ablate(a: argparse.Namespace) -> int:
-    from avemo.workflows.ablate import run_grid
+    from avemo.workflows.ablation import run_grid
 
     result = run_grid(a.grid, out_dir=a.output, dry_run=a.dry_run, overrides=a.overrides)
     print(f"results: {result['out_dir']}")

@@ -50,18 +50,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-# run_grid is the command's; the rest are transitional re-exports, dropped once their importers
-# read avemo.workflows.ablation: workflows/report.py (aggregate) and the committed
-# tests/test_fusion_stacked.py / test_fusion_config_schema.py (switched beside others' hunks).
-from avemo.workflows.ablation import (  # noqa: F401
-    Claims,
-    aggregate,
-    dist_env,
-    load_grid,
-    plan_units,
-    resolve_cell_config,
-    run_grid,
-)
+from avemo.workflows.ablation import run_grid
 from avemo.workflows.entry import module_main
 
 
