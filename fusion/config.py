@@ -58,14 +58,14 @@ class _Open(BaseModel):
 
 
 class WindowConfig(_Section):
-    length: int = Field(300, ge=1)
-    hop: int = Field(200, ge=1)
+    length: int = Field(default=300, ge=1)
+    hop: int = Field(default=200, ge=1)
 
 
 class TimelineConfig(_Section):
     method: Literal["nearest", "linear", "mean"] = "nearest"
-    max_gap: float | None = Field(None, gt=0)
-    window: float | None = Field(None, gt=0)
+    max_gap: float | None = Field(default=None, gt=0)
+    window: float | None = Field(default=None, gt=0)
 
 
 class DataConfig(_Section):
@@ -83,19 +83,20 @@ class DataConfig(_Section):
     # z-score per speaker first, its own clips: off/false, speaker/true, shrink (toward the pooled
     # statistics by clip count), auto (chosen on the training speakers) -- fusion.speaker_norm
     speaker_norm: bool | Literal["off", "speaker", "shrink", "auto"] = False
-    speaker_norm_prior: float = Field(
-        10.0, ge=0.0
-    )  # shrink: clips at which a speaker's own statistics weigh half
+    # shrink: clips at which a speaker's own statistics weigh half
+    speaker_norm_prior: float = Field(default=10.0, ge=0.0)
     speaker_norm_rule: Literal["1se", "best"] = (
         "1se"  # auto: simplest mode within 1 s.e. of the best, or the best
     )
-    max_rows: int | None = Field(None, ge=1)  # clip tasks: cap rows per clip (uniform subsample)
+    # clip tasks: cap rows per clip (uniform subsample)
+    max_rows: int | None = Field(default=None, ge=1)
     window: WindowConfig = WindowConfig()  # frame tasks
     timeline: TimelineConfig = TimelineConfig()  # frame tasks: modality rows -> label times
     targets: list[str] = ["valence", "arousal"]  # regression tasks: annotation / manifest columns
-    batch_size: int = Field(32, ge=1)
-    eval_batch_size: int = Field(256, ge=1)
-    modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # training: drop one modality of a sample
+    batch_size: int = Field(default=32, ge=1)
+    eval_batch_size: int = Field(default=256, ge=1)
+    # training: drop one modality of a sample
+    modality_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     eval_missing: list[str] = []  # evaluation: modalities treated as absent
 
     @field_validator("targets")
@@ -112,8 +113,8 @@ class TaskConfig(_Section):
 
 class SplitConfig(_Section):
     method: Literal["official", "kfold", "subjects"] = "official"
-    k: int = Field(5, ge=2)
-    fold: int = Field(0, ge=0)
+    k: int = Field(default=5, ge=2)
+    fold: int = Field(default=0, ge=0)
     val: Literal["next_fold", "test"] = "next_fold"
     pool: Literal["all", "trainval"] = "all"
     shuffle: bool = False
@@ -134,8 +135,8 @@ class LossConfig(_Open):
 
 class OptimConfig(_Open):
     name: str = "adam"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
 
 
 class ScheduleConfig(_Open):
@@ -143,19 +144,19 @@ class ScheduleConfig(_Open):
 
 
 class EarlyStoppingConfig(_Section):
-    patience: int = Field(10, ge=1)
-    min_delta: float = Field(0.0, ge=0)
+    patience: int = Field(default=10, ge=1)
+    min_delta: float = Field(default=0.0, ge=0)
 
 
 class TrainerConfig(_Section):
-    max_epochs: int = Field(30, ge=1)
+    max_epochs: int = Field(default=30, ge=1)
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
     deterministic: bool = True
     fast_dev_run: bool = False
-    gradient_clip_val: float | None = Field(None, gt=0)
+    gradient_clip_val: float | None = Field(default=None, gt=0)
     early_stopping: EarlyStoppingConfig | None = EarlyStoppingConfig()  # null disables
     monitor: str | None = None  # default: the task's monitor (val/accuracy, val/ccc)
-    limit_train_batches: int | float | None = Field(None, gt=0)
+    limit_train_batches: int | float | None = Field(default=None, gt=0)
     loggers: list[Literal["csv", "tensorboard", "mlflow"]] = ["csv"]
     progress: Literal["auto", "bar", "lines", "none"] = "auto"  # auto: bar on a terminal
 
@@ -513,7 +514,7 @@ _PROBABILITY = re.compile(r"(^|_)dropout$|^label_smoothing$|^p$|_prob$")
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
     import typing
 
-    target = fn.__init__ if isinstance(fn, type) else fn
+    target = fn.__init__ if inspect.isclass(fn) else fn
     try:
         return typing.get_type_hints(target)
     except Exception:  # noqa: BLE001 - an unresolvable annotation is simply not checked
