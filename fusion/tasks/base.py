@@ -33,7 +33,7 @@ from avemo.fusion.config import (
 from avemo.fusion.evaluate import regression_metrics, smooth_per_clip
 from avemo.fusion.features import FeatureFiles
 from avemo.fusion.registry import LOSS_ALIASES, LOSSES, TASKS, load_all
-from avemo.fusion.spec import TaskSpec
+from avemo.fusion.spec import Level, TaskSpec
 
 
 class Task:
@@ -44,7 +44,7 @@ class Task:
     ``default_monitor`` apply when the config leaves ``loss.name`` / ``trainer.monitor`` unset.
     """
 
-    level: ClassVar[str] = "clip"
+    level: ClassVar[Level] = "clip"
     default_loss: ClassVar[str] = "cross_entropy"
     default_monitor: ClassVar[str] = "val/accuracy"
     label_column: ClassVar[str] = "label"

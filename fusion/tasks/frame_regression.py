@@ -89,8 +89,10 @@ class FrameRegression(RegressionTask):
         for j, t in enumerate(self.targets):
             body[t] = pred[:, j]
         smoothed = self.smoothed(pred, np.asarray(res["clip_pos"]), ev)
-        for t in smoothed[1] if smoothed is not None else []:
-            body[f"{t}_smoothed"] = smoothed[0][:, self.targets.index(t)]
+        if smoothed is not None:
+            values, names = smoothed
+            for t in names:
+                body[f"{t}_smoothed"] = values[:, self.targets.index(t)]
         present = frame_presence(dm.index, dm.arrays, dm.modalities)
         return body.merge(present, on=["clip_id", "time"], how="left", validate="one_to_one")
 
