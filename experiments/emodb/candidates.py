@@ -32,7 +32,7 @@ GAPS = ["compare_svm", "compare_svm_spk"]
 
 def score(bed: str, protocol: str, a: argparse.Namespace) -> pd.DataFrame:
     """Every run the candidates need, the candidates and both SVM rows on one bed / protocol."""
-    spec = st.load_spec(GRID)
+    spec = st.load_spec(st.GRIDS / a.grid)
     ens: dict[str, dict[str, list[int]]] = spec["definitions"]["ensembles"]
     need: dict[str, set[int]] = {}
     for members in ens.values():
@@ -118,10 +118,10 @@ def finished_runs(out: Path) -> pd.DataFrame:
     return st.run_rows(pd.DataFrame(table))
 
 
-def summary(dirs: list[str]) -> str:
+def summary(dirs: list[str], grid: str = GRID.name) -> str:
     """Paired table over finished ``per_fold.csv`` files: per bed group and protocol."""
     pf = pd.concat([pd.read_csv(p) for d in dirs for p in Path(d).rglob("per_fold.csv")])
-    spec = st.load_spec(GRID)
+    spec = st.load_spec(st.GRIDS / grid)
     labels = {**bl.LABELS, **spec["labels"]["method"]}
     parts = []
     grp = np.where(pf["bed"] == "balanced", "balanced", "unbalanced")
@@ -133,6 +133,7 @@ def summary(dirs: list[str]) -> str:
     lines = st.markdown_table(s, GAPS, first=["bed", "protocol"])
     f = pf.groupby(["bed", "protocol", "fold", "method"])["uar"].mean().unstack("method") * 100
     cols = ["compare_svm", "compare_svm_spk", "recipe", *spec["definitions"]["ensembles"]]
+    cols = [c for c in cols if c in f.columns]  # a grid without the plain recipe runs
     lines += [
         "",
         "| bed | protocol | fold | " + " | ".join(cols) + " |",
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--out", default="runs/emodb_candidates", help="output folder")
     p.add_argument("--bed", default="balanced", help="balanced or dK (unbalanced draw K)")
     p.add_argument("--protocol", default="4folds", choices=["4folds", "loso"])
+    p.add_argument("--grid", default=GRID.name, help="grid file under experiments/emodb/grids")
     p.add_argument("--summary", nargs="*", help="only pool finished output folders")
     p.add_argument(
         "--finished",
@@ -158,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = p.parse_args(argv)
     if a.summary:
-        print(summary(a.summary))
+        print(summary(a.summary, a.grid))
         return 0
+    if not (st.GRIDS / a.grid).is_file():
+        print(f"candidates.py: error: no grid {a.grid!r} in {st.GRIDS}", file=sys.stderr)
+        return 2
     if not Path(a.root).exists():
         print(f"candidates.py: error: EmoDB not found at {a.root}", file=sys.stderr)
         return 2
