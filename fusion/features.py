@@ -266,7 +266,7 @@ def save_stats(stats: Mapping[str, tuple[Tensor, Tensor]], path: str | os.PathLi
         arrays[f"{m}/inv_std"] = inv_std.detach().cpu().numpy()
     p = Path(path)
     with open(p, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, allow_pickle=False, **arrays)  # numeric only, as load_stats reads it
     return p
 
 

@@ -226,8 +226,8 @@ def build_window_index(
         a = features.arrays[m]
         idx = np.zeros(len(lab_time), np.int64)
         ok = np.zeros(len(lab_time), bool)
-        dense = [] if method != "nearest" else None
-        row_mask = a.row_mask.cpu().numpy() if method == "nearest" else None
+        dense: list[np.ndarray] = []  # linear / mean: the resampled rows, clip after clip
+        row_mask = a.row_mask.cpu().numpy()
         for i, c in enumerate(ids):
             lo, hi = a.rows_of(c)
             sl = slice(lab_off[i], lab_off[i + 1])
@@ -251,14 +251,14 @@ def build_window_index(
                     a.timestamps[lo:hi],
                     times[i],
                     method,
-                    mask=a.row_mask[lo:hi].cpu().numpy(),
+                    mask=row_mask[lo:hi],
                     window=tl.window,
                     max_gap=gap,
                 )
                 dense.append(v.astype(np.float32))
                 idx[sl] = np.arange(sl.start, sl.stop)
             ok[sl] = good & features.usable(m, c)
-        if dense is not None:
+        if method != "nearest":
             aligned[m] = torch.from_numpy(np.concatenate(dense)).to(dev)
         idx_t[m] = torch.from_numpy(idx).to(dev)
         ok_t[m] = torch.from_numpy(ok).to(dev)

@@ -141,7 +141,8 @@ class Run:
             modality, status = key.split(":", 1)
             if n and (data.non_ok == "keep" or status in MISSING_MODALITY):
                 without.add(modality)  # trained with this modality's rows masked in some clips
-        record, ref = ({}, {})
+        record: dict[str, Any] = {}  # fusion.speaker_norm's, when the run used it
+        ref: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if data.speaker_norm:
             from avemo.fusion.speaker_norm import load as load_speaker_norm
 

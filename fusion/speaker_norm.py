@@ -301,7 +301,8 @@ def apply(
     (``record`` keys: requested, mode, prior, inner, speakers' clip counts; ``reference``: the
     pooled training statistics per stream)."""
     req = mode_of(requested)
-    mode, table = req, []
+    mode = req
+    table: list[dict[str, Any]] = []  # auto: the inner CV's per-mode scores
     if req == "auto":
         if labels is None:
             raise ValueError("data.speaker_norm: auto needs class labels (a classification task)")
@@ -344,7 +345,7 @@ def save(result: Mapping[str, Any] | None, run_dir: str | Path) -> None:
     arrays = {}
     for m, (mean, var) in result["reference"].items():
         arrays[f"{m}/mean"], arrays[f"{m}/var"] = np.asarray(mean), np.asarray(var)
-    np.savez(run_dir / REFERENCE_FILE, **arrays)
+    np.savez(run_dir / REFERENCE_FILE, allow_pickle=False, **arrays)  # numeric, as load reads it
 
 
 def load(
