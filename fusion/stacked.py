@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -96,6 +96,14 @@ def why_not_stackable(
             if isinstance(mod, nn.RNNBase):
                 return f"{type(mod).__name__} (no vmap rule for fused RNN kernels)"
     return None
+
+
+@runtime_checkable
+class _PacksRows(Protocol):
+    """A layer that may compute on valid rows only (the transformer's Q/K/V): a shape that
+    varies by batch, which vmap cannot stack, so the stacked model turns it off."""
+
+    pack_rows: bool
 
 
 class _Cell:
@@ -210,7 +218,7 @@ def fit_stacked(
         raise ValueError(f"fit_stacked: cannot stack: {why}")
     base = copy.deepcopy(cells[0].model)
     for mod in base.modules():  # vmap needs fixed shapes: no valid-rows-only projections
-        if hasattr(mod, "pack_rows"):
+        if isinstance(mod, _PacksRows):
             mod.pack_rows = False
     names = [n for n, _ in base.named_parameters()]
     buffers = {
@@ -367,13 +375,9 @@ def fit_stacked(
         for p in model.parameters():
             p.requires_grad_(True)
         model.to(dm.device)
-
-        class _M:  # what _final_outputs reads of the Lightning module
-            monitor = c.monitor
-
         dm.seed = c.seed
         results.append(
-            _final_outputs(c.cfg, dm, model, _M(), c.run_dir, c.fit_s, c.rows, c.best_epoch)
+            _final_outputs(c.cfg, dm, model, c.monitor, c.run_dir, c.fit_s, c.rows, c.best_epoch)
         )
     return results
 

@@ -73,19 +73,19 @@ def determinism(on: bool) -> Iterator[None]:
     prev = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
-        D.fill_uninitialized_memory,
+        D.fill_uninitialized_memory,  # type: ignore[attr-defined]  # module property: torch swaps in its class
         torch.backends.cudnn.deterministic,
         torch.backends.cudnn.benchmark,
     )
     if on:
         torch.use_deterministic_algorithms(True, warn_only=True)
-        D.fill_uninitialized_memory = False
+        D.fill_uninitialized_memory = False  # type: ignore[attr-defined]  # module property: torch swaps in its class
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
-        D.fill_uninitialized_memory = prev[2]
+        D.fill_uninitialized_memory = prev[2]  # type: ignore[attr-defined]  # module property: torch swaps in its class
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev[3], prev[4]
 
 
@@ -263,7 +263,7 @@ def fit_and_evaluate(
         cfg,
         dm,
         model,
-        module,
+        module.monitor,
         run_dir,
         (fit_s, fit_cpu_s),
         history.rows,
@@ -342,7 +342,7 @@ def _final_outputs(
     cfg: RunConfig,
     dm: CachedFeatureDataModule,
     model: torch.nn.Module,
-    module: FusionModule,
+    monitor: str,
     run_dir: Path,
     fit_s: tuple[float, float],
     history: list[dict[str, Any]],
@@ -375,7 +375,7 @@ def _final_outputs(
         "metrics": metrics,
         **extra,
         "best_epoch": best_epoch,
-        "monitor": module.monitor,
+        "monitor": monitor,
         "epochs": len(history),
         "fit_seconds": fit_s[0],
         "fit_cpu_seconds": fit_s[1],
@@ -385,7 +385,7 @@ def _final_outputs(
         try:
             from avemo.fusion.plots import plot_run
 
-            plot_run(run_dir, history, dm.task, table, extra, module.monitor)
+            plot_run(run_dir, history, dm.task, table, extra, monitor)
         except Exception as e:  # noqa: BLE001 - a plot must never lose a finished run
             log.warning("plots failed: %s", e)
     return {
