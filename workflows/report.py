@@ -219,11 +219,11 @@ def write_report(
     md = [f"# Ablation report: {name}", ""]
     counts = table["status"].value_counts().to_dict() if "status" in table else {}
     md += [f"{len(table)} cells: " + ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
-    if agg.empty or not shown:
+    if agg.empty or not shown or prim is None:  # prim is None only when nothing is shown
         md += ["No finished runs with numeric metrics yet.", ""]
     else:
-        asc = bool(prim and LOWER_IS_BETTER.search(prim))
-        ranked = agg.sort_values(f"{prim}_mean", ascending=asc) if prim else agg
+        asc = bool(LOWER_IS_BETTER.search(prim))
+        ranked = agg.sort_values(f"{prim}_mean", ascending=asc)
         md += [
             f"## Configs (ranked by {prim}; mean ± std over seeds/folds)",
             "",
