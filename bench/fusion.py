@@ -339,7 +339,10 @@ def plain_fit(cfg: RunConfig | Mapping[str, Any], dm: Any, epochs: int) -> tuple
     seed, optim, eval_cfg = _fit_settings(cfg)
     torch.manual_seed(seed)
     model = build_model(cfg, dm).to(dm.device)
-    loss_fn = build_loss(cfg, dm)
+    if isinstance(cfg, Mapping):  # a pre-22.1 --overhead-ref tree: its build_loss takes the dict
+        loss_fn = build_loss(cfg, dm)  # type: ignore[arg-type]  # that tree's, not the one checked
+    else:
+        loss_fn = build_loss(cfg, dm)
     task = dm.task
     opt = OPTIMIZERS.build(optim.pop("name"), model.parameters(), **optim)
     mods = dm.modalities
