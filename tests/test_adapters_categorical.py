@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _tutorial import tutorial_block
 
 from avemo.data.adapters import DATASETS, build_manifest, load_all
 from avemo.data.manifest import ManifestError, load_manifest, save_manifest
@@ -350,13 +351,10 @@ def test_the_tutorials_adapter_is_one_file(tmp_path):
     """docs/tutorials/extending.md's `lab` adapter, loaded as a plugin file with no other edit,
     is a registered adapter with its row in the rendered table."""
     import os
-    import re
     import subprocess
     import sys
-    from pathlib import Path
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "tutorials" / "extending.md").read_text()
-    block = next(b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if 'register("lab")' in b)
+    block = tutorial_block('register("lab")')
     (tmp_path / "lab_adapter.py").write_text(block)
     env = {**os.environ, "AVEMO_PLUGINS": "lab_adapter", "PYTHONPATH": str(tmp_path)}
     out = subprocess.run(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _tutorial import load_tutorial_plugin
 
 from avemo.fusion.models.base import TemporalOutput
 from avemo.fusion.registry import ENCODERS, FUSION, MODELS, TEMPORAL, load_all
@@ -442,22 +443,7 @@ def test_every_registered_model_builds_with_defaults_and_keeps_the_mask_rule(nam
 def test_the_tutorials_model_is_one_file(tmp_path, monkeypatch) -> None:
     """docs/tutorials/extending.md's `gated_mean`, loaded from one file with no other edit,
     passes the checks every registered model passes (and refuses the frame task, naming it)."""
-    import importlib.util
-    import re
-    from pathlib import Path
-
-    doc = Path(__file__).resolve().parents[1] / "docs" / "tutorials" / "extending.md"
-    block = next(
-        b
-        for b in re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
-        if 'register("gated_mean")' in b
-    )
-    (tmp_path / "tutorial_model.py").write_text(block)
-    for attr in ("_items", "_help", "_keys"):  # the plugin's registration ends with the test
-        monkeypatch.setattr(MODELS, attr, dict(getattr(MODELS, attr)))
-    spec = importlib.util.spec_from_file_location("tutorial_model", tmp_path / "tutorial_model.py")
-    assert spec is not None and spec.loader is not None
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    load_tutorial_plugin('register("gated_mean")', MODELS, tmp_path, monkeypatch)
     check_model_with_defaults("gated_mean")
     assert _default_model("gated_mean", FRAME2)[0] is None  # clip tasks only, as documented
 

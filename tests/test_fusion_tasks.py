@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _fusion_data import clip_config, clip_corpus, frame_corpus
+from _tutorial import load_tutorial_plugin
 
 from avemo.fusion.config import DataConfig, load_config
 from avemo.fusion.registry import TASKS, load_all
@@ -62,16 +63,7 @@ def test_task_trains_writes_its_predictions_and_the_rebuilt_run_reproduces_them(
 def test_the_tutorials_task_is_one_file(tmp_path, monkeypatch):
     """docs/tutorials/extending.md's `clip_valence3`, loaded from one file with no test edit,
     trains and passes the same end-to-end checks as the built-in tasks."""
-    import importlib.util
-
-    doc = (REPO / "docs" / "tutorials" / "extending.md").read_text()
-    block = next(b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "clip_valence3" in b)
-    (tmp_path / "tutorial_task.py").write_text(block)
-    for attr in ("_items", "_help", "_keys"):  # the plugin's registration ends with the test
-        monkeypatch.setattr(TASKS, attr, dict(getattr(TASKS, attr)))
-    spec = importlib.util.spec_from_file_location("tutorial_task", tmp_path / "tutorial_task.py")
-    assert spec is not None and spec.loader is not None
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    load_tutorial_plugin("clip_valence3", TASKS, tmp_path, monkeypatch)
     assert shape("clip_valence3") == ("clip", "classification")
     check_task_end_to_end(tmp_path, "clip_valence3")
 
