@@ -18,6 +18,26 @@ from avemo.fusion.registry import OPTIMIZERS, SCHEDULES
 Betas = tuple[float, float] | list[float]
 
 
+def _adam_family(
+    cls: type[torch.optim.Adam] | type[torch.optim.AdamW],
+    params: Any,
+    lr: float,
+    weight_decay: float,
+    betas: Betas,
+    eps: float,
+    amsgrad: bool,
+) -> torch.optim.Optimizer:
+    b1, b2 = betas  # a YAML list or a tuple: torch wants a pair of floats
+    return cls(
+        params,
+        lr=lr,
+        weight_decay=weight_decay,
+        betas=(float(b1), float(b2)),
+        eps=eps,
+        amsgrad=amsgrad,
+    )
+
+
 @OPTIMIZERS.register("adam")
 def adam(
     params: Any,
@@ -28,14 +48,7 @@ def adam(
     amsgrad: bool = False,
 ) -> torch.optim.Optimizer:
     """Adam (L2 penalty through weight_decay)."""
-    return torch.optim.Adam(
-        params,
-        lr=lr,
-        weight_decay=weight_decay,
-        betas=(float(betas[0]), float(betas[1])),
-        eps=eps,
-        amsgrad=amsgrad,
-    )
+    return _adam_family(torch.optim.Adam, params, lr, weight_decay, betas, eps, amsgrad)
 
 
 @OPTIMIZERS.register("adamw")
@@ -48,14 +61,7 @@ def adamw(
     amsgrad: bool = False,
 ) -> torch.optim.Optimizer:
     """AdamW (decoupled weight decay)."""
-    return torch.optim.AdamW(
-        params,
-        lr=lr,
-        weight_decay=weight_decay,
-        betas=(float(betas[0]), float(betas[1])),
-        eps=eps,
-        amsgrad=amsgrad,
-    )
+    return _adam_family(torch.optim.AdamW, params, lr, weight_decay, betas, eps, amsgrad)
 
 
 @OPTIMIZERS.register("sgd")
