@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from avemo import settings
+import avemo.workflows
+from avemo import __version__, settings
 from avemo.errors import (
     DamagedFileError,
     DiskFullError,
@@ -25,6 +26,7 @@ from avemo.errors import (
     did_you_mean,
     is_disk_full,
 )
+from avemo.progress import setup_logging
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -202,8 +204,6 @@ PACKAGED_FILES = {
 
 def packaged_dir(kind: str) -> Path:
     """``workflows/configs`` or ``workflows/grids`` of the installed package."""
-    import avemo.workflows
-
     return Path(avemo.workflows.__file__).resolve().parent / kind
 
 
@@ -355,8 +355,6 @@ COMMANDS.update({name: _workflow(name) for name in WORKFLOWS})
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; ``only``: the command about to run (the other workflows' options
     are then not imported)."""
-    from avemo import __version__
-
     common = argparse.ArgumentParser(add_help=False)
     talk = common.add_mutually_exclusive_group()
     talk.add_argument(
@@ -503,8 +501,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from avemo.progress import setup_logging
-
     argv = list(sys.argv[1:] if argv is None else argv)
     try:  # a bad AVEMO_* value is refused before anything reads it (plugins load while parsing)
         with warnings.catch_warnings(record=True) as seen:

@@ -22,7 +22,11 @@ import numpy as np
 from avemo import settings
 from avemo.bench.inputs import emodb
 from avemo.bench.table import write_section
+from avemo.data.assets import media
+from avemo.extract.audio.panns import build_cnn14
+from avemo.extract.audio.vggish import build_vggish
 from avemo.extract.base import ClipInput
+from avemo.extract.registry import FEATURE_SETS, load_all
 
 
 def _clips(quick: bool) -> tuple[list[ClipInput], str]:
@@ -31,7 +35,6 @@ def _clips(quick: bool) -> tuple[list[ClipInput], str]:
     if wavs:
         wavs = wavs[:40] if quick else wavs
         return [ClipInput(p.stem, audio=str(p)) for p in wavs], f"EmoDB ({len(wavs)} files)"
-    from avemo.data.assets import media
 
     n = 4 if quick else 20
     return [
@@ -42,9 +45,6 @@ def _clips(quick: bool) -> tuple[list[ClipInput], str]:
 def _generated_weights(tmp: Path) -> None:
     """State dicts of the released shapes for VGGish / CNN14 (benchmark only)."""
     import torch
-
-    from avemo.extract.audio.panns import build_cnn14
-    from avemo.extract.audio.vggish import build_vggish
 
     for env, build, name in (
         ("AVEMO_WEIGHTS_VGGISH", build_vggish, "vggish.pth"),
@@ -63,8 +63,6 @@ def run_one(
     config: dict | None = None,
     batch: int = 8,
 ) -> dict[str, Any]:
-    from avemo.extract.registry import FEATURE_SETS, load_all
-
     load_all()
     cls = FEATURE_SETS.get(name)
     fs = cls(config, device, backend=backend)

@@ -36,6 +36,8 @@ import torch
 
 from avemo.bench.inputs import ravdess_a05
 from avemo.bench.table import write_section
+from avemo.data.assets import cremad_1001
+from avemo.extract.registry import BACKBONES, FEATURE_SETS, load_all
 from avemo.extract.video.align import CropSpec, crop_faces, crop_mats
 from avemo.extract.video.decode import iter_frames
 
@@ -161,8 +163,6 @@ def ravdess_clips(root: Path | None = None, step: int = 3) -> list[Clip]:
 
 def cremad_clips() -> list[Clip]:
     """CREMA-D actor 1001's 6 takes (fetched into the cache once)."""
-    from avemo.data.assets import cremad_1001
-
     return [Clip(p.stem, "CREMA-D 1001", LABELS[e], p) for p, e in cremad_1001()]
 
 
@@ -251,8 +251,6 @@ def clip_probs(
 
 def evaluate(clips: Sequence[Clip], device: str = "cpu", log: bool = True) -> dict[str, Any]:
     """Per-clip mean probabilities of every (backbone, variant), plus the run's facts."""
-    from avemo.extract.registry import BACKBONES, FEATURE_SETS, load_all
-
     load_all()
     fs = FEATURE_SETS.build("face_fer2013", {}, device)  # the default pipeline's own detector
     detector = fs.detector()
@@ -340,8 +338,6 @@ def table(res: dict[str, Any], defaults: dict[str, str]) -> list[dict[str, Any]]
 
 def main(quick: bool = False, device: str = "cpu", step: int = 3, argv: Sequence[str] = ()) -> Path:
     """Measure every backbone x variant, write the dated table, return the bench file's path."""
-    from avemo.extract.registry import BACKBONES, load_all
-
     p = argparse.ArgumentParser(prog="python -m avemo.bench --only crops")
     p.add_argument(
         "--extra",

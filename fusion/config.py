@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from avemo.errors import UserError, did_you_mean
+from avemo.fusion import registry as R
 from avemo.schema import format_errors
 
 
@@ -630,8 +631,6 @@ def _check_sub(registry: Any, value: Any, default: Any, where: str) -> None:
 def check_registered(cfg: RunConfig | Mapping[str, Any]) -> None:
     """Names and options of ``task``, ``model`` (and its fusion / temporal / encoder / head
     sub-sections), ``loss``, ``optim`` and ``schedule`` against the registered constructors."""
-    from avemo.fusion import registry as R
-
     if not isinstance(cfg, RunConfig):  # these sections alone (a plugin's test): each validated
         parts: dict[str, type[BaseModel]] = {
             "task": TaskConfig,

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from avemo.data.manifest import load_manifest
+from avemo.fusion import speaker_norm as sn
 from avemo.fusion.config import ConfigError, RunConfig, run_config
 from avemo.fusion.features import (  # noqa: F401 - re-exported
     FeatureArrays,
@@ -140,8 +141,6 @@ class CachedFeatureDataModule(L.LightningDataModule):
     def _speaker_norm(self, train: Sequence[str]) -> None:
         """Normalise every stream per speaker in the configured mode; ``auto`` chooses it on the
         training clips' speakers only. The record goes to the run folder (``speaker_norm.save``)."""
-        from avemo.fusion import speaker_norm as sn
-
         ids = self.manifest["clip_id"].astype(str)
         who = dict(zip(ids, self.manifest["subject"].astype(str), strict=True))
         labels = self.task.split_labels(self.manifest)

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from avemo.data.store import MISSING_MODALITY, FeatureFile
+from avemo.data.store import MISSING_MODALITY, ConfigMismatchError, FeatureFile, expectation_diffs
 from avemo.fusion.config import ConfigError, DataConfig
 
 _STATS_CHUNK = 1 << 18  # rows per chunk when computing normalisation statistics
@@ -109,7 +109,6 @@ def check_expectation(arr: FeatureArrays, expect: Mapping[str, Any] | None, moda
     """
     if not expect:
         return
-    from avemo.data.store import ConfigMismatchError, expectation_diffs
 
     diffs = expectation_diffs(arr.provenance, expect)
     if diffs:

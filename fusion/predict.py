@@ -39,9 +39,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from avemo.fusion import speaker_norm as sn
 from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.features import FeatureFiles
 from avemo.fusion.run import Run, RunFolderError
+from avemo.progress import Progress
 
 
 class SpeakerNormWarning(UserWarning):
@@ -58,8 +60,6 @@ def speaker_normalise(
     ``subjects``: clip -> speaker (clips it does not name are one speaker, ``predict``). Warns
     (``SpeakerNormWarning``) for a speaker with fewer clips than ``speaker_norm.MIN_CLIPS``.
     Returns clip -> speaker used ({} when the run does not normalise per speaker)."""
-    from avemo.fusion import speaker_norm as sn
-
     record = getattr(run, "speaker_norm", None)
     if not record:  # no record read: a run from before it normalised every speaker by its own
         record = {"mode": "off" if sn.mode_of(run.cfg.data.speaker_norm) == "off" else "speaker"}
@@ -143,8 +143,6 @@ def predict_files(
     ``attention``: also ``extra["attention"]``, per clip what ``fusion.plots.plot_attention``
     draws (``clip_attention``; clip tasks of models with temporal attention).
     """
-    from avemo.progress import Progress
-
     data = run.cfg.data.model_copy(
         update={
             "features": {m: str(files[m]) for m in run.modalities},

@@ -32,10 +32,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from avemo.data.store import MISSING_MODALITY
 from avemo.devices import DeviceFallbackWarning, resolve_device
 from avemo.errors import UsageError, UserError
 from avemo.fusion.config import RunConfig, load_config
+from avemo.fusion.evaluate import predict_partition
+from avemo.fusion.features import STATS_FILE, load_stats
 from avemo.fusion.registry import build_model
+from avemo.fusion.speaker_norm import load as load_speaker_norm
 from avemo.fusion.tasks import Task, build_task
 
 CHECKPOINTS = ("best", "last")
@@ -116,8 +120,6 @@ class Run:
     ) -> Run:
         """Rebuild a run from its folder alone; ``checkpoint``: see ``checkpoint_path``;
         ``device``: see ``resolve_device``; ``feature_cache``: for ``dm``, as ``build_datamodule``."""
-        from avemo.data.store import MISSING_MODALITY
-
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise RunFolderError(f"run folder {run_dir} does not exist")
@@ -144,8 +146,6 @@ class Run:
         record: dict[str, Any] = {}  # fusion.speaker_norm's, when the run used it
         ref: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if data.speaker_norm:
-            from avemo.fusion.speaker_norm import load as load_speaker_norm
-
             record, ref = load_speaker_norm(run_dir, cfg)
         normalised = bool(data.normalize and report.get("normalised"))
         return cls(
@@ -189,8 +189,6 @@ class Run:
     def stats(self) -> dict[str, tuple[Tensor, Tensor]]:
         """The training normalisation statistics: ``normalisation.npz``, or for a run written
         before it existed, recomputed from its training data (``dm``)."""
-        from avemo.fusion.features import STATS_FILE, load_stats
-
         if not self.normalised:
             return {}
         if (self.run_dir / STATS_FILE).is_file():
@@ -213,8 +211,6 @@ class Run:
         """Assembled outputs (``evaluate.predict_partition``) of one of the run's partitions
         (default ``test``), or of ``clip_ids`` of its manifest (registered as partition
         ``"predict"`` with the run's own normalisation and windows)."""
-        from avemo.fusion.evaluate import predict_partition
-
         if clip_ids is not None:
             self.dm.add_partition("predict", list(clip_ids))
             partition = "predict"

@@ -35,9 +35,14 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from avemo.allocator import tune_allocator
 from avemo.fusion.callbacks import improved, write_rows
-from avemo.fusion.config import RunConfig, config_dict, run_config
+from avemo.fusion.config import RunConfig, config_dict, dump_config, run_config
 from avemo.fusion.evaluate import _is_input, score
+from avemo.fusion.models.dropout import per_cell_masks
+from avemo.fusion.module import build_loss
+from avemo.fusion.registry import OPTIMIZERS, SCHEDULES
+from avemo.fusion.train import _final_outputs, _write_data_side, build_model, determinism
 
 #: Config keys that may differ between cells trained together (everything else must match).
 STACKABLE_KEYS = (
@@ -110,8 +115,6 @@ class _Cell:
     """One run inside the stack: its config, folder, model, loss, seed and early stopping."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, model: nn.Module, dm: Any) -> None:
-        from avemo.fusion.module import build_loss
-
         self.cfg, self.run_dir, self.model = cfg, Path(run_dir), model
         self.loss_fn = build_loss(cfg, dm)
         self.monitor, self.mode = dm.task.monitor(cfg.trainer)
@@ -193,12 +196,6 @@ def fit_stacked(
     result per cell, as ``fit_and_evaluate`` returns it, after writing the same run folders."""
     import lightning as L
     from torch.func import functional_call, vmap
-
-    from avemo.allocator import tune_allocator
-    from avemo.fusion.config import dump_config
-    from avemo.fusion.models.dropout import per_cell_masks
-    from avemo.fusion.registry import OPTIMIZERS, SCHEDULES
-    from avemo.fusion.train import _final_outputs, _write_data_side, build_model, determinism
 
     tune_allocator()  # [cells, batch, ...] activations: reuse them, no fresh kernel pages
     runs = [run_config(c) for c in cfgs]

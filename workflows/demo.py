@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from avemo import settings
+from avemo.data.assets import cremad_1001
+from avemo.data.demo import build_demo_corpus
+from avemo.data.manifest import load_manifest
+from avemo.extract.registry import FEATURE_SETS as REG
+from avemo.extract.registry import load_for
 from avemo.fusion.config import load_config
+from avemo.workflows.entry import module_main
+from avemo.workflows.predict import predict_inputs
 
 FEATURE_SETS = ("face_faceapi", "logmel")
 DEFAULT_MODALITIES = {"face": "face_faceapi", "audio": "logmel"}
@@ -45,8 +52,6 @@ def available_feature_sets(names: Sequence[str]) -> tuple[list[str], str | None]
     """(registered names among ``names``, why stage one is unavailable or None)."""
     if not _has_module("avemo.extract.runner"):
         return [], "the extraction runner (avemo.extract.runner) is not installed"
-    from avemo.extract.registry import FEATURE_SETS as REG
-    from avemo.extract.registry import load_for
 
     load_for(list(names))
     return [n for n in names if n in REG], None
@@ -78,9 +83,6 @@ def run_demo(
     out: Path | None = None, device: str = "cpu", train_overrides: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Run every available step; returns what was produced and what was skipped."""
-    from avemo.data.demo import build_demo_corpus
-    from avemo.data.manifest import load_manifest
-
     out = out or demo_dir()
     result: dict[str, Any] = {"dir": out, "skipped": [], "features": {}, "metrics": {}}
     print(f"[1/4] demo corpus -> {out}", flush=True)
@@ -150,9 +152,6 @@ def predict_real_clips(run_dir: Path, out: Path, device: str, skipped: list[str]
     returns the prediction table, or None (reason appended to ``skipped``)."""
     import pandas as pd
 
-    from avemo.data.assets import cremad_1001
-    from avemo.workflows.predict import predict_inputs
-
     try:
         clips = cremad_1001()
     except Exception as e:  # noqa: BLE001 - offline without the cache: the demo still reports
@@ -198,10 +197,9 @@ def zero_shot_readings(clips: Sequence[tuple[Path, str]], face_set: str, device:
     import pandas as pd
 
     from avemo.extract.base import ClipInput
-    from avemo.extract.registry import FEATURE_SETS, load_for
 
     load_for([face_set])
-    fs = FEATURE_SETS.build(face_set, {"logits": True}, device)
+    fs = REG.build(face_set, {"logits": True}, device)
     classes = fs.logit_classes()
     if not classes:
         raise ValueError(f"{face_set} names no logit classes")
@@ -288,8 +286,6 @@ def run(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from avemo.workflows.entry import module_main
-
     return module_main("demo", __doc__, add_arguments, run, argv)
 
 

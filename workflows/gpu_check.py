@@ -28,6 +28,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from avemo.bench import fusion as FB
+from avemo.bench.table import write_section
+from avemo.data.assets import media
+from avemo.extract.audio.vggish import build_vggish
+from avemo.extract.audio.windowed import build_audio_resnet18
+from avemo.extract.registry import BACKBONES
+from avemo.extract.video import backbones  # noqa: F401 - registers
+from avemo.extract.video.detectors.mtcnn import MTCNN
+from avemo.fusion.config import load_config
+from avemo.fusion.stacked import fit_stacked
+from avemo.fusion.train import build_datamodule, build_model
+
 NO_CUDA = 3
 TITLE = "GPU check: every GPU path once, against the CPU path"
 
@@ -55,15 +67,11 @@ def _timed(fn: Callable[[], Any], dev: torch.device) -> tuple[Any, float]:
 def _face_frames(n: int) -> np.ndarray:
     from PIL import Image
 
-    from avemo.data.assets import media
-
     img = np.asarray(Image.open(media("single_face.jpg")).convert("RGB"))
     return np.stack([img] * n)
 
 
 def check_detection(dev: torch.device, tiny: bool) -> dict[str, Any]:
-    from avemo.extract.video.detectors.mtcnn import MTCNN
-
     frames = _face_frames(4 if tiny else 64)
     gpu = MTCNN(device=str(dev))
     cpu = MTCNN(device="cpu")
@@ -87,9 +95,6 @@ def check_detection(dev: torch.device, tiny: bool) -> dict[str, Any]:
 
 def check_backbones(dev: torch.device, tiny: bool) -> list[dict[str, Any]]:
     from PIL import Image
-
-    from avemo.extract.registry import BACKBONES
-    from avemo.extract.video import backbones  # noqa: F401 - registers
 
     rows = []
     frame = _face_frames(1)[0]
@@ -131,9 +136,6 @@ def check_backbones(dev: torch.device, tiny: bool) -> list[dict[str, Any]]:
 
 
 def check_audio(dev: torch.device, tiny: bool) -> list[dict[str, Any]]:
-    from avemo.extract.audio.vggish import build_vggish
-    from avemo.extract.audio.windowed import build_audio_resnet18
-
     rows = []
     g = torch.Generator().manual_seed(0)
     nets = [("vggish (generated weights)", lambda: build_vggish(), (1, 96, 64))]
@@ -185,10 +187,6 @@ def check_audio(dev: torch.device, tiny: bool) -> list[dict[str, Any]]:
 def check_fusion(dev: torch.device, tiny: bool, tmp: Path) -> list[dict[str, Any]]:
     """Aff-Wild2-scale frame task: device-resident vs per-sample loader epochs (``avemo.bench.fusion``),
     then the same steps trained on the device and on the CPU from one initialisation."""
-    from avemo.bench import fusion as FB
-    from avemo.fusion.config import load_config
-    from avemo.fusion.train import build_datamodule, build_model
-
     frames = 20_000 if tiny else 1_000_000
     aw = FB.affwild_like(tmp, n_frames=frames, n_videos=20 if tiny else 200)
     cfg = {
@@ -264,11 +262,6 @@ def check_fusion(dev: torch.device, tiny: bool, tmp: Path) -> list[dict[str, Any
 
 
 def check_stacked(dev: torch.device, tiny: bool, tmp: Path) -> dict[str, Any]:
-    from avemo.bench import fusion as FB
-    from avemo.fusion.config import load_config
-    from avemo.fusion.stacked import fit_stacked
-    from avemo.fusion.train import build_datamodule
-
     data = FB.afew_like(tmp, n_clips=80 if tiny else 773, dim=64 if tiny else 512)
     res = {}
     times = {}
@@ -358,8 +351,6 @@ def run(device: str, tiny: bool, write: bool = True) -> tuple[list[dict[str, Any
             print(f"[gpu-check] {name}: {time.perf_counter() - t0:.0f} s", flush=True)
     ok = all(r["ok"] == "yes" for r in rows)
     if write:
-        from avemo.bench.table import write_section
-
         notes = (
             "Each path once on the device, the same inputs on the CPU (tf32 off; bf16 paths compared "
             "by cosine similarity). Inputs: BlazeFace/MTCNN frames from the cached single_face.jpg; "

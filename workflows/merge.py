@@ -28,14 +28,14 @@ from avemo.fusion.ensemble import (  # noqa: E402,F401 - the algorithms, re-expo
     plain_average,
     smooth,
 )
+from avemo.fusion.splits import official_partition
+from avemo.workflows.entry import module_main
 
 # ----------------------------------------------------------------------------- fold runs
 
 
 def holdout_ids(manifest: pd.DataFrame) -> list[str]:
     """Clips of the manifest's official test partition (kept out of the folds by ``pool: trainval``)."""
-    from avemo.fusion.splits import official_partition
-
     return [
         str(c)
         for c, s in zip(manifest["clip_id"], manifest["split"], strict=True)
@@ -138,8 +138,6 @@ def run(a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m avemo.workflows.merge``: the options and exit codes of ``avemo merge``."""
-    from avemo.workflows.entry import module_main
-
     return module_main("merge", __doc__, add_arguments, run, argv)
 
 

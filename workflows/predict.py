@@ -28,7 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from avemo.data.manifest import save_manifest
 from avemo.errors import UsageError, UserError
+from avemo.extract.registry import FEATURE_SETS, load_for
+from avemo.extract.weights import WEIGHTS
+from avemo.fusion.plots import plot_attention
+from avemo.workflows.entry import module_main
 
 if TYPE_CHECKING:  # annotations only: the command loads torch when it runs, not at import
     from avemo.fusion.tasks import Task
@@ -151,8 +156,6 @@ def check_feature_sets(requests: Mapping[str, Mapping[str, Any]], device: str) -
     """Build each requested stage-one feature set with the run's recorded config and compare
     what it would record; refuse (one message listing every difference) when they differ."""
     from avemo.data.store import _flatten
-    from avemo.extract.registry import FEATURE_SETS, load_for
-    from avemo.extract.weights import WEIGHTS
 
     load_for(sorted({str(r["feature_set"]) for r in requests.values()}))
     sets: dict[str, Any] = {}
@@ -256,7 +259,6 @@ def predict_inputs(
 ) -> dict[str, Any]:
     """Everything ``avemo predict`` does: writes ``OUT/predictions.*`` (and plots), returns
     ``{"table", "path", "plots", "out", "run"}``."""
-    from avemo.data.manifest import save_manifest
     from avemo.fusion.predict import plot_clip
     from avemo.fusion.run import Run, resolve_device
 
@@ -300,8 +302,6 @@ def predict_inputs(
         else []
     )
     if plot:  # models with temporal attention: where in each clip it looked, in seconds
-        from avemo.fusion.plots import plot_attention
-
         for c, a in (extra.get("attention") or {}).items():
             plots.append(
                 plot_attention(
@@ -415,8 +415,6 @@ def run(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from avemo.workflows.entry import module_main
-
     return module_main("predict", __doc__, add_arguments, run, argv)
 
 

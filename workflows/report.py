@@ -23,6 +23,7 @@ import pandas as pd
 
 from avemo.errors import UsageError, UserError
 from avemo.fusion.plots import plot_attention, pyplot
+from avemo.workflows.entry import module_main
 
 LOWER_IS_BETTER = re.compile(r"(loss|rmse|mse|mae|error|wall_s)", re.I)
 
@@ -363,8 +364,6 @@ def run(a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m avemo.workflows.report``: the options and exit codes of ``avemo report``."""
-    from avemo.workflows.entry import module_main
-
     return module_main("report", __doc__, add_arguments, run, argv)
 
 

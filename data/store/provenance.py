@@ -11,6 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from avemo import __version__
 from avemo.data.store.format import FORMAT_VERSION, canonical
 from avemo.errors import UserError
 
@@ -94,8 +95,6 @@ def make_provenance(
     versions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Provenance record written into every shard and final file."""
-    from avemo import __version__
-
     prov: dict[str, Any] = {
         "feature_set": feature_set,
         "config": json.loads(canonical(dict(config))),

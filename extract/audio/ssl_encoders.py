@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from avemo import settings
+from avemo.data.pypi_fetch import cache_dir, sha256_file
 from avemo.errors import FeatureConfigError
 from avemo.extract.audio.common import AudioFeatureSet, Result
 from avemo.extract.base import Param
@@ -64,8 +65,6 @@ INSTALL_HINT = (
 
 def folder_digests(folder: Path) -> dict[str, str]:
     """File name -> sha256 of the weight and config files of a hub-layout folder."""
-    from avemo.data.pypi_fetch import sha256_file
-
     files = sorted({p for g in WEIGHT_GLOBS for p in folder.glob(g)})
     files += [folder / m for m in META_FILES if (folder / m).is_file()]
     return {p.name: sha256_file(p) for p in files}
@@ -192,8 +191,6 @@ class SslSpeechSet(AudioFeatureSet):
         return settings.weights_var(self.name)
 
     def cache_folder(self) -> Path:
-        from avemo.data.pypi_fetch import cache_dir
-
         rev = self.config["revision"] or "main"
         return (
             cache_dir() / "weights" / "hf" / f"{str(self.config['model']).replace('/', '--')}@{rev}"

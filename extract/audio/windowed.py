@@ -34,9 +34,11 @@ import numpy as np
 from avemo.data.store import ClipFeatures
 from avemo.errors import FeatureConfigError
 from avemo.extract.audio import frontends as F
+from avemo.extract.audio.cnn_common import load_into, load_state_dict
 from avemo.extract.audio.common import AudioFeatureSet, Result, ms_to_samples
 from avemo.extract.base import ClipInput, Param
 from avemo.extract.registry import AUDIO, FEATURE_SETS
+from avemo.extract.weights import checksum, resolve
 from avemo.extract.window_grid import window_ends
 
 if TYPE_CHECKING:
@@ -55,14 +57,11 @@ def build_audio_resnet18(
     from torch import nn
     from torchvision.models import resnet18
 
-    from avemo.extract.audio.cnn_common import load_into, load_state_dict
-
     net = resnet18()
     net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
     net.fc = nn.Identity()
     if weights is None:
         from avemo.extract.video.backbones.torchvision_models import weight_spec
-        from avemo.extract.weights import resolve
 
         spec, _ = weight_spec("resnet18", "IMAGENET1K_V1")
         path = resolve(spec.name)
@@ -139,8 +138,6 @@ class LogMelResNet18(AudioFeatureSet):
         return self._loaded[0]
 
     def weights(self) -> dict[str, str]:
-        from avemo.extract.weights import checksum
-
         return {"logmel_resnet18": checksum(self._loaded[1])}
 
     def fps_grid(self, n_samples: int) -> np.ndarray:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from avemo.fusion.models.dropout import Dropout
+from avemo.fusion.registry import load_all
 from avemo.fusion.spec import TaskSpec
 
 
@@ -231,7 +232,6 @@ class FusionModel(nn.Module):
 
     def __init__(self, inputs: Mapping[str, tuple[int, ...]], task: TaskSpec) -> None:
         super().__init__()
-        from avemo.fusion.registry import load_all
 
         load_all()  # sub-modules are built by name; make sure every name is registered
         if not inputs:

@@ -30,6 +30,7 @@ from avemo.fusion.config import (
     run_config,
     section,
 )
+from avemo.fusion.ensemble import merge_frame_predictions
 from avemo.fusion.evaluate import regression_metrics, smooth_per_clip
 from avemo.fusion.features import FeatureFiles
 from avemo.fusion.registry import LOSS_ALIASES, LOSSES, TASKS, load_all
@@ -327,8 +328,6 @@ class RegressionTask(Task):
         method: str = "ccc_centering",
         smooth: Mapping[str, int] | None = None,
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        from avemo.fusion.ensemble import merge_frame_predictions
-
         return merge_frame_predictions(tables, self.targets, method, smooth, key=self.merge_key)
 
 

@@ -12,9 +12,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from avemo.fusion import metrics as M
 from avemo.fusion.config import ConfigError, EvalConfig
+from avemo.fusion.ensemble import merge_class_scores
 from avemo.fusion.features import FeatureFiles
 from avemo.fusion.index import ClipIndex, build_clip_index
+from avemo.fusion.metrics import accuracy, uar
+from avemo.fusion.plots import clip_bars, confusion
 from avemo.fusion.registry import TASKS
 from avemo.fusion.spec import TaskSpec
 from avemo.fusion.tasks.base import Task
@@ -91,7 +95,6 @@ class ClipClassification(Task):
     def score(self, res: Mapping[str, Any], ev: EvalConfig | None = None) -> dict[str, Any]:
         if not res:
             return {}
-        from avemo.fusion import metrics as M
 
         return M.classification_metrics(np.asarray(res["scores"]), np.asarray(res["y"]), self.n_out)
 
@@ -138,8 +141,6 @@ class ClipClassification(Task):
         self, rows: pd.DataFrame, clip_id: str, modalities: Sequence[str], path: Path
     ) -> Path:
         """The class probabilities as bars; the title names the prediction (and the truth)."""
-        from avemo.fusion.plots import clip_bars
-
         row = rows.iloc[0]
         title = f"{clip_id}: {row.get('pred')}"
         if isinstance(row.get("label"), str):
@@ -172,8 +173,6 @@ class ClipClassification(Task):
 
     def report_figures(self, run_dirs: Sequence[Path], title: str, stem: Path) -> list[Path]:
         """The test confusion matrix summed over the runs."""
-        from avemo.fusion.plots import confusion
-
         total = None
         for d in run_dirs:
             cm = self.test_confusion(d)
@@ -190,8 +189,6 @@ class ClipClassification(Task):
         return [confusion(total, self.classes, f"{title} (summed over {len(run_dirs)} runs)", path)]
 
     def plot(self, out: Path, table: pd.DataFrame, extra: Mapping[str, Any]) -> list[Path]:
-        from avemo.fusion.plots import confusion
-
         made = []
         for key, cm in extra.items():
             if key.endswith("/confusion"):
@@ -213,9 +210,6 @@ class ClipClassification(Task):
         smooth: Mapping[str, int] | None = None,
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Mean of the class probabilities; accuracy / UAR of every model and of the merge."""
-        from avemo.fusion.ensemble import merge_class_scores
-        from avemo.fusion.metrics import accuracy, uar
-
         base = tables[0].sort_values("clip_id", kind="stable").reset_index(drop=True)
         cols = [f"p_{c}" for c in self.classes]
         probs = []

@@ -12,6 +12,7 @@ import torch
 from avemo.fusion.config import ConfigError
 from avemo.fusion.features import FeatureFiles
 from avemo.fusion.index import ClipIndex, build_clip_index
+from avemo.fusion.plots import clip_bars, scatter
 from avemo.fusion.registry import TASKS
 from avemo.fusion.tasks.base import RegressionTask
 
@@ -54,16 +55,12 @@ class ClipRegression(RegressionTask):
 
     def figure(self, table: pd.DataFrame, path: Path) -> Path:
         """Predicted against true value, one panel per target."""
-        from avemo.fusion.plots import scatter
-
         return scatter(table, self.targets, path)
 
     def plot_clip(
         self, rows: pd.DataFrame, clip_id: str, modalities: Sequence[str], path: Path
     ) -> Path:
         """The predicted value of each target as bars."""
-        from avemo.fusion.plots import clip_bars
-
         row = rows.iloc[0]
         vals = [row.get(t) for t in self.targets]
         return clip_bars(self.targets, vals, clip_id, row.get("missing"), path)

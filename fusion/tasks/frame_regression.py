@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 from torch import Tensor, nn
 
+from avemo.data.annotations import read_annotation, read_clip_annotation
 from avemo.fusion.config import ConfigError, EvalConfig
 from avemo.fusion.features import FeatureFiles
 from avemo.fusion.index import WindowIndex, build_window_index, frame_presence
+from avemo.fusion.plots import frame_trace, traces
 from avemo.fusion.registry import TASKS
 from avemo.fusion.tasks.base import RegressionTask
 
@@ -25,8 +27,6 @@ def read_frame_labels(
     Uses ``avemo.data.annotations.read_clip_annotation`` so Aff-Wild2 frame indices become
     seconds with the clip's own frame rate (``video`` / ``fps`` columns).
     """
-    from avemo.data.annotations import read_annotation, read_clip_annotation
-
     df = read_annotation(row) if isinstance(row, str) else read_clip_annotation(row)
     missing = [k for k in ("time", *targets) if k not in df.columns]
     if missing:
@@ -98,16 +98,12 @@ class FrameRegression(RegressionTask):
 
     def figure(self, table: pd.DataFrame, path: Path) -> Path:
         """Predicted and true traces of a few clips."""
-        from avemo.fusion.plots import traces
-
         return traces(table, self.targets, path)
 
     def plot_clip(
         self, rows: pd.DataFrame, clip_id: str, modalities: Sequence[str], path: Path
     ) -> Path:
         """The predicted traces over time, each modality's presence underneath."""
-        from avemo.fusion.plots import frame_trace
-
         return frame_trace(rows, clip_id, self.targets, modalities, path)
 
 

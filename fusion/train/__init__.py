@@ -40,12 +40,17 @@ import pandas as pd
 import torch
 
 from avemo import settings
+from avemo.allocator import tune_allocator
+from avemo.fusion import registry
 from avemo.fusion.callbacks import BestCheckpoint, EpochLines, EpochProgressBar, MetricsHistory
 from avemo.fusion.config import RunConfig, dump_config, load_config, run_config
 from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.evaluate import predict_partition, score
 from avemo.fusion.features import STATS_FILE, save_stats
 from avemo.fusion.module import FusionModule
+from avemo.fusion.plots import plot_run
+from avemo.fusion.run import resolve_device as device_of
+from avemo.fusion.speaker_norm import save as save_speaker_norm
 from avemo.fusion.splits import write_splits
 
 log = logging.getLogger(__name__)
@@ -55,8 +60,6 @@ def trainer_device(accelerator: str | None) -> tuple[str, str]:
     """(torch device, Lightning accelerator) for ``trainer.accelerator`` (auto|cpu|gpu|cuda):
     the device is ``fusion.run.resolve_device``'s (a GPU asked for where none is: the CPU, with
     a ``DeviceFallbackWarning``)."""
-    from avemo.fusion.run import resolve_device as device_of
-
     dev = device_of(accelerator)
     return str(dev), "gpu" if dev.type == "cuda" else "cpu"
 
@@ -121,8 +124,6 @@ def build_datamodule(
 
 def build_model(cfg: RunConfig | Mapping[str, Any], dm: CachedFeatureDataModule) -> torch.nn.Module:
     """``model.name`` built with the model section's options, for ``dm``'s inputs and task."""
-    from avemo.fusion import registry
-
     return registry.build_model(run_config(cfg).model, dm.inputs, dm.spec)
 
 
@@ -179,8 +180,6 @@ def fit_and_evaluate(
     model / loss / optimiser / trainer sections of ``cfg`` should differ between them.
     ``run_dir`` gets the full set of outputs (config, data report, splits included).
     """
-    from avemo.allocator import tune_allocator
-
     tune_allocator()  # reuse freed activations instead of fresh kernel pages (avemo/allocator.py)
     cfg = run_config(cfg)
     run_dir = Path(run_dir)
@@ -332,7 +331,6 @@ def _write_data_side(dm: CachedFeatureDataModule, run_dir: Path) -> None:
     }
     (run_dir / "data_report.json").write_text(json.dumps(report, indent=1))
     save_stats(dm.stats, run_dir / STATS_FILE)  # `avemo predict` normalises new clips with these
-    from avemo.fusion.speaker_norm import save as save_speaker_norm
 
     save_speaker_norm(getattr(dm, "speaker_norm", None), run_dir)  # the mode chosen, for predict
     write_splits(dm.splits, dm.manifest, run_dir)
@@ -383,8 +381,6 @@ def _final_outputs(
     (run_dir / "final_metrics.json").write_text(json.dumps(final, indent=1))
     if cfg.output.plots:
         try:
-            from avemo.fusion.plots import plot_run
-
             plot_run(run_dir, history, dm.task, table, extra, monitor)
         except Exception as e:  # noqa: BLE001 - a plot must never lose a finished run
             log.warning("plots failed: %s", e)

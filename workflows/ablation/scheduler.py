@@ -37,6 +37,7 @@ from avemo.workflows.ablation.workers import (
     spawn_workers,
     wait_for_shards,
 )
+from avemo.workflows.report import write_report
 
 
 def default_train_fn(spec: str | None = None) -> TrainFn:
@@ -221,7 +222,6 @@ def run_grid(
     }
     if report and len(table):
         # matplotlib: the report is optional (report=False) and the heaviest import of a grid
-        from avemo.workflows.report import write_report
 
         try:
             result["report"] = write_report(

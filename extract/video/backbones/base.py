@@ -30,6 +30,7 @@ from avemo.data.registry import RegisteredName
 from avemo.devices import resolve_device
 from avemo.extract.registry import BACKBONES
 from avemo.extract.video.align import CropSpec
+from avemo.extract.weights import resolve
 
 log = logging.getLogger(__name__)
 
@@ -332,8 +333,6 @@ class StateDictBackbone(TorchBackbone):
         device: str = "cpu",
         batch_size: int = 64,
     ) -> None:
-        from avemo.extract.weights import resolve
-
         super().__init__(device=device, batch_size=batch_size)
         self.weights_path = Path(resolve(self.weight.name, weights))  # fails fast, before building
         state = load_state_dict_file(self.weights_path, self.name)

@@ -41,6 +41,7 @@ from avemo.data.pypi_fetch import cache_dir
 from avemo.extract.registry import DETECTORS
 from avemo.extract.video.align import ARCFACE_112, similarity
 from avemo.extract.video.detectors.base import Detector, Faces
+from avemo.extract.video.detectors.tflite_graph import TFLiteGraph
 from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
 
 
@@ -49,7 +50,6 @@ def _onnx_file(tflite: Path) -> Path:
     out = cache_dir() / "converted" / f"{tflite.stem}-{checksum(tflite)[:16]}.onnx"
     if out.exists():
         return out
-    from avemo.extract.video.detectors.tflite_graph import TFLiteGraph
 
     graph = TFLiteGraph(tflite).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -179,8 +179,6 @@ class BlazeFace(Detector):
         self.device = torch.device(device)
         self._anchors = anchors()
         if backend == "torch" or self.device.type == "cuda":
-            from avemo.extract.video.detectors.tflite_graph import TFLiteGraph
-
             self.backend = "torch"
             self.graph = TFLiteGraph(self.path).eval().to(self.device)
         else:

@@ -21,7 +21,7 @@ from torchvision.ops import batched_nms, roi_align
 
 from avemo.extract.registry import DETECTORS
 from avemo.extract.video.detectors.base import Detector, Faces, group_by_shape
-from avemo.extract.weights import WeightSpec, register_weight, resolve
+from avemo.extract.weights import WeightSpec, checksum, register_weight, resolve
 
 _FACENET = ("facenet-pytorch", "2.6.0", "facenet_pytorch/data/")
 _SHA = {
@@ -271,8 +271,6 @@ class MTCNN(Detector):
             net.eval().to(self.device).to(memory_format=torch.channels_last)
 
     def weights_info(self) -> dict[str, str]:
-        from avemo.extract.weights import checksum
-
         return {f"mtcnn_{n}": checksum(p) for n, p in self._paths.items()}
 
     def config(self) -> dict[str, Any]:
