@@ -343,7 +343,8 @@ def plain_fit(cfg: RunConfig | Mapping[str, Any], dm: Any, epochs: int) -> tuple
         loss_fn = build_loss(cfg, dm)  # type: ignore[arg-type]  # that tree's, not the one checked
     else:
         loss_fn = build_loss(cfg, dm)
-    task = dm.task
+    # the run's Task: a pre-22 --overhead-ref tree kept it as dm.task_obj (dm.task was a dict)
+    task = getattr(dm, "task_obj", dm.task)
     opt = OPTIMIZERS.build(optim.pop("name"), model.parameters(), **optim)
     mods = dm.modalities
     loader = dm.train_dataloader()
