@@ -85,22 +85,22 @@ def normalise_groups(
     would blow that noise up (seen on ComParE functionals); float64 sums."""
     x = np.asarray(x, np.float64)
     out = np.empty_like(x)
-    shrink = prior > 0 and reference is not None
+    pooled = reference if prior > 0 else None  # the statistics to shrink toward, if any
     for g in np.unique(group):
         rows = group == g
         ref = x[rows & valid]
-        if len(ref) == 0 and not shrink:
-            out[rows] = x[rows]
-            continue
         if len(ref) == 0:
-            mean, var = reference[0], reference[1]  # type: ignore[index]
+            if pooled is None:
+                out[rows] = x[rows]
+                continue
+            mean, var = pooled
         else:
             mean, var = ref.mean(0), ref.var(0)
-            if shrink:
+            if pooled is not None:
                 n = float(counts[g]) if counts is not None else float(len(ref))
                 w = n / (n + float(prior))
-                mean = w * mean + (1.0 - w) * reference[0]  # type: ignore[index]
-                var = w * var + (1.0 - w) * reference[1]  # type: ignore[index]
+                mean = w * mean + (1.0 - w) * pooled[0]
+                var = w * var + (1.0 - w) * pooled[1]
         std = np.sqrt(var)
         keep = std > EPS * np.maximum(1.0, np.abs(mean))  # constant up to rounding noise -> 0
         out[rows] = np.where(keep, (x[rows] - mean) / np.where(keep, std, 1.0), 0.0)
