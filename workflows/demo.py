@@ -16,7 +16,6 @@ their errors are shown as one message.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,20 +40,10 @@ def demo_dir() -> Path:
     return (settings.current().demo_dir or Path.cwd() / "demo").expanduser().resolve()
 
 
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # a parent package is missing
-        return False
-
-
-def available_feature_sets(names: Sequence[str]) -> tuple[list[str], str | None]:
-    """(registered names among ``names``, why stage one is unavailable or None)."""
-    if not _has_module("avemo.extract.runner"):
-        return [], "the extraction runner (avemo.extract.runner) is not installed"
-
+def available_feature_sets(names: Sequence[str]) -> list[str]:
+    """The registered names among ``names`` (plugins loaded for them)."""
     load_for(list(names))
-    return [n for n in names if n in REG], None
+    return [n for n in names if n in REG]
 
 
 def training_overrides(
@@ -97,12 +86,10 @@ def run_demo(
     )
 
     print(f"[2/4] features {', '.join(FEATURE_SETS)} -> {out / 'features'}", flush=True)
-    have, why = available_feature_sets(FEATURE_SETS)
+    have = available_feature_sets(FEATURE_SETS)
     missing = [n for n in FEATURE_SETS if n not in have]
-    if why or missing:
-        result["skipped"].append(
-            f"features {', '.join(missing)}: " + (why or "feature set not registered yet")
-        )
+    if missing:
+        result["skipped"].append(f"features {', '.join(missing)}: feature set not registered")
         print(f"      not available yet: {result['skipped'][-1]}", flush=True)
     if have:
         from avemo.extract.runner import run_features  # the one sanctioned stage-one call
@@ -112,9 +99,7 @@ def run_demo(
 
     print(f"[3/4] fusion training ({CONFIG.relative_to(CONFIG.parents[2])})", flush=True)
     why = (
-        "the trainer (avemo.fusion.train) is not installed yet"
-        if not _has_module("avemo.fusion.train")
-        else f"the demo config {CONFIG} does not exist yet"
+        f"the demo config {CONFIG} does not exist yet"
         if not CONFIG.exists()
         else f"needs the feature sets {', '.join(missing)}"
         if missing
