@@ -89,6 +89,29 @@ def afew_like(tmp: Path, n_clips: int = 773, mean_len: int = 70, dim: int = 512)
     }
 
 
+def affwild_frame_config(aw: dict[str, Any], name: str, device: torch.device) -> dict[str, Any]:
+    """The run config both the Aff-Wild2-scale bench and the GPU check train on ``affwild_like``'s
+    file: a per-frame task, 300/200 windows, a linear face encoder and mean pooling."""
+    return {
+        "name": name,
+        "seed": 0,
+        "data": {
+            "manifest": str(aw["manifest"]),
+            "features": {"face": str(aw["features"]["face"])},
+            "batch_size": 32,
+            "window": {"length": 300, "hop": 200},
+        },
+        "task": {"type": "frame"},
+        "model": {
+            "name": "unimodal",
+            "modality": "face",
+            "encoder": {"name": "linear", "dim": 64},
+            "temporal": "mean",
+        },
+        "trainer": {"accelerator": "gpu" if device.type == "cuda" else "cpu"},
+    }
+
+
 def affwild_like(
     tmp: Path, n_frames: int = 2_800_000, n_videos: int = 564, dim: int = 512
 ) -> dict[str, Any]:
@@ -634,24 +657,7 @@ def main(argv: list[str] | None = None, quick: bool = False) -> Path:
             t0 = time.perf_counter()
             aw = affwild_like(tmp, n_frames=frames, n_videos=60 if quick else 564)
             print(f"generated Aff-Wild2-scale file in {time.perf_counter() - t0:.0f} s", flush=True)
-            aw_cfg = {
-                "name": "bench_affwild",
-                "seed": 0,
-                "data": {
-                    "manifest": str(aw["manifest"]),
-                    "features": {"face": str(aw["features"]["face"])},
-                    "batch_size": 32,
-                    "window": {"length": 300, "hop": 200},
-                },
-                "task": {"type": "frame"},
-                "model": {
-                    "name": "unimodal",
-                    "modality": "face",
-                    "encoder": {"name": "linear", "dim": 64},
-                    "temporal": "mean",
-                },
-                "trainer": {"accelerator": device.type.replace("cuda", "gpu")},
-            }
+            aw_cfg = affwild_frame_config(aw, "bench_affwild", device)
             rows += bench_scale(
                 f"Aff-Wild2 ({frames / 1e6:.2g} M frames x 512, 300/200 windows)",
                 aw,

@@ -189,24 +189,7 @@ def check_fusion(dev: torch.device, tiny: bool, tmp: Path) -> list[dict[str, Any
     then the same steps trained on the device and on the CPU from one initialisation."""
     frames = 20_000 if tiny else 1_000_000
     aw = FB.affwild_like(tmp, n_frames=frames, n_videos=20 if tiny else 200)
-    cfg = {
-        "name": "gpu_check_affwild",
-        "seed": 0,
-        "data": {
-            "manifest": str(aw["manifest"]),
-            "features": {"face": str(aw["features"]["face"])},
-            "batch_size": 32,
-            "window": {"length": 300, "hop": 200},
-        },
-        "task": {"type": "frame"},
-        "model": {
-            "name": "unimodal",
-            "modality": "face",
-            "encoder": {"name": "linear", "dim": 64},
-            "temporal": "mean",
-        },
-        "trainer": {"accelerator": "gpu" if dev.type == "cuda" else "cpu"},
-    }
+    cfg = FB.affwild_frame_config(aw, "gpu_check_affwild", dev)
     rows = []
     for r in FB.bench_scale(
         f"Aff-Wild2-like ({frames / 1e6:.2g} M frames)",
