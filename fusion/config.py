@@ -134,10 +134,24 @@ class LossConfig(_Open):
     class_weights: Literal["balanced"] | list[float] | None = None  # cross-entropy only
 
 
+class OptimGroup(_Section):
+    """Settings for the parameters under one module prefix (unset: the optimiser's own)."""
+
+    lr: float | None = Field(default=None, gt=0)
+    weight_decay: float | None = Field(default=None, ge=0)
+
+
 class OptimConfig(_Open):
     name: str = "adam"
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
+    # parameter-name prefix (a module of the model, e.g. branches.logmel_seq) -> its own lr /
+    # weight decay: a CNN branch next to a strongly decayed linear head (fusion.optim.param_groups)
+    groups: dict[str, OptimGroup] = {}
+
+    def options(self) -> dict[str, Any]:
+        """The optimiser constructor's keyword arguments (``groups`` is applied by the trainer)."""
+        return {k: v for k, v in super().options().items() if k != "groups"}
 
 
 class ScheduleConfig(_Open):

@@ -18,7 +18,10 @@ from torch import Tensor, nn
 from avemo.fusion.config import RunConfig
 from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.evaluate import _is_input, score
-from avemo.fusion.optim import jca_reference_lr  # noqa: F401 - re-exported
+from avemo.fusion.optim import (
+    jca_reference_lr,  # noqa: F401 - re-exported
+    param_groups,
+)
 from avemo.fusion.registry import OPTIMIZERS, SCHEDULES
 
 
@@ -123,7 +126,8 @@ class FusionModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optim, schedule = self.cfg.optim, self.cfg.schedule
-        opt = OPTIMIZERS.build(optim.name, self.model.parameters(), **optim.options())
+        params = param_groups(self.model, optim.groups) if optim.groups else self.model.parameters()
+        opt = OPTIMIZERS.build(optim.name, params, **optim.options())
         sch = SCHEDULES.build(
             schedule.name,
             opt,

@@ -9,13 +9,47 @@ max_epochs, base_lr) and ignore what they do not need.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch import nn
 
+from avemo.fusion.config import ConfigError, OptimGroup
 from avemo.fusion.registry import OPTIMIZERS, SCHEDULES
 
 Betas = tuple[float, float] | list[float]
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def param_groups(model: nn.Module, groups: Mapping[str, OptimGroup]) -> list[dict[str, Any]]:
+    """The model's trainable parameters as torch parameter groups: one per ``optim.groups``
+    prefix (its ``lr`` / ``weight_decay`` where set) plus one for the rest (the optimiser's
+    own settings). A parameter under several prefixes goes to the longest one. A prefix that
+    names no parameter is a config mistake (a renamed module would else silently get the
+    default decay): ``ConfigError`` listing the model's modules."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    by_prefix: dict[str, list[nn.Parameter]] = {k: [] for k in groups}
+    rest: list[nn.Parameter] = []
+    for name, p in named:
+        hits = [k for k in groups if _under(name, k)]
+        (by_prefix[max(hits, key=len)] if hits else rest).append(p)
+    empty = [k for k, ps in by_prefix.items() if not ps]
+    if empty:
+        mods = sorted({n.rsplit(".", 1)[0] for n, _ in named if "." in n})
+        shown = [m for m in mods if m.count(".") <= 1] or mods
+        raise ConfigError(
+            f"optim.groups.{empty[0]}: no trainable parameter of model "
+            f"{type(model).__name__} is under this prefix; modules: {', '.join(shown[:30])}"
+        )
+    out: list[dict[str, Any]] = [{"params": rest}] if rest else []
+    for k, ps in by_prefix.items():
+        set_ = {f: v for f, v in groups[k].model_dump().items() if v is not None}
+        out.append({"params": ps, **set_})
+    return out
 
 
 def _adam_family(

@@ -91,6 +91,8 @@ def why_not_stackable(
     other = [lg for lg in tc.loggers if lg != "csv"]
     if other:
         return f"trainer.loggers {other} (stacked cells write the csv log only)"
+    if cfg.optim.groups:
+        return "optim.groups (stacked cells get one parameter group each)"
     sched = cfg.schedule.name
     if sched not in SCHEDULES_OK:
         return f"schedule {sched!r} (stacked cells support {', '.join(SCHEDULES_OK)})"

@@ -48,6 +48,7 @@ from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.evaluate import predict_partition, score
 from avemo.fusion.features import STATS_FILE, save_stats
 from avemo.fusion.module import FusionModule
+from avemo.fusion.optim import param_groups
 from avemo.fusion.plots import plot_run
 from avemo.fusion.run import resolve_device as device_of
 from avemo.fusion.speaker_norm import save as save_speaker_norm
@@ -191,6 +192,8 @@ def fit_and_evaluate(
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     if model is None:
         model = build_model(cfg, dm)
+    if cfg.optim.groups:
+        param_groups(model, cfg.optim.groups)  # a prefix naming no module: before any epoch
     tc = cfg.trainer
     _, accelerator = trainer_device(tc.accelerator)
     if accelerator == "gpu":
