@@ -271,6 +271,8 @@ def _rate_words(registry: Any, name: str) -> str:
         getattr(fs, "close", lambda: None)()
     if rate:
         return f"{rate:g} Hz"
+    if getattr(fs, "per_clip", False):
+        return "per clip"
     return f"frames/{hop}" if isinstance(hop, int) else "video frames"  # windowed: a row every hop
 
 
