@@ -11,6 +11,7 @@ import torch
 
 from avemo.fusion import registry
 from avemo.fusion.models.encoder_layer_weights import LayerWeightsEncoder
+from avemo.fusion.optim import param_groups
 from avemo.fusion.spec import TaskSpec
 
 registry.load_all()
@@ -233,6 +234,8 @@ def test_documented_ssl_override_builds_and_trains_the_weights(path, overrides) 
     torch.manual_seed(0)
     b = {m: torch.randn(2, 32, *s) for m, s in inputs.items()}
     net(b).sum().backward()
+    if cfg.optim.groups:  # each prefix names a module of this model (else exit 2 at fit time)
+        assert len(param_groups(net, cfg.optim.groups)) == len(cfg.optim.groups) + 1
     enc = [m for m in net.modules() if isinstance(m, LayerWeightsEncoder)]
     assert enc and all(e.logits.grad.abs().sum() > 0 for e in enc)
 
