@@ -147,6 +147,9 @@ def test_missing_and_mismatched_features_reported_before_any_run(corpus, tmp_pat
     assert not (out / "runs").exists(), (
         "no cell may start when features are missing and on_missing=error"
     )
+    with pytest.raises(GridError, match="nope.h5"):  # the dry run refuses what the run would
+        run_grid({**g, "on_missing": "error"}, dry_run=True, quiet=True)
+    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
     plan = run_grid(g, dry_run=True, quiet=True)
     probs = plan["problems"]
     assert probs["inputs=both"] == []

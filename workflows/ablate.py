@@ -10,7 +10,8 @@ trained by ``avemo.fusion.grid_trainer.SharedDataTrainer`` inside this process, 
 per run. A cell is finished when its run folder holds ``DONE.json``, written last and
 atomically; a killed grid rerun skips finished cells and redoes the half-written one. Cells
 whose feature files are missing or were made with another config are reported before any run
-starts; a cell whose config does not validate stops the grid, ``--dry-run`` included (exit 2).
+starts (with ``on_missing: error`` they stop the grid, ``--dry-run`` included); a cell whose
+config does not validate stops the grid, ``--dry-run`` included (exit 2).
 Cells whose configs differ only by seed, learning rate, weight decay, loss options or early
 stopping train together as one stacked model (``fusion.stacked``; ``stack: off`` trains every
 cell alone); each still gets its own run folder and DONE.json. Processes (``RANK``/

@@ -120,6 +120,8 @@ def run_grid(
         )
         if not quiet:
             print(plan.to_string(index=False))
+        if bad and g.on_missing == "error":  # the run would refuse: so does its rehearsal (exit 2)
+            raise MissingFeaturesError(bad, problem_summary(bad))
         return {
             "out_dir": out,
             "table": plan,
