@@ -55,6 +55,7 @@ ALLOWED: dict[str, set[tuple[str, str]]] = {
         ("avemo.fusion.config", "avemo.fusion.models.base"),
         ("avemo.fusion.ensemble", "avemo.fusion.metrics"),
         ("avemo.fusion.run", "avemo.fusion.datamodule"),
+        ("avemo.workflows.ablation.checks", "avemo.fusion.optim"),
         ("avemo.workflows.ablation.folds", "avemo.fusion.tasks"),
         ("avemo.workflows.ablation.scheduler", "avemo.fusion.grid_trainer"),
         ("avemo.workflows.ablation.stacking", "avemo.fusion.grid_trainer"),

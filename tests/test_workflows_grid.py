@@ -324,3 +324,19 @@ def test_shared_datamodule_runs_equal_standalone_runs(corpus, tmp_path):
     a = pd.read_csv(tmp_path / "s1" / "predictions.csv")
     b = pd.read_csv(tmp_path / "alone" / "predictions.csv")
     pd.testing.assert_frame_equal(a, b, atol=1e-5)
+
+
+def test_param_group_prefix_naming_no_module_stops_the_grid_dry_run_included(corpus, tmp_path):
+    """``optim.groups`` is checked against the model each cell builds before any cell trains: a
+    prefix naming no module (here in one bundle) stops the grid, which writes nothing."""
+    out = tmp_path / "grid"
+    ok = {"optim.groups": {"branches.face": {"weight_decay": 0.0}}}
+    typo = {"optim.groups": {"branches.fcae": {"weight_decay": 0.0}}}
+    g = _grid(corpus, out, axes={"groups": {"ok": ok, "typo": typo}})
+    for dry in (True, False):
+        with pytest.raises(GridError, match=r"optim\.groups\.branches\.fcae.*branches\.face"):
+            run_grid(g, dry_run=dry, quiet=True)
+        assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+    g["axes"]["groups"].pop("typo")
+    plan = run_grid(g, dry_run=True, quiet=True)["table"]
+    assert list(plan["problems"]) == [""]

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from avemo.data.store import FeatureFile, expectation_diffs
-from avemo.fusion.config import ConfigError
+from avemo.fusion import registry as R
+from avemo.fusion.config import ConfigError, RunConfig, config_dict
+from avemo.fusion.spec import TaskSpec
 from avemo.workflows.ablation.errors import InvalidCellsError
 from avemo.workflows.ablation.spec import Cell, Grid, resolve_cell_config
 
@@ -44,6 +46,7 @@ def check_features(grid: Grid, cells: Sequence[Cell]) -> dict[str, list[str]]:
     Feature and manifest paths are relative to the working directory, as the trainer reads them.
     """
     seen: dict[tuple[str, str], str | None] = {}
+    built: dict[str, ConfigError | None] = {}
     out: dict[str, list[str]] = {}
     invalid: dict[str, ConfigError] = {}
     for cell in cells:
@@ -65,10 +68,41 @@ def check_features(grid: Grid, cells: Sequence[Cell]) -> dict[str, list[str]]:
                 problems.append(why)
         if not Path(data.manifest).exists():
             problems.append(f"manifest {data.manifest} does not exist")
+        if cfg.optim.groups and not problems:
+            try:
+                _check_groups(cfg, built)
+            except ConfigError as e:
+                invalid[cell.cell_id] = e
+                continue
         out[cell.cell_id] = problems
     if invalid:
         raise InvalidCellsError(invalid, len(cells))
     return out
+
+
+def _check_groups(cfg: RunConfig, built: dict[str, ConfigError | None]) -> None:
+    """``optim.groups`` prefixes against the model this config builds (on the cached files' row
+    shapes; parameter names do not depend on the class count), once per distinct model: a
+    prefix naming no module fails every cell at fit time, so it stops the grid here instead."""
+    inputs = {}
+    for mod, path in cfg.data.features.items():
+        with FeatureFile(Path(str(path))) as ff:
+            inputs[mod] = tuple(ff.row_shape)
+    key = json.dumps([config_dict(cfg.model), config_dict(cfg.optim), inputs], default=str)
+    if key not in built:
+        from avemo.fusion.optim import param_groups  # torch: only for grids that set groups
+
+        R.load_all()
+        level = R.TASKS.get(cfg.task.type).level
+        spec = TaskSpec(level, 2, modalities=tuple(inputs))
+        try:
+            param_groups(R.build_model(cfg.model, inputs, spec), cfg.optim.groups)
+            built[key] = None
+        except ConfigError as e:
+            built[key] = e
+    err = built[key]
+    if err is not None:
+        raise err
 
 
 def problem_summary(bad: Mapping[str, list[str]]) -> list[str]:
