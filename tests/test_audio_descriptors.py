@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _emodb import emodb_manifest
 
 from avemo.data.store import FeatureFile
 from avemo.extract.runner import run_features
@@ -27,25 +28,10 @@ EXPECTED = {
 FEMALE = {"08", "09", "13", "14", "16"}  # EmoDB's speaker sheet; the others are male
 
 
-def _manifest(shared_data: Path, n: int | None) -> pd.DataFrame:
-    labels = pd.read_csv(shared_data / "emodb-8spk" / "labels.csv", dtype=str)
-    assert len(labels) == 411
-    if n:
-        labels = labels.iloc[np.linspace(0, len(labels) - 1, n).astype(int)]  # every speaker
-    return pd.DataFrame(
-        {
-            "clip_id": labels["clip_id"].to_numpy(),
-            "audio": [str(shared_data / "emodb-8spk" / f) for f in labels["file"]],
-            "label": labels["emotion"].to_numpy(),
-            "subject": labels["clip_id"].str[:2].to_numpy(),
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def sample(shared_data) -> pd.DataFrame:
     pytest.importorskip("opensmile", reason="opensmile is the optional [smile] extra")
-    return _manifest(shared_data, 24)
+    return emodb_manifest(shared_data, 24)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +73,7 @@ def test_compare_lld_columns_are_lld_then_deltas():
 def test_pitch_all_411_files_and_female_speakers_higher(shared_data, tmp_path):
     """All 411 EmoDB files (swift-f0 is fast); median voiced pitch per speaker: every female
     speaker above every male one (EmoDB's speaker sheet)."""
-    df = _manifest(shared_data, None)
+    df = emodb_manifest(shared_data, None)
     path = run_features(df, ["pitch_swiftf0"], tmp_path, progress=False)["pitch_swiftf0"]
     med = {}
     with FeatureFile(path) as f:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from _emodb import emodb_manifest
 
 from avemo.data.store import FeatureFile
 from avemo.extract.runner import run_features
@@ -23,16 +24,7 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def emodb_sample(shared_data) -> pd.DataFrame:
-    labels = pd.read_csv(shared_data / "emodb-8spk" / "labels.csv", dtype=str)
-    assert len(labels) == 411
-    sample = labels.iloc[np.linspace(0, len(labels) - 1, 40).astype(int)]  # all speakers
-    return pd.DataFrame(
-        {
-            "clip_id": sample["clip_id"].to_numpy(),
-            "audio": [str(shared_data / "emodb-8spk" / f) for f in sample["file"]],
-            "label": sample["emotion"].to_numpy(),
-        }
-    )
+    return emodb_manifest(shared_data, 40)  # all speakers
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from _emodb import emodb_manifest
 
 from avemo.data.store import FeatureFile
 from avemo.extract.runner import run_features
@@ -22,15 +23,7 @@ SETS = {"compare_functionals": ("ComParE_2016", 6373), "egemaps_functionals": ("
 @pytest.fixture(scope="module")
 def sample(shared_data: Path) -> pd.DataFrame:
     pytest.importorskip("opensmile", reason="opensmile is the optional [smile] extra")
-    labels = pd.read_csv(shared_data / "emodb-8spk" / "labels.csv", dtype=str)
-    labels = labels.iloc[np.linspace(0, len(labels) - 1, 6).astype(int)]  # spread over speakers
-    return pd.DataFrame(
-        {
-            "clip_id": labels["clip_id"].to_numpy(),
-            "audio": [str(shared_data / "emodb-8spk" / f) for f in labels["file"]],
-            "label": labels["emotion"].to_numpy(),
-        }
-    )
+    return emodb_manifest(shared_data, 6)
 
 
 @pytest.fixture(scope="module")

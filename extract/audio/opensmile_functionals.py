@@ -10,31 +10,23 @@ written as 0. Research-only licence: the ``[smile]`` extra, as for the LLD sets.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from avemo.extract.audio.common import AudioFeatureSet, Result
-from avemo.extract.audio.opensmile_lld import require_opensmile
+from avemo.extract.audio.common import Result
+from avemo.extract.audio.opensmile_lld import SmileSet
 from avemo.extract.registry import FEATURE_SETS
 
 
-class _SmileFunctionals(AudioFeatureSet):
+class _SmileFunctionals(SmileSet):
     """One openSMILE config at functionals level: one row per clip."""
 
-    smile_set: ClassVar[str] = ""
-    n_columns: ClassVar[int] = 0
     per_clip: ClassVar[bool] = True
-    default_config: ClassVar[dict[str, Any]] = {"sample_rate": 16000}
 
     def __init__(self, config: Any = None, device: str = "cpu", **kw: Any) -> None:
         super().__init__(config, device, **kw)
-        self._opensmile = require_opensmile(self.name)
         self._smile: Any = None
-
-    def row_shape(self) -> tuple[int, ...]:
-        return (self.n_columns,)
 
     def _engine(self) -> Any:
         if self._smile is None:
@@ -57,9 +49,6 @@ class _SmileFunctionals(AudioFeatureSet):
             )
         values = np.nan_to_num(row, nan=0.0, posinf=0.0, neginf=0.0)
         return values, np.array([len(signal) / 2 / self.sample_rate])
-
-    def compute(self, signals: Sequence[np.ndarray]) -> list[Result]:
-        return [self._one(np.asarray(s, np.float32)) for s in signals]
 
 
 @FEATURE_SETS.register("compare_functionals")

@@ -61,25 +61,40 @@ def _by_start(table: Any, step_s: float = 0.01) -> Any:
     return out
 
 
-class _SmileLld(AudioFeatureSet):
-    """One openSMILE config at LLD level (plus, optionally, its delta LLDs joined per frame)."""
+class SmileSet(AudioFeatureSet):
+    """One openSMILE config (``smile_set``) giving ``n_columns`` per row, run clip by clip on the
+    decoded signal (``_one``); needs the ``[smile]`` extra."""
 
     smile_set: ClassVar[str] = ""
-    with_deltas: ClassVar[bool] = False
     n_columns: ClassVar[int] = 0
     default_config: ClassVar[dict[str, Any]] = {"sample_rate": 16000}
 
     def __init__(self, config: Any = None, device: str = "cpu", **kw: Any) -> None:
         super().__init__(config, device, **kw)
         self._opensmile = require_opensmile(self.name)
+
+    def row_shape(self) -> tuple[int, ...]:
+        return (self.n_columns,)
+
+    def _one(self, signal: np.ndarray) -> Result:
+        raise NotImplementedError
+
+    def compute(self, signals: Sequence[np.ndarray]) -> list[Result]:
+        return [self._one(np.asarray(s, np.float32)) for s in signals]
+
+
+class _SmileLld(SmileSet):
+    """One openSMILE config at LLD level (plus, optionally, its delta LLDs joined per frame)."""
+
+    with_deltas: ClassVar[bool] = False
+
+    def __init__(self, config: Any = None, device: str = "cpu", **kw: Any) -> None:
+        super().__init__(config, device, **kw)
         self._smiles: list[Any] | None = None
 
     @property
     def rate_hz(self) -> float:
         return 100.0
-
-    def row_shape(self) -> tuple[int, ...]:
-        return (self.n_columns,)
 
     def _engines(self) -> list[Any]:
         if self._smiles is None:
@@ -110,9 +125,6 @@ class _SmileLld(AudioFeatureSet):
                 [len(signal) / 2 / self.sample_rate]
             )
         return values, t.index.to_numpy() * 0.01 + frame_s / 2
-
-    def compute(self, signals: Sequence[np.ndarray]) -> list[Result]:
-        return [self._one(np.asarray(s, np.float32)) for s in signals]
 
 
 @FEATURE_SETS.register("egemaps_lld")
