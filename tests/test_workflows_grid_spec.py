@@ -4,6 +4,7 @@ words earlier grid folders hold on disk, and what stops a grid is an exception t
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from avemo.workflows.ablation import (
     load_grid,
     run_grid,
 )
-from avemo.workflows.ablation.cells import cell_hash
+from avemo.workflows.ablation.cells import cell_hash, cell_hashes
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = REPO / "workflows" / "configs" / "demo_fbp.yaml"
@@ -147,3 +148,36 @@ def test_cell_states_and_table_read_grid_folders_written_before_the_redesign(tmp
     assert row["test/uar"] == 0.5 and row["epochs"] == 3.0 and "flag" not in table
     assert table.iloc[2]["error"] == "ValueError: boom"
     assert pd.isna(table.iloc[3]["error"])
+
+
+def test_cell_hash_follows_the_base_chain_values_not_its_text(tmp_path):
+    """A comment edit in the base leaves finished cells done; a value changed in the base's
+    own base makes them stale (the text of the top file alone missed both ways)."""
+    parent = tmp_path / "parent.yaml"
+    child = tmp_path / "child.yaml"
+    parent.write_text(BASE.read_text())
+    child.write_text("base: parent.yaml\ntrainer: {max_epochs: 2}\n")
+    g = load_grid(_grid(base=str(child)))
+    cell = g.cells()[0]
+    before = cell_hash(g, cell)
+    child.write_text("# a note\nbase: parent.yaml   # the demo\ntrainer:\n  max_epochs: 2\n")
+    assert cell_hash(load_grid(_grid(base=str(child))), cell) == before
+    cfg = yaml.safe_load(parent.read_text())
+    cfg["seed"] = int(cfg.get("seed", 0)) + 1
+    parent.write_text(yaml.safe_dump(cfg))
+    assert cell_hash(load_grid(_grid(base=str(child))), cell) != before
+
+
+def test_records_hashed_the_earlier_way_still_count_as_done(tmp_path):
+    """Before 2026-12-06 a record's hash was sha256 over [base file text, grid overrides, cell
+    overrides] (written out here): such grid folders resume without retraining."""
+    g = load_grid(_grid())
+    cell = g.cells()[0]
+    blob = json.dumps([BASE.read_text(), g.overrides, cell.overrides], sort_keys=True, default=str)
+    legacy = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    assert legacy != cell_hash(g, cell)
+    run = tmp_path / cell.cell_id
+    run.mkdir()
+    (run / "DONE.json").write_text(json.dumps({"cell_hash": legacy, "status": "done"}))
+    assert cell_state(run, cell_hashes(g, cell)) == CellStatus.DONE
+    assert cell_state(run, cell_hash(g, cell)) == CellStatus.STALE

@@ -14,12 +14,13 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from avemo.workflows.ablation.spec import Cell, Grid
 
@@ -41,24 +42,47 @@ class CellStatus(StrEnum):
     NOT_RUN = "not_run"  # results table: no record (another rank's, still running)
 
 
-def cell_hash(grid: Grid, cell: Cell) -> str:
-    """What a finished cell was trained from (base config text, grid overrides, bundle)."""
-    base = grid.base
-    if isinstance(base, str):
-        base = Path(base).read_text()
+def _base_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[Any]:
+    """The parsed YAML of a config file and of every file its ``base:`` chain names: a comment
+    or layout edit changes nothing, a value changed in any file of the chain does."""
+    data = yaml.safe_load(path.read_text())
+    parent = data.get("base") if isinstance(data, dict) else None
+    if not parent or path.resolve() in seen:
+        return [data]
+    return [data, *_base_chain(path.parent / str(parent), (*seen, path.resolve()))]
+
+
+def _digest(base: Any, grid: Grid, cell: Cell) -> str:
     blob = json.dumps([base, grid.overrides, cell.overrides], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def cell_state(run_dir: Path, want_hash: str) -> CellStatus:
-    """done | stale (finished with another config) | partial | failed | todo."""
+def cell_hash(grid: Grid, cell: Cell) -> str:
+    """What a finished cell was trained from (the base config's chain, grid overrides, bundle)."""
+    base = grid.base
+    return _digest(_base_chain(Path(base)) if isinstance(base, str) else base, grid, cell)
+
+
+def cell_hashes(grid: Grid, cell: Cell) -> tuple[str, ...]:
+    """``cell_hash`` and the hash records written before 2026-12-06 hold (the base file's text
+    alone), so grid folders finished then still count as done."""
+    base = grid.base
+    if not isinstance(base, str):
+        return (cell_hash(grid, cell),)
+    return (cell_hash(grid, cell), _digest(Path(base).read_text(), grid, cell))
+
+
+def cell_state(run_dir: Path, want_hash: str | Sequence[str]) -> CellStatus:
+    """done (its record holds one of ``want_hash``) | stale (finished with another config) |
+    partial | failed | todo."""
+    wanted = (want_hash,) if isinstance(want_hash, str) else tuple(want_hash)
     done = run_dir / DONE
     if done.exists():
         try:
             have = json.loads(done.read_text()).get("cell_hash")
         except (json.JSONDecodeError, OSError):
             return CellStatus.PARTIAL
-        return CellStatus.DONE if have == want_hash else CellStatus.STALE
+        return CellStatus.DONE if have in wanted else CellStatus.STALE
     if (run_dir / FAILED).exists():
         return CellStatus.FAILED
     return CellStatus.PARTIAL if run_dir.exists() else CellStatus.TODO

@@ -21,7 +21,13 @@ import yaml
 
 from avemo import settings
 from avemo.progress import Progress
-from avemo.workflows.ablation.cells import CellStatus, TrainFn, cell_hash, cell_state, write_json
+from avemo.workflows.ablation.cells import (
+    CellStatus,
+    TrainFn,
+    cell_hashes,
+    cell_state,
+    write_json,
+)
 from avemo.workflows.ablation.checks import check_features, problem_summary
 from avemo.workflows.ablation.errors import GridError, MissingFeaturesError
 from avemo.workflows.ablation.folds import save_fold_lists
@@ -61,7 +67,7 @@ def _brief(metrics: Mapping[str, Any]) -> str:
 
 
 def _states(g: Grid, out: Path, cells: Sequence[Cell]) -> dict[str, CellStatus]:
-    return {c.cell_id: cell_state(out / "runs" / c.cell_id, cell_hash(g, c)) for c in cells}
+    return {c.cell_id: cell_state(out / "runs" / c.cell_id, cell_hashes(g, c)) for c in cells}
 
 
 def run_grid(
@@ -162,7 +168,7 @@ def run_grid(
     )
 
     def finished(c: Cell) -> bool:
-        return cell_state(out / "runs" / c.cell_id, cell_hash(g, c)) == CellStatus.DONE
+        return cell_state(out / "runs" / c.cell_id, cell_hashes(g, c)) == CellStatus.DONE
 
     # each cell is a one-process run, even under torchrun
     with single_process_env(), prog:
