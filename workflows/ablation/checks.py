@@ -95,9 +95,13 @@ def _check_groups(cfg: RunConfig, built: dict[str, ConfigError | None]) -> None:
         R.load_all()
         level = R.TASKS.get(cfg.task.type).level
         spec = TaskSpec(level, 2, modalities=tuple(inputs))
+        built[key] = None
         try:
-            param_groups(R.build_model(cfg.model, inputs, spec), cfg.optim.groups)
-            built[key] = None
+            model = R.build_model(cfg.model, inputs, spec)
+        except Exception:  # noqa: BLE001 - such a model fails, saying why, in its own run
+            return
+        try:
+            param_groups(model, cfg.optim.groups)
         except ConfigError as e:
             built[key] = e
     err = built[key]
