@@ -17,13 +17,15 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make i
 
 def planned(*args: str) -> list[list[str]]:
     out = subprocess.run(
-        ["make", "-n", "-o", ".venv/.avemo-setup", *args],
+        ["make", "-n", "--no-print-directory", "-o", ".venv/.avemo-setup", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return [shlex.split(line) for line in out.splitlines() if "avemo" in line]
+    # the avemo commands (a checkout is often a folder named avemo: match the program, not text)
+    cmds = [shlex.split(line) for line in out.splitlines() if line.strip()]
+    return [c for c in cmds if Path(c[0]).name == "avemo"]
 
 
 def test_manifest_adapter_defaults_to_the_dataset_name():
