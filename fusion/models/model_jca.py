@@ -91,9 +91,13 @@ class JointCrossAttention(nn.Module):
         h = torch.relu(w_c(c) + w_x(x.transpose(1, 2)))  # [N, p, h]
         return w_h(h).transpose(1, 2) + x  # [N, L, p]
 
-    def forward(self, xa: Tensor, xv: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, xa: Tensor, xv: Tensor, mask: Tensor, mask_v: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``mask``: the rows both streams hold (``mask_v``, when given, the visual rows and
+        ``mask`` the audio ones: a clip with one stream missing)."""
         a = zero_invalid(self.enc_a(xa), mask)
-        v = zero_invalid(self.enc_v(xv), mask)
+        v = zero_invalid(self.enc_v(xv), mask if mask_v is None else mask_v)
         joint_t = torch.cat([a, v], dim=-1).transpose(1, 2)
         att_a = self._attend(a, joint_t, self.w_ja, self.w_ca, self.w_a, self.w_ha)
         att_v = self._attend(v, joint_t, self.w_jv, self.w_cv, self.w_v, self.w_hv)
@@ -169,9 +173,15 @@ class JCA(FusionModel):
         b, t = mv.shape
         xa, ma = fit_length(xa, ma, t)
         mask = mv & ma
-        xv, xa = zero_invalid(xv, mask), zero_invalid(xa, mask)
-        cm = self._chunks(mask)
-        att_a, att_v = self.core(self._chunks(xa), self._chunks(xv), cm)
+        # a clip with no row where both streams are present (no audio, or no face at all) is
+        # attended and pooled over the stream it has, not over nothing (logits of exactly 0)
+        alone = ~mask.any(1, keepdim=True)
+        mask_a, mask_v = torch.where(alone, ma, mask), torch.where(alone, mv, mask)
+        xv, xa = zero_invalid(xv, mask_v), zero_invalid(xa, mask_a)
+        att_a, att_v = self.core(
+            self._chunks(xa), self._chunks(xv), self._chunks(mask_a), self._chunks(mask_v)
+        )
+        mask = mask_a | mask_v
         if self.head_kind == "default":
             feats = torch.cat([att_a, att_v], dim=-1)
         else:
