@@ -47,6 +47,7 @@ def check_features(grid: Grid, cells: Sequence[Cell]) -> dict[str, list[str]]:
     """
     seen: dict[tuple[str, str], str | None] = {}
     built: dict[str, ConfigError | None] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     out: dict[str, list[str]] = {}
     invalid: dict[str, ConfigError] = {}
     for cell in cells:
@@ -70,7 +71,7 @@ def check_features(grid: Grid, cells: Sequence[Cell]) -> dict[str, list[str]]:
             problems.append(f"manifest {data.manifest} does not exist")
         if cfg.optim.groups and not problems:
             try:
-                _check_groups(cfg, built)
+                _check_groups(cfg, built, shapes)
             except ConfigError as e:
                 invalid[cell.cell_id] = e
                 continue
@@ -80,14 +81,22 @@ def check_features(grid: Grid, cells: Sequence[Cell]) -> dict[str, list[str]]:
     return out
 
 
-def _check_groups(cfg: RunConfig, built: dict[str, ConfigError | None]) -> None:
+def _check_groups(
+    cfg: RunConfig,
+    built: dict[str, ConfigError | None],
+    shapes: dict[str, tuple[int, ...]],
+) -> None:
     """``optim.groups`` prefixes against the model this config builds (on the cached files' row
-    shapes; parameter names do not depend on the class count), once per distinct model: a
-    prefix naming no module fails every cell at fit time, so it stops the grid here instead."""
+    shapes, each file opened once per grid; parameter names do not depend on the class count),
+    once per distinct model: a prefix naming no module fails every cell at fit time, so it
+    stops the grid here instead."""
     inputs = {}
     for mod, path in cfg.data.features.items():
-        with FeatureFile(Path(str(path))) as ff:
-            inputs[mod] = tuple(ff.row_shape)
+        where = str(Path(str(path)).resolve())
+        if where not in shapes:
+            with FeatureFile(where) as ff:
+                shapes[where] = tuple(ff.row_shape)
+        inputs[mod] = shapes[where]
     key = json.dumps([config_dict(cfg.model), config_dict(cfg.optim), inputs], default=str)
     if key not in built:
         from avemo.fusion.optim import param_groups  # torch: only for grids that set groups
