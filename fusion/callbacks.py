@@ -66,10 +66,13 @@ class BestCheckpoint(L.Callback):
         self._save(module, "last.pt")
 
     def _save(self, module: L.LightningModule, name: str) -> None:
+        self.save_model(getattr(module, "model", module), name)
+
+    def save_model(self, model: torch.nn.Module, name: str) -> None:
+        """``checkpoints/<name>``: the model's state dict on the CPU."""
         if self.dir is None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        model = getattr(module, "model", module)
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, self.dir / name)
 
 

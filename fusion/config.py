@@ -163,6 +163,20 @@ class EarlyStoppingConfig(_Section):
     min_delta: float = Field(default=0.0, ge=0)
 
 
+class SwaConfig(_Section):
+    """Weight averaging (SWA, Izmailov et al. 2018) over the tail of the run's own LR schedule."""
+
+    start: float = Field(default=0.75, gt=0, le=1)  # fraction of max_epochs before averaging
+
+
+class MixupConfig(_Section):
+    """Mixup (Zhang et al. 2018) at the input of a named module (manifold mixup): clip rows of
+    two recordings are not aligned in time, so the mix is of what a module sees per sample."""
+
+    alpha: float = Field(default=0.4, gt=0)  # lambda ~ Beta(alpha, alpha)
+    at: str = "head"  # the module whose input is mixed (a name from model.named_modules())
+
+
 class TrainerConfig(_Section):
     max_epochs: int = Field(default=30, ge=1)
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
@@ -174,6 +188,8 @@ class TrainerConfig(_Section):
     limit_train_batches: int | float | None = Field(default=None, gt=0)
     loggers: list[Literal["csv", "tensorboard", "mlflow"]] = ["csv"]
     progress: Literal["auto", "bar", "lines", "none"] = "auto"  # auto: bar on a terminal
+    swa: SwaConfig | None = None  # final weights = the mean of the last epochs' weights
+    mixup: MixupConfig | None = None  # training inputs of a module mixed pairwise, targets too
 
 
 class EvalConfig(_Section):
@@ -512,6 +528,12 @@ def validate(cfg: RunConfig) -> None:
                 f"trainer.loggers: {name} is not installed (`pip install {module}`), "
                 "or leave it out (csv is the default)"
             )
+    tc = cfg.trainer
+    if tc.swa is not None and tc.early_stopping is not None:
+        raise ConfigError(
+            "trainer.swa averages the last epochs of a fixed budget, and early stopping may end "
+            "the run before them: set trainer.early_stopping=null (or drop trainer.swa)"
+        )
     unknown = [m for m in data.eval_missing if m not in data.features]
     if unknown:
         raise ConfigError(

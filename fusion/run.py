@@ -10,10 +10,11 @@ built only when asked for (``run.dm``, ``run.predictions``), since it reads the 
 
 Two rules every caller shares:
 
-* which checkpoint (``checkpoint_path``): ``"best"`` / ``"last"`` is that file or a one-line
-  error naming what the folder holds -- never another file in its place; ``None`` means the
-  weights the run's final metrics were scored with, which is ``best.pt`` when the run wrote
-  one and ``last.pt`` when no epoch ever improved (exactly what ``fit_and_evaluate`` loads);
+* which checkpoint (``checkpoint_path``): ``"swa"`` / ``"best"`` / ``"last"`` is that file or a
+  one-line error naming what the folder holds -- never another file in its place; ``None``
+  means the weights the run's final metrics were scored with, which is ``swa.pt`` for a run
+  with ``trainer.swa``, else ``best.pt`` when the run wrote one and ``last.pt`` when no epoch
+  ever improved or nothing was monitored (exactly what ``fit_and_evaluate`` scores);
 * which device (``avemo.devices.resolve_device``, stage one's rule too; re-exported here), for
   ``avemo predict --device`` and ``trainer.accelerator``.
 """
@@ -42,7 +43,7 @@ from avemo.fusion.registry import build_model
 from avemo.fusion.speaker_norm import load as load_speaker_norm
 from avemo.fusion.tasks import Task, build_task
 
-CHECKPOINTS = ("best", "last")
+CHECKPOINTS = ("swa", "best", "last")  # without a name: the first the run has (its final weights)
 
 
 class RunFolderError(UserError, ValueError):
@@ -50,11 +51,12 @@ class RunFolderError(UserError, ValueError):
 
 
 def checkpoint_path(run_dir: Path, checkpoint: str | None = None) -> Path:
-    """``checkpoints/<checkpoint>.pt`` of a run folder (``best`` / ``last``; ``None``: the
-    final weights, ``best.pt`` if the run wrote one, else ``last.pt``); a missing file is a
+    """``checkpoints/<checkpoint>.pt`` of a run folder (``swa`` / ``best`` / ``last``; ``None``:
+    the weights its final metrics came from: ``swa.pt`` (``trainer.swa``), else ``best.pt`` if
+    the run wrote one, else ``last.pt``); a missing file is a
     ``RunFolderError`` naming the checkpoints the folder does hold."""
     if checkpoint is not None and checkpoint.removesuffix(".pt") not in CHECKPOINTS:
-        raise UsageError(f"--checkpoint must be best or last, got {checkpoint!r}")
+        raise UsageError(f"--checkpoint must be swa, best or last, got {checkpoint!r}")
     folder = run_dir / "checkpoints"
     want = [checkpoint.removesuffix(".pt")] if checkpoint is not None else list(CHECKPOINTS)
     for name in want:
@@ -62,7 +64,9 @@ def checkpoint_path(run_dir: Path, checkpoint: str | None = None) -> Path:
             return folder / f"{name}.pt"
     have = sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
     asked = (
-        f"checkpoints/{want[0]}.pt" if checkpoint is not None else "checkpoints/best.pt or last.pt"
+        f"checkpoints/{want[0]}.pt"
+        if checkpoint is not None
+        else "checkpoints/swa.pt, best.pt or last.pt"
     )
     hint = (
         f"; it has {', '.join(f'{h}.pt' for h in have)}: use --checkpoint {have[0]}"

@@ -93,6 +93,8 @@ def why_not_stackable(
         return f"trainer.loggers {other} (stacked cells write the csv log only)"
     if cfg.optim.groups:
         return "optim.groups (stacked cells get one parameter group each)"
+    if tc.swa is not None or tc.mixup is not None:
+        return "trainer.swa / trainer.mixup (run by the single-run trainer)"
     sched = cfg.schedule.name
     if sched not in SCHEDULES_OK:
         return f"schedule {sched!r} (stacked cells support {', '.join(SCHEDULES_OK)})"

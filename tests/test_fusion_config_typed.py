@@ -92,10 +92,28 @@ def _sections(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, t
 SCHEMA_KEYS = frozenset(k for _, m in _sections(RunConfig) for k in m.model_fields)
 
 
+def _off_by_default(place: str) -> bool:
+    """A section under ``place`` that is ``None`` unless given (trainer.swa, trainer.mixup: their
+    keys' defaults are read in test_fusion_mixup_swa once the section is switched on)."""
+    model: type[BaseModel] = RunConfig
+    for part in filter(None, place.split(".")):
+        f = model.model_fields[part]
+        if f.default is None:
+            return True
+        model = next(
+            a
+            for a in (f.annotation, *getattr(f.annotation, "__args__", ()))
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        )
+    return False
+
+
 def _defaulted() -> list[tuple[str, str]]:
     """(section, key) of every schema key with a default, sections reached through defaults."""
     out = []
     for place, model in _sections(RunConfig):
+        if _off_by_default(place):
+            continue
         for key, f in model.model_fields.items():
             if not f.is_required() and not (
                 isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)

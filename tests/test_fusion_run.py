@@ -89,8 +89,17 @@ def test_no_checkpoint_asked_means_the_weights_the_final_metrics_came_from(runs)
     assert Run.from_dir(runs["best_only"]).checkpoint.name == "best.pt"
 
 
+def test_a_run_with_averaged_weights_applies_them_by_default(runs, tmp_path):
+    """``trainer.swa`` runs are scored with ``swa.pt`` (test_fusion_mixup_swa holds the
+    metrics to it); asking for ``best`` still gives ``best.pt``."""
+    swa = Path(shutil.copytree(runs["full"], tmp_path / "swa"))
+    shutil.copy(swa / "checkpoints" / "last.pt", swa / "checkpoints" / "swa.pt")
+    assert Run.from_dir(swa).checkpoint.name == "swa.pt"
+    assert Run.from_dir(swa, "best").checkpoint.name == "best.pt"
+
+
 def test_a_bad_checkpoint_name_and_a_folder_without_any_are_user_errors(runs, tmp_path):
-    with pytest.raises(UsageError, match="must be best or last"):
+    with pytest.raises(UsageError, match="must be swa, best or last"):
         Run.from_dir(runs["full"], "final")
     bare = Path(shutil.copytree(runs["full"], tmp_path / "bare"))
     shutil.rmtree(bare / "checkpoints")

@@ -249,7 +249,7 @@ def predict_inputs(
     run_dir: str | os.PathLike[str],
     inputs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str] | None = None,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     device: str | None = None,
     fmt: str = "csv",
     plot: bool = False,
@@ -359,10 +359,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--checkpoint",
-        choices=["best", "last"],
-        default="best",
-        help="which of the run's checkpoints to apply (default best; a run without "
-        "it is refused, naming the one it has)",
+        choices=["swa", "best", "last"],
+        default=None,
+        help="which of the run's checkpoints to apply (default: the weights its final "
+        "metrics came from -- swa, else best, else last; one asked for and missing is "
+        "refused, naming the ones it has)",
     )
     p.add_argument(
         "--device",

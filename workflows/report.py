@@ -126,8 +126,8 @@ def attention_from_run(
     (validation clips where the run has no test partition): each modality's weights with its
     rows' own times in seconds and mask, the arguments of ``fusion.plots.plot_attention``.
 
-    Rebuilds the run from its folder (resolved ``config.yaml`` + ``checkpoints/best.pt``, a
-    state dict) and runs the model on one batch; models without temporal attention, and frame
+    Rebuilds the run from its folder (resolved ``config.yaml`` + the checkpoint its final
+    metrics came from, a state dict) and runs the model on one batch; models without temporal attention, and frame
     tasks, give ``{}``.
     """
     import torch
@@ -135,9 +135,9 @@ def attention_from_run(
     from avemo.fusion.predict import clip_attention
     from avemo.fusion.run import Run
 
-    if not (run_dir / "config.yaml").exists() or not (run_dir / "checkpoints" / "best.pt").exists():
+    if not (run_dir / "config.yaml").exists() or not any((run_dir / "checkpoints").glob("*.pt")):
         return {}
-    run = Run.from_dir(run_dir, "best", feature_cache=feature_cache)
+    run = Run.from_dir(run_dir, None, feature_cache=feature_cache)
     dm, model = run.dm, run.model
     part = "test" if len(dm.part_seqs["test"]) else "val"
     batch = next(iter(dm.batches(part, batch_size=n_clips)))

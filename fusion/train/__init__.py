@@ -53,6 +53,7 @@ from avemo.fusion.plots import plot_run
 from avemo.fusion.run import resolve_device as device_of
 from avemo.fusion.speaker_norm import save as save_speaker_norm
 from avemo.fusion.splits import write_splits
+from avemo.fusion.weight_averaging import WeightAveraging, first_epoch
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,9 @@ def fit_and_evaluate(
     best = BestCheckpoint(run_dir, module.monitor, module.mode)
     history = MetricsHistory(run_dir)
     callbacks: list[Any] = [best, history]
+    swa = WeightAveraging(first_epoch(tc.swa, tc.max_epochs)) if tc.swa is not None else None
+    if swa is not None:
+        callbacks.append(swa)
     mode = progress_mode(cfg, progress)
     if mode == "bar":
         callbacks.append(EpochProgressBar())
@@ -250,15 +254,20 @@ def fit_and_evaluate(
             )
     fit_s, fit_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     best_pt = run_dir / "checkpoints" / "best.pt"
-    if best_pt.exists():
-        model.load_state_dict(torch.load(best_pt, map_location=dm.device, weights_only=True))
     model.to(dm.device)
+    averaged = swa is not None and swa.apply(model, dm.train_dataloader(), module)
+    if averaged:  # the average of the last epochs, not a selected epoch, is the final model
+        assert swa is not None
+        best.save_model(model, "swa.pt")
+        _write_swa_note(run_dir, swa.record())
+    elif best_pt.exists():
+        model.load_state_dict(torch.load(best_pt, map_location=dm.device, weights_only=True))
     # The validation pass of the epoch whose weights are now loaded is the final val prediction
     # (same batches, eval mode, same weights): reuse it instead of a second pass, unless the fit
     # saw only part of the partition (fast_dev_run).
     known = (
         None
-        if tc.fast_dev_run
+        if tc.fast_dev_run or averaged
         else (best.best_val_res if best_pt.exists() else module.last_val_res)
     )
     return _final_outputs(
@@ -269,9 +278,14 @@ def fit_and_evaluate(
         run_dir,
         (fit_s, fit_cpu_s),
         history.rows,
-        best.best_epoch,
+        None if averaged else best.best_epoch,
         known={"val": known} if known else None,
     )
+
+
+def _write_swa_note(run_dir: Path, record: Mapping[str, Any]) -> None:
+    """``swa.json``: which epochs the final (averaged) weights are the mean of."""
+    (run_dir / "swa.json").write_text(json.dumps(dict(record), indent=1))
 
 
 def train_from_config(
