@@ -195,6 +195,22 @@ def test_clip_run_predicts_new_and_real_clips_without_training_data(corpus, tmp_
     np.testing.assert_allclose(only[["p_high", "p_low"]].to_numpy(), probs[4:], rtol=1e-5)
 
 
+def test_a_run_without_best_pt_is_applied_with_its_last_weights_by_default(corpus, tmp_path):
+    """A fixed-budget run that monitors nothing (``speech_emotion``) writes only last.pt:
+    plain ``avemo predict`` applies it, as ``--checkpoint last`` does (it used to refuse it for
+    lacking best.pt)."""
+    full = _bare_copy(corpus["clip"], tmp_path / "full")
+    only_last = _bare_copy(corpus["clip"], tmp_path / "only_last")
+    (only_last / "checkpoints" / "best.pt").unlink()
+    clips = [str(corpus["tmp"] / "clips" / f"g{i}.mp4") for i in (6, 7)]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli(["predict", str(only_last), *clips, "-o", str(a), "--device", "cpu", "-q"]) == 0
+    args = ["predict", str(full), *clips, "-o", str(b), "--checkpoint", "last", "-q"]
+    assert cli([*args, "--device", "cpu"]) == 0
+    got, want = pd.read_csv(a / "predictions.csv"), pd.read_csv(b / "predictions.csv")
+    np.testing.assert_allclose(got[["p_high", "p_low"]], want[["p_high", "p_low"]], rtol=1e-6)
+
+
 def test_a_weight_with_another_checksum_is_refused(corpus, tmp_path, capsys):
     run = _bare_copy(corpus["clip"], tmp_path / "run")
     feats = json.loads((run / "features.json").read_text())
