@@ -218,6 +218,14 @@ def _manifest_folds(
     have = "fold" in df.columns and bool(df["fold"].notna().all())
     values = sorted({int(f) % k for f in df["fold"]}) if have else []
     if have and len(values) == k:
+        raw = sorted({int(f) for f in df["fold"]})
+        if len(raw) != k:  # e.g. 10 folds read as 5: two of them per fold, said, not silent
+            notes.append(
+                f"split: the manifest's fold column holds {len(raw)} values {raw[:10]}; "
+                f"split.k={k} folds are the values mod {k} "
+                f"(fold 0 = {[v for v in raw if v % k == 0][:5]}); set split.k={len(raw)} "
+                "for one fold per value"
+            )
         return {str(c): int(f) % k for c, f in zip(df["clip_id"], df["fold"], strict=True)}
     if not have:
         why = (

@@ -185,3 +185,14 @@ def test_degenerate_manifest_folds_name_the_fold_column():
         good, {"method": "kfold", "k": 5, "fold": 2}, labels=labels, notes=(notes := [])
     )
     assert sp["partitions"]["test"] == sorted(good.loc[good["fold"] == 2, "clip_id"]) and not notes
+
+
+def test_more_manifest_folds_than_k_are_merged_mod_k_and_said_so():
+    df = _emotion_sorted()
+    df = df.assign(fold=[i % 10 for i in range(len(df))])  # ten folds in the manifest
+    labels = df["label"].tolist()
+    notes: list[str] = []
+    sp = make_splits(df, {"method": "kfold", "k": 5, "fold": 2}, labels=labels, notes=notes)
+    want = sorted(df.loc[df["fold"].isin([2, 7]), "clip_id"])  # 2 and 7 are 2 mod 5
+    assert sp["partitions"]["test"] == want
+    assert len(notes) == 1 and "holds 10 values" in notes[0] and "split.k=10" in notes[0]

@@ -34,6 +34,11 @@ def score(bed: str, protocol: str, a: argparse.Namespace) -> pd.DataFrame:
     """Every run the candidates need, the candidates and both SVM rows on one bed / protocol."""
     spec = st.load_spec(st.GRIDS / a.grid)
     ens: dict[str, dict[str, list[int]]] = spec["definitions"]["ensembles"]
+    if a.methods:  # a subset of the grid's candidates (e.g. the cheap ones on a long protocol)
+        unknown = sorted(set(a.methods) - set(ens))
+        if unknown:
+            raise SystemExit(f"--methods: {unknown} not among the grid's candidates {sorted(ens)}")
+        ens = {k: v for k, v in ens.items() if k in a.methods}
     need: dict[str, set[int]] = {}
     for members in ens.values():
         for m, seeds in members.items():
@@ -153,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocol", default="4folds", choices=["4folds", "loso"])
     p.add_argument("--grid", default=GRID.name, help="grid file under experiments/emodb/grids")
     p.add_argument("--summary", nargs="*", help="only pool finished output folders")
+    p.add_argument("--methods", nargs="*", help="only these candidates of the grid (default all)")
     p.add_argument(
         "--finished",
         action="store_true",
