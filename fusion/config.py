@@ -89,6 +89,10 @@ class DataConfig(_Section):
     speaker_norm_rule: Literal["1se", "best"] = (
         "1se"  # auto: simplest mode within 1 s.e. of the best, or the best
     )
+    # streams used only when normalised per speaker (speaker / shrink); with off (or false) their
+    # rows are masked: an un-normalised speaker embedding tells who speaks, not how
+    # (fusion.speaker_norm); a name not in data.features is ignored (a dropped stream)
+    speaker_norm_only: list[str] = []
     # clip tasks: cap rows per clip (uniform subsample)
     max_rows: int | None = Field(default=None, ge=1)
     window: WindowConfig = WindowConfig()  # frame tasks

@@ -127,6 +127,12 @@ class CachedFeatureDataModule(L.LightningDataModule):
         self.speaker_norm: dict[str, Any] | None = None
         if d.speaker_norm:  # per speaker, its own unlabelled clips (fusion.speaker_norm)
             self._speaker_norm(parts["train"])
+        elif gated := [m for m in d.speaker_norm_only if m in self.features.arrays]:
+            self.features.arrays = sn.gated(self.features.arrays, "off", gated)
+            self.notes.append(
+                f"{', '.join(gated)} masked: data.speaker_norm_only streams are used only when "
+                "normalised per speaker, and data.speaker_norm is off"
+            )
         if not parts["val"]:
             self.notes.append("no validation or test clips: validating on the training clips")
             parts["val"] = list(parts["train"])
@@ -153,6 +159,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
                 None if labels is None else dict(zip(ids, labels, strict=True)),
                 self.data_cfg.speaker_norm_prior,
                 self.data_cfg.speaker_norm_rule,
+                self.data_cfg.speaker_norm_only,
             )
         except ValueError as e:
             raise ConfigError(str(e)) from None

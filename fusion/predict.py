@@ -64,7 +64,8 @@ def speaker_normalise(
     if not record:  # no record read: a run from before it normalised every speaker by its own
         record = {"mode": "off" if sn.mode_of(run.cfg.data.speaker_norm) == "off" else "speaker"}
     mode = record["mode"]
-    if mode == "off":
+    if mode == "off":  # streams used only when normalised are masked, as in training
+        fs.arrays = sn.gated(fs.arrays, mode, run.cfg.data.speaker_norm_only)
         return {}
     subjects = subjects or {}
     who = {

@@ -21,6 +21,13 @@ z-normalised by their own statistics. So the option has four values:
   ``best`` takes the best mean (ties to the earlier). Corpora where every speaker acts every
   emotion pick normalisation; corpora where speakers show one or two emotions do not.
 
+``data.speaker_norm_only`` names streams used only when their clips are normalised per speaker
+(``speaker`` / ``shrink``): with ``off`` their rows are masked (``gated``), in training, in the
+inner CV that chooses the mode and in ``avemo predict``. For a speaker embedding (``speaker_ge2e``)
+normalised per speaker what is left is how a speaker's clips differ from each other; un-normalised
+it tells who speaks, which on corpora where speakers show one or two emotions is a shortcut that
+does not carry to new speakers (measured: docs/benchmarks/emodb.md).
+
 No mode reads a label to normalise, and a speaker's statistics are its own unlabelled clips
 (transductive per speaker: at test time a test speaker's clips, ``subject`` column of the
 manifest, are normalised together). What a run chose is written to ``speaker_norm.json`` (and the
@@ -187,6 +194,23 @@ def normalised_arrays(
     raise ValueError(f"unknown speaker_norm mode {mode!r}")
 
 
+def gated(
+    arrays: Mapping[str, FeatureArrays], mode: str, only: Sequence[str] = ()
+) -> dict[str, FeatureArrays]:
+    """``arrays`` with the streams of ``only`` masked (every row invalid, values zero) when
+    ``mode`` is ``off``; otherwise unchanged (``data.speaker_norm_only``)."""
+    out = dict(arrays)
+    if mode != "off":
+        return out
+    for m in only:
+        if m in out:
+            a = out[m]
+            out[m] = dataclasses.replace(
+                a, values=torch.zeros_like(a.values), row_mask=torch.zeros_like(a.row_mask)
+            )
+    return out
+
+
 def clip_statistics(arrays: Mapping[str, FeatureArrays], clips: Sequence[str]) -> np.ndarray:
     """``[n_clips, D]``: each stream's masked per-column mean and standard deviation per clip
     (what ``choose`` scores; one row per clip in ``clips`` order)."""
@@ -261,9 +285,11 @@ def choose(
     modes: Sequence[str] = MODES,
     n_folds: int = INNER_FOLDS,
     rule: str = DEFAULT_RULE,
+    only: Sequence[str] = (),
 ) -> tuple[str, list[dict[str, Any]]]:
     """``auto``: the mode the inner leave-speakers-out CV over the ``train`` clips (their speakers
-    only; no other clip is read) gives under ``rule`` (``pick``); also the per-mode table.
+    only; no other clip is read) gives under ``rule`` (``pick``); also the per-mode table. Each
+    mode is scored on the streams it would train on (``only``: masked under ``off``, ``gated``).
     Fewer than 2 training speakers: ``off``."""
     train = list(train)
     groups = np.asarray([str(clip_subject[c]) for c in train])
@@ -274,7 +300,7 @@ def choose(
     y = np.asarray([str(labels[c]) for c in train])
     table = []
     for mode in modes:
-        normed = normalised_arrays(arrays, sub, mode, prior, ref)
+        normed = gated(normalised_arrays(arrays, sub, mode, prior, ref), mode, only)
         sc = inner_uar(clip_statistics(normed, train), y, groups, n_folds)
         table.append(
             {
@@ -295,6 +321,7 @@ def apply(
     labels: Mapping[str, str] | None,
     prior: float = DEFAULT_PRIOR,
     rule: str = DEFAULT_RULE,
+    only: Sequence[str] = (),
 ) -> tuple[dict[str, FeatureArrays], dict[str, Any]]:
     """What the datamodule does: the mode (``auto`` chosen on ``train`` clips only), every clip
     of ``clip_subject`` normalised per speaker in it, and the record written to the run folder
@@ -302,16 +329,17 @@ def apply(
     pooled training statistics per stream)."""
     req = mode_of(requested)
     mode = req
+    only = [m for m in only if m in arrays]  # a stream the run dropped: nothing to gate
     table: list[dict[str, Any]] = []  # auto: the inner CV's per-mode scores
     if req == "auto":
         if labels is None:
             raise ValueError("data.speaker_norm: auto needs class labels (a classification task)")
-        mode, table = choose(arrays, clip_subject, labels, train, prior, rule=rule)
+        mode, table = choose(arrays, clip_subject, labels, train, prior, rule=rule, only=only)
     ref = {m: reference_statistics(a, train) for m, a in arrays.items()}
     counts: dict[str, int] = {}
     for s in clip_subject.values():
         counts[str(s)] = counts.get(str(s), 0) + 1
-    out = normalised_arrays(arrays, clip_subject, mode, prior, ref)
+    out = gated(normalised_arrays(arrays, clip_subject, mode, prior, ref), mode, only)
     record = {
         "requested": req,
         "mode": mode,
@@ -321,19 +349,28 @@ def apply(
         "chosen_on": "training speakers only" if req == "auto" else "fixed by the config",
         "speaker_clips": dict(sorted(counts.items())),
         "few_clips": MIN_CLIPS,
+        "only_normalised": list(only),  # data.speaker_norm_only
+        "masked": list(only) if mode == "off" else [],
     }
     return out, {"record": record, "reference": ref}
 
 
 def describe(record: Mapping[str, Any]) -> str:
     """One line for the run's notes."""
+    masked = record.get("masked") or []
+    tail = (
+        f"; {', '.join(masked)} masked (data.speaker_norm_only: used only when normalised)"
+        if masked
+        else ""
+    )
     if record["requested"] == "auto":
         scores = ", ".join(f"{r['mode']} {r['inner_uar']:.3f}" for r in record["inner"])
         return (
             f"data.speaker_norm auto chose {record['mode']} on the training speakers "
             f"(rule {record.get('rule')}; inner leave-speakers-out UAR: {scores or 'fewer than 2 speakers'})"
+            + tail
         )
-    return f"features normalised per speaker (data.speaker_norm: {record['mode']})"
+    return f"features normalised per speaker (data.speaker_norm: {record['mode']})" + tail
 
 
 def save(result: Mapping[str, Any] | None, run_dir: str | Path) -> None:

@@ -307,3 +307,96 @@ def test_cli_inputs_keep_the_manifest_subject_and_speaker_names_bare_files(tmp_p
     assert plain["subject"].iloc[:2].tolist() == ["anna", "anna"] and pd.isna(
         plain["subject"].iloc[2]
     )
+
+
+# ----------------------------------------------------------------------------- speaker_norm_only
+
+
+def _with_identity(tmp_path, balanced: bool):
+    """``_synthetic`` plus a stream ``id`` that is each speaker's own constant vector plus noise
+    (what a speaker embedding is before per-speaker normalisation)."""
+    arrays, df = _synthetic(tmp_path, balanced)
+    rng = np.random.default_rng(1)
+    centre = {s: rng.normal(0, 2.0, 4) for s in df["subject"].unique()}
+    clips = [
+        ClipFeatures(
+            c,
+            (centre[s] + rng.normal(0, 0.3, (2, 4))).astype(np.float32),
+            np.arange(2) / 10.0,
+            np.ones(2, bool),
+        )
+        for c, s in zip(df["clip_id"], df["subject"], strict=True)
+    ]
+    arrays["id"] = load_features(_write(tmp_path / f"id_{balanced}.h5", clips, "ident"))
+    return arrays, df
+
+
+@pytest.mark.parametrize("balanced", [True, False])
+def test_speaker_norm_only_streams_are_scored_and_used_only_when_normalised(tmp_path, balanced):
+    arrays, df = _with_identity(tmp_path, balanced)
+    who = dict(zip(df["clip_id"], df["subject"], strict=True))
+    labels = dict(zip(df["clip_id"], df["label"], strict=True))
+    train = df.loc[df["subject"] != "s7", "clip_id"].tolist()
+    mode, table = sn.choose(arrays, who, labels, train, prior=10.0, only=["id"])
+    rows = {r["mode"]: r for r in table}
+    # off is scored without the stream, the normalising modes with it
+    without = {"x": arrays["x"]}
+    np.testing.assert_allclose(
+        rows["off"]["fold_uar"],
+        _independent_inner(without, who, labels, train, "off", 10.0),
+        atol=1e-4,
+    )
+    for m in ("shrink", "speaker"):
+        np.testing.assert_allclose(
+            rows[m]["fold_uar"], _independent_inner(arrays, who, labels, train, m, 10.0), atol=1e-4
+        )
+    out, res = sn.apply(arrays, who, "auto", train, labels, 10.0, only=["id", "gone"])
+    rec = res["record"]
+    assert rec["mode"] == mode and rec["only_normalised"] == ["id"]
+    masked = not bool(out["id"].row_mask.any())
+    assert masked == (mode == "off") and rec["masked"] == (["id"] if mode == "off" else [])
+    if masked:
+        assert not bool(out["id"].values.any()) and bool(arrays["id"].row_mask.all())
+    assert bool(out["x"].row_mask.all())  # other streams untouched
+
+
+def test_speaker_norm_only_in_runs_and_in_predict(tmp_path):
+    from avemo.fusion.datamodule import CachedFeatureDataModule
+    from avemo.fusion.features import FeatureFiles
+    from avemo.fusion.predict import _datamodule
+    from avemo.fusion.run import Run
+    from avemo.fusion.train import train_from_config
+
+    c = clip_corpus(tmp_path, n_clips=48)
+
+    def cfg(norm):
+        return clip_config(
+            c,
+            tmp_path,
+            data={"speaker_norm": norm, "speaker_norm_only": ["audio"]},
+            trainer={"max_epochs": 1, "accelerator": "cpu"},
+            split={"method": "subjects", "k": 3, "fold": 0, "val": "test"},
+        )
+
+    off = CachedFeatureDataModule(cfg(False), "cpu")
+    off.setup()
+    b = off.gather(off.part_seqs["train"])
+    assert not bool(b["audio_mask"].any()) and bool(b["face_mask"].any())
+    assert any("audio masked" in n for n in off.notes)
+    on = CachedFeatureDataModule(cfg("speaker"), "cpu")
+    on.setup()
+    assert bool(on.gather(on.part_seqs["train"])["audio_mask"].any())
+    # predict masks the stream the way training did
+    run_dir = train_from_config(cfg(False))["run_dir"]
+    run = Run.from_dir(run_dir, "last")
+    man = pd.read_csv(c["manifest"], dtype=str)
+    ids = man["clip_id"].tolist()[:12]
+    files = FeatureFiles(
+        run.cfg.data.model_copy(
+            update={"features": {"face": str(c["face"]), "audio": str(c["audio"])}}
+        ),
+        "cpu",
+    )
+    dm = _datamodule(run, files, ids, None)
+    pb = dm.gather(dm.part_seqs["predict"])
+    assert not bool(pb["audio_mask"].any()) and bool(pb["face_mask"].any())
