@@ -40,7 +40,6 @@ from experiments.emodb import baseline as bl  # noqa: E402
 from experiments.emodb import study as st  # noqa: E402
 
 DEFAULT_FEATURES = settings.current().cache / "emodb" / "features"  # AVEMO_CACHE
-DESCRIPTOR_SETS = ("compare_lld", "egemaps_lld", "pitch_swiftf0", "logmel", "speech_embedding")
 DESCRIPTOR_DEFAULT = ("desc_compare", "desc_smile_pitch", "desc_all", "desc_spectral")
 
 
