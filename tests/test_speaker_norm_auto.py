@@ -400,3 +400,29 @@ def test_speaker_norm_only_in_runs_and_in_predict(tmp_path):
     dm = _datamodule(run, files, ids, None)
     pb = dm.gather(dm.part_seqs["predict"])
     assert not bool(pb["audio_mask"].any()) and bool(pb["face_mask"].any())
+
+
+def test_the_documented_ge2e_line_resolves_and_gates_the_d_vectors(tmp_path) -> None:
+    """speech_emotion.yaml's ``# GE2E:`` command: valid overrides, the d-vector stream added and
+    used only when normalised per speaker, the model built on its 256-d rows."""
+    import shlex
+    from pathlib import Path
+
+    from avemo.fusion import registry
+    from avemo.fusion.config import load_config
+    from avemo.fusion.spec import TaskSpec
+
+    path = Path(__file__).resolve().parents[1] / "workflows" / "configs" / "speech_emotion.yaml"
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("# GE2E: avemo ")]
+    assert len(lines) == 1
+    argv = shlex.split(lines[0].removeprefix("# GE2E: "))
+    assert argv[:4] == ["avemo", "fuse-train", "-c", "speech_emotion"]
+    cfg = load_config(path, argv[4:])
+    assert Path(cfg.data.features["speaker"]).name == "speaker_ge2e.h5"
+    assert cfg.data.speaker_norm_only == ["speaker"] and cfg.data.speaker_norm == "auto"
+    registry.load_all()
+    inputs = {m: (256,) if m == "speaker" else (8,) for m in cfg.data.features}
+    model = registry.MODELS.build(
+        cfg.model.name, inputs=inputs, task=TaskSpec("clip", 3), **cfg.model.options()
+    )
+    assert "speaker" in model.streams
