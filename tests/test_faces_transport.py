@@ -139,8 +139,12 @@ def test_worker_death_and_close_leave_no_segments(tmp_path, media):
     assert _segments(os.getpid()) == []
 
 
+# The child restores Python's Ctrl-C handler: a shell without job control starts background
+# commands with SIGINT ignored, Python then installs no handler, and the child (not the code
+# under test) would ignore the signal -- how this test failed under `nohup make test &`.
 CHILD = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from avemo.extract.base import ClipInput
 from avemo.extract.registry import FEATURE_SETS, load_all
 load_all()
