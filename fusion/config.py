@@ -93,6 +93,11 @@ class DataConfig(_Section):
     # rows are masked: an un-normalised speaker embedding tells who speaks, not how
     # (fusion.speaker_norm); a name not in data.features is ignored (a dropped stream)
     speaker_norm_only: list[str] = []
+    # the modes under which those streams are used: shrink leaves part of a speaker's own mean in
+    # a speaker embedding (weight n / (n + prior)); [speaker] uses them only fully normalised
+    speaker_norm_only_modes: list[Literal["shrink", "speaker"]] = Field(
+        default=["shrink", "speaker"], min_length=1
+    )
     # clip tasks: cap rows per clip (uniform subsample)
     max_rows: int | None = Field(default=None, ge=1)
     window: WindowConfig = WindowConfig()  # frame tasks

@@ -160,6 +160,7 @@ class CachedFeatureDataModule(L.LightningDataModule):
                 self.data_cfg.speaker_norm_prior,
                 self.data_cfg.speaker_norm_rule,
                 self.data_cfg.speaker_norm_only,
+                self.data_cfg.speaker_norm_only_modes,
             )
         except ValueError as e:
             raise ConfigError(str(e)) from None

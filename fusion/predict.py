@@ -64,8 +64,11 @@ def speaker_normalise(
     if not record:  # no record read: a run from before it normalised every speaker by its own
         record = {"mode": "off" if sn.mode_of(run.cfg.data.speaker_norm) == "off" else "speaker"}
     mode = record["mode"]
-    if mode == "off":  # streams used only when normalised are masked, as in training
-        fs.arrays = sn.gated(fs.arrays, mode, run.cfg.data.speaker_norm_only)
+    # streams used only when normalised (under these modes) are masked, as in training
+    only = run.cfg.data.speaker_norm_only
+    used_under = record.get("only_modes") or run.cfg.data.speaker_norm_only_modes
+    if mode == "off":
+        fs.arrays = sn.gated(fs.arrays, mode, only, used_under)
         return {}
     subjects = subjects or {}
     who = {
@@ -93,8 +96,13 @@ def speaker_normalise(
             f"{run.run_dir} normalised per speaker with shrinkage but has no "
             f"{sn.REFERENCE_FILE} (the pooled statistics); retrain the run"
         )
-    fs.arrays = sn.normalised_arrays(
-        fs.arrays, who, mode, float(record.get("prior", sn.DEFAULT_PRIOR)), ref
+    fs.arrays = sn.gated(
+        sn.normalised_arrays(
+            fs.arrays, who, mode, float(record.get("prior", sn.DEFAULT_PRIOR)), ref
+        ),
+        mode,
+        only,
+        used_under,
     )
     return who
 

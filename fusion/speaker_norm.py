@@ -22,8 +22,10 @@ z-normalised by their own statistics. So the option has four values:
   emotion pick normalisation; corpora where speakers show one or two emotions do not.
 
 ``data.speaker_norm_only`` names streams used only when their clips are normalised per speaker
-(``speaker`` / ``shrink``): with ``off`` their rows are masked (``gated``), in training, in the
-inner CV that chooses the mode and in ``avemo predict``. For a speaker embedding (``speaker_ge2e``)
+(``speaker`` / ``shrink``; ``data.speaker_norm_only_modes`` narrows that, e.g. to ``[speaker]``):
+under any other mode their rows are masked (``gated``), in training, in the inner CV that chooses
+the mode and in ``avemo predict``. ``shrink`` keeps part of a speaker's own mean (weight
+``n / (n + prior)``), so a speaker embedding shrunk still partly tells who speaks. For a speaker embedding (``speaker_ge2e``)
 normalised per speaker what is left is how a speaker's clips differ from each other; un-normalised
 it tells who speaks, which on corpora where speakers show one or two emotions is a shortcut that
 does not carry to new speakers (measured: docs/benchmarks/emodb.md).
@@ -56,6 +58,8 @@ log = logging.getLogger(__name__)
 
 EPS = 1e-6
 MODES = ("off", "shrink", "speaker")  # auto's candidates, in tie-break order
+#: modes under which ``data.speaker_norm_only`` streams are used (its default)
+ONLY_MODES: tuple[str, ...] = tuple(DataConfig.model_fields["speaker_norm_only_modes"].default)
 #: clips at which a speaker's own statistics weigh half (``data.speaker_norm_prior``'s default)
 DEFAULT_PRIOR: float = DataConfig.model_fields["speaker_norm_prior"].default
 MIN_CLIPS = 10  # fewer clips than this: per-speaker statistics are noisy (predict warns)
@@ -195,12 +199,16 @@ def normalised_arrays(
 
 
 def gated(
-    arrays: Mapping[str, FeatureArrays], mode: str, only: Sequence[str] = ()
+    arrays: Mapping[str, FeatureArrays],
+    mode: str,
+    only: Sequence[str] = (),
+    used_under: Sequence[str] = ONLY_MODES,
 ) -> dict[str, FeatureArrays]:
     """``arrays`` with the streams of ``only`` masked (every row invalid, values zero) when
-    ``mode`` is ``off``; otherwise unchanged (``data.speaker_norm_only``)."""
+    ``mode`` is not one of ``used_under``; otherwise unchanged (``data.speaker_norm_only`` /
+    ``data.speaker_norm_only_modes``)."""
     out = dict(arrays)
-    if mode != "off":
+    if mode in used_under:
         return out
     for m in only:
         if m in out:
@@ -286,10 +294,12 @@ def choose(
     n_folds: int = INNER_FOLDS,
     rule: str = DEFAULT_RULE,
     only: Sequence[str] = (),
+    used_under: Sequence[str] = ONLY_MODES,
 ) -> tuple[str, list[dict[str, Any]]]:
     """``auto``: the mode the inner leave-speakers-out CV over the ``train`` clips (their speakers
     only; no other clip is read) gives under ``rule`` (``pick``); also the per-mode table. Each
-    mode is scored on the streams it would train on (``only``: masked under ``off``, ``gated``).
+    mode is scored on the streams it would train on (``only``: masked under a mode not in
+    ``used_under``, ``gated``).
     Fewer than 2 training speakers: ``off``."""
     train = list(train)
     groups = np.asarray([str(clip_subject[c]) for c in train])
@@ -300,7 +310,7 @@ def choose(
     y = np.asarray([str(labels[c]) for c in train])
     table = []
     for mode in modes:
-        normed = gated(normalised_arrays(arrays, sub, mode, prior, ref), mode, only)
+        normed = gated(normalised_arrays(arrays, sub, mode, prior, ref), mode, only, used_under)
         sc = inner_uar(clip_statistics(normed, train), y, groups, n_folds)
         table.append(
             {
@@ -322,6 +332,7 @@ def apply(
     prior: float = DEFAULT_PRIOR,
     rule: str = DEFAULT_RULE,
     only: Sequence[str] = (),
+    used_under: Sequence[str] = ONLY_MODES,
 ) -> tuple[dict[str, FeatureArrays], dict[str, Any]]:
     """What the datamodule does: the mode (``auto`` chosen on ``train`` clips only), every clip
     of ``clip_subject`` normalised per speaker in it, and the record written to the run folder
@@ -334,12 +345,14 @@ def apply(
     if req == "auto":
         if labels is None:
             raise ValueError("data.speaker_norm: auto needs class labels (a classification task)")
-        mode, table = choose(arrays, clip_subject, labels, train, prior, rule=rule, only=only)
+        mode, table = choose(
+            arrays, clip_subject, labels, train, prior, rule=rule, only=only, used_under=used_under
+        )
     ref = {m: reference_statistics(a, train) for m, a in arrays.items()}
     counts: dict[str, int] = {}
     for s in clip_subject.values():
         counts[str(s)] = counts.get(str(s), 0) + 1
-    out = gated(normalised_arrays(arrays, clip_subject, mode, prior, ref), mode, only)
+    out = gated(normalised_arrays(arrays, clip_subject, mode, prior, ref), mode, only, used_under)
     record = {
         "requested": req,
         "mode": mode,
@@ -350,7 +363,8 @@ def apply(
         "speaker_clips": dict(sorted(counts.items())),
         "few_clips": MIN_CLIPS,
         "only_normalised": list(only),  # data.speaker_norm_only
-        "masked": list(only) if mode == "off" else [],
+        "only_modes": list(used_under),  # data.speaker_norm_only_modes
+        "masked": [] if mode in used_under else list(only),
     }
     return out, {"record": record, "reference": ref}
 
@@ -359,7 +373,8 @@ def describe(record: Mapping[str, Any]) -> str:
     """One line for the run's notes."""
     masked = record.get("masked") or []
     tail = (
-        f"; {', '.join(masked)} masked (data.speaker_norm_only: used only when normalised)"
+        f"; {', '.join(masked)} masked (data.speaker_norm_only: used only under "
+        f"{' / '.join(record.get('only_modes', ONLY_MODES))})"
         if masked
         else ""
     )

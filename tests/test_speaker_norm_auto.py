@@ -360,6 +360,41 @@ def test_speaker_norm_only_streams_are_scored_and_used_only_when_normalised(tmp_
     assert bool(out["x"].row_mask.all())  # other streams untouched
 
 
+def test_speaker_norm_only_modes_narrows_where_the_stream_is_used(tmp_path):
+    """``data.speaker_norm_only_modes: [speaker]``: ``off`` and ``shrink`` are scored (and train)
+    without the stream, ``speaker`` with it -- each row held to an independent scikit-learn CV."""
+    arrays, df = _with_identity(tmp_path, True)
+    who = dict(zip(df["clip_id"], df["subject"], strict=True))
+    labels = dict(zip(df["clip_id"], df["label"], strict=True))
+    train = df.loc[df["subject"] != "s7", "clip_id"].tolist()
+    _, table = sn.choose(arrays, who, labels, train, 10.0, only=["id"], used_under=["speaker"])
+    rows = {r["mode"]: r for r in table}
+    without = {"x": arrays["x"]}
+    for m, streams in (("off", without), ("shrink", without), ("speaker", arrays)):
+        np.testing.assert_allclose(
+            rows[m]["fold_uar"], _independent_inner(streams, who, labels, train, m, 10.0), atol=1e-4
+        )
+    for mode, used in (("shrink", False), ("speaker", True)):
+        out, res = sn.apply(
+            arrays, who, mode, train, labels, 10.0, only=["id"], used_under=["speaker"]
+        )
+        assert bool(out["id"].row_mask.any()) == used
+        assert res["record"]["only_modes"] == ["speaker"]
+        assert res["record"]["masked"] == ([] if used else ["id"])
+        assert bool(out["x"].row_mask.all())
+        if not used:
+            assert "used only under speaker" in sn.describe(res["record"])
+
+
+@pytest.mark.parametrize("bad", [[], ["off"], ["auto"]])
+def test_speaker_norm_only_modes_rejects_what_is_not_a_normalising_mode(tmp_path, bad):
+    from avemo.fusion.config import ConfigError, load_config
+
+    c = clip_corpus(tmp_path, n_clips=12)
+    with pytest.raises(ConfigError, match="speaker_norm_only_modes"):
+        load_config(clip_config(c, tmp_path), [f"data.speaker_norm_only_modes={json.dumps(bad)}"])
+
+
 def test_speaker_norm_only_in_runs_and_in_predict(tmp_path):
     from avemo.fusion.datamodule import CachedFeatureDataModule
     from avemo.fusion.features import FeatureFiles
@@ -400,6 +435,45 @@ def test_speaker_norm_only_in_runs_and_in_predict(tmp_path):
     dm = _datamodule(run, files, ids, None)
     pb = dm.gather(dm.part_seqs["predict"])
     assert not bool(pb["audio_mask"].any()) and bool(pb["face_mask"].any())
+
+
+def test_speaker_norm_only_modes_in_a_run_and_in_predict(tmp_path):
+    """A run normalised with ``shrink`` and ``speaker_norm_only_modes: [speaker]`` trains without
+    the stream, records why, and ``avemo predict`` masks it the same way."""
+    from avemo.fusion.features import FeatureFiles
+    from avemo.fusion.predict import _datamodule
+    from avemo.fusion.run import Run
+    from avemo.fusion.train import train_from_config
+
+    c = clip_corpus(tmp_path, n_clips=48)
+    cfg = clip_config(
+        c,
+        tmp_path,
+        data={
+            "speaker_norm": "shrink",
+            "speaker_norm_only": ["audio"],
+            "speaker_norm_only_modes": ["speaker"],
+        },
+        trainer={"max_epochs": 1, "accelerator": "cpu"},
+        split={"method": "subjects", "k": 3, "fold": 0, "val": "test"},
+    )
+    run_dir = train_from_config(cfg)["run_dir"]
+    rec = json.loads((run_dir / sn.RECORD_FILE).read_text())
+    assert (
+        rec["mode"] == "shrink" and rec["masked"] == ["audio"] and rec["only_modes"] == ["speaker"]
+    )
+    run = Run.from_dir(run_dir, "last")
+    man = pd.read_csv(c["manifest"], dtype=str)
+    files = FeatureFiles(
+        run.cfg.data.model_copy(
+            update={"features": {"face": str(c["face"]), "audio": str(c["audio"])}}
+        ),
+        "cpu",
+    )
+    dm = _datamodule(run, files, man["clip_id"].tolist()[:12], None)
+    pb = dm.gather(dm.part_seqs["predict"])
+    assert not bool(pb["audio_mask"].any()) and bool(pb["face_mask"].any())
+    assert not bool(pb["audio"].any())  # masked after normalising, as in training
 
 
 def test_the_documented_ge2e_line_resolves_and_gates_the_d_vectors(tmp_path) -> None:
