@@ -137,10 +137,16 @@ class FeatureFiles:
         self.modalities: list[str] = list(data.features)
         self.keep_non_ok = data.non_ok == "keep"
         self.missing_clips = data.missing_clips
-        self.arrays = {
-            m: load_features(str(p), self.device, cache, data.dtype)
-            for m, p in data.features.items()
-        }
+        self.arrays = {}
+        for m, p in data.features.items():
+            path = Path(str(p))
+            if not path.exists():  # name the stream, the set that makes it, and the way out
+                raise ConfigError(
+                    f"data.features.{m}: feature file {path} does not exist; build it with "
+                    f"`avemo features -s {path.stem}` into {path.parent}, or drop the "
+                    f"stream with data.features.{m}=null"
+                )
+            self.arrays[m] = load_features(str(path), self.device, cache, data.dtype)
         for m in self.modalities:
             check_expectation(self.arrays[m], data.expect.get(m), m)
         self.status_counts: dict[str, int] = {}

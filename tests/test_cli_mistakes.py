@@ -353,3 +353,26 @@ def test_python_m_workflow_mains_turn_user_errors_into_one_line(module, args, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"avemo {module}: error: "), err
     assert not any(tmp_path.iterdir()), "nothing written"
+
+
+def test_fuse_train_with_a_stream_never_extracted_names_the_set_and_the_way_out(
+    capsys, tmp_path
+) -> None:
+    """A config whose stream's feature file was never built (e.g. speech_emotion's d-vectors):
+    one line naming ``data.features.<stream>``, the stage-one set to build and ``=null``."""
+    import yaml
+    from _fusion_data import clip_config, clip_corpus
+
+    c = clip_corpus(tmp_path, n_clips=12)
+    cfg = clip_config(c, tmp_path)
+    cfg["data"]["features"]["speaker"] = str(tmp_path / "feats" / "speaker_ge2e.h5")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    refused(
+        capsys,
+        ["fuse-train", "-c", str(path), "-q"],
+        tmp_path / "runs",
+        "data.features.speaker",
+        "avemo features -s speaker_ge2e",
+        "data.features.speaker=null",
+    )
