@@ -94,9 +94,10 @@ def grid_sets(spec: dict[str, Any], methods: Iterable[str]) -> set[str]:
     """The feature-set names the chosen ``method`` bundles read (base config's when a bundle
     names none)."""
     common = overrides_of(spec).get("data.features")
-    if common is None:
-        base = yaml.safe_load(Path(spec["base"]).read_text())
-        common = base["data"]["features"]
+    if common is None:  # the base resolved (it may itself have a base)
+        from avemo.fusion.config import load_config
+
+        common = load_config(spec["base"], check_args=False).data.features
     out = set()
     for m in methods:
         feats = spec["axes"]["method"][m].get("data.features", common)
