@@ -165,6 +165,7 @@ def test_speech_emotion_config_trains_on_these_files(written, sample, tmp_path):
         f"data.features.pitch={written['pitch_swiftf0']}",
         "data.features.logmel=null",
         "data.features.speech=null",
+        "data.features.speaker=null",
         "trainer.max_epochs=3",
         f"output.dir={tmp_path / 'runs'}",
         "-q",

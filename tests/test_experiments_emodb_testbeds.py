@@ -81,3 +81,43 @@ def test_score_bed_through_the_grid_runner(tmp_path):
         )
         assert (g.loc[g["method"] == "recipe_off", "mode"] == "off").all()
     assert out["uar"].between(0, 1).all()
+
+
+def test_every_emodb_grid_resolves_on_the_base_it_was_scored_on():
+    """The grids scored before the d-vectors joined the packaged recipe keep its five-stream
+    form (``configs/speech_emotion_five_streams.yaml``): that base is speech_emotion.yaml with
+    exactly the d-vector keys undone, and each grid reads the stage-one sets its methods name."""
+    from avemo.extract.registry import FEATURE_SETS, load_all
+    from avemo.fusion.config import config_dict, load_config
+
+    load_all()
+
+    root = st.GRIDS.parent
+    five = config_dict(load_config(root / "configs" / "speech_emotion_five_streams.yaml"))
+    ships = config_dict(load_config(_experiments.ROOT / "workflows/configs/speech_emotion.yaml"))
+    assert set(ships["data"]["features"]) - set(five["data"]["features"]) == {"speaker"}
+    for key, value in [
+        ("speaker_norm_only", []),
+        ("speaker_norm_only_modes", ["shrink", "speaker"]),
+    ]:
+        assert five["data"][key] == value and ships["data"][key] != value
+        five["data"][key] = ships["data"][key]
+    five["data"]["features"]["speaker"] = ships["data"]["features"]["speaker"]
+    drop = ("_source",)
+    assert {k: v for k, v in five.items() if k not in drop} == {
+        k: v for k, v in ships.items() if k not in drop
+    }
+    grids = sorted(st.GRIDS.glob("*.yaml"))
+    assert grids
+    for g in grids:
+        spec = st.load_spec(g)
+        assert load_config(spec["base"], check_args=False).name == "speech_emotion", g.name
+        sets = st.grid_sets(spec, spec["axes"]["method"])
+        assert sets and sets <= set(FEATURE_SETS.names()), (g.name, sets)
+        named = {
+            p.split("/")[-1]
+            for m in spec["axes"]["method"].values()
+            for p in ((m or {}).get("data.features") or {}).values()
+            if p
+        }
+        assert ("speaker_ge2e" in sets) == ("speaker_ge2e" in named), g.name

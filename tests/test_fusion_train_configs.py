@@ -21,6 +21,7 @@ ROW_SHAPES = {
     "pitch": (4,),
     "logmel": (64,),
     "speech": (96,),
+    "speaker": (256,),
 }
 CLASSES = 7
 

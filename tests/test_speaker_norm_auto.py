@@ -476,9 +476,9 @@ def test_speaker_norm_only_modes_in_a_run_and_in_predict(tmp_path):
     assert not bool(pb["audio"].any())  # masked after normalising, as in training
 
 
-def test_the_documented_ge2e_line_resolves_and_gates_the_d_vectors(tmp_path) -> None:
-    """speech_emotion.yaml's ``# GE2E:`` command: valid overrides, the d-vector stream added and
-    used only when normalised per speaker, the model built on its 256-d rows."""
+def test_speech_emotion_gates_its_d_vectors_and_documents_the_line_without_them(tmp_path) -> None:
+    """speech_emotion.yaml's d-vector stream is used only fully normalised per speaker, the
+    model is built on its 256-d rows, and the documented ``No d-vectors:`` command drops it."""
     import shlex
     from pathlib import Path
 
@@ -487,16 +487,23 @@ def test_the_documented_ge2e_line_resolves_and_gates_the_d_vectors(tmp_path) -> 
     from avemo.fusion.spec import TaskSpec
 
     path = Path(__file__).resolve().parents[1] / "workflows" / "configs" / "speech_emotion.yaml"
-    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("# GE2E: avemo ")]
-    assert len(lines) == 1
-    argv = shlex.split(lines[0].removeprefix("# GE2E: "))
-    assert argv[:4] == ["avemo", "fuse-train", "-c", "speech_emotion"]
-    cfg = load_config(path, argv[4:])
+    cfg = load_config(path)
     assert Path(cfg.data.features["speaker"]).name == "speaker_ge2e.h5"
-    assert cfg.data.speaker_norm_only == ["speaker"] and cfg.data.speaker_norm == "auto"
+    assert cfg.data.speaker_norm == "auto" and cfg.data.speaker_norm_only == ["speaker"]
+    assert cfg.data.speaker_norm_only_modes == ["speaker"]
     registry.load_all()
     inputs = {m: (256,) if m == "speaker" else (8,) for m in cfg.data.features}
     model = registry.MODELS.build(
         cfg.model.name, inputs=inputs, task=TaskSpec("clip", 3), **cfg.model.options()
     )
     assert "speaker" in model.streams
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("# No d-vectors:")]
+    assert len(lines) == 1
+    argv = shlex.split(lines[0].removeprefix("# No d-vectors:"))
+    assert argv[:4] == ["avemo", "fuse-train", "-c", "speech_emotion"]
+    without = load_config(path, argv[4:])
+    assert set(without.data.features) == set(cfg.data.features) - {"speaker"}
+    # the build command names every stream's stage-one set
+    build = path.read_text().split("# Build inputs:")[1].split("# Train:")[0]
+    for f in cfg.data.features.values():
+        assert f"-s {Path(f).stem}" in build
