@@ -21,7 +21,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from avemo.data.store import MISSING_MODALITY, ConfigMismatchError, FeatureFile, expectation_diffs
+from avemo.data.store import (
+    MISSING_MODALITY,
+    ConfigMismatchError,
+    FeatureFile,
+    MissingFeatureFileError,
+    expectation_diffs,
+)
 from avemo.fusion.config import ConfigError, DataConfig
 
 _STATS_CHUNK = 1 << 18  # rows per chunk when computing normalisation statistics
@@ -140,13 +146,14 @@ class FeatureFiles:
         self.arrays = {}
         for m, p in data.features.items():
             path = Path(str(p))
-            if not path.exists():  # name the stream, the set that makes it, and the way out
+            try:
+                self.arrays[m] = load_features(str(path), self.device, cache, data.dtype)
+            except MissingFeatureFileError:  # name the stream, the set that makes it, the way out
                 raise ConfigError(
                     f"data.features.{m}: feature file {path} does not exist; build it with "
                     f"`avemo features -s {path.stem}` into {path.parent}, or drop the "
                     f"stream with data.features.{m}=null"
-                )
-            self.arrays[m] = load_features(str(path), self.device, cache, data.dtype)
+                ) from None
         for m in self.modalities:
             check_expectation(self.arrays[m], data.expect.get(m), m)
         self.status_counts: dict[str, int] = {}

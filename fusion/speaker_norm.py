@@ -25,8 +25,8 @@ z-normalised by their own statistics. So the option has four values:
 (``speaker`` / ``shrink``; ``data.speaker_norm_only_modes`` narrows that, e.g. to ``[speaker]``):
 under any other mode their rows are masked (``gated``), in training, in the inner CV that chooses
 the mode and in ``avemo predict``. ``shrink`` keeps part of a speaker's own mean (weight
-``n / (n + prior)``), so a speaker embedding shrunk still partly tells who speaks. For a speaker embedding (``speaker_ge2e``)
-normalised per speaker what is left is how a speaker's clips differ from each other; un-normalised
+``n / (n + prior)``), so a speaker embedding shrunk still partly tells who speaks. For a speaker
+embedding (``speaker_ge2e``) normalised per speaker what is left is how a speaker's clips differ from each other; un-normalised
 it tells who speaks, which on corpora where speakers show one or two emotions is a shortcut that
 does not carry to new speakers (measured: docs/benchmarks/emodb.md).
 
