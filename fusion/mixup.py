@@ -40,6 +40,11 @@ class Mixup:
 
     def __init__(self, model: nn.Module, cfg: MixupConfig) -> None:
         self.at, self.alpha = cfg.at, float(cfg.alpha)
+        if getattr(model, "has_members", False):  # each member has its own input and loss
+            raise ConfigError(
+                "trainer.mixup: the model has independently trained members (model.late); "
+                "mixup mixes one module's input -- drop trainer.mixup or model.late"
+            )
         self.module = mixup_module(model, cfg.at)
         self._beta = torch.distributions.Beta(torch.tensor(self.alpha), torch.tensor(self.alpha))
 

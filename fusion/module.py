@@ -7,7 +7,7 @@ Checkpoints are plain ``state_dict`` files of the model (``torch.load(weights_on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ class FusionModule(L.LightningModule):
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         if self.mixup is None:
             out = self(batch)
-            loss = self.task.batch_loss(self.loss_fn, out, batch)
+            loss = self._members_loss(out, lambda o: self.task.batch_loss(self.loss_fn, o, batch))
         else:
             lam, perm = self.mixup.draw(len(batch["index"]), batch["index"].device)
             with self.mixup.mixing(lam, perm):
@@ -86,6 +86,14 @@ class FusionModule(L.LightningModule):
         self._train_loss.append(loss.detach() * n)  # cost ~0.7 ms (profiled), as much as a
         self._train_n += n  # small model's whole step
         return loss
+
+    def _members_loss(self, out: Tensor, loss_of: Callable[[Tensor], Tensor]) -> Tensor:
+        """The loss of ``out``, or, for a model of independently trained members
+        (``FusionModel.member_outputs``), the mean of each member's own loss."""
+        members = getattr(self.model, "member_outputs", None)
+        if not members:
+            return loss_of(out)
+        return torch.stack([loss_of(o) for o in members]).mean()
 
     def on_train_epoch_end(self) -> None:
         if self._train_n:

@@ -99,6 +99,8 @@ def why_not_stackable(
     if sched not in SCHEDULES_OK:
         return f"schedule {sched!r} (stacked cells support {', '.join(SCHEDULES_OK)})"
     if model is not None:
+        if getattr(model, "has_members", False):
+            return "independently trained members (model.late: one loss per member)"
         for mod in model.modules():
             if isinstance(mod, nn.modules.batchnorm._BatchNorm):
                 return f"{type(mod).__name__} (running statistics are updated in place)"

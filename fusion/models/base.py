@@ -228,7 +228,13 @@ class Head(nn.Module):
 
 
 class FusionModel(nn.Module):
-    """Base for MODELS: validates inputs/task and keeps ``attention`` for reports."""
+    """Base for MODELS: validates inputs/task and keeps ``attention`` for reports.
+
+    A model that is an ensemble of members trained independently (``descriptors``' ``late``)
+    fills ``member_outputs`` in each training forward: the trainer then takes the mean of the
+    members' own losses instead of the loss of the combined output, so each member learns as
+    it would alone (same batches; the mean only scales each member's gradient by 1 / M).
+    """
 
     def __init__(self, inputs: Mapping[str, tuple[int, ...]], task: TaskSpec) -> None:
         super().__init__()
@@ -239,6 +245,12 @@ class FusionModel(nn.Module):
         self.inputs = {str(k): tuple(int(d) for d in v) for k, v in inputs.items()}
         self.task = TaskSpec.coerce(task)
         self.attention: dict[str, Tensor] = {}
+        self.member_outputs: list[Tensor] = []
+
+    @property
+    def has_members(self) -> bool:
+        """True when training forwards fill ``member_outputs`` (independently trained members)."""
+        return False
 
     @property
     def frame_task(self) -> bool:

@@ -12,6 +12,13 @@ linear head. With one descriptor stream, no deep branch and no hidden layer it I
 on standardised functionals -- the ComParE + linear SVM recipe trained with a different loss --
 so the fusion can only add to what the SVM sees.
 
+``late`` (late fusion): named members, each a linear model of its own over its own descriptor
+streams (statistics, standardisation, clipping, dropout and head as above), trained on its own
+loss (``FusionModel.member_outputs``) and averaged in probability with the main model at test
+time -- an ensemble of independently trained models in one run, e.g. the recipe plus a linear
+model on ComParE functionals (issue 23: two learners whose errors differ, so the average is
+steadier than either on speakers unlike the training ones).
+
 ``descriptor_stats`` (TEMPORAL): the same masked statistics as a temporal module for the other
 models (``temporal: {name: descriptor_stats, stats: [mean, std, p50]}``).
 
@@ -147,6 +154,29 @@ class StandardisedStats(nn.Module):
         return z.clamp(-self.clip, self.clip) if self.clip else z
 
 
+class LateMember(nn.Module):
+    """One late-fusion member: standardised statistics of its streams -> dropout -> linear."""
+
+    def __init__(
+        self,
+        rows: Mapping[str, tuple[int, ...]],
+        stats: Mapping[str, Sequence[str]],
+        clip: float | None,
+        dropout: float,
+        n_out: int,
+    ) -> None:
+        super().__init__()
+        self.streams = nn.ModuleDict(
+            {m: StandardisedStats(shape, stats[m], clip) for m, shape in rows.items()}
+        )
+        self.dropout = Dropout(dropout)
+        self.head = nn.Linear(sum(out_dim(s) for s in self.streams.values()), int(n_out))
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        parts = [s(batch[m], get_mask(batch, m)) for m, s in self.streams.items()]
+        return self.head(self.dropout(torch.cat(parts, -1)))
+
+
 @MODELS.register("descriptors")
 class DescriptorModel(FusionModel):
     """Masked statistics of descriptor sequences (standardised, clipped) ⊕ optional deep branches
@@ -163,16 +193,33 @@ class DescriptorModel(FusionModel):
         clip: float | None = 5.0,
         dropout: float = 0.5,
         head: Mapping[str, Any] | None = None,
+        late: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__(inputs, task)
         if self.frame_task:
             raise ValueError("descriptors: clip tasks only (the statistics summarise a whole clip)")
         deep = dict(deep or {})
+        late = {str(k): [str(m) for m in v] for k, v in (late or {}).items()}
+        in_late = [m for ms in late.values() for m in ms]
+        for name, ms in late.items():
+            if not ms:
+                raise ValueError(f"descriptors.late.{name}: name at least one stream")
+        twice = sorted({m for m in in_late if in_late.count(m) > 1 or m in deep})
+        if twice:
+            raise ValueError(
+                f"descriptors.late: streams {twice} belong to two members (a stream feeds one)"
+            )
         names = (
             list(descriptors)
             if descriptors is not None
-            else [m for m in self.inputs if m not in deep]
+            else [m for m in self.inputs if m not in deep and m not in in_late]
         )
+        both = sorted(set(names) & set(in_late))
+        if both:
+            raise ValueError(
+                f"descriptors.late: streams {both} are also in descriptors.descriptors "
+                "(a stream feeds one member)"
+            )
         if not names and not deep:
             raise ValueError(
                 "descriptors: no input stream (name `descriptors` or `deep` modalities)"
@@ -202,6 +249,24 @@ class DescriptorModel(FusionModel):
         )
         self.dropout = Dropout(float(dropout))
         self.head = Head(dim, self.task.n_out, **(head or {}))
+        if late and self.task.classes is None:
+            raise ValueError("descriptors.late: classification tasks only (probabilities average)")
+        self.late = nn.ModuleDict(
+            {
+                name: LateMember(
+                    {m: self.need(m, f"descriptors.late.{name}") for m in ms},
+                    {m: over.get(m, stats) for m in ms},
+                    clip,
+                    float(dropout),
+                    self.task.n_out,
+                )
+                for name, ms in late.items()
+            }
+        )
+
+    @property
+    def has_members(self) -> bool:
+        return len(self.late) > 0
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
         self.check_batch(batch, [*self.streams, *self.branches])
@@ -212,4 +277,11 @@ class DescriptorModel(FusionModel):
             parts.append(out.pooled)
             if out.attention is not None:
                 self.attention[m] = out.attention
-        return self.head(self.dropout(torch.cat(parts, -1)))
+        logits = self.head(self.dropout(torch.cat(parts, -1)))
+        if not self.late:
+            return logits
+        members = [logits, *(member(batch) for member in self.late.values())]
+        self.member_outputs = members if self.training else []
+        # the members' mean probability, as logits (softmax of a log-probability is itself)
+        logp = torch.stack([z.float().log_softmax(-1) for z in members])
+        return torch.logsumexp(logp, 0) - math.log(len(members))
