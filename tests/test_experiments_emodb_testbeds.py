@@ -107,6 +107,11 @@ def test_every_emodb_grid_resolves_on_the_base_it_was_scored_on():
     assert {k: v for k, v in five.items() if k not in drop} == {
         k: v for k, v in ships.items() if k not in drop
     }
+    # the grids scored on the six-stream recipe (d-vectors gated) name a frozen copy of it
+    six = config_dict(load_config(root / "configs" / "speech_emotion_six_streams.yaml"))
+    assert {k: v for k, v in six.items() if k not in drop} == {
+        k: v for k, v in ships.items() if k not in drop
+    }
     grids = sorted(st.GRIDS.glob("*.yaml"))
     assert grids
     for g in grids:
