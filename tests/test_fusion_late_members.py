@@ -5,6 +5,7 @@ own cross-entropy (scaled by 1 / M), as if it were trained alone. Config mistake
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -184,3 +185,25 @@ def test_cli_late_member_on_an_unknown_stream_exits_2_and_writes_nothing(
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "descriptors.late.m" in err and "vidoe" in err, err
     assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+
+
+def test_predict_applies_both_members_as_training_scored_them(corpus, tmp_path) -> None:
+    """``avemo predict`` on a late-member run gives the run's own test probabilities."""
+    import pandas as pd
+
+    from avemo.fusion.predict import predict_files
+    from avemo.fusion.run import Run
+
+    c, _ = corpus
+    run_dir = train_from_config(_cfg(corpus, tmp_path))["run_dir"]
+    run = Run.from_dir(run_dir)  # the weights its final metrics came from
+    assert run.model.has_members
+    trained = pd.read_csv(run_dir / "predictions.csv")
+    test = trained[trained["partition"] == "test"].set_index("clip_id")
+    table, _ = predict_files(
+        run, {"face": c["face"], "audio": c["audio"]}, test.index.tolist(), progress=False
+    )
+    cols = [k for k in test.columns if k.startswith("p_")]
+    assert len(cols) == 3 and len(table) == len(test)
+    got = table.set_index("clip_id").loc[test.index, cols].to_numpy(float)
+    np.testing.assert_allclose(got, test[cols].to_numpy(float), atol=1e-6)
