@@ -166,6 +166,8 @@ def test_speech_emotion_config_trains_on_these_files(written, sample, tmp_path):
         "data.features.logmel=null",
         "data.features.speech=null",
         "data.features.speaker=null",
+        "data.features.func=null",
+        "model.late=null",
         "trainer.max_epochs=3",
         f"output.dir={tmp_path / 'runs'}",
         "-q",

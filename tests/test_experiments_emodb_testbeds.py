@@ -94,8 +94,20 @@ def test_every_emodb_grid_resolves_on_the_base_it_was_scored_on():
 
     root = st.GRIDS.parent
     five = config_dict(load_config(root / "configs" / "speech_emotion_five_streams.yaml"))
+    six = config_dict(load_config(root / "configs" / "speech_emotion_six_streams.yaml"))
     ships = config_dict(load_config(_experiments.ROOT / "workflows/configs/speech_emotion.yaml"))
-    assert set(ships["data"]["features"]) - set(five["data"]["features"]) == {"speaker"}
+    drop = ("_source",)
+
+    def undo_late(cfg: dict) -> None:
+        """The late member (added after both frozen bases): its stream and model keys."""
+        assert "func" not in cfg["data"]["features"]
+        assert cfg["model"]["late"] is None and cfg["model"]["per_modality_stats"] is None
+        assert ships["model"]["late"] == {"functionals": ["func"]}
+        cfg["data"]["features"]["func"] = ships["data"]["features"]["func"]
+        for key in ("late", "per_modality_stats"):
+            cfg["model"][key] = ships["model"][key]
+
+    assert set(ships["data"]["features"]) - set(five["data"]["features"]) == {"speaker", "func"}
     for key, value in [
         ("speaker_norm_only", []),
         ("speaker_norm_only_modes", ["shrink", "speaker"]),
@@ -103,15 +115,13 @@ def test_every_emodb_grid_resolves_on_the_base_it_was_scored_on():
         assert five["data"][key] == value and ships["data"][key] != value
         five["data"][key] = ships["data"][key]
     five["data"]["features"]["speaker"] = ships["data"]["features"]["speaker"]
-    drop = ("_source",)
-    assert {k: v for k, v in five.items() if k not in drop} == {
-        k: v for k, v in ships.items() if k not in drop
-    }
     # the grids scored on the six-stream recipe (d-vectors gated) name a frozen copy of it
-    six = config_dict(load_config(root / "configs" / "speech_emotion_six_streams.yaml"))
-    assert {k: v for k, v in six.items() if k not in drop} == {
-        k: v for k, v in ships.items() if k not in drop
-    }
+    assert set(ships["data"]["features"]) - set(six["data"]["features"]) == {"func"}
+    for frozen in (five, six):
+        undo_late(frozen)
+        assert {k: v for k, v in frozen.items() if k not in drop} == {
+            k: v for k, v in ships.items() if k not in drop
+        }
     grids = sorted(st.GRIDS.glob("*.yaml"))
     assert grids
     for g in grids:

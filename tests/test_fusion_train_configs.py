@@ -22,6 +22,7 @@ ROW_SHAPES = {
     "logmel": (64,),
     "speech": (96,),
     "speaker": (256,),
+    "func": (6373,),
 }
 CLASSES = 7
 

@@ -478,7 +478,8 @@ def test_speaker_norm_only_modes_in_a_run_and_in_predict(tmp_path):
 
 def test_speech_emotion_gates_its_d_vectors_and_documents_the_line_without_them(tmp_path) -> None:
     """speech_emotion.yaml's d-vector stream is used only fully normalised per speaker, the
-    model is built on its 256-d rows, and the documented ``No d-vectors:`` command drops it."""
+    model is built on its 256-d rows, and the documented ``No d-vectors:`` command drops it; its
+    late member reads the ComParE functionals alone, and ``No member:`` drops it."""
     import shlex
     from pathlib import Path
 
@@ -503,6 +504,23 @@ def test_speech_emotion_gates_its_d_vectors_and_documents_the_line_without_them(
     assert argv[:4] == ["avemo", "fuse-train", "-c", "speech_emotion"]
     without = load_config(path, argv[4:])
     assert set(without.data.features) == set(cfg.data.features) - {"speaker"}
+    # the late member (ComParE functionals, its own linear model) and the line that drops it
+    assert Path(cfg.data.features["func"]).name == "compare_functionals.h5"
+    assert cfg.model.options()["late"] == {"functionals": ["func"]} and model.has_members
+    assert "func" not in model.streams and "func" in model.late["functionals"].streams
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("# No member:")]
+    assert len(lines) == 1
+    argv = shlex.split(lines[0].removeprefix("# No member:"))
+    assert argv[:4] == ["avemo", "fuse-train", "-c", "speech_emotion"]
+    alone = load_config(path, argv[4:])
+    assert set(alone.data.features) == set(cfg.data.features) - {"func"}
+    plain = registry.MODELS.build(
+        alone.model.name,
+        inputs={m: inputs[m] for m in alone.data.features},
+        task=TaskSpec("clip", 3),
+        **alone.model.options(),
+    )
+    assert not plain.has_members and set(plain.streams) == set(alone.data.features)
     # the build command names every stream's stage-one set
     build = path.read_text().split("# Build inputs:")[1].split("# Train:")[0]
     for f in cfg.data.features.values():

@@ -249,7 +249,7 @@ class DescriptorModel(FusionModel):
         )
         self.dropout = Dropout(float(dropout))
         self.head = Head(dim, self.task.n_out, **(head or {}))
-        if late and self.task.classes is None:
+        if late and self.task.targets is not None:
             raise ValueError("descriptors.late: classification tasks only (probabilities average)")
         self.late = nn.ModuleDict(
             {
