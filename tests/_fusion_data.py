@@ -158,3 +158,18 @@ def clip_config(c: dict, tmp: Path, **over) -> dict:
     for k, v in over.items():
         cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
     return cfg
+
+
+def quiet_run_config(
+    corpus: tuple[dict, Path], default_model: dict, tmp: Path | None = None, **over
+):
+    """A validated ``clip_config`` run config on a ``(clip_corpus, folder)`` fixture pair:
+    ``default_model`` unless ``over`` names a model, no plots, quiet, runs under ``tmp`` (default the
+    corpus folder)."""
+    from avemo.fusion.config import load_config
+
+    c, base = corpus
+    tmp = tmp or base
+    over.setdefault("output", {"dir": str(tmp / "runs"), "plots": False, "verbose": False})
+    over.setdefault("model", default_model)
+    return load_config(clip_config(c, tmp, **over))

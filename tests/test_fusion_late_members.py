@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from _fusion_data import clip_config, clip_corpus
+from _fusion_data import clip_config, clip_corpus, quiet_run_config
 
 from avemo.cli import main
-from avemo.fusion.config import ConfigError, load_config
+from avemo.fusion.config import ConfigError
 from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.module import FusionModule
 from avemo.fusion.registry import MODELS, load_all
@@ -129,7 +129,6 @@ def test_a_stream_feeds_one_member_and_regression_is_refused() -> None:
 # ----------------------------------------------------------------------------- in a run
 
 MODEL = {"name": "descriptors", "descriptors": ["audio"], "late": {"face_member": ["face"]}}
-QUIET = {"plots": False, "verbose": False}
 
 
 @pytest.fixture(scope="module")
@@ -139,11 +138,7 @@ def corpus(tmp_path_factory):
 
 
 def _cfg(corpus, tmp=None, **over):
-    c, base = corpus
-    tmp = tmp or base
-    over.setdefault("output", {"dir": str(tmp / "runs"), **QUIET})
-    over.setdefault("model", MODEL)
-    return load_config(clip_config(c, tmp, **over))
+    return quiet_run_config(corpus, MODEL, tmp, **over)
 
 
 def test_the_training_step_takes_the_mean_of_the_members_losses(corpus) -> None:

@@ -15,10 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from _fusion_data import clip_config, clip_corpus
+from _fusion_data import clip_config, clip_corpus, quiet_run_config
 
 from avemo.cli import main
-from avemo.fusion.config import ConfigError, MixupConfig, load_config
+from avemo.fusion.config import ConfigError, MixupConfig
 from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.mixup import Mixup
 from avemo.fusion.module import FusionModule
@@ -32,7 +32,6 @@ MODEL = {
     "descriptors": ["audio"],
     "deep": {"face": {"encoder": {"name": "mlp", "hidden": [8]}, "temporal": "mean"}},
 }
-QUIET = {"plots": False, "verbose": False}
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +41,7 @@ def corpus(tmp_path_factory):
 
 
 def _cfg(corpus, tmp=None, **over):
-    c, base = corpus
-    tmp = tmp or base
-    over.setdefault("output", {"dir": str(tmp / "runs"), **QUIET})
-    return load_config(clip_config(c, tmp, model=MODEL, **over))
+    return quiet_run_config(corpus, MODEL, tmp, **over)
 
 
 def _module(cfg) -> FusionModule:
