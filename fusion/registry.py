@@ -68,11 +68,4 @@ def build_model(
     except ImportError:
         if model.name not in MODELS:
             raise
-    from avemo.fusion.config import ConfigError
-
-    try:
-        return MODELS.build(model.name, inputs=inputs, task=spec, **model.options())
-    except ConfigError:
-        raise
-    except ValueError as e:  # a model's own option check (a stream it lacks, a bad name)
-        raise ConfigError(f"model ({model.name}): {e}") from e
+    return MODELS.build(model.name, inputs=inputs, task=spec, **model.options())

@@ -43,7 +43,7 @@ from avemo import settings
 from avemo.allocator import tune_allocator
 from avemo.fusion import registry
 from avemo.fusion.callbacks import BestCheckpoint, EpochLines, EpochProgressBar, MetricsHistory
-from avemo.fusion.config import RunConfig, dump_config, load_config, run_config
+from avemo.fusion.config import ConfigError, RunConfig, dump_config, load_config, run_config
 from avemo.fusion.datamodule import CachedFeatureDataModule
 from avemo.fusion.evaluate import predict_partition, score
 from avemo.fusion.features import STATS_FILE, save_stats
@@ -125,8 +125,15 @@ def build_datamodule(
 
 
 def build_model(cfg: RunConfig | Mapping[str, Any], dm: CachedFeatureDataModule) -> torch.nn.Module:
-    """``model.name`` built with the model section's options, for ``dm``'s inputs and task."""
-    return registry.build_model(run_config(cfg).model, dm.inputs, dm.spec)
+    """``model.name`` built with the model section's options, for ``dm``'s inputs and task; a
+    model's own option check (a stream the run lacks, a bad name) is a ``ConfigError``."""
+    model = run_config(cfg).model
+    try:
+        return registry.build_model(model, dm.inputs, dm.spec)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"model ({model.name}): {e}") from e
 
 
 def build_loggers(cfg: RunConfig, run_dir: Path) -> list[Any]:
