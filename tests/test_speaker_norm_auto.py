@@ -498,21 +498,22 @@ def test_speech_emotion_gates_its_d_vectors_and_documents_the_line_without_them(
         cfg.model.name, inputs=inputs, task=TaskSpec("clip", 3), **cfg.model.options()
     )
     assert "speaker" in model.streams
-    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("# No d-vectors:")]
-    assert len(lines) == 1
-    argv = shlex.split(lines[0].removeprefix("# No d-vectors:"))
-    assert argv[:4] == ["avemo", "fuse-train", "-c", "speech_emotion"]
-    without = load_config(path, argv[4:])
+
+    def documented(prefix: str) -> list[str]:
+        """The overrides of the header's one ``# <prefix>`` fuse-train command."""
+        lines = [ln for ln in path.read_text().splitlines() if ln.startswith(prefix)]
+        assert len(lines) == 1, prefix
+        argv = shlex.split(lines[0].removeprefix(prefix))
+        assert argv[:4] == ["avemo", "fuse-train", "-c", "speech_emotion"]
+        return argv[4:]
+
+    without = load_config(path, documented("# No d-vectors:"))
     assert set(without.data.features) == set(cfg.data.features) - {"speaker"}
     # the late member (ComParE functionals, its own linear model) and the line that drops it
     assert Path(cfg.data.features["func"]).name == "compare_functionals.h5"
     assert cfg.model.options()["late"] == {"functionals": ["func"]} and model.has_members
     assert "func" not in model.streams and "func" in model.late["functionals"].streams
-    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("# No member:")]
-    assert len(lines) == 1
-    argv = shlex.split(lines[0].removeprefix("# No member:"))
-    assert argv[:4] == ["avemo", "fuse-train", "-c", "speech_emotion"]
-    alone = load_config(path, argv[4:])
+    alone = load_config(path, documented("# No member:"))
     assert set(alone.data.features) == set(cfg.data.features) - {"func"}
     plain = registry.MODELS.build(
         alone.model.name,

@@ -154,29 +154,6 @@ class StandardisedStats(nn.Module):
         return z.clamp(-self.clip, self.clip) if self.clip else z
 
 
-class LateMember(nn.Module):
-    """One late-fusion member: standardised statistics of its streams -> dropout -> linear."""
-
-    def __init__(
-        self,
-        rows: Mapping[str, tuple[int, ...]],
-        stats: Mapping[str, Sequence[str]],
-        clip: float | None,
-        dropout: float,
-        n_out: int,
-    ) -> None:
-        super().__init__()
-        self.streams = nn.ModuleDict(
-            {m: StandardisedStats(shape, stats[m], clip) for m, shape in rows.items()}
-        )
-        self.dropout = Dropout(dropout)
-        self.head = nn.Linear(sum(out_dim(s) for s in self.streams.values()), int(n_out))
-
-    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
-        parts = [s(batch[m], get_mask(batch, m)) for m, s in self.streams.items()]
-        return self.head(self.dropout(torch.cat(parts, -1)))
-
-
 @MODELS.register("descriptors")
 class DescriptorModel(FusionModel):
     """Masked statistics of descriptor sequences (standardised, clipped) ⊕ optional deep branches
@@ -251,14 +228,17 @@ class DescriptorModel(FusionModel):
         self.head = Head(dim, self.task.n_out, **(head or {}))
         if late and self.task.targets is not None:
             raise ValueError("descriptors.late: classification tasks only (probabilities average)")
+        # each member is this model over its own streams alone (no deep branch, linear head)
         self.late = nn.ModuleDict(
             {
-                name: LateMember(
+                name: DescriptorModel(
                     {m: self.need(m, f"descriptors.late.{name}") for m in ms},
-                    {m: over.get(m, stats) for m in ms},
-                    clip,
-                    float(dropout),
-                    self.task.n_out,
+                    self.task,
+                    descriptors=ms,
+                    stats=stats,
+                    per_modality_stats={m: over[m] for m in ms if m in over},
+                    clip=clip,
+                    dropout=dropout,
                 )
                 for name, ms in late.items()
             }
